@@ -1,0 +1,266 @@
+"""HTTP routes: validate, call the engine or the store, shape JSON. Nothing else.
+
+Every error is JSON ``{"error": ..., "detail": ...}`` with its status code.
+``/api/*`` needs ``Authorization: Bearer <api_token>`` when a token is set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from . import signing
+from .config import Config
+from .engine import Draining, Engine, IngestRequest, NotAllowed
+from .errors import ConfigError, FileChangedError, UnsupportedFormat
+from .store import Ingestion, Store
+
+log = structlog.get_logger("pimingestd.api")
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+ENGINE = web.AppKey("engine", Engine)
+
+_CHECKSUM = re.compile(r"^sha256:[0-9a-f]{64}$")
+_INGEST_KEYS = {"path", "format", "json_path", "sheet", "chunk_records", "chunk_bytes", "re_ingestion"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(web.HTTPException):
+    """An HTTP error with a JSON body."""
+
+    def __init__(self, status: int, error: str, detail: Any = None) -> None:
+        self.status_code = status
+        super().__init__(
+            text=orjson.dumps({"error": error, "detail": detail}).decode(), content_type="application/json"
+        )
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+async def ingestion_view(store: Store, ing: Ingestion) -> dict[str, Any]:
+    chunks, records = await store.progress(ing.id)
+    return {
+        "ingestion_id": ing.id,
+        "file_id": ing.file_id,
+        "path": ing.path,
+        "file_name": ing.file_name,
+        "format": ing.format,
+        "status": ing.status,
+        "chunks_acked": chunks,
+        "records_acked": records,
+        "total_chunks": ing.total_chunks,
+        "total_records": ing.total_records,
+        "error": ing.error,
+        "created_at": _iso(ing.created_at),
+        "updated_at": _iso(ing.updated_at),
+    }
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError:
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        raise ApiError(exc.status, exc.reason) from None
+    except Exception:
+        log.exception("unhandled error in request", path=request.path)
+        raise ApiError(500, "internal error") from None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[CONFIG].http.api_token
+    if token and request.path.startswith("/api/"):
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {token}"
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
+            raise ApiError(401, "missing or wrong API token", "send Authorization: Bearer <api_token>")
+    return await handler(request)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "request body too large") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "body is not valid JSON", str(exc)) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return data
+
+
+def _opt(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if value is None:
+        return None
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ApiError(400, f"`{key}` must be a positive integer")
+    if kind is not int and not isinstance(value, kind):
+        raise ApiError(400, f"`{key}` must be a {kind.__name__}")
+    return value
+
+
+def resolve_allowed(config: Config, raw: str) -> Path:
+    """The real path of ``raw`` (relative to the config's folder) if it lies under an allowed root."""
+    if "\x00" in raw:
+        raise ApiError(400, "`path` contains a NUL byte")
+    p = Path(raw)
+    if not p.is_absolute():
+        p = config.path.parent / p
+    real = p.resolve()
+    for root in config.http.allowed_roots:
+        if real.is_relative_to(root.resolve()):
+            return real
+    raise ApiError(403, "path is outside the allowed roots", "see [http] allowed_roots")
+
+
+async def ingest(request: web.Request) -> web.Response:
+    data = await _body(request)
+    unknown = sorted(set(data) - _INGEST_KEYS)
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
+    raw_path = data.get("path")
+    if not isinstance(raw_path, str) or not raw_path:
+        raise ApiError(400, "`path` is required and must be a string")
+    records, size = _opt(data, "chunk_records", int), _opt(data, "chunk_bytes", int)
+    if records is not None and size is not None:
+        raise ApiError(400, "give at most one of `chunk_records` and `chunk_bytes`")
+    re_ingestion = data.get("re_ingestion", False)
+    if not isinstance(re_ingestion, bool):
+        raise ApiError(400, "`re_ingestion` must be true or false")
+    config = request.app[CONFIG]
+    path = resolve_allowed(config, raw_path)
+    if not path.is_file():
+        raise ApiError(404, "no such file", raw_path)
+    req = IngestRequest(
+        path=path,
+        format=_opt(data, "format", str),
+        json_path=_opt(data, "json_path", str),
+        sheet=_opt(data, "sheet", str),
+        chunk_records=records,
+        chunk_bytes=size,
+        re_ingestion=re_ingestion,
+        source="api",
+    )
+    engine = request.app[ENGINE]
+    try:
+        submitted = await engine.submit(req)
+    except UnsupportedFormat as exc:
+        raise ApiError(415, "unsupported format", str(exc)) from None
+    except ConfigError as exc:
+        raise ApiError(400, "bad chunking", str(exc)) from None
+    except FileChangedError as exc:
+        raise ApiError(409, "file is changing", str(exc)) from None
+    except FileNotFoundError:
+        raise ApiError(404, "no such file", raw_path) from None
+    except Draining as exc:
+        raise ApiError(503, "draining", str(exc)) from None
+    ing = submitted.ingestion
+    status = 200 if ing.status == "completed" else 202
+    return _json({"ingestion_id": ing.id, "file_id": ing.file_id, "status": ing.status}, status)
+
+
+async def _ingestion(request: web.Request) -> Ingestion:
+    ing = await request.app[STORE].get(request.match_info["id"])
+    if ing is None:
+        raise ApiError(404, "unknown ingestion", request.match_info["id"])
+    return ing
+
+
+async def get_ingestion(request: web.Request) -> web.Response:
+    return _json(await ingestion_view(request.app[STORE], await _ingestion(request)))
+
+
+async def resume(request: web.Request) -> web.Response:
+    ing = await _ingestion(request)
+    try:
+        ing = await request.app[ENGINE].resume(ing.id)
+    except NotAllowed as exc:
+        raise ApiError(409, "cannot resume", str(exc)) from None
+    except Draining as exc:
+        raise ApiError(503, "draining", str(exc)) from None
+    return _json(await ingestion_view(request.app[STORE], ing), 202)
+
+
+async def cancel(request: web.Request) -> web.Response:
+    ing = await _ingestion(request)
+    try:
+        ing = await request.app[ENGINE].cancel(ing.id)
+    except NotAllowed as exc:
+        raise ApiError(409, "cannot cancel", str(exc)) from None
+    return _json(await ingestion_view(request.app[STORE], ing))
+
+
+async def ack_callback(request: web.Request) -> web.Response:
+    body = await request.read()
+    secret = request.app[CONFIG].pimcore.secret
+    if secret:
+        why = signing.verify(secret, request.headers.get(signing.HEADER), body)
+        if why:
+            raise ApiError(401, "bad signature", why)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "body is not valid JSON", str(exc)) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    ingestion_id, n, checksum = data.get("ingestion_id"), data.get("chunk"), data.get("checksum")
+    status, reason, retryable = data.get("status"), data.get("reason", ""), data.get("retryable", False)
+    if not isinstance(ingestion_id, str) or not ingestion_id:
+        raise ApiError(400, "`ingestion_id` must be a non-empty string")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ApiError(400, "`chunk` must be a positive integer")
+    if not isinstance(checksum, str) or not _CHECKSUM.match(checksum):
+        raise ApiError(400, "`checksum` must be sha256:<64 hex digits>")
+    if status not in ("ack", "reject"):
+        raise ApiError(400, "`status` must be 'ack' or 'reject'")
+    if not isinstance(reason, str) or not isinstance(retryable, bool):
+        raise ApiError(400, "`reason` must be a string and `retryable` a boolean")
+    outcome = await request.app[ENGINE].handle_ack(ingestion_id, n, checksum, status, reason[:2000], retryable)
+    if outcome == "accepted":
+        return _json({"result": "accepted"})
+    if outcome == "duplicate":
+        return _json({"result": "duplicate"})
+    if outcome == "mismatch":
+        raise ApiError(409, "checksum differs from the chunk that was sent", {"chunk": n})
+    what = "unknown ingestion" if outcome == "unknown_ingestion" else "chunk was never sent"
+    raise ApiError(404, what, {"ingestion_id": ingestion_id, "chunk": n})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    ready = not engine.draining
+    return _json({"live": True, "ready": ready, "draining": engine.draining, "running": engine.running},
+                 200 if ready else 503)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/ingest", ingest)
+    app.router.add_get("/api/ingestions/{id}", get_ingestion)
+    app.router.add_post("/api/ingestions/{id}/resume", resume)
+    app.router.add_post("/api/ingestions/{id}/cancel", cancel)
+    app.router.add_post("/callbacks/ack", ack_callback)
+    app.router.add_get("/healthz", healthz)

@@ -1,0 +1,86 @@
+"""Canonical JSON bytes and SHA-256 checksums: the identity of every chunk.
+
+The canonical form (docs/protocol.md, "Canonical JSON"): UTF-8, object keys
+sorted by Unicode code point, no insignificant whitespace, only the escapes JSON
+requires (``"``, ``\\``, control characters), integers in full, non-integers
+written as the exact decimal parsed from the source (never through a binary
+float), floats (only from Excel, which stores doubles) as the shortest text that
+round-trips. The same records always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+_OPTS = orjson.OPT_SORT_KEYS
+# orjson writes integers only within [-2**63, 2**64 - 1]; wider ones are passed as text.
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+class EncodeError(ValueError):
+    """A value has no canonical JSON form (NaN, lone surrogate, unsupported type)."""
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError(f"{value} is not a JSON number")
+        return orjson.Fragment(str(value).encode("ascii"))
+    raise TypeError(f"type {type(value).__name__} is not JSON")
+
+
+def _widen(value: Any) -> Any:
+    """A copy with out-of-range integers turned into verbatim fragments (rare, slow path)."""
+    if isinstance(value, dict):
+        return {k: _widen(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_widen(v) for v in value]
+    if type(value) is int and not (_INT_MIN <= value <= _INT_MAX):
+        return orjson.Fragment(str(value).encode("ascii"))
+    if type(value) is float and not math.isfinite(value):
+        raise EncodeError(f"{value} is not a JSON number")
+    return value
+
+
+def encode(value: Any) -> bytes:
+    """Canonical JSON bytes of ``value``; raises EncodeError when there are none."""
+    try:
+        return orjson.dumps(value, default=_default, option=_OPTS)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise EncodeError(str(exc)) from None
+    try:
+        return orjson.dumps(_widen(value), default=_default, option=_OPTS)
+    except orjson.JSONEncodeError as exc:
+        raise EncodeError(str(exc)) from None
+
+
+def join_array(encoded: list[bytes]) -> bytes:
+    """The canonical bytes of an array, given the canonical bytes of its items."""
+    return b"[" + b",".join(encoded) + b"]"
+
+
+def checksum(digest: bytes) -> str:
+    """``sha256:<hex>``, the form used for chunk checksums, file ids and manifests."""
+    return "sha256:" + digest.hex()
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def content_digest(digest: bytes) -> str:
+    """RFC 9530 Content-Digest field value for a SHA-256 digest."""
+    return "sha-256=:" + base64.b64encode(digest).decode("ascii") + ":"
+
+
+def manifest(checksums: list[str]) -> str:
+    """SHA-256 over the chunk checksums joined by newlines, in chunk order."""
+    return checksum(sha256("\n".join(checksums).encode("ascii")))

@@ -1,0 +1,97 @@
+"""Cutting records into numbered chunks, one strategy at a time.
+
+By record count: a chunk holds ``records`` records (the last one fewer). By
+bytes: a chunk is flushed when the next record would push its body over
+``bytes``; a single record that cannot fit alone is an error. Chunk bodies are
+canonical JSON arrays (see canonical.py), so the same records always give the
+same chunk bytes and the same checksum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import canonical
+from .config import ChunkPolicy
+from .errors import ChunkError
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    n: int  # 1-based, contiguous
+    first_record: int  # 0-based index in the file of its first record
+    records: int
+    body: bytes
+    digest: bytes  # SHA-256 of body
+
+    @property
+    def checksum(self) -> str:
+        return canonical.checksum(self.digest)
+
+
+def _make(n: int, first: int, count: int, body: bytes) -> Chunk:
+    return Chunk(n, first, count, body, canonical.sha256(body))
+
+
+def _encode_one(record: Any, index: int) -> bytes:
+    try:
+        return canonical.encode(record)
+    except canonical.EncodeError as exc:
+        raise ChunkError(f"record {index} cannot be written as JSON: {exc}") from None
+
+
+def cut(records: Iterable[dict[str, Any]], policy: ChunkPolicy) -> Iterator[Chunk]:
+    """Yield the chunks of ``records`` in order."""
+    if policy.records is not None:
+        return _by_count(records, policy.records)
+    assert policy.bytes is not None
+    return _by_bytes(records, policy.bytes)
+
+
+def _by_count(records: Iterable[dict[str, Any]], size: int) -> Iterator[Chunk]:
+    batch: list[dict[str, Any]] = []
+    n = 0
+    first = 0
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            n += 1
+            yield _make(n, first, size, _encode_batch(batch, first))
+            first += size
+            batch = []
+    if batch:
+        yield _make(n + 1, first, len(batch), _encode_batch(batch, first))
+
+
+def _encode_batch(batch: list[dict[str, Any]], first: int) -> bytes:
+    try:
+        return canonical.encode(batch)
+    except canonical.EncodeError:
+        # Name the culprit: encode one by one (only on the error path).
+        return canonical.join_array([_encode_one(r, first + i) for i, r in enumerate(batch)])
+
+
+def _by_bytes(records: Iterable[dict[str, Any]], limit: int) -> Iterator[Chunk]:
+    parts: list[bytes] = []
+    size = 2  # the brackets
+    n = 0
+    first = 0
+    for index, record in enumerate(records):
+        encoded = _encode_one(record, index)
+        if len(encoded) + 2 > limit:
+            raise ChunkError(
+                f"record {index} is {len(encoded)} bytes as JSON; it cannot fit a chunk of at most {limit} bytes"
+            )
+        grown = size + len(encoded) + (1 if parts else 0)
+        if grown > limit:
+            n += 1
+            yield _make(n, first, len(parts), canonical.join_array(parts))
+            first += len(parts)
+            parts = []
+            grown = 2 + len(encoded)
+        parts.append(encoded)
+        size = grown
+    if parts:
+        yield _make(n + 1, first, len(parts), canonical.join_array(parts))

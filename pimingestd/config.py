@@ -1,0 +1,346 @@
+"""Configuration: TOML in, frozen dataclasses out.
+
+Every key is checked: unknown keys and wrong types raise ConfigError naming the
+key as ``section.key``. Relative paths resolve against the config file's folder.
+The PIM-Core secret is resolved here, once, by precedence: systemd credential
+(``$CREDENTIALS_DIRECTORY/pimcore-secret``), then ``PIMINGESTD_PIMCORE_SECRET``,
+then the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+SECRET_ENV = "PIMINGESTD_PIMCORE_SECRET"
+SECRET_CREDENTIAL = "pimcore-secret"
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    state_db: Path
+    max_concurrent: int = 2
+    drain_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    api_token: str = field(default="", repr=False)
+    allowed_roots: tuple[Path, ...] = ()
+    max_body_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class PimcoreConfig:
+    chunk_url: str
+    complete_url: str
+    secret: str = field(default="", repr=False)
+    request_timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkPolicy:
+    """Exactly one of ``records`` and ``bytes`` is set."""
+
+    records: int | None = None
+    bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.records is None) == (self.bytes is None):
+            raise ConfigError("chunking: set exactly one of `records` or `bytes`")
+        if self.records is not None and self.records < 1:
+            raise ConfigError("chunking.records must be >= 1")
+        if self.bytes is not None and self.bytes < 2:
+            raise ConfigError("chunking.bytes must be >= 2")
+
+    def describe(self) -> str:
+        return f"records={self.records}" if self.records is not None else f"bytes={self.bytes}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    ack_timeout: float = 30.0
+    max_attempts: int = 3
+    backoff: float = 1.0
+    preflight: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class InboxConfig:
+    dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    format: str = "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverConfig:
+    """The bundled reference receiver, served by the daemon's own process."""
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    data: Path = Path("var/receiver")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    daemon: DaemonConfig
+    http: HttpConfig
+    pimcore: PimcoreConfig
+    chunking: ChunkPolicy
+    delivery: DeliveryConfig
+    inbox: InboxConfig
+    logging: LoggingConfig
+    receiver: ReceiverConfig | None
+
+    @property
+    def callback_url(self) -> str:
+        return self.http.public_url.rstrip("/") + "/callbacks/ack"
+
+    def masked(self) -> dict[str, Any]:
+        """The resolved config as plain data with secrets replaced, for printing."""
+        out: dict[str, Any] = {"config": str(self.path)}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "path" or value is None:
+                continue
+            section: dict[str, Any] = {}
+            for sf in fields(value):
+                v = getattr(value, sf.name)
+                if sf.name in ("secret", "api_token"):
+                    v = "***" if v else ""
+                elif isinstance(v, Path):
+                    v = str(v)
+                elif isinstance(v, tuple):
+                    v = [str(x) for x in v]
+                section[sf.name] = v
+            out[f.name] = section
+        return out
+
+
+class _Section:
+    """Reads one TOML table, remembering which keys were used."""
+
+    def __init__(self, name: str, raw: Any, base: Path) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"[{name}] must be a table")
+        self.name = name
+        self.raw: Mapping[str, Any] = raw
+        self.base = base
+        self.used: set[str] = set()
+
+    def _get(self, key: str, default: Any) -> Any:
+        self.used.add(key)
+        return self.raw.get(key, default)
+
+    def _where(self, key: str) -> str:
+        return f"{self.name}.{key}"
+
+    def string(self, key: str, default: str) -> str:
+        v = self._get(key, default)
+        if not isinstance(v, str):
+            raise ConfigError(f"{self._where(key)} must be a string, got {type(v).__name__}")
+        return v
+
+    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
+        v = self.string(key, default)
+        if v not in options:
+            raise ConfigError(f"{self._where(key)} must be one of {', '.join(options)}; got {v!r}")
+        return v
+
+    def integer(self, key: str, default: int | None, *, minimum: int, maximum: int | None = None) -> int | None:
+        v = self._get(key, default)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{self._where(key)} must be an integer, got {v!r}")
+        if v < minimum or (maximum is not None and v > maximum):
+            bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ConfigError(f"{self._where(key)} must be {bound}, got {v}")
+        return v
+
+    def number(self, key: str, default: float, *, minimum: float, exclusive: bool = False) -> float:
+        v = self._get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ConfigError(f"{self._where(key)} must be a number, got {v!r}")
+        if v < minimum or (exclusive and v == minimum):
+            raise ConfigError(f"{self._where(key)} must be {'>' if exclusive else '>='} {minimum}, got {v}")
+        return float(v)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self._get(key, default)
+        if not isinstance(v, bool):
+            raise ConfigError(f"{self._where(key)} must be true or false, got {v!r}")
+        return v
+
+    def path(self, key: str, default: str) -> Path:
+        v = self.string(key, default)
+        if not v:
+            raise ConfigError(f"{self._where(key)} must not be empty")
+        return _resolve(self.base, v)
+
+    def paths(self, key: str, default: list[str]) -> tuple[Path, ...]:
+        v = self._get(key, default)
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ConfigError(f"{self._where(key)} must be a list of non-empty strings")
+        return tuple(_resolve(self.base, x) for x in v)
+
+    def url(self, key: str, default: str) -> str:
+        v = self.string(key, default)
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{self._where(key)} must be an http(s) URL, got {v!r}")
+        return v
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.raw) - self.used)
+        if unknown:
+            keys = ", ".join(self._where(k) for k in unknown)
+            raise ConfigError(f"unknown key(s): {keys}")
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+SECTIONS = ("daemon", "http", "pimcore", "chunking", "delivery", "inbox", "logging", "receiver")
+
+
+def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Build a Config from parsed TOML; ``path`` is the file it came from."""
+    env = os.environ if env is None else env
+    base = path.parent.resolve()
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section(s): {', '.join('[' + u + ']' for u in unknown)}")
+
+    s = _Section("daemon", raw.get("daemon"), base)
+    daemon = DaemonConfig(
+        state_db=s.path("state_db", "var/ingestion_state.db"),
+        max_concurrent=s.integer("max_concurrent", 2, minimum=1, maximum=64) or 2,
+        drain_seconds=s.number("drain_seconds", 10.0, minimum=0.0),
+    )
+    s.finish()
+
+    s = _Section("http", raw.get("http"), base)
+    host = s.string("host", "127.0.0.1")
+    port = s.integer("port", 8080, minimum=0, maximum=65535)
+    assert port is not None
+    http = HttpConfig(
+        host=host,
+        port=port,
+        public_url=s.url("public_url", f"http://{host}:{port}"),
+        api_token=s.string("api_token", ""),
+        allowed_roots=s.paths("allowed_roots", ["var/inbox"]),
+        max_body_bytes=s.integer("max_body_bytes", 1 << 20, minimum=1024) or (1 << 20),
+    )
+    s.finish()
+
+    s = _Section("pimcore", raw.get("pimcore"), base)
+    pimcore = PimcoreConfig(
+        chunk_url=s.url("chunk_url", "http://127.0.0.1:8081/ingest/chunks"),
+        complete_url=s.url("complete_url", "http://127.0.0.1:8081/ingest/complete"),
+        secret=_secret(s.string("secret", ""), env),
+        request_timeout=s.number("request_timeout", 60.0, minimum=0.0, exclusive=True),
+    )
+    s.finish()
+
+    s = _Section("chunking", raw.get("chunking"), base)
+    chunking = ChunkPolicy(
+        records=s.integer("records", None, minimum=1),
+        bytes=s.integer("bytes", None, minimum=2),
+    )
+    s.finish()
+
+    s = _Section("delivery", raw.get("delivery"), base)
+    delivery = DeliveryConfig(
+        ack_timeout=s.number("ack_timeout", 30.0, minimum=0.0, exclusive=True),
+        max_attempts=s.integer("max_attempts", 3, minimum=1, maximum=1000) or 3,
+        backoff=s.number("backoff", 1.0, minimum=0.0),
+        preflight=s.boolean("preflight", True),
+    )
+    s.finish()
+
+    s = _Section("inbox", raw.get("inbox"), base)
+    inbox = InboxConfig(dir=s.path("dir", "var/inbox"))
+    s.finish()
+
+    s = _Section("logging", raw.get("logging"), base)
+    logging = LoggingConfig(
+        format=s.choice("format", "json", ("json", "console")),
+        level=s.choice("level", "info", ("debug", "info", "warning", "error")),
+    )
+    s.finish()
+
+    receiver: ReceiverConfig | None = None
+    if "receiver" in raw:
+        s = _Section("receiver", raw.get("receiver"), base)
+        rport = s.integer("port", 8081, minimum=0, maximum=65535)
+        assert rport is not None
+        receiver = ReceiverConfig(
+            host=s.string("host", "127.0.0.1"), port=rport, data=s.path("data", "var/receiver")
+        )
+        s.finish()
+
+    return Config(
+        path=path.resolve(),
+        daemon=daemon,
+        http=http,
+        pimcore=pimcore,
+        chunking=chunking,
+        delivery=delivery,
+        inbox=inbox,
+        logging=logging,
+        receiver=receiver,
+    )
+
+
+def _secret(from_file: str, env: Mapping[str, str]) -> str:
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        cred = Path(cred_dir) / SECRET_CREDENTIAL
+        if cred.is_file():
+            try:
+                return cred.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"pimcore.secret: cannot read credential {cred}: {exc}") from None
+    if env.get(SECRET_ENV):
+        return env[SECRET_ENV]
+    return from_file
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    return parse(raw, p, env)
+
+
+def with_overrides(config: Config, **sections: Any) -> Config:
+    """A copy of ``config`` with whole sections replaced (used by tests and the CLI)."""
+    return replace(config, **sections)

@@ -1,0 +1,167 @@
+"""Assembles the daemon: resources in dependency order, the HTTP site, signals, drain.
+
+Resources are aiohttp cleanup contexts, so teardown runs in reverse and only
+for what started: state lock -> store -> reference receiver (when configured)
+-> HTTP client -> engine. The engine starts resuming only once the HTTP site
+listens, so callbacks for resumed chunks have somewhere to land.
+
+SIGTERM/SIGINT: stop taking work, keep serving while in-flight chunks wait
+(up to ``drain_seconds``) for their ACKs, then clean up and exit 0. A second
+signal skips the drain. Whatever was not ACKed is re-sent after the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from . import __version__, api
+from .acks import AckRegistry
+from .config import Config
+from .delivery import PimcoreClient
+from .engine import Engine
+from .errors import StateError
+from .receiver.app import create_app as create_receiver
+from .store import UNFINISHED, Store
+
+log = structlog.get_logger("pimingestd.daemon")
+
+LOCK = web.AppKey("state_lock", int)
+
+
+def _lock_state(state_db: Path) -> int:
+    """An OS lock beside the state database: one daemon per state, released by the kernel on death."""
+    state_db.parent.mkdir(parents=True, exist_ok=True)
+    path = state_db.with_name(state_db.name + ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateError(
+            f"another pimingestd is running on {state_db} (lock {path} is held); one daemon per state database"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[api.errors_middleware, api.auth_middleware], client_max_size=config.http.max_body_bytes
+    )
+    app[api.CONFIG] = config
+
+    async def state_lock(app: web.Application) -> AsyncIterator[None]:
+        fd = _lock_state(config.daemon.state_db)
+        app[LOCK] = fd
+        yield
+        os.close(fd)
+
+    async def store(app: web.Application) -> AsyncIterator[None]:
+        app[api.STORE] = await Store.open(config.daemon.state_db)
+        yield
+        await app[api.STORE].close()
+
+    async def receiver(app: web.Application) -> AsyncIterator[None]:
+        rc = config.receiver
+        if rc is None:
+            yield
+            return
+        runner = web.AppRunner(create_receiver(rc.data, secret=config.pimcore.secret), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, rc.host, rc.port).start()
+        log.info("reference receiver listening", url=f"http://{rc.host}:{rc.port}", data=str(rc.data))
+        yield
+        await runner.cleanup()
+
+    async def engine(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            client = PimcoreClient(
+                session,
+                chunk_url=config.pimcore.chunk_url,
+                complete_url=config.pimcore.complete_url,
+                callback_url=config.callback_url,
+                secret=config.pimcore.secret,
+                timeout=config.pimcore.request_timeout,
+            )
+            app[api.ENGINE] = Engine(
+                app[api.STORE],
+                client,
+                AckRegistry(),
+                delivery=config.delivery,
+                chunking=config.chunking,
+                spool_dir=config.daemon.state_db.parent / "spool",
+                max_concurrent=config.daemon.max_concurrent,
+            )
+            yield
+            await app[api.ENGINE].close()
+
+    app.cleanup_ctx.extend([state_lock, store, receiver, engine])
+    api.add_routes(app)
+    return app
+
+
+async def run(config: Config) -> int:
+    """Serve until a signal; returns the process exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hurry = asyncio.Event()
+
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            log.warning("second signal: skipping the drain", signal=signame)
+            hurry.set()
+        else:
+            log.info("shutting down", signal=signame)
+            stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, config.http.host, config.http.port)
+        await site.start()
+        engine = app[api.ENGINE]
+        unfinished = len(await app[api.STORE].with_status(UNFINISHED))
+        log.info(
+            "pimingestd started",
+            version=__version__,
+            config=str(config.path),
+            state_db=str(config.daemon.state_db),
+            inbox=str(config.inbox.dir),
+            listen=f"http://{config.http.host}:{config.http.port}",
+            chunk_url=config.pimcore.chunk_url,
+            complete_url=config.pimcore.complete_url,
+            signed=bool(config.pimcore.secret),
+            resuming=unfinished,
+        )
+        await engine.start()
+        await stop.wait()
+        drain = asyncio.create_task(engine.drain(config.daemon.drain_seconds))
+        hurried = asyncio.create_task(hurry.wait())
+        await asyncio.wait({drain, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        hurried.cancel()
+        if not drain.done():
+            drain.cancel()
+        with suppress(asyncio.CancelledError):
+            drained = await drain
+            log.info("drain finished", clean=drained)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,453 @@
+"""One ingestion's loop, and the scheduler that runs several.
+
+``Engine.submit`` is the single entry point for starting an ingestion (API
+trigger, upload, inbox). For each ingestion: check the file, spool it (preflight)
+or stream it, then for each chunk after the last committed one: register the
+ACK Future, persist the attempt as sent, POST, await the ACK (committed by the
+callback handler before it answers), and only then go on. Exactly one chunk of
+an ingestion is in flight. After the last chunk, send the completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiofiles
+import structlog
+
+from . import canonical, spool
+from .acks import AckRegistry, AckResult
+from .chunking import Chunk, cut
+from .config import ChunkPolicy, DeliveryConfig
+from .delivery import ChunkHeaders, PimcoreClient
+from .errors import (
+    DeliveryError,
+    FileChangedError,
+    PimIngestError,
+    Rejected,
+    SpoolError,
+    StateError,
+)
+from .sources import SourceSpec, detect_format, read_records
+from .sources.fileid import identify, stat_identity
+from .store import UNFINISHED, AckOutcome, ChunkRow, Ingestion, Store
+from .threads import iterate_in_thread
+
+log = structlog.get_logger("pimingestd.engine")
+
+_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    path: Path  # absolute, already checked against allowed roots
+    format: str | None = None
+    json_path: str | None = None
+    sheet: str | None = None
+    chunk_records: int | None = None
+    chunk_bytes: int | None = None
+    re_ingestion: bool = False
+    source: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    ingestion: Ingestion
+    created: bool  # False: an existing ingestion of the same bytes answered
+
+
+class NotAllowed(PimIngestError):
+    """The operation does not apply to the ingestion in its current status."""
+
+
+class Draining(PimIngestError):
+    """The daemon is shutting down and takes no new work."""
+
+
+class _Stopped(Exception):
+    """Internal: the loop stopped at a chunk boundary because the daemon drains."""
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        client: PimcoreClient,
+        acks: AckRegistry,
+        *,
+        delivery: DeliveryConfig,
+        chunking: ChunkPolicy,
+        spool_dir: Path,
+        max_concurrent: int,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._acks = acks
+        self._delivery = delivery
+        self._chunking = chunking
+        self._spool_dir = spool_dir
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._submit_lock = asyncio.Lock()
+        self._draining = asyncio.Event()
+        self._cancelling: set[str] = set()
+
+    # ---- lifecycle ------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def start(self) -> int:
+        """Resume every queued or running ingestion; returns how many."""
+        unfinished = await self._store.with_status(UNFINISHED)
+        for ing in unfinished:
+            self._schedule(ing.id, resumed=True)
+        return len(unfinished)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop sending new chunks; wait up to ``timeout`` for in-flight chunks to be ACKed."""
+        self._draining.set()
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        return not pending
+
+    async def close(self) -> None:
+        """Cancel whatever still runs; its state stays resumable."""
+        self._draining.set()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._acks.cancel_all()
+
+    # ---- entry points -------------------------------------------------------------
+
+    async def submit(self, req: IngestRequest) -> Submitted:
+        """Start (or find) the ingestion of a file. The one way in for every source."""
+        if self.draining:
+            raise Draining("the daemon is shutting down; try again after it restarts")
+        fmt = detect_format(req.path, req.format)
+        if req.chunk_records is not None or req.chunk_bytes is not None:
+            policy = ChunkPolicy(records=req.chunk_records, bytes=req.chunk_bytes)
+        else:
+            policy = self._chunking
+        ident = await asyncio.to_thread(identify, req.path)
+        async with self._submit_lock:
+            existing = None if req.re_ingestion else await self._store.latest_for_file(ident.file_id)
+            if existing is not None:
+                if existing.status == "completed":
+                    return Submitted(existing, created=False)
+                if existing.status == "failed" or existing.id not in self._tasks:
+                    existing = await self._requeue(existing)
+                return Submitted(existing, created=False)
+            ing = await self._store.create_ingestion(
+                file_id=ident.file_id,
+                path=str(req.path),
+                file_name=req.path.name,
+                size=ident.size,
+                mtime_ns=ident.mtime_ns,
+                format=fmt,
+                json_path=req.json_path,
+                sheet=req.sheet,
+                chunk_records=policy.records,
+                chunk_bytes=policy.bytes,
+                preflight=self._delivery.preflight,
+                source=req.source,
+            )
+        log.info("ingestion queued", ingestion_id=ing.id, file_id=ing.file_id, file=ing.file_name,
+                 format=fmt, chunking=policy.describe(), source=req.source)
+        self._schedule(ing.id, resumed=False)
+        return Submitted(ing, created=True)
+
+    async def resume(self, ingestion_id: str) -> Ingestion:
+        if self.draining:
+            raise Draining("the daemon is shutting down; try again after it restarts")
+        ing = await self._get(ingestion_id)
+        if ing.status in ("completed", "cancelled"):
+            raise NotAllowed(f"ingestion {ingestion_id} is {ing.status}; only failed or stalled ingestions resume")
+        if ing.id in self._tasks:
+            return ing
+        return await self._requeue(ing)
+
+    async def cancel(self, ingestion_id: str) -> Ingestion:
+        ing = await self._get(ingestion_id)
+        if ing.status in ("completed", "cancelled"):
+            raise NotAllowed(f"ingestion {ingestion_id} is already {ing.status}")
+        task = self._tasks.get(ingestion_id)
+        if task is not None:
+            self._cancelling.add(ingestion_id)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._cancelling.discard(ingestion_id)
+        await self._store.set_status(ingestion_id, "cancelled", "cancelled by the operator")
+        await self._discard_spool(ingestion_id)
+        log.info("ingestion cancelled", ingestion_id=ingestion_id)
+        return await self._get(ingestion_id)
+
+    async def handle_ack(
+        self, ingestion_id: str, n: int, checksum: str, status: str, reason: str, retryable: bool
+    ) -> AckOutcome:
+        """Commit (or note) a callback, then wake the waiting chunk loop, if any."""
+        key = (ingestion_id, n)
+        if status == "ack":
+            outcome = await self._store.commit_ack(ingestion_id, n, checksum)
+            if outcome in ("accepted", "duplicate"):
+                self._acks.resolve(key, AckResult("ack"))
+        else:
+            outcome = await self._store.record_reject(ingestion_id, n, checksum, reason)
+            if outcome == "accepted":
+                self._acks.resolve(key, AckResult("reject", reason, retryable))
+        return outcome
+
+    # ---- scheduling -----------------------------------------------------------------
+
+    async def _get(self, ingestion_id: str) -> Ingestion:
+        ing = await self._store.get(ingestion_id)
+        if ing is None:
+            raise KeyError(ingestion_id)
+        return ing
+
+    async def _requeue(self, ing: Ingestion) -> Ingestion:
+        await self._store.set_status(ing.id, "queued")
+        self._schedule(ing.id, resumed=True)
+        return await self._get(ing.id)
+
+    def _schedule(self, ingestion_id: str, *, resumed: bool) -> None:
+        if ingestion_id in self._tasks:
+            return
+        task = asyncio.create_task(self._run(ingestion_id, resumed), name=f"ingestion-{ingestion_id}")
+        self._tasks[ingestion_id] = task
+        task.add_done_callback(lambda t: self._tasks.pop(ingestion_id, None) if self._tasks.get(ingestion_id) is t else None)
+
+    async def _run(self, ingestion_id: str, resumed: bool) -> None:
+        stop = threading.Event()
+        try:
+            async with self._slots:
+                if self.draining:
+                    return
+                ing = await self._get(ingestion_id)
+                if ing.status not in UNFINISHED:
+                    return
+                with structlog.contextvars.bound_contextvars(
+                    ingestion_id=ing.id, file_id=ing.file_id, file=ing.file_name
+                ):
+                    await self._store.set_status(ing.id, "running")
+                    try:
+                        await self._ingest(ing, resumed, stop)
+                    except _Stopped:
+                        log.info("ingestion paused for shutdown; it resumes at the next start")
+                    except spool.Interrupted:
+                        log.info("spool pass interrupted; it starts over at the next start")
+                    except PimIngestError as exc:
+                        await self._fail(ing, exc)
+                    except Exception as exc:
+                        log.exception("internal error")
+                        await self._fail(ing, exc)
+        finally:
+            stop.set()
+
+    async def _fail(self, ing: Ingestion, exc: BaseException) -> None:
+        message = str(exc) if isinstance(exc, PimIngestError) else f"internal error: {type(exc).__name__}: {exc}"
+        await self._store.set_status(ing.id, "failed", message)
+        if not isinstance(exc, DeliveryError | SpoolError | StateError):
+            await self._discard_spool(ing.id)  # a bad or changed file: its spool is worthless
+        log.error("ingestion failed", error=message)
+
+    async def _discard_spool(self, ingestion_id: str) -> None:
+        await asyncio.to_thread(spool.remove, spool.spool_file(self._spool_dir, ingestion_id))
+        await self._store.drop_spool(ingestion_id)
+
+    # ---- one ingestion --------------------------------------------------------------
+
+    async def _ingest(self, ing: Ingestion, resumed: bool, stop: threading.Event) -> None:
+        started = time.monotonic()
+        path = Path(ing.path)
+        await self._check_file(ing, full=resumed)
+        log.info("ingestion started", resumed=resumed, preflight=ing.preflight)
+        if ing.preflight:
+            ing = await self._ensure_spool(ing, path, stop)
+            await self._deliver_spooled(ing)
+        else:
+            await self._deliver_streaming(ing, path, stop)
+        await self._complete(ing)
+        await self._store.set_status(ing.id, "completed")
+        await self._discard_spool(ing.id)
+        chunks, records = await self._store.progress(ing.id)
+        elapsed = time.monotonic() - started
+        log.info("ingestion completed", chunks=chunks, records=records, seconds=round(elapsed, 3),
+                 records_per_second=round(records / elapsed, 1) if elapsed > 0 else None)
+
+    async def _check_file(self, ing: Ingestion, *, full: bool) -> None:
+        path = Path(ing.path)
+        try:
+            now = await asyncio.to_thread(stat_identity, path)
+        except FileNotFoundError:
+            raise FileChangedError(f"{ing.file_name}: the source file {path} is gone; nothing more is sent") from None
+        if now != (ing.size, ing.mtime_ns):
+            raise FileChangedError(
+                f"{ing.file_name}: the source file changed since the ingestion began (size or mtime differ); nothing more is sent"
+            )
+        if full:
+            ident = await asyncio.to_thread(identify, path)
+            if ident.file_id != ing.file_id:
+                raise FileChangedError(
+                    f"{ing.file_name}: the source file's bytes changed ({ident.file_id} != {ing.file_id}); nothing more is sent"
+                )
+
+    def _policy(self, ing: Ingestion) -> ChunkPolicy:
+        return ChunkPolicy(records=ing.chunk_records, bytes=ing.chunk_bytes)
+
+    def _spec(self, ing: Ingestion) -> SourceSpec:
+        return SourceSpec(ing.format, ing.json_path, ing.sheet)
+
+    async def _ensure_spool(self, ing: Ingestion, path: Path, stop: threading.Event) -> Ingestion:
+        target = spool.spool_file(self._spool_dir, ing.id)
+        if ing.spooled and await asyncio.to_thread(target.is_file):
+            return ing
+        if ing.spooled:
+            log.warning("spool file missing; spooling the file again", spool=str(target))
+        log.info("spool pass started")
+        chunks = await asyncio.to_thread(
+            spool.write_spool, path, self._spec(ing), self._policy(ing), target, (ing.size, ing.mtime_ns), stop
+        )
+        # Chunks sent before (an earlier spool) must be cut identically.
+        for row in await self._store.chunks(ing.id):
+            if row.state != "spooled" and (row.n > len(chunks) or chunks[row.n - 1].checksum != row.checksum):
+                raise StateError(f"chunk {row.n}: a new spool pass cut different bytes than were sent before")
+        await self._store.record_spool(ing.id, chunks)
+        log.info("spool pass done", chunks=len(chunks), records=sum(c.records for c in chunks))
+        return await self._get(ing.id)
+
+    async def _rows(self, ingestion_id: str) -> AsyncIterator[ChunkRow]:
+        start = 1
+        while rows := await self._store.chunks(ingestion_id, start, _PAGE):
+            for row in rows:
+                yield row
+            start = rows[-1].n + 1
+
+    async def _deliver_spooled(self, ing: Ingestion) -> None:
+        target = spool.spool_file(self._spool_dir, ing.id)
+        async with aiofiles.open(target, "rb") as f:
+            async for row in self._rows(ing.id):
+                if row.state == "acked":
+                    continue
+                assert row.spool_offset is not None and row.spool_length is not None
+                await f.seek(row.spool_offset)
+                body = await f.read(row.spool_length)
+                digest = canonical.sha256(body)
+                if canonical.checksum(digest) != row.checksum or len(body) != row.spool_length:
+                    raise SpoolError(
+                        f"chunk {row.n}: spool bytes at offset {row.spool_offset} do not match the recorded checksum"
+                        f" {row.checksum}; the spool file {target} is damaged. Resume re-spools from the source."
+                    )
+                meta = ChunkHeaders(ing.id, ing.file_id, row.n, ing.total_chunks, row.records, row.first_record)
+                await self._deliver_chunk(meta, body, digest)
+
+    async def _deliver_streaming(self, ing: Ingestion, path: Path, stop: threading.Event) -> None:
+        known = {row.n: row for row in await self._store.chunks(ing.id)}
+        spec, policy = self._spec(ing), self._policy(ing)
+        chunks = 0
+        records = 0
+        chunk: Chunk
+        async for chunk in iterate_in_thread(lambda: cut(read_records(path, spec), policy), stop):
+            chunks, records = chunk.n, records + chunk.records
+            row = known.get(chunk.n)
+            if row is not None and row.checksum != chunk.checksum:
+                raise FileChangedError(
+                    f"chunk {chunk.n}: the file re-read on resume gives different bytes than were sent before"
+                )
+            if row is not None and row.state == "acked":
+                continue
+            meta = ChunkHeaders(ing.id, ing.file_id, chunk.n, None, chunk.records, chunk.first_record)
+            await self._deliver_chunk(meta, chunk.body, chunk.digest)
+        await self._store.set_totals(ing.id, chunks, records)
+        now = await asyncio.to_thread(stat_identity, path)
+        if now != (ing.size, ing.mtime_ns):
+            raise FileChangedError(f"{ing.file_name}: the file changed while it was being sent")
+
+    async def _deliver_chunk(self, meta: ChunkHeaders, body: bytes, digest: bytes) -> None:
+        """One chunk, up to max_attempts; returns once its ACK is committed."""
+        if self.draining:
+            raise _Stopped()
+        checksum = canonical.checksum(digest)
+        cfg = self._delivery
+        last_error = ""
+        for attempt in range(1, cfg.max_attempts + 1):
+            with structlog.contextvars.bound_contextvars(chunk=meta.n, attempt=attempt):
+                fut = self._acks.expect((meta.ingestion_id, meta.n))
+                try:
+                    state = await self._store.mark_sent(meta.ingestion_id, meta.n, meta.first_record, meta.records, checksum)
+                    if state == "acked":
+                        return
+                    try:
+                        await self._client.send_chunk(meta, body, digest)
+                        async with asyncio.timeout(cfg.ack_timeout):
+                            result = await fut
+                    except Rejected as exc:
+                        raise Rejected(f"chunk {meta.n} (attempt {attempt}): {exc}", retryable=False) from None
+                    except DeliveryError as exc:
+                        last_error = str(exc)
+                    except TimeoutError:
+                        last_error = f"chunk {meta.n}: no ACK within {cfg.ack_timeout:g}s"
+                    else:
+                        if result.status == "ack":
+                            return
+                        if not result.retryable:
+                            raise Rejected(f"chunk {meta.n} rejected by PIM-Core: {result.reason}", retryable=False)
+                        last_error = f"chunk {meta.n} rejected (retryable): {result.reason}"
+                finally:
+                    if not fut.done():
+                        fut.cancel()
+                log.warning("chunk attempt failed", error=last_error)
+            if attempt < cfg.max_attempts:
+                await self._backoff(attempt)
+        raise DeliveryError(f"chunk {meta.n}: not ACKed after {cfg.max_attempts} attempts; last error: {last_error}")
+
+    async def _backoff(self, attempt: int) -> None:
+        """Exponential backoff with jitter; cut short (and stop) when the daemon drains."""
+        delay = self._delivery.backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+        try:
+            async with asyncio.timeout(delay):
+                await self._draining.wait()
+        except TimeoutError:
+            return
+        raise _Stopped()
+
+    async def _complete(self, ing: Ingestion) -> None:
+        checksums = await self._store.acked_checksums(ing.id)
+        _, records = await self._store.progress(ing.id)
+        payload: dict[str, object] = {
+            "ingestion_id": ing.id,
+            "file_id": ing.file_id,
+            "file_name": ing.file_name,
+            "chunks": len(checksums),
+            "records": records,
+            "manifest": canonical.manifest(checksums),
+        }
+        cfg = self._delivery
+        last_error = ""
+        for attempt in range(1, cfg.max_attempts + 1):
+            try:
+                await self._client.send_complete(payload)
+                return
+            except Rejected:
+                raise
+            except DeliveryError as exc:
+                last_error = str(exc)
+                log.warning("completion attempt failed", attempt=attempt, error=last_error)
+            if attempt < cfg.max_attempts:
+                await self._backoff(attempt)
+        raise DeliveryError(f"completion not taken after {cfg.max_attempts} attempts; last error: {last_error}")

@@ -1,0 +1,47 @@
+"""structlog setup: one JSON object per line off a terminal, readable console on one.
+
+Timestamps are ISO 8601 UTC. Context bound with structlog.contextvars (the
+ingestion, file, chunk and attempt) appears on every event of that task.
+Secrets never reach here: no code logs config values that hold them, and the
+``redact`` processor masks any key named like one as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_SECRET_KEYS = {"secret", "api_token", "token", "authorization", "password", "signature"}
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if key.lower() in _SECRET_KEYS and event[key]:
+            event[key] = "***"
+    return event
+
+
+def setup(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout
+    console = fmt == "console" or (fmt == "json" and stream.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if console:
+        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    else:
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )

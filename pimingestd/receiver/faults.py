@@ -1,0 +1,69 @@
+"""Fault injection for the reference receiver (tests and demos only).
+
+A rule: ``{"action": ..., "chunk": n (optional: any chunk), "times": k (default 1),
+"seconds": s (for delay_ack)}``. The first rule that matches a chunk and has
+times left is used up. Actions:
+
+- ``http_500``: answer the chunk POST with 500, apply nothing.
+- ``reject_retryable`` / ``reject_final``: take the POST, apply nothing, call back ``reject``.
+- ``drop_ack``: apply, but send no callback.
+- ``duplicate_ack``: apply, call back twice.
+- ``delay_ack``: apply, call back after ``seconds``.
+- ``ack_before_response``: apply, call back and wait for the daemon's answer before answering the POST.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIONS = (
+    "http_500",
+    "reject_retryable",
+    "reject_final",
+    "drop_ack",
+    "duplicate_ack",
+    "delay_ack",
+    "ack_before_response",
+)
+
+
+@dataclass(slots=True)
+class Rule:
+    action: str
+    chunk: int | None = None
+    times: int = 1
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class Faults:
+    rules: list[Rule] = field(default_factory=list)
+
+    def set(self, raw: Any) -> None:
+        """Replace the rules from JSON (a list of rule objects); ValueError when malformed."""
+        if not isinstance(raw, list):
+            raise ValueError("faults: expected a JSON array of rules")
+        rules = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict) or item.get("action") not in ACTIONS:
+                raise ValueError(f"faults[{i}]: action must be one of {', '.join(ACTIONS)}")
+            unknown = set(item) - {"action", "chunk", "times", "seconds"}
+            if unknown:
+                raise ValueError(f"faults[{i}]: unknown key(s) {sorted(unknown)}")
+            rules.append(
+                Rule(
+                    action=item["action"],
+                    chunk=item.get("chunk"),
+                    times=int(item.get("times", 1)),
+                    seconds=float(item.get("seconds", 0.0)),
+                )
+            )
+        self.rules = rules
+
+    def take(self, chunk: int) -> Rule | None:
+        for rule in self.rules:
+            if rule.times > 0 and (rule.chunk is None or rule.chunk == chunk):
+                rule.times -= 1
+                return rule
+        return None

@@ -1,0 +1,79 @@
+"""Streaming record readers, one module per format, behind one entry point.
+
+``read_records(path, spec)`` yields the file's records (JSON objects as dicts)
+in file order, in constant memory. Every reader raises ParseError naming where
+(byte range, line, or sheet/row/column) and which record. Readers are blocking:
+run them in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnsupportedFormat
+
+FORMATS = ("json", "jsonl", "excel")
+_BY_SUFFIX = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".xlsx": "excel",
+    ".xlsm": "excel",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """How to read one file: the format and its selectors."""
+
+    format: str
+    json_path: str | None = None
+    sheet: str | None = None
+
+
+def detect_format(path: Path, given: str | None = None) -> str:
+    """The format named by ``given``, else by the file's extension."""
+    if given is not None:
+        if given not in FORMATS:
+            raise UnsupportedFormat(f"unknown format {given!r}; expected one of {', '.join(FORMATS)}")
+        return given
+    fmt = _BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(_BY_SUFFIX))
+        raise UnsupportedFormat(f"{path.name}: cannot tell the format from {path.suffix or 'no extension'!r} (known: {known}); pass `format`")
+    return fmt
+
+
+def read_records(path: Path, spec: SourceSpec) -> Iterator[dict[str, Any]]:
+    """Yield the records of ``path``; the file is closed when the iterator is."""
+    if spec.format == "json":
+        from .json_source import read_json
+
+        return read_json(path, spec.json_path)
+    if spec.format == "jsonl":
+        from .jsonl import read_jsonl
+
+        return read_jsonl(path)
+    if spec.format == "excel":
+        from .excel import read_excel
+
+        return read_excel(path, spec.sheet)
+    raise UnsupportedFormat(f"unknown format {spec.format!r}")
+
+
+def describe(value: Any) -> str:
+    """A short name of a JSON value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a number"

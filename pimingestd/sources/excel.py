@@ -1,0 +1,119 @@
+"""Excel (.xlsx/.xlsm): one sheet, first row as header, streamed read-only.
+
+openpyxl runs with ``read_only=True, data_only=True`` so rows are parsed from
+the sheet XML as they are iterated and formulas give their cached values.
+Dates and times become ISO 8601 strings, durations ISO 8601 durations. Fully
+empty rows are skipped; a value in a column without a header is an error, so
+nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from openpyxl import load_workbook
+from openpyxl.utils import get_column_letter
+from openpyxl.utils.exceptions import InvalidFileException
+
+from ..errors import ParseError
+
+
+def _duration(value: dt.timedelta) -> str:
+    total = value.total_seconds()
+    sign = "-" if total < 0 else ""
+    total = abs(total)
+    days, rem = divmod(total, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes, seconds = divmod(rem, 60)
+    secs = f"{seconds:.6f}".rstrip("0").rstrip(".")
+    return f"{sign}P{int(days)}DT{int(hours)}H{int(minutes)}M{secs}S"
+
+
+def _cell(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ParseError(f"{where}: {value} is not a JSON number")
+        return value
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return _duration(value)
+    raise ParseError(f"{where}: unsupported cell value of type {type(value).__name__}")
+
+
+def read_excel(path: Path, sheet: str | None) -> Iterator[dict[str, Any]]:
+    try:
+        wb = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
+        raise ParseError(f"{path.name}: not a readable Excel workbook: {exc}") from None
+    try:
+        if sheet is None:
+            if not wb.sheetnames:
+                raise ParseError(f"{path.name}: the workbook has no sheets")
+            ws = wb[wb.sheetnames[0]]
+        elif sheet in wb.sheetnames:
+            ws = wb[sheet]
+        else:
+            raise ParseError(f"{path.name}: no sheet named {sheet!r} (sheets: {', '.join(wb.sheetnames)})")
+        title = ws.title
+        if hasattr(ws, "reset_dimensions"):
+            # Declared dimensions are often wrong in files not written by Excel; read what is there.
+            ws.reset_dimensions()
+        rows = ws.iter_rows(values_only=True)
+        header = _header(path, title, next(rows, None))
+        width = len(header)
+        index = 0
+        try:
+            for rownum, row in enumerate(rows, 2):
+                if all(v is None or v == "" for v in row):
+                    continue
+                if len(row) > width:
+                    for col in range(width, len(row)):
+                        if row[col] is not None and row[col] != "":
+                            raise ParseError(
+                                f"{path.name}: sheet {title!r} row {rownum} column {get_column_letter(col + 1)}"
+                                f" (record {index}): value in a column without a header"
+                            )
+                record: dict[str, Any] = {}
+                for col, key in enumerate(header):
+                    raw = row[col] if col < len(row) else None
+                    record[key] = _cell(
+                        raw,
+                        f"{path.name}: sheet {title!r} row {rownum} column {get_column_letter(col + 1)} (record {index})",
+                    )
+                yield record
+                index += 1
+        except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
+            raise ParseError(f"{path.name}: sheet {title!r}: damaged worksheet data: {exc}") from None
+    finally:
+        wb.close()
+
+
+def _header(path: Path, title: str, row: tuple[Any, ...] | None) -> list[str]:
+    if row is None:
+        return []
+    cells = list(row)
+    while cells and (cells[-1] is None or cells[-1] == ""):
+        cells.pop()
+    names: list[str] = []
+    seen: dict[str, str] = {}
+    for col, value in enumerate(cells):
+        letter = get_column_letter(col + 1)
+        name = "" if value is None else str(value).strip()
+        if not name:
+            raise ParseError(f"{path.name}: sheet {title!r} header row 1 column {letter}: empty header name")
+        if name in seen:
+            raise ParseError(
+                f"{path.name}: sheet {title!r} header row 1 column {letter}: duplicate header {name!r}"
+                f" (first in column {seen[name]})"
+            )
+        seen[name] = letter
+        names.append(name)
+    return names

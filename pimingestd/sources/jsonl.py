@@ -1,0 +1,60 @@
+"""JSON Lines: one object per line, blank lines skipped; errors name the line.
+
+Fast path: orjson parses a line whose text cannot hold a non-integer number
+(no digit followed by ``.``, ``e`` or ``E``). Other lines go to the standard
+library parser with ``parse_float=Decimal`` so decimals stay exact; integers
+beyond 64 bits take that path too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import ParseError
+from . import describe
+
+_MAYBE_FLOAT = re.compile(rb"[0-9][.eE]")
+_BOM = b"\xef\xbb\xbf"
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_exact(line: bytes) -> Any:
+    return json.loads(line, parse_float=Decimal, parse_constant=_no_constants)
+
+
+def parse_line(line: bytes) -> Any:
+    """One JSON value with exact numbers; raises ValueError on bad JSON."""
+    if _MAYBE_FLOAT.search(line) is None:
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass  # out-of-range integers land here too; the exact parser decides
+    return _parse_exact(line)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    index = 0
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if lineno == 1 and line.startswith(_BOM):
+                line = line[len(_BOM) :]
+            if not line.strip():
+                continue
+            try:
+                record = parse_line(line)
+            except (ValueError, RecursionError) as exc:
+                raise ParseError(f"{path.name}: line {lineno} (record {index}): invalid JSON: {exc}") from None
+            if type(record) is not dict:
+                raise ParseError(f"{path.name}: line {lineno} (record {index}) is {describe(record)}, expected an object")
+            yield record
+            index += 1

@@ -1,0 +1,67 @@
+"""The spool: one file per ingestion holding its chunks' canonical bytes back to back.
+
+The spool pass (blocking; run it in a thread) streams the source once, cuts the
+chunks, writes their bytes, fsyncs, and returns where each chunk lies. Delivery
+then reads chunk bytes from here, so a re-send is byte-identical by
+construction and resume seeks straight to the next chunk.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from .chunking import cut
+from .config import ChunkPolicy
+from .errors import FileChangedError
+from .sources import SourceSpec, read_records
+from .sources.fileid import stat_identity
+from .store import SpooledChunk
+
+
+class Interrupted(Exception):
+    """The pass was asked to stop (shutdown or cancel); the spool is incomplete."""
+
+
+def spool_file(spool_dir: Path, ingestion_id: str) -> Path:
+    return spool_dir / f"{ingestion_id}.spool"
+
+
+def write_spool(
+    source: Path,
+    spec: SourceSpec,
+    policy: ChunkPolicy,
+    target: Path,
+    identity: tuple[int, int],
+    stop: threading.Event,
+) -> list[SpooledChunk]:
+    """Spool every chunk of ``source``; raise on bad input, a changed file or ``stop``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    chunks: list[SpooledChunk] = []
+    offset = 0
+    with open(target, "wb") as out:
+        for chunk in cut(read_records(source, spec), policy):
+            if stop.is_set():
+                raise Interrupted()
+            out.write(chunk.body)
+            chunks.append(
+                SpooledChunk(chunk.n, chunk.first_record, chunk.records, chunk.checksum, offset, len(chunk.body))
+            )
+            offset += len(chunk.body)
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        now = stat_identity(source)
+    except FileNotFoundError:
+        now = (-1, -1)
+    if now != identity:
+        raise FileChangedError(f"{source.name}: the file changed while it was being read; drop it again once it is complete")
+    return chunks
+
+
+def remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
