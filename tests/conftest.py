@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .helpers import Daemon, Receiver, free_port, write_config
+
+MakeDaemon = Callable[..., Awaitable[Daemon]]
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path) -> AsyncIterator[Receiver]:
+    r = await Receiver(tmp_path / "receiver").start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def make_daemon(tmp_path: Path, receiver: Receiver) -> AsyncIterator[MakeDaemon]:
+    """Start a daemon (in this process, on a real port) against the fixture receiver."""
+    started: list[Daemon] = []
+    port = free_port()
+
+    async def make(**sections: dict[str, Any]) -> Daemon:
+        cfg = write_config(tmp_path / "daemon", daemon_port=port, receiver_port=receiver.port, **sections)
+        d = await Daemon(cfg).start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in reversed(started):
+        await d.stop()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "daemon" / "data"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
