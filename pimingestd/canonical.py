@@ -50,7 +50,12 @@ def _widen(value: Any) -> Any:
 
 
 def encode(value: Any) -> bytes:
-    """Canonical JSON bytes of ``value``; raises EncodeError when there are none."""
+    """Canonical JSON bytes of ``value``; raises EncodeError when there are none.
+
+    Precondition: floats are finite. orjson would write NaN as null; the only
+    reader that yields floats (Excel) refuses non-finite ones, and checking here
+    would cost a walk over every record.
+    """
     try:
         return orjson.dumps(value, default=_default, option=_OPTS)
     except orjson.JSONEncodeError as exc:

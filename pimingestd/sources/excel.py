@@ -14,7 +14,7 @@ import math
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from openpyxl import load_workbook
 from openpyxl.utils import get_column_letter
@@ -49,10 +49,17 @@ def _cell(value: Any, where: str) -> Any:
 
 
 def read_excel(path: Path, sheet: str | None) -> Iterator[dict[str, Any]]:
+    # We own the file handle: openpyxl's read-only mode leaves it open when iteration stops early.
+    with open(path, "rb") as fh:
+        yield from _read(path, fh, sheet)
+
+
+def _read(path: Path, fh: BinaryIO, sheet: str | None) -> Iterator[dict[str, Any]]:
     try:
-        wb = load_workbook(path, read_only=True, data_only=True)
+        wb = load_workbook(fh, read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
         raise ParseError(f"{path.name}: not a readable Excel workbook: {exc}") from None
+    rows: Iterator[tuple[Any, ...]] = iter(())
     try:
         if sheet is None:
             if not wb.sheetnames:
@@ -93,6 +100,9 @@ def read_excel(path: Path, sheet: str | None) -> Iterator[dict[str, Any]]:
         except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
             raise ParseError(f"{path.name}: sheet {title!r}: damaged worksheet data: {exc}") from None
     finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
         wb.close()
 
 
