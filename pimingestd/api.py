@@ -253,8 +253,9 @@ async def ack_callback(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     ready = not engine.draining
-    return _json({"live": True, "ready": ready, "draining": engine.draining, "running": engine.running},
-                 200 if ready else 503)
+    return _json(
+        {"live": True, "ready": ready, "draining": engine.draining, "running": engine.running}, 200 if ready else 503
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -11,9 +11,11 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
-from . import __version__, config as config_mod, logs
+from . import __version__, logs
+from . import config as config_mod
 from .errors import ConfigError, StateError
 
 EXIT_OK = 0
@@ -53,8 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--port", type=int, default=8081)
     rec.add_argument("--data", type=Path, required=True, help="folder for its SQLite state")
     rec.add_argument("--secret", default=None, help="HMAC secret (default: $PIMINGESTD_PIMCORE_SECRET)")
-    rec.add_argument("--mode", choices=("store", "count"), default="store",
-                     help="store: parse and store every record; count: check framing and order only")
+    rec.add_argument(
+        "--mode",
+        choices=("store", "count"),
+        default="store",
+        help="store: parse and store every record; count: check framing and order only",
+    )
     rec.add_argument("--log-format", choices=("json", "console"), default="json")
     return p
 
@@ -91,8 +97,6 @@ def _receiver(args: argparse.Namespace) -> int:
 
     logs.setup(args.log_format, "info")
     secret = args.secret if args.secret is not None else os.environ.get(config_mod.SECRET_ENV, "")
-    try:
+    with suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, args.data.resolve(), secret=secret, mode=args.mode))
-    except KeyboardInterrupt:
-        pass
     return EXIT_OK

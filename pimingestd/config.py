@@ -295,9 +295,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         s = _Section("receiver", raw.get("receiver"), base)
         rport = s.integer("port", 8081, minimum=0, maximum=65535)
         assert rport is not None
-        receiver = ReceiverConfig(
-            host=s.string("host", "127.0.0.1"), port=rport, data=s.path("data", "var/receiver")
-        )
+        receiver = ReceiverConfig(host=s.string("host", "127.0.0.1"), port=rport, data=s.path("data", "var/receiver"))
         s.finish()
 
     return Config(

@@ -7,7 +7,6 @@ It classifies answers; it does not retry (the engine owns attempts):
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import aiohttp
@@ -80,7 +79,7 @@ class PimcoreClient:
                     await resp.read()
                     return
                 text = (await resp.text(errors="replace"))[:_MAX_ERROR_BODY]
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"{what}: PIM-Core unreachable: {type(exc).__name__}: {exc}") from None
         message = f"{what}: PIM-Core answered {resp.status}: {text}"
         if resp.status >= 500 or resp.status in _RETRYABLE_4XX:

@@ -115,13 +115,13 @@ class Engine:
             self._schedule(ing.id, resumed=True)
         return len(unfinished)
 
-    async def drain(self, timeout: float) -> bool:
-        """Stop sending new chunks; wait up to ``timeout`` for in-flight chunks to be ACKed."""
+    async def drain(self, seconds: float) -> bool:
+        """Stop sending new chunks; wait up to ``seconds`` for in-flight chunks to be ACKed."""
         self._draining.set()
         tasks = list(self._tasks.values())
         if not tasks:
             return True
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        _, pending = await asyncio.wait(tasks, timeout=seconds)
         return not pending
 
     async def close(self) -> None:
@@ -167,8 +167,15 @@ class Engine:
                 preflight=self._delivery.preflight,
                 source=req.source,
             )
-        log.info("ingestion queued", ingestion_id=ing.id, file_id=ing.file_id, file=ing.file_name,
-                 format=fmt, chunking=policy.describe(), source=req.source)
+        log.info(
+            "ingestion queued",
+            ingestion_id=ing.id,
+            file_id=ing.file_id,
+            file=ing.file_name,
+            format=fmt,
+            chunking=policy.describe(),
+            source=req.source,
+        )
         self._schedule(ing.id, resumed=False)
         return Submitted(ing, created=True)
 
@@ -230,7 +237,9 @@ class Engine:
             return
         task = asyncio.create_task(self._run(ingestion_id, resumed), name=f"ingestion-{ingestion_id}")
         self._tasks[ingestion_id] = task
-        task.add_done_callback(lambda t: self._tasks.pop(ingestion_id, None) if self._tasks.get(ingestion_id) is t else None)
+        task.add_done_callback(
+            lambda t: self._tasks.pop(ingestion_id, None) if self._tasks.get(ingestion_id) is t else None
+        )
 
     async def _run(self, ingestion_id: str, resumed: bool) -> None:
         stop = threading.Event()
@@ -287,8 +296,13 @@ class Engine:
         await self._discard_spool(ing.id)
         chunks, records = await self._store.progress(ing.id)
         elapsed = time.monotonic() - started
-        log.info("ingestion completed", chunks=chunks, records=records, seconds=round(elapsed, 3),
-                 records_per_second=round(records / elapsed, 1) if elapsed > 0 else None)
+        log.info(
+            "ingestion completed",
+            chunks=chunks,
+            records=records,
+            seconds=round(elapsed, 3),
+            records_per_second=round(records / elapsed, 1) if elapsed > 0 else None,
+        )
 
     async def _check_file(self, ing: Ingestion, *, full: bool) -> None:
         path = Path(ing.path)
@@ -389,7 +403,9 @@ class Engine:
             with structlog.contextvars.bound_contextvars(chunk=meta.n, attempt=attempt):
                 fut = self._acks.expect((meta.ingestion_id, meta.n))
                 try:
-                    state = await self._store.mark_sent(meta.ingestion_id, meta.n, meta.first_record, meta.records, checksum)
+                    state = await self._store.mark_sent(
+                        meta.ingestion_id, meta.n, meta.first_record, meta.records, checksum
+                    )
                     if state == "acked":
                         return
                     try:

@@ -56,12 +56,11 @@ def write_spool(
     except FileNotFoundError:
         now = (-1, -1)
     if now != identity:
-        raise FileChangedError(f"{source.name}: the file changed while it was being read; drop it again once it is complete")
+        raise FileChangedError(
+            f"{source.name}: the file changed while it was being read; drop it again once it is complete"
+        )
     return chunks
 
 
 def remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    path.unlink(missing_ok=True)

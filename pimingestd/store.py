@@ -146,7 +146,7 @@ class Store:
     @classmethod
     async def open(cls, path: Path) -> Store:
         """Open (creating when absent) and check the database; raise StateError if unusable."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -230,8 +230,28 @@ class Store:
         async with self._tx() as db:
             await db.execute(
                 f"INSERT INTO ingestions ({_ING_COLS}) VALUES ({', '.join('?' * 20)})",
-                (ing_id, file_id, path, file_name, size, mtime_ns, format, json_path, sheet,
-                 chunk_records, chunk_bytes, int(preflight), source, "queued", None, 0, None, None, now, now),
+                (
+                    ing_id,
+                    file_id,
+                    path,
+                    file_name,
+                    size,
+                    mtime_ns,
+                    format,
+                    json_path,
+                    sheet,
+                    chunk_records,
+                    chunk_bytes,
+                    int(preflight),
+                    source,
+                    "queued",
+                    None,
+                    0,
+                    None,
+                    None,
+                    now,
+                    now,
+                ),
             )
         ing = await self.get(ing_id)
         assert ing is not None
@@ -261,7 +281,7 @@ class Store:
         ) as cur:
             return [_ingestion(r) for r in await cur.fetchall()]
 
-    async def list(self, status: str | None, limit: int, offset: int) -> list[Ingestion]:
+    async def list_ingestions(self, status: str | None, limit: int, offset: int) -> list[Ingestion]:
         where, args = ("WHERE status = ?", [status]) if status else ("", [])
         async with self._db.execute(
             f"SELECT {_ING_COLS} FROM ingestions {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
@@ -372,7 +392,9 @@ class Store:
                 row = await cur.fetchone()
             assert row is not None
             if row[1] != checksum:
-                raise StateError(f"chunk {n}: recorded checksum {row[1]} differs from the bytes about to be sent {checksum}")
+                raise StateError(
+                    f"chunk {n}: recorded checksum {row[1]} differs from the bytes about to be sent {checksum}"
+                )
             await db.execute("UPDATE ingestions SET updated_at = ? WHERE id = ?", (time.time(), ingestion_id))
         return str(row[0])
 

@@ -17,7 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from pimingestd import api, config as config_mod, signing
+from pimingestd import api, signing
+from pimingestd import config as config_mod
 from pimingestd.config import Config
 from pimingestd.daemon import create_app
 from pimingestd.receiver.app import create_app as create_receiver
@@ -152,7 +153,9 @@ class Daemon:
         assert code == 200, body
         return dict(body)
 
-    async def wait(self, ingestion_id: str, statuses: tuple[str, ...] = ("completed", "failed"), timeout: float = 30) -> dict[str, Any]:
+    async def wait(
+        self, ingestion_id: str, statuses: tuple[str, ...] = ("completed", "failed"), timeout: float = 30
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             st = await self.status(ingestion_id)
@@ -191,8 +194,11 @@ def product(i: int) -> dict[str, Any]:
 
 def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, **(env or {})}
-    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "pimingestd", *args], stdout=out, stderr=subprocess.STDOUT, env=full_env)
+    cmd = [sys.executable, "-m", "pimingestd", *args]
+    if log is None:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=full_env)
+    with open(log, "ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env)
 
 
 async def wait_http(url: str, timeout: float = 15.0, ok: Callable[[int], bool] = lambda s: s < 500) -> None:

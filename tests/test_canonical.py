@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 import rfc8785
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pimingestd import canonical
 from pimingestd.chunking import cut
 from pimingestd.config import ChunkPolicy
 
-# Integers strictly inside ±2^53 (RFC 8785 refuses the bounds). Keys and strings without surrogates: sorting by code point (ours) and by UTF-16
+# Integers strictly inside ±2^53 (RFC 8785 refuses the bounds). Keys and strings
+# without surrogates: sorting by code point (ours) and by UTF-16
 # unit (RFC 8785) agree on the BMP below the surrogate block.
 _bmp_text = st.text(alphabet=st.characters(max_codepoint=0xD7FF, exclude_categories=("Cs",)), max_size=12)
 _any_text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12)
@@ -26,11 +28,7 @@ safe_json = st.recursive(
 )
 
 exact_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.decimals(allow_nan=False, allow_infinity=False)
-    | _any_text,
+    st.none() | st.booleans() | st.integers() | st.decimals(allow_nan=False, allow_infinity=False) | _any_text,
     lambda children: st.lists(children, max_size=5) | st.dictionaries(_any_text, children, max_size=5),
     max_leaves=30,
 )
@@ -77,10 +75,13 @@ def test_chunk_body_is_canonical_array(records: list[dict[str, Any]], size: int)
 
 def test_form_is_documented_one() -> None:
     """Keys sorted by code point, no whitespace, minimal escapes, decimals verbatim."""
-    value = {"é": 1, "b": [True, None], "a": Decimal("1.50"), "\U0001f600": "x\u2028\x7f\"\\/\n", "big": 2**80}
-    assert canonical.encode(value) == (
-        '{"a":1.50,"b":[true,null],"big":1208925819614629174706176,"é":1,"\U0001f600":"x\u2028\x7f\\"\\\\/\\n"}'
-    ).encode()
+    value = {"é": 1, "b": [True, None], "a": Decimal("1.50"), "\U0001f600": 'x\u2028\x7f"\\/\n', "big": 2**80}
+    assert (
+        canonical.encode(value)
+        == (
+            '{"a":1.50,"b":[true,null],"big":1208925819614629174706176,"é":1,"\U0001f600":"x\u2028\x7f\\"\\\\/\\n"}'
+        ).encode()
+    )
 
 
 @pytest.mark.parametrize("bad", [Decimal("NaN"), Decimal("-Infinity"), "\ud800", {1, 2}, object()])

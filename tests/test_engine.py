@@ -55,7 +55,7 @@ async def test_exact_values_survive(make_daemon: MakeDaemon, receiver: Receiver,
     assert '"dec":0.1000000000000000000000000001' in raw
     assert '"exp":1.5E-300' in raw
     assert '"huge":1E+400' in raw
-    assert json.loads(raw)["s"] == "\U0001f600 \x01\x1f\t\n \"q\" \\ \u00e9\u4e2d\U0001f680"
+    assert json.loads(raw)["s"] == '\U0001f600 \x01\x1f\t\n "q" \\ \u00e9\u4e2d\U0001f680'
 
 
 async def test_jsonl_and_bytes_strategy(make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
@@ -118,7 +118,9 @@ async def test_one_chunk_in_flight(tmp_path: Path, make_daemon: MakeDaemon, data
     try:
         await recv.faults([{"action": "delay_ack", "seconds": 0.05, "times": 100}])
         src = write_json(data_dir / "p.json", [product(i) for i in range(60)])
-        d = await make_daemon(pimcore={"chunk_url": recv.url + "/ingest/chunks", "complete_url": recv.url + "/ingest/complete"})
+        d = await make_daemon(
+            pimcore={"chunk_url": recv.url + "/ingest/chunks", "complete_url": recv.url + "/ingest/complete"}
+        )
         _, body = await d.ingest(path=str(src))
         assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
     finally:
@@ -129,7 +131,9 @@ async def test_one_chunk_in_flight(tmp_path: Path, make_daemon: MakeDaemon, data
         assert states[n] == "sent", "the chunk is persisted as sent before its POST"
 
 
-async def test_ack_committed_before_200_and_without_waiter(make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path, data_dir: Path) -> None:
+async def test_ack_committed_before_200_and_without_waiter(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path, data_dir: Path
+) -> None:
     """An ACK for a chunk persisted as sent, with no Future waiting, is committed before the 200."""
     await receiver.faults([{"action": "drop_ack", "chunk": 1, "times": 5}])
     src = write_json(data_dir / "p.json", [product(i) for i in range(15)])
@@ -201,7 +205,9 @@ async def test_final_reject_stops_everything(make_daemon: MakeDaemon, receiver: 
 
 async def test_late_ack_while_resend_in_flight(make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
     """An ACK arriving after its attempt timed out still counts; the re-send is a duplicate, applied once."""
-    await receiver.faults([{"action": "delay_ack", "chunk": 2, "seconds": 0.6}, {"action": "duplicate_ack", "times": 3}])
+    await receiver.faults(
+        [{"action": "delay_ack", "chunk": 2, "seconds": 0.6}, {"action": "duplicate_ack", "times": 3}]
+    )
     src = write_json(data_dir / "p.json", [product(i) for i in range(30)])
     d = await make_daemon(delivery={"ack_timeout": 0.4, "backoff": 0.3, "max_attempts": 3})
     _, body = await d.ingest(path=str(src))
@@ -264,7 +270,9 @@ async def test_unfinished_file_is_resumed(make_daemon: MakeDaemon, receiver: Rec
     assert records_of(await receiver.records(first["ingestion_id"])) == [product(i) for i in range(25)]
 
 
-async def test_restart_resumes_after_last_ack(tmp_path: Path, make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
+async def test_restart_resumes_after_last_ack(
+    tmp_path: Path, make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
     """A daemon stopped mid-ingestion resumes by itself after the last committed chunk, with the stored chunking."""
     await receiver.faults([{"action": "delay_ack", "seconds": 0.1, "times": 1000}])
     src = write_json(data_dir / "p.json", [product(i) for i in range(100)])
@@ -302,7 +310,9 @@ async def test_changed_file_fails_on_resume(make_daemon: MakeDaemon, receiver: R
     assert "gone" in st["error"]
 
 
-async def test_damaged_spool_never_sends_wrong_bytes(tmp_path: Path, make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
+async def test_damaged_spool_never_sends_wrong_bytes(
+    tmp_path: Path, make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
     """Spooled bytes are checked against their checksum before sending; damage fails loudly."""
     await receiver.faults([{"action": "reject_final", "chunk": 1}])
     src = write_json(data_dir / "p.json", [product(i) for i in range(25)])
@@ -331,7 +341,9 @@ async def test_streaming_mode_without_preflight(make_daemon: MakeDaemon, receive
     assert records_of(await receiver.records(body["ingestion_id"])) == [product(i) for i in range(45)]
 
 
-async def test_streaming_mode_resume_recuts_identically(make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
+async def test_streaming_mode_resume_recuts_identically(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
     """Without preflight, resume re-parses to the resume point and sends identical bytes."""
     await receiver.faults([{"action": "reject_final", "chunk": 3}])
     src = write_json(data_dir / "p.json", [product(i) for i in range(45)])
@@ -355,7 +367,9 @@ async def test_malformed_file_sends_nothing(make_daemon: MakeDaemon, receiver: R
     assert (await receiver.stats()).get("chunks_received", 0) == 0
 
 
-async def test_empty_array_completes_with_zero_chunks(make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
+async def test_empty_array_completes_with_zero_chunks(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
     """An empty array completes with zero chunks and a completion that says so."""
     src = write_json(data_dir / "empty.json", [])
     d = await make_daemon()
@@ -365,7 +379,9 @@ async def test_empty_array_completes_with_zero_chunks(make_daemon: MakeDaemon, r
     assert (await receiver.stats())["completions"] == 1
 
 
-async def test_cancel_removes_spool(tmp_path: Path, make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
+async def test_cancel_removes_spool(
+    tmp_path: Path, make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
     """Cancel stops an ingestion for good and removes its spool."""
     await receiver.faults([{"action": "drop_ack", "times": 100}])
     src = write_json(data_dir / "p.json", [product(i) for i in range(25)])
@@ -389,13 +405,17 @@ async def test_signed_protocol(tmp_path: Path, data_dir: Path) -> None:
 
     recv = await Receiver(tmp_path / "signed-recv", secret="s3cret").start()
     try:
-        cfg = write_config(tmp_path / "signed", daemon_port=free_port(), receiver_port=recv.port, pimcore={"secret": "s3cret"})
+        cfg = write_config(
+            tmp_path / "signed", daemon_port=free_port(), receiver_port=recv.port, pimcore={"secret": "s3cret"}
+        )
         d = await Daemon(cfg).start()
         try:
             src = write_json(tmp_path / "signed" / "data" / "p.json", [product(i) for i in range(12)])
             _, body = await d.ingest(path=str(src))
             assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
-            code, _ = await d.ack({"ingestion_id": body["ingestion_id"], "chunk": 1, "checksum": "sha256:" + "0" * 64, "status": "ack"})
+            code, _ = await d.ack(
+                {"ingestion_id": body["ingestion_id"], "chunk": 1, "checksum": "sha256:" + "0" * 64, "status": "ack"}
+            )
             assert code == 401
         finally:
             await d.stop()

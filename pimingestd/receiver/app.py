@@ -36,8 +36,8 @@ log = structlog.get_logger("pimingestd.receiver")
 STORE = web.AppKey("receiver_store", ReceiverStore)
 SESSION = web.AppKey("receiver_session", aiohttp.ClientSession)
 FAULTS = web.AppKey("receiver_faults", Faults)
-STATS = web.AppKey("receiver_stats", Counter)
-TASKS = web.AppKey("receiver_tasks", set)
+STATS: web.AppKey[Counter[str]] = web.AppKey("receiver_stats")
+TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("receiver_tasks")
 
 _CALLBACK_ATTEMPTS = 6
 
@@ -81,7 +81,7 @@ class _Receiver:
                     self.app[STATS]["callbacks_sent"] += 1
                     if resp.status < 500:
                         return resp.status
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 self.app[STATS]["callback_errors"] += 1
             await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
         return None
@@ -126,7 +126,9 @@ class _Receiver:
         if rule is not None and rule.action in ("reject_retryable", "reject_final"):
             retryable = rule.action == "reject_retryable"
             stats["rejects_sent"] += 1
-            self._spawn(callback, {**ack, "status": "reject", "reason": f"injected {rule.action}", "retryable": retryable})
+            self._spawn(
+                callback, {**ack, "status": "reject", "reason": f"injected {rule.action}", "retryable": retryable}
+            )
             return web.json_response({"status": "received"}, status=202)
 
         store = self.app[STORE]
@@ -142,11 +144,11 @@ class _Receiver:
                 return _error(409, f"chunk {n} arrived before chunk {next_chunk}", expected_chunk=next_chunk)
             else:
                 if first != next_record:
-                    return _error(409, f"Pimingest-Offset {first} but {next_record} records were applied", expected_chunk=n)
-                try:
-                    records: list[str | None] = (
-                        list(_parse_records(body, count)) if self.mode == "store" else []
+                    return _error(
+                        409, f"Pimingest-Offset {first} but {next_record} records were applied", expected_chunk=n
                     )
+                try:
+                    records: list[str | None] = list(_parse_records(body, count)) if self.mode == "store" else []
                 except (ValueError, RecursionError, canonical.EncodeError) as exc:
                     return _error(400, f"chunk {n}: {exc}")
                 await store.apply(ingestion_id, file_id, n, checksum, first, records, count)
@@ -214,7 +216,8 @@ class _Receiver:
         return web.json_response([{"chunk": c, "index": i, "record": d} for c, i, d in rows])
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(dict(self.app[STATS]))
+        stats: Counter[str] = self.app[STATS]
+        return web.json_response(dict(stats))
 
     async def faults(self, request: web.Request) -> web.Response:
         try:
@@ -231,17 +234,18 @@ def create_app(data_dir: Path, *, secret: str = "", mode: str = "store") -> web.
         raise ValueError("mode must be 'store' or 'count'")
     app = web.Application(client_max_size=1 << 30)
     app[FAULTS] = Faults()
-    app[STATS] = Counter()
-    app[TASKS] = set()
+    app[STATS] = Counter[str]()
+    app[TASKS] = set[asyncio.Task[Any]]()
     recv = _Receiver(app, secret, mode)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = await ReceiverStore.open(data_dir)
         app[SESSION] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         yield
-        for task in list(app[TASKS]):
+        tasks: set[asyncio.Task[Any]] = app[TASKS]
+        for task in list(tasks):
             task.cancel()
-        await asyncio.gather(*app[TASKS], return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await app[SESSION].close()
         await app[STORE].close()
 

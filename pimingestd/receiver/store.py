@@ -43,7 +43,7 @@ class ReceiverStore:
 
     @classmethod
     async def open(cls, data_dir: Path) -> ReceiverStore:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
         db = await aiosqlite.connect(data_dir / "receiver.db", isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")
@@ -81,7 +81,8 @@ class ReceiverStore:
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             await self._db.execute(
-                "INSERT INTO ingestions (id, file_id) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", (ingestion_id, file_id)
+                "INSERT INTO ingestions (id, file_id) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (ingestion_id, file_id),
             )
             await self._db.execute(
                 "INSERT INTO chunks (ingestion_id, n, checksum, records) VALUES (?, ?, ?, ?)",

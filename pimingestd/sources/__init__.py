@@ -43,7 +43,9 @@ def detect_format(path: Path, given: str | None = None) -> str:
     fmt = _BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
         known = ", ".join(sorted(_BY_SUFFIX))
-        raise UnsupportedFormat(f"{path.name}: cannot tell the format from {path.suffix or 'no extension'!r} (known: {known}); pass `format`")
+        raise UnsupportedFormat(
+            f"{path.name}: cannot tell the format from {path.suffix or 'no extension'!r} (known: {known}); pass `format`"
+        )
     return fmt
 
 

@@ -85,4 +85,6 @@ def _check_empty_match(path: Path, prefix: str) -> None:
                     return
     if prefix == "item":
         raise ParseError(f"{path.name}: the top-level value is not an array; set json_path to the array of records")
-    raise ParseError(f"{path.name}: json_path {prefix!r} matched nothing (records are the items of an array, e.g. 'products.item')")
+    raise ParseError(
+        f"{path.name}: json_path {prefix!r} matched nothing (records are the items of an array, e.g. 'products.item')"
+    )

@@ -47,9 +47,8 @@ def parse_line(line: bytes) -> Any:
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     index = 0
     with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if lineno == 1 and line.startswith(_BOM):
-                line = line[len(_BOM) :]
+        for lineno, raw in enumerate(f, 1):
+            line = raw[len(_BOM) :] if lineno == 1 and raw.startswith(_BOM) else raw
             if not line.strip():
                 continue
             try:
@@ -57,6 +56,8 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             except (ValueError, RecursionError) as exc:
                 raise ParseError(f"{path.name}: line {lineno} (record {index}): invalid JSON: {exc}") from None
             if type(record) is not dict:
-                raise ParseError(f"{path.name}: line {lineno} (record {index}) is {describe(record)}, expected an object")
+                raise ParseError(
+                    f"{path.name}: line {lineno} (record {index}) is {describe(record)}, expected an object"
+                )
             yield record
             index += 1

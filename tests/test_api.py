@@ -1,0 +1,144 @@
+"""The HTTP API: status codes, JSON errors, auth, allowed roots, callback outcomes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pimingestd import signing
+
+from .conftest import MakeDaemon
+from .helpers import Receiver, product, write_json
+
+
+async def test_ingest_validation(make_daemon: MakeDaemon, tmp_path: Path, data_dir: Path) -> None:
+    """Bad bodies 400, outside roots 403, missing 404, unknown format 415; all JSON."""
+    src = write_json(data_dir / "p.json", [product(1)])
+    (data_dir / "p.csv").write_text("a,b\n")
+    outside = tmp_path / "outside.json"
+    outside.write_text("[]")
+    os.symlink(outside, data_dir / "link.json")
+    d = await make_daemon()
+    cases = [
+        ({"path": str(src), "chunk_records": 5, "chunk_bytes": 100}, 400),
+        ({"path": str(src), "chunk_records": 0}, 400),
+        ({"path": str(src), "bogus": 1}, 400),
+        ({"path": 5}, 400),
+        ({}, 400),
+        ({"path": str(outside)}, 403),
+        ({"path": str(data_dir / ".." / ".." / "outside.json")}, 403),
+        ({"path": str(data_dir / "link.json")}, 403),
+        ({"path": "/etc/passwd"}, 403),
+        ({"path": str(data_dir / "missing.json")}, 404),
+        ({"path": str(data_dir / "p.csv")}, 415),
+        ({"path": str(src), "format": "xml"}, 415),
+    ]
+    for body, expected in cases:
+        code, answer = await d.ingest(**body)
+        assert code == expected, (body, answer)
+        assert isinstance(answer, dict) and answer["error"], answer
+    code, answer = await d.request("POST", "/api/ingest", data=b"{not json")
+    assert code == 400 and answer["error"] == "body is not valid JSON"
+    code, answer = await d.request("POST", "/api/ingest", data=b"[1]")
+    assert code == 400
+    code, answer = await d.request("GET", "/api/ingestions/nope")
+    assert code == 404 and answer["error"] == "unknown ingestion"
+    code, answer = await d.request("GET", "/no/such/route")
+    assert code == 404 and answer["error"]
+
+
+async def test_relative_path_is_from_config_folder(make_daemon: MakeDaemon, data_dir: Path) -> None:
+    """A relative `path` resolves against the config file's folder."""
+    write_json(data_dir / "p.json", [product(1)])
+    d = await make_daemon()
+    code, body = await d.ingest(path="data/p.json")
+    assert code == 202, body
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+
+
+async def test_api_token(make_daemon: MakeDaemon, data_dir: Path) -> None:
+    """With api_token set, /api/* needs the bearer token; callbacks and health do not."""
+    d = await make_daemon(http={"api_token": "tok-123"})
+    code, body = await d.request("GET", "/api/ingestions/x")
+    assert code == 401 and body["error"] == "missing or wrong API token"
+    code, _ = await d.request("GET", "/api/ingestions/x", headers={"Authorization": "Bearer wrong"})
+    assert code == 401
+    code, _ = await d.request("GET", "/api/ingestions/x", headers={"Authorization": "Bearer tok-123"})
+    assert code == 404
+    code, _ = await d.request("GET", "/healthz")
+    assert code == 200
+
+
+async def test_callback_outcomes(make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
+    """The ACK endpoint: 200 accepted/duplicate, 404 unknown or never sent, 409 mismatch, 400 malformed."""
+    await receiver.faults([{"action": "drop_ack", "chunk": 1, "times": 1}])
+    src = write_json(data_dir / "p.json", [product(i) for i in range(25)])
+    d = await make_daemon(delivery={"ack_timeout": 0.3, "max_attempts": 1})
+    _, body = await d.ingest(path=str(src))
+    ing = body["ingestion_id"]
+    assert (await d.wait(ing))["status"] == "failed"
+    checksum = (await d.store.chunk(ing, 1)).checksum
+    other = "sha256:" + "0" * 64
+    assert await d.ack({"ingestion_id": "nope", "chunk": 1, "checksum": checksum, "status": "ack"}) == (
+        404,
+        {"error": "unknown ingestion", "detail": {"ingestion_id": "nope", "chunk": 1}},
+    )
+    code, _ = await d.ack({"ingestion_id": ing, "chunk": 2, "checksum": checksum, "status": "ack"})
+    assert code == 404
+    code, _ = await d.ack({"ingestion_id": ing, "chunk": 1, "checksum": other, "status": "ack"})
+    assert code == 409
+    for bad in (
+        {"ingestion_id": ing},
+        {"ingestion_id": ing, "chunk": "1", "checksum": checksum, "status": "ack"},
+        {"ingestion_id": ing, "chunk": 1, "checksum": "md5:x", "status": "ack"},
+        {"ingestion_id": ing, "chunk": 1, "checksum": checksum, "status": "maybe"},
+    ):
+        code, _ = await d.ack(bad)
+        assert code == 400, bad
+    code, _ = await d.request("POST", "/callbacks/ack", data=b"\x00garbage")
+    assert code == 400
+    assert (await d.store.chunk(ing, 1)).state == "sent"
+    assert await d.ack({"ingestion_id": ing, "chunk": 1, "checksum": checksum, "status": "ack"}) == (
+        200,
+        {"result": "accepted"},
+    )
+
+
+@pytest.mark.parametrize("problem", ["missing", "wrong", "stale", "tampered"])
+async def test_signed_callbacks_refused(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path, problem: str
+) -> None:
+    """With a secret: missing, wrong, stale (>300 s) or body-tampered signatures get 401 and change nothing."""
+    d = await make_daemon(pimcore={"secret": "k3y"})
+    body = json.dumps({"ingestion_id": "x", "chunk": 1, "checksum": "sha256:" + "0" * 64, "status": "ack"}).encode()
+    headers = {"Content-Type": "application/json"}
+    if problem == "wrong":
+        headers[signing.HEADER] = signing.sign("not-the-key", body)
+    elif problem == "stale":
+        import time
+
+        headers[signing.HEADER] = signing.sign("k3y", body, now=time.time() - 301)
+    elif problem == "tampered":
+        headers[signing.HEADER] = signing.sign("k3y", body)
+        body = body.replace(b'"chunk": 1', b'"chunk": 2')
+    code, answer = await d.request("POST", "/callbacks/ack", data=body, headers=headers)
+    assert code == 401 and answer["error"] == "bad signature"
+    # The same body, correctly signed, gets past the signature (to a 404 for the unknown ingestion).
+    headers[signing.HEADER] = signing.sign("k3y", body)
+    code, _ = await d.request("POST", "/callbacks/ack", data=body, headers=headers)
+    assert code == 404
+
+
+def test_signature_rules() -> None:
+    """Signatures bind the timestamp, the key and the body; verification is exact."""
+    body = b'{"a":1}'
+    h = signing.sign("s", body, key="i:1", now=1000)
+    assert signing.verify("s", h, body, key="i:1", now=1000) is None
+    assert signing.verify("s", h, body, key="i:2", now=1000) == "signature mismatch"
+    assert signing.verify("s", h, body + b" ", key="i:1", now=1000) == "signature mismatch"
+    assert signing.verify("s", h, body, key="i:1", now=1301) == "signature timestamp outside the allowed window"
+    assert signing.verify("s", "t=abc,v1=00", body, now=1000) == "malformed signature header"
+    assert signing.verify("s", None, body) == "missing signature"
