@@ -196,3 +196,10 @@ def test_excel_non_finite_number_refused(tmp_path: Path) -> None:
             zout.writestr(item, data)
     with pytest.raises(ParseError, match=r"row 2 column A \(record 0\): inf is not a JSON number"):
         read(bad, "excel")
+
+
+def test_ijson_c_backend_in_use() -> None:
+    """The yajl2_c backend is the one ijson uses (the pure-Python ones are several times slower)."""
+    import ijson
+
+    assert ijson.backend == "yajl2_c"
