@@ -21,6 +21,7 @@ from . import signing
 from .config import Config
 from .engine import Draining, Engine, IngestRequest, NotAllowed
 from .errors import ConfigError, FileChangedError, UnsupportedFormat
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .store import Ingestion, Store
 
 log = structlog.get_logger("pimingestd.api")
@@ -251,11 +252,25 @@ async def ack_callback(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Live: the process answers. Ready: the state store is open and the daemon is not draining."""
     engine = request.app[ENGINE]
-    ready = not engine.draining
-    return _json(
-        {"live": True, "ready": ready, "draining": engine.draining, "running": engine.running}, 200 if ready else 503
-    )
+    store_open = STORE in request.app
+    ready = store_open and not engine.draining
+    body = {
+        "live": True,
+        "ready": ready,
+        "store": "open" if store_open else "closed",
+        "draining": engine.draining,
+        "running": engine.running,
+        "in_flight": engine.in_flight,
+    }
+    return _json(body, 200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    body = engine.metrics.render(await request.app[STORE].count_by_status(), engine.in_flight)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 def add_routes(app: web.Application) -> None:
@@ -265,3 +280,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/ingestions/{id}/cancel", cancel)
     app.router.add_post("/callbacks/ack", ack_callback)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)

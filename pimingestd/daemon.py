@@ -16,6 +16,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
@@ -30,6 +31,7 @@ from .config import Config
 from .delivery import PimcoreClient
 from .engine import Engine
 from .errors import StateError
+from .notify import Notifier
 from .receiver.app import create_app as create_receiver
 from .store import UNFINISHED, Store
 
@@ -111,11 +113,35 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
+STATUS_EVERY = 5.0
+
+
+def _status_line(engine: Engine, rate: float) -> str:
+    return f"{engine.running} ingestion(s) running, {engine.in_flight} chunk(s) in flight, {rate:.0f} records/s"
+
+
+async def _housekeeping(engine: Engine, notifier: Notifier) -> None:
+    """Watchdog pings from the event loop itself, and a STATUS line every few seconds."""
+    tick = min(notifier.watchdog_interval or STATUS_EVERY, STATUS_EVERY)
+    last_records, last_time = engine.metrics.records_total, time.monotonic()
+    next_status = last_time + STATUS_EVERY
+    while True:
+        await asyncio.sleep(tick)
+        if notifier.watchdog_interval:
+            notifier.watchdog()
+        now = time.monotonic()
+        if now >= next_status:
+            records = engine.metrics.records_total
+            notifier.status(_status_line(engine, (records - last_records) / (now - last_time)))
+            last_records, last_time, next_status = records, now, now + STATUS_EVERY
+
+
 async def run(config: Config) -> int:
     """Serve until a signal; returns the process exit code."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hurry = asyncio.Event()
+    notifier = Notifier()
 
     def on_signal(signame: str) -> None:
         if stop.is_set():
@@ -123,6 +149,7 @@ async def run(config: Config) -> int:
             hurry.set()
         else:
             log.info("shutting down", signal=signame)
+            notifier.stopping()
             stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -149,6 +176,8 @@ async def run(config: Config) -> int:
             resuming=unfinished,
         )
         await engine.start()
+        notifier.ready(_status_line(engine, 0.0))
+        housekeeping = asyncio.create_task(_housekeeping(engine, notifier), name="housekeeping")
         await stop.wait()
         drain = asyncio.create_task(engine.drain(config.daemon.drain_seconds))
         hurried = asyncio.create_task(hurry.wait())
@@ -159,9 +188,13 @@ async def run(config: Config) -> int:
         with suppress(asyncio.CancelledError):
             drained = await drain
             log.info("drain finished", clean=drained)
+        housekeeping.cancel()
+        with suppress(asyncio.CancelledError):
+            await housekeeping
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+    notifier.close()
     log.info("stopped")
     return 0

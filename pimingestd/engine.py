@@ -34,6 +34,7 @@ from .errors import (
     SpoolError,
     StateError,
 )
+from .metrics import Metrics
 from .sources import SourceSpec, detect_format, read_records
 from .sources.fileid import identify, stat_identity
 from .store import UNFINISHED, AckOutcome, ChunkRow, Ingestion, Store
@@ -85,6 +86,7 @@ class Engine:
         chunking: ChunkPolicy,
         spool_dir: Path,
         max_concurrent: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -97,6 +99,7 @@ class Engine:
         self._submit_lock = asyncio.Lock()
         self._draining = asyncio.Event()
         self._cancelling: set[str] = set()
+        self.metrics = metrics or Metrics()
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -107,6 +110,10 @@ class Engine:
     @property
     def running(self) -> int:
         return len(self._tasks)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._acks)
 
     async def start(self) -> int:
         """Resume every queued or running ingestion; returns how many."""
@@ -398,6 +405,7 @@ class Engine:
             raise _Stopped()
         checksum = canonical.checksum(digest)
         cfg = self._delivery
+        m = self.metrics
         last_error = ""
         for attempt in range(1, cfg.max_attempts + 1):
             with structlog.contextvars.bound_contextvars(chunk=meta.n, attempt=attempt):
@@ -407,12 +415,19 @@ class Engine:
                         meta.ingestion_id, meta.n, meta.first_record, meta.records, checksum
                     )
                     if state == "acked":
+                        m.acked(meta.records, None)
                         return
+                    if attempt > 1:
+                        m.chunks_retried.inc()
+                    m.chunks_sent.inc()
+                    m.bytes_sent.inc(len(body))
+                    sent_at = time.monotonic()
                     try:
                         await self._client.send_chunk(meta, body, digest)
                         async with asyncio.timeout(cfg.ack_timeout):
                             result = await fut
                     except Rejected as exc:
+                        m.chunks_rejected.inc()
                         raise Rejected(f"chunk {meta.n} (attempt {attempt}): {exc}", retryable=False) from None
                     except DeliveryError as exc:
                         last_error = str(exc)
@@ -420,7 +435,10 @@ class Engine:
                         last_error = f"chunk {meta.n}: no ACK within {cfg.ack_timeout:g}s"
                     else:
                         if result.status == "ack":
+                            m.acked(meta.records, time.monotonic() - sent_at)
+                            log.debug("chunk acked", records=meta.records)
                             return
+                        m.chunks_rejected.inc()
                         if not result.retryable:
                             raise Rejected(f"chunk {meta.n} rejected by PIM-Core: {result.reason}", retryable=False)
                         last_error = f"chunk {meta.n} rejected (retryable): {result.reason}"
