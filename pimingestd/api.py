@@ -6,13 +6,16 @@ Every error is JSON ``{"error": ..., "detail": ...}`` with its status code.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
+import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiofiles
 import orjson
 import structlog
 from aiohttp import web
@@ -21,14 +24,19 @@ from . import signing
 from .config import Config
 from .engine import Draining, Engine, IngestRequest, NotAllowed
 from .errors import ConfigError, FileChangedError, UnsupportedFormat
+from .inbox import Inbox, check_relative_name
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .store import Ingestion, Store
+from .sources import detect_format
+from .store import STATUSES, Ingestion, Store
 
 log = structlog.get_logger("pimingestd.api")
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 ENGINE = web.AppKey("engine", Engine)
+INBOX = web.AppKey("inbox", Inbox)
+
+OPENAPI = Path(__file__).resolve().parent / "openapi.yaml"
 
 _CHECKSUM = re.compile(r"^sha256:[0-9a-f]{64}$")
 _INGEST_KEYS = {"path", "format", "json_path", "sheet", "chunk_records", "chunk_bytes", "re_ingestion"}
@@ -54,8 +62,13 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-async def ingestion_view(store: Store, ing: Ingestion) -> dict[str, Any]:
+async def ingestion_view(store: Store, ing: Ingestion, engine: Engine | None = None) -> dict[str, Any]:
     chunks, records = await store.progress(ing.id)
+    rate = engine.rate(ing.id, records) if engine is not None else None
+    eta = None
+    if rate and ing.total_records is not None:
+        eta = round(max(ing.total_records - records, 0) / rate, 1)
+    in_flight = await store.chunk(ing.id, chunks + 1) if ing.status in ("queued", "running") else None
     return {
         "ingestion_id": ing.id,
         "file_id": ing.file_id,
@@ -68,6 +81,10 @@ async def ingestion_view(store: Store, ing: Ingestion) -> dict[str, Any]:
         "total_chunks": ing.total_chunks,
         "total_records": ing.total_records,
         "error": ing.error,
+        "source": ing.source,
+        "records_per_second": None if rate is None else round(rate, 1),
+        "eta_seconds": eta,
+        "attempts": in_flight.attempts if in_flight is not None and in_flight.state == "sent" else 0,
         "created_at": _iso(ing.created_at),
         "updated_at": _iso(ing.updated_at),
     }
@@ -192,7 +209,127 @@ async def _ingestion(request: web.Request) -> Ingestion:
 
 
 async def get_ingestion(request: web.Request) -> web.Response:
-    return _json(await ingestion_view(request.app[STORE], await _ingestion(request)))
+    return _json(await ingestion_view(request.app[STORE], await _ingestion(request), request.app[ENGINE]))
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"`{name}` must be an integer") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"`{name}` must be between {lo} and {hi}")
+    return value
+
+
+async def list_ingestions(request: web.Request) -> web.Response:
+    status = request.query.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, f"`status` must be one of {', '.join(STATUSES)}")
+    limit = _int_param(request, "limit", 50, 1, 1000)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    store, engine = request.app[STORE], request.app[ENGINE]
+    rows = await store.list_ingestions(status, limit, offset)
+    return _json(
+        {"ingestions": [await ingestion_view(store, ing, engine) for ing in rows], "limit": limit, "offset": offset}
+    )
+
+
+async def list_chunks(request: web.Request) -> web.Response:
+    ing = await _ingestion(request)
+    start = _int_param(request, "from", 1, 1, 10**12)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    rows = await request.app[STORE].chunks(ing.id, start, limit)
+    return _json(
+        {
+            "ingestion_id": ing.id,
+            "chunks": [
+                {
+                    "chunk": r.n,
+                    "first_record": r.first_record,
+                    "records": r.records,
+                    "checksum": r.checksum,
+                    "state": r.state,
+                    "attempts": r.attempts,
+                    "sent_at": _iso(r.sent_at),
+                    "acked_at": _iso(r.acked_at),
+                    "reject_reason": r.reject_reason,
+                }
+                for r in rows
+            ],
+        }
+    )
+
+
+_UPLOAD_PARAMS = {"format": str, "json_path": str, "sheet": str, "chunk_records": int, "chunk_bytes": int}
+
+
+async def upload(request: web.Request) -> web.Response:
+    """Stream the body to a temporary file (constant memory), then hand it to the inbox lifecycle."""
+    try:
+        rel = check_relative_name(request.match_info["name"])
+    except ValueError as exc:
+        raise ApiError(400, "bad file name", str(exc)) from None
+    overrides: dict[str, Any] = {}
+    for key, kind in _UPLOAD_PARAMS.items():
+        if key in request.query:
+            value = request.query[key]
+            if kind is int:
+                overrides[key] = _int_param(request, key, 0, 1, 2**62)
+            else:
+                overrides[key] = value
+    if overrides.get("chunk_records") and overrides.get("chunk_bytes"):
+        raise ApiError(400, "give at most one of `chunk_records` and `chunk_bytes`")
+    if "re_ingestion" in request.query:
+        overrides["re_ingestion"] = request.query["re_ingestion"].lower() in ("1", "true", "yes")
+    unknown = sorted(set(request.query) - set(_UPLOAD_PARAMS) - {"re_ingestion"})
+    if unknown:
+        raise ApiError(400, f"unknown query parameter(s): {', '.join(unknown)}")
+    try:
+        detect_format(Path(rel), overrides.get("format"))
+    except UnsupportedFormat as exc:
+        raise ApiError(415, "unsupported format", str(exc)) from None
+    engine, inbox = request.app[ENGINE], request.app[INBOX]
+    if engine.draining:
+        raise ApiError(503, "draining", "the daemon is shutting down; try again after it restarts")
+    limit = request.app[CONFIG].http.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "upload too large", {"max_upload_bytes": limit})
+    temp = inbox.upload_temp()
+    try:
+        size = 0
+        async with aiofiles.open(temp, "wb") as out:
+            async for block in request.content.iter_chunked(1 << 20):
+                size += len(block)
+                if size > limit:
+                    raise ApiError(413, "upload too large", {"max_upload_bytes": limit})
+                await out.write(block)
+            await out.flush()
+            await asyncio.to_thread(os.fsync, out.fileno())
+        folder = await inbox.place_upload(temp, rel)
+    finally:
+        await asyncio.to_thread(temp.unlink, missing_ok=True)
+    log.info("upload received", file=rel, bytes=size)
+    try:
+        submitted = await inbox.admit(folder, rel, "upload", overrides)
+    except UnsupportedFormat as exc:
+        raise ApiError(415, "unsupported format", str(exc)) from None
+    except ConfigError as exc:
+        raise ApiError(400, "bad chunking", str(exc)) from None
+    except (FileChangedError, Draining) as exc:
+        raise ApiError(409, "not admitted", str(exc)) from None
+    ing = submitted.ingestion
+    return _json(
+        {"ingestion_id": ing.id, "file_id": ing.file_id, "status": ing.status},
+        200 if ing.status == "completed" else 202,
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=await asyncio.to_thread(OPENAPI.read_bytes), content_type="application/yaml")
 
 
 async def resume(request: web.Request) -> web.Response:
@@ -203,7 +340,7 @@ async def resume(request: web.Request) -> web.Response:
         raise ApiError(409, "cannot resume", str(exc)) from None
     except Draining as exc:
         raise ApiError(503, "draining", str(exc)) from None
-    return _json(await ingestion_view(request.app[STORE], ing), 202)
+    return _json(await ingestion_view(request.app[STORE], ing, request.app[ENGINE]), 202)
 
 
 async def cancel(request: web.Request) -> web.Response:
@@ -212,7 +349,7 @@ async def cancel(request: web.Request) -> web.Response:
         ing = await request.app[ENGINE].cancel(ing.id)
     except NotAllowed as exc:
         raise ApiError(409, "cannot cancel", str(exc)) from None
-    return _json(await ingestion_view(request.app[STORE], ing))
+    return _json(await ingestion_view(request.app[STORE], ing, request.app[ENGINE]))
 
 
 async def ack_callback(request: web.Request) -> web.Response:
@@ -275,7 +412,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/ingest", ingest)
+    app.router.add_put("/api/files/{name:.+}", upload)
+    app.router.add_get("/api/ingestions", list_ingestions)
     app.router.add_get("/api/ingestions/{id}", get_ingestion)
+    app.router.add_get("/api/ingestions/{id}/chunks", list_chunks)
+    app.router.add_get("/api/openapi.yaml", openapi)
     app.router.add_post("/api/ingestions/{id}/resume", resume)
     app.router.add_post("/api/ingestions/{id}/cancel", cancel)
     app.router.add_post("/callbacks/ack", ack_callback)

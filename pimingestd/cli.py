@@ -1,7 +1,12 @@
-"""Command line: parse arguments, load config, set up logs, call the daemon or the receiver.
+"""Command line: parse arguments, load config, set up logs, call the daemon or the API client.
 
-Exit codes: 0 success; 1 runtime failure; 2 usage error; 74 state database
-unusable or locked by another daemon; 78 configuration error (EX_CONFIG).
+Exit codes:
+  0   success (for `ingest --wait`: the ingestion completed)
+  1   failure: the ingestion failed or was cancelled, or the daemon refused the request
+  2   bad command line
+  3   the daemon could not be reached
+  74  the state database is unusable, or another daemon holds it (`run`)
+  78  configuration error
 """
 
 from __future__ import annotations
@@ -9,10 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from . import __version__, logs
 from . import config as config_mod
@@ -20,36 +27,112 @@ from .errors import ConfigError, StateError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_UNREACHABLE = 3
 EXIT_STATE = 74
 EXIT_CONFIG = 78
 
+DEFAULT_CONFIG = "/etc/pimingestd/config.toml"
+_EPILOG = "Exit codes: 0 success, 1 failure, 2 usage, 3 daemon unreachable, 74 state unusable, 78 bad config."
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("daemon address")
+    g.add_argument("--url", help="daemon URL (default: $PIMINGESTD_URL, else [http] of --config)")
+    g.add_argument("--token", help="API token (default: $PIMINGESTD_TOKEN, else [http] api_token of --config)")
+    g.add_argument(
+        "--config",
+        type=Path,
+        help=f"config to read the URL and token from (default: $PIMINGESTD_CONFIG or {DEFAULT_CONFIG})",
+    )
+
 
 def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
         prog="pimingestd",
         description="Exactly-once, resumable ingestion of JSON, JSON Lines and Excel files into PIM-Core.",
+        epilog=_EPILOG,
     )
     p.add_argument("--version", action="version", version=f"pimingestd {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
         help="run the daemon",
-        description="Run the daemon. Example: pimingestd run --config /etc/pimingestd/config.toml",
+        formatter_class=fmt,
+        epilog=_EPILOG,
+        description="Run the daemon in the foreground.\n\nExample:\n  pimingestd run --config /etc/pimingestd/config.toml",
     )
     run.add_argument("--config", required=True, type=Path, help="TOML config file")
 
     check = sub.add_parser(
         "check-config",
-        help="validate a config file and print it resolved (secrets masked)",
-        description="Validate a config file. Example: pimingestd check-config --config config.example.toml",
+        help="validate a config file",
+        formatter_class=fmt,
+        epilog=_EPILOG,
+        description="Validate a config file and print it resolved, secrets masked.\n\n"
+        "Example:\n  pimingestd check-config --config config.example.toml",
     )
     check.add_argument("--config", required=True, type=Path)
+
+    ing = sub.add_parser(
+        "ingest",
+        help="ingest a file through the running daemon",
+        formatter_class=fmt,
+        epilog=_EPILOG,
+        description="Ask the running daemon to ingest PATH. Files the daemon cannot read by path "
+        "(outside its allowed roots, or on another machine) are uploaded.\n\n"
+        "Example:\n  pimingestd ingest exports/products.json --json-path products.item --wait",
+    )
+    ing.add_argument("path", type=Path, metavar="PATH")
+    ing.add_argument("--format", choices=("json", "jsonl", "excel"))
+    ing.add_argument("--json-path", help="ijson prefix of the records, e.g. catalog.products.item")
+    ing.add_argument("--sheet", help="Excel sheet name (default: the first)")
+    size = ing.add_mutually_exclusive_group()
+    size.add_argument("--chunk-records", type=int, metavar="N")
+    size.add_argument("--chunk-bytes", type=int, metavar="N")
+    ing.add_argument("--re-ingest", action="store_true", help="ingest again even if these bytes were ingested before")
+    ing.add_argument("--upload", action="store_true", help="always upload the file instead of passing its path")
+    ing.add_argument("--name", help="name to upload under (default: the file's name); subfolders select profiles")
+    ing.add_argument(
+        "--wait", action="store_true", help="show progress until the ingestion ends; exit 0 only if it completed"
+    )
+    _client_options(ing)
+
+    st = sub.add_parser(
+        "status",
+        help="show recent ingestions or one in detail",
+        formatter_class=fmt,
+        epilog=_EPILOG,
+        description="Without ID: a table of recent ingestions. With ID: that ingestion and its last chunks.\n\n"
+        "Examples:\n  pimingestd status\n  pimingestd status 3f2a... --json",
+    )
+    st.add_argument("id", nargs="?", metavar="ID")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--limit", type=int, default=20, help="rows in the table (default 20)")
+    st.add_argument("--status", choices=("queued", "running", "completed", "failed", "cancelled"))
+    _client_options(st)
+
+    for name, what in (
+        ("resume", "resume a failed ingestion after its last ACKed chunk"),
+        ("cancel", "cancel an ingestion for good"),
+    ):
+        c = sub.add_parser(
+            name,
+            help=what,
+            formatter_class=fmt,
+            epilog=_EPILOG,
+            description=f"{what[0].upper()}{what[1:]}.\n\nExample:\n  pimingestd {name} 3f2a...",
+        )
+        c.add_argument("id", metavar="ID")
+        _client_options(c)
 
     rec = sub.add_parser(
         "receiver",
         help="run the reference PIM-Core receiver",
-        description="Run the reference PIM-Core receiver. Example: pimingestd receiver --port 8081 --data var/receiver",
+        formatter_class=fmt,
+        description="Run the reference PIM-Core receiver (PIM-Core's side of protocol v1).\n\n"
+        "Example:\n  pimingestd receiver --port 8081 --data var/receiver",
     )
     rec.add_argument("--host", default="127.0.0.1")
     rec.add_argument("--port", type=int, default=8081)
@@ -69,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "receiver":
         return _receiver(args)
+    if args.command in ("ingest", "status", "resume", "cancel"):
+        return _client_command(args)
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
@@ -82,17 +167,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return asyncio.run(run(cfg))
-    except StateError as exc:
+    except (StateError, ConfigError) as exc:
         print(f"pimingestd: {exc}", file=sys.stderr)
-        return EXIT_STATE
+        return EXIT_STATE if isinstance(exc, StateError) else EXIT_CONFIG
     except OSError as exc:
         print(f"pimingestd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
 
 def _receiver(args: argparse.Namespace) -> int:
-    import os
-
     from .receiver.app import serve
 
     logs.setup(args.log_format, "info")
@@ -100,3 +183,129 @@ def _receiver(args: argparse.Namespace) -> int:
     with suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, args.data.resolve(), secret=secret, mode=args.mode))
     return EXIT_OK
+
+
+# ---- client commands ------------------------------------------------------------------
+
+
+def _address(args: argparse.Namespace) -> tuple[str, str]:
+    url, token = args.url or os.environ.get("PIMINGESTD_URL"), args.token or os.environ.get("PIMINGESTD_TOKEN")
+    if url and token:
+        return url, token
+    path = args.config or os.environ.get("PIMINGESTD_CONFIG") or DEFAULT_CONFIG
+    cfg = None
+    if args.config is not None or Path(path).exists():
+        cfg = config_mod.load(path)
+    if cfg is not None:
+        host = "127.0.0.1" if cfg.http.host in ("0.0.0.0", "::", "") else cfg.http.host
+        url = url or f"http://{host}:{cfg.http.port}"
+        token = token or cfg.http.api_token
+    return url or "http://127.0.0.1:8080", token or ""
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from .client import Unreachable
+
+    if args.command == "ingest":
+        args.path = args.path.resolve()
+        if not args.path.is_file():
+            print(f"pimingestd: no such file: {args.path}", file=sys.stderr)
+            return EXIT_FAILURE
+    try:
+        url, token = _address(args)
+    except ConfigError as exc:
+        print(f"pimingestd: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(_client_main(args, url, token))
+    except Unreachable as exc:
+        print(f"pimingestd: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _refused(code: int, body: Any) -> int:
+    detail = body.get("detail") if isinstance(body, dict) else None
+    error = body.get("error") if isinstance(body, dict) else body
+    print(f"pimingestd: {code} {error}" + (f": {detail}" if detail else ""), file=sys.stderr)
+    return EXIT_FAILURE
+
+
+async def _client_main(args: argparse.Namespace, url: str, token: str) -> int:
+    from .client import ApiClient
+    from .console import detail, table
+
+    async with ApiClient(url, token) as api:
+        if args.command == "ingest":
+            return await _ingest(api, args)
+        if args.command in ("resume", "cancel"):
+            code, body = await (api.resume(args.id) if args.command == "resume" else api.cancel(args.id))
+            if code >= 300:
+                return _refused(code, body)
+            print(f"{body['ingestion_id']}: {body['status']}")
+            return EXIT_OK
+        if args.id is None:
+            code, body = await api.ingestions(args.limit, args.status)
+            if code != 200:
+                return _refused(code, body)
+            print(json.dumps(body["ingestions"], indent=2) if args.json else table(body["ingestions"]))
+            return EXIT_OK
+        code, st = await api.ingestion(args.id)
+        if code != 200:
+            return _refused(code, st)
+        start = max(st["chunks_acked"] - 4, 1)
+        code, chunks = await api.chunks(args.id, start, 10)
+        rows = chunks["chunks"] if code == 200 else []
+        print(json.dumps({**st, "chunks": rows}, indent=2) if args.json else detail(st, rows))
+        return EXIT_OK
+
+
+async def _ingest(api: Any, args: argparse.Namespace) -> int:
+    from .console import ProgressBar
+
+    path: Path = args.path  # resolved and checked before the loop started
+    options = {
+        "format": args.format,
+        "json_path": args.json_path,
+        "sheet": args.sheet,
+        "chunk_records": args.chunk_records,
+        "chunk_bytes": args.chunk_bytes,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    code: int = 0
+    body: Any = None
+    if not args.upload:
+        code, body = await api.ingest({"path": str(path), "re_ingestion": args.re_ingest, **options})
+        if code in (403, 404):
+            print(
+                f"pimingestd: the daemon cannot read {path} by path ({body.get('error')}); uploading it",
+                file=sys.stderr,
+            )
+    if args.upload or code in (403, 404):
+        params = {k: str(v) for k, v in options.items()}
+        if args.re_ingest:
+            params["re_ingestion"] = "true"
+        code, body = await api.upload(path, args.name or path.name, params)
+    if code >= 300:
+        return _refused(code, body)
+    ing = body["ingestion_id"]
+    print(f"{ing} {body['status']} {body['file_id']}")
+    if not args.wait:
+        return EXIT_OK
+    bar = ProgressBar(sys.stderr)
+    while True:
+        code, st = await api.ingestion(ing)
+        if code != 200:
+            bar.close()
+            return _refused(code, st)
+        bar.update(st)
+        if st["status"] in ("completed", "failed", "cancelled"):
+            bar.close()
+            break
+        await asyncio.sleep(0.25)
+    if st["status"] == "completed":
+        print(f"completed: {st['records_acked']} records in {st['chunks_acked']} chunks")
+        return EXIT_OK
+    print(f"{st['status']}: {st['error']}", file=sys.stderr)
+    return EXIT_FAILURE

@@ -13,7 +13,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +39,7 @@ class HttpConfig:
     api_token: str = field(default="", repr=False)
     allowed_roots: tuple[Path, ...] = ()
     max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 10 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,29 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """Ingestion options for inbox files whose path (relative to the inbox) matches ``match``."""
+
+    match: str
+    format: str | None = None
+    json_path: str | None = None
+    sheet: str | None = None
+    chunk_records: int | None = None
+    chunk_bytes: int | None = None
+    re_ingestion: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class InboxConfig:
     dir: Path
+    processing_dir: Path
+    done_dir: Path
+    failed_dir: Path
+    settle_seconds: float = 2.0
+    ignore: tuple[str, ...] = (".*", "*.part", "*.tmp", "~$*")
+    watch: str = "auto"  # "auto" (inotify, polling if unavailable), "poll", or "off"
+    poll_interval: float = 2.0
+    profiles: tuple[Profile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +144,9 @@ class Config:
             section: dict[str, Any] = {}
             for sf in fields(value):
                 v = getattr(value, sf.name)
-                if sf.name in ("secret", "api_token"):
+                if isinstance(v, tuple) and v and not isinstance(v[0], str | Path):
+                    v = [asdict(x) for x in v]
+                elif sf.name in ("secret", "api_token"):
                     v = "***" if v else ""
                 elif isinstance(v, Path):
                     v = str(v)
@@ -209,11 +233,52 @@ class _Section:
             raise ConfigError(f"{self._where(key)} must be an http(s) URL, got {v!r}")
         return v
 
+    def strings(self, key: str, default: list[str]) -> list[str]:
+        v = self._get(key, default)
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ConfigError(f"{self._where(key)} must be a list of non-empty strings")
+        return v
+
+    def tables(self, key: str) -> list[Any]:
+        v = self._get(key, [])
+        if not isinstance(v, list):
+            raise ConfigError(f"{self._where(key)} must be an array of tables ([[{self.name}.{key}]])")
+        return v
+
+    def optional_string(self, key: str) -> str | None:
+        v = self._get(key, None)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ConfigError(f"{self._where(key)} must be a non-empty string")
+        return v
+
     def finish(self) -> None:
         unknown = sorted(set(self.raw) - self.used)
         if unknown:
             keys = ", ".join(self._where(k) for k in unknown)
             raise ConfigError(f"unknown key(s): {keys}")
+
+
+def _profile(index: int, raw: Any, base: Path) -> Profile:
+    s = _Section(f"inbox.profiles[{index}]", raw, base)
+    match = s.string("match", "")
+    if not match:
+        raise ConfigError(f"inbox.profiles[{index}].match is required (a glob on the path relative to the inbox)")
+    fmt = s.optional_string("format")
+    if fmt is not None and fmt not in ("json", "jsonl", "excel"):
+        raise ConfigError(f"inbox.profiles[{index}].format must be one of json, jsonl, excel; got {fmt!r}")
+    profile = Profile(
+        match=match,
+        format=fmt,
+        json_path=s.optional_string("json_path"),
+        sheet=s.optional_string("sheet"),
+        chunk_records=s.integer("chunk_records", None, minimum=1),
+        chunk_bytes=s.integer("chunk_bytes", None, minimum=2),
+        re_ingestion=s.boolean("re_ingestion", False),
+    )
+    s.finish()
+    if profile.chunk_records is not None and profile.chunk_bytes is not None:
+        raise ConfigError(f"inbox.profiles[{index}]: set at most one of chunk_records and chunk_bytes")
+    return profile
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -251,6 +316,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         api_token=s.string("api_token", ""),
         allowed_roots=s.paths("allowed_roots", ["var/inbox"]),
         max_body_bytes=s.integer("max_body_bytes", 1 << 20, minimum=1024) or (1 << 20),
+        max_upload_bytes=s.integer("max_upload_bytes", 10 << 30, minimum=1) or (10 << 30),
     )
     s.finish()
 
@@ -280,8 +346,28 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     s.finish()
 
     s = _Section("inbox", raw.get("inbox"), base)
-    inbox = InboxConfig(dir=s.path("dir", "var/inbox"))
+    inbox = InboxConfig(
+        dir=s.path("dir", "var/inbox"),
+        processing_dir=s.path("processing_dir", "var/processing"),
+        done_dir=s.path("done_dir", "var/done"),
+        failed_dir=s.path("failed_dir", "var/failed"),
+        settle_seconds=s.number("settle_seconds", 2.0, minimum=0.0),
+        ignore=tuple(s.strings("ignore", [".*", "*.part", "*.tmp", "~$*"])),
+        watch=s.choice("watch", "auto", ("auto", "poll", "off")),
+        poll_interval=s.number("poll_interval", 2.0, minimum=0.0, exclusive=True),
+        profiles=tuple(_profile(i, p, base) for i, p in enumerate(s.tables("profiles"))),
+    )
     s.finish()
+    dirs = {
+        "dir": inbox.dir,
+        "processing_dir": inbox.processing_dir,
+        "done_dir": inbox.done_dir,
+        "failed_dir": inbox.failed_dir,
+    }
+    for a, pa in dirs.items():
+        for b, pb in dirs.items():
+            if a < b and (pa == pb or pa in pb.parents or pb in pa.parents):
+                raise ConfigError(f"inbox.{a} and inbox.{b} must be separate folders, neither inside the other")
 
     s = _Section("logging", raw.get("logging"), base)
     logging = LoggingConfig(

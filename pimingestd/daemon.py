@@ -31,6 +31,7 @@ from .config import Config
 from .delivery import PimcoreClient
 from .engine import Engine
 from .errors import StateError
+from .inbox import Inbox
 from .notify import Notifier
 from .receiver.app import create_app as create_receiver
 from .store import UNFINISHED, Store
@@ -108,7 +109,12 @@ def create_app(config: Config) -> web.Application:
             yield
             await app[api.ENGINE].close()
 
-    app.cleanup_ctx.extend([state_lock, store, receiver, engine])
+    async def inbox(app: web.Application) -> AsyncIterator[None]:
+        app[api.INBOX] = Inbox(config.inbox, app[api.ENGINE], app[api.STORE])
+        yield
+        await app[api.INBOX].stop()
+
+    app.cleanup_ctx.extend([state_lock, store, receiver, engine, inbox])
     api.add_routes(app)
     return app
 
@@ -134,6 +140,16 @@ async def _housekeeping(engine: Engine, notifier: Notifier) -> None:
             records = engine.metrics.records_total
             notifier.status(_status_line(engine, (records - last_records) / (now - last_time)))
             last_records, last_time, next_status = records, now, now + STATUS_EVERY
+
+
+async def start_work(app: web.Application) -> None:
+    """Begin taking work, once the HTTP site listens: inbox recovery and watching, then resumes."""
+    await app[api.INBOX].start()
+    await app[api.ENGINE].start()
+
+
+async def stop_taking_work(app: web.Application) -> None:
+    await app[api.INBOX].stop()
 
 
 async def run(config: Config) -> int:
@@ -169,16 +185,18 @@ async def run(config: Config) -> int:
             config=str(config.path),
             state_db=str(config.daemon.state_db),
             inbox=str(config.inbox.dir),
+            watch=config.inbox.watch,
             listen=f"http://{config.http.host}:{config.http.port}",
             chunk_url=config.pimcore.chunk_url,
             complete_url=config.pimcore.complete_url,
             signed=bool(config.pimcore.secret),
             resuming=unfinished,
         )
-        await engine.start()
+        await start_work(app)
         notifier.ready(_status_line(engine, 0.0))
         housekeeping = asyncio.create_task(_housekeeping(engine, notifier), name="housekeeping")
         await stop.wait()
+        await stop_taking_work(app)
         drain = asyncio.create_task(engine.drain(config.daemon.drain_seconds))
         hurried = asyncio.create_task(hurry.wait())
         await asyncio.wait({drain, hurried}, return_when=asyncio.FIRST_COMPLETED)

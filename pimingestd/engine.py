@@ -14,7 +14,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from . import canonical, spool
 from .acks import AckRegistry, AckResult
 from .chunking import Chunk, cut
 from .config import ChunkPolicy, DeliveryConfig
+from .crashpoints import crash_point
 from .delivery import ChunkHeaders, PimcoreClient
 from .errors import (
     DeliveryError,
@@ -100,6 +101,8 @@ class Engine:
         self._draining = asyncio.Event()
         self._cancelling: set[str] = set()
         self.metrics = metrics or Metrics()
+        self._listeners: list[Callable[[Ingestion], Awaitable[None]]] = []
+        self._rates: dict[str, tuple[float, int]] = {}  # ingestion -> (run start, records acked then)
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -139,6 +142,26 @@ class Engine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._acks.cancel_all()
+
+    def add_listener(self, listener: Callable[[Ingestion], Awaitable[None]]) -> None:
+        """Call ``listener`` with the ingestion whenever one ends (completed, failed, cancelled)."""
+        self._listeners.append(listener)
+
+    async def _ended(self, ingestion_id: str) -> None:
+        ing = await self._get(ingestion_id)
+        for listener in self._listeners:
+            try:
+                await listener(ing)
+            except Exception:
+                log.exception("listener failed", ingestion_id=ingestion_id)
+
+    def rate(self, ingestion_id: str, records_acked: int) -> float | None:
+        """Records/s of the current run of a running ingestion; None when it is not running."""
+        start = self._rates.get(ingestion_id)
+        if start is None:
+            return None
+        elapsed = time.monotonic() - start[0]
+        return (records_acked - start[1]) / elapsed if elapsed > 0 else 0.0
 
     # ---- entry points -------------------------------------------------------------
 
@@ -209,6 +232,7 @@ class Engine:
         await self._store.set_status(ingestion_id, "cancelled", "cancelled by the operator")
         await self._discard_spool(ingestion_id)
         log.info("ingestion cancelled", ingestion_id=ingestion_id)
+        await self._ended(ingestion_id)
         return await self._get(ingestion_id)
 
     async def handle_ack(
@@ -218,6 +242,7 @@ class Engine:
         key = (ingestion_id, n)
         if status == "ack":
             outcome = await self._store.commit_ack(ingestion_id, n, checksum)
+            crash_point("ack.after-commit")
             if outcome in ("accepted", "duplicate"):
                 self._acks.resolve(key, AckResult("ack"))
         else:
@@ -261,6 +286,7 @@ class Engine:
                     ingestion_id=ing.id, file_id=ing.file_id, file=ing.file_name
                 ):
                     await self._store.set_status(ing.id, "running")
+                    self._rates[ing.id] = (time.monotonic(), (await self._store.progress(ing.id))[1])
                     try:
                         await self._ingest(ing, resumed, stop)
                     except _Stopped:
@@ -272,6 +298,10 @@ class Engine:
                     except Exception as exc:
                         log.exception("internal error")
                         await self._fail(ing, exc)
+                    finally:
+                        self._rates.pop(ing.id, None)
+                    if (await self._get(ing.id)).status in ("completed", "failed"):
+                        await self._ended(ing.id)
         finally:
             stop.set()
 
@@ -298,7 +328,9 @@ class Engine:
             await self._deliver_spooled(ing)
         else:
             await self._deliver_streaming(ing, path, stop)
+        crash_point("engine.before-complete")
         await self._complete(ing)
+        crash_point("engine.after-complete")
         await self._store.set_status(ing.id, "completed")
         await self._discard_spool(ing.id)
         chunks, records = await self._store.progress(ing.id)
@@ -417,6 +449,7 @@ class Engine:
                     if state == "acked":
                         m.acked(meta.records, None)
                         return
+                    crash_point("engine.after-mark-sent")
                     if attempt > 1:
                         m.chunks_retried.inc()
                     m.chunks_sent.inc()
@@ -424,6 +457,7 @@ class Engine:
                     sent_at = time.monotonic()
                     try:
                         await self._client.send_chunk(meta, body, digest)
+                        crash_point("engine.after-post")
                         async with asyncio.timeout(cfg.ack_timeout):
                             result = await fut
                     except Rejected as exc:

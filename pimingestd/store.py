@@ -272,6 +272,23 @@ class Store:
             row = await cur.fetchone()
         return None if row is None else _ingestion(row)
 
+    async def by_path(self, path: str) -> Ingestion | None:
+        """The newest ingestion recorded for exactly this path."""
+        async with self._db.execute(
+            f"SELECT {_ING_COLS} FROM ingestions WHERE path = ? ORDER BY created_at DESC, rowid DESC LIMIT 1", (path,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _ingestion(row)
+
+    async def under(self, folder: str) -> list[Ingestion]:
+        """Ingestions whose recorded path lies under ``folder``."""
+        prefix = folder.rstrip("/") + "/"
+        async with self._db.execute(
+            f"SELECT {_ING_COLS} FROM ingestions WHERE substr(path, 1, ?) = ? ORDER BY created_at, rowid",
+            (len(prefix), prefix),
+        ) as cur:
+            return [_ingestion(r) for r in await cur.fetchall()]
+
     async def with_status(self, statuses: Iterable[str]) -> list[Ingestion]:
         wanted = list(statuses)
         async with self._db.execute(

@@ -20,7 +20,7 @@ from aiohttp import web
 from pimingestd import api, signing
 from pimingestd import config as config_mod
 from pimingestd.config import Config
-from pimingestd.daemon import create_app
+from pimingestd.daemon import create_app, start_work
 from pimingestd.receiver.app import create_app as create_receiver
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ class Daemon:
     async def start(self) -> Daemon:
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.config.http.port).start()
-        await self.app[api.ENGINE].start()
+        await start_work(self.app)
         return self
 
     async def stop(self) -> None:
