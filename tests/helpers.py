@@ -119,9 +119,13 @@ class Daemon:
         self.stopped = False
 
     async def start(self) -> Daemon:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.config.http.port).start()
-        await start_work(self.app)
+        try:
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", self.config.http.port).start()
+            await start_work(self.app)
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def stop(self) -> None:
