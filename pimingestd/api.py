@@ -299,8 +299,8 @@ async def upload(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "upload too large", {"max_upload_bytes": limit})
     temp = inbox.upload_temp()
+    size = 0
     try:
-        size = 0
         async with aiofiles.open(temp, "wb") as out:
             async for block in request.content.iter_chunked(1 << 20):
                 size += len(block)
@@ -310,6 +310,9 @@ async def upload(request: web.Request) -> web.Response:
             await out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())
         folder = await inbox.place_upload(temp, rel)
+    except (ConnectionError, web.HTTPBadRequest) as exc:
+        log.warning("upload aborted by the client; nothing kept", file=rel, received=size, error=str(exc))
+        raise ApiError(400, "upload aborted", str(exc)) from None
     finally:
         await asyncio.to_thread(temp.unlink, missing_ok=True)
     log.info("upload received", file=rel, bytes=size)

@@ -142,6 +142,10 @@ class Daemon:
         return self.app[api.STORE]
 
     async def request(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        """A call as an operator makes it (with the configured API token unless headers say otherwise)."""
+        token = self.config.http.api_token
+        if token and path.startswith("/api/") and "headers" not in kw:
+            kw["headers"] = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession() as s, s.request(method, self.url + path, **kw) as r:
             text = await r.text()
             try:

@@ -62,7 +62,7 @@ async def test_relative_path_is_from_config_folder(make_daemon: MakeDaemon, data
 async def test_api_token(make_daemon: MakeDaemon, data_dir: Path) -> None:
     """With api_token set, /api/* needs the bearer token; callbacks and health do not."""
     d = await make_daemon(http={"api_token": "tok-123"})
-    code, body = await d.request("GET", "/api/ingestions/x")
+    code, body = await d.request("GET", "/api/ingestions/x", headers={})
     assert code == 401 and body["error"] == "missing or wrong API token"
     code, _ = await d.request("GET", "/api/ingestions/x", headers={"Authorization": "Bearer wrong"})
     assert code == 401

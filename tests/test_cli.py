@@ -1,0 +1,116 @@
+"""The pimingestd CLI against a running daemon: ingest (by path or upload) with progress, status, resume, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from .conftest import MakeDaemon
+from .helpers import REPO, Receiver, free_port, product, write_json
+from .test_inbox import inbox_config
+
+
+async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pimingestd",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_ingest_wait_shows_progress(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path, data_dir: Path
+) -> None:
+    """`ingest --wait` prints the id, a progress line per change (records, rate, ETA, chunk), and exits 0."""
+    await receiver.faults(
+        [
+            {"action": "delay_ack", "seconds": 0.15, "times": 1000},
+        ]
+    )
+    src = write_json(data_dir / "p.json", [product(i) for i in range(80)])
+    d = await make_daemon(inbox=inbox_config(tmp_path, watch="off"))
+    code, out, err = await cli("ingest", str(src), "--wait", "--url", d.url)
+    assert code == 0, err
+    ing = out.split()[0]
+    assert "completed: 80 records in 8 chunks" in out
+    lines = [line for line in err.splitlines() if "records" in line]
+    assert len(lines) >= 3, err
+    assert any("chunk " in line and "running" in line and "rec/s" in line and "ETA" in line for line in lines), err
+    assert "80/80 records" in lines[-1] and "100.0%" in lines[-1] and lines[-1].endswith("completed")
+    assert len(await receiver.records(ing)) == 80
+
+
+async def test_ingest_falls_back_to_upload(make_daemon: MakeDaemon, tmp_path: Path) -> None:
+    """A file outside the daemon's allowed roots is uploaded instead, and the options travel along."""
+    outside = write_json(tmp_path / "elsewhere.json", [product(i) for i in range(9)])
+    d = await make_daemon(inbox=inbox_config(tmp_path, watch="off"))
+    code, out, err = await cli("ingest", str(outside), "--chunk-records", "4", "--wait", "--url", d.url)
+    assert code == 0, err
+    assert "uploading it" in err
+    st = await d.status(out.split()[0])
+    assert st["source"] == "upload" and st["total_chunks"] == 3
+
+
+async def test_status_resume_cancel(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path, data_dir: Path
+) -> None:
+    """status (table, detail, --json), resume and cancel, with exit codes."""
+    await receiver.faults([{"action": "reject_final", "chunk": 2}])
+    src = write_json(data_dir / "p.json", [product(i) for i in range(30)])
+    d = await make_daemon(inbox=inbox_config(tmp_path, watch="off"), http={"api_token": "tok"})
+    code, out, err = await cli("ingest", str(src), "--wait", "--url", d.url, "--token", "tok")
+    assert code == 1 and "failed: chunk 2 rejected by PIM-Core" in err
+    ing = out.split()[0]
+    code, out, _ = await cli("status", "--url", d.url, "--token", "tok")
+    assert code == 0 and out.splitlines()[0].split()[:3] == ["INGESTION", "STATUS", "SOURCE"] and ing in out
+    code, out, _ = await cli("status", ing, "--json", "--url", d.url, "--token", "tok")
+    detail = json.loads(out)
+    assert code == 0 and detail["status"] == "failed" and [c["chunk"] for c in detail["chunks"]] == [1, 2, 3]
+    code, out, _ = await cli("status", ing, "--url", d.url, "--token", "tok")
+    assert "CHUNK" in out and "injected reject_final" in out
+    code, _, err = await cli("status", ing, "--url", d.url, "--token", "wrong")
+    assert code == 1 and "401" in err
+    code, out, _ = await cli("resume", ing, "--url", d.url, "--token", "tok")
+    assert code == 0 and out.strip() == f"{ing}: queued"
+    assert (await d.wait(ing))["status"] == "completed"
+    code, _, err = await cli("cancel", ing, "--url", d.url, "--token", "tok")
+    assert code == 1 and "409" in err
+
+
+async def test_url_and_token_from_config(make_daemon: MakeDaemon, tmp_path: Path, data_dir: Path) -> None:
+    """Without --url the CLI reads the address and token from the config's [http]."""
+    src = write_json(data_dir / "p.json", [product(1)])
+    d = await make_daemon(inbox=inbox_config(tmp_path, watch="off"), http={"api_token": "tok"})
+    code, out, err = await cli("ingest", str(src), "--wait", "--config", str(d.config.path))
+    assert code == 0, err
+
+
+async def test_unreachable_and_usage() -> None:
+    """No daemon: exit 3. Both chunk options: exit 2. Every command's --help has an example."""
+    code, _, err = await cli("status", "--url", f"http://127.0.0.1:{free_port()}")
+    assert code == 3 and "cannot reach the daemon" in err
+    code, _, _ = await cli("ingest", str(REPO / "README.md"), "--chunk-records", "1", "--chunk-bytes", "9")
+    assert code == 2
+    for command in ("run", "check-config", "ingest", "status", "resume", "cancel", "receiver"):
+        code, out, _ = await cli(command, "--help")
+        assert code == 0 and "Example" in out, command
+
+
+async def test_check_config_masks_secrets(tmp_path: Path) -> None:
+    """check-config prints the resolved config with secrets masked; exit 78 names a bad key."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[chunking]\nrecords = 5\n[pimcore]\nsecret = "hush"\n[http]\napi_token = "tok-9"\n')
+    code, out, _ = await cli("check-config", "--config", str(cfg))
+    assert code == 0 and "hush" not in out and "tok-9" not in out and json.loads(out)["pimcore"]["secret"] == "***"
+    cfg.write_text("[chunking]\nrecords = 5\nfoo = 1\n")
+    code, _, err = await cli("check-config", "--config", str(cfg))
+    assert code == 78 and "chunking.foo" in err

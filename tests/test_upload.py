@@ -1,0 +1,168 @@
+"""HTTP upload: streamed to disk in constant memory, safe names, size cap, aborted uploads leave nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import pytest
+from yarl import URL
+
+from .conftest import MakeDaemon
+from .helpers import Receiver, free_port, product, spawn, wait_http, write_config
+from .test_inbox import files_under, inbox_config, wait_for
+
+
+async def put(url: str, body: Any, **kw: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s, s.put(url, data=body, **kw) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def test_upload_is_ingested(make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path) -> None:
+    """PUT /api/files/{name} answers 202 like /api/ingest; subfolders pick profiles; the file ends in done."""
+    cfg = inbox_config(tmp_path, watch="off")
+    d = await make_daemon(inbox=cfg)
+    body = json.dumps([product(i) for i in range(23)]).encode()
+    code, answer = await put(d.url + "/api/files/products/p.json?chunk_records=5", body)
+    assert code == 202 and set(answer) == {"ingestion_id", "file_id", "status"}
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed" and st["source"] == "upload" and st["total_chunks"] == 5
+    await wait_for(lambda: _done_has(Path(cfg["done_dir"]), "products/p.json"), what="upload in done")
+    assert [json.loads(a["record"]) for a in await receiver.records(answer["ingestion_id"])] == [
+        product(i) for i in range(23)
+    ]
+    code, again = await put(d.url + "/api/files/other.json", body)
+    assert code == 200 and again["ingestion_id"] == answer["ingestion_id"] and again["status"] == "completed"
+
+
+async def _done_has(folder: Path, suffix: str) -> bool:
+    return any(f.endswith("/" + suffix) for f in files_under(folder))
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "status"),
+    [
+        ("/api/files/a%2F..%2Fx.json", 400),
+        ("/api/files/..%2Fx.json", 400),
+        ("/api/files/x%00.json", 400),
+        ("/api/files/%2Fetc%2Fpasswd.json", 400),
+        ("/api/files/.hidden.json", 400),
+        ("/api/files/notes.csv", 415),
+    ],
+)
+async def test_bad_upload_names(make_daemon: MakeDaemon, tmp_path: Path, raw_path: str, status: int) -> None:
+    """Names with '..', NUL bytes, absolute or hidden paths are refused before any byte is stored."""
+    cfg = inbox_config(tmp_path, watch="off")
+    d = await make_daemon(inbox=cfg)
+    async with aiohttp.ClientSession() as s, s.put(URL(d.url + raw_path, encoded=True), data=b"[]") as r:
+        assert r.status == status, await r.text()
+        assert (await r.json())["error"]
+    assert files_under(Path(cfg["processing_dir"])) == [] and files_under(Path(cfg["failed_dir"])) == []
+
+
+async def test_upload_size_cap(make_daemon: MakeDaemon, tmp_path: Path) -> None:
+    """Over max_upload_bytes: 413, whether announced by Content-Length or streamed; nothing is left behind."""
+    cfg = inbox_config(tmp_path, watch="off")
+    d = await make_daemon(inbox=cfg, http={"max_upload_bytes": 1000})
+    code, _ = await put(d.url + "/api/files/big.json", b"[" + b" " * 5000 + b"]")
+    assert code == 413
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 500
+
+    code, answer = await put(d.url + "/api/files/big.json", chunked())
+    assert code == 413 and answer["error"] == "upload too large"
+    assert files_under(Path(cfg["processing_dir"])) == []
+    code, body = await d.request("GET", "/api/ingestions")
+    assert body["ingestions"] == []
+
+
+async def test_aborted_upload_leaves_nothing(make_daemon: MakeDaemon, tmp_path: Path) -> None:
+    """A client that disconnects mid-body leaves no file and starts nothing."""
+    cfg = inbox_config(tmp_path, watch="off")
+    d = await make_daemon(inbox=cfg)
+    port = d.config.http.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"PUT /api/files/p.json HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Length: 10000000\r\n\r\n" + b"[" + b" " * 1_000_000
+    )
+    await writer.drain()
+    await wait_for(lambda: _has_partial(Path(cfg["processing_dir"])), what="partial upload on disk")
+    writer.transport.abort()
+    await wait_for(lambda: _nothing(Path(cfg["processing_dir"])), what="partial upload removed")
+    del reader
+    code, body = await d.request("GET", "/api/ingestions")
+    assert body["ingestions"] == []
+
+
+async def _has_partial(folder: Path) -> bool:
+    return any(p.suffix == ".part" for p in (folder / ".uploads").iterdir())
+
+
+async def _nothing(folder: Path) -> bool:
+    return files_under(folder) == []
+
+
+@pytest.mark.slow
+async def test_one_gigabyte_upload_streams_in_bounded_memory(tmp_path: Path) -> None:
+    """The real daemon's RSS stays bounded while a 1 GB body streams in, and the file is then ingested."""
+    rport, dport = free_port(), free_port()
+    cfg = write_config(
+        tmp_path / "d", daemon_port=dport, receiver_port=rport, inbox=inbox_config(tmp_path / "x", watch="off")
+    )
+    recv = spawn(["receiver", "--port", str(rport), "--data", str(tmp_path / "recv")])
+    daemon = spawn(["run", "--config", str(cfg)], log=tmp_path / "daemon.log")
+    try:
+        await wait_http(f"http://127.0.0.1:{dport}/healthz", ok=lambda s: s == 200)
+        await wait_http(f"http://127.0.0.1:{rport}/stats")
+        proc = psutil.Process(daemon.pid)
+        baseline = proc.memory_info().rss
+        size = 1 << 30
+        block = b" " * (1 << 20)
+        peak = baseline
+        sent = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal sent, peak
+            yield b"["
+            while sent < size - 2:
+                n = min(len(block), size - 2 - sent)
+                sent += n
+                yield block[:n]
+                if sent % (32 << 20) == 0:
+                    peak = max(peak, proc.memory_info().rss)
+            yield b"]"
+
+        started = time.monotonic()
+        code, answer = await put(
+            f"http://127.0.0.1:{dport}/api/files/huge.json", body(), headers={"Content-Length": str(size)}
+        )
+        took = time.monotonic() - started
+        peak = max(peak, proc.memory_info().rss)
+        assert code == 202, answer
+        print(f"1 GiB upload: {took:.1f}s, RSS baseline {baseline >> 20} MiB, peak {peak >> 20} MiB")
+        assert peak - baseline < 64 << 20, f"RSS grew {(peak - baseline) >> 20} MiB"
+        deadline = time.monotonic() + 120
+        while True:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(f"http://127.0.0.1:{dport}/api/ingestions/{answer['ingestion_id']}") as r,
+            ):
+                st = await r.json()
+            if st["status"] in ("completed", "failed"):
+                break
+            assert time.monotonic() < deadline, st
+            await asyncio.sleep(0.2)
+        assert st["status"] == "completed" and st["total_records"] == 0
+    finally:
+        for p in (daemon, recv):
+            p.kill()
+            p.wait()
