@@ -92,6 +92,7 @@ async def test_url_and_token_from_config(make_daemon: MakeDaemon, tmp_path: Path
     d = await make_daemon(inbox=inbox_config(tmp_path, watch="off"), http={"api_token": "tok"})
     code, out, err = await cli("ingest", str(src), "--wait", "--config", str(d.config.path))
     assert code == 0, err
+    assert (await d.status(out.split()[0]))["status"] == "completed"
 
 
 async def test_unreachable_and_usage() -> None:

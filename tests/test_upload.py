@@ -81,7 +81,7 @@ async def test_upload_size_cap(make_daemon: MakeDaemon, tmp_path: Path) -> None:
     assert code == 413 and answer["error"] == "upload too large"
     assert files_under(Path(cfg["processing_dir"])) == []
     code, body = await d.request("GET", "/api/ingestions")
-    assert body["ingestions"] == []
+    assert code == 200 and body["ingestions"] == []
 
 
 async def test_aborted_upload_leaves_nothing(make_daemon: MakeDaemon, tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ async def test_aborted_upload_leaves_nothing(make_daemon: MakeDaemon, tmp_path: 
     await wait_for(lambda: _nothing(Path(cfg["processing_dir"])), what="partial upload removed")
     del reader
     code, body = await d.request("GET", "/api/ingestions")
-    assert body["ingestions"] == []
+    assert code == 200 and body["ingestions"] == []
 
 
 async def _has_partial(folder: Path) -> bool:
