@@ -56,6 +56,7 @@ class IngestRequest:
     chunk_bytes: int | None = None
     re_ingestion: bool = False
     source: str = "api"
+    name: str | None = None  # shown as file_name; the inbox passes the path relative to the inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,7 @@ class Engine:
             ing = await self._store.create_ingestion(
                 file_id=ident.file_id,
                 path=str(req.path),
-                file_name=req.path.name,
+                file_name=req.name or req.path.name,
                 size=ident.size,
                 mtime_ns=ident.mtime_ns,
                 format=fmt,

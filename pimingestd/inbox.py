@@ -158,7 +158,7 @@ class Inbox:
             opts.pop("chunk_records", None)  # the caller's chunking replaces the profile's as a whole
             opts.pop("chunk_bytes", None)
         opts.update(given)
-        req = IngestRequest(path=path, source=source, **opts)
+        req = IngestRequest(path=path, source=source, name=rel, **opts)
         try:
             submitted = await self._engine.submit(req)
         except PimIngestError as exc:

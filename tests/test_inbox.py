@@ -135,7 +135,7 @@ async def test_subfolders_and_profiles(make_daemon: MakeDaemon, receiver: Receiv
         rows = await wait_all_done(d, 2)
         await wait_for(lambda: _count(Path(cfg["done_dir"]), 2), what="both in done")
         by_name = {r["file_name"]: r for r in rows}
-        p, a = by_name["p.json"], by_name["a.data"]
+        p, a = by_name["products/p.json"], by_name["assets/deep/a.data"]
         assert p["status"] == "completed" and p["total_chunks"] == 4 and p["records_acked"] == 10
         assert a["status"] == "completed" and a["format"] == "jsonl" and a["records_acked"] == 4
         done = files_under(Path(cfg["done_dir"]))
@@ -178,6 +178,26 @@ async def test_same_bytes_again(make_daemon: MakeDaemon, receiver: Receiver, tmp
 
 async def _path_is(d: Daemon, ingestion_id: str, path: str) -> bool:
     return (await d.status(ingestion_id))["path"] == path
+
+
+async def test_profile_re_ingestion(make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path) -> None:
+    """A profile with re_ingestion = true ingests the same bytes again under a new ingestion id."""
+    d = await make_daemon(inbox=inbox_config(tmp_path))
+    await d.stop()
+    config_path = d.config.path
+    config_path.write_text(config_path.read_text() + '\n[[inbox.profiles]]\nmatch = "daily/*"\nre_ingestion = true\n')
+    d = await Daemon(config_path).start()
+    try:
+        inbox = Path(d.config.inbox.dir)
+        (inbox / "daily").mkdir(parents=True, exist_ok=True)
+        for n in (1, 2):
+            write_records(inbox / "daily" / ".tmp", [product(i) for i in range(4)])
+            os.rename(inbox / "daily" / ".tmp", inbox / "daily" / "feed.json")
+            rows = await wait_all_done(d, n)
+        assert len({r["ingestion_id"] for r in rows}) == 2 and all(r["status"] == "completed" for r in rows)
+        assert (await receiver.stats())["chunks_applied"] == 2
+    finally:
+        await d.stop()
 
 
 async def _empty(folder: Path) -> bool:
