@@ -392,10 +392,10 @@ async def ack_callback(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Live: the process answers. Ready: the state store is open and the daemon is not draining."""
+    """Live: the process answers. Ready: the state is open, work has started, and it is not draining."""
     engine = request.app[ENGINE]
     store_open = STORE in request.app
-    ready = store_open and not engine.draining
+    ready = store_open and engine.started and not engine.draining
     body = {
         "live": True,
         "ready": ready,

@@ -129,6 +129,7 @@ class Config:
     inbox: InboxConfig
     logging: LoggingConfig
     receiver: ReceiverConfig | None
+    max_record_bytes: int = 16 << 20  # [chunking] max_record_bytes: larger records are refused
 
     @property
     def callback_url(self) -> str:
@@ -140,6 +141,9 @@ class Config:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "path" or value is None:
+                continue
+            if f.name == "max_record_bytes":
+                out["chunking"]["max_record_bytes"] = value
                 continue
             section: dict[str, Any] = {}
             for sf in fields(value):
@@ -334,6 +338,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         records=s.integer("records", None, minimum=1),
         bytes=s.integer("bytes", None, minimum=2),
     )
+    max_record_bytes = s.integer("max_record_bytes", 16 << 20, minimum=64) or (16 << 20)
     s.finish()
 
     s = _Section("delivery", raw.get("delivery"), base)
@@ -394,6 +399,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         inbox=inbox,
         logging=logging,
         receiver=receiver,
+        max_record_bytes=max_record_bytes,
     )
 
 

@@ -105,6 +105,7 @@ def create_app(config: Config) -> web.Application:
                 chunking=config.chunking,
                 spool_dir=config.daemon.state_db.parent / "spool",
                 max_concurrent=config.daemon.max_concurrent,
+                max_record_bytes=config.max_record_bytes,
             )
             yield
             await app[api.ENGINE].close()

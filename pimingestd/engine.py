@@ -89,6 +89,7 @@ class Engine:
         spool_dir: Path,
         max_concurrent: int,
         metrics: Metrics | None = None,
+        max_record_bytes: int = 16 << 20,
     ) -> None:
         self._store = store
         self._client = client
@@ -96,6 +97,7 @@ class Engine:
         self._delivery = delivery
         self._chunking = chunking
         self._spool_dir = spool_dir
+        self._max_record_bytes = max_record_bytes
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._submit_lock = asyncio.Lock()
@@ -104,6 +106,7 @@ class Engine:
         self.metrics = metrics or Metrics()
         self._listeners: list[Callable[[Ingestion], Awaitable[None]]] = []
         self._rates: dict[str, tuple[float, int]] = {}  # ingestion -> (run start, records acked then)
+        self.started = False  # True once start() resumed what was unfinished
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class Engine:
         unfinished = await self._store.with_status(UNFINISHED)
         for ing in unfinished:
             self._schedule(ing.id, resumed=True)
+        self.started = True
         return len(unfinished)
 
     async def drain(self, seconds: float) -> bool:
@@ -365,7 +369,7 @@ class Engine:
         return ChunkPolicy(records=ing.chunk_records, bytes=ing.chunk_bytes)
 
     def _spec(self, ing: Ingestion) -> SourceSpec:
-        return SourceSpec(ing.format, ing.json_path, ing.sheet)
+        return SourceSpec(ing.format, ing.json_path, ing.sheet, self._max_record_bytes)
 
     async def _ensure_spool(self, ing: Ingestion, path: Path, stop: threading.Event) -> Ingestion:
         target = spool.spool_file(self._spool_dir, ing.id)

@@ -25,6 +25,9 @@ _BY_SUFFIX = {
 }
 
 
+DEFAULT_MAX_RECORD = 16 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
     """How to read one file: the format and its selectors."""
@@ -32,6 +35,7 @@ class SourceSpec:
     format: str
     json_path: str | None = None
     sheet: str | None = None
+    max_record_bytes: int = DEFAULT_MAX_RECORD
 
 
 def detect_format(path: Path, given: str | None = None) -> str:
@@ -54,11 +58,11 @@ def read_records(path: Path, spec: SourceSpec) -> Iterator[dict[str, Any]]:
     if spec.format == "json":
         from .json_source import read_json
 
-        return read_json(path, spec.json_path)
+        return read_json(path, spec.json_path, spec.max_record_bytes)
     if spec.format == "jsonl":
         from .jsonl import read_jsonl
 
-        return read_jsonl(path)
+        return read_jsonl(path, spec.max_record_bytes)
     if spec.format == "excel":
         from .excel import read_excel
 

@@ -15,7 +15,10 @@ from typing import Any, BinaryIO
 import ijson
 
 from ..errors import ParseError
-from . import describe
+from . import DEFAULT_MAX_RECORD, describe
+from .json_guard import JsonGuard
+
+_SLACK = 1 << 17  # the parser reads ahead in 64 KiB blocks: spans are measured at that grain
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -28,10 +31,11 @@ if ijson.backend != "yajl2_c":  # pragma: no cover - depends on the wheel instal
 
 
 class _Reader:
-    """Wraps the binary file: skips a BOM, and tracks the bytes handed to the parser."""
+    """Wraps the binary file: skips a BOM, runs the guard, and tracks the bytes handed to the parser."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, guard: JsonGuard | None = None) -> None:
         self._raw = raw
+        self._guard = guard
         self.start = 0
         self.end = 0
 
@@ -42,6 +46,11 @@ class _Reader:
             data = data[len(_BOM) :]
         self.start = self.end
         self.end += len(data)
+        if self._guard is not None:
+            if data:
+                self._guard.feed(data)
+            else:
+                self._guard.finish()
         return data
 
 
@@ -53,20 +62,35 @@ def _parent_of(prefix: str) -> str | None:
     return None
 
 
-def read_json(path: Path, json_path: str | None) -> Iterator[dict[str, Any]]:
+def read_json(
+    path: Path, json_path: str | None, max_record_bytes: int = DEFAULT_MAX_RECORD
+) -> Iterator[dict[str, Any]]:
     prefix = json_path or "item"
     index = -1
     with open(path, "rb") as raw:
-        reader = _Reader(raw)
+        reader = _Reader(raw, JsonGuard(path.name, max_record_bytes))
+        last_end = 0
         try:
             for index, record in enumerate(ijson.items(reader, prefix, use_float=False)):
                 if type(record) is not dict:
                     raise ParseError(
                         f"{path.name}: record {index} (json_path {prefix!r}) is {describe(record)}, expected an object"
                     )
+                if reader.end - last_end > max_record_bytes + _SLACK:
+                    raise ParseError(
+                        f"{path.name}: record {index} spans more than {max_record_bytes} bytes (before byte {reader.end});"
+                        " raise [chunking] max_record_bytes if such records are expected"
+                    )
+                last_end = reader.end
                 yield record
+        except UnicodeDecodeError as exc:
+            raise ParseError(
+                f"{path.name}: invalid UTF-8 between byte {reader.start} and {reader.end} (after record {index}): {exc.reason}"
+            ) from None
         except ijson.JSONError as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            arg = exc.args[0] if exc.args else type(exc).__name__
+            text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+            detail = text.splitlines()[0] if text else type(exc).__name__
             raise ParseError(
                 f"{path.name}: invalid JSON between byte {reader.start} and {reader.end}"
                 f" (after record {index}): {detail}"

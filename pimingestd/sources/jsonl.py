@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from ..errors import ParseError
-from . import describe
+from . import DEFAULT_MAX_RECORD, describe
 
 _NEEDS_EXACT = re.compile(rb"[0-9][.eE]|[0-9]{20}")
 _BOM = b"\xef\xbb\xbf"
@@ -44,11 +44,17 @@ def parse_line(line: bytes) -> Any:
     return _parse_exact(line)
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: Path, max_record_bytes: int = DEFAULT_MAX_RECORD) -> Iterator[dict[str, Any]]:
     index = 0
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        # readline with a limit: an endless line is cut off at the limit, never read whole.
+        for lineno, raw in enumerate(iter(lambda: f.readline(max_record_bytes + 2), b""), 1):
             line = raw[len(_BOM) :] if lineno == 1 and raw.startswith(_BOM) else raw
+            if len(line.rstrip(b"\r\n")) > max_record_bytes:
+                raise ParseError(
+                    f"{path.name}: line {lineno} (record {index}) is longer than {max_record_bytes} bytes"
+                    " ([chunking] max_record_bytes)"
+                )
             if not line.strip():
                 continue
             try:
