@@ -48,9 +48,38 @@ def _cell(value: Any, where: str) -> Any:
     raise ParseError(f"{where}: unsupported cell value of type {type(value).__name__}")
 
 
+# openpyxl streams sheet XML but loads the shared strings table whole; a member
+# that inflates far beyond its compressed size is a decompression bomb.
+MAX_SHARED_STRINGS = 256 << 20
+MAX_RATIO = 100
+RATIO_FROM = 64 << 20
+
+
+def _check_zip(path: Path, fh: BinaryIO) -> None:
+    try:
+        with zipfile.ZipFile(fh) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ParseError(f"{path.name}: not a readable Excel workbook: {exc}") from None
+    finally:
+        fh.seek(0)
+    for m in members:
+        if m.filename.endswith("sharedStrings.xml") and m.file_size > MAX_SHARED_STRINGS:
+            raise ParseError(
+                f"{path.name}: {m.filename} inflates to {m.file_size} bytes (over {MAX_SHARED_STRINGS}); refused"
+                " as it would be held in memory whole"
+            )
+        if m.file_size > RATIO_FROM and m.file_size > MAX_RATIO * max(m.compress_size, 1):
+            raise ParseError(
+                f"{path.name}: {m.filename} inflates {m.file_size // max(m.compress_size, 1)}x to {m.file_size} bytes;"
+                " refused as a decompression bomb"
+            )
+
+
 def read_excel(path: Path, sheet: str | None) -> Iterator[dict[str, Any]]:
     # We own the file handle: openpyxl's read-only mode leaves it open when iteration stops early.
     with open(path, "rb") as fh:
+        _check_zip(path, fh)
         yield from _read(path, fh, sheet)
 
 

@@ -1,0 +1,276 @@
+"""Bad input, generated here: each case is refused with a clear error before any chunk is sent, or (where
+documented) accepted exactly; the real daemon keeps serving and its peak memory stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from openpyxl import Workbook
+
+from .helpers import free_port, product, spawn, wait_http, write_config
+
+GOOD = json.dumps([product(i) for i in range(20)]).encode()
+
+
+@dataclass
+class Case:
+    name: str
+    file: str
+    make: Callable[[Path], None]
+    expect: str  # a fragment the error must contain; "" for a case that must complete
+    check: Callable[[list[str]], bool] | None = None  # for completing cases: the applied canonical records
+    body: dict[str, Any] | None = None
+
+
+def raw(data: bytes) -> Callable[[Path], None]:
+    return lambda p: p.write_bytes(data)
+
+
+def big_string(p: Path) -> None:
+    with open(p, "wb") as f:
+        f.write(b'[{"sku": "A", "blob": "')
+        block = b"x" * (1 << 20)
+        for _ in range(200):
+            f.write(block)
+        f.write(b'"}]')
+
+
+def workbook(rows: list[list[Any]], tweak: Callable[[Any], None] | None = None) -> Callable[[Path], None]:
+    def make(p: Path) -> None:
+        wb = Workbook()
+        ws = wb.active
+        assert ws is not None
+        ws.title = "Products"
+        for row in rows:
+            ws.append(row)
+        if tweak:
+            tweak(ws)
+        wb.save(p)
+
+    return make
+
+
+def truncated_xlsx(p: Path) -> None:
+    buf = io.BytesIO()
+    workbook([["a"], [1]])(p)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    del buf
+
+
+def zip_not_workbook(p: Path) -> None:
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("hello.txt", "not a workbook")
+
+
+def bomb(p: Path) -> None:
+    """A valid workbook whose sheet XML inflates to 200 MiB of whitespace (about 0.2 MiB on disk)."""
+    tmp = p.with_suffix(".src.xlsx")
+    workbook([["a"], [1]])(tmp)
+    with zipfile.ZipFile(tmp) as zin, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                head, tail = data.split(b"<sheetData>")
+                with zout.open(item.filename, "w") as out:
+                    out.write(head + b"<sheetData>")
+                    block = b" " * (1 << 20)
+                    for _ in range(200):
+                        out.write(block)
+                    out.write(tail)
+            else:
+                zout.writestr(item, data)
+    tmp.unlink()
+
+
+def merged(ws: Any) -> None:
+    ws.merge_cells("A2:B2")
+
+
+def formulas(ws: Any) -> None:
+    ws["C2"] = "=A2+B2"  # openpyxl writes no cached value
+
+
+CASES = [
+    Case("empty file", "empty.json", raw(b""), "invalid JSON"),
+    Case("whitespace only", "ws.json", raw(b"  \n\t "), "invalid JSON"),
+    Case("empty array", "empty-array.json", raw(b"[]"), "", lambda r: r == []),
+    *[
+        Case(f"truncated at {n}", f"trunc{n}.json", raw(GOOD[:n]), "invalid JSON between byte")
+        for n in (1, 2, 10, 57, 100, 333, 600, 999, len(GOOD) // 2, len(GOOD) - 2, len(GOOD) - 1)
+    ],
+    Case("trailing garbage", "trail.json", raw(GOOD + b" x"), "trailing garbage"),
+    Case("invalid UTF-8", "utf8.json", raw(b'[{"a": "\xff\xfe"}]'), "invalid bytes in UTF8"),
+    Case("lone surrogate", "sur.json", raw(b'[{"a": "x\\ud800y"}]'), "unpaired surrogate escape \\ud800"),
+    Case("lone low surrogate", "sur2.json", raw(b'[{"a": "\\udc00"}]'), "invalid"),
+    Case(
+        "UTF-8 BOM",
+        "bom.json",
+        raw(b"\xef\xbb\xbf" + GOOD),
+        "",
+        lambda r: [json.loads(x) for x in r] == [product(i) for i in range(20)],
+    ),
+    Case("NaN", "nan.json", raw(b'[{"a": NaN}]'), "invalid JSON"),
+    Case("Infinity", "inf.json", raw(b'[{"a": -Infinity}]'), "invalid JSON"),
+    Case("duplicate keys (last wins)", "dup.json", raw(b'[{"a": 1, "a": 2}]'), "", lambda r: r == ['{"a":2}']),
+    Case(
+        "nesting 100,000 deep",
+        "deep.json",
+        raw(b"[" + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"]"),
+        "nested deeper than 256 levels",
+    ),
+    Case("a 200 MB string", "big.json", big_string, "a string longer than 16777216 bytes"),
+    Case("top-level object", "obj.json", raw(b'{"a": [1]}'), "top-level value is not an array"),
+    Case(
+        "json_path matches nothing",
+        "path.json",
+        raw(b'{"products": [{"a": 1}]}'),
+        "matched nothing",
+        body={"json_path": "items.item"},
+    ),
+    Case(
+        "JSON Lines bad line in the middle",
+        "bad.jsonl",
+        raw(b"\n".join(json.dumps(product(i)).encode() for i in range(50)) + b"\n{oops}\n" + b'{"a": 1}\n'),
+        "line 51 (record 50): invalid JSON",
+    ),
+    Case(
+        "numbers 1e400, -0, 30 digits",
+        "num.json",
+        raw(b'[{"a": 1e400, "b": -0, "c": 123456789012345678901234567890}]'),
+        "",
+        lambda r: r == ['{"a":1E+400,"b":0,"c":123456789012345678901234567890}'],
+    ),
+    Case("Excel: not a zip", "nz.xlsx", raw(b"PK? not really"), "not a readable Excel workbook"),
+    Case("Excel: truncated zip", "tr.xlsx", truncated_xlsx, "not a readable Excel workbook"),
+    Case("Excel: zip that is not a workbook", "nw.xlsx", zip_not_workbook, "not a readable Excel workbook"),
+    Case("Excel: decompression bomb", "bomb.xlsx", bomb, "decompression bomb"),
+    Case("Excel: missing sheet", "ms.xlsx", workbook([["a"], [1]]), "no sheet named 'Nope'", body={"sheet": "Nope"}),
+    Case(
+        "Excel: 16,384 columns",
+        "wide.xlsx",
+        workbook([[f"c{i}" for i in range(16384)], list(range(16384))]),
+        "",
+        lambda r: len(r) == 1 and len(json.loads(r[0])) == 16384,
+    ),
+    Case(
+        "Excel: formulas without cached values (null)",
+        "f.xlsx",
+        workbook([["a", "b", "c"], [1, 2, None]], formulas),
+        "",
+        lambda r: [json.loads(x) for x in r] == [{"a": 1, "b": 2, "c": None}],
+    ),
+    Case(
+        "Excel: merged cells (top-left keeps the value)",
+        "m.xlsx",
+        workbook([["a", "b"], ["x", "y"]], merged),
+        "",
+        lambda r: [json.loads(x) for x in r] == [{"a": "x", "b": None}],
+    ),
+    Case("Excel: header-only sheet", "h.xlsx", workbook([["a", "b"]]), "", lambda r: r == []),
+]
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.timeout(600)
+async def test_bad_inputs(tmp_path: Path) -> None:
+    """Every generated bad input: the right outcome, nothing sent for refusals, daemon alive, peak RSS bounded."""
+    rport, dport = free_port(), free_port()
+    cfg = write_config(
+        tmp_path / "d",
+        daemon_port=dport,
+        receiver_port=rport,
+        inbox={
+            "dir": str(tmp_path / "i"),
+            "processing_dir": str(tmp_path / "p"),
+            "done_dir": str(tmp_path / "o"),
+            "failed_dir": str(tmp_path / "f"),
+            "watch": "off",
+        },
+    )
+    data = tmp_path / "d" / "data"
+    recv = spawn(["receiver", "--port", str(rport), "--data", str(tmp_path / "recv")])
+    daemon = spawn(["run", "--config", str(cfg)], log=tmp_path / "daemon.log")
+    durl, rurl = f"http://127.0.0.1:{dport}", f"http://127.0.0.1:{rport}"
+    refused = accepted = 0
+    wrong: list[str] = []
+    try:
+        await wait_http(durl + "/healthz", ok=lambda s: s == 200)
+        await wait_http(rurl + "/stats")
+        async with aiohttp.ClientSession() as s:
+            for case in CASES:
+                path = data / case.file
+                case.make(path)
+                async with s.get(rurl + "/stats") as r:
+                    before = (await r.json()).get("chunks_received", 0)
+                async with s.post(durl + "/api/ingest", json={"path": str(path), **(case.body or {})}) as r:
+                    answer = await r.json()
+                assert r.status == 202, (case.name, answer)
+                deadline = time.monotonic() + 120
+                while True:
+                    async with s.get(f"{durl}/api/ingestions/{answer['ingestion_id']}") as r:
+                        st = await r.json()
+                    if st["status"] in ("completed", "failed"):
+                        break
+                    assert time.monotonic() < deadline, (case.name, st)
+                    await asyncio.sleep(0.05)
+                async with s.get(rurl + "/stats") as r:
+                    sent = (await r.json()).get("chunks_received", 0) - before
+                if case.expect:
+                    ok = (
+                        st["status"] == "failed"
+                        and case.expect in (st["error"] or "")
+                        and case.file in st["error"]
+                        and sent == 0
+                    )
+                    refused += ok
+                else:
+                    async with s.get(f"{rurl}/ingestions/{answer['ingestion_id']}/records") as r:
+                        applied = [a["record"] for a in await r.json()]
+                    ok = st["status"] == "completed" and (case.check is None or case.check(applied))
+                    accepted += ok
+                if not ok:
+                    wrong.append(f"{case.name}: {st['status']} {st['error']!r} (chunks sent: {sent})")
+                path.unlink()
+            # Still serving: a good file goes through after all of that.
+            good = data / "good.json"
+            good.write_bytes(GOOD)
+            async with s.post(durl + "/api/ingest", json={"path": str(good)}) as r:
+                gid = (await r.json())["ingestion_id"]
+            deadline = time.monotonic() + 30
+            while True:
+                async with s.get(f"{durl}/api/ingestions/{gid}") as r:
+                    st = await r.json()
+                if st["status"] == "completed":
+                    break
+                assert time.monotonic() < deadline, st
+                await asyncio.sleep(0.05)
+        peak = _peak_rss(daemon.pid)
+    finally:
+        for p in (daemon, recv):
+            p.kill()
+            p.wait()
+    tried = len(CASES)
+    refusals = sum(1 for c in CASES if c.expect)
+    print(
+        f"\nbad inputs: {tried} tried, {refused} of {refusals} refused correctly, {accepted} of {tried - refusals}"
+        f" accepted exactly as documented; daemon peak RSS {peak >> 20} MiB"
+    )
+    assert not wrong, "\n".join(wrong)
+    assert peak < 200 << 20, f"peak RSS {peak >> 20} MiB"
