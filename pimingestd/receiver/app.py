@@ -6,7 +6,8 @@ Routes:
   A chunk already applied with the same checksum is re-ACKed, never re-applied.
   A chunk ahead of the next expected one gets 409 ``{"expected_chunk": k}``.
 - ``POST /ingest/complete``: checks chunk and record counts and the manifest.
-- ``GET /ingestions/{id}``, ``GET /ingestions/{id}/records``: what was applied.
+- ``GET /ingestions/{id}``, ``GET /ingestions/{id}/records``: what was applied;
+  ``GET /ingestions/{id}/received``: every verified chunk POST, in arrival order.
 - ``GET /stats``; ``PUT /_faults``: fault rules (see faults.py).
 """
 
@@ -16,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -118,23 +120,27 @@ class _Receiver:
         if key != f"{ingestion_id}:{n}":
             return _error(400, "Idempotency-Key must be <ingestion>:<chunk>")
         checksum = canonical.checksum(digest)
+        await self.app[STORE].note_received(ingestion_id, n, checksum, time.time())
         rule = self.app[FAULTS].take(n)
+        if rule is not None and rule.action == "slow_response":
+            await asyncio.sleep(rule.seconds)
+            rule = None
         if rule is not None and rule.action == "http_500":
             stats["faults_http_500"] += 1
             return _error(500, "injected fault")
         ack = {"ingestion_id": ingestion_id, "chunk": n, "checksum": checksum, "status": "ack"}
-        if rule is not None and rule.action in ("reject_retryable", "reject_final"):
-            retryable = rule.action == "reject_retryable"
-            stats["rejects_sent"] += 1
-            self._spawn(
-                callback, {**ack, "status": "reject", "reason": f"injected {rule.action}", "retryable": retryable}
-            )
-            return web.json_response({"status": "received"}, status=202)
-
         store = self.app[STORE]
         async with store.lock:
             state = await store.state(ingestion_id)
             next_chunk, next_record, _ = state if state is not None else (1, 0, False)
+            if rule is not None and rule.action in ("reject_retryable", "reject_final") and n == next_chunk:
+                # A reject refuses a chunk not yet applied; one already applied is re-ACKed like any duplicate.
+                retryable = rule.action == "reject_retryable"
+                stats["rejects_sent"] += 1
+                self._spawn(
+                    callback, {**ack, "status": "reject", "reason": f"injected {rule.action}", "retryable": retryable}
+                )
+                return web.json_response({"status": "received"}, status=202)
             if n < next_chunk:
                 if await store.checksum(ingestion_id, n) != checksum:
                     return _error(409, f"chunk {n} was applied with different bytes")
@@ -215,6 +221,10 @@ class _Receiver:
         rows = await self.app[STORE].applied(request.match_info["id"])
         return web.json_response([{"chunk": c, "index": i, "record": d} for c, i, d in rows])
 
+    async def received(self, request: web.Request) -> web.Response:
+        rows = await self.app[STORE].received(request.match_info["id"])
+        return web.json_response([{"chunk": n, "checksum": c, "at": at} for n, c, at in rows])
+
     async def stats(self, request: web.Request) -> web.Response:
         stats: Counter[str] = self.app[STATS]
         return web.json_response(dict(stats))
@@ -254,6 +264,7 @@ def create_app(data_dir: Path, *, secret: str = "", mode: str = "store") -> web.
     app.router.add_post("/ingest/complete", recv.complete)
     app.router.add_get("/ingestions/{id}", recv.ingestion)
     app.router.add_get("/ingestions/{id}/records", recv.records)
+    app.router.add_get("/ingestions/{id}/received", recv.received)
     app.router.add_get("/stats", recv.stats)
     app.router.add_put("/_faults", recv.faults)
     return app

@@ -10,6 +10,7 @@ times left is used up. Actions:
 - ``duplicate_ack``: apply, call back twice.
 - ``delay_ack``: apply, call back after ``seconds``.
 - ``ack_before_response``: apply, call back and wait for the daemon's answer before answering the POST.
+- ``slow_response``: wait ``seconds`` before handling the POST at all (a slow PIM-Core).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ ACTIONS = (
     "duplicate_ack",
     "delay_ack",
     "ack_before_response",
+    "slow_response",
 )
 
 

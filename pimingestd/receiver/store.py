@@ -25,6 +25,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     records      INTEGER NOT NULL,
     PRIMARY KEY (ingestion_id, n)
 );
+-- Every chunk POST that passed verification, in arrival order (for order checks).
+CREATE TABLE IF NOT EXISTS received (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    ingestion_id TEXT NOT NULL,
+    n            INTEGER NOT NULL,
+    checksum     TEXT NOT NULL,
+    at           REAL NOT NULL
+);
 -- Append-only on purpose: a chunk applied twice would show up twice here.
 CREATE TABLE IF NOT EXISTS applied (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -100,6 +108,17 @@ class ReceiverStore:
         except BaseException:
             await self._db.execute("ROLLBACK")
             raise
+
+    async def note_received(self, ingestion_id: str, n: int, checksum: str, at: float) -> None:
+        await self._db.execute(
+            "INSERT INTO received (ingestion_id, n, checksum, at) VALUES (?, ?, ?, ?)", (ingestion_id, n, checksum, at)
+        )
+
+    async def received(self, ingestion_id: str) -> list[tuple[int, str, float]]:
+        async with self._db.execute(
+            "SELECT n, checksum, at FROM received WHERE ingestion_id = ? ORDER BY seq", (ingestion_id,)
+        ) as cur:
+            return [(int(r[0]), str(r[1]), float(r[2])) for r in await cur.fetchall()]
 
     async def checksums(self, ingestion_id: str) -> list[str]:
         async with self._db.execute(
