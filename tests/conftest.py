@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from .helpers import Daemon, Receiver, free_port, write_config
+from .helpers import SUMMARY, Daemon, Receiver, free_port, write_config
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SUMMARY:
+        terminalreporter.section("pimingestd figures")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
+
 
 MakeDaemon = Callable[..., Awaitable[Daemon]]
 

@@ -25,6 +25,13 @@ from pimingestd.daemon import create_app, start_work
 from pimingestd.receiver.app import create_app as create_receiver
 
 REPO = Path(__file__).resolve().parent.parent
+SUMMARY: list[str] = []  # lines the suite prints at its end (counts, seeds, figures)
+
+
+def report(line: str) -> None:
+    """Print ``line`` now (with -s) and again in the suite's closing summary."""
+    print(line)
+    SUMMARY.append(line)
 
 
 def _ephemeral_range() -> tuple[int, int]:

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from openpyxl import Workbook
 
-from .helpers import free_port, product, spawn, wait_http, write_config
+from .helpers import free_port, product, report, spawn, wait_http, write_config
 
 GOOD = json.dumps([product(i) for i in range(20)]).encode()
 
@@ -268,8 +268,8 @@ async def test_bad_inputs(tmp_path: Path) -> None:
             p.wait()
     tried = len(CASES)
     refusals = sum(1 for c in CASES if c.expect)
-    print(
-        f"\nbad inputs: {tried} tried, {refused} of {refusals} refused correctly, {accepted} of {tried - refusals}"
+    report(
+        f"bad inputs: {tried} tried, {refused} of {refusals} refused correctly, {accepted} of {tried - refusals}"
         f" accepted exactly as documented; daemon peak RSS {peak >> 20} MiB"
     )
     assert not wrong, "\n".join(wrong)

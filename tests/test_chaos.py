@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .cluster import Cluster
-from .helpers import product, write_json
+from .helpers import product, report, write_json
 
 ACTIONS = [
     "drop_ack",
@@ -76,7 +76,7 @@ async def test_chaos(tmp_path: Path, run: int) -> None:
         if not final_reject:
             assert st["status"] == "completed", f"seed {seed}: {st}"
         counts = await c.verify(ing, expected)
-        print(
-            f"seed {seed}: {st['status']}, {counts['records']} records applied, {counts['resends']} re-sends,"
+        report(
+            f"chaos seed {seed}: {st['status']}, {counts['records']} records applied, {counts['resends']} re-sends,"
             f" {c.kills} daemon kills, {c.receiver_restarts} receiver restarts"
         )

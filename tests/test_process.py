@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .helpers import free_port, product, spawn, wait_http, write_config, write_json
+from .helpers import free_port, product, report, spawn, wait_http, write_config, write_json
 
 
 class Proc:
@@ -144,5 +144,8 @@ async def test_sigkill_crash_loop_applies_everything_once(proc: Any) -> None:
     assert len(got) == total, f"seed {seed}: {len(got)} applied"
     assert got == [product(i) for i in range(total)], f"seed {seed}"
     _, stats = await p.call("GET", p.rurl + "/stats")
-    print(f"seed={seed} kills={kills} records={total} duplicates_reacked={stats.get('duplicates', 0)}")
+    report(
+        f"SIGKILL loop seed {seed}: {kills} kills, {total} records, 0 lost, 0 applied twice,"
+        f" {stats.get('duplicates', 0)} re-sends re-ACKed"
+    )
     assert kills >= 1

@@ -15,7 +15,7 @@ import pytest
 from yarl import URL
 
 from .conftest import MakeDaemon
-from .helpers import Receiver, free_port, product, spawn, wait_http, write_config
+from .helpers import Receiver, free_port, product, report, spawn, wait_http, write_config
 from .test_inbox import files_under, inbox_config, wait_for
 
 
@@ -148,7 +148,7 @@ async def test_one_gigabyte_upload_streams_in_bounded_memory(tmp_path: Path) -> 
         took = time.monotonic() - started
         peak = max(peak, proc.memory_info().rss)
         assert code == 202, answer
-        print(f"1 GiB upload: {took:.1f}s, RSS baseline {baseline >> 20} MiB, peak {peak >> 20} MiB")
+        report(f"1 GiB upload: {took:.1f}s, daemon RSS baseline {baseline >> 20} MiB, peak {peak >> 20} MiB")
         assert peak - baseline < 64 << 20, f"RSS grew {(peak - baseline) >> 20} MiB"
         deadline = time.monotonic() + 120
         while True:
