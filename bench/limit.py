@@ -1,0 +1,59 @@
+"""The limits we measure against: the raw pipelines with no daemon around them.
+
+Run as a subprocess (``python -m bench.limit KIND PATH``) so each measurement
+has its own peak RSS; prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import ijson
+
+from pimingestd import canonical
+
+
+def json_pipeline(path: Path, size: int = 1000) -> int:
+    """ijson (yajl2_c, binary file, default buffer) -> exact records -> canonical chunk bytes -> SHA-256."""
+    n = 0
+    batch = []
+    with open(path, "rb") as f:
+        for rec in ijson.items(f, "item", use_float=False):
+            batch.append(rec)
+            if len(batch) == size:
+                hashlib.sha256(canonical.encode(batch)).digest()
+                n += size
+                batch = []
+    if batch:
+        hashlib.sha256(canonical.encode(batch)).digest()
+        n += len(batch)
+    return n
+
+
+def openpyxl_iteration(path: Path) -> int:
+    """Bare openpyxl read-only iteration over the first sheet's values."""
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path, read_only=True, data_only=True)
+    ws = wb[wb.sheetnames[0]]
+    n = sum(1 for _ in ws.iter_rows(values_only=True))
+    wb.close()
+    return n - 1
+
+
+def main() -> None:
+    kind, path = sys.argv[1], Path(sys.argv[2])
+    started = time.perf_counter()
+    records = json_pipeline(path) if kind == "json" else openpyxl_iteration(path)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"records": records, "seconds": seconds, "bytes": path.stat().st_size, "peak_rss": peak}))
+
+
+if __name__ == "__main__":
+    main()
