@@ -30,20 +30,24 @@ def record(i: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def _text(i: int, rng: random.Random) -> str:
-    # Prices and weights are written as JSON numbers with their exact decimal digits.
+def _text(i: int, rng: random.Random, integers: bool = False) -> str:
+    # Prices and weights are written as JSON numbers with their exact decimal digits
+    # (or, with ``integers``, in cents and grams).
     rec = record(i, rng)
+    if integers:
+        rec["price"] = str(int(rec["price"].replace(".", "")))
+        rec["weight_kg"] = str(int(rec["weight_kg"].replace(".", "")))
     text = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
     return text.replace(f'"price":"{rec["price"]}"', f'"price":{rec["price"]}').replace(
         f'"weight_kg":"{rec["weight_kg"]}"', f'"weight_kg":{rec["weight_kg"]}'
     )
 
 
-def lines(target_bytes: int, seed: int = 1) -> Iterator[str]:
+def lines(target_bytes: int, seed: int = 1, integers: bool = False) -> Iterator[str]:
     rng = random.Random(seed)
     size = i = 0
     while size < target_bytes:
-        text = _text(i, rng)
+        text = _text(i, rng, integers)
         size += len(text) + 2
         i += 1
         yield text
@@ -60,10 +64,10 @@ def write_json(path: Path, target_bytes: int, seed: int = 1) -> int:
     return n
 
 
-def write_jsonl(path: Path, target_bytes: int, seed: int = 1) -> int:
+def write_jsonl(path: Path, target_bytes: int, seed: int = 1, integers: bool = False) -> int:
     n = 0
     with open(path, "w", encoding="utf-8", buffering=1 << 20) as f:
-        for n, text in enumerate(lines(target_bytes, seed), 1):
+        for n, text in enumerate(lines(target_bytes, seed, integers), 1):
             f.write(text + "\n")
     return n
 

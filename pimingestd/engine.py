@@ -11,6 +11,7 @@ an ingestion is in flight. After the last chunk, send the completion.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
@@ -18,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiofiles
 import structlog
 
 from . import canonical, spool
@@ -313,8 +313,8 @@ class Engine:
     async def _fail(self, ing: Ingestion, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, PimIngestError) else f"internal error: {type(exc).__name__}: {exc}"
         await self._store.set_status(ing.id, "failed", message)
-        if not isinstance(exc, DeliveryError | SpoolError | StateError):
-            await self._discard_spool(ing.id)  # a bad or changed file: its spool is worthless
+        if not isinstance(exc, DeliveryError | StateError):
+            await self._discard_spool(ing.id)  # a bad or changed file, or a damaged spool: spool again on resume
         log.error("ingestion failed", error=message)
 
     async def _discard_spool(self, ingestion_id: str) -> None:
@@ -398,14 +398,13 @@ class Engine:
 
     async def _deliver_spooled(self, ing: Ingestion) -> None:
         target = spool.spool_file(self._spool_dir, ing.id)
-        async with aiofiles.open(target, "rb") as f:
+        fd = await asyncio.to_thread(os.open, target, os.O_RDONLY | os.O_CLOEXEC)
+        try:
             async for row in self._rows(ing.id):
                 if row.state == "acked":
                     continue
                 assert row.spool_offset is not None and row.spool_length is not None
-                await f.seek(row.spool_offset)
-                body = await f.read(row.spool_length)
-                digest = canonical.sha256(body)
+                body, digest = await asyncio.to_thread(spool.read_chunk, fd, row.spool_offset, row.spool_length)
                 if canonical.checksum(digest) != row.checksum or len(body) != row.spool_length:
                     raise SpoolError(
                         f"chunk {row.n}: spool bytes at offset {row.spool_offset} do not match the recorded checksum"
@@ -413,6 +412,8 @@ class Engine:
                     )
                 meta = ChunkHeaders(ing.id, ing.file_id, row.n, ing.total_chunks, row.records, row.first_record)
                 await self._deliver_chunk(meta, body, digest)
+        finally:
+            os.close(fd)
 
     async def _deliver_streaming(self, ing: Ingestion, path: Path, stop: threading.Event) -> None:
         known = {row.n: row for row in await self._store.chunks(ing.id)}

@@ -8,6 +8,7 @@ construction and resume seeks straight to the next chunk.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -60,6 +61,12 @@ def write_spool(
             f"{source.name}: the file changed while it was being read; drop it again once it is complete"
         )
     return chunks
+
+
+def read_chunk(fd: int, offset: int, length: int) -> tuple[bytes, bytes]:
+    """A chunk's bytes and their SHA-256 (blocking: one thread hop does both)."""
+    body = os.pread(fd, length, offset)
+    return body, hashlib.sha256(body).digest()
 
 
 def remove(path: Path) -> None:

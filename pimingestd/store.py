@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -142,6 +142,7 @@ class Store:
         self._db = db
         self.path = path
         self._lock = asyncio.Lock()
+        self._sync = "FULL"
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -197,13 +198,22 @@ class Store:
         return None if row is None else row[0]
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _tx(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction. ``durable``: the commit reaches the disk (synchronous=FULL)
+        before this returns. Bookkeeping that a power cut may lose harmlessly (a chunk's
+        "sent" mark: it is simply sent again, and PIM-Core dedups it) commits with
+        synchronous=NORMAL; in WAL mode the next FULL commit makes it durable too."""
         async with self._lock:
+            mode = "FULL" if durable else "NORMAL"
+            if mode != self._sync:
+                await self._db.execute(f"PRAGMA synchronous={mode}")
+                self._sync = mode
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                with suppress(sqlite3.OperationalError):  # no transaction left to roll back
+                    await self._db.execute("ROLLBACK")
                 raise
             await self._db.execute("COMMIT")
 
@@ -318,7 +328,7 @@ class Store:
             )
 
     async def set_path(self, ingestion_id: str, path: str) -> None:
-        async with self._tx() as db:
+        async with self._tx(durable=False) as db:
             await db.execute(
                 "UPDATE ingestions SET path = ?, updated_at = ? WHERE id = ?", (path, time.time(), ingestion_id)
             )
@@ -328,7 +338,7 @@ class Store:
     async def record_spool(self, ingestion_id: str, chunks: list[SpooledChunk]) -> None:
         """Record a finished spool pass: every chunk and the totals, in one transaction."""
         total_records = sum(c.records for c in chunks)
-        async with self._tx() as db:
+        async with self._tx(durable=False) as db:
             await db.execute("DELETE FROM chunks WHERE ingestion_id = ? AND state = 'spooled'", (ingestion_id,))
             await db.executemany(
                 "INSERT INTO chunks (ingestion_id, n, first_record, records, checksum, spool_offset, spool_length, state)"
@@ -344,7 +354,7 @@ class Store:
 
     async def drop_spool(self, ingestion_id: str) -> None:
         """Forget spool positions (the spool file is gone); sent and acked history stays."""
-        async with self._tx() as db:
+        async with self._tx(durable=False) as db:
             await db.execute("DELETE FROM chunks WHERE ingestion_id = ? AND state = 'spooled'", (ingestion_id,))
             await db.execute(
                 "UPDATE chunks SET spool_offset = NULL, spool_length = NULL WHERE ingestion_id = ?", (ingestion_id,)
@@ -354,7 +364,7 @@ class Store:
             )
 
     async def set_totals(self, ingestion_id: str, total_chunks: int, total_records: int) -> None:
-        async with self._tx() as db:
+        async with self._tx(durable=False) as db:
             await db.execute(
                 "UPDATE ingestions SET total_chunks = ?, total_records = ?, updated_at = ? WHERE id = ?",
                 (total_chunks, total_records, time.time(), ingestion_id),
@@ -395,7 +405,7 @@ class Store:
     async def mark_sent(self, ingestion_id: str, n: int, first_record: int, records: int, checksum: str) -> str:
         """Persist an attempt before its POST goes out. Returns the chunk's state after:
         'sent', or 'acked' when an ACK was already committed (then nothing is to be sent)."""
-        async with self._tx() as db:
+        async with self._tx(durable=False) as db:
             async with db.execute(
                 "INSERT INTO chunks (ingestion_id, n, first_record, records, checksum, state, attempts, sent_at)"
                 " VALUES (?, ?, ?, ?, ?, 'sent', 1, ?)"
@@ -449,7 +459,7 @@ class Store:
 
     async def record_reject(self, ingestion_id: str, n: int, checksum: str, reason: str) -> AckOutcome:
         """Note a reject against a sent chunk; same outcomes as commit_ack, nothing is marked done."""
-        async with self._tx() as db:
+        async with self._tx(durable=False) as db:
             refused = await self._classify(db, ingestion_id, n, checksum)
             if refused is not None:
                 return refused

@@ -120,7 +120,8 @@ class _Receiver:
         if key != f"{ingestion_id}:{n}":
             return _error(400, "Idempotency-Key must be <ingestion>:<chunk>")
         checksum = canonical.checksum(digest)
-        await self.app[STORE].note_received(ingestion_id, n, checksum, time.time())
+        if self.mode == "store":  # the arrival log serves the tests' order checks, not the fast mode
+            await self.app[STORE].note_received(ingestion_id, n, checksum, time.time())
         rule = self.app[FAULTS].take(n)
         if rule is not None and rule.action == "slow_response":
             await asyncio.sleep(rule.seconds)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,18 +35,24 @@ def _duration(value: dt.timedelta) -> str:
     return f"{sign}P{int(days)}DT{int(hours)}H{int(minutes)}M{secs}S"
 
 
-def _cell(value: Any, where: str) -> Any:
-    if value is None or isinstance(value, bool | int | str):
-        return value
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _where(name: str, title: str, rownum: int, col: int, index: int) -> str:
+    return f"{name}: sheet {title!r} row {rownum} column {get_column_letter(col + 1)} (record {index})"
+
+
+def _cell(value: Any, where: Callable[[], str]) -> Any:
+    """A cell value as JSON data; ``where`` names the cell, and is only called for an error."""
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ParseError(f"{where}: {value} is not a JSON number")
+            raise ParseError(f"{where()}: {value} is not a JSON number")
         return value
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
         return _duration(value)
-    raise ParseError(f"{where}: unsupported cell value of type {type(value).__name__}")
+    raise ParseError(f"{where()}: unsupported cell value of type {type(value).__name__}")
 
 
 # openpyxl streams sheet XML but loads the shared strings table whole; a member
@@ -117,13 +124,12 @@ def _read(path: Path, fh: BinaryIO, sheet: str | None) -> Iterator[dict[str, Any
                                 f"{path.name}: sheet {title!r} row {rownum} column {get_column_letter(col + 1)}"
                                 f" (record {index}): value in a column without a header"
                             )
-                record: dict[str, Any] = {}
+                cells = row if len(row) >= width else (*row, *([None] * (width - len(row))))
+                record = dict(zip(header, cells, strict=False))
                 for col, key in enumerate(header):
-                    raw = row[col] if col < len(row) else None
-                    record[key] = _cell(
-                        raw,
-                        f"{path.name}: sheet {title!r} row {rownum} column {get_column_letter(col + 1)} (record {index})",
-                    )
+                    value = cells[col]
+                    if type(value) not in _PLAIN:
+                        record[key] = _cell(value, partial(_where, path.name, title, rownum, col, index))
                 yield record
                 index += 1
         except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:

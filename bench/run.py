@@ -1,0 +1,419 @@
+"""The benchmark suite: the raw limits and the real daemon in the same run, one table out.
+
+    python -m bench            # quick: about a minute
+    python -m bench --full     # adds the 1 GB file and the 1 GB upload
+
+Every target is a ratio measured in this run, or a memory bound (RSS sampled
+from outside with psutil). Writes bench/out/results.json and bench/out/rss.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from . import data
+
+OUT = Path(__file__).resolve().parent / "out"
+MiB = 1 << 20
+
+
+@dataclass
+class Row:
+    case: str
+    records: int
+    seconds: float
+    peak_rss_mib: float | None = None
+    ratio: float | None = None
+    target: str = ""
+    ok: bool | None = None
+    note: str = ""
+    mb: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Sampler:
+    """Samples a process's RSS every few milliseconds from a thread."""
+
+    pid: int
+    every: float = 0.02
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._proc = psutil.Process(self.pid)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.monotonic() - start, self._proc.memory_info().rss))
+            except psutil.Error:
+                return
+            time.sleep(self.every)
+
+    def peak_between(self, t0: float = 0.0, t1: float = float("inf")) -> int:
+        return max((r for t, r in self.samples if t0 <= t <= t1), default=0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def limit(kind: str, path: Path) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.limit", kind, str(path)], capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout))
+
+
+class Stack:
+    """A real daemon and a reference receiver (count mode: checks framing and order, parses no records)."""
+
+    def __init__(self, root: Path, chunking: str = "records = 1000", extra: str = "") -> None:
+        self.root = root
+        self.dport, self.rport = free_port(), free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "inbox").mkdir(exist_ok=True)
+        self.cfg = root / "config.toml"
+        self.cfg.write_text(f"""
+[daemon]
+state_db = "state/state.db"
+max_concurrent = 2
+[http]
+port = {self.dport}
+public_url = "http://127.0.0.1:{self.dport}"
+allowed_roots = ["{root.parent}"]
+max_body_bytes = 1048576
+[pimcore]
+chunk_url = "http://127.0.0.1:{self.rport}/ingest/chunks"
+complete_url = "http://127.0.0.1:{self.rport}/ingest/complete"
+[chunking]
+{chunking}
+max_record_bytes = 16777216
+[delivery]
+ack_timeout = 30.0
+backoff = 0.05
+[inbox]
+dir = "inbox"
+processing_dir = "processing"
+done_dir = "done"
+failed_dir = "failed"
+settle_seconds = 0.2
+{extra}
+[logging]
+level = "info"
+""")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.receiver = subprocess.Popen(
+            [sys.executable, "-m", "pimingestd", "receiver", "--port", str(self.rport), "--data", str(root / "recv"),
+             "--mode", "count"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        self.log = root / "daemon.log"
+        with open(self.log, "wb") as out:
+            self.daemon = subprocess.Popen([sys.executable, "-m", "pimingestd", "run", "--config", str(self.cfg)],
+                                           stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.url = f"http://127.0.0.1:{self.dport}"
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as s:
+            while True:
+                try:
+                    async with s.get(self.url + "/healthz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("daemon did not start; see " + str(self.log))
+                await asyncio.sleep(0.05)
+
+    async def ingest(self, path: Path, timeout: float = 3600) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(self.url + "/api/ingest", json={"path": str(path)}) as r:
+                ing = (await r.json())["ingestion_id"]
+            return await self.wait(s, ing, timeout)
+
+    async def wait(self, s: aiohttp.ClientSession, ing: str, timeout: float = 3600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            async with s.get(f"{self.url}/api/ingestions/{ing}") as r:
+                st = dict(await r.json())
+            if st["status"] in ("completed", "failed"):
+                if st["status"] != "completed":
+                    raise RuntimeError(f"ingestion failed: {st['error']}")
+                return st
+            if time.monotonic() > deadline:
+                raise RuntimeError("timed out")
+            await asyncio.sleep(0.02)
+
+    def phases(self, ing: str) -> dict[str, float]:
+        """Seconds of the spool pass and of delivery, from the daemon's own log events."""
+        marks: dict[str, float] = {}
+        deadline = time.monotonic() + 10
+        while "ingestion completed" not in marks and time.monotonic() < deadline:
+            marks = self._marks(ing)
+            if "ingestion completed" not in marks:
+                time.sleep(0.05)
+        return {"spool": marks["spool pass done"] - marks["ingestion started"],
+                "delivery": marks["ingestion completed"] - marks["spool pass done"],
+                "total": marks["ingestion completed"] - marks["ingestion started"]}
+
+    def _marks(self, ing: str) -> dict[str, float]:
+        marks: dict[str, float] = {}
+        for line in self.log.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("ingestion_id") == ing and e["event"] in ("ingestion started", "spool pass done", "ingestion completed"):
+                marks[e["event"]] = _ts(e["timestamp"])
+        return marks
+
+    def chunk_latencies(self, ing: str) -> list[float]:
+        con = sqlite3.connect(f"file:{self.root / 'state' / 'state.db'}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT acked_at - sent_at FROM chunks WHERE ingestion_id = ? ORDER BY n", (ing,)).fetchall()
+        finally:
+            con.close()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        for p in (self.daemon, self.receiver):
+            p.send_signal(signal.SIGTERM)
+        for p in (self.daemon, self.receiver):
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _ts(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def json_cases(tmp: Path, size: int, rows: list[Row], label: str, chart: dict[str, Any] | None = None) -> int:
+    src = tmp / f"products-{label}.json"
+    n = data.write_json(src, size)
+    lim = limit("json", src)
+    lim_rate = lim["records"] / lim["seconds"]
+    rows.append(Row(f"raw limit: ijson -> canonical -> sha256 ({label})", lim["records"], lim["seconds"],
+                    lim["peak_rss"] / MiB, 1.0, "", None, "the yardstick", src.stat().st_size / 1e6))
+    stack = Stack(tmp / f"json-{label}")
+    try:
+        await stack.ready()
+        sampler = Sampler(stack.daemon.pid)
+        t0 = time.monotonic()
+        async with aiohttp.ClientSession() as s:
+            async with s.post(stack.url + "/api/ingest", json={"path": str(src)}) as r:
+                ing = (await r.json())["ingestion_id"]
+            await stack.wait(s, ing)
+        sampler.stop()
+        ph = stack.phases(ing)
+        peak = sampler.peak_between() / MiB
+        e2e = n / ph["total"] / lim_rate
+        rows.append(Row(f"JSON end to end: spool + delivery ({label})", n, ph["total"], peak, e2e, ">= 0.80 x limit",
+                        e2e >= 0.80, "", src.stat().st_size / 1e6))
+        dl = n / ph["delivery"] / lim_rate
+        rows.append(Row(f"JSON delivery phase from the spool ({label})", n, ph["delivery"], None, dl, ">= 5 x limit",
+                        dl >= 5.0, "", src.stat().st_size / 1e6))
+        if chart is not None:
+            chart.update({"samples": sampler.samples, "t0": t0, "records": n, "phases": ph, "label": label})
+        return int(peak)
+    finally:
+        stack.close()
+
+
+async def run(full: bool) -> list[Row]:
+    rows: list[Row] = []
+    chart: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="pimingestd-bench-") as t:
+        tmp = Path(t)
+        quick_size = 100 * MiB
+        # JSON, end to end and delivery alone, against the raw limit on the same file.
+        peak_small = await json_cases(tmp, 10 * MiB, rows, "10 MB")
+        peak_main = await json_cases(tmp, quick_size, rows, "100 MB", chart)
+        if full:
+            peak_big = await json_cases(tmp, 1 << 30, rows, "1 GB", chart)
+            rows.append(Row("JSON 1 GB: daemon peak RSS", 0, 0, peak_big, None, "< 80 MiB and <= 10 MB peak + 15",
+                            peak_big < 80 and peak_big <= peak_small + 15))
+        else:
+            rows.append(Row("JSON 100 MB: daemon peak RSS", 0, 0, peak_main, None, "< 80 MiB and <= 10 MB peak + 15",
+                            peak_main < 80 and peak_main <= peak_small + 15, "quick run; --full measures 1 GB"))
+        # JSON Lines against the ijson limit on the same records.
+        src = tmp / "products.jsonl"
+        n = data.write_jsonl(src, quick_size // 2)
+        lim = limit("json", tmp / "products-100 MB.json")
+        lim_rate = lim["records"] / lim["seconds"]
+        stack = Stack(tmp / "jsonl")
+        try:
+            await stack.ready()
+            st = await stack.ingest(src)
+            ph = stack.phases(st["ingestion_id"])
+            r = n / ph["total"] / lim_rate
+            rows.append(Row("JSON Lines end to end (decimal prices)", n, ph["total"], None, r, ">= 1.5 x limit", r >= 1.5,
+                            "", src.stat().st_size / 1e6))
+            ints = tmp / "integers.jsonl"
+            n = data.write_jsonl(ints, quick_size // 2, integers=True)  # cents and grams: orjson's path
+            st = await stack.ingest(ints)
+            ph = stack.phases(st["ingestion_id"])
+            r = n / ph["total"] / lim_rate
+            rows.append(Row("JSON Lines end to end (integers only)", n, ph["total"], None, r, ">= 1.5 x limit", r >= 1.5,
+                            "", ints.stat().st_size / 1e6))
+        finally:
+            stack.close()
+        # Excel against bare openpyxl iteration of the same sheet.
+        xlsx = tmp / "products.xlsx"
+        n = data.write_xlsx(xlsx, 60_000 if not full else 300_000)
+        lim = limit("excel", xlsx)
+        stack = Stack(tmp / "excel")
+        try:
+            await stack.ready()
+            st = await stack.ingest(xlsx)
+            ph = stack.phases(st["ingestion_id"])
+            r = (n / ph["total"]) / (lim["records"] / lim["seconds"])
+            rows.append(Row("bare openpyxl read-only iteration", lim["records"], lim["seconds"], lim["peak_rss"] / MiB,
+                            1.0, "", None, "the yardstick", xlsx.stat().st_size / 1e6))
+            rows.append(Row("Excel end to end", n, ph["total"], None, r, ">= 0.90 x openpyxl", r >= 0.90, "",
+                            xlsx.stat().st_size / 1e6))
+        finally:
+            stack.close()
+        # 8 MiB chunks: memory.
+        stack = Stack(tmp / "bytes", chunking=f"bytes = {8 * MiB}")
+        try:
+            await stack.ready()
+            sampler = Sampler(stack.daemon.pid)
+            src = tmp / "products-100 MB.json"
+            st = await stack.ingest(src)
+            sampler.stop()
+            peak = sampler.peak_between() / MiB
+            rows.append(Row("JSON 100 MB in 8 MiB chunks: peak RSS", st["records_acked"], 0, peak, None, "< 120 MiB",
+                            peak < 120))
+        finally:
+            stack.close()
+        # Per-chunk overhead: tiny chunks, so the time is the send, the callback and the commit.
+        stack = Stack(tmp / "overhead", chunking="records = 1")
+        try:
+            await stack.ready()
+            src = tmp / "small.json"
+            n = data.write_json(src, 2000 * 420)
+            st = await stack.ingest(src)
+            lat = sorted(stack.chunk_latencies(st["ingestion_id"]))
+            med, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
+            ph = stack.phases(st["ingestion_id"])
+            rows.append(Row("per-chunk overhead: POST + ACK callback + commit", n, ph["delivery"], None, None,
+                            "median < 1.5 ms", med < 1.5, f"median {med:.2f} ms, p99 {p99:.2f} ms"))
+        finally:
+            stack.close()
+        # Many files at once through the inbox.
+        stack = Stack(tmp / "many", chunking="records = 1000")
+        try:
+            await stack.ready()
+            count = 1000 if full else 300
+            staging = tmp / "many" / "staging"
+            staging.mkdir()
+            for i in range(count):
+                (staging / f"f{i:04d}.json").write_text(json.dumps([{"sku": f"S{i}-{j}", "n": j} for j in range(20)]))
+            t0 = time.monotonic()
+            for i in range(count):
+                os.rename(staging / f"f{i:04d}.json", tmp / "many" / "inbox" / f"f{i:04d}.json")
+            async with aiohttp.ClientSession() as s:
+                while True:
+                    async with s.get(stack.url + "/api/ingestions?limit=1000&status=completed") as r:
+                        done = len((await r.json())["ingestions"])
+                    if done >= count or time.monotonic() - t0 > 600:
+                        break
+                    await asyncio.sleep(0.1)
+                async with s.get(stack.url + "/api/ingestions?limit=1000") as r:
+                    all_rows = (await r.json())["ingestions"]
+            took = time.monotonic() - t0
+            waits = [_ts(x["updated_at"]) - _ts(x["created_at"]) for x in all_rows]
+            rows.append(Row(f"{count} small files dropped at once", count, took, None, None, "all complete, none starved",
+                            done >= count, f"{count / took:.1f} files/s, longest {max(waits):.1f} s"))
+        finally:
+            stack.close()
+    _chart(chart)
+    return rows
+
+
+def _chart(chart: dict[str, Any]) -> None:
+    if not chart:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ts = [t for t, _ in chart["samples"]]
+    rss = [r / MiB for _, r in chart["samples"]]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(ts, rss, color="tab:blue")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("daemon RSS (MiB)", color="tab:blue")
+    ph = chart["phases"]
+    ax.axvspan(0, ph["spool"], color="tab:orange", alpha=0.15, label=f"spool pass {chart['records'] / ph['spool']:,.0f} rec/s")
+    ax.axvspan(ph["spool"], ph["total"], color="tab:green", alpha=0.15,
+               label=f"delivery {chart['records'] / max(ph['delivery'], 1e-9):,.0f} rec/s")
+    ax.set_ylim(0, max(rss) * 1.3)
+    ax.legend(loc="upper right")
+    ax.set_title(f"pimingestd: {chart['label']} JSON, {chart['records']:,} records")
+    fig.tight_layout()
+    fig.savefig(OUT / "rss.png", dpi=100)
+
+
+def table(rows: list[Row]) -> str:
+    head = f"{'case':<52} {'records':>9} {'seconds':>8} {'records/s':>10} {'MB/s':>7} {'ratio':>6} {'peak RSS':>9}  {'target':<32} result"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        mbs = f"{r.mb / r.seconds:.1f}" if r.mb and r.seconds else ""
+        lines.append(
+            f"{r.case:<52} {r.records or '':>9} {f'{r.seconds:.2f}' if r.seconds else '':>8} "
+            f"{f'{r.rate:,.0f}' if r.seconds and r.records else '':>10} {mbs:>7} {f'{r.ratio:.2f}' if r.ratio is not None else '':>6} "
+            f"{f'{r.peak_rss_mib:.0f} MiB' if r.peak_rss_mib else '':>9}  {r.target:<32} "
+            f"{'' if r.ok is None else ('PASS' if r.ok else 'MISS')} {r.note}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--full", action="store_true", help="include the 1 GB file")
+    args = p.parse_args()
+    OUT.mkdir(exist_ok=True)
+    rows = asyncio.run(run(args.full))
+    text = table(rows)
+    print(text)
+    (OUT / "results.json").write_text(json.dumps([asdict(r) | {"records_per_second": r.rate} for r in rows], indent=2))
+    (OUT / "results.txt").write_text(text + "\n")
+    return 0
