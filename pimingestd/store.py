@@ -422,7 +422,6 @@ class Store:
                 raise StateError(
                     f"chunk {n}: recorded checksum {row[1]} differs from the bytes about to be sent {checksum}"
                 )
-            await db.execute("UPDATE ingestions SET updated_at = ? WHERE id = ?", (time.time(), ingestion_id))
         return str(row[0])
 
     @staticmethod
@@ -446,14 +445,18 @@ class Store:
     async def commit_ack(self, ingestion_id: str, n: int, checksum: str) -> AckOutcome:
         """Commit an ACK (durably) when it matches a chunk that was sent."""
         async with self._tx() as db:
-            refused = await self._classify(db, ingestion_id, n, checksum)
-            if refused is not None:
-                return refused
             now = time.time()
-            await db.execute(
-                "UPDATE chunks SET state = 'acked', acked_at = ?, reject_reason = NULL WHERE ingestion_id = ? AND n = ?",
-                (now, ingestion_id, n),
-            )
+            # The common case in one statement; the reasons for refusing are looked up only when it matched nothing.
+            async with db.execute(
+                "UPDATE chunks SET state = 'acked', acked_at = ?, reject_reason = NULL"
+                " WHERE ingestion_id = ? AND n = ? AND state = 'sent' AND checksum = ? RETURNING n",
+                (now, ingestion_id, n, checksum),
+            ) as cur:
+                updated = await cur.fetchone()
+            if updated is None:
+                refused = await self._classify(db, ingestion_id, n, checksum)
+                assert refused is not None
+                return refused
             await db.execute("UPDATE ingestions SET updated_at = ? WHERE id = ?", (now, ingestion_id))
         return "accepted"
 

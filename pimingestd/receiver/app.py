@@ -250,7 +250,7 @@ def create_app(data_dir: Path, *, secret: str = "", mode: str = "store") -> web.
     recv = _Receiver(app, secret, mode)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        app[STORE] = await ReceiverStore.open(data_dir)
+        app[STORE] = await ReceiverStore.open(data_dir, durable=mode == "store")
         app[SESSION] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         yield
         tasks: set[asyncio.Task[Any]] = app[TASKS]
