@@ -422,3 +422,46 @@ async def test_signed_protocol(tmp_path: Path, data_dir: Path) -> None:
     finally:
         await recv.stop()
     del data_dir
+
+
+async def test_excel_round_trip(make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
+    """An Excel sheet arrives with its header as keys, dates as ISO 8601, numbers and text exact."""
+    import datetime as dt
+
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.title = "Main"
+    ws.append(["sku", "price", "stock", "since", "note"])
+    for i in range(25):
+        ws.append(
+            [
+                f"X-{i}",
+                i + 0.25,
+                i * 1000,
+                dt.datetime(2026, 1, 1 + i % 28, 8, 30),
+                "Größe \U0001f680" if i % 2 else None,
+            ]
+        )
+    other = wb.create_sheet("Other")
+    other.append(["k"])
+    other.append(["v"])
+    src = data_dir / "p.xlsx"
+    wb.save(src)
+    d = await make_daemon()
+    _, body = await d.ingest(path=str(src), sheet="Main")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["format"] == "excel" and st["total_chunks"] == 3
+    got = records_of(await receiver.records(body["ingestion_id"]))
+    assert got == [
+        {
+            "sku": f"X-{i}",
+            "price": i + 0.25,
+            "stock": i * 1000,
+            "since": f"2026-01-{1 + i % 28:02d}T08:30:00",
+            "note": "Größe \U0001f680" if i % 2 else None,
+        }
+        for i in range(25)
+    ]
