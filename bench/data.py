@@ -8,8 +8,39 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-_WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-          "quebec romeo sierra tango uniform victor whiskey xray yankee zulu steel oak linen cotton matte").split()
+_WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "steel",
+    "oak",
+    "linen",
+    "cotton",
+    "matte",
+]
 
 
 def record(i: int, rng: random.Random) -> dict[str, Any]:
@@ -25,7 +56,11 @@ def record(i: int, rng: random.Random) -> dict[str, Any]:
         "active": rng.random() > 0.1,
         "weight_kg": f"{rng.randint(1, 50000) / 1000:.3f}",
         "tags": [rng.choice(_WORDS) for _ in range(3)],
-        "attributes": {"color": rng.choice(_WORDS), "size": rng.choice(["S", "M", "L", "XL"]), "material": rng.choice(_WORDS)},
+        "attributes": {
+            "color": rng.choice(_WORDS),
+            "size": rng.choice(["S", "M", "L", "XL"]),
+            "material": rng.choice(_WORDS),
+        },
         "updated": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T10:00:00Z",
     }
 
@@ -67,7 +102,7 @@ def write_json(path: Path, target_bytes: int, seed: int = 1) -> int:
 def write_jsonl(path: Path, target_bytes: int, seed: int = 1, integers: bool = False) -> int:
     n = 0
     with open(path, "w", encoding="utf-8", buffering=1 << 20) as f:
-        for n, text in enumerate(lines(target_bytes, seed, integers), 1):
+        for n, text in enumerate(lines(target_bytes, seed, integers), 1):  # noqa: B007 - n is the count returned
             f.write(text + "\n")
     return n
 
@@ -82,7 +117,20 @@ def write_xlsx(path: Path, rows: int, seed: int = 1) -> int:
     ws.append(head)
     for i in range(rows):
         r = record(i, rng)
-        ws.append([r["sku"], r["ean"], r["name"], r["description"], float(r["price"]), r["stock"], r["active"],
-                   float(r["weight_kg"]), r["attributes"]["color"], r["attributes"]["size"], r["updated"]])
+        ws.append(
+            [
+                r["sku"],
+                r["ean"],
+                r["name"],
+                r["description"],
+                float(r["price"]),
+                r["stock"],
+                r["active"],
+                float(r["weight_kg"]),
+                r["attributes"]["color"],
+                r["attributes"]["size"],
+                r["updated"],
+            ]
+        )
     wb.save(path)
     return rows
