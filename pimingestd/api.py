@@ -69,6 +69,7 @@ async def ingestion_view(store: Store, ing: Ingestion, engine: Engine | None = N
     if rate and ing.total_records is not None:
         eta = round(max(ing.total_records - records, 0) / rate, 1)
     in_flight = await store.chunk(ing.id, chunks + 1) if ing.status in ("queued", "running") else None
+    last_ack = await store.last_activity(ing.id)
     return {
         "ingestion_id": ing.id,
         "file_id": ing.file_id,
@@ -86,7 +87,7 @@ async def ingestion_view(store: Store, ing: Ingestion, engine: Engine | None = N
         "eta_seconds": eta,
         "attempts": in_flight.attempts if in_flight is not None and in_flight.state == "sent" else 0,
         "created_at": _iso(ing.created_at),
-        "updated_at": _iso(ing.updated_at),
+        "updated_at": _iso(max(ing.updated_at, last_ack or 0.0)),
     }
 
 

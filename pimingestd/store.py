@@ -402,26 +402,35 @@ class Store:
         ) as cur:
             return [r[0] for r in await cur.fetchall()]
 
+    async def _statement(self, sql: str, params: Sequence[Any], *, durable: bool) -> list[Any]:
+        """One write statement as its own transaction: a single round trip to the database thread
+        (two when the synchronous level changes). Holds the write lock like _tx."""
+        async with self._lock:
+            mode = "FULL" if durable else "NORMAL"
+            if mode != self._sync:
+                await self._db.execute(f"PRAGMA synchronous={mode}")
+                self._sync = mode
+            return list(await self._db.execute_fetchall(sql, params))
+
     async def mark_sent(self, ingestion_id: str, n: int, first_record: int, records: int, checksum: str) -> str:
         """Persist an attempt before its POST goes out. Returns the chunk's state after:
         'sent', or 'acked' when an ACK was already committed (then nothing is to be sent)."""
-        async with self._tx(durable=False) as db:
-            async with db.execute(
-                "INSERT INTO chunks (ingestion_id, n, first_record, records, checksum, state, attempts, sent_at)"
-                " VALUES (?, ?, ?, ?, ?, 'sent', 1, ?)"
-                " ON CONFLICT (ingestion_id, n) DO UPDATE SET"
-                "  attempts = attempts + (state != 'acked'),"
-                "  sent_at = CASE WHEN state = 'acked' THEN sent_at ELSE excluded.sent_at END,"
-                "  state = CASE WHEN state = 'acked' THEN 'acked' ELSE 'sent' END"
-                " RETURNING state, checksum",
-                (ingestion_id, n, first_record, records, checksum, time.time()),
-            ) as cur:
-                row = await cur.fetchone()
-            assert row is not None
-            if row[1] != checksum:
-                raise StateError(
-                    f"chunk {n}: recorded checksum {row[1]} differs from the bytes about to be sent {checksum}"
-                )
+        rows = await self._statement(
+            "INSERT INTO chunks (ingestion_id, n, first_record, records, checksum, state, attempts, sent_at)"
+            " VALUES (?, ?, ?, ?, ?, 'sent', 1, ?)"
+            " ON CONFLICT (ingestion_id, n) DO UPDATE SET"
+            "  attempts = attempts + (state != 'acked'),"
+            "  sent_at = CASE WHEN state = 'acked' THEN sent_at ELSE excluded.sent_at END,"
+            "  state = CASE WHEN state = 'acked' THEN 'acked' ELSE 'sent' END"
+            " RETURNING state, checksum",
+            (ingestion_id, n, first_record, records, checksum, time.time()),
+            durable=False,
+        )
+        row = rows[0]
+        if row[1] != checksum:
+            raise StateError(
+                f"chunk {n}: recorded checksum {row[1]} differs from the bytes about to be sent {checksum}"
+            )
         return str(row[0])
 
     @staticmethod
@@ -443,22 +452,29 @@ class Store:
         return None
 
     async def commit_ack(self, ingestion_id: str, n: int, checksum: str) -> AckOutcome:
-        """Commit an ACK (durably) when it matches a chunk that was sent."""
-        async with self._tx() as db:
-            now = time.time()
-            # The common case in one statement; the reasons for refusing are looked up only when it matched nothing.
-            async with db.execute(
+        """Commit an ACK durably when it matches a chunk that was sent: one statement, one fsync.
+        The reasons for refusing are looked up only when it matched nothing."""
+        for _ in range(2):  # the second round covers a "sent" mark committed between update and lookup
+            updated = await self._statement(
                 "UPDATE chunks SET state = 'acked', acked_at = ?, reject_reason = NULL"
                 " WHERE ingestion_id = ? AND n = ? AND state = 'sent' AND checksum = ? RETURNING n",
-                (now, ingestion_id, n, checksum),
-            ) as cur:
-                updated = await cur.fetchone()
-            if updated is None:
-                refused = await self._classify(db, ingestion_id, n, checksum)
-                assert refused is not None
+                (time.time(), ingestion_id, n, checksum),
+                durable=True,
+            )
+            if updated:
+                return "accepted"
+            refused = await self._classify(self._db, ingestion_id, n, checksum)
+            if refused is not None:
                 return refused
-            await db.execute("UPDATE ingestions SET updated_at = ? WHERE id = ?", (now, ingestion_id))
-        return "accepted"
+        return "never_sent"
+
+    async def last_activity(self, ingestion_id: str) -> float | None:
+        """The time of the last ACK committed (ACKs do not touch the ingestion row, to stay one statement)."""
+        async with self._db.execute(
+            "SELECT max(acked_at) FROM chunks WHERE ingestion_id = ? AND state = 'acked'", (ingestion_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     async def record_reject(self, ingestion_id: str, n: int, checksum: str, reason: str) -> AckOutcome:
         """Note a reject against a sent chunk; same outcomes as commit_ack, nothing is marked done."""

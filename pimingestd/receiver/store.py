@@ -90,21 +90,19 @@ class ReceiverStore:
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             await self._db.execute(
-                "INSERT INTO ingestions (id, file_id) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
-                (ingestion_id, file_id),
+                "INSERT INTO ingestions (id, file_id, next_chunk, next_record) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET next_chunk = excluded.next_chunk, next_record = excluded.next_record",
+                (ingestion_id, file_id, n + 1, first_record + count),
             )
             await self._db.execute(
                 "INSERT INTO chunks (ingestion_id, n, checksum, records) VALUES (?, ?, ?, ?)",
                 (ingestion_id, n, checksum, count),
             )
-            await self._db.executemany(
-                "INSERT INTO applied (ingestion_id, chunk, record_index, data) VALUES (?, ?, ?, ?)",
-                [(ingestion_id, n, first_record + i, data) for i, data in enumerate(records)],
-            )
-            await self._db.execute(
-                "UPDATE ingestions SET next_chunk = ?, next_record = ? WHERE id = ?",
-                (n + 1, first_record + count, ingestion_id),
-            )
+            rows = [(ingestion_id, n, first_record + i, data) for i, data in enumerate(records)]
+            if rows:
+                await self._db.executemany(
+                    "INSERT INTO applied (ingestion_id, chunk, record_index, data) VALUES (?, ?, ?, ?)", rows
+                )
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")
