@@ -13,7 +13,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -429,8 +429,3 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
     return parse(raw, p, env)
-
-
-def with_overrides(config: Config, **sections: Any) -> Config:
-    """A copy of ``config`` with whole sections replaced (used by tests and the CLI)."""
-    return replace(config, **sections)

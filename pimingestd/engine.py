@@ -102,7 +102,6 @@ class Engine:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._submit_lock = asyncio.Lock()
         self._draining = asyncio.Event()
-        self._cancelling: set[str] = set()
         self.metrics = metrics or Metrics()
         self._listeners: list[Callable[[Ingestion], Awaitable[None]]] = []
         self._rates: dict[str, tuple[float, int]] = {}  # ingestion -> (run start, records acked then)
@@ -230,10 +229,8 @@ class Engine:
             raise NotAllowed(f"ingestion {ingestion_id} is already {ing.status}")
         task = self._tasks.get(ingestion_id)
         if task is not None:
-            self._cancelling.add(ingestion_id)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            self._cancelling.discard(ingestion_id)
         await self._store.set_status(ingestion_id, "cancelled", "cancelled by the operator")
         await self._discard_spool(ingestion_id)
         log.info("ingestion cancelled", ingestion_id=ingestion_id)

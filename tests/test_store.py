@@ -8,7 +8,24 @@ from pathlib import Path
 import pytest
 
 from pimingestd.errors import StateError
-from pimingestd.store import Store
+from pimingestd.store import Ingestion, Store
+
+
+async def _new_ingestion(store: Store, file_id: str) -> Ingestion:
+    return await store.create_ingestion(
+        file_id=file_id,
+        path="/x",
+        file_name="x",
+        size=1,
+        mtime_ns=1,
+        format="json",
+        json_path=None,
+        sheet=None,
+        chunk_records=1,
+        chunk_bytes=None,
+        preflight=False,
+        source="api",
+    )
 
 
 async def test_wal_and_full_sync(tmp_path: Path) -> None:
@@ -41,20 +58,7 @@ async def test_truncated_database_refused(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     store = await Store.open(db)
     for i in range(200):
-        await store.create_ingestion(
-            file_id=f"sha256:{i:064x}",
-            path="/x",
-            file_name="x",
-            size=1,
-            mtime_ns=1,
-            format="json",
-            json_path=None,
-            sheet=None,
-            chunk_records=1,
-            chunk_bytes=None,
-            preflight=True,
-            source="api",
-        )
+        await _new_ingestion(store, f"sha256:{i:064x}")
     await store.close()
     size = db.stat().st_size
     assert size > 8192
@@ -79,20 +83,7 @@ async def test_ack_outcomes(tmp_path: Path) -> None:
     """commit_ack distinguishes unknown, never sent, mismatch, accepted and duplicate."""
     store = await Store.open(tmp_path / "s.db")
     try:
-        ing = await store.create_ingestion(
-            file_id="sha256:" + "1" * 64,
-            path="/x",
-            file_name="x",
-            size=1,
-            mtime_ns=1,
-            format="json",
-            json_path=None,
-            sheet=None,
-            chunk_records=1,
-            chunk_bytes=None,
-            preflight=False,
-            source="api",
-        )
+        ing = await _new_ingestion(store, "sha256:" + "1" * 64)
         good, bad = "sha256:" + "a" * 64, "sha256:" + "b" * 64
         assert await store.commit_ack("nope", 1, good) == "unknown_ingestion"
         assert await store.commit_ack(ing.id, 1, good) == "never_sent"
