@@ -68,8 +68,13 @@ def encode(value: Any) -> bytes:
 
 
 def join_array(encoded: list[bytes]) -> bytes:
-    """The canonical bytes of an array, given the canonical bytes of its items."""
-    return b"[" + b",".join(encoded) + b"]"
+    """The canonical bytes of an array, given the canonical bytes of its items (one copy of the
+    whole; ``encoded`` is consumed: its first and last items get the brackets)."""
+    if not encoded:
+        return b"[]"
+    encoded[0] = b"[" + encoded[0]
+    encoded[-1] = encoded[-1] + b"]"
+    return b",".join(encoded)
 
 
 def checksum(digest: bytes) -> str:

@@ -74,8 +74,10 @@ def _encode_batch(batch: list[dict[str, Any]], first: int) -> bytes:
 
 
 def _by_bytes(records: Iterable[dict[str, Any]], limit: int) -> Iterator[Chunk]:
-    parts: list[bytes] = []
-    size = 2  # the brackets
+    # Records go straight into one growing buffer: orjson hands back each record's bytes in a
+    # buffer several times larger than the text, so a list of them would hold ~10x the chunk.
+    body = bytearray(b"[")
+    count = 0
     n = 0
     first = 0
     for index, record in enumerate(records):
@@ -84,14 +86,17 @@ def _by_bytes(records: Iterable[dict[str, Any]], limit: int) -> Iterator[Chunk]:
             raise ChunkError(
                 f"record {index} is {len(encoded)} bytes as JSON; it cannot fit a chunk of at most {limit} bytes"
             )
-        grown = size + len(encoded) + (1 if parts else 0)
-        if grown > limit:
+        if count and len(body) + 1 + len(encoded) + 1 > limit:
+            body += b"]"
             n += 1
-            yield _make(n, first, len(parts), canonical.join_array(parts))
-            first += len(parts)
-            parts = []
-            grown = 2 + len(encoded)
-        parts.append(encoded)
-        size = grown
-    if parts:
-        yield _make(n + 1, first, len(parts), canonical.join_array(parts))
+            yield _make(n, first, count, bytes(body))
+            first += count
+            body = bytearray(b"[")
+            count = 0
+        if count:
+            body += b","
+        body += encoded
+        count += 1
+    if count:
+        body += b"]"
+        yield _make(n + 1, first, count, bytes(body))

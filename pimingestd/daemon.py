@@ -60,12 +60,15 @@ def _lock_state(state_db: Path) -> int:
     return fd
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's per-thread malloc arenas. Worker threads (parsing, hashing) would
-    otherwise each grow an arena of their own and keep the memory: RSS, not leaks."""
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
+    """Keep glibc from holding memory it no longer needs (RSS, not leaks):
+    - cap the per-thread arenas: worker threads (parsing, hashing) would each grow one;
+    - fix the mmap threshold: by default it rises after a large block is freed, so later
+      chunk-sized buffers (up to [chunking] bytes) come from the heap and stay there."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
 
@@ -167,7 +170,7 @@ async def stop_taking_work(app: web.Application) -> None:
 
 async def run(config: Config) -> int:
     """Serve until a signal; returns the process exit code."""
-    limit_malloc_arenas()
+    tune_malloc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hurry = asyncio.Event()
