@@ -1,4 +1,4 @@
-"""A daemon process and a reference receiver process on loopback, with the checks every chaos run ends with."""
+"""Real processes on loopback: a daemon and a reference receiver, and the checks every chaos run ends with."""
 
 from __future__ import annotations
 
@@ -17,38 +17,49 @@ from .helpers import free_port, spawn, wait_http, write_config
 
 
 class Cluster:
-    def __init__(self, root: Path, **sections: Any) -> None:
+    """The one harness for tests that need real processes: a daemon and a reference receiver.
+
+    Nothing starts in the constructor; ``async with`` starts both and ``close()`` kills whatever runs.
+    ``env`` is added to the daemon's environment at every start (``start_daemon(env=...)`` adds more).
+    """
+
+    def __init__(
+        self, root: Path, *, receiver_secret: str = "", env: dict[str, str] | None = None, **sections: Any
+    ) -> None:
         self.root = root
         self.rport, self.dport = free_port(), free_port()
         self.cfg = write_config(root / "d", daemon_port=self.dport, receiver_port=self.rport, **sections)
         self.data = root / "d" / "data"
         self.state_db = root / "d" / "state" / "ingestion_state.db"
         self.rurl, self.durl = f"http://127.0.0.1:{self.rport}", f"http://127.0.0.1:{self.dport}"
+        self.log = root / "daemon.log"
+        self.env = dict(env or {})
+        self.receiver_secret = receiver_secret
         self.daemon: subprocess.Popen[bytes] | None = None
         self.receiver: subprocess.Popen[bytes] | None = None
         self.kills = 0
         self.receiver_restarts = 0
         self.rules: list[dict[str, Any]] = []  # re-armed after every receiver restart
-        self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Cluster:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         await self.start_receiver()
         await self.start_daemon()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         for p in (self.daemon, self.receiver):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-        if self._session is not None:
-            await self._session.close()
 
     async def start_receiver(self) -> None:
-        self.receiver = spawn(
-            ["receiver", "--port", str(self.rport), "--data", str(self.root / "recv")], log=self.root / "receiver.log"
-        )
+        args = ["receiver", "--port", str(self.rport), "--data", str(self.root / "recv")]
+        if self.receiver_secret:
+            args += ["--secret", self.receiver_secret]
+        self.receiver = spawn(args, log=self.root / "receiver.log")
         await wait_http(self.rurl + "/stats")
         if self.rules:
             await self.faults(self.rules)
@@ -59,8 +70,8 @@ class Cluster:
         self.receiver.wait()
         self.receiver_restarts += 1
 
-    async def start_daemon(self) -> None:
-        self.daemon = spawn(["run", "--config", str(self.cfg)], log=self.root / "daemon.log")
+    async def start_daemon(self, env: dict[str, str] | None = None) -> None:
+        self.daemon = spawn(["run", "--config", str(self.cfg)], env={**self.env, **(env or {})}, log=self.log)
         await wait_http(self.durl + "/healthz", ok=lambda s: s == 200, timeout=30)
 
     async def kill_daemon(self) -> None:
@@ -70,31 +81,57 @@ class Cluster:
             self.daemon.wait()
             self.kills += 1
 
+    async def exit_code(self, timeout: float) -> int:
+        """Wait for the daemon process to end; its exit code."""
+        assert self.daemon is not None
+        deadline = time.monotonic() + timeout
+        while self.daemon.poll() is None:
+            assert time.monotonic() < deadline, f"daemon still running after {timeout}s"
+            await asyncio.sleep(0.02)
+        return int(self.daemon.returncode)
+
     async def call(self, method: str, url: str, **kw: Any) -> tuple[int, Any]:
-        assert self._session is not None
-        async with self._session.request(method, url, **kw) as r:
-            return r.status, await r.json(content_type=None)
+        """An HTTP call; the body parsed as JSON, or the text when it is not JSON."""
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s,
+            s.request(method, url, **kw) as r,
+        ):
+            text = await r.text()
+            try:
+                return r.status, json.loads(text)
+            except ValueError:
+                return r.status, text
 
     async def faults(self, rules: list[dict[str, Any]]) -> None:
         self.rules = rules
         code, body = await self.call("PUT", self.rurl + "/_faults", json=rules)
         assert code == 200, body
 
-    async def ingest(self, path: Path) -> str:
-        code, body = await self.call("POST", self.durl + "/api/ingest", json={"path": str(path)})
+    async def ingest(self, path: Path, headers: dict[str, str] | None = None) -> str:
+        code, body = await self.call("POST", self.durl + "/api/ingest", json={"path": str(path)}, headers=headers)
         assert code in (200, 202), body
         return str(body["ingestion_id"])
 
-    async def status(self, ing: str) -> dict[str, Any]:
-        code, body = await self.call("GET", f"{self.durl}/api/ingestions/{ing}")
+    async def status(self, ing: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        code, body = await self.call("GET", f"{self.durl}/api/ingestions/{ing}", headers=headers)
         assert code == 200, body
         return dict(body)
 
-    async def settle(self, ing: str, timeout: float = 120.0) -> dict[str, Any]:
+    async def ingestions(self) -> list[dict[str, Any]]:
+        code, body = await self.call("GET", self.durl + "/api/ingestions?limit=1000")
+        assert code == 200, body
+        return list(body["ingestions"])
+
+    async def applied(self, ing: str) -> list[Any]:
+        """The records the receiver applied for ``ing``, in order."""
+        _, rows = await self.call("GET", f"{self.rurl}/ingestions/{ing}/records")
+        return [json.loads(a["record"]) for a in rows]
+
+    async def settle(self, ing: str, timeout: float = 120.0, headers: dict[str, str] | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                st = await self.status(ing)
+                st = await self.status(ing, headers)
             except aiohttp.ClientError:
                 st = {"status": "unreachable"}
             if st["status"] in ("completed", "failed"):

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .cluster import Cluster
 from .helpers import SUMMARY, Daemon, Receiver, free_port, write_config
 
 
@@ -17,6 +18,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 MakeDaemon = Callable[..., Awaitable[Daemon]]
+MakeCluster = Callable[..., Cluster]
 
 
 @pytest.fixture
@@ -48,3 +50,18 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "daemon" / "data"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
+    """Real daemon and receiver processes (see tests/cluster.py); killed at the end of the test."""
+    made: list[Cluster] = []
+
+    def make(**kw: Any) -> Cluster:
+        c = Cluster(tmp_path / f"cluster{len(made)}", **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()

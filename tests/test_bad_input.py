@@ -3,21 +3,19 @@ documented) accepted exactly; the real daemon keeps serving and its peak memory 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from openpyxl import Workbook
 
-from .helpers import free_port, product, report, spawn, wait_http, write_config
+from .conftest import MakeCluster
+from .helpers import product, report
 
 GOOD = json.dumps([product(i) for i in range(20)]).encode()
 
@@ -189,85 +187,51 @@ def _peak_rss(pid: int) -> int:
 
 
 @pytest.mark.timeout(600)
-async def test_bad_inputs(tmp_path: Path) -> None:
+async def test_bad_inputs(make_cluster: MakeCluster, tmp_path: Path) -> None:
     """Every generated bad input: the right outcome, nothing sent for refusals, daemon alive, peak RSS bounded."""
-    rport, dport = free_port(), free_port()
-    cfg = write_config(
-        tmp_path / "d",
-        daemon_port=dport,
-        receiver_port=rport,
-        inbox={
-            "dir": str(tmp_path / "i"),
-            "processing_dir": str(tmp_path / "p"),
-            "done_dir": str(tmp_path / "o"),
-            "failed_dir": str(tmp_path / "f"),
-            "watch": "off",
-        },
-    )
-    data = tmp_path / "d" / "data"
-    recv = spawn(["receiver", "--port", str(rport), "--data", str(tmp_path / "recv")])
-    daemon = spawn(["run", "--config", str(cfg)], log=tmp_path / "daemon.log")
-    durl, rurl = f"http://127.0.0.1:{dport}", f"http://127.0.0.1:{rport}"
+    folders = {k: str(tmp_path / k) for k in ("dir", "processing_dir", "done_dir", "failed_dir")}
+    c = make_cluster(inbox={**folders, "watch": "off"})
+    await c.start_receiver()
+    await c.start_daemon()
     refused = accepted = 0
     wrong: list[str] = []
-    try:
-        await wait_http(durl + "/healthz", ok=lambda s: s == 200)
-        await wait_http(rurl + "/stats")
-        async with aiohttp.ClientSession() as s:
-            for case in CASES:
-                path = data / case.file
-                case.make(path)
-                async with s.get(rurl + "/stats") as r:
-                    before = (await r.json()).get("chunks_received", 0)
-                async with s.post(durl + "/api/ingest", json={"path": str(path), **(case.body or {})}) as r:
-                    answer = await r.json()
-                assert r.status == 202, (case.name, answer)
-                deadline = time.monotonic() + 120
-                while True:
-                    async with s.get(f"{durl}/api/ingestions/{answer['ingestion_id']}") as r:
-                        st = await r.json()
-                    if st["status"] in ("completed", "failed"):
-                        break
-                    assert time.monotonic() < deadline, (case.name, st)
-                    await asyncio.sleep(0.05)
-                async with s.get(rurl + "/stats") as r:
-                    sent = (await r.json()).get("chunks_received", 0) - before
-                if case.expect:
-                    ok = (
-                        st["status"] == "failed"
-                        and case.expect in (st["error"] or "")
-                        and case.file in st["error"]
-                        and sent == 0
-                    )
-                    refused += ok
-                else:
-                    async with s.get(f"{rurl}/ingestions/{answer['ingestion_id']}/records") as r:
-                        applied = [a["record"] for a in await r.json()]
-                    ok = st["status"] == "completed" and (case.check is None or case.check(applied))
-                    accepted += ok
-                if not ok:
-                    wrong.append(f"{case.name}: {st['status']} {st['error']!r} (chunks sent: {sent})")
-                path.unlink()
-            # Still serving: a good file goes through after all of that.
-            good = data / "good.json"
-            good.write_bytes(GOOD)
-            async with s.post(durl + "/api/ingest", json={"path": str(good)}) as r:
-                gid = (await r.json())["ingestion_id"]
-            deadline = time.monotonic() + 30
-            while True:
-                async with s.get(f"{durl}/api/ingestions/{gid}") as r:
-                    st = await r.json()
-                if st["status"] == "completed":
-                    break
-                assert time.monotonic() < deadline, st
-                await asyncio.sleep(0.05)
-        peak = _peak_rss(daemon.pid)
-    finally:
-        for p in (daemon, recv):
-            p.kill()
-            p.wait()
+
+    async def received() -> int:
+        _, stats = await c.call("GET", c.rurl + "/stats")
+        return int(stats.get("chunks_received", 0))
+
+    for case in CASES:
+        path = c.data / case.file
+        case.make(path)
+        before = await received()
+        code, answer = await c.call("POST", c.durl + "/api/ingest", json={"path": str(path), **(case.body or {})})
+        assert code == 202, (case.name, answer)
+        st = await c.settle(answer["ingestion_id"], timeout=120)
+        sent = await received() - before
+        if case.expect:
+            ok = (
+                st["status"] == "failed"
+                and case.expect in (st["error"] or "")
+                and case.file in st["error"]
+                and sent == 0
+            )
+            refused += ok
+        else:
+            _, rows = await c.call("GET", f"{c.rurl}/ingestions/{answer['ingestion_id']}/records")
+            applied = [a["record"] for a in rows]
+            ok = st["status"] == "completed" and (case.check is None or case.check(applied))
+            accepted += ok
+        if not ok:
+            wrong.append(f"{case.name}: {st['status']} {st['error']!r} (chunks sent: {sent})")
+        path.unlink()
+    # Still serving: a good file goes through after all of that.
+    good = c.data / "good.json"
+    good.write_bytes(GOOD)
+    assert (await c.settle(await c.ingest(good), timeout=30))["status"] == "completed"
+    assert c.daemon is not None
+    peak = _peak_rss(c.daemon.pid)
     tried = len(CASES)
-    refusals = sum(1 for c in CASES if c.expect)
+    refusals = sum(1 for case in CASES if case.expect)
     report(
         f"bad inputs: {tried} tried, {refused} of {refusals} refused correctly, {accepted} of {tried - refusals}"
         f" accepted exactly as documented; daemon peak RSS {peak >> 20} MiB"

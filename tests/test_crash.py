@@ -6,63 +6,43 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from pimingestd.crashpoints import ENV, EXIT_CODE
 
-from .helpers import free_port, product, spawn, wait_http, write_config
+from .cluster import Cluster
+from .helpers import product
 from .test_inbox import files_under, inbox_config
 
 RECORDS = 45
 
 
-class Rig:
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp = tmp_path
-        rport, dport = free_port(), free_port()
-        self.inbox = inbox_config(tmp_path, settle_seconds=0.3, poll_interval=0.1)
-        self.cfg = write_config(
-            tmp_path / "daemon",
-            daemon_port=dport,
-            receiver_port=rport,
-            inbox=self.inbox,
-            delivery={"ack_timeout": 2.0, "backoff": 0.05, "max_attempts": 20},
-        )
-        self.rurl, self.durl = f"http://127.0.0.1:{rport}", f"http://127.0.0.1:{dport}"
-        self.receiver = spawn(["receiver", "--port", str(rport), "--data", str(tmp_path / "recv")])
-        self.daemon: Any = None
-        self.log = tmp_path / "daemon.log"
+class Rig(Cluster):
+    """A cluster whose daemon watches an inbox, and stops itself at a crash point when asked."""
+
+    def __init__(self, root: Path) -> None:
+        self.inbox = inbox_config(root, settle_seconds=0.3, poll_interval=0.1)
+        super().__init__(root, inbox=self.inbox, delivery={"ack_timeout": 2.0, "backoff": 0.05, "max_attempts": 20})
 
     async def start(self, crash_at: str | None = None) -> None:
-        await wait_http(self.rurl + "/stats")
-        env = {ENV: crash_at} if crash_at else {ENV: ""}
-        self.daemon = spawn(["run", "--config", str(self.cfg)], env=env, log=self.log)
-        await wait_http(self.durl + "/healthz", ok=lambda s: s == 200)
-
-    async def call(self, method: str, url: str, **kw: Any) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as s, s.request(method, url, **kw) as r:
-            return r.status, await r.json(content_type=None)
+        if self.receiver is None:
+            await self.start_receiver()
+        await self.start_daemon(env={ENV: crash_at or ""})
 
     async def wait_crash(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while self.daemon.poll() is None:
-            assert time.monotonic() < deadline, "the crash point was never reached"
-            await asyncio.sleep(0.02)
-        assert self.daemon.returncode == EXIT_CODE, (self.daemon.returncode, self.log.read_text()[-2000:])
-
-    async def ingestions(self) -> list[dict[str, Any]]:
-        _, body = await self.call("GET", self.durl + "/api/ingestions?limit=100")
-        return list(body["ingestions"])
+        code = await self.exit_code(timeout)
+        assert code == EXIT_CODE, (code, self.log.read_text()[-2000:])
 
     async def settled(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """Every ingestion ended and every file out of the inbox and processing (paths updated)."""
+        processing = self.inbox["processing_dir"]
         deadline = time.monotonic() + timeout
         while True:
             rows = await self.ingestions()
-            processing = self.inbox["processing_dir"]
             if (
                 rows
                 and all(r["status"] in ("completed", "failed") and not r["path"].startswith(processing) for r in rows)
@@ -73,15 +53,9 @@ class Rig:
             assert time.monotonic() < deadline, rows
             await asyncio.sleep(0.05)
 
-    def close(self) -> None:
-        for p in (self.daemon, self.receiver):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
-
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Any:
+def rig(tmp_path: Path) -> Iterator[Rig]:
     r = Rig(tmp_path)
     yield r
     r.close()
@@ -114,8 +88,7 @@ async def test_crash_then_restart_applies_once(rig: Rig, step: str) -> None:
     await rig.start()
     [row] = await rig.settled()
     assert row["status"] == "completed", row
-    _, applied = await rig.call("GET", f"{rig.rurl}/ingestions/{row['ingestion_id']}/records")
-    assert [json.loads(a["record"]) for a in applied] == [product(i) for i in range(RECORDS)]
+    assert await rig.applied(row["ingestion_id"]) == [product(i) for i in range(RECORDS)]
     done = files_under(Path(rig.inbox["done_dir"]))
     assert len(done) == 1 and done[0].endswith("/products.json")
     assert row["path"] == str(Path(rig.inbox["done_dir"]) / done[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -13,43 +14,37 @@ import psutil
 
 from pimingestd import canonical
 
-from .conftest import MakeDaemon
-from .helpers import Receiver, committed_state, free_port, product, spawn, wait_http, write_config, write_json
+from .conftest import MakeCluster, MakeDaemon
+from .helpers import Receiver, committed_state, product, write_json
 from .test_inbox import inbox_config
 
 
-async def test_ack_flood_for_unknown_chunks(tmp_path: Path) -> None:
+async def test_ack_flood_for_unknown_chunks(make_cluster: MakeCluster) -> None:
     """Thousands of ACKs for unknown ingestions or chunks: all 404, and the real daemon's memory does not grow."""
-    rport, dport = free_port(), free_port()
-    cfg = write_config(tmp_path / "d", daemon_port=dport, receiver_port=rport)
-    daemon = spawn(["run", "--config", str(cfg)], log=tmp_path / "daemon.log")
-    url = f"http://127.0.0.1:{dport}/callbacks/ack"
-    try:
-        await wait_http(f"http://127.0.0.1:{dport}/healthz", ok=lambda s: s == 200)
-        proc = psutil.Process(daemon.pid)
-        codes: dict[int, int] = {}
-        async with aiohttp.ClientSession() as s:
+    c = make_cluster()
+    await c.start_daemon()
+    assert c.daemon is not None
+    proc = psutil.Process(c.daemon.pid)
+    codes: dict[int, int] = {}
+    async with aiohttp.ClientSession() as s:
 
-            async def burst(start: int) -> None:
-                for i in range(start, start + 500):
-                    body = {
-                        "ingestion_id": f"forged-{i}",
-                        "chunk": i % 50 + 1,
-                        "checksum": "sha256:" + "a" * 64,
-                        "status": "ack",
-                    }
-                    async with s.post(url, json=body) as r:
-                        codes[r.status] = codes.get(r.status, 0) + 1
+        async def burst(start: int) -> None:
+            for i in range(start, start + 500):
+                body = {
+                    "ingestion_id": f"forged-{i}",
+                    "chunk": i % 50 + 1,
+                    "checksum": "sha256:" + "a" * 64,
+                    "status": "ack",
+                }
+                async with s.post(c.durl + "/callbacks/ack", json=body) as r:
+                    codes[r.status] = codes.get(r.status, 0) + 1
 
-            await asyncio.gather(*(burst(k * 500) for k in range(4)))  # warm-up: allocator settles
-            before = proc.memory_info().rss
-            await asyncio.gather(*(burst(k * 500) for k in range(4, 12)))
-            after = proc.memory_info().rss
-        assert codes == {404: 6000}
-        assert after - before < 8 << 20, f"RSS grew {(after - before) >> 10} KiB over 4000 forged ACKs"
-    finally:
-        daemon.kill()
-        daemon.wait()
+        await asyncio.gather(*(burst(k * 500) for k in range(4)))  # warm-up: allocator settles
+        before = proc.memory_info().rss
+        await asyncio.gather(*(burst(k * 500) for k in range(4, 12)))
+        after = proc.memory_info().rss
+    assert codes == {404: 6000}
+    assert after - before < 8 << 20, f"RSS grew {(after - before) >> 10} KiB over 4000 forged ACKs"
 
 
 async def test_oversized_and_malformed_bodies(make_daemon: MakeDaemon, tmp_path: Path) -> None:
@@ -103,28 +98,27 @@ async def test_forged_acks_change_nothing(
     assert (await d.status(ing))["status"] == "completed"
 
 
-async def test_corrupt_state_database_refused_by_process(tmp_path: Path) -> None:
+async def test_corrupt_state_database_refused_by_process(make_cluster: MakeCluster) -> None:
     """A corrupt or truncated state database stops the real daemon at start (exit 74), never recreated."""
-    rport, dport = free_port(), free_port()
-    cfg = write_config(tmp_path / "d", daemon_port=dport, receiver_port=rport)
-    db = tmp_path / "d" / "state" / "ingestion_state.db"
-    daemon = spawn(["run", "--config", str(cfg)])
-    await wait_http(f"http://127.0.0.1:{dport}/healthz", ok=lambda s: s == 200)
-    daemon.terminate()
-    assert daemon.wait(10) == 0
-    original = db.read_bytes()
+    c = make_cluster()
+    await c.start_daemon()
+    assert c.daemon is not None
+    c.daemon.terminate()
+    assert await c.exit_code(10) == 0
+    original = c.state_db.read_bytes()
     for damage in (lambda b: b"garbage!" * 2 + b[16:], lambda b: b[: len(b) // 3]):
-        db.write_bytes(damage(original))
+        c.state_db.write_bytes(damage(original))
         proc = await asyncio.create_subprocess_exec(
-            *spawn_args(cfg), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "pimingestd",
+            "run",
+            "--config",
+            str(c.cfg),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 74, err
-        assert b"state database" in err and str(db).encode() in err
-        assert db.read_bytes() == damage(original), "the damaged database was left as it was"
-
-
-def spawn_args(cfg: Path) -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "pimingestd", "run", "--config", str(cfg)]
+        assert b"state database" in err and str(c.state_db).encode() in err
+        assert c.state_db.read_bytes() == damage(original), "the damaged database was left as it was"

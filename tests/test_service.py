@@ -11,13 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from .helpers import REPO, free_port, product, spawn, wait_http, write_config, write_json
+from .cluster import Cluster
+from .helpers import REPO, product, write_json
 
 UNIT = REPO / "systemd" / "pimingestd.service"
 needs_systemd_analyze = pytest.mark.skipif(
@@ -75,29 +76,22 @@ def test_unit_settings() -> None:
     assert stop > 10 + 5, "TimeoutStopSec must exceed the default drain_seconds with room for clean-up"
 
 
-class Stack:
-    """A receiver process and a daemon process with a notify socket."""
+class Stack(Cluster):
+    """A cluster whose daemon reports to a real notify socket, with a generated file to ingest."""
 
-    def __init__(self, tmp_path: Path, records: int = 200, **sections: Any) -> None:
-        self.tmp = tmp_path
-        self.rport, self.dport = free_port(), free_port()
-        self.cfg = write_config(tmp_path / "d", daemon_port=self.dport, receiver_port=self.rport, **sections)
-        self.src = write_json(tmp_path / "d" / "data" / "p.json", [product(i) for i in range(records)])
-        self.rurl, self.durl = f"http://127.0.0.1:{self.rport}", f"http://127.0.0.1:{self.dport}"
-        self.receiver = spawn(["receiver", "--port", str(self.rport), "--data", str(tmp_path / "recv")])
-        self.sock_path = tmp_path / "notify.sock"
+    def __init__(self, root: Path, records: int = 200, **kw: Any) -> None:
+        self.sock_path = root / "notify.sock"
+        super().__init__(root, env={"NOTIFY_SOCKET": str(self.sock_path), "WATCHDOG_USEC": "1000000"}, **kw)
+        self.src = write_json(self.data / "p.json", [product(i) for i in range(records)])
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.sock_path))
         self.sock.setblocking(False)
         self.messages: list[str] = []
-        self.log = tmp_path / "daemon.log"
-        self.daemon: subprocess.Popen[bytes] | None = None
 
-    async def start(self, env: dict[str, str] | None = None) -> None:
-        await wait_http(self.rurl + "/stats")
-        env = {"NOTIFY_SOCKET": str(self.sock_path), "WATCHDOG_USEC": "1000000", **(env or {})}
-        self.daemon = spawn(["run", "--config", str(self.cfg)], env=env, log=self.log)
-        await wait_http(self.durl + "/healthz", ok=lambda s: s == 200)
+    async def start(self) -> None:
+        if self.receiver is None:
+            await self.start_receiver()
+        await self.start_daemon()
 
     def drain_messages(self) -> list[str]:
         while True:
@@ -117,41 +111,21 @@ class Stack:
                 raise AssertionError(f"no {needle!r} in {self.messages}")
             await asyncio.sleep(0.05)
 
-    async def call(self, method: str, url: str, **kw: Any) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as s, s.request(method, url, **kw) as r:
-            return r.status, await r.text()
-
-    async def ingest(self) -> str:
-        code, text = await self.call("POST", self.durl + "/api/ingest", json={"path": str(self.src)})
-        assert code == 202, text
-        return str(json.loads(text)["ingestion_id"])
-
-    async def status(self, ing: str) -> dict[str, Any]:
-        code, text = await self.call("GET", f"{self.durl}/api/ingestions/{ing}")
-        assert code == 200, text
-        return dict(json.loads(text))
-
-    async def wait_done(self, ing: str, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while (st := await self.status(ing))["status"] not in ("completed", "failed"):
-            assert time.monotonic() < deadline, st
-            await asyncio.sleep(0.05)
-        return st
+    def signal(self, sig: int) -> None:
+        assert self.daemon is not None
+        self.daemon.send_signal(sig)
 
     def close(self) -> None:
-        for p in (self.daemon, self.receiver):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+        super().close()
         self.sock.close()
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Any:
+def stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     made: list[Stack] = []
 
     def make(**kw: Any) -> Stack:
-        s = Stack(tmp_path, **kw)
+        s = Stack(tmp_path / f"stack{len(made)}", **kw)
         made.append(s)
         return s
 
@@ -160,19 +134,12 @@ def stack(tmp_path: Path) -> Any:
         s.close()
 
 
-async def _exit_code(p: subprocess.Popen[bytes], timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while p.poll() is None:
-        assert time.monotonic() < deadline, f"still running after {timeout}s"
-        await asyncio.sleep(0.02)
-    return int(p.returncode)
-
-
 async def test_sd_notify_lifecycle(stack: Any) -> None:
     """The real process says READY=1 once serving, pings WATCHDOG=1, refreshes STATUS=, and says STOPPING=1."""
     s = stack()
     await s.start()
     ready = await s.wait_message("READY=1")
+    assert s.daemon is not None
     assert "STATUS=" in ready and f"MAINPID={s.daemon.pid}" in ready
     await s.wait_message("WATCHDOG=1", timeout=3)
     before = len([m for m in s.drain_messages() if m == "WATCHDOG=1"])
@@ -180,90 +147,76 @@ async def test_sd_notify_lifecycle(stack: Any) -> None:
     assert len([m for m in s.drain_messages() if m == "WATCHDOG=1"]) >= before + 2  # every 0.5 s for WATCHDOG_USEC=1s
     status = await s.wait_message("STATUS=0 ingestion(s) running", timeout=8)
     assert "records/s" in status and not status.startswith("READY")
-    s.daemon.send_signal(signal.SIGTERM)
+    s.signal(signal.SIGTERM)
     await s.wait_message("STOPPING=1")
-    assert await _exit_code(s.daemon, 10) == 0
+    assert await s.exit_code(10) == 0
 
 
 async def test_sigterm_drains_in_flight_then_resumes(stack: Any) -> None:
     """SIGTERM: 503 for new work, the server stays up while the chunk in flight gets its ACK, exit 0, exact resume."""
     s = stack(records=100, daemon={"drain_seconds": 8.0}, delivery={"ack_timeout": 10.0})
     await s.start()
-    await s.call("PUT", s.rurl + "/_faults", data=json.dumps([{"action": "delay_ack", "chunk": 3, "seconds": 1.5}]))
-    ing = await s.ingest()
+    await s.faults([{"action": "delay_ack", "chunk": 3, "seconds": 1.5}])
+    ing = await s.ingest(s.src)
     deadline = time.monotonic() + 10
     while (await s.status(ing))["chunks_acked"] < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)  # chunk 3 is in flight, its ACK 1.5 s away
     started = time.monotonic()
-    s.daemon.send_signal(signal.SIGTERM)
+    s.signal(signal.SIGTERM)
     await s.wait_message("STOPPING=1")
-    code, text = await s.call("POST", s.durl + "/api/ingest", json={"path": str(s.src), "re_ingestion": True})
-    assert code == 503 and "draining" in text
+    code, body = await s.call("POST", s.durl + "/api/ingest", json={"path": str(s.src), "re_ingestion": True})
+    assert code == 503 and body["error"] == "draining"
     code, _ = await s.call("GET", s.durl + "/healthz")
     assert code == 503
-    assert await _exit_code(s.daemon, 10) == 0
+    assert await s.exit_code(10) == 0
     took = time.monotonic() - started
     assert 0.8 < took < 6, took  # waited for the delayed ACK, not for the whole drain window
     # Chunk 3's ACK arrived during the drain and was committed; nothing after it was sent.
     _, summary = await s.call("GET", f"{s.rurl}/ingestions/{ing}")
-    assert json.loads(summary)["chunks_applied"] == 3
+    assert summary["chunks_applied"] == 3
     await s.start()
-    st = await s.wait_done(ing)
+    st = await s.settle(ing, timeout=30)
     assert st["status"] == "completed" and st["records_acked"] == 100
-    _, applied = await s.call("GET", f"{s.rurl}/ingestions/{ing}/records")
-    assert [json.loads(a["record"]) for a in json.loads(applied)] == [product(i) for i in range(100)]
+    assert await s.applied(ing) == [product(i) for i in range(100)]
 
 
 async def test_second_signal_skips_drain(stack: Any) -> None:
     """A second SIGTERM ends the drain at once."""
     s = stack(records=50, daemon={"drain_seconds": 30.0}, delivery={"ack_timeout": 60.0})
     await s.start()
-    await s.call("PUT", s.rurl + "/_faults", data=json.dumps([{"action": "drop_ack", "times": 100}]))
-    ing = await s.ingest()
+    await s.faults([{"action": "drop_ack", "times": 100}])
+    ing = await s.ingest(s.src)
     deadline = time.monotonic() + 10
     while (await s.status(ing))["status"] != "running":
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.3)
     started = time.monotonic()
-    s.daemon.send_signal(signal.SIGTERM)
+    s.signal(signal.SIGTERM)
     await s.wait_message("STOPPING=1")
     await asyncio.sleep(0.3)
-    assert s.daemon.poll() is None, "still draining"
-    s.daemon.send_signal(signal.SIGTERM)
-    assert await _exit_code(s.daemon, 5) == 0
+    assert s.daemon is not None and s.daemon.poll() is None, "still draining"
+    s.signal(signal.SIGTERM)
+    assert await s.exit_code(5) == 0
     assert time.monotonic() - started < 4
 
 
-async def test_logs_carry_context_and_never_secrets(stack: Any, tmp_path: Path) -> None:
+async def test_logs_carry_context_and_never_secrets(stack: Any) -> None:
     """A signed run with a token: JSON lines, ISO UTC times, ingestion context on every event, no secret or token."""
     secret, token = "pimcore-hmac-secret-7f3a", "api-token-91c2"
-    s = stack(records=60, http={"api_token": token}, pimcore={"secret": secret})
-    s.receiver.kill()
-    s.receiver.wait()
-    s.receiver = spawn(["receiver", "--port", str(s.rport), "--data", str(tmp_path / "recv2"), "--secret", secret])
-    await wait_http(s.rurl + "/stats")
-    s.daemon = spawn(["run", "--config", str(s.cfg)], env={"NOTIFY_SOCKET": str(s.sock_path)}, log=s.log)
-    await wait_http(s.durl + "/healthz", ok=lambda c: c == 200)
+    s = stack(records=60, receiver_secret=secret, http={"api_token": token}, pimcore={"secret": secret})
+    await s.start()
     auth = {"Authorization": f"Bearer {token}"}
-    code, text = await s.call("POST", s.durl + "/api/ingest", json={"path": str(s.src)}, headers=auth)
-    assert code == 202, text
-    ing = json.loads(text)["ingestion_id"]
+    ing = await s.ingest(s.src, headers=auth)
     code, _ = await s.call(
         "POST", s.durl + "/api/ingest", json={"path": str(s.src)}, headers={"Authorization": "Bearer " + secret}
     )
     assert code == 401
-    deadline = time.monotonic() + 20
-    while True:
-        _, text = await s.call("GET", f"{s.durl}/api/ingestions/{ing}", headers=auth)
-        if json.loads(text)["status"] == "completed":
-            break
-        assert time.monotonic() < deadline, text
-        await asyncio.sleep(0.05)
-    s.daemon.send_signal(signal.SIGTERM)
-    assert await _exit_code(s.daemon, 10) == 0
+    assert (await s.settle(ing, timeout=20, headers=auth))["status"] == "completed"
+    s.signal(signal.SIGTERM)
+    assert await s.exit_code(10) == 0
     raw = s.log.read_text()
     assert secret not in raw and token not in raw
     events = [json.loads(line) for line in raw.splitlines() if line.strip()]
@@ -285,8 +238,8 @@ async def test_metrics_and_health(stack: Any) -> None:
     """/metrics speaks Prometheus text with the documented metrics; /healthz tells live from ready."""
     s = stack(records=95)
     await s.start()
-    ing = await s.ingest()
-    assert (await s.wait_done(ing))["status"] == "completed"
+    ing = await s.ingest(s.src)
+    assert (await s.settle(ing, timeout=30))["status"] == "completed"
     code, text = await s.call("GET", s.durl + "/metrics")
     assert code == 200
     values = {}
@@ -304,5 +257,5 @@ async def test_metrics_and_health(stack: Any) -> None:
     assert values["pimingestd_chunks_in_flight"] == 0
     assert values["pimingestd_last_ack_timestamp_seconds"] > time.time() - 60
     assert values["process_resident_memory_bytes"] > 0
-    code, text = await s.call("GET", s.durl + "/healthz")
-    assert code == 200 and json.loads(text)["ready"] is True and json.loads(text)["live"] is True
+    code, health = await s.call("GET", s.durl + "/healthz")
+    assert code == 200 and health["ready"] is True and health["live"] is True

@@ -14,8 +14,8 @@ import psutil
 import pytest
 from yarl import URL
 
-from .conftest import MakeDaemon
-from .helpers import Receiver, free_port, product, report, spawn, wait_http, write_config
+from .conftest import MakeCluster, MakeDaemon
+from .helpers import Receiver, product, report
 from .test_inbox import files_under, inbox_config, wait_for
 
 
@@ -112,57 +112,36 @@ async def _nothing(folder: Path) -> bool:
 
 
 @pytest.mark.slow
-async def test_one_gigabyte_upload_streams_in_bounded_memory(tmp_path: Path) -> None:
+async def test_one_gigabyte_upload_streams_in_bounded_memory(make_cluster: MakeCluster, tmp_path: Path) -> None:
     """The real daemon's RSS stays bounded while a 1 GB body streams in, and the file is then ingested."""
-    rport, dport = free_port(), free_port()
-    cfg = write_config(
-        tmp_path / "d", daemon_port=dport, receiver_port=rport, inbox=inbox_config(tmp_path / "x", watch="off")
-    )
-    recv = spawn(["receiver", "--port", str(rport), "--data", str(tmp_path / "recv")])
-    daemon = spawn(["run", "--config", str(cfg)], log=tmp_path / "daemon.log")
-    try:
-        await wait_http(f"http://127.0.0.1:{dport}/healthz", ok=lambda s: s == 200)
-        await wait_http(f"http://127.0.0.1:{rport}/stats")
-        proc = psutil.Process(daemon.pid)
-        baseline = proc.memory_info().rss
-        size = 1 << 30
-        block = b" " * (1 << 20)
-        peak = baseline
-        sent = 0
+    c = make_cluster(inbox=inbox_config(tmp_path / "x", watch="off"))
+    await c.start_receiver()
+    await c.start_daemon()
+    assert c.daemon is not None
+    proc = psutil.Process(c.daemon.pid)
+    baseline = proc.memory_info().rss
+    size = 1 << 30
+    block = b" " * (1 << 20)
+    peak = baseline
+    sent = 0
 
-        async def body() -> AsyncIterator[bytes]:
-            nonlocal sent, peak
-            yield b"["
-            while sent < size - 2:
-                n = min(len(block), size - 2 - sent)
-                sent += n
-                yield block[:n]
-                if sent % (32 << 20) == 0:
-                    peak = max(peak, proc.memory_info().rss)
-            yield b"]"
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent, peak
+        yield b"["
+        while sent < size - 2:
+            n = min(len(block), size - 2 - sent)
+            sent += n
+            yield block[:n]
+            if sent % (32 << 20) == 0:
+                peak = max(peak, proc.memory_info().rss)
+        yield b"]"
 
-        started = time.monotonic()
-        code, answer = await put(
-            f"http://127.0.0.1:{dport}/api/files/huge.json", body(), headers={"Content-Length": str(size)}
-        )
-        took = time.monotonic() - started
-        peak = max(peak, proc.memory_info().rss)
-        assert code == 202, answer
-        report(f"1 GiB upload: {took:.1f}s, daemon RSS baseline {baseline >> 20} MiB, peak {peak >> 20} MiB")
-        assert peak - baseline < 64 << 20, f"RSS grew {(peak - baseline) >> 20} MiB"
-        deadline = time.monotonic() + 120
-        while True:
-            async with (
-                aiohttp.ClientSession() as s,
-                s.get(f"http://127.0.0.1:{dport}/api/ingestions/{answer['ingestion_id']}") as r,
-            ):
-                st = await r.json()
-            if st["status"] in ("completed", "failed"):
-                break
-            assert time.monotonic() < deadline, st
-            await asyncio.sleep(0.2)
-        assert st["status"] == "completed" and st["total_records"] == 0
-    finally:
-        for p in (daemon, recv):
-            p.kill()
-            p.wait()
+    started = time.monotonic()
+    code, answer = await put(c.durl + "/api/files/huge.json", body(), headers={"Content-Length": str(size)})
+    took = time.monotonic() - started
+    peak = max(peak, proc.memory_info().rss)
+    assert code == 202, answer
+    report(f"1 GiB upload: {took:.1f}s, daemon RSS baseline {baseline >> 20} MiB, peak {peak >> 20} MiB")
+    assert peak - baseline < 64 << 20, f"RSS grew {(peak - baseline) >> 20} MiB"
+    st = await c.settle(answer["ingestion_id"], timeout=120)
+    assert st["status"] == "completed" and st["total_records"] == 0
