@@ -171,8 +171,9 @@ async def ingest(request: web.Request) -> web.Response:
     if not isinstance(re_ingestion, bool):
         raise ApiError(400, "`re_ingestion` must be true or false")
     config = request.app[CONFIG]
-    path = resolve_allowed(config, raw_path)
-    if not path.is_file():
+    # realpath and stat touch the filesystem (maybe a slow network one): off the event loop.
+    path = await asyncio.to_thread(resolve_allowed, config, raw_path)
+    if not await asyncio.to_thread(path.is_file):
         raise ApiError(404, "no such file", raw_path)
     req = IngestRequest(
         path=path,
