@@ -161,6 +161,20 @@ level = "info"
             )
         self.url = f"http://127.0.0.1:{self.dport}"
 
+    async def __aenter__(self) -> Stack:
+        await self.ready()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    async def end_to_end(self, src: Path, records: int, case: str, base_rate: float, target: str, least: float) -> Row:
+        """Ingest ``src`` and rate the whole ingestion against ``base_rate`` (records/s of a limit)."""
+        st = await self.ingest(src)
+        total = self.phases(st["ingestion_id"])["total"]
+        ratio = records / total / base_rate
+        return Row(case, records, total, None, ratio, target, ratio >= least, "", src.stat().st_size / 1e6)
+
     async def ready(self) -> None:
         deadline = time.monotonic() + 30
         async with aiohttp.ClientSession() as s:
@@ -249,7 +263,10 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-async def json_cases(tmp: Path, size: int, rows: list[Row], label: str, chart: dict[str, Any] | None = None) -> int:
+async def json_cases(
+    tmp: Path, size: int, rows: list[Row], label: str, chart: dict[str, Any] | None = None
+) -> tuple[int, float]:
+    """The raw limit and the daemon on one generated JSON file; returns (daemon peak RSS MiB, limit records/s)."""
     src = tmp / f"products-{label}.json"
     n = data.write_json(src, size)
     lim = limit("json", src)
@@ -267,15 +284,10 @@ async def json_cases(tmp: Path, size: int, rows: list[Row], label: str, chart: d
             src.stat().st_size / 1e6,
         )
     )
-    stack = Stack(tmp / f"json-{label}")
-    try:
-        await stack.ready()
+    async with Stack(tmp / f"json-{label}") as stack:
         sampler = Sampler(stack.daemon.pid)
         t0 = time.monotonic()
-        async with aiohttp.ClientSession() as s:
-            async with s.post(stack.url + "/api/ingest", json={"path": str(src)}) as r:
-                ing = (await r.json())["ingestion_id"]
-            await stack.wait(s, ing)
+        ing = (await stack.ingest(src))["ingestion_id"]
         sampler.stop()
         ph = stack.phases(ing)
         peak = sampler.peak_between() / MiB
@@ -309,9 +321,7 @@ async def json_cases(tmp: Path, size: int, rows: list[Row], label: str, chart: d
         )
         if chart is not None:
             chart.update({"samples": sampler.samples, "t0": t0, "records": n, "phases": ph, "label": label})
-        return int(peak)
-    finally:
-        stack.close()
+        return int(peak), lim_rate
 
 
 async def run(full: bool) -> list[Row]:
@@ -321,10 +331,10 @@ async def run(full: bool) -> list[Row]:
         tmp = Path(t)
         quick_size = 100 * MiB
         # JSON, end to end and delivery alone, against the raw limit on the same file.
-        peak_small = await json_cases(tmp, 10 * MiB, rows, "10 MB")
-        peak_main = await json_cases(tmp, quick_size, rows, "100 MB", chart)
+        peak_small, _ = await json_cases(tmp, 10 * MiB, rows, "10 MB")
+        peak_main, lim_rate = await json_cases(tmp, quick_size, rows, "100 MB", chart)
         if full:
-            peak_big = await json_cases(tmp, 1 << 30, rows, "1 GB", chart)
+            peak_big, _ = await json_cases(tmp, 1 << 30, rows, "1 GB", chart)
             rows.append(
                 Row(
                     "JSON 1 GB: daemon peak RSS",
@@ -352,89 +362,44 @@ async def run(full: bool) -> list[Row]:
         # JSON Lines against the ijson limit on the same records.
         src = tmp / "products.jsonl"
         n = data.write_jsonl(src, quick_size // 2)
-        lim = limit("json", tmp / "products-100 MB.json")
-        lim_rate = lim["records"] / lim["seconds"]
-        stack = Stack(tmp / "jsonl")
-        try:
-            await stack.ready()
-            st = await stack.ingest(src)
-            ph = stack.phases(st["ingestion_id"])
-            r = n / ph["total"] / lim_rate
+        async with Stack(tmp / "jsonl") as stack:  # against the 100 MB file's limit: the same record generator
             rows.append(
-                Row(
-                    "JSON Lines end to end (decimal prices)",
-                    n,
-                    ph["total"],
-                    None,
-                    r,
-                    ">= 1.5 x limit",
-                    r >= 1.5,
-                    "",
-                    src.stat().st_size / 1e6,
+                await stack.end_to_end(
+                    src, n, "JSON Lines end to end (decimal prices)", lim_rate, ">= 1.5 x limit", 1.5
                 )
             )
             ints = tmp / "integers.jsonl"
             n = data.write_jsonl(ints, quick_size // 2, integers=True)  # cents and grams: orjson's path
-            st = await stack.ingest(ints)
-            ph = stack.phases(st["ingestion_id"])
-            r = n / ph["total"] / lim_rate
             rows.append(
-                Row(
-                    "JSON Lines end to end (integers only)",
-                    n,
-                    ph["total"],
-                    None,
-                    r,
-                    ">= 1.5 x limit",
-                    r >= 1.5,
-                    "",
-                    ints.stat().st_size / 1e6,
+                await stack.end_to_end(
+                    ints, n, "JSON Lines end to end (integers only)", lim_rate, ">= 1.5 x limit", 1.5
                 )
             )
-        finally:
-            stack.close()
         # Excel against bare openpyxl iteration of the same sheet.
         xlsx = tmp / "products.xlsx"
         n = data.write_xlsx(xlsx, 60_000 if not full else 300_000)
         lim = limit("excel", xlsx)
-        stack = Stack(tmp / "excel")
-        try:
-            await stack.ready()
-            st = await stack.ingest(xlsx)
-            ph = stack.phases(st["ingestion_id"])
-            r = (n / ph["total"]) / (lim["records"] / lim["seconds"])
+        rows.append(
+            Row(
+                "bare openpyxl read-only iteration",
+                lim["records"],
+                lim["seconds"],
+                lim["peak_rss"] / MiB,
+                1.0,
+                "",
+                None,
+                "the yardstick",
+                xlsx.stat().st_size / 1e6,
+            )
+        )
+        async with Stack(tmp / "excel") as stack:
             rows.append(
-                Row(
-                    "bare openpyxl read-only iteration",
-                    lim["records"],
-                    lim["seconds"],
-                    lim["peak_rss"] / MiB,
-                    1.0,
-                    "",
-                    None,
-                    "the yardstick",
-                    xlsx.stat().st_size / 1e6,
+                await stack.end_to_end(
+                    xlsx, n, "Excel end to end", lim["records"] / lim["seconds"], ">= 0.90 x openpyxl", 0.90
                 )
             )
-            rows.append(
-                Row(
-                    "Excel end to end",
-                    n,
-                    ph["total"],
-                    None,
-                    r,
-                    ">= 0.90 x openpyxl",
-                    r >= 0.90,
-                    "",
-                    xlsx.stat().st_size / 1e6,
-                )
-            )
-        finally:
-            stack.close()
         # 8 MiB chunks: memory.
-        stack = Stack(tmp / "bytes", chunking=f"bytes = {8 * MiB}")
-        try:
-            await stack.ready()
+        async with Stack(tmp / "bytes", chunking=f"bytes = {8 * MiB}") as stack:
             sampler = Sampler(stack.daemon.pid)
             src = tmp / "products-100 MB.json"
             st = await stack.ingest(src)
@@ -445,12 +410,8 @@ async def run(full: bool) -> list[Row]:
                     "JSON 100 MB in 8 MiB chunks: peak RSS", st["records_acked"], 0, peak, None, "< 120 MiB", peak < 120
                 )
             )
-        finally:
-            stack.close()
         # Per-chunk overhead: tiny chunks, so the time is the send, the callback and the commit.
-        stack = Stack(tmp / "overhead", chunking="records = 1")
-        try:
-            await stack.ready()
+        async with Stack(tmp / "overhead", chunking="records = 1") as stack:
             src = tmp / "small.json"
             n = data.write_json(src, 2000 * 420)
             st = await stack.ingest(src)
@@ -469,12 +430,8 @@ async def run(full: bool) -> list[Row]:
                     f"median {med:.2f} ms, p99 {p99:.2f} ms",
                 )
             )
-        finally:
-            stack.close()
         # Many files at once through the inbox.
-        stack = Stack(tmp / "many", chunking="records = 1000")
-        try:
-            await stack.ready()
+        async with Stack(tmp / "many", chunking="records = 1000") as stack:
             count = 1000 if full else 300
             staging = tmp / "many" / "staging"
             staging.mkdir()
@@ -506,8 +463,6 @@ async def run(full: bool) -> list[Row]:
                     f"{count / took:.1f} files/s, longest {max(waits):.1f} s",
                 )
             )
-        finally:
-            stack.close()
     _chart(chart)
     return rows
 
