@@ -54,11 +54,11 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[MakeCluster]:
-    """Real daemon and receiver processes (see tests/cluster.py); killed at the end of the test."""
+    """Real daemon and receiver processes (see tests/cluster.py, or a subclass as ``cls``); killed at the end."""
     made: list[Cluster] = []
 
-    def make(**kw: Any) -> Cluster:
-        c = Cluster(tmp_path / f"cluster{len(made)}", **kw)
+    def make(cls: type[Cluster] = Cluster, **kw: Any) -> Cluster:
+        c = cls(tmp_path / f"cluster{len(made)}", **kw)
         made.append(c)
         return c
 

@@ -11,13 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from .cluster import Cluster
+from .conftest import MakeCluster
 from .helpers import REPO, product, write_json
 
 UNIT = REPO / "systemd" / "pimingestd.service"
@@ -121,17 +122,8 @@ class Stack(Cluster):
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    made: list[Stack] = []
-
-    def make(**kw: Any) -> Stack:
-        s = Stack(tmp_path / f"stack{len(made)}", **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
+def stack(make_cluster: MakeCluster) -> Callable[..., Stack]:
+    return lambda **kw: cast(Stack, make_cluster(Stack, **kw))
 
 
 async def test_sd_notify_lifecycle(stack: Any) -> None:
