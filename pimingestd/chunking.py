@@ -16,6 +16,7 @@ from typing import Any
 from . import canonical
 from .config import ChunkPolicy
 from .errors import ChunkError
+from .sources import Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ def _encode_one(record: Any, index: int) -> bytes:
         raise ChunkError(f"record {index} cannot be written as JSON: {exc}") from None
 
 
-def cut(records: Iterable[dict[str, Any]], policy: ChunkPolicy) -> Iterator[Chunk]:
+def cut(records: Iterable[Record], policy: ChunkPolicy) -> Iterator[Chunk]:
     """Yield the chunks of ``records`` in order."""
     if policy.records is not None:
         return _by_count(records, policy.records)
@@ -50,8 +51,8 @@ def cut(records: Iterable[dict[str, Any]], policy: ChunkPolicy) -> Iterator[Chun
     return _by_bytes(records, policy.bytes)
 
 
-def _by_count(records: Iterable[dict[str, Any]], size: int) -> Iterator[Chunk]:
-    batch: list[dict[str, Any]] = []
+def _by_count(records: Iterable[Record], size: int) -> Iterator[Chunk]:
+    batch: list[Record] = []
     n = 0
     first = 0
     for record in records:
@@ -65,7 +66,7 @@ def _by_count(records: Iterable[dict[str, Any]], size: int) -> Iterator[Chunk]:
         yield _make(n + 1, first, len(batch), _encode_batch(batch, first))
 
 
-def _encode_batch(batch: list[dict[str, Any]], first: int) -> bytes:
+def _encode_batch(batch: list[Record], first: int) -> bytes:
     try:
         return canonical.encode(batch)
     except canonical.EncodeError:
@@ -73,7 +74,7 @@ def _encode_batch(batch: list[dict[str, Any]], first: int) -> bytes:
         return canonical.join_array([_encode_one(r, first + i) for i, r in enumerate(batch)])
 
 
-def _by_bytes(records: Iterable[dict[str, Any]], limit: int) -> Iterator[Chunk]:
+def _by_bytes(records: Iterable[Record], limit: int) -> Iterator[Chunk]:
     # Records go straight into one growing buffer: orjson hands back each record's bytes in a
     # buffer several times larger than the text, so a list of them would hold ~10x the chunk.
     body = bytearray(b"[")

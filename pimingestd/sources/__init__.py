@@ -1,7 +1,8 @@
 """Streaming record readers, one module per format, behind one entry point.
 
-``read_records(path, spec)`` yields the file's records (JSON objects as dicts)
-in file order, in constant memory. Every reader raises ParseError naming where
+``read_records(path, spec)`` yields the file's records (JSON objects as dicts,
+or canonical bytes as orjson.Fragment where a fast path vouches for them) in
+file order, in constant memory. Every reader raises ParseError naming where
 (byte range, line, or sheet/row/column) and which record. Readers are blocking:
 run them in a worker thread, never on the event loop.
 """
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ..errors import UnsupportedFormat
 
@@ -26,6 +29,10 @@ _BY_SUFFIX = {
 
 
 DEFAULT_MAX_RECORD = 16 << 20
+
+# A record as a reader yields it: a JSON object, or (from the fast paths) its canonical
+# bytes already, as an orjson.Fragment that canonical.encode writes verbatim.
+Record = dict[str, Any] | orjson.Fragment
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +60,7 @@ def detect_format(path: Path, given: str | None = None) -> str:
     return fmt
 
 
-def read_records(path: Path, spec: SourceSpec) -> Iterator[dict[str, Any]]:
+def read_records(path: Path, spec: SourceSpec) -> Iterator[Record]:
     """Yield the records of ``path``; the file is closed when the iterator is."""
     if spec.format == "json":
         from .json_source import read_json

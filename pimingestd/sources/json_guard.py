@@ -31,7 +31,8 @@ _LOOKAHEAD = 11  # bytes a lone-surrogate match needs after its start to be judg
 
 
 class JsonGuard:
-    def __init__(self, name: str, max_string_bytes: int) -> None:
+    def __init__(self, name: str, max_string_bytes: int, offset: int = 0) -> None:
+        """``offset``: the file offset of the first byte fed (when a parse starts mid-file)."""
         self._name = name
         self._max_string = max_string_bytes
         self._in_string = False
@@ -39,7 +40,7 @@ class JsonGuard:
         self._run = 0  # bytes of the string currently open
         self._carry = b""  # a trailing odd backslash: it escapes the next buffer's first byte
         self._tail = b""  # last bytes, rescanned for surrogate pairs split across buffers
-        self._offset = 0  # bytes fed before this buffer
+        self._offset = offset  # file offset of this buffer's first byte
 
     def feed(self, data: bytes) -> None:
         start = self._offset

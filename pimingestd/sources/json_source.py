@@ -7,20 +7,27 @@ name the byte range in which the parser stopped and the record index.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import ijson
+import orjson
 
 from ..errors import ParseError
-from . import DEFAULT_MAX_RECORD, describe
+from . import DEFAULT_MAX_RECORD, describe, exact
 from .json_guard import JsonGuard
 
 _SLACK = 1 << 17  # the parser reads ahead in 64 KiB blocks: spans are measured at that grain
 
 _BOM = b"\xef\xbb\xbf"
+_WS = b" \t\r\n"
+_COMMA = ord(",")
+_BLOCK = 1 << 19  # the fast path's read size: windows of about half a MiB
+_TRIES = 4  # candidate record starts looked at per window before the first cut is learned
+_FIRST_KEY = re.compile(rb'\{[ \t\r\n]*"[^"\\]*"[ \t\r\n]*:')
 
 if ijson.backend != "yajl2_c":  # pragma: no cover - depends on the wheel installed
     warnings.warn(
@@ -31,19 +38,27 @@ if ijson.backend != "yajl2_c":  # pragma: no cover - depends on the wheel instal
 
 
 class _Reader:
-    """Wraps the binary file: skips a BOM, runs the guard, and tracks the bytes handed to the parser."""
+    """Wraps the binary file: skips a BOM, runs the guard, and tracks the bytes handed to the parser.
 
-    def __init__(self, raw: BinaryIO, guard: JsonGuard | None = None) -> None:
+    ``pending`` are bytes the fast path already read that the parser gets first;
+    ``offset`` is the file offset they start at."""
+
+    def __init__(self, raw: BinaryIO, guard: JsonGuard | None = None, pending: bytes = b"", offset: int = 0) -> None:
         self._raw = raw
         self._guard = guard
-        self.start = 0
-        self.end = 0
+        self._pending = pending
+        self.start = offset
+        self.end = offset
 
     def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        if self.end == 0 and data.startswith(_BOM):
-            self.end = len(_BOM)
-            data = data[len(_BOM) :]
+        if self._pending:
+            take = len(self._pending) if size < 0 else size
+            data, self._pending = self._pending[:take], self._pending[take:]
+        else:
+            data = self._raw.read(size)
+            if self.end == 0 and data.startswith(_BOM):
+                self.end = len(_BOM)
+                data = data[len(_BOM) :]
         self.start = self.end
         self.end += len(data)
         if self._guard is not None:
@@ -62,16 +77,131 @@ def _parent_of(prefix: str) -> str | None:
     return None
 
 
+class _Handoff:
+    """Where the fast path stopped: the ijson reader goes on from here."""
+
+    def __init__(self, pending: bytes = b"", offset: int = 0, records: int = 0) -> None:
+        self.pending = pending  # from a record start to what was read; ijson gets "[" + this
+        self.offset = offset  # file offset of the first pending byte
+        self.records = records  # records yielded so far
+
+
+class _FastArray:
+    """The items of a top-level array in windows, through exact.array_items.
+
+    A window is cut just before a record start: a comma, then the same whitespace and
+    first key that separated the first two records (learned once, verified by the parse
+    itself: exact.array_items declines a cut inside a record). Anything unusual hands
+    the rest of the file, from the current record on, to the ijson reader.
+
+    No guard runs here: a window is at most max_record_bytes (so are its strings),
+    orjson refuses lone surrogates, and exact.py declines what orjson cannot write
+    (nesting past 254 levels). What is declined goes through the guard with ijson."""
+
+    def __init__(self, raw: BinaryIO, max_record_bytes: int) -> None:
+        self._raw = raw
+        self._max = max_record_bytes
+        self._block = max(min(_BLOCK, max_record_bytes // 2), 1)
+        self.handoff: _Handoff | None = _Handoff()  # None once the whole array was read here
+
+    def items(self) -> Iterator[list[bytes]]:
+        raw = self._raw
+        first = raw.read(self._block)
+        skip = len(_BOM) if first.startswith(_BOM) else 0
+        after = first[skip:].lstrip(_WS)
+        if not after.startswith(b"["):
+            raw.seek(0)
+            return
+        after = after[1:].lstrip(_WS)
+        key = _FIRST_KEY.match(after)
+        if key is None:  # an empty array, or items that are not objects: the ijson reader words it
+            raw.seek(0)
+            return
+        offset = len(first) - len(after)  # file offset of window[0], always a record start
+        window = after
+        sep: bytes | None = None
+        records = 0
+        eof = False
+        while True:
+            rest = b""
+            if not eof:
+                more = raw.read(self._block)
+                if more:
+                    window += more
+                else:
+                    eof = True
+            if len(window) > self._max:  # a record this long is the ijson reader's to judge
+                break
+            if eof:
+                end = window.rstrip(_WS)
+                if not end.endswith(b"]"):
+                    break
+                body = end[:-1].rstrip(_WS)
+            else:
+                cut = _cut(window, sep, key.group())
+                if cut is None:
+                    continue
+                comma, start = cut
+                body, rest = window[:comma], window[start:]
+            items = exact.array_items(body)
+            if items is None:
+                break
+            if sep is None and rest:
+                sep = window[comma:start] + key.group()
+            records += len(items)
+            yield items
+            if eof:
+                self.handoff = None
+                return
+            offset += len(window) - len(rest)
+            window = rest
+        self.handoff = _Handoff(window, offset, records)
+
+
+def _cut(window: bytes, sep: bytes | None, key: bytes) -> tuple[int, int] | None:
+    """(index of the comma, index of the next record's "{") of the last likely record boundary."""
+    if sep is not None:
+        at = window.rfind(sep)
+        return (at, at + len(sep) - len(key)) if at > 0 else None
+    end = len(window)
+    for _ in range(_TRIES):
+        start = window.rfind(key, 0, end)
+        if start <= 0:
+            return None
+        i = start - 1
+        while i > 0 and window[i] in _WS:
+            i -= 1
+        if window[i] == _COMMA:
+            return i, start
+        end = start
+    return None
+
+
 def read_json(
     path: Path, json_path: str | None, max_record_bytes: int = DEFAULT_MAX_RECORD
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[dict[str, Any] | orjson.Fragment]:
+    """Records of the array at ``json_path``. The top-level array ("item") takes the fast path
+    (canonical bytes as orjson.Fragment, see exact.py) as far as it can; ijson does the rest."""
     prefix = json_path or "item"
-    index = -1
     with open(path, "rb") as raw:
-        reader = _Reader(raw, JsonGuard(path.name, max_record_bytes))
-        last_end = 0
+        handoff = _Handoff()
+        if prefix == "item":
+            fast = _FastArray(raw, max_record_bytes)
+            for items in fast.items():
+                for item in items:
+                    yield orjson.Fragment(item)
+            if fast.handoff is None:
+                return
+            handoff = fast.handoff
+        if handoff.pending:  # "[" stands in for the array's own bracket, one byte before the record
+            guard = JsonGuard(path.name, max_record_bytes, handoff.offset - 1)
+            reader = _Reader(raw, guard, b"[" + handoff.pending, handoff.offset - 1)
+        else:
+            reader = _Reader(raw, JsonGuard(path.name, max_record_bytes))
+        index = handoff.records - 1
+        last_end = reader.end
         try:
-            for index, record in enumerate(ijson.items(reader, prefix, use_float=False)):
+            for index, record in enumerate(ijson.items(reader, prefix, use_float=False), handoff.records):
                 if type(record) is not dict:
                     raise ParseError(
                         f"{path.name}: record {index} (json_path {prefix!r}) is {describe(record)}, expected an object"

@@ -1,11 +1,11 @@
 """JSON Lines: one object per line, blank lines skipped; errors name the line.
 
-Numbers stay exact. A line without a ``.`` is parsed by orjson, and kept when
-the result holds no float (orjson would have rounded an exponent number or an
-integer beyond 64 bits into one). Every other line goes to the standard
-library parser with ``parse_float=Decimal``. Both checks are C-speed
-(``in`` on bytes, a walk only over orjson's small result); a regular
-expression here cost more than the parse.
+Numbers stay exact. Blocks of whole lines go through exact.py (orjson with
+marked decimals, canonical bytes out). A block it declines (a blank line, an
+exponent, an error to word) is read line by line: a line without a ``.`` is
+parsed by orjson and kept when the result holds no float (orjson rounds
+exponent numbers and integers beyond 64 bits into floats); every other line
+goes to the standard library parser with ``parse_float=Decimal``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 
 from ..errors import ParseError
-from . import DEFAULT_MAX_RECORD, describe
+from . import DEFAULT_MAX_RECORD, describe, exact
 
 _BOM = b"\xef\xbb\xbf"
+_BLOCK = 1 << 19  # whole lines are read in blocks of about half a MiB
 
 
 def _no_constants(name: str) -> Any:
@@ -60,26 +61,59 @@ def parse_line(line: bytes) -> Any:
     return _parse_exact(line)
 
 
-def read_jsonl(path: Path, max_record_bytes: int = DEFAULT_MAX_RECORD) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: Path, max_record_bytes: int = DEFAULT_MAX_RECORD) -> Iterator[dict[str, Any] | orjson.Fragment]:
+    """Records of a JSON Lines file. Blocks of whole lines take the fast path (canonical
+    bytes as orjson.Fragment, see exact.py); a block it declines is read line by line."""
     index = 0
+    lineno = 0  # lines before the block
     with open(path, "rb") as f:
-        # readline with a limit: an endless line is cut off at the limit, never read whole.
-        for lineno, raw in enumerate(iter(lambda: f.readline(max_record_bytes + 2), b""), 1):
-            line = raw[len(_BOM) :] if lineno == 1 and raw.startswith(_BOM) else raw
-            if len(line.rstrip(b"\r\n")) > max_record_bytes:
-                raise ParseError(
-                    f"{path.name}: line {lineno} (record {index}) is longer than {max_record_bytes} bytes"
-                    " ([chunking] max_record_bytes)"
-                )
-            if not line.strip():
+        carry = f.read(len(_BOM))
+        if carry == _BOM:
+            carry = b""
+        while True:
+            data = f.read(_BLOCK)
+            buf = carry + data if carry else data
+            if data:
+                cut = buf.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than the block so far
+                    if len(buf) > max_record_bytes + 2:
+                        raise _too_long(path, lineno + 1, index, max_record_bytes)
+                    carry = buf
+                    continue
+                block, carry = buf[:cut], buf[cut:]
+            elif buf:
+                block, carry = buf, b""
+            else:
+                return
+            lines = block.split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            fast = exact.line_items(block) if max(map(len, lines)) <= max_record_bytes else None
+            if fast is not None:
+                for item in fast:
+                    yield orjson.Fragment(item)
+                index += len(fast)
+                lineno += len(lines)
                 continue
-            try:
-                record = parse_line(line)
-            except (ValueError, RecursionError) as exc:
-                raise ParseError(f"{path.name}: line {lineno} (record {index}): invalid JSON: {exc}") from None
-            if type(record) is not dict:
-                raise ParseError(
-                    f"{path.name}: line {lineno} (record {index}) is {describe(record)}, expected an object"
-                )
-            yield record
-            index += 1
+            for raw in lines:
+                lineno += 1
+                if len(raw.rstrip(b"\r")) > max_record_bytes:
+                    raise _too_long(path, lineno, index, max_record_bytes)
+                if not raw.strip():
+                    continue
+                try:
+                    record = parse_line(raw)
+                except (ValueError, RecursionError) as exc:
+                    raise ParseError(f"{path.name}: line {lineno} (record {index}): invalid JSON: {exc}") from None
+                if type(record) is not dict:
+                    raise ParseError(
+                        f"{path.name}: line {lineno} (record {index}) is {describe(record)}, expected an object"
+                    )
+                yield record
+                index += 1
+
+
+def _too_long(path: Path, lineno: int, index: int, limit: int) -> ParseError:
+    return ParseError(
+        f"{path.name}: line {lineno} (record {index}) is longer than {limit} bytes ([chunking] max_record_bytes)"
+    )

@@ -1,0 +1,125 @@
+"""Exact numbers at orjson's speed: canonical record bytes without a Decimal per number.
+
+orjson parses several times faster than ijson, but reads ``19.90`` as the float
+19.9 and would write it back as ``19.9``. The canonical form wants the source
+digits. So, before orjson sees them, every non-integer number in value position
+is turned into a string with a DEL (0x7F) at each end (``19.90`` becomes
+``"\\x7f19.90\\x7f"``); after the records are written with sorted keys, the four
+marker bytes around each such string are removed again and the digits come
+back verbatim. All of it is C-level passes (split, join, replace, translate)
+plus a few operations per number.
+
+Why that is safe, and when this module declines (returns None, and the caller
+uses the exact reader instead):
+
+- A marker inserted inside a string of the source closes that string and leaves
+  a DEL outside any string, which no JSON parser accepts: orjson fails and we
+  decline. So a successful parse means every marker sits on a real number.
+- A number is marked only when its digits form a JSON number (no leading zero,
+  at most one minus) and the fraction ends the value (whitespace then ``,``
+  ``}`` or ``]``); one that ends otherwise (an exponent) declines.
+- Exponent notation, integers of 19 digits or more (orjson turns those beyond
+  64 bits into floats), and decimals below 1e-6 (their canonical text is
+  scientific) decline: they are found with one translate and three substring
+  searches over the raw bytes.
+- Unmarking checks that it removed exactly the bytes it inserted: a DEL next to
+  a quote in the source's own strings declines.
+
+The result is byte-identical to parsing with Decimals and encoding with
+canonical.encode; tests/test_exact.py checks that on generated documents.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+_SORT = orjson.OPT_SORT_KEYS
+# A fraction that ends a value: ".5" then optional whitespace then , } or ]
+_FRACTION = re.compile(rb"(\.[0-9]+)(?=[ \t\r\n]*[,}\]])")
+_INT_CHARS = b"0123456789-"
+# Digits to "0" and exponent letters to one case: one translate, then substring searches.
+_SHAPE = bytes.maketrans(b"123456789E", b"000000000e")
+_OPEN = b'"\x7f'
+_CLOSE = b'\x7f"'
+
+
+def mark(body: bytes) -> tuple[bytes, int] | None:
+    """``body`` with its non-integer numbers marked, and how many; None to decline."""
+    shape = body.translate(_SHAPE)
+    if b"0e" in shape or b"0000000000000000000" in shape:
+        return None
+    if b"." not in body:
+        return body, 0
+    parts = _FRACTION.split(body)
+    for i in range(0, len(parts) - 1, 2):
+        before = parts[i]
+        head = before.rstrip(_INT_CHARS)
+        digits = before[len(head) :]
+        core = digits[1:] if digits[:1] == b"-" else digits
+        if not core.isdigit() or (core[0] == 48 and (len(core) > 1 or parts[i + 1].startswith(b".000000"))):
+            return None
+        parts[i] = head + _OPEN + digits
+        parts[i + 1] += _CLOSE
+    return b"".join(parts), len(parts) // 2
+
+
+def unmark(encoded: list[bytes], marked: int) -> list[bytes] | None:
+    """Records written from marked input, with the markers removed; None to decline."""
+    if not marked:
+        return encoded
+    joined = b"\n".join(encoded)  # canonical JSON holds no raw newline
+    opened = joined.replace(_OPEN, b"")
+    if len(joined) - len(opened) != 2 * marked:
+        return None
+    plain = opened.replace(_CLOSE, b"")
+    if len(opened) - len(plain) != 2 * marked:
+        return None
+    return plain.split(b"\n")
+
+
+def array_items(body: bytes) -> list[bytes] | None:
+    """The canonical bytes of each object in ``body`` (an array's items, without the
+    brackets); None when any item is not an object or this path declines."""
+    m = mark(body)
+    if m is None:
+        return None
+    marked, count = m
+    try:
+        items = orjson.loads(b"[" + marked + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    dumps = orjson.dumps
+    encoded = []
+    try:
+        for item in items:
+            if type(item) is not dict:
+                return None
+            encoded.append(dumps(item, option=_SORT))
+    except orjson.JSONEncodeError:
+        return None
+    return unmark(encoded, count)
+
+
+def line_items(block: bytes) -> list[bytes] | None:
+    """The canonical bytes of each line of ``block`` (JSON Lines, the last line ending in
+    a newline or not); None when any line is blank, not an object, or this path declines."""
+    m = mark(block)
+    if m is None:
+        return None
+    marked, count = m
+    lines = marked.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    loads, dumps = orjson.loads, orjson.dumps
+    encoded = []
+    try:
+        for line in lines:
+            item = loads(line)
+            if type(item) is not dict:
+                return None
+            encoded.append(dumps(item, option=_SORT))
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    return unmark(encoded, count)

@@ -1,0 +1,179 @@
+"""The orjson fast path (exact.py) against the exact readers: byte-identical, or it declines.
+
+Documents are written by hand from raw number tokens, so the tests reach the
+spellings a JSON writer would never produce (trailing zeros, exponents, huge
+integers, tiny decimals) and strings full of the characters the marker logic
+looks at.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ijson
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pimingestd import canonical
+from pimingestd.errors import ParseError
+from pimingestd.sources import exact, jsonl
+from pimingestd.sources.json_source import read_json
+
+
+@dataclass(frozen=True)
+class Num:
+    text: str
+
+
+_digits = st.text("0123456789", min_size=1, max_size=9)
+numbers = st.one_of(
+    st.integers(min_value=-(10**25), max_value=10**25).map(lambda i: Num(str(i))),
+    st.builds(
+        lambda sign, i, f: Num(f"{sign}{i}.{f}"),
+        st.sampled_from(["", "-"]),
+        st.integers(min_value=0, max_value=10**7),
+        _digits,
+    ),
+    st.sampled_from(
+        [
+            "1e5",
+            "1.5E+3",
+            "-2.5e-3",
+            "1E16",
+            "0.0000001",
+            "0.000001",
+            "-0.0",
+            "0.0",
+            "-0",
+            "1.10",
+            "100.000",
+            "12345678901234567890",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "9223372036854775807",
+        ]
+    ).map(Num),
+)
+# Strings heavy in what the marker logic reacts to: digits, dots, quotes, brackets, DEL.
+tricky_text = st.text(alphabet=st.sampled_from(list('0123456789.:,{}[]"\\e -\x7fxé\n')), max_size=12)
+keys = st.text(alphabet=st.sampled_from(list('abc:,."\x7f1')), min_size=1, max_size=4)
+values = st.recursive(
+    numbers | tricky_text | st.booleans() | st.none(),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(keys, kids, max_size=4),
+    max_leaves=12,
+)
+records = st.dictionaries(keys, values, min_size=1, max_size=6)
+spacing = st.sampled_from(["", " ", "\n  "])
+
+
+def dump(value: Any, ws: str, ascii_only: bool) -> str:
+    if isinstance(value, Num):
+        return value.text
+    if isinstance(value, dict):
+        items = [f"{dump(k, ws, ascii_only)}:{ws}{dump(v, ws, ascii_only)}" for k, v in value.items()]
+        return "{" + ws + f",{ws}".join(items) + ws + "}"
+    if isinstance(value, list):
+        return "[" + ws + f",{ws}".join(dump(v, ws, ascii_only) for v in value) + ws + "]"
+    return json.dumps(value, ensure_ascii=ascii_only)
+
+
+def reference_items(doc: bytes) -> list[bytes] | None:
+    """What the exact reader and canonical.encode make of an array; None when they refuse it."""
+    try:
+        items = list(ijson.items(io.BytesIO(doc), "item", use_float=False))
+        return [canonical.encode(item) for item in items]
+    except (ijson.JSONError, canonical.EncodeError, UnicodeDecodeError):
+        return None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records, min_size=1, max_size=5), spacing, st.booleans())
+def test_array_items_equal_the_exact_reader_or_decline(recs: list[dict[str, Any]], ws: str, ascii_only: bool) -> None:
+    body = f",{ws}".join(dump(r, ws, ascii_only) for r in recs).encode()
+    fast = exact.array_items(body)
+    if fast is not None:
+        assert fast == reference_items(b"[" + body + b"]")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records, min_size=1, max_size=5), st.booleans())
+def test_line_items_equal_the_line_reader_or_decline(recs: list[dict[str, Any]], ascii_only: bool) -> None:
+    block = "".join(dump(r, "", ascii_only).replace("\n", "\\n") + "\n" for r in recs).encode()
+    fast = exact.line_items(block)
+    if fast is not None:
+        reference = [canonical.encode(jsonl.parse_line(line)) for line in block.splitlines()]
+        assert fast == reference
+
+
+def test_ordinary_product_records_take_the_fast_path() -> None:
+    """The fast path must actually run on everyday data, trailing zeros included."""
+    body = b'{"sku":"A-1","price":19.90,"weight":0.250,"tags":["x","y"],"n":3},{"sku":"A-2","price":-0.5,"n":-7}'
+    fast = exact.array_items(body)
+    assert fast == [
+        b'{"n":3,"price":19.90,"sku":"A-1","tags":["x","y"],"weight":0.250}',
+        b'{"n":-7,"price":-0.5,"sku":"A-2"}',
+    ]
+    own_dels = b'{"a":"\x7f1.5\x7f"}'  # no number marked: the string passes through as it is
+    assert exact.array_items(own_dels) == reference_items(b"[" + own_dels + b"]")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":1e5}',  # exponent: orjson would round it through a float
+        b'{"a":12345678901234567890}',  # beyond 64 bits
+        b'{"a":0.0000001}',  # canonical text is 1E-7
+        b'{"a":"ratio 3:1.5, ok"}',  # a marker would land inside the string
+        b'{"a":01.5}',  # not JSON
+        b'{"a":"\x7f1.5\x7f","b":2.50}',  # the source's own markers next to a real one
+        b'{"a":[.5]}',
+        b"[1,2]",  # not an object
+    ],
+)
+def test_declines(body: bytes) -> None:
+    assert exact.array_items(body) is None
+
+
+def _write(path: Path, recs: list[dict[str, Any]]) -> None:
+    path.write_bytes(("[\n" + ",\n".join(json.dumps(r) for r in recs) + "\n]\n").encode())
+
+
+def _canonical(path: Path) -> list[bytes]:
+    return [canonical.encode(r) for r in read_json(path, None)]
+
+
+def test_file_read_equals_ijson_across_windows_and_a_handoff(tmp_path: Path) -> None:
+    """Several windows on the fast path, then an exponent number hands the rest to ijson."""
+    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(60_000)]
+    path = tmp_path / "p.json"
+    text = "[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n"
+    text = text.replace('"n": 50000}', '"n": 5e4}')  # a late exponent forces the handoff
+    path.write_text(text)
+    kinds = {type(r) for r in read_json(path, None)}
+    assert kinds == {orjson.Fragment, dict}  # both paths ran
+    with open(path, "rb") as f:
+        reference = [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
+    assert _canonical(path) == reference
+    assert len(reference) == 60_000
+
+
+def test_errors_after_the_fast_path_name_the_place(tmp_path: Path) -> None:
+    recs = [{"sku": f"S{i}", "n": i} for i in range(20_000)]
+    path = tmp_path / "bad.json"
+    _write(path, recs)
+    data = path.read_bytes()
+    broken = data.replace(b'{"sku": "S19990"', b'{"sku": S19990"')
+    path.write_bytes(broken)
+    with pytest.raises(ParseError) as info:
+        list(read_json(path, None))
+    message = str(info.value)
+    at = broken.index(b"S19990")
+    start, end = (int(x) for x in message.split("between byte ")[1].split(" (", maxsplit=1)[0].split(" and "))
+    assert start <= at <= end, message
+    assert "after record 19989" in message
