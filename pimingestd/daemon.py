@@ -16,6 +16,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import fcntl
+import gc
 import os
 import signal
 import time
@@ -71,6 +72,17 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
         libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
+
+
+def tune_gc(young: int = 50_000) -> None:
+    """Collect cycles less often. Parsing allocates a dict or list per record and
+    frees it by reference counting (records hold no cycles); at the default young
+    generation threshold (700) the collector ran every few records and took a fifth
+    of the parse time. Objects that live for the whole run are frozen out of it."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(young, older, oldest)
 
 
 def create_app(config: Config) -> web.Application:
@@ -171,6 +183,7 @@ async def stop_taking_work(app: web.Application) -> None:
 async def run(config: Config) -> int:
     """Serve until a signal; returns the process exit code."""
     tune_malloc()
+    tune_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hurry = asyncio.Event()
