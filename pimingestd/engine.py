@@ -396,21 +396,39 @@ class Engine:
     async def _deliver_spooled(self, ing: Ingestion) -> None:
         target = spool.spool_file(self._spool_dir, ing.id)
         fd = await asyncio.to_thread(os.open, target, os.O_RDONLY | os.O_CLOEXEC)
+        # One chunk ahead: the next chunk is read and hashed (in a thread) while this one
+        # waits for its ACK. Rows come a page at a time, so memory stays flat.
+        pending: tuple[ChunkRow, asyncio.Task[tuple[bytes, bytes]]] | None = None
         try:
             async for row in self._rows(ing.id):
                 if row.state == "acked":
                     continue
-                assert row.spool_offset is not None and row.spool_length is not None
-                body, digest = await asyncio.to_thread(spool.read_chunk, fd, row.spool_offset, row.spool_length)
-                if canonical.checksum(digest) != row.checksum or len(body) != row.spool_length:
-                    raise SpoolError(
-                        f"chunk {row.n}: spool bytes at offset {row.spool_offset} do not match the recorded checksum"
-                        f" {row.checksum}; the spool file {target} is damaged. Resume re-spools from the source."
-                    )
-                meta = ChunkHeaders(ing.id, ing.file_id, row.n, ing.total_chunks, row.records, row.first_record)
-                await self._deliver_chunk(meta, body, digest)
+                previous, pending = pending, (row, asyncio.create_task(self._read_spooled(fd, row)))
+                if previous is not None:
+                    await self._deliver_spooled_chunk(ing, target, previous[0], await previous[1])
+            if pending is not None:
+                await self._deliver_spooled_chunk(ing, target, pending[0], await pending[1])
         finally:
+            if pending is not None:  # let a read in flight finish before its fd is closed
+                await asyncio.gather(pending[1], return_exceptions=True)
             os.close(fd)
+
+    @staticmethod
+    async def _read_spooled(fd: int, row: ChunkRow) -> tuple[bytes, bytes]:
+        assert row.spool_offset is not None and row.spool_length is not None
+        return await asyncio.to_thread(spool.read_chunk, fd, row.spool_offset, row.spool_length)
+
+    async def _deliver_spooled_chunk(
+        self, ing: Ingestion, target: Path, row: ChunkRow, read: tuple[bytes, bytes]
+    ) -> None:
+        body, digest = read
+        if canonical.checksum(digest) != row.checksum or len(body) != row.spool_length:
+            raise SpoolError(
+                f"chunk {row.n}: spool bytes at offset {row.spool_offset} do not match the recorded checksum"
+                f" {row.checksum}; the spool file {target} is damaged. Resume re-spools from the source."
+            )
+        meta = ChunkHeaders(ing.id, ing.file_id, row.n, ing.total_chunks, row.records, row.first_record)
+        await self._deliver_chunk(meta, body, digest)
 
     async def _deliver_streaming(self, ing: Ingestion, path: Path, stop: threading.Event) -> None:
         known = {row.n: row for row in await self._store.chunks(ing.id)}
