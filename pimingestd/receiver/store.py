@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ingestions (
@@ -45,36 +47,62 @@ CREATE TABLE IF NOT EXISTS applied (
 
 
 class ReceiverStore:
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
+    """All SQL runs on one worker thread, each operation in a single hop (one function
+    per operation, its statements and commit together). The state of each ingestion
+    (next chunk, next record) is also kept in memory: the store is its only writer."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self._con = con
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receiver-db")
+        self._states: dict[str, tuple[int, int, bool]] = {}
         self.lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, data_dir: Path, durable: bool = True) -> ReceiverStore:
         """``durable=False`` (the benchmark's count mode) commits without fsync."""
-        await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-        db = await aiosqlite.connect(data_dir / "receiver.db", isolation_level=None)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        await db.executescript(_SCHEMA)
-        return cls(db)
+
+        def connect() -> sqlite3.Connection:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(data_dir / "receiver.db", isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            con.executescript(_SCHEMA)
+            return con
+
+        store = cls(await asyncio.to_thread(connect))
+        return store
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self._con)
 
     async def close(self) -> None:
-        await self._db.close()
+        await self._run(lambda con: con.close())
+        self._thread.shutdown()
 
     async def state(self, ingestion_id: str) -> tuple[int, int, bool] | None:
-        async with self._db.execute(
-            "SELECT next_chunk, next_record, completed FROM ingestions WHERE id = ?", (ingestion_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else (int(row[0]), int(row[1]), bool(row[2]))
+        cached = self._states.get(ingestion_id)
+        if cached is not None:
+            return cached
+
+        def read(con: sqlite3.Connection) -> tuple[int, int, bool] | None:
+            row = con.execute(
+                "SELECT next_chunk, next_record, completed FROM ingestions WHERE id = ?", (ingestion_id,)
+            ).fetchone()
+            return None if row is None else (int(row[0]), int(row[1]), bool(row[2]))
+
+        state = await self._run(read)
+        if state is not None:
+            self._states[ingestion_id] = state
+        return state
 
     async def checksum(self, ingestion_id: str, n: int) -> str | None:
-        async with self._db.execute(
-            "SELECT checksum FROM chunks WHERE ingestion_id = ? AND n = ?", (ingestion_id, n)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else str(row[0])
+        def read(con: sqlite3.Connection) -> str | None:
+            row = con.execute(
+                "SELECT checksum FROM chunks WHERE ingestion_id = ? AND n = ?", (ingestion_id, n)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(read)
 
     async def apply(
         self,
@@ -87,55 +115,73 @@ class ReceiverStore:
         count: int,
     ) -> None:
         """Apply chunk ``n`` in one transaction (caller holds ``lock`` and checked the order)."""
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            await self._db.execute(
-                "INSERT INTO ingestions (id, file_id, next_chunk, next_record) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET next_chunk = excluded.next_chunk, next_record = excluded.next_record",
-                (ingestion_id, file_id, n + 1, first_record + count),
-            )
-            await self._db.execute(
-                "INSERT INTO chunks (ingestion_id, n, checksum, records) VALUES (?, ?, ?, ?)",
-                (ingestion_id, n, checksum, count),
-            )
-            rows = [(ingestion_id, n, first_record + i, data) for i, data in enumerate(records)]
-            if rows:
-                await self._db.executemany(
-                    "INSERT INTO applied (ingestion_id, chunk, record_index, data) VALUES (?, ?, ?, ?)", rows
+        rows = [(ingestion_id, n, first_record + i, data) for i, data in enumerate(records)]
+
+        def write(con: sqlite3.Connection) -> None:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.execute(
+                    "INSERT INTO ingestions (id, file_id, next_chunk, next_record) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET next_chunk = excluded.next_chunk,"
+                    " next_record = excluded.next_record",
+                    (ingestion_id, file_id, n + 1, first_record + count),
                 )
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
+                con.execute(
+                    "INSERT INTO chunks (ingestion_id, n, checksum, records) VALUES (?, ?, ?, ?)",
+                    (ingestion_id, n, checksum, count),
+                )
+                if rows:
+                    con.executemany(
+                        "INSERT INTO applied (ingestion_id, chunk, record_index, data) VALUES (?, ?, ?, ?)", rows
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+        self._states.pop(ingestion_id, None)
+        await self._run(write)
+        self._states[ingestion_id] = (n + 1, first_record + count, False)
 
     async def note_received(self, ingestion_id: str, n: int, checksum: str, at: float) -> None:
-        await self._db.execute(
-            "INSERT INTO received (ingestion_id, n, checksum, at) VALUES (?, ?, ?, ?)", (ingestion_id, n, checksum, at)
+        await self._run(
+            lambda con: con.execute(
+                "INSERT INTO received (ingestion_id, n, checksum, at) VALUES (?, ?, ?, ?)",
+                (ingestion_id, n, checksum, at),
+            )
         )
 
     async def received(self, ingestion_id: str) -> list[tuple[int, str, float]]:
-        async with self._db.execute(
-            "SELECT n, checksum, at FROM received WHERE ingestion_id = ? ORDER BY seq", (ingestion_id,)
-        ) as cur:
-            return [(int(r[0]), str(r[1]), float(r[2])) for r in await cur.fetchall()]
+        rows = await self._run(
+            lambda con: con.execute(
+                "SELECT n, checksum, at FROM received WHERE ingestion_id = ? ORDER BY seq", (ingestion_id,)
+            ).fetchall()
+        )
+        return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     async def checksums(self, ingestion_id: str) -> list[str]:
-        async with self._db.execute(
-            "SELECT checksum FROM chunks WHERE ingestion_id = ? ORDER BY n", (ingestion_id,)
-        ) as cur:
-            return [str(r[0]) for r in await cur.fetchall()]
+        rows = await self._run(
+            lambda con: con.execute(
+                "SELECT checksum FROM chunks WHERE ingestion_id = ? ORDER BY n", (ingestion_id,)
+            ).fetchall()
+        )
+        return [str(r[0]) for r in rows]
 
     async def complete(self, ingestion_id: str, manifest: str) -> None:
-        await self._db.execute(
-            "UPDATE ingestions SET completed = 1, manifest = ? WHERE id = ?", (manifest, ingestion_id)
+        self._states.pop(ingestion_id, None)
+        await self._run(
+            lambda con: con.execute(
+                "UPDATE ingestions SET completed = 1, manifest = ? WHERE id = ?", (manifest, ingestion_id)
+            )
         )
 
     async def summary(self, ingestion_id: str) -> dict[str, Any] | None:
-        async with self._db.execute(
-            "SELECT id, file_id, next_chunk, next_record, completed, manifest FROM ingestions WHERE id = ?",
-            (ingestion_id,),
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._run(
+            lambda con: con.execute(
+                "SELECT id, file_id, next_chunk, next_record, completed, manifest FROM ingestions WHERE id = ?",
+                (ingestion_id,),
+            ).fetchone()
+        )
         if row is None:
             return None
         return {
@@ -149,7 +195,9 @@ class ReceiverStore:
 
     async def applied(self, ingestion_id: str) -> list[tuple[int, int, str | None]]:
         """(chunk, record_index, canonical record) in the order they were applied."""
-        async with self._db.execute(
-            "SELECT chunk, record_index, data FROM applied WHERE ingestion_id = ? ORDER BY seq", (ingestion_id,)
-        ) as cur:
-            return [(int(r[0]), int(r[1]), r[2]) for r in await cur.fetchall()]
+        rows = await self._run(
+            lambda con: con.execute(
+                "SELECT chunk, record_index, data FROM applied WHERE ingestion_id = ? ORDER BY seq", (ingestion_id,)
+            ).fetchall()
+        )
+        return [(int(r[0]), int(r[1]), r[2]) for r in rows]
