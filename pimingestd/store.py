@@ -138,19 +138,11 @@ def _ingestion(row: Sequence[Any]) -> Ingestion:
 
 
 class Store:
-    """Two connections to one WAL database, each on its own thread: ``_db`` commits with
-    synchronous=FULL (ACKs, ingestions, status changes: durable before the call returns)
-    and serves reads; ``_bookkeeping`` commits with synchronous=NORMAL (a chunk's "sent"
-    mark, spool offsets: a power cut may lose them harmlessly, and the next FULL commit
-    makes them durable too, the WAL being one log). Two connections instead of switching
-    one between levels: a switch is one more round trip to the database thread per write.
-    Writes take ``_lock``, so the two never contend for SQLite's write lock."""
-
-    def __init__(self, db: aiosqlite.Connection, bookkeeping: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
-        self._bookkeeping = bookkeeping
         self.path = path
         self._lock = asyncio.Lock()
+        self._sync = "FULL"
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -162,18 +154,10 @@ class Store:
             raise StateError(f"cannot open state database {path}: {exc}") from None
         try:
             await cls._prepare(db, path)
-            bookkeeping = await aiosqlite.connect(path, isolation_level=None)
         except BaseException:
             await db.close()
             raise
-        try:
-            for pragma in ("synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
-                await bookkeeping.execute(f"PRAGMA {pragma}")
-        except BaseException:
-            await bookkeeping.close()
-            await db.close()
-            raise
-        return cls(db, bookkeeping, path)
+        return cls(db, path)
 
     @staticmethod
     async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
@@ -206,12 +190,10 @@ class Store:
             raise StateError(f"state database {path} is unreadable ({exc}); {hint}") from None
 
     async def close(self) -> None:
-        await self._bookkeeping.close()
         await self._db.close()
 
-    async def pragma(self, name: str, *, durable: bool = True) -> Any:
-        """A PRAGMA's value on the durable connection, or on the bookkeeping one."""
-        async with (self._db if durable else self._bookkeeping).execute(f"PRAGMA {name}") as cur:
+    async def pragma(self, name: str) -> Any:
+        async with self._db.execute(f"PRAGMA {name}") as cur:
             row = await cur.fetchone()
         return None if row is None else row[0]
 
@@ -221,16 +203,19 @@ class Store:
         before this returns. Bookkeeping that a power cut may lose harmlessly (a chunk's
         "sent" mark: it is simply sent again, and PIM-Core dedups it) commits with
         synchronous=NORMAL; in WAL mode the next FULL commit makes it durable too."""
-        db = self._db if durable else self._bookkeeping
         async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
+            mode = "FULL" if durable else "NORMAL"
+            if mode != self._sync:
+                await self._db.execute(f"PRAGMA synchronous={mode}")
+                self._sync = mode
+            await self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
+                yield self._db
             except BaseException:
                 with suppress(sqlite3.OperationalError):  # no transaction left to roll back
-                    await db.execute("ROLLBACK")
+                    await self._db.execute("ROLLBACK")
                 raise
-            await db.execute("COMMIT")
+            await self._db.execute("COMMIT")
 
     # ---- ingestions -------------------------------------------------------
 
@@ -418,10 +403,14 @@ class Store:
             return [r[0] for r in await cur.fetchall()]
 
     async def _statement(self, sql: str, params: Sequence[Any], *, durable: bool) -> list[Any]:
-        """One write statement as its own transaction: a single round trip to the database
-        thread. Holds the write lock like _tx."""
+        """One write statement as its own transaction: a single round trip to the database thread
+        (two when the synchronous level changes). Holds the write lock like _tx."""
         async with self._lock:
-            return list(await (self._db if durable else self._bookkeeping).execute_fetchall(sql, params))
+            mode = "FULL" if durable else "NORMAL"
+            if mode != self._sync:
+                await self._db.execute(f"PRAGMA synchronous={mode}")
+                self._sync = mode
+            return list(await self._db.execute_fetchall(sql, params))
 
     async def mark_sent(self, ingestion_id: str, n: int, first_record: int, records: int, checksum: str) -> str:
         """Persist an attempt before its POST goes out. Returns the chunk's state after:
