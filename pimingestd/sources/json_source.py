@@ -1,8 +1,12 @@
-"""JSON: the items of one array, streamed with ijson's C backend.
+"""JSON: the items of one array.
 
-Numbers stay exact: ijson yields ``int`` for integers (any size) and
-``Decimal`` for the rest (``use_float=False``). A UTF-8 BOM is skipped. Errors
-name the byte range in which the parser stopped and the record index.
+A top-level array goes through the fast path first (_FastArray: windows of
+whole records parsed by orjson with exact numbers, see exact.py); a json_path
+other than "item", or anything the fast path declines, is streamed with
+ijson's C backend from the record it stopped at. Numbers stay exact either way:
+ijson yields ``int`` for integers (any size) and ``Decimal`` for the rest
+(``use_float=False``). A UTF-8 BOM is skipped. Errors (always worded by the
+ijson path) name the byte range in which the parser stopped and the record index.
 """
 
 from __future__ import annotations
