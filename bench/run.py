@@ -96,6 +96,15 @@ def limit(kind: str, path: Path) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+def limit_row(case: str, n: int, before: dict[str, Any], after: dict[str, Any], mb: float) -> tuple[Row, float]:
+    """The yardstick row from a limit run just before and just after the daemon's; and its rate (the mean)."""
+    rates = [lim["records"] / lim["seconds"] for lim in (before, after)]
+    rate = statistics.mean(rates)
+    note = f"the yardstick (before {rates[0]:,.0f}, after {rates[1]:,.0f} rec/s)"
+    peak = max(before["peak_rss"], after["peak_rss"]) / MiB
+    return Row(case, n, n / rate, peak, 1.0, "", None, note, mb), rate
+
+
 class Stack:
     """A real daemon and a reference receiver (count mode: checks framing and order, parses no records)."""
 
@@ -281,22 +290,9 @@ async def json_cases(
         sampler.stop()
         ph = stack.phases(ing)
     after = limit("json", src)
-    rates = [lim["records"] / lim["seconds"] for lim in (before, after)]
-    lim_rate = statistics.mean(rates)
     mb = src.stat().st_size / 1e6
-    rows.append(
-        Row(
-            f"raw limit: ijson -> canonical -> sha256 ({label})",
-            n,
-            n / lim_rate,
-            max(before["peak_rss"], after["peak_rss"]) / MiB,
-            1.0,
-            "",
-            None,
-            f"the yardstick (before {rates[0]:,.0f}, after {rates[1]:,.0f} rec/s)",
-            mb,
-        )
-    )
+    yardstick, lim_rate = limit_row(f"raw limit: ijson -> canonical -> sha256 ({label})", n, before, after, mb)
+    rows.append(yardstick)
     peak = sampler.peak_between() / MiB
     e2e = n / ph["total"] / lim_rate
     rows.append(
@@ -446,22 +442,9 @@ async def excel_case(tmp: Path, full: bool, rows: list[Row]) -> None:
         st = await stack.ingest(xlsx)
         total = stack.phases(st["ingestion_id"])["total"]
     after = limit("excel", xlsx)
-    rates = [lim["records"] / lim["seconds"] for lim in (before, after)]
-    lim_rate = statistics.mean(rates)  # around the daemon's run, as for JSON
     mb = xlsx.stat().st_size / 1e6
-    rows.append(
-        Row(
-            "bare openpyxl read-only iteration",
-            n,
-            n / lim_rate,
-            max(before["peak_rss"], after["peak_rss"]) / MiB,
-            1.0,
-            "",
-            None,
-            f"the yardstick (before {rates[0]:,.0f}, after {rates[1]:,.0f} rec/s)",
-            mb,
-        )
-    )
+    yardstick, lim_rate = limit_row("bare openpyxl read-only iteration", n, before, after, mb)
+    rows.append(yardstick)
     ratio = n / total / lim_rate
     rows.append(Row("Excel end to end", n, total, None, ratio, ">= 0.90 x openpyxl", ratio >= 0.90, "", mb))
 
