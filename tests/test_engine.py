@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from pimingestd import canonical
@@ -88,11 +89,16 @@ async def test_chunk_records_override_per_request(make_daemon: MakeDaemon, data_
     assert st["total_chunks"] == 5 and st["status"] == "completed"
 
 
-async def test_ack_before_post_response(make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
-    """An ACK that arrives before the chunk POST's own response is not lost: the Future exists first."""
+@pytest.mark.parametrize("preflight", [True, False])
+async def test_ack_before_post_response(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path, preflight: bool
+) -> None:
+    """An ACK that arrives before the chunk POST's own response is not lost: the Future exists first,
+    and the "sent" mark is committed before the POST, so no ACK is refused as "never sent" (that
+    would cost a timeout; here max_attempts is 1). With and without the spool."""
     await receiver.faults([{"action": "ack_before_response", "times": 100}])
     src = write_json(data_dir / "p.json", [product(i) for i in range(30)])
-    d = await make_daemon(delivery={"ack_timeout": 2.0, "max_attempts": 1})
+    d = await make_daemon(delivery={"ack_timeout": 2.0, "max_attempts": 1, "preflight": preflight})
     _, body = await d.ingest(path=str(src))
     st = await d.wait(body["ingestion_id"])
     assert st["status"] == "completed", st
