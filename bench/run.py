@@ -96,6 +96,18 @@ def limit(kind: str, path: Path) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+def floor(body_bytes: int, count: int = 200) -> dict[str, float]:
+    """The delivery floor in this run: a bare loopback POST + callback, and one FULL commit (bench/floor.py)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.floor", str(body_bytes), str(count)], capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(out.stdout))
+
+
+def floor_note(fl: dict[str, float]) -> str:
+    return f"floor: bare round trip {fl['round_trip_median_ms']:.2f} + FULL commit {fl['commit_median_ms']:.2f} ms"
+
+
 def limit_row(case: str, n: int, before: dict[str, Any], after: dict[str, Any], mb: float) -> tuple[Row, float]:
     """The yardstick row from a limit run just before and just after the daemon's; and its rate (the mean)."""
     rates = [lim["records"] / lim["seconds"] for lim in (before, after)]
@@ -309,6 +321,8 @@ async def json_cases(
         )
     )
     dl = n / ph["delivery"] / lim_rate
+    chunks = max(1, -(-n // 1000))
+    fl = floor(src.stat().st_size // chunks)
     rows.append(
         Row(
             f"JSON delivery phase from the spool ({label})",
@@ -318,7 +332,7 @@ async def json_cases(
             dl,
             ">= 5 x limit",
             dl >= 5.0,
-            f"{ph['delivery'] / max(1, -(-n // 1000)) * 1000:.2f} ms per 1000-record chunk",
+            f"{ph['delivery'] / chunks * 1000:.2f} ms per 1000-record chunk; {floor_note(fl)}",
             mb,
         )
     )
@@ -470,6 +484,7 @@ async def overhead_case(tmp: Path, rows: list[Row]) -> None:
         lat = sorted(stack.chunk_latencies(st["ingestion_id"]))
         med, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
         ph = stack.phases(st["ingestion_id"])
+        fl = floor(src.stat().st_size // n, count=500)
         rows.append(
             Row(
                 "per-chunk overhead: POST + ACK callback + commit",
@@ -479,7 +494,7 @@ async def overhead_case(tmp: Path, rows: list[Row]) -> None:
                 None,
                 "median < 1.5 ms",
                 med < 1.5,
-                f"median {med:.2f} ms, p99 {p99:.2f} ms",
+                f"median {med:.2f} ms, p99 {p99:.2f} ms; {floor_note(fl)}",
             )
         )
 
