@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -25,11 +24,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .run import free_port
 
 
 async def _serve(port: int, callback: str) -> None:
@@ -57,7 +52,7 @@ async def _serve(port: int, callback: str) -> None:
 
 
 def _round_trips(body: bytes, count: int) -> list[float]:
-    far, near = _free_port(), _free_port()
+    far, near = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.floor", "--serve", str(far), f"http://127.0.0.1:{near}/ack"],
         cwd=Path(__file__).resolve().parent.parent,
