@@ -6,28 +6,40 @@ version lives in ``PRAGMA user_version``. A database that fails its integrity
 check is refused, never recreated: a fresh one would re-send everything.
 
 Writes go through one connection and one lock, so a multi-statement change is
-one transaction and commits only when complete.
+one transaction and commits only when complete. Every operation runs as its own
+task behind ``asyncio.shield``: a caller cancelled at any await (a cancelled
+ingestion, a client that hung up) cannot split it; it completes, or rolls back,
+as a unit, and the connection is never left inside a transaction or at a
+synchronous level the store does not know of.
+
+Status changes follow ``model.TRANSITIONS``, enforced by the UPDATE itself.
+Paths are stored with ``names.to_text`` (lossless for names that are not UTF-8).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import aiosqlite
+import orjson
 
 from .errors import StateError
+from .model import STATUSES, TRANSITIONS, UNFINISHED, Status
+from .names import from_text, to_text
 
-SCHEMA_VERSION = 1
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-UNFINISHED = ("queued", "running")
+__all__ = ["STATUSES", "UNFINISHED", "AckOutcome", "ChunkRow", "Ingestion", "SpooledChunk", "Store"]
+
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE ingestions (
@@ -51,6 +63,8 @@ CREATE TABLE ingestions (
     total_records INTEGER,
     created_at    REAL NOT NULL,
     updated_at    REAL NOT NULL,
+    options       TEXT NOT NULL DEFAULT '{}',
+    completing    INTEGER NOT NULL DEFAULT 0,
     CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CHECK ((chunk_records IS NULL) <> (chunk_bytes IS NULL))
 );
@@ -73,6 +87,15 @@ CREATE TABLE chunks (
     CHECK (state IN ('spooled', 'sent', 'acked'))
 ) WITHOUT ROWID;
 """
+
+# Each step takes a database of the version before it to the next one, in one transaction.
+_MIGRATIONS: dict[int, str] = {
+    # 1 -> 2: format options as one JSON column; the completion claim (a cancel cannot undo a
+    # completion already sent); paths stored losslessly (names.to_text: a backslash is doubled).
+    1: "ALTER TABLE ingestions ADD COLUMN options TEXT NOT NULL DEFAULT '{}';"
+    "ALTER TABLE ingestions ADD COLUMN completing INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE ingestions SET path = replace(path, '\\', '\\\\');",
+}
 
 AckOutcome = Literal["accepted", "duplicate", "unknown_ingestion", "never_sent", "mismatch"]
 
@@ -99,6 +122,8 @@ class Ingestion:
     total_records: int | None
     created_at: float
     updated_at: float
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    completing: bool = False  # the completion was (or is being) sent: it can no longer be cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +151,44 @@ class SpooledChunk:
     length: int
 
 
-_ING_COLS = ", ".join(Ingestion.__dataclass_fields__)
-_CHUNK_COLS = ", ".join(ChunkRow.__dataclass_fields__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-def _ingestion(row: Sequence[Any]) -> Ingestion:
-    values = list(row)
-    values[11] = bool(values[11])
-    values[15] = bool(values[15])
-    return Ingestion(*values)
+def _ingestion(row: sqlite3.Row) -> Ingestion:
+    values = dict(zip(row.keys(), tuple(row), strict=True))
+    values["path"] = from_text(values["path"])
+    values["preflight"] = bool(values["preflight"])
+    values["spooled"] = bool(values["spooled"])
+    values["completing"] = bool(values["completing"])
+    values["options"] = orjson.loads(values["options"])
+    values["status"] = Status(values["status"])
+    return Ingestion(**values)
+
+
+_CHUNK_COLS = ", ".join(f.name for f in dataclasses.fields(ChunkRow))
+
+
+def _chunk(row: sqlite3.Row) -> ChunkRow:
+    return ChunkRow(**dict(zip(row.keys(), tuple(row), strict=True)))
+
+
+def _atomic(
+    fn: Callable[Concatenate[Store, P], Awaitable[T]],
+) -> Callable[Concatenate[Store, P], Coroutine[Any, Any, T]]:
+    """Run a store operation as its own task, shielded from the caller's cancellation."""
+
+    @functools.wraps(fn)
+    async def run(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        async def op() -> T:
+            return await fn(self, *args, **kwargs)
+
+        task = asyncio.ensure_future(op())
+        self._ops.add(task)
+        task.add_done_callback(self._ops.discard)
+        return await asyncio.shield(task)
+
+    return run
 
 
 class Store:
@@ -143,6 +197,7 @@ class Store:
         self.path = path
         self._lock = asyncio.Lock()
         self._sync = "FULL"
+        self._ops: set[asyncio.Future[Any]] = set()  # operations under way (each shielded)
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -152,6 +207,7 @@ class Store:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state database {path}: {exc}") from None
+        db.row_factory = sqlite3.Row
         try:
             await cls._prepare(db, path)
         except BaseException:
@@ -182,14 +238,24 @@ class Store:
                 if objects:
                     raise StateError(f"{path} is an SQLite database but not a pimingestd state database; {hint}")
                 await db.executescript("BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-            elif version != SCHEMA_VERSION:
+                version = SCHEMA_VERSION
+            elif version > SCHEMA_VERSION or (version < SCHEMA_VERSION and version not in _MIGRATIONS):
                 raise StateError(
                     f"state database {path} has schema version {version}; this pimingestd reads version {SCHEMA_VERSION}"
+                    " (and migrates from 1)"
                 )
+            while version < SCHEMA_VERSION:
+                await db.executescript(
+                    "BEGIN IMMEDIATE;" + _MIGRATIONS[version] + f"PRAGMA user_version={version + 1}; COMMIT;"
+                )
+                version += 1
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state database {path} is unreadable ({exc}); {hint}") from None
 
     async def close(self) -> None:
+        """Close once every operation under way has finished (none is cut short)."""
+        while self._ops:
+            await asyncio.gather(*list(self._ops), return_exceptions=True)
         await self._db.close()
 
     async def pragma(self, name: str) -> Any:
@@ -199,15 +265,13 @@ class Store:
 
     @asynccontextmanager
     async def _tx(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction. ``durable``: the commit reaches the disk (synchronous=FULL)
-        before this returns. Bookkeeping that a power cut may lose harmlessly (a chunk's
-        "sent" mark: it is simply sent again, and PIM-Core dedups it) commits with
-        synchronous=NORMAL; in WAL mode the next FULL commit makes it durable too."""
+        """One write transaction (use inside an ``_atomic`` operation). ``durable``: the commit
+        reaches the disk (synchronous=FULL) before this returns. Bookkeeping that a power cut
+        may lose harmlessly (a chunk's "sent" mark: it is simply sent again, and PIM-Core
+        dedups it) commits with synchronous=NORMAL; in WAL mode the next FULL commit makes it
+        durable too."""
         async with self._lock:
-            mode = "FULL" if durable else "NORMAL"
-            if mode != self._sync:
-                await self._db.execute(f"PRAGMA synchronous={mode}")
-                self._sync = mode
+            await self._synchronous(durable)
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -217,8 +281,23 @@ class Store:
                 raise
             await self._db.execute("COMMIT")
 
+    async def _synchronous(self, durable: bool) -> None:
+        mode = "FULL" if durable else "NORMAL"
+        if mode != self._sync:
+            self._sync = "?"  # unknown until the switch is confirmed
+            await self._db.execute(f"PRAGMA synchronous={mode}")
+            self._sync = mode
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._db.execute_fetchall(sql, params))
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
+
     # ---- ingestions -------------------------------------------------------
 
+    @_atomic
     async def create_ingestion(
         self,
         *,
@@ -234,112 +313,164 @@ class Store:
         chunk_bytes: int | None,
         preflight: bool,
         source: str,
+        options: dict[str, Any] | None = None,
     ) -> Ingestion:
         now = time.time()
-        ing_id = uuid.uuid4().hex
+        ing = Ingestion(
+            id=uuid.uuid4().hex,
+            file_id=file_id,
+            path=path,
+            file_name=file_name,
+            size=size,
+            mtime_ns=mtime_ns,
+            format=format,
+            json_path=json_path,
+            sheet=sheet,
+            chunk_records=chunk_records,
+            chunk_bytes=chunk_bytes,
+            preflight=preflight,
+            source=source,
+            status=Status.QUEUED,
+            error=None,
+            spooled=False,
+            total_chunks=None,
+            total_records=None,
+            created_at=now,
+            updated_at=now,
+            options=dict(options or {}),
+        )
+        row = dataclasses.asdict(ing)
+        row["path"] = to_text(path)
+        row["options"] = orjson.dumps(row["options"]).decode()
         async with self._tx() as db:
             await db.execute(
-                f"INSERT INTO ingestions ({_ING_COLS}) VALUES ({', '.join('?' * 20)})",
-                (
-                    ing_id,
-                    file_id,
-                    path,
-                    file_name,
-                    size,
-                    mtime_ns,
-                    format,
-                    json_path,
-                    sheet,
-                    chunk_records,
-                    chunk_bytes,
-                    int(preflight),
-                    source,
-                    "queued",
-                    None,
-                    0,
-                    None,
-                    None,
-                    now,
-                    now,
-                ),
+                f"INSERT INTO ingestions ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})", row
             )
-        ing = await self.get(ing_id)
-        assert ing is not None
         return ing
 
     async def get(self, ingestion_id: str) -> Ingestion | None:
-        async with self._db.execute(f"SELECT {_ING_COLS} FROM ingestions WHERE id = ?", (ingestion_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._one("SELECT * FROM ingestions WHERE id = ?", (ingestion_id,))
         return None if row is None else _ingestion(row)
 
     async def latest_for_file(self, file_id: str) -> Ingestion | None:
         """The newest ingestion of these bytes that was not cancelled."""
-        async with self._db.execute(
-            f"SELECT {_ING_COLS} FROM ingestions WHERE file_id = ? AND status != 'cancelled'"
+        row = await self._one(
+            "SELECT * FROM ingestions WHERE file_id = ? AND status != 'cancelled'"
             " ORDER BY created_at DESC, rowid DESC LIMIT 1",
             (file_id,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None else _ingestion(row)
 
     async def by_path(self, path: str) -> Ingestion | None:
         """The newest ingestion recorded for exactly this path."""
-        async with self._db.execute(
-            f"SELECT {_ING_COLS} FROM ingestions WHERE path = ? ORDER BY created_at DESC, rowid DESC LIMIT 1", (path,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._one(
+            "SELECT * FROM ingestions WHERE path = ? ORDER BY created_at DESC, rowid DESC LIMIT 1", (to_text(path),)
+        )
         return None if row is None else _ingestion(row)
 
     async def under(self, folder: str) -> list[Ingestion]:
         """Ingestions whose recorded path lies under ``folder``."""
-        prefix = folder.rstrip("/") + "/"
-        async with self._db.execute(
-            f"SELECT {_ING_COLS} FROM ingestions WHERE substr(path, 1, ?) = ? ORDER BY created_at, rowid",
-            (len(prefix), prefix),
-        ) as cur:
-            return [_ingestion(r) for r in await cur.fetchall()]
+        prefix = to_text(folder.rstrip("/") + "/")
+        rows = await self._rows(
+            "SELECT * FROM ingestions WHERE substr(path, 1, ?) = ? ORDER BY created_at, rowid", (len(prefix), prefix)
+        )
+        return [_ingestion(r) for r in rows]
 
     async def with_status(self, statuses: Iterable[str]) -> list[Ingestion]:
         wanted = list(statuses)
-        async with self._db.execute(
-            f"SELECT {_ING_COLS} FROM ingestions WHERE status IN ({', '.join('?' * len(wanted))})"
-            " ORDER BY created_at, rowid",
+        rows = await self._rows(
+            f"SELECT * FROM ingestions WHERE status IN ({', '.join('?' * len(wanted))}) ORDER BY created_at, rowid",
             wanted,
-        ) as cur:
-            return [_ingestion(r) for r in await cur.fetchall()]
+        )
+        return [_ingestion(r) for r in rows]
 
     async def list_ingestions(self, status: str | None, limit: int, offset: int) -> list[Ingestion]:
         where, args = ("WHERE status = ?", [status]) if status else ("", [])
-        async with self._db.execute(
-            f"SELECT {_ING_COLS} FROM ingestions {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        rows = await self._rows(
+            f"SELECT * FROM ingestions {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
             [*args, limit, offset],
-        ) as cur:
-            return [_ingestion(r) for r in await cur.fetchall()]
+        )
+        return [_ingestion(r) for r in rows]
 
     async def count_by_status(self) -> dict[str, int]:
-        async with self._db.execute("SELECT status, count(*) FROM ingestions GROUP BY status") as cur:
-            return {s: c for s, c in await cur.fetchall()}
+        return {r[0]: r[1] for r in await self._rows("SELECT status, count(*) FROM ingestions GROUP BY status")}
 
-    async def set_status(self, ingestion_id: str, status: str, error: str | None = None) -> None:
+    @_atomic
+    async def transition(self, ingestion_id: str, to: Status, error: str | None = None) -> bool:
+        """Change the status if ``model.TRANSITIONS`` allows it from the current one; False if not.
+        Completed needs the completion claimed; cancelled needs it not claimed."""
+        allowed = TRANSITIONS[to]
+        guard = {Status.COMPLETED: " AND completing = 1", Status.CANCELLED: " AND completing = 0"}.get(to, "")
         async with self._tx() as db:
-            await db.execute(
-                "UPDATE ingestions SET status = ?, error = ?, updated_at = ? WHERE id = ?",
-                (status, error, time.time(), ingestion_id),
+            cur = await db.execute(
+                f"UPDATE ingestions SET status = ?, error = ?, updated_at = ?"
+                f" WHERE id = ? AND status IN ({', '.join('?' * len(allowed))}){guard}",
+                (to, error, time.time(), ingestion_id, *allowed),
             )
+            return cur.rowcount == 1
 
+    @_atomic
+    async def claim_completion(self, ingestion_id: str) -> bool:
+        """Mark a running ingestion as sending its completion (from then on it cannot be
+        cancelled); False when it is no longer running (cancelled meanwhile)."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE ingestions SET completing = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+                (time.time(), ingestion_id),
+            )
+            return cur.rowcount == 1
+
+    @_atomic
+    async def release_completion(self, ingestion_id: str) -> None:
+        """PIM-Core refused the completion outright: it did not complete, so a cancel is possible again."""
+        async with self._tx() as db:
+            await db.execute("UPDATE ingestions SET completing = 0 WHERE id = ?", (ingestion_id,))
+
+    @_atomic
     async def set_path(self, ingestion_id: str, path: str) -> None:
         async with self._tx(durable=False) as db:
             await db.execute(
-                "UPDATE ingestions SET path = ?, updated_at = ? WHERE id = ?", (path, time.time(), ingestion_id)
+                "UPDATE ingestions SET path = ?, updated_at = ? WHERE id = ?",
+                (to_text(path), time.time(), ingestion_id),
             )
+
+    @_atomic
+    async def adopt_copy(self, ingestion_id: str, path: str, file_name: str, size: int, mtime_ns: int) -> bool:
+        """Point an ingestion that is not running at a new copy of the same bytes (its file_id
+        was checked by the caller); False when the ingestion is no longer resumable."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE ingestions SET path = ?, file_name = ?, size = ?, mtime_ns = ?, updated_at = ?"
+                " WHERE id = ? AND status IN ('queued', 'running', 'failed')",
+                (to_text(path), file_name, size, mtime_ns, time.time(), ingestion_id),
+            )
+            return cur.rowcount == 1
 
     # ---- the spool ---------------------------------------------------------
 
-    async def record_spool(self, ingestion_id: str, chunks: list[SpooledChunk]) -> None:
-        """Record a finished spool pass: every chunk and the totals, in one transaction."""
-        total_records = sum(c.records for c in chunks)
+    @_atomic
+    async def start_spool(self, ingestion_id: str) -> None:
+        """A spool pass begins: forget positions of an earlier, unfinished pass."""
         async with self._tx(durable=False) as db:
             await db.execute("DELETE FROM chunks WHERE ingestion_id = ? AND state = 'spooled'", (ingestion_id,))
+            await db.execute("UPDATE ingestions SET spooled = 0 WHERE id = ?", (ingestion_id,))
+
+    @_atomic
+    async def add_spooled(self, ingestion_id: str, chunks: Sequence[SpooledChunk]) -> list[int]:
+        """Record one page of spooled chunks. Chunks sent before (by an earlier pass) keep their
+        state and get their new spool position; returns the numbers of those whose recorded
+        checksum differs from the new cut (the caller fails the ingestion on any)."""
+        if not chunks:
+            return []
+        async with self._tx(durable=False) as db:
+            async with db.execute(
+                "SELECT n, checksum FROM chunks WHERE ingestion_id = ? AND n BETWEEN ? AND ?",
+                (ingestion_id, chunks[0].n, chunks[-1].n),
+            ) as cur:
+                before = {r[0]: r[1] for r in await cur.fetchall()}
+            differ = [c.n for c in chunks if c.n in before and before[c.n] != c.checksum]
+            if differ:
+                return differ
             await db.executemany(
                 "INSERT INTO chunks (ingestion_id, n, first_record, records, checksum, spool_offset, spool_length, state)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 'spooled')"
@@ -347,11 +478,34 @@ class Store:
                 " spool_length = excluded.spool_length",
                 [(ingestion_id, c.n, c.first_record, c.records, c.checksum, c.offset, c.length) for c in chunks],
             )
+        return []
+
+    @_atomic
+    async def finish_spool(self, ingestion_id: str, total_chunks: int, total_records: int) -> bool:
+        """The pass is complete: record the totals and mark the spool usable. False (and nothing
+        changed) when chunks beyond the new total were sent before."""
+        async with self._tx(durable=False) as db:
+            async with db.execute(
+                "SELECT count(*) FROM chunks WHERE ingestion_id = ? AND n > ?", (ingestion_id, total_chunks)
+            ) as cur:
+                beyond = (await cur.fetchone() or (0,))[0]
+            if beyond:
+                return False
             await db.execute(
                 "UPDATE ingestions SET spooled = 1, total_chunks = ?, total_records = ?, updated_at = ? WHERE id = ?",
-                (len(chunks), total_records, time.time(), ingestion_id),
+                (total_chunks, total_records, time.time(), ingestion_id),
             )
+        return True
 
+    async def record_spool(self, ingestion_id: str, chunks: list[SpooledChunk]) -> None:
+        """A whole spool pass at once (tests and small callers): start, one page, finish."""
+        await self.start_spool(ingestion_id)
+        if await self.add_spooled(ingestion_id, chunks):
+            raise StateError("a new spool pass cut different bytes than were sent before")
+        if not await self.finish_spool(ingestion_id, len(chunks), sum(c.records for c in chunks)):
+            raise StateError("a new spool pass cut fewer chunks than were sent before")
+
+    @_atomic
     async def drop_spool(self, ingestion_id: str) -> None:
         """Forget spool positions (the spool file is gone); sent and acked history stays."""
         async with self._tx(durable=False) as db:
@@ -363,6 +517,7 @@ class Store:
                 "UPDATE ingestions SET spooled = 0, updated_at = ? WHERE id = ?", (time.time(), ingestion_id)
             )
 
+    @_atomic
     async def set_totals(self, ingestion_id: str, total_chunks: int, total_records: int) -> None:
         async with self._tx(durable=False) as db:
             await db.execute(
@@ -373,43 +528,45 @@ class Store:
     # ---- chunks --------------------------------------------------------------
 
     async def chunk(self, ingestion_id: str, n: int) -> ChunkRow | None:
-        async with self._db.execute(
-            f"SELECT {_CHUNK_COLS} FROM chunks WHERE ingestion_id = ? AND n = ?", (ingestion_id, n)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else ChunkRow(*row)
+        row = await self._one(f"SELECT {_CHUNK_COLS} FROM chunks WHERE ingestion_id = ? AND n = ?", (ingestion_id, n))
+        return None if row is None else _chunk(row)
 
     async def chunks(self, ingestion_id: str, start: int = 1, limit: int = -1) -> list[ChunkRow]:
-        async with self._db.execute(
+        rows = await self._rows(
             f"SELECT {_CHUNK_COLS} FROM chunks WHERE ingestion_id = ? AND n >= ? ORDER BY n LIMIT ?",
             (ingestion_id, start, limit),
-        ) as cur:
-            return [ChunkRow(*r) for r in await cur.fetchall()]
+        )
+        return [_chunk(r) for r in rows]
+
+    async def chunk_pages(self, ingestion_id: str, page: int = 1000) -> AsyncIterator[ChunkRow]:
+        """Every chunk row in order, read a page at a time (memory flat in the number of chunks)."""
+        start = 1
+        while rows := await self.chunks(ingestion_id, start, page):
+            for row in rows:
+                yield row
+            start = rows[-1].n + 1
 
     async def progress(self, ingestion_id: str) -> tuple[int, int]:
         """(chunks ACKed, records ACKed)."""
-        async with self._db.execute(
+        row = await self._one(
             "SELECT count(*), coalesce(sum(records), 0) FROM chunks WHERE ingestion_id = ? AND state = 'acked'",
             (ingestion_id,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         assert row is not None
         return int(row[0]), int(row[1])
 
     async def acked_checksums(self, ingestion_id: str) -> list[str]:
-        async with self._db.execute(
+        rows = await self._rows(
             "SELECT checksum FROM chunks WHERE ingestion_id = ? AND state = 'acked' ORDER BY n", (ingestion_id,)
-        ) as cur:
-            return [r[0] for r in await cur.fetchall()]
+        )
+        return [r[0] for r in rows]
 
+    @_atomic
     async def _statement(self, sql: str, params: Sequence[Any], *, durable: bool) -> list[Any]:
         """One write statement as its own transaction: a single round trip to the database thread
         (two when the synchronous level changes). Holds the write lock like _tx."""
         async with self._lock:
-            mode = "FULL" if durable else "NORMAL"
-            if mode != self._sync:
-                await self._db.execute(f"PRAGMA synchronous={mode}")
-                self._sync = mode
+            await self._synchronous(durable)
             return list(await self._db.execute_fetchall(sql, params))
 
     async def mark_sent(self, ingestion_id: str, n: int, first_record: int, records: int, checksum: str) -> str:
@@ -470,12 +627,12 @@ class Store:
 
     async def last_activity(self, ingestion_id: str) -> float | None:
         """The time of the last ACK committed (ACKs do not touch the ingestion row, to stay one statement)."""
-        async with self._db.execute(
+        row = await self._one(
             "SELECT max(acked_at) FROM chunks WHERE ingestion_id = ? AND state = 'acked'", (ingestion_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None or row[0] is None else float(row[0])
 
+    @_atomic
     async def record_reject(self, ingestion_id: str, n: int, checksum: str, reason: str) -> AckOutcome:
         """Note a reject against a sent chunk; same outcomes as commit_ack, nothing is marked done."""
         async with self._tx(durable=False) as db:

@@ -35,7 +35,7 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         assert await store.pragma("journal_mode") == "wal"
         assert await store.pragma("synchronous") == 2  # FULL
         assert await store.pragma("foreign_keys") == 1
-        assert await store.pragma("user_version") == 1
+        assert await store.pragma("user_version") == 2  # schema 2: options, completion claim
     finally:
         await store.close()
 
