@@ -22,8 +22,15 @@ uses the exact reader instead):
   64 bits into floats), and decimals below 1e-6 (their canonical text is
   scientific) decline: they are found with one translate and three substring
   searches over the raw bytes.
-- Unmarking checks that it removed exactly the bytes it inserted: a DEL next to
-  a quote in the source's own strings declines.
+- The marker cannot collide with the source's own strings: a window that holds
+  a DEL byte, or the escape ``\\u007f`` / ``\\u007F`` (anything starting
+  ``\\u007``), declines before marking. So every DEL in orjson's output is one
+  we inserted, and the only strings that hold one are our marked numbers,
+  written whole as ``"\\x7f<digits>\\x7f"``.
+- Unmarking then checks that every marked number is still there: exactly as
+  many openers and closers as numbers marked, and no DEL left after removing
+  them. A duplicate key whose marked value orjson dropped (the last duplicate
+  wins) therefore declines, and the exact reader applies the same rule.
 
 The result is byte-identical to parsing with Decimals and encoding with
 canonical.encode; tests/test_exact.py checks that on generated documents.
@@ -47,6 +54,8 @@ _CLOSE = b'\x7f"'
 
 def mark(body: bytes) -> tuple[bytes, int] | None:
     """``body`` with its non-integer numbers marked, and how many; None to decline."""
+    if b"\x7f" in body or b"\\u007" in body:
+        return None  # the source could yield a DEL of its own: markers would be ambiguous
     shape = body.translate(_SHAPE)
     if b"0e" in shape or b"0000000000000000000" in shape:
         return None
@@ -74,7 +83,7 @@ def unmark(encoded: list[bytes], marked: int) -> list[bytes] | None:
     if len(joined) - len(opened) != 2 * marked:
         return None
     plain = opened.replace(_CLOSE, b"")
-    if len(opened) - len(plain) != 2 * marked:
+    if len(opened) - len(plain) != 2 * marked or b"\x7f" in plain:
         return None
     return plain.split(b"\n")
 

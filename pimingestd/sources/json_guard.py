@@ -8,7 +8,12 @@ few C-level passes over each buffer (bytes.replace/translate/split):
 - very long strings: a single string is refused once it exceeds the record
   limit, before the parser has buffered all of it;
 - lone surrogate escapes (``"\\ud800"``): yajl silently turns an unpaired high
-  surrogate into ``?``; we refuse it instead of changing the data.
+  surrogate into ``?``; we refuse it instead of changing the data. The bytes
+  held back to judge an escape split across buffers are re-judged against the
+  very next buffer, whatever it holds;
+- form feed and vertical tab: yajl takes them for whitespace between tokens,
+  but JSON's whitespace is only space, tab, LF and CR (RFC 8259), and inside a
+  string a raw control character is invalid anyway. Either byte is refused.
 
 State (inside a string or not, depth, a dangling backslash) carries across
 buffers, so a token split between two reads is judged correctly.
@@ -44,14 +49,23 @@ class JsonGuard:
 
     def feed(self, data: bytes) -> None:
         start = self._offset
+        if b"\x0c" in data or b"\x0b" in data:
+            at = min(i for i in (data.find(b"\x0c"), data.find(b"\x0b")) if i >= 0)
+            what = "a form feed (0x0C)" if data[at] == 0x0C else "a vertical tab (0x0B)"
+            raise ParseError(
+                f"{self._name}: {what} at byte {start + at}: not JSON whitespace (only space, tab, LF and CR are),"
+                " and not allowed raw inside a string"
+            )
         self._offset += len(data)
         buf = self._carry + data
         if buf.endswith(b"\\") and (len(buf) - len(buf.rstrip(b"\\"))) % 2:
             self._carry, buf = b"\\", buf[:-1]
         else:
             self._carry = b""
-        if b"\\u" in buf:
+        if b"\\u" in buf or b"\\u" in self._tail:
             self._surrogates(buf.replace(b"\\\\", b"") if b"\\\\" in buf else buf, start)
+        else:  # nothing to judge here, but the look-ahead must still move on to these bytes
+            self._tail = (self._tail + buf)[-_LOOKAHEAD:]
         if b'\\"' in buf:  # only a quote after a backslash can be escaped: drop escaped ones
             buf = buf.replace(b"\\\\", b"").replace(b'\\"', b"")
         # Quotes and brackets only. Dropping two adjacent quotes keeps every other

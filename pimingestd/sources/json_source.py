@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import ijson
@@ -22,6 +21,7 @@ import orjson
 
 from ..errors import ParseError
 from . import DEFAULT_MAX_RECORD, describe, exact
+from . import json_path as json_path_mod
 from .json_guard import JsonGuard
 
 _SLACK = 1 << 17  # the parser reads ahead in 64 KiB blocks: spans are measured at that grain
@@ -71,14 +71,6 @@ class _Reader:
             else:
                 self._guard.finish()
         return data
-
-
-def _parent_of(prefix: str) -> str | None:
-    if prefix == "item":
-        return ""
-    if prefix.endswith(".item"):
-        return prefix[: -len(".item")]
-    return None
 
 
 class _Handoff:
@@ -182,67 +174,164 @@ def _cut(window: bytes, sep: bytes | None, key: bytes) -> tuple[int, int] | None
 
 
 def read_json(
-    path: Path, json_path: str | None, max_record_bytes: int = DEFAULT_MAX_RECORD
+    raw: BinaryIO, name: str, json_path: str | None, max_record_bytes: int = DEFAULT_MAX_RECORD
 ) -> Iterator[dict[str, Any] | orjson.Fragment]:
-    """Records of the array at ``json_path``. The top-level array ("item") takes the fast path
-    (canonical bytes as orjson.Fragment, see exact.py) as far as it can; ijson does the rest."""
-    prefix = json_path or "item"
-    with open(path, "rb") as raw:
-        handoff = _Handoff()
-        if prefix == "item":
-            fast = _FastArray(raw, max_record_bytes)
-            for items in fast.items():
-                for item in items:
-                    yield orjson.Fragment(item)
-            if fast.handoff is None:
+    """Records of the array at ``json_path`` (syntax: json_path.py). The top-level array takes the
+    fast path (canonical bytes as orjson.Fragment, see exact.py) as far as it can; ijson does the rest."""
+    try:
+        segments = json_path_mod.parse(json_path)
+    except ValueError as exc:
+        raise ParseError(f"{name}: {exc}") from None
+    handoff = _Handoff()
+    if segments == (json_path_mod.ITEMS,):
+        fast = _FastArray(raw, max_record_bytes)
+        for items in fast.items():
+            for item in items:
+                yield orjson.Fragment(item)
+        if fast.handoff is None:
+            return
+        handoff = fast.handoff
+    if handoff.pending:  # "[" stands in for the array's own bracket, one byte before the record
+        guard = JsonGuard(name, max_record_bytes, handoff.offset - 1)
+        reader = _Reader(raw, guard, b"[" + handoff.pending, handoff.offset - 1)
+    else:
+        reader = _Reader(raw, JsonGuard(name, max_record_bytes))
+    selector = _Selector(name, segments, handoff.records)
+    index = handoff.records - 1
+    last_end = reader.end
+    try:
+        events = ijson.basic_parse(reader, use_float=False)
+        for index, record in enumerate(ijson.items(selector.select(events), "item"), handoff.records):
+            if reader.end - last_end > max_record_bytes + _SLACK:
+                raise ParseError(
+                    f"{name}: record {index} spans more than {max_record_bytes} bytes (before byte {reader.end});"
+                    " raise [chunking] max_record_bytes if such records are expected"
+                )
+            last_end = reader.end
+            yield record
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"{name}: invalid UTF-8 between byte {reader.start} and {reader.end} (after record {index}): {exc.reason}"
+        ) from None
+    except ijson.JSONError as exc:
+        arg = exc.args[0] if exc.args else type(exc).__name__
+        text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+        detail = text.splitlines()[0] if text else type(exc).__name__
+        raise ParseError(
+            f"{name}: invalid JSON between byte {reader.start} and {reader.end} (after record {index}): {detail}"
+        ) from None
+    selector.check_found()
+
+
+_OPEN = frozenset({"start_map", "start_array"})
+_CLOSE = frozenset({"end_map", "end_array"})
+
+
+class _Selector:
+    """Picks the records out of ijson's basic events by the document's structure.
+
+    Yields (prefix, event, value) for ijson.items(..., "item"): each record's start
+    event with prefix "item", its inner events with "" (the builder only looks at the
+    start). Values off the path are skipped whole. A path key that occurs twice in one
+    object is refused: the records would come from two arrays, and "the last duplicate
+    wins" cannot be honoured without reading the file twice."""
+
+    def __init__(self, name: str, segments: tuple[json_path_mod.Segment, ...], records: int = 0) -> None:
+        self._name = name
+        self._segments = segments
+        self._records = records  # records started (for error messages)
+        self._found = records > 0  # the fast path already read some of the top-level array
+
+    def _where(self) -> str:
+        return f"json_path {json_path_mod.render(self._segments)!r}"
+
+    def check_found(self) -> None:
+        if self._found:
+            return
+        if self._segments == (json_path_mod.ITEMS,):
+            raise ParseError(
+                f"{self._name}: the top-level value is not an array; set json_path to the array of records"
+            )
+        raise ParseError(
+            f"{self._name}: {self._where()} matched nothing (records are the items of an array, e.g. 'products.item')"
+        )
+
+    def select(self, events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, str, Any]]:
+        segments, last = self._segments, len(self._segments)
+        # One frame per open container on the path: (is an object, segments consumed, path key seen).
+        frames: list[tuple[bool, int, bool]] = []
+        consumed: int | None = 0  # for the next value: how much of the path it stands at; None = off the path
+        events = iter(events)
+        for event, value in events:
+            if event == "map_key":
+                _, k, seen = frames[-1]
+                if value == segments[k]:
+                    if seen:
+                        raise ParseError(
+                            f"{self._name}: key {value!r} occurs twice in one object on the {self._where()};"
+                            " refused, as the records would come from two arrays (remove one of them)"
+                        )
+                    frames[-1] = (True, k, True)
+                    consumed = k + 1
+                else:
+                    consumed = None
+                continue
+            if event in _CLOSE:  # a container on the path ends
+                frames.pop()
+                consumed = frames[-1][1] + 1 if frames and not frames[-1][0] else None
+                continue
+            # A value starts.
+            if consumed == last:
+                if event != "start_map":
+                    raise ParseError(
+                        f"{self._name}: record {self._records} ({self._where()}) is {_event_type(event, value)},"
+                        " expected an object"
+                    )
+                self._records += 1
+                yield "item", event, value
+                yield from _inner(events)
+            elif consumed is not None and segments[consumed] is json_path_mod.ITEMS and event == "start_array":
+                frames.append((False, consumed, False))
+                if consumed + 1 == last:
+                    self._found = True
+                consumed += 1
+                continue
+            elif consumed is not None and segments[consumed] is not json_path_mod.ITEMS and event == "start_map":
+                frames.append((True, consumed, False))
+                consumed = None
+                continue
+            elif event in _OPEN:
+                _skip(events)
+            # The value ended: the next one is the following item of an array on the path, or off it.
+            consumed = frames[-1][1] + 1 if frames and not frames[-1][0] else None
+
+
+def _inner(events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, str, Any]]:
+    """The rest of a record after its start event, up to and including its end."""
+    depth = 1
+    for event, value in events:
+        if event in _OPEN:
+            depth += 1
+        elif event in _CLOSE:
+            depth -= 1
+        yield "", event, value
+        if not depth:
+            return
+
+
+def _skip(events: Iterator[tuple[str, Any]]) -> None:
+    """Consume the rest of a container whose start event was just read."""
+    depth = 1
+    for event, _ in events:
+        if event in _OPEN:
+            depth += 1
+        elif event in _CLOSE:
+            depth -= 1
+            if not depth:
                 return
-            handoff = fast.handoff
-        if handoff.pending:  # "[" stands in for the array's own bracket, one byte before the record
-            guard = JsonGuard(path.name, max_record_bytes, handoff.offset - 1)
-            reader = _Reader(raw, guard, b"[" + handoff.pending, handoff.offset - 1)
-        else:
-            reader = _Reader(raw, JsonGuard(path.name, max_record_bytes))
-        index = handoff.records - 1
-        last_end = reader.end
-        try:
-            for index, record in enumerate(ijson.items(reader, prefix, use_float=False), handoff.records):
-                if type(record) is not dict:
-                    raise ParseError(
-                        f"{path.name}: record {index} (json_path {prefix!r}) is {describe(record)}, expected an object"
-                    )
-                if reader.end - last_end > max_record_bytes + _SLACK:
-                    raise ParseError(
-                        f"{path.name}: record {index} spans more than {max_record_bytes} bytes (before byte {reader.end});"
-                        " raise [chunking] max_record_bytes if such records are expected"
-                    )
-                last_end = reader.end
-                yield record
-        except UnicodeDecodeError as exc:
-            raise ParseError(
-                f"{path.name}: invalid UTF-8 between byte {reader.start} and {reader.end} (after record {index}): {exc.reason}"
-            ) from None
-        except ijson.JSONError as exc:
-            arg = exc.args[0] if exc.args else type(exc).__name__
-            text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
-            detail = text.splitlines()[0] if text else type(exc).__name__
-            raise ParseError(
-                f"{path.name}: invalid JSON between byte {reader.start} and {reader.end}"
-                f" (after record {index}): {detail}"
-            ) from None
-    if index < 0:
-        _check_empty_match(path, prefix)
 
 
-def _check_empty_match(path: Path, prefix: str) -> None:
-    """Zero records: fine for an empty array at the path, an error when nothing matched."""
-    parent = _parent_of(prefix)
-    if parent is not None:
-        with open(path, "rb") as raw:
-            for p, event, _ in ijson.parse(_Reader(raw), use_float=False):
-                if p == parent and event == "start_array":
-                    return
-    if prefix == "item":
-        raise ParseError(f"{path.name}: the top-level value is not an array; set json_path to the array of records")
-    raise ParseError(
-        f"{path.name}: json_path {prefix!r} matched nothing (records are the items of an array, e.g. 'products.item')"
-    )
+def _event_type(event: str, value: Any) -> str:
+    if event == "start_array":
+        return "an array"
+    return describe(value)

@@ -1,5 +1,8 @@
 """JSON Lines: one object per line, blank lines skipped; errors name the line.
 
+A blank line holds only JSON whitespace (space, tab, CR); a line of form feeds
+or vertical tabs is not blank, and is refused as invalid JSON.
+
 Numbers stay exact. Blocks of whole lines go through exact.py (orjson with
 marked decimals, canonical bytes out). A block it declines (a blank line, an
 exponent, an error to word) is read line by line: a line without a ``.`` is
@@ -13,8 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -23,6 +25,7 @@ from . import DEFAULT_MAX_RECORD, describe, exact
 
 _BOM = b"\xef\xbb\xbf"
 _BLOCK = 1 << 19  # whole lines are read in blocks of about half a MiB
+_BLANK = b" \t\r"  # JSON whitespace, less the newline that ends the line
 
 
 def _no_constants(name: str) -> Any:
@@ -61,59 +64,58 @@ def parse_line(line: bytes) -> Any:
     return _parse_exact(line)
 
 
-def read_jsonl(path: Path, max_record_bytes: int = DEFAULT_MAX_RECORD) -> Iterator[dict[str, Any] | orjson.Fragment]:
+def read_jsonl(
+    f: BinaryIO, name: str, max_record_bytes: int = DEFAULT_MAX_RECORD
+) -> Iterator[dict[str, Any] | orjson.Fragment]:
     """Records of a JSON Lines file. Blocks of whole lines take the fast path (canonical
     bytes as orjson.Fragment, see exact.py); a block it declines is read line by line."""
     index = 0
     lineno = 0  # lines before the block
-    with open(path, "rb") as f:
-        carry = f.read(len(_BOM))
-        if carry == _BOM:
-            carry = b""
-        while True:
-            data = f.read(_BLOCK)
-            buf = carry + data if carry else data
-            if data:
-                cut = buf.rfind(b"\n") + 1
-                if cut == 0:  # one line longer than the block so far
-                    if len(buf) > max_record_bytes + 2:
-                        raise _too_long(path, lineno + 1, index, max_record_bytes)
-                    carry = buf
-                    continue
-                block, carry = buf[:cut], buf[cut:]
-            elif buf:
-                block, carry = buf, b""
-            else:
-                return
-            lines = block.split(b"\n")
-            if not lines[-1]:
-                lines.pop()
-            fast = exact.line_items(block) if max(map(len, lines)) <= max_record_bytes else None
-            if fast is not None:
-                for item in fast:
-                    yield orjson.Fragment(item)
-                index += len(fast)
-                lineno += len(lines)
+    carry = f.read(len(_BOM))
+    if carry == _BOM:
+        carry = b""
+    while True:
+        data = f.read(_BLOCK)
+        buf = carry + data if carry else data
+        if data:
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than the block so far
+                if len(buf) > max_record_bytes + 2:
+                    raise _too_long(name, lineno + 1, index, max_record_bytes)
+                carry = buf
                 continue
-            for raw in lines:
-                lineno += 1
-                if len(raw.rstrip(b"\r")) > max_record_bytes:
-                    raise _too_long(path, lineno, index, max_record_bytes)
-                if not raw.strip():
-                    continue
-                try:
-                    record = parse_line(raw)
-                except (ValueError, RecursionError) as exc:
-                    raise ParseError(f"{path.name}: line {lineno} (record {index}): invalid JSON: {exc}") from None
-                if type(record) is not dict:
-                    raise ParseError(
-                        f"{path.name}: line {lineno} (record {index}) is {describe(record)}, expected an object"
-                    )
-                yield record
-                index += 1
+            block, carry = buf[:cut], buf[cut:]
+        elif buf:
+            block, carry = buf, b""
+        else:
+            return
+        lines = block.split(b"\n")
+        if not lines[-1]:
+            lines.pop()
+        fast = exact.line_items(block) if max(map(len, lines)) <= max_record_bytes else None
+        if fast is not None:
+            for item in fast:
+                yield orjson.Fragment(item)
+            index += len(fast)
+            lineno += len(lines)
+            continue
+        for raw in lines:
+            lineno += 1
+            if len(raw.rstrip(b"\r")) > max_record_bytes:
+                raise _too_long(name, lineno, index, max_record_bytes)
+            if not raw.strip(_BLANK):
+                continue
+            try:
+                record = parse_line(raw)
+            except (ValueError, RecursionError) as exc:
+                raise ParseError(f"{name}: line {lineno} (record {index}): invalid JSON: {exc}") from None
+            if type(record) is not dict:
+                raise ParseError(f"{name}: line {lineno} (record {index}) is {describe(record)}, expected an object")
+            yield record
+            index += 1
 
 
-def _too_long(path: Path, lineno: int, index: int, limit: int) -> ParseError:
+def _too_long(name: str, lineno: int, index: int, limit: int) -> ParseError:
     return ParseError(
-        f"{path.name}: line {lineno} (record {index}) is longer than {limit} bytes ([chunking] max_record_bytes)"
+        f"{name}: line {lineno} (record {index}) is longer than {limit} bytes ([chunking] max_record_bytes)"
     )
