@@ -1,27 +1,125 @@
-"""Excel (.xlsx/.xlsm): one sheet, first row as header, streamed read-only.
+"""Excel (.xlsx/.xlsm): one worksheet, first row as header, streamed from the sheet's XML.
 
-openpyxl runs with ``read_only=True, data_only=True`` so rows are parsed from
-the sheet XML as they are iterated and formulas give their cached values.
-Dates and times become ISO 8601 strings, durations ISO 8601 durations. Fully
-empty rows are skipped; a value in a column without a header is an error, so
-nothing is dropped silently.
+The package is read through ooxml.py (parts found by their relationships);
+the sheet XML is parsed as a stream and each row is dropped once read, so
+memory holds the shared strings table and one row. Every value is what the
+cell holds, or the file is refused naming sheet, row and column:
+
+- text: as written, ``_xHHHH_`` escapes decoded; whitespace kept;
+- numbers: integers as integers, others as numbers; booleans as booleans;
+- cells formatted as dates: ISO 8601 (``2021-01-01T00:00:00``; a time of day
+  alone as ``12:30:00``), durations as ISO 8601 durations; a serial outside
+  the range of dates is refused;
+- formulas: their cached value. A formula saved without one (the workbook
+  was written by a program that does not calculate) and error cells
+  (``#DIV/0!``, ``#N/A``: ``t="e"``) are refused, since their value is not
+  known; with ``unknown_cells = "null"`` they arrive as ``null`` instead;
+- empty cells are ``null``; a row whose cells hold nothing but empty text is
+  skipped (a row with an unknown cell is not empty).
+
+Header names are the header row's cells converted the same way (a number's
+or boolean's JSON text, a date's ISO text) and kept exactly, whitespace
+included. An empty or duplicate name, and a value in a column without a
+header, are refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import zipfile
-from collections.abc import Callable, Iterator
-from functools import partial
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from openpyxl import load_workbook
+import orjson
 from openpyxl.utils import get_column_letter
-from openpyxl.utils.exceptions import InvalidFileException
+from openpyxl.utils.datetime import MAC_EPOCH, WINDOWS_EPOCH, from_excel, from_ISO8601
 
 from ..errors import ParseError
+from .ooxml import MAIN, Package, Styles, decode, text_of
+
+_ROW, _C, _V, _F, _IS, _SHEET_DATA = (MAIN + t for t in ("row", "c", "v", "f", "is", "sheetData"))
+_UNKNOWN = object()  # a cell whose value is not known: an uncached formula or an error value
+
+
+class _Cells:
+    """Turns one ``<c>`` element into a value; knows the workbook's strings, styles and epoch."""
+
+    def __init__(self, name: str, title: str, strings: list[str] | None, styles: Styles, date1904: bool) -> None:
+        self.name = name
+        self.title = title
+        self._strings = strings
+        self._dates = styles.dates
+        self._durations = styles.durations
+        self._epoch = MAC_EPOCH if date1904 else WINDOWS_EPOCH
+        self.record: int | None = None  # the record the row being read becomes (None: the header row)
+
+    def where(self, row: int, col: int) -> str:
+        record = "" if self.record is None else f" (record {self.record})"
+        return f"{self.name}: sheet {self.title!r} row {row} column {get_column_letter(col + 1)}{record}"
+
+    def value(self, c: Any, row: int, col: int) -> tuple[Any, str]:
+        """(value, why unknown): the value, or _UNKNOWN and a description of the cell."""
+        kind = c.get("t", "n")
+        text: str | None = None
+        formula = False
+        inline = None
+        for child in c:
+            tag = child.tag
+            if tag == _V:
+                text = child.text or ""
+            elif tag == _F:
+                formula = True
+            elif tag == _IS:
+                inline = child
+        try:
+            if kind == "s":
+                if text is None:
+                    return None, ""
+                if self._strings is None:
+                    raise ValueError("refers to a shared string, but the workbook has no shared strings table")
+                index = int(text)
+                if not 0 <= index < len(self._strings):
+                    raise ValueError(f"refers to shared string {index}, which does not exist")
+                return self._strings[index], ""
+            if kind == "inlineStr":
+                return ("" if inline is None else text_of(inline)), ""
+            if kind == "e":
+                return _UNKNOWN, f"holds the error value {text or '?'}"
+            if not text and kind != "str":  # no value (an empty <v/> as well)
+                if formula:
+                    return _UNKNOWN, "holds a formula saved without its value (the file was not calculated)"
+                return None, ""
+            if kind == "str":
+                return decode(text or ""), ""
+            if kind == "b":
+                if text not in ("0", "1"):
+                    raise ValueError(f"boolean cell holds {text!r}")
+                return text == "1", ""
+            if kind == "d":
+                return from_ISO8601(text).isoformat(), ""
+            if kind != "n":
+                raise ValueError(f"unknown cell type {kind!r}")
+            assert text is not None
+            number: int | float = float(text) if ("." in text or "e" in text or "E" in text) else int(text)
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ValueError(f"{number} is not a JSON number")
+            style = int(c.get("s", "0"))
+            if style in self._dates:
+                return self._date(number, style in self._durations, row, col), ""
+            return number, ""
+        except ValueError as exc:
+            raise ParseError(f"{self.where(row, col)}: {exc}") from None
+
+    def _date(self, serial: float, duration: bool, row: int, col: int) -> str:
+        try:
+            value = from_excel(serial, self._epoch, timedelta=duration)
+        except (OverflowError, ValueError):
+            raise ParseError(
+                f"{self.where(row, col)}: formatted as a date, but its serial {serial} is outside the range of dates"
+            ) from None
+        if isinstance(value, dt.timedelta):
+            return _duration(value)
+        return str(value.isoformat())
 
 
 def _duration(value: dt.timedelta) -> str:
@@ -35,130 +133,158 @@ def _duration(value: dt.timedelta) -> str:
     return f"{sign}P{int(days)}DT{int(hours)}H{int(minutes)}M{secs}S"
 
 
-_PLAIN = frozenset({str, int, bool, type(None)})
-
-
-def _where(name: str, title: str, rownum: int, col: int, index: int) -> str:
-    return f"{name}: sheet {title!r} row {rownum} column {get_column_letter(col + 1)} (record {index})"
-
-
-def _cell(value: Any, where: Callable[[], str]) -> Any:
-    """A cell value as JSON data; ``where`` names the cell, and is only called for an error."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ParseError(f"{where()}: {value} is not a JSON number")
-        return value
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return _duration(value)
-    raise ParseError(f"{where()}: unsupported cell value of type {type(value).__name__}")
-
-
-# openpyxl streams sheet XML but loads the shared strings table whole; a member
-# that inflates far beyond its compressed size is a decompression bomb.
-MAX_SHARED_STRINGS = 256 << 20
-MAX_RATIO = 100
-RATIO_FROM = 64 << 20
-
-
-def _check_zip(path: Path, fh: BinaryIO) -> None:
-    try:
-        with zipfile.ZipFile(fh) as zf:
-            members = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ParseError(f"{path.name}: not a readable Excel workbook: {exc}") from None
-    finally:
-        fh.seek(0)
-    for m in members:
-        if m.filename.endswith("sharedStrings.xml") and m.file_size > MAX_SHARED_STRINGS:
-            raise ParseError(
-                f"{path.name}: {m.filename} inflates to {m.file_size} bytes (over {MAX_SHARED_STRINGS}); refused"
-                " as it would be held in memory whole"
-            )
-        if m.file_size > RATIO_FROM and m.file_size > MAX_RATIO * max(m.compress_size, 1):
-            raise ParseError(
-                f"{path.name}: {m.filename} inflates {m.file_size // max(m.compress_size, 1)}x to {m.file_size} bytes;"
-                " refused as a decompression bomb"
-            )
-
-
-def read_excel(path: Path, sheet: str | None) -> Iterator[dict[str, Any]]:
-    # We own the file handle: openpyxl's read-only mode leaves it open when iteration stops early.
-    with open(path, "rb") as fh:
-        _check_zip(path, fh)
-        yield from _read(path, fh, sheet)
-
-
-def _read(path: Path, fh: BinaryIO, sheet: str | None) -> Iterator[dict[str, Any]]:
-    try:
-        wb = load_workbook(fh, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
-        raise ParseError(f"{path.name}: not a readable Excel workbook: {exc}") from None
-    rows: Iterator[tuple[Any, ...]] = iter(())
-    try:
-        if sheet is None:
-            if not wb.sheetnames:
-                raise ParseError(f"{path.name}: the workbook has no sheets")
-            ws = wb[wb.sheetnames[0]]
-        elif sheet in wb.sheetnames:
-            ws = wb[sheet]
+def _column(ref: str) -> int:
+    """0-based column of a cell reference such as ``AB12``."""
+    col = 0
+    for ch in ref:
+        if "A" <= ch <= "Z":
+            col = col * 26 + ord(ch) - 64
+        elif "a" <= ch <= "z":
+            col = col * 26 + ord(ch) - 96
         else:
-            raise ParseError(f"{path.name}: no sheet named {sheet!r} (sheets: {', '.join(wb.sheetnames)})")
-        title = ws.title
-        if hasattr(ws, "reset_dimensions"):
-            # Declared dimensions are often wrong in files not written by Excel; read what is there.
-            ws.reset_dimensions()
-        rows = ws.iter_rows(values_only=True)
-        header = _header(path, title, next(rows, None))
-        width = len(header)
-        index = 0
-        try:
-            for rownum, row in enumerate(rows, 2):
-                if all(v is None or v == "" for v in row):
-                    continue
-                if len(row) > width:
-                    for col in range(width, len(row)):
-                        if row[col] is not None and row[col] != "":
-                            raise ParseError(
-                                f"{path.name}: sheet {title!r} row {rownum} column {get_column_letter(col + 1)}"
-                                f" (record {index}): value in a column without a header"
-                            )
-                cells = row if len(row) >= width else (*row, *([None] * (width - len(row))))
-                record = dict(zip(header, cells, strict=False))
-                for col, key in enumerate(header):
-                    value = cells[col]
-                    if type(value) not in _PLAIN:
-                        record[key] = _cell(value, partial(_where, path.name, title, rownum, col, index))
-                yield record
-                index += 1
-        except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
-            raise ParseError(f"{path.name}: sheet {title!r}: damaged worksheet data: {exc}") from None
+            break
+    if col == 0:
+        raise ValueError(ref)
+    return col - 1
+
+
+def _rows(package: Package, part: str, cells: _Cells) -> Iterator[tuple[int, dict[int, tuple[Any, str]]]]:
+    """(row number, {column: (value, why unknown)}) for every row that holds anything."""
+    sheet_data = None
+    row_number = 0
+    col = -1
+    current: dict[int, tuple[Any, str]] = {}
+    filled = False
+    for event, el in package.elements(part):
+        tag = el.tag
+        if event == "start":
+            if tag == _ROW:
+                r = el.get("r")
+                row_number = int(r) if r else row_number + 1
+                col = -1
+                current = {}
+                filled = False
+            elif tag == _SHEET_DATA:
+                sheet_data = el
+            continue
+        if tag == _C:
+            ref = el.get("r")
+            try:
+                col = _column(ref) if ref else col + 1
+            except ValueError:
+                raise ParseError(
+                    f"{cells.name}: sheet {cells.title!r} row {row_number}: bad cell reference {ref!r}"
+                ) from None
+            value = cells.value(el, row_number, col)
+            if value[0] is not None:
+                current[col] = value
+                filled = filled or value[0] != ""
+        elif tag == _ROW:
+            if filled:
+                yield row_number, current
+            if sheet_data is not None:
+                sheet_data.clear()  # the rows read so far are not kept
+
+
+def _header_name(value: Any, where: str) -> str:
+    if value is _UNKNOWN:
+        raise ParseError(f"{where}: a header cell whose value is not known")
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()  # a number or boolean: its JSON text
+
+
+def read_excel(fh: BinaryIO, name: str, sheet: str | None, unknown_cells: str = "fail") -> Iterator[dict[str, Any]]:
+    package = Package(fh, name)
+    try:
+        sheets, date1904 = package.sheets()
+        worksheets = [s for s in sheets if s.kind == "worksheet"]
+        if sheet is None:
+            if not worksheets:
+                if not sheets:
+                    raise ParseError(f"{name}: the workbook has no sheets")
+                raise ParseError(
+                    f"{name}: the workbook has no worksheet (only {', '.join(f'{s.name!r} ({s.kind})' for s in sheets)})"
+                )
+            chosen = worksheets[0]
+        else:
+            found = next((s for s in sheets if s.name == sheet), None)
+            if found is None:
+                raise ParseError(f"{name}: no sheet named {sheet!r} (sheets: {', '.join(s.name for s in sheets)})")
+            if found.kind != "worksheet":
+                raise ParseError(
+                    f"{name}: sheet {sheet!r} is a {found.kind}, not a worksheet with cells; worksheets:"
+                    f" {', '.join(repr(s.name) for s in worksheets) or 'none'}"
+                )
+            chosen = found
+        if chosen.part is None or not package.has(chosen.part):
+            raise ParseError(
+                f"{name}: sheet {chosen.name!r} is listed in the workbook but its part"
+                f" {chosen.part or '(no relationship)'} is missing from the file; the workbook is damaged"
+            )
+        cells = _Cells(name, chosen.name, package.shared_strings(), package.styles(), date1904)
+        yield from _records(package, chosen.part, cells, unknown_cells == "null")
     finally:
-        close = getattr(rows, "close", None)
-        if close is not None:
-            close()
-        wb.close()
+        package.close()
 
 
-def _header(path: Path, title: str, row: tuple[Any, ...] | None) -> list[str]:
-    if row is None:
-        return []
-    cells = list(row)
-    while cells and (cells[-1] is None or cells[-1] == ""):
-        cells.pop()
+def _records(package: Package, part: str, cells: _Cells, unknown_as_null: bool) -> Iterator[dict[str, Any]]:
+    rows = _rows(package, part, cells)
+    header: list[str] = []
+    first = next(rows, None)
+    pending = None
+    if first is not None and first[0] == 1:
+        header = _header(cells, first[1])
+    elif first is not None:
+        pending = first  # row 1 is empty: no header names
+    width = len(header)
+    index = 0
+    cells.record = 0
+    for rownum, row in _chain(pending, rows):
+        record: dict[str, Any] = dict.fromkeys(header)
+        for col, (cell, why) in row.items():
+            if col >= width:
+                if cell == "":
+                    continue
+                raise ParseError(
+                    f"{cells.where(rownum, col)}: value in a column without a header (row 1 holds the header names)"
+                )
+            value = cell
+            if cell is _UNKNOWN:
+                if not unknown_as_null:
+                    raise ParseError(
+                        f"{cells.where(rownum, col)} {why}; fix the cell, or set"
+                        ' unknown_cells = "null" to deliver such cells as null'
+                    )
+                value = None
+            record[header[col]] = value
+        yield record
+        index += 1
+        cells.record = index
+
+
+def _chain(
+    first: tuple[int, dict[int, tuple[Any, str]]] | None, rest: Iterator[tuple[int, dict[int, tuple[Any, str]]]]
+) -> Iterator[tuple[int, dict[int, tuple[Any, str]]]]:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _header(cells: _Cells, row: dict[int, tuple[Any, str]]) -> list[str]:
+    filled = [col for col, (value, _) in row.items() if value != ""]
+    width = max(filled) + 1 if filled else 0
     names: list[str] = []
     seen: dict[str, str] = {}
-    for col, value in enumerate(cells):
+    for col in range(width):
         letter = get_column_letter(col + 1)
-        name = "" if value is None else str(value).strip()
-        if not name:
-            raise ParseError(f"{path.name}: sheet {title!r} header row 1 column {letter}: empty header name")
+        where = f"{cells.name}: sheet {cells.title!r} header row 1 column {letter}"
+        value = row.get(col, (None, ""))[0]
+        name = "" if value is None else _header_name(value, where)
+        if name == "":
+            raise ParseError(f"{where}: empty header name")
         if name in seen:
-            raise ParseError(
-                f"{path.name}: sheet {title!r} header row 1 column {letter}: duplicate header {name!r}"
-                f" (first in column {seen[name]})"
-            )
+            raise ParseError(f"{where}: duplicate header {name!r} (first in column {seen[name]})")
         seen[name] = letter
         names.append(name)
     return names
