@@ -21,13 +21,16 @@ import structlog
 from aiohttp import web
 
 from . import signing
-from .config import Config
+from .config import UNKNOWN_CELLS, ChunkPolicy, Config
 from .engine import Draining, Engine, IngestRequest, NotAllowed
-from .errors import ConfigError, FileChangedError, UnsupportedFormat
+from .errors import ConfigError, FileChangedError, SourceError, UnsupportedFormat
 from .inbox import Inbox, check_relative_name
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .model import STATUSES, UNFINISHED
+from .names import readable
 from .sources import detect_format
-from .store import STATUSES, Ingestion, Store
+from .sources import json_path as json_path_syntax
+from .store import Ingestion, Store
 
 log = structlog.get_logger("pimingestd.api")
 
@@ -39,7 +42,8 @@ INBOX = web.AppKey("inbox", Inbox)
 OPENAPI = Path(__file__).resolve().parent / "openapi.yaml"
 
 _CHECKSUM = re.compile(r"^sha256:[0-9a-f]{64}$")
-_INGEST_KEYS = {"path", "format", "json_path", "sheet", "chunk_records", "chunk_bytes", "re_ingestion"}
+_INGEST_KEYS = {"path", "format", "json_path", "sheet", "chunk_records", "chunk_bytes", "re_ingestion", "unknown_cells"}
+_DIGITS = re.compile(r"[0-9]{1,15}")  # a query integer: ASCII digits only (int() would take '١٢' or ' 5')
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,12 +72,12 @@ async def ingestion_view(store: Store, ing: Ingestion, engine: Engine | None = N
     eta = None
     if rate and ing.total_records is not None:
         eta = round(max(ing.total_records - records, 0) / rate, 1)
-    in_flight = await store.chunk(ing.id, chunks + 1) if ing.status in ("queued", "running") else None
+    in_flight = await store.chunk(ing.id, chunks + 1) if ing.status in UNFINISHED else None
     last_ack = await store.last_activity(ing.id)
     return {
         "ingestion_id": ing.id,
         "file_id": ing.file_id,
-        "path": ing.path,
+        "path": readable(ing.path),
         "file_name": ing.file_name,
         "format": ing.format,
         "status": ing.status,
@@ -142,6 +146,24 @@ def _opt(data: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
+def _options(json_path: str | None, unknown_cells: str | None, records: int | None, size: int | None) -> None:
+    """Refuse (400) options that would only fail later: a bad json_path, chunk sizes out of range."""
+    if json_path is not None:
+        try:
+            json_path_syntax.parse(json_path)
+        except ValueError as exc:
+            raise ApiError(400, "bad json_path", str(exc)) from None
+    if unknown_cells is not None and unknown_cells not in UNKNOWN_CELLS:
+        raise ApiError(400, f"`unknown_cells` must be one of {', '.join(UNKNOWN_CELLS)}")
+    if records is not None and size is not None:
+        raise ApiError(400, "give at most one of `chunk_records` and `chunk_bytes`")
+    if records is not None or size is not None:
+        try:
+            ChunkPolicy(records=records, bytes=size)
+        except ConfigError as exc:
+            raise ApiError(400, "bad chunking", str(exc)) from None
+
+
 def resolve_allowed(config: Config, raw: str) -> Path:
     """The real path of ``raw`` (relative to the config's folder) if it lies under an allowed root."""
     if "\x00" in raw:
@@ -165,8 +187,8 @@ async def ingest(request: web.Request) -> web.Response:
     if not isinstance(raw_path, str) or not raw_path:
         raise ApiError(400, "`path` is required and must be a string")
     records, size = _opt(data, "chunk_records", int), _opt(data, "chunk_bytes", int)
-    if records is not None and size is not None:
-        raise ApiError(400, "give at most one of `chunk_records` and `chunk_bytes`")
+    json_path, unknown_cells = _opt(data, "json_path", str), _opt(data, "unknown_cells", str)
+    _options(json_path, unknown_cells, records, size)
     re_ingestion = data.get("re_ingestion", False)
     if not isinstance(re_ingestion, bool):
         raise ApiError(400, "`re_ingestion` must be true or false")
@@ -178,12 +200,13 @@ async def ingest(request: web.Request) -> web.Response:
     req = IngestRequest(
         path=path,
         format=_opt(data, "format", str),
-        json_path=_opt(data, "json_path", str),
+        json_path=json_path,
         sheet=_opt(data, "sheet", str),
         chunk_records=records,
         chunk_bytes=size,
         re_ingestion=re_ingestion,
         source="api",
+        unknown_cells=unknown_cells,
     )
     engine = request.app[ENGINE]
     try:
@@ -196,6 +219,8 @@ async def ingest(request: web.Request) -> web.Response:
         raise ApiError(409, "file is changing", str(exc)) from None
     except FileNotFoundError:
         raise ApiError(404, "no such file", raw_path) from None
+    except SourceError as exc:  # not a regular file (swapped for a link or FIFO after the check)
+        raise ApiError(400, "not a regular file", str(exc)) from None
     except Draining as exc:
         raise ApiError(503, "draining", str(exc)) from None
     ing = submitted.ingestion
@@ -218,10 +243,9 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"`{name}` must be an integer") from None
+    if not _DIGITS.fullmatch(raw):
+        raise ApiError(400, f"`{name}` must be a whole number (ASCII digits)")
+    value = int(raw)
     if not lo <= value <= hi:
         raise ApiError(400, f"`{name}` must be between {lo} and {hi}")
     return value
@@ -266,7 +290,14 @@ async def list_chunks(request: web.Request) -> web.Response:
     )
 
 
-_UPLOAD_PARAMS = {"format": str, "json_path": str, "sheet": str, "chunk_records": int, "chunk_bytes": int}
+_UPLOAD_PARAMS = {
+    "format": str,
+    "json_path": str,
+    "sheet": str,
+    "chunk_records": int,
+    "chunk_bytes": int,
+    "unknown_cells": str,
+}
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -283,8 +314,12 @@ async def upload(request: web.Request) -> web.Response:
                 overrides[key] = _int_param(request, key, 0, 1, 2**62)
             else:
                 overrides[key] = value
-    if overrides.get("chunk_records") and overrides.get("chunk_bytes"):
-        raise ApiError(400, "give at most one of `chunk_records` and `chunk_bytes`")
+    _options(
+        overrides.get("json_path"),
+        overrides.get("unknown_cells"),
+        overrides.get("chunk_records"),
+        overrides.get("chunk_bytes"),
+    )
     if "re_ingestion" in request.query:
         overrides["re_ingestion"] = request.query["re_ingestion"].lower() in ("1", "true", "yes")
     unknown = sorted(set(request.query) - set(_UPLOAD_PARAMS) - {"re_ingestion"})
@@ -320,11 +355,14 @@ async def upload(request: web.Request) -> web.Response:
     log.info("upload received", file=rel, bytes=size)
     try:
         submitted = await inbox.admit(folder, rel, "upload", overrides)
+    except Draining as exc:
+        await inbox.discard(folder)  # 503: not taken; the client sends it again after the restart
+        raise ApiError(503, "draining", str(exc)) from None
     except UnsupportedFormat as exc:
         raise ApiError(415, "unsupported format", str(exc)) from None
     except ConfigError as exc:
         raise ApiError(400, "bad chunking", str(exc)) from None
-    except (FileChangedError, Draining) as exc:
+    except FileChangedError as exc:
         raise ApiError(409, "not admitted", str(exc)) from None
     ing = submitted.ingestion
     return _json(
@@ -363,6 +401,7 @@ async def ack_callback(request: web.Request) -> web.Response:
     if secret:
         why = signing.verify(secret, request.headers.get(signing.HEADER), body)
         if why:
+            log.warning("ack callback refused", reason=why, peer=request.remote)
             raise ApiError(401, "bad signature", why)
     try:
         data = orjson.loads(body)

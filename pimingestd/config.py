@@ -9,6 +9,7 @@ then the file.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import tomllib
@@ -22,6 +23,11 @@ from .errors import ConfigError
 
 SECRET_ENV = "PIMINGESTD_PIMCORE_SECRET"
 SECRET_CREDENTIAL = "pimcore-secret"
+
+# One chunk is held in memory whole (and by PIM-Core too): sizes beyond these are refused everywhere.
+MAX_CHUNK_RECORDS = 100_000
+MAX_CHUNK_BYTES = 64 << 20
+UNKNOWN_CELLS = ("fail", "null")  # Excel cells whose value is not known: refuse the file, or deliver null
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,11 @@ class HttpConfig:
     allowed_roots: tuple[Path, ...] = ()
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 10 << 30
+    insecure: bool = False  # listen beyond loopback without a secret or a token (warned at every start)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +71,10 @@ class ChunkPolicy:
     def __post_init__(self) -> None:
         if (self.records is None) == (self.bytes is None):
             raise ConfigError("chunking: set exactly one of `records` or `bytes`")
-        if self.records is not None and self.records < 1:
-            raise ConfigError("chunking.records must be >= 1")
-        if self.bytes is not None and self.bytes < 2:
-            raise ConfigError("chunking.bytes must be >= 2")
+        if self.records is not None and not 1 <= self.records <= MAX_CHUNK_RECORDS:
+            raise ConfigError(f"chunking.records must be between 1 and {MAX_CHUNK_RECORDS}, got {self.records}")
+        if self.bytes is not None and not 2 <= self.bytes <= MAX_CHUNK_BYTES:
+            raise ConfigError(f"chunking.bytes must be between 2 and {MAX_CHUNK_BYTES} (64 MiB), got {self.bytes}")
 
     def describe(self) -> str:
         return f"records={self.records}" if self.records is not None else f"bytes={self.bytes}"
@@ -88,6 +99,7 @@ class Profile:
     chunk_records: int | None = None
     chunk_bytes: int | None = None
     re_ingestion: bool = False
+    unknown_cells: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,14 +282,28 @@ def _profile(index: int, raw: Any, base: Path) -> Profile:
     fmt = s.optional_string("format")
     if fmt is not None and fmt not in ("json", "jsonl", "excel"):
         raise ConfigError(f"inbox.profiles[{index}].format must be one of json, jsonl, excel; got {fmt!r}")
+    json_path = s.optional_string("json_path")
+    if json_path is not None:
+        from .sources import json_path as json_path_syntax
+
+        try:
+            json_path_syntax.parse(json_path)
+        except ValueError as exc:
+            raise ConfigError(f"inbox.profiles[{index}].json_path: {exc}") from None
+    unknown_cells = s.optional_string("unknown_cells")
+    if unknown_cells is not None and unknown_cells not in UNKNOWN_CELLS:
+        raise ConfigError(
+            f"inbox.profiles[{index}].unknown_cells must be one of {', '.join(UNKNOWN_CELLS)}; got {unknown_cells!r}"
+        )
     profile = Profile(
         match=match,
         format=fmt,
-        json_path=s.optional_string("json_path"),
+        json_path=json_path,
         sheet=s.optional_string("sheet"),
-        chunk_records=s.integer("chunk_records", None, minimum=1),
-        chunk_bytes=s.integer("chunk_bytes", None, minimum=2),
+        chunk_records=s.integer("chunk_records", None, minimum=1, maximum=MAX_CHUNK_RECORDS),
+        chunk_bytes=s.integer("chunk_bytes", None, minimum=2, maximum=MAX_CHUNK_BYTES),
         re_ingestion=s.boolean("re_ingestion", False),
+        unknown_cells=unknown_cells,
     )
     s.finish()
     if profile.chunk_records is not None and profile.chunk_bytes is not None:
@@ -321,6 +347,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         allowed_roots=s.paths("allowed_roots", ["var/inbox"]),
         max_body_bytes=s.integer("max_body_bytes", 1 << 20, minimum=1024) or (1 << 20),
         max_upload_bytes=s.integer("max_upload_bytes", 10 << 30, minimum=1) or (10 << 30),
+        insecure=s.boolean("insecure", False),
     )
     s.finish()
 
@@ -335,8 +362,8 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
 
     s = _Section("chunking", raw.get("chunking"), base)
     chunking = ChunkPolicy(
-        records=s.integer("records", None, minimum=1),
-        bytes=s.integer("bytes", None, minimum=2),
+        records=s.integer("records", None, minimum=1, maximum=MAX_CHUNK_RECORDS),
+        bytes=s.integer("bytes", None, minimum=2, maximum=MAX_CHUNK_BYTES),
     )
     max_record_bytes = s.integer("max_record_bytes", 16 << 20, minimum=64) or (16 << 20)
     s.finish()
@@ -389,6 +416,19 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         receiver = ReceiverConfig(host=s.string("host", "127.0.0.1"), port=rport, data=s.path("data", "var/receiver"))
         s.finish()
 
+    if not http.loopback and not http.insecure:
+        missing = [
+            what
+            for what, value in (("pimcore.secret", pimcore.secret), ("http.api_token", http.api_token))
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"http.host = {http.host!r} listens beyond this machine, but {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} empty: anyone who reaches the port could forge ACKs"
+                " or drive the API. Set them, listen on 127.0.0.1, or set http.insecure = true to accept the risk."
+            )
+
     return Config(
         path=path.resolve(),
         daemon=daemon,
@@ -401,6 +441,16 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         receiver=receiver,
         max_record_bytes=max_record_bytes,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def _secret(from_file: str, env: Mapping[str, str]) -> str:

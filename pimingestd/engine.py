@@ -15,9 +15,10 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -32,18 +33,21 @@ from .errors import (
     FileChangedError,
     PimIngestError,
     Rejected,
+    SourceError,
     SpoolError,
     StateError,
 )
 from .metrics import Metrics
+from .model import UNFINISHED, Status
+from .names import readable
 from .sources import SourceSpec, detect_format, read_records
 from .sources.fileid import identify, stat_identity
-from .store import UNFINISHED, AckOutcome, ChunkRow, Ingestion, Store
+from .store import AckOutcome, ChunkRow, Ingestion, SpooledChunk, Store
 from .threads import iterate_in_thread
 
 log = structlog.get_logger("pimingestd.engine")
 
-_PAGE = 1000
+_PAGE = 1000  # chunk rows read or written per store call: memory stays flat in the number of chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +61,19 @@ class IngestRequest:
     re_ingestion: bool = False
     source: str = "api"
     name: str | None = None  # shown as file_name; the inbox passes the path relative to the inbox
+    unknown_cells: str | None = None  # Excel: "fail" (default) or "null" for cells whose value is unknown
+
+
+def _options(req: IngestRequest) -> dict[str, Any]:
+    """The format options stored with an ingestion (only those set)."""
+    return {} if req.unknown_cells is None else {"unknown_cells": req.unknown_cells}
 
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
     ingestion: Ingestion
     created: bool  # False: an existing ingestion of the same bytes answered
+    adopted: bool = False  # an existing ingestion of the same bytes now reads this copy
 
 
 class NotAllowed(PimIngestError):
@@ -178,19 +189,28 @@ class Engine:
             policy = ChunkPolicy(records=req.chunk_records, bytes=req.chunk_bytes)
         else:
             policy = self._chunking
-        ident = await asyncio.to_thread(identify, req.path)
+        name = readable(req.name or req.path.name)
+        try:
+            ident = await asyncio.to_thread(identify, req.path)
+        except (FileNotFoundError, PimIngestError):
+            raise
+        except OSError as exc:  # EACCES, EISDIR...: the file cannot be read; say so, not "internal error"
+            raise SourceError(f"{name}: cannot read the file: {exc.strerror or exc}") from None
         async with self._submit_lock:
             existing = None if req.re_ingestion else await self._store.latest_for_file(ident.file_id)
             if existing is not None:
-                if existing.status == "completed":
+                if existing.status == Status.COMPLETED:
                     return Submitted(existing, created=False)
-                if existing.status == "failed" or existing.id not in self._tasks:
-                    existing = await self._requeue(existing)
-                return Submitted(existing, created=False)
+                if existing.id in self._tasks:
+                    return Submitted(existing, created=False)
+                # Not running (failed, or queued by a crash): it resumes, reading this copy, which has
+                # the same bytes (same file_id). The copy it read before may be gone by now.
+                if await self._store.adopt_copy(existing.id, str(req.path), name, ident.size, ident.mtime_ns):
+                    return Submitted(await self._requeue(existing), created=False, adopted=True)
             ing = await self._store.create_ingestion(
                 file_id=ident.file_id,
                 path=str(req.path),
-                file_name=req.name or req.path.name,
+                file_name=name,
                 size=ident.size,
                 mtime_ns=ident.mtime_ns,
                 format=fmt,
@@ -200,6 +220,7 @@ class Engine:
                 chunk_bytes=policy.bytes,
                 preflight=self._delivery.preflight,
                 source=req.source,
+                options=_options(req),
             )
         log.info(
             "ingestion queued",
@@ -216,22 +237,27 @@ class Engine:
     async def resume(self, ingestion_id: str) -> Ingestion:
         if self.draining:
             raise Draining("the daemon is shutting down; try again after it restarts")
-        ing = await self._get(ingestion_id)
-        if ing.status in ("completed", "cancelled"):
-            raise NotAllowed(f"ingestion {ingestion_id} is {ing.status}; only failed or stalled ingestions resume")
-        if ing.id in self._tasks:
-            return ing
-        return await self._requeue(ing)
+        async with self._submit_lock:
+            ing = await self._get(ingestion_id)
+            if ing.id in self._tasks and ing.status in UNFINISHED:
+                return ing
+            return await self._requeue(ing)
 
     async def cancel(self, ingestion_id: str) -> Ingestion:
-        ing = await self._get(ingestion_id)
-        if ing.status in ("completed", "cancelled"):
+        """Cancel for good. The store decides, atomically: a cancel wins over a resume or a
+        same-bytes submit that comes after it, and loses to a completion already claimed."""
+        await self._get(ingestion_id)
+        if not await self._store.transition(ingestion_id, Status.CANCELLED, "cancelled by the operator"):
+            ing = await self._get(ingestion_id)
+            if ing.status not in (Status.COMPLETED, Status.CANCELLED) and ing.completing:
+                raise NotAllowed(
+                    f"ingestion {ingestion_id}: its completion was already sent to PIM-Core; it can no longer be cancelled"
+                )
             raise NotAllowed(f"ingestion {ingestion_id} is already {ing.status}")
         task = self._tasks.get(ingestion_id)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        await self._store.set_status(ingestion_id, "cancelled", "cancelled by the operator")
         await self._discard_spool(ingestion_id)
         log.info("ingestion cancelled", ingestion_id=ingestion_id)
         await self._ended(ingestion_id)
@@ -262,7 +288,9 @@ class Engine:
         return ing
 
     async def _requeue(self, ing: Ingestion) -> Ingestion:
-        await self._store.set_status(ing.id, "queued")
+        if not await self._store.transition(ing.id, Status.QUEUED):
+            current = await self._get(ing.id)
+            raise NotAllowed(f"ingestion {ing.id} is {current.status}; only failed or stalled ingestions resume")
         self._schedule(ing.id, resumed=True)
         return await self._get(ing.id)
 
@@ -276,40 +304,32 @@ class Engine:
         )
 
     async def _run(self, ingestion_id: str, resumed: bool) -> None:
-        stop = threading.Event()
-        try:
-            async with self._slots:
-                if self.draining:
-                    return
-                ing = await self._get(ingestion_id)
-                if ing.status not in UNFINISHED:
-                    return
-                with structlog.contextvars.bound_contextvars(
-                    ingestion_id=ing.id, file_id=ing.file_id, file=ing.file_name
-                ):
-                    await self._store.set_status(ing.id, "running")
-                    self._rates[ing.id] = (time.monotonic(), (await self._store.progress(ing.id))[1])
-                    try:
-                        await self._ingest(ing, resumed, stop)
-                    except _Stopped:
-                        log.info("ingestion paused for shutdown; it resumes at the next start")
-                    except spool.Interrupted:
-                        log.info("spool pass interrupted; it starts over at the next start")
-                    except PimIngestError as exc:
-                        await self._fail(ing, exc)
-                    except Exception as exc:
-                        log.exception("internal error")
-                        await self._fail(ing, exc)
-                    finally:
-                        self._rates.pop(ing.id, None)
-                    if (await self._get(ing.id)).status in ("completed", "failed"):
-                        await self._ended(ing.id)
-        finally:
-            stop.set()
+        async with self._slots:
+            if self.draining:
+                return
+            ing = await self._get(ingestion_id)
+            if not await self._store.transition(ing.id, Status.RUNNING):
+                return  # cancelled (or finished) while it waited for a slot
+            with structlog.contextvars.bound_contextvars(ingestion_id=ing.id, file_id=ing.file_id, file=ing.file_name):
+                self._rates[ing.id] = (time.monotonic(), (await self._store.progress(ing.id))[1])
+                try:
+                    await self._ingest(ing, resumed)
+                except _Stopped:
+                    log.info("ingestion paused for shutdown; it resumes at the next start")
+                except PimIngestError as exc:
+                    await self._fail(ing, exc)
+                except Exception as exc:
+                    log.exception("internal error")
+                    await self._fail(ing, exc)
+                finally:
+                    self._rates.pop(ing.id, None)
+                if (await self._get(ing.id)).status in (Status.COMPLETED, Status.FAILED):
+                    await self._ended(ing.id)
 
     async def _fail(self, ing: Ingestion, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, PimIngestError) else f"internal error: {type(exc).__name__}: {exc}"
-        await self._store.set_status(ing.id, "failed", message)
+        if not await self._store.transition(ing.id, Status.FAILED, message):
+            return  # cancelled meanwhile: the cancel stands
         if not isinstance(exc, DeliveryError | StateError):
             await self._discard_spool(ing.id)  # a bad or changed file, or a damaged spool: spool again on resume
         log.error("ingestion failed", error=message)
@@ -320,20 +340,25 @@ class Engine:
 
     # ---- one ingestion --------------------------------------------------------------
 
-    async def _ingest(self, ing: Ingestion, resumed: bool, stop: threading.Event) -> None:
+    async def _ingest(self, ing: Ingestion, resumed: bool) -> None:
         started = time.monotonic()
         path = Path(ing.path)
         await self._check_file(ing, full=resumed)
         log.info("ingestion started", resumed=resumed, preflight=ing.preflight)
         if ing.preflight:
-            ing = await self._ensure_spool(ing, path, stop)
+            ing = await self._ensure_spool(ing, path)
             await self._deliver_spooled(ing)
         else:
-            await self._deliver_streaming(ing, path, stop)
+            await self._deliver_streaming(ing, path)
+        # The file may have grown or changed since it was read (a writer that paused longer than
+        # the inbox's settle time): then what was delivered is not the file, and it must not complete.
+        await self._check_file(ing, full=True)
+        if not await self._store.claim_completion(ing.id):
+            return  # cancelled meanwhile
         crash_point("engine.before-complete")
         await self._complete(ing)
         crash_point("engine.after-complete")
-        await self._store.set_status(ing.id, "completed")
+        await self._store.transition(ing.id, Status.COMPLETED)
         await self._discard_spool(ing.id)
         chunks, records = await self._store.progress(ing.id)
         elapsed = time.monotonic() - started
@@ -346,15 +371,15 @@ class Engine:
         )
 
     async def _check_file(self, ing: Ingestion, *, full: bool) -> None:
+        """The file is still the one submitted: same size and mtime (and, when ``full``, same bytes)."""
         path = Path(ing.path)
         try:
             now = await asyncio.to_thread(stat_identity, path)
         except FileNotFoundError:
-            raise FileChangedError(f"{ing.file_name}: the source file {path} is gone; nothing more is sent") from None
-        if now != (ing.size, ing.mtime_ns):
             raise FileChangedError(
-                f"{ing.file_name}: the source file changed since the ingestion began (size or mtime differ); nothing more is sent"
-            )
+                f"{ing.file_name}: the source file {readable(str(path))} is gone; nothing more is sent"
+            ) from None
+        _check_identity(ing, now)
         if full:
             ident = await asyncio.to_thread(identify, path)
             if ident.file_id != ing.file_id:
@@ -366,32 +391,37 @@ class Engine:
         return ChunkPolicy(records=ing.chunk_records, bytes=ing.chunk_bytes)
 
     def _spec(self, ing: Ingestion) -> SourceSpec:
-        return SourceSpec(ing.format, ing.json_path, ing.sheet, self._max_record_bytes)
+        return SourceSpec(
+            ing.format,
+            ing.json_path,
+            ing.sheet,
+            self._max_record_bytes,
+            unknown_cells=str(ing.options.get("unknown_cells", "fail")),
+        )
 
-    async def _ensure_spool(self, ing: Ingestion, path: Path, stop: threading.Event) -> Ingestion:
+    async def _ensure_spool(self, ing: Ingestion, path: Path) -> Ingestion:
         target = spool.spool_file(self._spool_dir, ing.id)
         if ing.spooled and await asyncio.to_thread(target.is_file):
             return ing
         if ing.spooled:
             log.warning("spool file missing; spooling the file again", spool=str(target))
         log.info("spool pass started")
-        chunks = await asyncio.to_thread(
-            spool.write_spool, path, self._spec(ing), self._policy(ing), target, (ing.size, ing.mtime_ns), stop
-        )
-        # Chunks sent before (an earlier spool) must be cut identically.
-        for row in await self._store.chunks(ing.id):
-            if row.state != "spooled" and (row.n > len(chunks) or chunks[row.n - 1].checksum != row.checksum):
-                raise StateError(f"chunk {row.n}: a new spool pass cut different bytes than were sent before")
-        await self._store.record_spool(ing.id, chunks)
-        log.info("spool pass done", chunks=len(chunks), records=sum(c.records for c in chunks))
+        await self._store.start_spool(ing.id)
+        chunks = records = 0
+        spec, policy, identity = self._spec(ing), self._policy(ing), (ing.size, ing.mtime_ns)
+        page: list[SpooledChunk]
+        async for page in iterate_in_thread(
+            lambda stop: spool.write_spool(path, spec, policy, target, identity, stop, _PAGE)
+        ):
+            # Chunks sent before (by an earlier spool pass) must be cut identically.
+            differ = await self._store.add_spooled(ing.id, page)
+            if differ:
+                raise StateError(f"chunk {differ[0]}: a new spool pass cut different bytes than were sent before")
+            chunks, records = page[-1].n, records + sum(c.records for c in page)
+        if not await self._store.finish_spool(ing.id, chunks, records):
+            raise StateError(f"a new spool pass cut {chunks} chunks; more were sent before")
+        log.info("spool pass done", chunks=chunks, records=records)
         return await self._get(ing.id)
-
-    async def _rows(self, ingestion_id: str) -> AsyncIterator[ChunkRow]:
-        start = 1
-        while rows := await self._store.chunks(ingestion_id, start, _PAGE):
-            for row in rows:
-                yield row
-            start = rows[-1].n + 1
 
     async def _deliver_spooled(self, ing: Ingestion) -> None:
         target = spool.spool_file(self._spool_dir, ing.id)
@@ -400,7 +430,7 @@ class Engine:
         # waits for its ACK. Rows come a page at a time, so memory stays flat.
         pending: tuple[ChunkRow, asyncio.Task[tuple[bytes, bytes]]] | None = None
         try:
-            async for row in self._rows(ing.id):
+            async for row in self._store.chunk_pages(ing.id, _PAGE):
                 if row.state == "acked":
                     continue
                 previous, pending = pending, (row, asyncio.create_task(self._read_spooled(fd, row)))
@@ -430,15 +460,24 @@ class Engine:
         meta = ChunkHeaders(ing.id, ing.file_id, row.n, ing.total_chunks, row.records, row.first_record)
         await self._deliver_chunk(meta, body, digest)
 
-    async def _deliver_streaming(self, ing: Ingestion, path: Path, stop: threading.Event) -> None:
-        known = {row.n: row for row in await self._store.chunks(ing.id)}
+    async def _deliver_streaming(self, ing: Ingestion, path: Path) -> None:
+        """Parse and send in one pass. Reads stop at the size recorded at submit, and the file's
+        identity is checked after each chunk is cut, before it is sent: bytes appended later
+        are never read, and a file that changes stops the ingestion at the next chunk."""
+        known = _Known(self._store.chunk_pages(ing.id, _PAGE))
         spec, policy = self._spec(ing), self._policy(ing)
         chunks = 0
         records = 0
         chunk: Chunk
-        async for chunk in iterate_in_thread(lambda: cut(read_records(path, spec), policy), stop):
+
+        def chunks_checked(stop: threading.Event) -> Iterator[Chunk]:
+            for cut_chunk in cut(read_records(path, spec, size=ing.size), policy):
+                _check_identity(ing, stat_identity(path))
+                yield cut_chunk
+
+        async for chunk in iterate_in_thread(chunks_checked):
             chunks, records = chunk.n, records + chunk.records
-            row = known.get(chunk.n)
+            row = await known.get(chunk.n)
             if row is not None and row.checksum != chunk.checksum:
                 raise FileChangedError(
                     f"chunk {chunk.n}: the file re-read on resume gives different bytes than were sent before"
@@ -447,6 +486,7 @@ class Engine:
                 continue
             meta = ChunkHeaders(ing.id, ing.file_id, chunk.n, None, chunk.records, chunk.first_record)
             await self._deliver_chunk(meta, chunk.body, chunk.digest)
+        await known.close()
         await self._store.set_totals(ing.id, chunks, records)
         now = await asyncio.to_thread(stat_identity, path)
         if now != (ing.size, ing.mtime_ns):
@@ -533,6 +573,7 @@ class Engine:
                 await self._client.send_complete(payload)
                 return
             except Rejected:
+                await self._store.release_completion(ing.id)  # refused outright: it did not complete
                 raise
             except DeliveryError as exc:
                 last_error = str(exc)
@@ -540,3 +581,33 @@ class Engine:
             if attempt < cfg.max_attempts:
                 await self._backoff(attempt)
         raise DeliveryError(f"completion not taken after {cfg.max_attempts} attempts; last error: {last_error}")
+
+
+def _check_identity(ing: Ingestion, now: tuple[int, int]) -> None:
+    if now != (ing.size, ing.mtime_ns):
+        raise FileChangedError(
+            f"{ing.file_name}: the source file changed since the ingestion began (it was {ing.size} bytes,"
+            f" now {now[0]}; or its mtime changed); nothing more is sent. Drop it again once it is complete."
+        )
+
+
+class _Known:
+    """Chunk rows recorded before, looked up in increasing order from a paged iterator."""
+
+    def __init__(self, rows: AsyncIterator[ChunkRow]) -> None:
+        self._rows = rows
+        self._next: ChunkRow | None = None
+        self._done = False
+
+    async def get(self, n: int) -> ChunkRow | None:
+        while not self._done and (self._next is None or self._next.n < n):
+            try:
+                self._next = await anext(self._rows)
+            except StopAsyncIteration:
+                self._done, self._next = True, None
+        return self._next if self._next is not None and self._next.n == n else None
+
+    async def close(self) -> None:
+        aclose = getattr(self._rows, "aclose", None)
+        if aclose is not None:
+            await aclose()

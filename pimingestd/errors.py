@@ -32,6 +32,10 @@ class ParseError(SourceError):
     """The source file is malformed; the message says where."""
 
 
+class NotRegularFile(SourceError):
+    """The source is a symlink, FIFO, socket, device or folder: only regular files are read."""
+
+
 class UnsupportedFormat(SourceError):
     """The file's format is not one pimingestd reads."""
 

@@ -1,7 +1,19 @@
 """The inbox folder and the lifecycle of the files that come through it (and through uploads).
 
     inbox/<rel>  --take-->  processing/<token>/<rel>  --ingestion ends-->  done/<token>/<rel>
-                                                                        or failed/<token>/<rel> + <rel>.error.json
+                                                                        or failed/<token>/<rel> + failed/<token>.error.json
+
+A token folder holds exactly one file, the source. Its report lies beside the
+folder, never inside it, so no name a user gives a file can be taken for a
+report (a source named ``x.error.json`` is an ordinary source).
+
+Only regular files are taken. A symlink (which could point anywhere the
+daemon may read, outside ``allowed_roots``), FIFO, socket or device found in
+the inbox is moved, as it is and without being opened, to failed/ with a
+report saying what it is. Any error with one file (a name that is not
+UTF-8, EACCES, EXDEV) is that file's alone: it gets a report where one can be
+written, and the watcher and the start go on. Every rename is followed by an
+fsync of the folders it touched, so a file answered 202 survives a power loss.
 
 A file is taken once complete: at once when it was renamed into the inbox
 (inotify's IN_MOVED_TO), else when its size and mtime have not changed for
@@ -33,16 +45,20 @@ import structlog
 
 from .config import InboxConfig, Profile
 from .crashpoints import crash_point
-from .engine import Engine, IngestRequest, Submitted
-from .errors import ConfigError, PimIngestError
+from .engine import Draining, Engine, IngestRequest, Submitted
+from .errors import ConfigError, PimIngestError, SourceError
 from .inotify import Inotify, InotifyUnavailable
-from .store import UNFINISHED, Ingestion, Store
+from .locations.local import refuse_reason, stat_identity
+from .model import UNFINISHED, Status
+from .names import readable
+from .store import Ingestion, Store
 
 log = structlog.get_logger("pimingestd.inbox")
 
 UPLOADS = ".uploads"  # partial uploads, inside processing_dir (same filesystem, never watched)
-ERROR_SUFFIX = ".error.json"
+ERROR_SUFFIX = ".error.json"  # <token>.error.json beside the token folder
 _SOURCES = {"i": "inbox", "u": "upload"}
+_PROFILE_KEYS = ("format", "json_path", "sheet", "chunk_records", "chunk_bytes", "re_ingestion", "unknown_cells")
 
 
 def glob_match(pattern: str, rel: str) -> bool:
@@ -80,7 +96,9 @@ class Inbox:
         self._pending: dict[Path, tuple[tuple[int, int], float]] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._followers: dict[str, list[Path]] = defaultdict(list)
+        # Copies of the same bytes waiting for an ingestion to end: (token folder, size, mtime_ns).
+        self._followers: dict[str, list[tuple[Path, tuple[int, int]]]] = defaultdict(list)
+        self._refused: dict[Path, tuple[int, int]] = {}  # files that cannot even be moved, until they change
         self._watcher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one lifecycle move at a time
         self.watching = "off"
@@ -104,7 +122,12 @@ class Inbox:
 
     def _prepare(self) -> None:
         c = self.cfg
-        for p in (c.dir, c.processing_dir, c.done_dir, c.failed_dir, c.processing_dir / UPLOADS):
+        if not c.dir.exists():
+            # Group-writable, so members of the daemon's group can drop files, whatever the umask
+            # (systemd's UMask=0027 would make it 0750). An existing folder keeps its mode.
+            c.dir.mkdir(parents=True)
+            os.chmod(c.dir, 0o770)
+        for p in (c.processing_dir, c.done_dir, c.failed_dir, c.processing_dir / UPLOADS):
             p.mkdir(parents=True, exist_ok=True)
         devices = {
             name: os.stat(p).st_dev
@@ -141,6 +164,11 @@ class Inbox:
         await asyncio.to_thread(_move_file, temp, folder / rel)
         return folder
 
+    async def discard(self, folder: Path) -> None:
+        """Remove a token folder that was not admitted (an upload answered 503)."""
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+        await asyncio.to_thread(_fsync_dir, folder.parent)
+
     async def admit(self, folder: Path, rel: str, source: str, overrides: dict[str, Any] | None = None) -> Submitted:
         """Submit ``folder/rel`` (already in processing) to the engine; settle duplicates.
 
@@ -149,10 +177,7 @@ class Inbox:
         profile = self.profile_for(rel)
         opts: dict[str, Any] = {}
         if profile is not None:
-            opts = {
-                k: getattr(profile, k)
-                for k in ("format", "json_path", "sheet", "chunk_records", "chunk_bytes", "re_ingestion")
-            }
+            opts = {k: getattr(profile, k) for k in _PROFILE_KEYS}
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
         if "chunk_records" in given or "chunk_bytes" in given:
             opts.pop("chunk_records", None)  # the caller's chunking replaces the profile's as a whole
@@ -160,36 +185,62 @@ class Inbox:
         opts.update(given)
         req = IngestRequest(path=path, source=source, name=rel, **opts)
         try:
+            reason = await asyncio.to_thread(refuse_reason, path)
+            if reason is not None:
+                raise SourceError(f"{readable(rel)} is {reason}")
             submitted = await self._engine.submit(req)
+        except Draining:
+            raise  # left in processing: the next start admits it
         except PimIngestError as exc:
             await self._reject(folder, rel, str(exc))
             raise
+        except OSError as exc:  # EACCES and the like: this file's problem alone
+            error = SourceError(f"{readable(rel)}: cannot read the file: {exc.strerror or exc}")
+            await self._reject(folder, rel, str(error))
+            raise error from None
         crash_point("inbox.after-submit")
         ing = submitted.ingestion
-        if submitted.created:
-            return submitted
-        if ing.status == "completed":
+        if submitted.created or submitted.adopted:
+            return submitted  # the ingestion reads this copy; its end moves this folder
+        if ing.status == Status.COMPLETED:
             log.info("same bytes already ingested; moving to done", file=rel, ingestion_id=ing.id, file_id=ing.file_id)
-            await self._finish(folder, ing, duplicate=True)
+            await self._finish(folder, ing, copy_of=await asyncio.to_thread(stat_identity, path))
         else:
             log.info("same bytes already being ingested; will follow it", file=rel, ingestion_id=ing.id)
-            self._followers[ing.id].append(folder)
+            self._followers[ing.id].append((folder, await asyncio.to_thread(stat_identity, path)))
         return submitted
 
     async def take(self, src: Path) -> None:
-        """Move a complete inbox file into processing and admit it."""
+        """Move a complete inbox file into processing and admit it. Never raises for one file's
+        trouble: the watcher goes on with the others."""
         rel = src.relative_to(self.cfg.dir).as_posix()
         folder = self.cfg.processing_dir / self.new_token("inbox")
         try:
+            signature = await asyncio.to_thread(stat_identity, src)
+            if self._refused.get(src) == signature:
+                return  # could not be moved before, and has not changed since
             await asyncio.to_thread(_move_file, src, folder / rel)
         except FileNotFoundError:
             return  # gone meanwhile (taken already, or removed by its owner)
+        except OSError as exc:  # EXDEV (a mount inside the inbox), EACCES on the folder...
+            self._refused[src] = signature
+            log.error(
+                "inbox file cannot be moved into processing; it stays in the inbox until it changes",
+                file=rel,
+                error=exc.strerror or str(exc),
+            )
+            return
+        self._refused.pop(src, None)
         crash_point("inbox.after-take")
         log.info("inbox file taken", file=rel, folder=folder.name)
         try:
             await self.admit(folder, rel, "inbox")
+        except Draining:
+            log.info("inbox file left in processing while the daemon stops; the next start admits it", file=rel)
         except PimIngestError as exc:
             log.error("inbox file refused", file=rel, error=str(exc))
+        except Exception:
+            log.exception("inbox file could not be admitted", file=rel)
 
     # ---- finishing -----------------------------------------------------------------------
 
@@ -200,91 +251,108 @@ class Inbox:
         return None
 
     async def _on_ended(self, ing: Ingestion) -> None:
-        if ing.source not in ("inbox", "upload"):
-            return
+        """An ingestion ended: move its own token folder (whatever its source: an API ingestion
+        may have adopted an inbox copy) and every copy that followed it."""
+        followers = self._followers.pop(ing.id, [])
         folder = self._token_folder(Path(ing.path))
         if folder is not None:
             await self._finish(folder, ing)
-        for other in self._followers.pop(ing.id, []):
-            await self._finish(other, ing, duplicate=True)
+        for other, identity in followers:
+            await self._finish(other, ing, copy_of=identity)
 
-    async def _finish(self, folder: Path, ing: Ingestion, *, duplicate: bool = False) -> None:
+    async def _finish(self, folder: Path, ing: Ingestion, *, copy_of: tuple[int, int] | None = None) -> None:
+        """Move a token folder to done/ or failed/. ``copy_of``: the folder holds another copy of
+        the same bytes (with this size and mtime when it was admitted), not the file ingested."""
         async with self._lock:
-            completed = ing.status == "completed"
-            root = self.cfg.done_dir if completed else self.cfg.failed_dir
-            if folder.parent == root or not await asyncio.to_thread(folder.is_dir):
+            completed = ing.status == Status.COMPLETED
+            if not await asyncio.to_thread(folder.is_dir):
                 return
             files = await asyncio.to_thread(_files_in, folder)
-            if completed:
-                await asyncio.to_thread(_remove_error_files, folder)
-            else:
+            error = ing.error
+            if copy_of is not None:
+                error = f"same bytes as ingestion {ing.id}, which {ing.status}" + (
+                    f": {ing.error}" if ing.error else ""
+                )
+            if completed and files:
+                # The file may have grown or changed after its bytes were delivered: then it is not
+                # what PIM-Core received, and it does not belong in done/.
+                changed = await asyncio.to_thread(_changed, folder / files[0], copy_of or (ing.size, ing.mtime_ns))
+                if changed is not None:
+                    completed = False
+                    error = (
+                        f"the file changed after ingestion {ing.id} delivered it ({changed}); what PIM-Core"
+                        " received is the file as it was. Drop the complete file again."
+                    )
+            root = self.cfg.done_dir if completed else self.cfg.failed_dir
+            if folder.parent == root:
+                return
+            report_path = self.cfg.failed_dir / (folder.name + ERROR_SUFFIX)
+            if not completed:
                 chunks, records = await self._store.progress(ing.id)
-                report = {
-                    "ingestion_id": ing.id,
-                    "file_id": ing.file_id,
-                    "status": ing.status,
-                    "error": ing.error
-                    if not duplicate
-                    else f"same bytes as ingestion {ing.id}, which {ing.status}: {ing.error}",
-                    "stopped_at_chunk": chunks + 1,
-                    "records_acked": records,
-                    "time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-                }
-                for f in files:
-                    await asyncio.to_thread(_write_error, folder / f, {**report, "file": f})
+                report = _report(ing.id, ing.file_id, files[0] if files else "", str(ing.status), error)
+                report.update(stopped_at_chunk=chunks + 1, records_acked=records)
+                await asyncio.to_thread(_write_error, report_path, report)
             crash_point("inbox.before-finish")
             dest = root / folder.name
-            await asyncio.to_thread(os.rename, folder, dest)
+            await asyncio.to_thread(_move_folder, folder, dest)
+            if completed:
+                await asyncio.to_thread(report_path.unlink, missing_ok=True)  # from an earlier failure
             crash_point("inbox.after-finish")
-            if not duplicate and files:
+            if copy_of is None and files:
                 await self._store.set_path(ing.id, str(dest / files[0]))
-            log.info("inbox file finished", ingestion_id=ing.id, status=ing.status, folder=str(dest), files=files)
+            log.info(
+                "inbox file finished",
+                ingestion_id=ing.id,
+                status="completed" if completed else "failed",
+                folder=str(dest),
+                files=[readable(f) for f in files],
+            )
 
     async def _reject(self, folder: Path, rel: str, error: str) -> None:
-        """The engine refused the file outright (no ingestion): failed_dir with the reason."""
+        """The file was refused outright (no ingestion): failed_dir with the reason."""
         async with self._lock:
-            report = {
-                "ingestion_id": None,
-                "file": rel,
-                "status": "refused",
-                "error": error,
-                "stopped_at_chunk": None,
-                "records_acked": 0,
-                "time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-            }
-            await asyncio.to_thread(_write_error, folder / rel, report)
-            await asyncio.to_thread(os.rename, folder, self.cfg.failed_dir / folder.name)
+            report = _report(None, None, rel, "refused", error)
+            await asyncio.to_thread(_write_error, self.cfg.failed_dir / (folder.name + ERROR_SUFFIX), report)
+            await asyncio.to_thread(_move_folder, folder, self.cfg.failed_dir / folder.name)
         log.error("file refused", file=rel, error=error)
 
     # ---- recovery ------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """Finish whatever a crash interrupted; see the module docstring."""
+        """Finish whatever a crash interrupted; see the module docstring. One folder's trouble
+        is logged and left for the operator; it never stops the start."""
         c = self.cfg
         await asyncio.to_thread(_clear, c.processing_dir / UPLOADS)
         for stale in await self._store.under(str(c.processing_dir)):
-            if stale.status in UNFINISHED or await asyncio.to_thread(os.path.exists, stale.path):
+            if stale.status in UNFINISHED or await asyncio.to_thread(os.path.lexists, stale.path):
                 continue
             inside = Path(stale.path).relative_to(c.processing_dir)
             for root in (c.done_dir, c.failed_dir):
-                if await asyncio.to_thread((root / inside).exists):
+                if await asyncio.to_thread(os.path.lexists, root / inside):
                     await self._store.set_path(stale.id, str(root / inside))
                     break
+        await asyncio.to_thread(_remove_orphan_reports, c.failed_dir)
         folders = await asyncio.to_thread(
             lambda: sorted(p for p in c.processing_dir.iterdir() if p.is_dir() and p.name != UPLOADS)
         )
         for folder in folders:
-            files = await asyncio.to_thread(_files_in, folder)
-            if not files:
-                await asyncio.to_thread(shutil.rmtree, folder, True)
-                continue
-            rel = files[0]
-            ing = await self._store.by_path(str(folder / rel))
-            if ing is None:
-                with suppress(PimIngestError):  # admit moved it to failed_dir with the reason
-                    await self.admit(folder, rel, _SOURCES.get(folder.name[:1], "inbox"))
-            elif ing.status not in UNFINISHED:
-                await self._finish(folder, ing)
+            try:
+                await self._reconcile_folder(folder)
+            except Exception:
+                log.exception("could not finish an interrupted inbox step; left as it is", folder=str(folder))
+
+    async def _reconcile_folder(self, folder: Path) -> None:
+        files = await asyncio.to_thread(_files_in, folder)
+        if not files:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            return
+        rel = files[0]
+        ing = await self._store.by_path(str(folder / rel))
+        if ing is None:
+            with suppress(PimIngestError):  # admit moved it to failed_dir with the reason
+                await self.admit(folder, rel, _SOURCES.get(folder.name[:1], "inbox"))
+        elif ing.status not in UNFINISHED:
+            await self._finish(folder, ing)
 
     # ---- watching ------------------------------------------------------------------------
 
@@ -307,20 +375,21 @@ class Inbox:
                 ino.close()
 
     def _scan(self) -> dict[Path, tuple[int, int]]:
+        """Every entry that is not a real folder (files, and links, FIFOs... to be refused), by lstat."""
         found: dict[Path, tuple[int, int]] = {}
         root = self.cfg.dir
         for current, dirs, files in os.walk(root):
             base = Path(current)
-            dirs[:] = [d for d in dirs if not self.ignored(d)]
-            for name in files:
+            links = [d for d in dirs if os.path.islink(base / d)]  # a link to a folder: refused like a file
+            dirs[:] = [d for d in dirs if not self.ignored(d) and d not in links]
+            for name in (*files, *links):
                 path = base / name
                 if self.ignored(path.relative_to(root).as_posix()):
                     continue
                 try:
-                    st = path.stat()
+                    found[path] = stat_identity(path)
                 except FileNotFoundError:
                     continue
-                found[path] = (st.st_size, st.st_mtime_ns)
         return found
 
     async def _watch_poll(self) -> None:
@@ -359,7 +428,7 @@ class Inbox:
                 await self._note_all()
             elif kind == "moved_in":
                 self._pending.pop(path, None)
-                if await asyncio.to_thread(path.is_file):
+                if not await asyncio.to_thread(os.path.isdir, path) or await asyncio.to_thread(os.path.islink, path):
                     await self.take(path)
             else:
                 await self._note(path)
@@ -372,11 +441,11 @@ class Inbox:
 
     async def _note(self, path: Path) -> None:
         try:
-            st = await asyncio.to_thread(path.stat)
+            signature = await asyncio.to_thread(stat_identity, path)
         except FileNotFoundError:
             self._pending.pop(path, None)
             return
-        self._pending[path] = ((st.st_size, st.st_mtime_ns), time.monotonic())
+        self._pending[path] = (signature, time.monotonic())
         self._wake.set()
 
     async def _settle(self) -> None:
@@ -402,11 +471,10 @@ class Inbox:
                 if now - since < settle:
                     continue
                 try:
-                    st = await asyncio.to_thread(path.stat)
+                    current = await asyncio.to_thread(stat_identity, path)
                 except FileNotFoundError:
                     self._pending.pop(path, None)
                     continue
-                current = (st.st_size, st.st_mtime_ns)
                 if current != sig:
                     self._pending[path] = (current, time.monotonic())
                     continue
@@ -414,27 +482,83 @@ class Inbox:
                 await self.take(path)
 
 
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs(folder: Path) -> None:
+    """mkdir -p, each new folder's entry made durable in its parent."""
+    if folder.is_dir():
+        return
+    _makedirs(folder.parent)
+    with suppress(FileExistsError):
+        folder.mkdir()
+    _fsync_dir(folder.parent)
+
+
 def _move_file(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """One rename, durable: the new entry and the removal of the old one reach the disk."""
+    _makedirs(dest.parent)
     os.rename(src, dest)
+    _fsync_dir(dest.parent)
+    if src.parent != dest.parent:
+        _fsync_dir(src.parent)
+
+
+def _move_folder(folder: Path, dest: Path) -> None:
+    os.rename(folder, dest)
+    _fsync_dir(dest.parent)
+    _fsync_dir(folder.parent)
 
 
 def _files_in(folder: Path) -> list[str]:
-    return sorted(
-        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.endswith(ERROR_SUFFIX)
-    )
+    """The entries of a token folder other than folders (exactly one: the source), by lstat."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
 
 
-def _remove_error_files(folder: Path) -> None:
-    for p in folder.rglob("*" + ERROR_SUFFIX):
-        p.unlink(missing_ok=True)
+def _changed(path: Path, identity: tuple[int, int]) -> str | None:
+    try:
+        now = stat_identity(path)
+    except FileNotFoundError:
+        return "it is gone"
+    if now == identity:
+        return None
+    return f"it had {identity[0]} bytes, now {now[0]}" if now[0] != identity[0] else "its mtime changed"
 
 
-def _write_error(path: Path, report: dict[str, Any]) -> None:
-    target = path.with_name(path.name + ERROR_SUFFIX)
+def _report(ingestion_id: str | None, file_id: str | None, rel: str, status: str, error: str | None) -> dict[str, Any]:
+    return {
+        "ingestion_id": ingestion_id,
+        "file_id": file_id,
+        "file": readable(rel),
+        "status": status,
+        "error": None if error is None else readable(error),
+        "stopped_at_chunk": None,
+        "records_acked": 0,
+        "time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _write_error(target: Path, report: dict[str, Any]) -> None:
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    with open(tmp, "wb") as out:
+        out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+def _remove_orphan_reports(failed: Path) -> None:
+    """A report whose token folder is no longer in failed/ (it completed on resume, and a crash
+    came between the move and the report's removal)."""
+    for report in failed.glob("*" + ERROR_SUFFIX):
+        if not (failed / report.name[: -len(ERROR_SUFFIX)]).is_dir():
+            report.unlink(missing_ok=True)
 
 
 def _clear(folder: Path) -> None:

@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from .names import readable
+
 _SECRET_KEYS = {"secret", "api_token", "token", "authorization", "password", "signature"}
 
 
@@ -22,6 +24,14 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     for key in list(event):
         if key.lower() in _SECRET_KEYS and event[key]:
             event[key] = "***"
+    return event
+
+
+def _readable(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """File names that are not UTF-8 (lone surrogates) as ``\\xHH``: a stream cannot encode them."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = readable(value)
     return event
 
 
@@ -33,6 +43,7 @@ def setup(fmt: str = "json", level: str = "info", stream: TextIO | None = None) 
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
+        _readable,
         structlog.processors.StackInfoRenderer(),
     ]
     if console:

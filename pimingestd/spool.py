@@ -11,18 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .chunking import cut
 from .config import ChunkPolicy
 from .errors import FileChangedError
+from .names import readable
 from .sources import SourceSpec, read_records
 from .sources.fileid import stat_identity
 from .store import SpooledChunk
-
-
-class Interrupted(Exception):
-    """The pass was asked to stop (shutdown or cancel); the spool is incomplete."""
 
 
 def spool_file(spool_dir: Path, ingestion_id: str) -> Path:
@@ -36,20 +34,27 @@ def write_spool(
     target: Path,
     identity: tuple[int, int],
     stop: threading.Event,
-) -> list[SpooledChunk]:
-    """Spool every chunk of ``source``; raise on bad input, a changed file or ``stop``."""
+    page: int = 1000,
+) -> Iterator[list[SpooledChunk]]:
+    """Spool every chunk of ``source``, yielding where they lie a page at a time (so memory stays
+    flat in the number of chunks). The last page comes only after the spool is fsynced and the
+    source was found unchanged; raise on bad input or a changed file. Reads stop at the size
+    recorded at submit (``identity``); ``stop`` ends the pass early (the spool is then incomplete)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    chunks: list[SpooledChunk] = []
+    batch: list[SpooledChunk] = []
     offset = 0
     with open(target, "wb") as out:
-        for chunk in cut(read_records(source, spec), policy):
+        for chunk in cut(read_records(source, spec, size=identity[0]), policy):
             if stop.is_set():
-                raise Interrupted()
+                return
             out.write(chunk.body)
-            chunks.append(
+            batch.append(
                 SpooledChunk(chunk.n, chunk.first_record, chunk.records, chunk.checksum, offset, len(chunk.body))
             )
             offset += len(chunk.body)
+            if len(batch) > page:  # one held back: the last page waits for the fsync and the check below
+                yield batch[:-1]
+                batch = batch[-1:]
         out.flush()
         os.fsync(out.fileno())
     try:
@@ -58,9 +63,10 @@ def write_spool(
         now = (-1, -1)
     if now != identity:
         raise FileChangedError(
-            f"{source.name}: the file changed while it was being read; drop it again once it is complete"
+            f"{readable(source.name)}: the file changed while it was being read; drop it again once it is complete"
         )
-    return chunks
+    if batch:
+        yield batch
 
 
 def read_chunk(fd: int, offset: int, length: int) -> tuple[bytes, bytes]:

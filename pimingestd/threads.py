@@ -1,7 +1,9 @@
 """Running a blocking iterator in a worker thread, consumed from the event loop.
 
 A bounded queue gives backpressure (the thread parses at most ``maxsize``
-items ahead); ``stop`` ends the thread promptly when the consumer goes away.
+items ahead). The factory gets a ``stop`` event, set when the consumer goes
+away (done, failed or cancelled): the thread ends promptly, and a long step
+inside the iterator may check it too.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ T = TypeVar("T")
 _ITEM, _DONE, _ERROR = 0, 1, 2
 
 
-async def iterate_in_thread(
-    factory: Callable[[], Iterator[T]], stop: threading.Event, maxsize: int = 4
-) -> AsyncIterator[T]:
+async def iterate_in_thread(factory: Callable[[threading.Event], Iterator[T]], maxsize: int = 4) -> AsyncIterator[T]:
     loop = asyncio.get_running_loop()
+    stop = threading.Event()
     queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize)
 
     def put(item: tuple[int, Any]) -> bool:
@@ -36,7 +37,7 @@ async def iterate_in_thread(
 
     def work() -> None:
         try:
-            for item in factory():
+            for item in factory(stop):
                 if stop.is_set() or not put((_ITEM, item)):
                     return
             put((_DONE, None))

@@ -99,6 +99,11 @@ def formulas(ws: Any) -> None:
     ws["C2"] = "=A2+B2"  # openpyxl writes no cached value
 
 
+def only_formulas(ws: Any) -> None:
+    ws["A3"] = "=A2*2"  # a row of nothing but formulas without values
+    ws["B3"] = "=B2*2"
+
+
 CASES = [
     Case("empty file", "empty.json", raw(b""), "invalid JSON"),
     Case("whitespace only", "ws.json", raw(b"  \n\t "), "invalid JSON"),
@@ -109,6 +114,8 @@ CASES = [
     ],
     Case("trailing garbage", "trail.json", raw(GOOD + b" x"), "trailing garbage"),
     Case("invalid UTF-8", "utf8.json", raw(b'[{"a": "\xff\xfe"}]'), "invalid bytes in UTF8"),
+    Case("form feed between tokens (JSONTestSuite n_structure_whitespace_formfeed)", "ff.json", raw(b"[\x0c]"), "a form feed (0x0C) at byte 1"),
+    Case("vertical tab between tokens", "vt.json", raw(b'[{"a":1}\x0b]'), "a vertical tab (0x0B) at byte 8"),
     Case("lone surrogate", "sur.json", raw(b'[{"a": "x\\ud800y"}]'), "unpaired surrogate escape \\ud800"),
     Case("lone low surrogate", "sur2.json", raw(b'[{"a": "\\udc00"}]'), "invalid"),
     Case(
@@ -162,11 +169,30 @@ CASES = [
         lambda r: len(r) == 1 and len(json.loads(r[0])) == 16384,
     ),
     Case(
-        "Excel: formulas without cached values (null)",
+        "Excel: formula without a cached value",
+        "f.xlsx",
+        workbook([["a", "b", "c"], [1, 2, None]], formulas),
+        "row 2 column C (record 0) holds a formula saved without its value",
+    ),
+    Case(
+        "Excel: formula without a cached value, unknown_cells = null",
         "f.xlsx",
         workbook([["a", "b", "c"], [1, 2, None]], formulas),
         "",
         lambda r: [json.loads(x) for x in r] == [{"a": 1, "b": 2, "c": None}],
+        body={"unknown_cells": "null", "re_ingestion": True},
+    ),
+    Case(
+        "Excel: a row of only uncached formulas is not dropped",
+        "fo.xlsx",
+        workbook([["a", "b"], [1, 2]], only_formulas),
+        "row 3 column A (record 1) holds a formula saved without its value",
+    ),
+    Case(
+        "Excel: error cells (t=e)",
+        "e.xlsx",
+        workbook([["a", "b"], [1, "#DIV/0!"]]),
+        "row 2 column B (record 0) holds the error value #DIV/0!",
     ),
     Case(
         "Excel: merged cells (top-left keeps the value)",

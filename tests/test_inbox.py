@@ -211,7 +211,7 @@ async def _count(folder: Path, n: int) -> bool:
 async def test_malformed_file_lands_in_failed_with_reason(
     make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
 ) -> None:
-    """A malformed file sends nothing and lands in failed_dir beside an .error.json saying where."""
+    """A malformed file sends nothing and lands in failed_dir, its token folder beside a <token>.error.json saying where."""
     cfg = inbox_config(tmp_path)
     d = await make_daemon(inbox=cfg)
     inbox = Path(cfg["dir"])
@@ -221,7 +221,9 @@ async def test_malformed_file_lands_in_failed_with_reason(
     assert row["status"] == "failed"
     await wait_for(lambda: _count(Path(cfg["failed_dir"]), 2), what="file and report in failed")
     failed = files_under(Path(cfg["failed_dir"]))
-    report_name = next(f for f in failed if f.endswith("bad.json.error.json"))
+    [source] = [f for f in failed if f.endswith("/bad.json")]
+    report_name = source.split("/")[0] + ".error.json"  # beside the token folder, never inside it
+    assert sorted(failed) == sorted([source, report_name])
     report = json.loads((Path(cfg["failed_dir"]) / report_name).read_text())
     assert report["ingestion_id"] == row["ingestion_id"] and "byte" in report["error"]
     assert report["stopped_at_chunk"] == 1 and report["file"] == "bad.json" and report["time"].endswith("Z")
@@ -236,7 +238,7 @@ async def test_unsupported_format_refused_into_failed(make_daemon: MakeDaemon, t
     (inbox / ".tmp").write_text("a,b\n1,2\n")
     os.rename(inbox / ".tmp", inbox / "notes.csv")
     await wait_for(lambda: _count(Path(cfg["failed_dir"]), 2), what="refused file in failed")
-    report = next(p for p in Path(cfg["failed_dir"]).rglob("*.error.json"))
+    report = next(p for p in Path(cfg["failed_dir"]).glob("*.error.json"))
     assert "cannot tell the format" in json.loads(report.read_text())["error"]
     assert await all_ingestions(d) == []
 

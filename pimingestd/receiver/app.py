@@ -44,6 +44,14 @@ TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("receiver_tasks")
 _CALLBACK_ATTEMPTS = 6
 
 
+def _header_int(headers: Any, name: str) -> int:
+    """A protocol header that holds a whole number: ASCII digits only (int() would take '١٢' or ' 5')."""
+    text = headers[name]
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise ValueError(f"{name}: {text[:40]!r} is not a whole number")
+    return int(text)
+
+
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
@@ -111,9 +119,9 @@ class _Receiver:
         try:
             ingestion_id = h["Pimingest-Ingestion"]
             file_id = h["Pimingest-File"]
-            n = int(h["Pimingest-Chunk"])
-            count = int(h["Pimingest-Records"])
-            first = int(h["Pimingest-Offset"])
+            n = _header_int(h, "Pimingest-Chunk")
+            count = _header_int(h, "Pimingest-Records")
+            first = _header_int(h, "Pimingest-Offset")
             callback = h["Pimingest-Callback"]
         except (KeyError, ValueError) as exc:
             return _error(400, f"missing or malformed protocol header: {exc}")

@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 
 from ..errors import UnsupportedFormat
+from ..locations.local import open_source
+from ..names import readable
 
 FORMATS = ("json", "jsonl", "excel")
 _BY_SUFFIX = {
@@ -43,6 +45,7 @@ class SourceSpec:
     json_path: str | None = None
     sheet: str | None = None
     max_record_bytes: int = DEFAULT_MAX_RECORD
+    unknown_cells: str = "fail"  # Excel: "fail", or "null" for formula cells without a value and error cells
 
 
 def detect_format(path: Path, given: str | None = None) -> str:
@@ -60,21 +63,25 @@ def detect_format(path: Path, given: str | None = None) -> str:
     return fmt
 
 
-def read_records(path: Path, spec: SourceSpec) -> Iterator[Record]:
-    """Yield the records of ``path``; the file is closed when the iterator is."""
-    if spec.format == "json":
-        from .json_source import read_json
+def read_records(path: Path, spec: SourceSpec, size: int | None = None) -> Iterator[Record]:
+    """Yield the records of ``path``; the file is closed when the iterator is. Only a regular
+    file is opened, and with ``size`` reading stops there (bytes appended later are not read)."""
+    name = readable(path.name)
+    with open_source(path, size) as fh:
+        if spec.format == "json":
+            from .json_source import read_json
 
-        return read_json(path, spec.json_path, spec.max_record_bytes)
-    if spec.format == "jsonl":
-        from .jsonl import read_jsonl
+            yield from read_json(fh, name, spec.json_path, spec.max_record_bytes)
+        elif spec.format == "jsonl":
+            from .jsonl import read_jsonl
 
-        return read_jsonl(path, spec.max_record_bytes)
-    if spec.format == "excel":
-        from .excel import read_excel
+            yield from read_jsonl(fh, name, spec.max_record_bytes)
+        elif spec.format == "excel":
+            from .excel import read_excel
 
-        return read_excel(path, spec.sheet)
-    raise UnsupportedFormat(f"unknown format {spec.format!r}")
+            yield from read_excel(fh, name, spec.sheet, spec.unknown_cells)
+        else:
+            raise UnsupportedFormat(f"unknown format {spec.format!r}")
 
 
 def describe(value: Any) -> str:

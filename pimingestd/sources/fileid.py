@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FileChangedError
+from ..locations.local import open_source, stat_identity
+from ..names import readable
+
+__all__ = ["FileIdentity", "identify", "stat_identity"]
 
 _BLOCK = 1 << 20
 
@@ -19,21 +22,19 @@ class FileIdentity:
     mtime_ns: int
 
 
-def stat_identity(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
-
-
 def identify(path: Path) -> FileIdentity:
-    """Hash the whole file (blocking; call from a thread). Detects a file changing meanwhile."""
+    """Hash the whole file (blocking; call from a thread). Detects a file changing meanwhile.
+    Only a regular file is opened (NotRegularFile otherwise)."""
     before = stat_identity(path)
     h = hashlib.sha256()
     buf = bytearray(_BLOCK)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
+    with open_source(path) as f:
         while n := f.readinto(buf):
             h.update(view[:n])
     after = stat_identity(path)
     if before != after:
-        raise FileChangedError(f"{path}: the file changed while it was being hashed; is it still being written?")
+        raise FileChangedError(
+            f"{readable(str(path))}: the file changed while it was being hashed; is it still being written?"
+        )
     return FileIdentity("sha256:" + h.hexdigest(), after[0], after[1])
