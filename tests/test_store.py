@@ -1,14 +1,27 @@
-"""The state database: durable settings, schema checks, corruption refused."""
+"""The state database: durable settings, schema checks and migration, corruption refused, atomic operations."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import shutil
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pimingestd import canonical
 from pimingestd.errors import StateError
-from pimingestd.store import Ingestion, Store
+from pimingestd.model import Status
+from pimingestd.names import from_text, readable, to_text
+from pimingestd.sources.fileid import identify
+from pimingestd.store import Ingestion, SpooledChunk, Store
+
+from .helpers import product, report, write_json
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 async def _new_ingestion(store: Store, file_id: str) -> Ingestion:
@@ -103,3 +116,151 @@ async def test_ack_outcomes(tmp_path: Path) -> None:
         assert await store.pragma("synchronous") == 2
     finally:
         await store.close()
+
+
+# ---- every operation completes or rolls back as a unit, whatever happens to its caller ----------
+
+
+def _committed(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """What a second connection sees: only what is committed."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [tuple(r) for r in con.execute(sql, params).fetchall()]
+    finally:
+        con.close()
+
+
+CHECK = "sha256:" + "c" * 64
+
+
+def _operations(ing: str) -> dict[str, Callable[[Store], Awaitable[object]]]:
+    page = [SpooledChunk(n, (n - 1) * 2, 2, CHECK, (n - 1) * 10, 10) for n in range(1, 40)]
+    return {
+        "mark_sent": lambda s: s.mark_sent(ing, 50, 0, 1, CHECK),
+        "commit_ack": lambda s: s.commit_ack(ing, 1, CHECK),
+        "record_spool": lambda s: s.record_spool(ing, page),
+        "transition": lambda s: s.transition(ing, Status.RUNNING),
+        "record_reject": lambda s: s.record_reject(ing, 1, CHECK, "no"),
+        "drop_spool": lambda s: s.drop_spool(ing),
+        "set_path": lambda s: s.set_path(ing, "/y"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_operations("x")))
+async def test_a_cancelled_caller_never_splits_a_store_operation(tmp_path: Path, name: str) -> None:
+    """Cancel the caller after k event-loop steps, for every k until the operation finishes on its own:
+    each time the connection is left outside any transaction, at the synchronous level the store
+    believes, and a following ACK is really committed (a second connection sees it)."""
+    db = tmp_path / "s.db"
+    cancelled_at = 0
+    for k in range(5000):
+        db.unlink(missing_ok=True)
+        store = await Store.open(db)
+        try:
+            ing = await _new_ingestion(store, "sha256:" + "1" * 64)
+            await store.mark_sent(ing.id, 1, 0, 1, CHECK)
+            op = asyncio.ensure_future(_operations(ing.id)[name](store))
+            for _ in range(k):
+                await asyncio.sleep(0)
+            finished = op.done()
+            op.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await op
+            await asyncio.gather(*list(store._ops), return_exceptions=True)  # what the caller started goes on
+            assert not store._db.in_transaction, f"{name}: left inside a transaction when cancelled after {k} steps"
+            level = {"FULL": 2, "NORMAL": 1}[store._sync]
+            assert await store.pragma("synchronous") == level, f"{name}: synchronous level drifted"
+            await store.mark_sent(ing.id, 2, 1, 1, CHECK)
+            assert await store.commit_ack(ing.id, 2, CHECK) == "accepted"
+            assert ("acked",) in _committed(db, "SELECT state FROM chunks WHERE ingestion_id = ? AND n = 2", (ing.id,))
+            if name == "record_spool":  # all of it or none of it
+                spooled = _committed(db, "SELECT count(*) FROM chunks WHERE state = 'spooled'")[0][0]
+                assert spooled in (0, 37), spooled  # 39 chunks, 2 of them sent before
+        finally:
+            await store.close()
+        if finished:
+            break
+        cancelled_at += 1
+    assert finished, f"{name} did not finish within 5000 event-loop steps"
+    assert cancelled_at > 0, "the operation finished before any cancellation could land"
+    report(f"store {name}: cancelled at each of {cancelled_at} awaits, never split")
+
+
+async def test_status_changes_follow_the_state_machine(tmp_path: Path) -> None:
+    """A cancel stands against a later resume; completion needs the claim, and the claim blocks a cancel."""
+    store = await Store.open(tmp_path / "s.db")
+    try:
+        a = await _new_ingestion(store, "sha256:" + "a" * 64)
+        assert await store.transition(a.id, Status.CANCELLED, "by the operator")
+        assert not await store.transition(a.id, Status.QUEUED)  # a resume after the cancel changes nothing
+        assert not await store.transition(a.id, Status.RUNNING)
+        assert (await store.get(a.id)).status == Status.CANCELLED  # type: ignore[union-attr]
+
+        b = await _new_ingestion(store, "sha256:" + "b" * 64)
+        assert await store.transition(b.id, Status.RUNNING)
+        assert not await store.transition(b.id, Status.COMPLETED)  # not claimed
+        assert await store.claim_completion(b.id)
+        assert not await store.transition(b.id, Status.CANCELLED)  # the completion was sent
+        assert await store.transition(b.id, Status.COMPLETED)
+        assert not await store.transition(b.id, Status.FAILED)  # final
+
+        c = await _new_ingestion(store, "sha256:" + "d" * 64)
+        assert await store.transition(c.id, Status.RUNNING)
+        assert await store.transition(c.id, Status.CANCELLED)
+        assert not await store.claim_completion(c.id)  # a cancelled ingestion never claims its completion
+    finally:
+        await store.close()
+
+
+async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes(tmp_path: Path) -> None:
+    """tests/fixtures/state-v1.db was made by the schema-1 store: it opens, migrates to 2, keeps its rows."""
+    db = tmp_path / "state.db"
+    shutil.copy(FIXTURES / "state-v1.db", db)
+    store = await Store.open(db)
+    try:
+        assert await store.pragma("user_version") == 2
+        done = await store.get("82f5088205c5459787387c2fa8633ae9")
+        run = await store.get("7cf74c8381994e84961d0fe787dddeb3")
+        assert done is not None and run is not None
+        assert done.status == Status.COMPLETED and done.json_path == "products.item" and done.options == {}
+        assert run.status == Status.RUNNING and run.chunk_bytes == 4096 and not run.preflight
+        assert await store.progress(run.id) == (1, 3)
+        assert [r.state for r in await store.chunks(run.id)] == ["acked", "sent"]
+        assert [i.id for i in await store.with_status(("queued", "running"))] == [run.id]
+    finally:
+        await store.close()
+
+
+async def test_an_unfinished_schema_1_ingestion_resumes_after_the_upgrade(
+    make_daemon: Any, receiver: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    """The real daemon on a migrated database: an ingestion left unfinished by the old version completes."""
+    records = [product(i) for i in range(25)]
+    src = write_json(data_dir / "old.json", records)
+    state = tmp_path / "daemon" / "state"
+    state.mkdir(parents=True)
+    db = state / "ingestion_state.db"
+    shutil.copy(FIXTURES / "state-v1.db", db)
+    con = sqlite3.connect(db)  # point the fixture's unfinished ingestion at a real file, as schema 1 stored it
+    ident = identify(src)
+    con.execute(
+        "UPDATE ingestions SET path = ?, file_name = 'old.json', size = ?, mtime_ns = ?, file_id = ?, format = 'json',"
+        " chunk_bytes = NULL, chunk_records = 10, preflight = 1 WHERE id = '7cf74c8381994e84961d0fe787dddeb3'",
+        (str(src), ident.size, ident.mtime_ns, ident.file_id),
+    )
+    con.execute("DELETE FROM chunks WHERE ingestion_id = '7cf74c8381994e84961d0fe787dddeb3'")
+    con.commit()
+    con.close()
+    d = await make_daemon()
+    st = await d.wait("7cf74c8381994e84961d0fe787dddeb3")
+    assert st["status"] == "completed", st
+    assert [a["record"] for a in await receiver.records(st["ingestion_id"])] == [canonical.encode(r).decode() for r in records]
+
+
+def test_names_that_are_not_utf8_round_trip() -> None:
+    """A Latin-1 file name (lone surrogates in Python) is stored as text and read back unchanged."""
+    for name in ("/in/M\udce4rz.json", "/in/a\\b.json", "/in/plain.json", "/in/\\x41.json", "/in/ü\udcff\\.json"):
+        text = to_text(name)
+        text.encode("utf-8")  # storable
+        assert from_text(text) == name
+    assert readable("/in/M\udce4rz.json") == "/in/M\\xe4rz.json"
