@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from pimingestd.inbox import check_relative_name, glob_match
@@ -284,3 +287,218 @@ async def test_folders_must_share_a_filesystem(tmp_path: Path, make_daemon: Make
         import shutil
 
         shutil.rmtree(other, ignore_errors=True)
+
+
+# ---- regressions from the reliability review (issue 11) ---------------------------------------------
+
+
+async def test_a_source_named_like_a_report_is_delivered_and_kept(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
+) -> None:
+    """A file named x.error.json is an ordinary source: it completes and lands in done/ with its bytes."""
+    cfg = inbox_config(tmp_path)
+    d = await make_daemon(inbox=cfg)
+    inbox = Path(cfg["dir"])
+    write_records(inbox / ".tmp", [product(i) for i in range(5)])
+    data = (inbox / ".tmp").read_bytes()
+    os.rename(inbox / ".tmp", inbox / "prices.error.json")
+    [row] = await wait_all_done(d, 1)
+    assert row["status"] == "completed" and row["records_acked"] == 5
+    await wait_for(lambda: _count(Path(cfg["done_dir"]), 1), what="the file in done")
+    [done] = files_under(Path(cfg["done_dir"]))
+    assert done.endswith("/prices.error.json") and (Path(cfg["done_dir"]) / done).read_bytes() == data
+
+
+async def test_links_and_fifos_are_refused_into_failed(make_cluster: Any, tmp_path: Path) -> None:
+    """A symlink (to a file outside allowed_roots) and a FIFO named like a source are moved to failed/ with
+    a report saying what they are; nothing is read or sent, the watcher goes on, and SIGTERM exits promptly."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.2)
+    c = make_cluster(inbox=cfg)
+    await c.start_receiver()
+    await c.start_daemon()
+    secret = tmp_path / "outside" / "secret.json"
+    write_records(secret, [{"sku": "SECRET"}])
+    inbox = Path(cfg["dir"])
+    os.symlink(secret, inbox / "link.json")
+    os.mkfifo(inbox / "pipe.json")
+    os.symlink(secret.parent, inbox / "linked-folder")
+    write_records(inbox / ".tmp", [product(1)])
+    os.rename(inbox / ".tmp", inbox / "good.json")
+    failed = Path(cfg["failed_dir"])
+
+    async def refused() -> bool:
+        return len(list(failed.glob("*.error.json"))) == 3
+
+    await wait_for(refused, what="three refusals in failed/")
+    reports = {json.loads(p.read_text())["file"]: json.loads(p.read_text())["error"] for p in failed.glob("*.error.json")}
+    assert "a symbolic link" in reports["link.json"] and "a FIFO" in reports["pipe.json"]
+    assert "a symbolic link" in reports["linked-folder"]
+    rows = [r for r in await c.ingestions() if r["status"] in ("completed", "failed")]
+    assert [r["file_name"] for r in rows] == ["good.json"] and rows[0]["status"] == "completed"
+    _, applied = await c.call("GET", f"{c.rurl}/ingestions/{rows[0]['ingestion_id']}/records")
+    assert "SECRET" not in json.dumps(applied)
+    assert os.listdir(inbox) == []
+    assert c.daemon is not None
+    c.daemon.send_signal(signal.SIGTERM)
+    assert await c.exit_code(10) == 0
+
+
+async def test_a_name_that_is_not_utf8_is_ingested_and_survives_a_restart(make_cluster: Any, tmp_path: Path) -> None:
+    """A Latin-1 name (März.json from an SMB share) completes, keeps its exact bytes in done/, is shown
+    readably, and a restart with it in the state database starts normally."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.2)
+    c = make_cluster(inbox=cfg)
+    await c.start_receiver()
+    await c.start_daemon()
+    inbox = os.fsencode(cfg["dir"])
+    name = b"M\xe4rz.json"
+    with open(os.path.join(inbox, b".tmp"), "w") as f:
+        json.dump([product(i) for i in range(3)], f)
+    os.rename(os.path.join(inbox, b".tmp"), os.path.join(inbox, name))
+
+    async def one_done() -> bool:
+        rows = await c.ingestions()
+        return len(rows) == 1 and rows[0]["status"] == "completed"
+
+    await wait_for(one_done, what="the Latin-1 file completed")
+    [row] = await c.ingestions()
+    assert row["file_name"] == "M\\xe4rz.json"
+    done = os.fsencode(cfg["done_dir"])
+
+    async def in_done() -> bool:
+        return any(name in os.listdir(os.path.join(done, t)) for t in os.listdir(done))
+
+    await wait_for(in_done, what="the file in done/ under its own bytes")
+    await c.kill_daemon()
+    await c.start_daemon()  # reconcile reads the stored path back: no crash loop
+    [again] = await c.ingestions()
+    assert again["status"] == "completed" and again["path"].endswith("M\\xe4rz.json")
+
+
+async def test_an_inbox_copy_of_an_api_ingestion_is_finished(make_cluster: Any, tmp_path: Path) -> None:
+    """The same bytes dropped in the inbox while the API ingestion runs follow it, and go to done/ when it ends."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.2)
+    c = make_cluster(inbox=cfg)
+    await c.start_receiver()
+    await c.start_daemon()
+    await c.faults([{"action": "delay_ack", "seconds": 0.4, "times": 3}])
+    records = [product(i) for i in range(30)]
+    api_copy = c.data / "feed.json"
+    write_records(api_copy, records)
+    ing = await c.ingest(api_copy)
+    inbox = Path(cfg["dir"])
+    (inbox / ".tmp").write_bytes(api_copy.read_bytes())
+    os.rename(inbox / ".tmp", inbox / "feed.json")
+    assert (await c.settle(ing))["status"] == "completed"
+    await wait_for(lambda: _count(Path(cfg["done_dir"]), 1), what="the inbox copy in done/")
+    assert files_under(Path(cfg["processing_dir"])) == [] and len(await c.ingestions()) == 1
+
+
+async def test_same_bytes_again_resume_from_the_new_copy(make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path) -> None:
+    """A failed ingestion whose file was cleaned away from failed/ resumes from a new drop of the same
+    bytes, after the last ACKed chunk: every record applied exactly once."""
+    cfg = inbox_config(tmp_path)
+    d = await make_daemon(inbox=cfg)
+    await receiver.faults([{"action": "reject_final", "chunk": 2}])
+    records = [product(i) for i in range(25)]
+    inbox = Path(cfg["dir"])
+    write_records(inbox / ".tmp", records)
+    data = (inbox / ".tmp").read_bytes()
+    os.rename(inbox / ".tmp", inbox / "daily.json")
+    [row] = await wait_all_done(d, 1)
+    assert row["status"] == "failed" and row["chunks_acked"] == 1
+    await wait_for(lambda: _count(Path(cfg["failed_dir"]), 2), what="the file and its report in failed/")
+    import shutil
+
+    shutil.rmtree(cfg["failed_dir"])  # an operator's clean-up
+    os.mkdir(cfg["failed_dir"])
+    await receiver.faults([])
+    (inbox / ".tmp").write_bytes(data)
+    os.rename(inbox / ".tmp", inbox / "daily-again.json")
+    st = await d.wait(row["ingestion_id"], ("completed",))
+    assert st["file_name"] == "daily-again.json" and st["records_acked"] == 25
+    applied = [json.loads(a["record"]) for a in await receiver.records(row["ingestion_id"])]
+    assert applied == records
+    await wait_for(lambda: _count(Path(cfg["done_dir"]), 1), what="the new copy in done/")
+
+
+async def test_a_file_that_grows_after_it_was_read_never_completes(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
+) -> None:
+    """A JSON Lines export written in bursts with a pause longer than settle_seconds: what was there at the
+    spool pass is delivered, but the ingestion fails saying the file changed, never completes, and the file
+    goes to failed/ with its report."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.3)
+    d = await make_daemon(inbox=cfg)
+    await receiver.faults([{"action": "delay_ack", "seconds": 0.3, "times": 100}])
+    target = Path(cfg["dir"]) / "export.jsonl"
+    with open(target, "w") as f:
+        for i in range(30):
+            f.write(json.dumps(product(i)) + "\n")
+        f.flush()
+
+        async def taken() -> bool:
+            return len(await all_ingestions(d)) == 1
+
+        await wait_for(taken, what="the first burst taken")
+        await asyncio.sleep(0.5)  # the spool pass has read the first burst; chunks are in flight
+        for i in range(30, 60):
+            f.write(json.dumps(product(i)) + "\n")  # the writer's second burst, into the moved file
+    [row] = await wait_all_done(d, 1, timeout=30)
+    assert row["status"] == "failed" and "changed" in row["error"], row
+    _, summary = await receiver_summary(receiver, row["ingestion_id"])
+    assert summary.get("completed") is not True
+    await wait_for(lambda: _count(Path(cfg["failed_dir"]), 2), what="file and report in failed/")
+    [report_path] = Path(cfg["failed_dir"]).glob("*.error.json")
+    assert "changed" in json.loads(report_path.read_text())["error"]
+    assert files_under(Path(cfg["done_dir"])) == []
+
+
+async def receiver_summary(receiver: Receiver, ingestion_id: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s, s.get(f"{receiver.url}/ingestions/{ingestion_id}") as r:
+        return r.status, dict(await r.json())
+
+
+async def test_the_inbox_folder_is_group_writable_under_a_strict_umask(make_cluster: Any, tmp_path: Path) -> None:
+    """Under systemd's UMask=0027 the daemon creates the inbox 0770, so the group can drop files."""
+    cfg = inbox_config(tmp_path)
+    c = make_cluster(inbox=cfg)
+    old = os.umask(0o027)
+    try:
+        await c.start_receiver()
+        await c.start_daemon()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(cfg["dir"]).st_mode) == 0o770
+
+
+def test_every_rename_is_made_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lifecycle move fsyncs the folder it lands in, the folder it left, and every folder it created."""
+    synced: list[str] = []
+    real_fsync, real_open = os.fsync, os.open
+    opened: dict[int, str] = {}
+
+    def spy_open(path: Any, flags: int, *a: Any) -> int:
+        fd = real_open(path, flags, *a)
+        opened[fd] = os.fspath(path)
+        return fd
+
+    def spy_fsync(fd: int) -> None:
+        synced.append(opened.get(fd, "?"))
+        real_fsync(fd)
+
+    from pimingestd import inbox as inbox_mod
+
+    src = tmp_path / "in" / "a.json"
+    src.parent.mkdir()
+    src.write_text("[]")
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    inbox_mod._move_file(src, tmp_path / "processing" / "tok" / "sub" / "a.json")
+    assert set(synced) >= {
+        str(tmp_path / "processing" / "tok" / "sub"),
+        str(tmp_path / "processing" / "tok"),
+        str(tmp_path / "processing"),
+        str(tmp_path),
+        str(tmp_path / "in"),
+    }, synced
