@@ -222,6 +222,14 @@ async def run(config: Config) -> int:
             signed=bool(config.pimcore.secret),
             resuming=unfinished,
         )
+        if not config.http.loopback and not (config.pimcore.secret and config.http.api_token):
+            log.warning(
+                "insecure: listening beyond loopback without a PIM-Core secret or an API token"
+                " (http.insecure = true); anyone who reaches the port can forge ACKs or drive the API",
+                listen=config.http.host,
+                signed=bool(config.pimcore.secret),
+                has_api_token=bool(config.http.api_token),
+            )
         await start_work(app)
         notifier.ready(_status_line(engine, 0.0))
         housekeeping = asyncio.create_task(_housekeeping(engine, notifier), name="housekeeping")

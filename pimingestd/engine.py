@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,7 +205,10 @@ class Engine:
                 # Not running (failed, or queued by a crash): it resumes, reading this copy, which has
                 # the same bytes (same file_id). The copy it read before may be gone by now.
                 if await self._store.adopt_copy(existing.id, str(req.path), name, ident.size, ident.mtime_ns):
-                    return Submitted(await self._requeue(existing), created=False, adopted=True)
+                    try:
+                        return Submitted(await self._requeue(existing), created=False, adopted=True)
+                    except NotAllowed:
+                        pass  # cancelled meanwhile: cancelling is final, so this copy starts a new ingestion
             ing = await self._store.create_ingestion(
                 file_id=ident.file_id,
                 path=str(req.path),
@@ -462,20 +464,16 @@ class Engine:
 
     async def _deliver_streaming(self, ing: Ingestion, path: Path) -> None:
         """Parse and send in one pass. Reads stop at the size recorded at submit, and the file's
-        identity is checked after each chunk is cut, before it is sent: bytes appended later
-        are never read, and a file that changes stops the ingestion at the next chunk."""
+        identity is checked before each chunk is sent: bytes appended later are never read, and
+        a file that changes stops the ingestion at the next chunk (the reader runs a few chunks
+        ahead, so checking when a chunk is cut would be too early)."""
         known = _Known(self._store.chunk_pages(ing.id, _PAGE))
         spec, policy = self._spec(ing), self._policy(ing)
         chunks = 0
         records = 0
         chunk: Chunk
-
-        def chunks_checked(stop: threading.Event) -> Iterator[Chunk]:
-            for cut_chunk in cut(read_records(path, spec, size=ing.size), policy):
-                _check_identity(ing, stat_identity(path))
-                yield cut_chunk
-
-        async for chunk in iterate_in_thread(chunks_checked):
+        async for chunk in iterate_in_thread(lambda stop: cut(read_records(path, spec, size=ing.size), policy)):
+            _check_identity(ing, await asyncio.to_thread(stat_identity, path))
             chunks, records = chunk.n, records + chunk.records
             row = await known.get(chunk.n)
             if row is not None and row.checksum != chunk.checksum:

@@ -114,7 +114,12 @@ CASES = [
     ],
     Case("trailing garbage", "trail.json", raw(GOOD + b" x"), "trailing garbage"),
     Case("invalid UTF-8", "utf8.json", raw(b'[{"a": "\xff\xfe"}]'), "invalid bytes in UTF8"),
-    Case("form feed between tokens (JSONTestSuite n_structure_whitespace_formfeed)", "ff.json", raw(b"[\x0c]"), "a form feed (0x0C) at byte 1"),
+    Case(
+        "form feed between tokens (JSONTestSuite n_structure_whitespace_formfeed)",
+        "ff.json",
+        raw(b"[\x0c]"),
+        "a form feed (0x0C) at byte 1",
+    ),
     Case("vertical tab between tokens", "vt.json", raw(b'[{"a":1}\x0b]'), "a vertical tab (0x0B) at byte 8"),
     Case("lone surrogate", "sur.json", raw(b'[{"a": "x\\ud800y"}]'), "unpaired surrogate escape \\ud800"),
     Case("lone low surrogate", "sur2.json", raw(b'[{"a": "\\udc00"}]'), "invalid"),

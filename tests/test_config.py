@@ -89,3 +89,96 @@ def test_cli_config_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["check-config", "--config", str(p)]) == EXIT_CONFIG
     assert "daemon.bogus" in capsys.readouterr().err
     assert main(["check-config", "--config", str(REPO / "config.example.toml")]) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[http]\nhost = "0.0.0.0"\napi_token = "t"\n', "pimcore.secret is empty"),
+        ('[http]\nhost = "0.0.0.0"\n[pimcore]\nsecret = "s"\n', "http.api_token is empty"),
+        ('[http]\nhost = "192.0.2.7"\n', "pimcore.secret and http.api_token are empty"),
+        ('[http]\nhost = "pim.example.com"\n', "are empty"),
+    ],
+)
+def test_listening_beyond_loopback_without_secrets_is_refused(tmp_path: Path, extra: str, message: str) -> None:
+    """Empty secret or token fail open (unsigned ACKs, a readable in-flight checksum): off loopback, refused."""
+    with pytest.raises(ConfigError, match=message):
+        config.load(write(tmp_path, MINIMAL + extra), env={})
+
+
+def test_loopback_and_explicit_insecure_are_allowed(tmp_path: Path) -> None:
+    for host in ("127.0.0.1", "::1", "localhost", "127.8.9.10"):
+        cfg = config.load(write(tmp_path, MINIMAL + f'[http]\nhost = "{host}"\n'), env={})
+        assert cfg.http.loopback
+    cfg = config.load(write(tmp_path, MINIMAL + '[http]\nhost = "0.0.0.0"\ninsecure = true\n'), env={})
+    assert cfg.http.insecure and not cfg.http.loopback
+    cfg = config.load(
+        write(tmp_path, MINIMAL + '[http]\nhost = "0.0.0.0"\napi_token = "t"\n'), env={"PIMINGESTD_PIMCORE_SECRET": "s"}
+    )
+    assert not cfg.http.insecure
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[chunking]\nrecords = 100001\n", "chunking.records must be between 1 and 100000"),
+        ("[chunking]\nbytes = 4611686018427387904\n", "chunking.bytes must be between 2 and 67108864"),
+        (MINIMAL + '[[inbox.profiles]]\nmatch = "*"\nchunk_records = 100001\n', "inbox.profiles[0].chunk_records"),
+        (MINIMAL + '[[inbox.profiles]]\nmatch = "*"\nchunk_bytes = 67108865\n', "inbox.profiles[0].chunk_bytes"),
+        (MINIMAL + '[[inbox.profiles]]\nmatch = "*"\njson_path = "a..item"\n', "empty segment"),
+        (MINIMAL + '[[inbox.profiles]]\nmatch = "*"\njson_path = "products"\n', "must end with 'item'"),
+        (
+            MINIMAL + '[[inbox.profiles]]\nmatch = "*"\nunknown_cells = "zero"\n',
+            "unknown_cells must be one of fail, null",
+        ),
+    ],
+)
+def test_chunk_caps_and_format_options_are_checked_at_load(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config.load(write(tmp_path, text), env={})
+
+
+async def test_the_real_daemon_refuses_an_open_listener_and_warns_when_told_insecure(tmp_path: Path) -> None:
+    """Exit 78 for 0.0.0.0 without secret and token; with insecure = true it starts and warns."""
+    import asyncio
+    import sys
+
+    from .helpers import free_port, write_config
+
+    port = free_port()
+    cfg = write_config(tmp_path / "d", daemon_port=port, receiver_port=free_port(), http={"host": "0.0.0.0"})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pimingestd",
+        "run",
+        "--config",
+        str(cfg),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == EXIT_CONFIG, (out, err)
+    assert b"http.insecure = true" in err + out
+    cfg.write_text(cfg.read_text().replace('host = "0.0.0.0"', 'host = "0.0.0.0"\ninsecure = true'))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pimingestd",
+        "run",
+        "--config",
+        str(cfg),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    line = b""
+    try:
+        async with asyncio.timeout(20):
+            while b"insecure" not in line:
+                line = await proc.stdout.readline()
+                assert line, "the daemon ended without warning"
+    finally:
+        proc.terminate()
+        await proc.wait()
+    assert b'"level": "warning"' in line

@@ -110,3 +110,17 @@ async def test_crash_on_the_failure_path(rig: Rig, step: str) -> None:
     assert sorted(failed) == sorted([source, source.split("/")[0] + ".error.json"])  # the report beside its folder
     _, stats = await rig.call("GET", rig.rurl + "/stats")
     assert stats.get("chunks_received", 0) == 0
+
+
+async def test_a_source_named_like_a_report_survives_a_crash_mid_ingestion(rig: Rig) -> None:
+    """The daemon stops itself while it ingests x.error.json; at the restart reconcile keeps the file (it used
+    to remove the processing folder, taking the name for a report) and the ingestion completes exactly once."""
+    await rig.start(crash_at="engine.after-post")
+    drop(rig.inbox, "x.error.json", GOOD)
+    await rig.wait_crash()
+    await rig.start()
+    [row] = await rig.settled()
+    assert row["status"] == "completed" and row["records_acked"] == RECORDS
+    done = files_under(Path(rig.inbox["done_dir"]))
+    assert len(done) == 1 and done[0].endswith("/x.error.json")
+    assert await rig.applied(row["ingestion_id"]) == json.loads(GOOD)

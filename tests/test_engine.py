@@ -471,3 +471,77 @@ async def test_excel_round_trip(make_daemon: MakeDaemon, receiver: Receiver, dat
         }
         for i in range(25)
     ]
+
+
+# ---- regressions from the reliability review (issue 11) ---------------------------------------------
+
+
+async def test_streaming_never_reads_past_the_submitted_size(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """preflight = false, and the file grows while it is sent: not one appended record is sent; the ingestion
+    fails saying the file changed (before, the extra records were applied, and a re-submit applied them again)."""
+    await receiver.faults([{"action": "delay_ack", "seconds": 0.3, "times": 100}])
+    src = data_dir / "grow.jsonl"
+    src.write_text("".join(json.dumps(product(i)) + "\n" for i in range(50)))
+    d = await make_daemon(delivery={"preflight": False})
+    _, body = await d.ingest(path=str(src))
+    ing = body["ingestion_id"]
+    while (await d.status(ing))["chunks_acked"] < 1:
+        await asyncio.sleep(0.02)
+    with open(src, "a") as f:
+        f.write("".join(json.dumps({"sku": f"LATE-{i}"}) + "\n" for i in range(20)))
+    st = await d.wait(ing)
+    assert st["status"] == "failed" and "changed" in st["error"], st
+    applied = records_of(await receiver.records(ing))
+    assert applied == [product(i) for i in range(len(applied))] and len(applied) < 50
+
+
+async def test_a_cancel_stands_against_a_concurrent_resume(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Resume and cancel sent at once, in both orders, twenty times: the cancel always stands, and nothing runs."""
+    await receiver.faults([{"action": "reject_final", "chunk": 1, "times": 1}, {"action": "drop_ack", "times": 1000}])
+    d = await make_daemon(delivery={"ack_timeout": 30.0})
+    outcomes = []
+    for i in range(20):
+        src = write_json(data_dir / f"p{i}.json", [product(i * 100 + j) for j in range(15)])
+        _, body = await d.ingest(path=str(src))
+        ing = body["ingestion_id"]
+        if i == 0:
+            assert (await d.wait(ing))["status"] == "failed"
+        else:
+            await d.request("POST", f"/api/ingestions/{ing}/cancel")
+            assert (await d.wait(ing, ("cancelled",)))["status"] == "cancelled"
+            continue
+        calls = [d.request("POST", f"/api/ingestions/{ing}/resume"), d.request("POST", f"/api/ingestions/{ing}/cancel")]
+        for _ in range(20):
+            answers = await asyncio.gather(*(calls if i % 2 else calls[::-1]))
+            outcomes.append([code for code, _ in answers])
+            assert (await d.status(ing))["status"] == "cancelled", answers
+            calls = [
+                d.request("POST", f"/api/ingestions/{ing}/resume"),
+                d.request("POST", f"/api/ingestions/{ing}/cancel"),
+            ]
+        await asyncio.gather(*calls)
+    for _ in range(100):
+        if d.engine.running == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert d.engine.running == 0
+
+
+async def test_a_cancel_during_completion_is_refused(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Once the completion is on its way to PIM-Core the ingestion cannot be cancelled: it ends completed."""
+    await receiver.faults([{"action": "slow_completion", "seconds": 1.5}])
+    src = write_json(data_dir / "p.json", [product(i) for i in range(20)])
+    d = await make_daemon()
+    _, body = await d.ingest(path=str(src))
+    ing = body["ingestion_id"]
+    while not (await d.store.get(ing)).completing:
+        await asyncio.sleep(0.01)
+    code, answer = await d.request("POST", f"/api/ingestions/{ing}/cancel")
+    assert code == 409 and "completion was already sent" in answer["detail"], answer
+    assert (await d.wait(ing))["status"] == "completed"

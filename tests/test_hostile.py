@@ -122,3 +122,32 @@ async def test_corrupt_state_database_refused_by_process(make_cluster: MakeClust
         assert proc.returncode == 74, err
         assert b"state database" in err and str(c.state_db).encode() in err
         assert c.state_db.read_bytes() == damage(original), "the damaged database was left as it was"
+
+
+MALFORMED_SIGNATURES = [
+    "t=\u00b2,v1=" + "0" * 64,  # a superscript two: str.isdigit() says yes, int() says no
+    "t=" + "9" * 5000 + ",v1=" + "0" * 64,  # more digits than int() converts
+    "t=1700000000,v1=" + "\u00fc" * 64,  # non-ASCII where hex belongs
+    "t=1700000000,v1=" + "g" * 64,
+    "t=-5,v1=" + "0" * 64,
+    "t=\u0661\u0662,v1=" + "0" * 64,  # Arabic-Indic digits
+    "v1=" + "0" * 64,
+    "x" * 5_000,  # under aiohttp's own 8 KiB header limit, over ours
+    ",,,=,=",
+]
+
+
+async def test_malformed_signature_headers_get_401_and_one_log_line(make_cluster: MakeCluster) -> None:
+    """Every malformed Pimingest-Signature on the unauthenticated callback is a 401 with a one-line log, never a 500."""
+    c = make_cluster(pimcore={"secret": "s3cret"})
+    await c.start_daemon()
+    body = json.dumps({"ingestion_id": "x", "chunk": 1, "checksum": "sha256:" + "0" * 64, "status": "ack"}).encode()
+    for header in MALFORMED_SIGNATURES:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(c.durl + "/callbacks/ack", data=body, headers={"Pimingest-Signature": header}) as r,
+        ):
+            assert r.status == 401, (header[:40], r.status, await r.text())
+    log = c.log.read_text()
+    assert log.count('"ack callback refused"') == len(MALFORMED_SIGNATURES)
+    assert "Traceback" not in log and '"level": "error"' not in log

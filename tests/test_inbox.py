@@ -330,7 +330,9 @@ async def test_links_and_fifos_are_refused_into_failed(make_cluster: Any, tmp_pa
         return len(list(failed.glob("*.error.json"))) == 3
 
     await wait_for(refused, what="three refusals in failed/")
-    reports = {json.loads(p.read_text())["file"]: json.loads(p.read_text())["error"] for p in failed.glob("*.error.json")}
+    reports = {
+        json.loads(p.read_text())["file"]: json.loads(p.read_text())["error"] for p in failed.glob("*.error.json")
+    }
     assert "a symbolic link" in reports["link.json"] and "a FIFO" in reports["pipe.json"]
     assert "a symbolic link" in reports["linked-folder"]
     rows = [r for r in await c.ingestions() if r["status"] in ("completed", "failed")]
@@ -394,7 +396,9 @@ async def test_an_inbox_copy_of_an_api_ingestion_is_finished(make_cluster: Any, 
     assert files_under(Path(cfg["processing_dir"])) == [] and len(await c.ingestions()) == 1
 
 
-async def test_same_bytes_again_resume_from_the_new_copy(make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path) -> None:
+async def test_same_bytes_again_resume_from_the_new_copy(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
+) -> None:
     """A failed ingestion whose file was cleaned away from failed/ resumes from a new drop of the same
     bytes, after the last ACKed chunk: every record applied exactly once."""
     cfg = inbox_config(tmp_path)

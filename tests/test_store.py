@@ -254,7 +254,9 @@ async def test_an_unfinished_schema_1_ingestion_resumes_after_the_upgrade(
     d = await make_daemon()
     st = await d.wait("7cf74c8381994e84961d0fe787dddeb3")
     assert st["status"] == "completed", st
-    assert [a["record"] for a in await receiver.records(st["ingestion_id"])] == [canonical.encode(r).decode() for r in records]
+    assert [a["record"] for a in await receiver.records(st["ingestion_id"])] == [
+        canonical.encode(r).decode() for r in records
+    ]
 
 
 def test_names_that_are_not_utf8_round_trip() -> None:

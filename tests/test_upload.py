@@ -145,3 +145,48 @@ async def test_one_gigabyte_upload_streams_in_bounded_memory(make_cluster: MakeC
     assert peak - baseline < 64 << 20, f"RSS grew {(peak - baseline) >> 20} MiB"
     st = await c.settle(answer["ingestion_id"], timeout=120)
     assert st["status"] == "completed" and st["total_records"] == 0
+
+
+async def test_chunk_caps_are_checked_before_the_body_is_read(make_daemon: MakeDaemon, tmp_path: Path) -> None:
+    """chunk_records above 100,000 or chunk_bytes above 64 MiB: 400 at once, nothing kept anywhere."""
+    cfg = inbox_config(tmp_path, watch="off")
+    d = await make_daemon(inbox=cfg)
+    for query in ("chunk_records=100001", "chunk_bytes=4611686018427387904", "json_path=a..item", "unknown_cells=zero"):
+        code, body = await put(f"{d.url}/api/files/p.json?{query}", json.dumps([product(1)]).encode())
+        assert code == 400, (query, body)
+    for field, value in (("chunk_records", 100_001), ("chunk_bytes", 2**62)):
+        (Path(d.config.http.allowed_roots[0]) / "p.json").write_text(json.dumps([product(1)]))
+        code, body = await d.ingest(path=str(Path(d.config.http.allowed_roots[0]) / "p.json"), **{field: value})
+        assert code == 400 and body["error"] == "bad chunking", body
+    for folder in ("processing_dir", "failed_dir", "done_dir"):
+        assert [f for f in files_under(Path(cfg[folder])) if not f.startswith(".uploads")] == [], folder
+
+
+async def test_an_upload_finished_during_the_drain_is_503_and_not_kept(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """SIGTERM while an upload streams in: it ends 503 (as documented), and no copy of it is left behind."""
+    cfg = inbox_config(tmp_path, watch="off")
+    c = make_cluster(inbox=cfg, daemon={"drain_seconds": 8.0})
+    await c.start_receiver()
+    await c.start_daemon()
+    await c.faults([{"action": "drop_ack", "times": 100}])  # keeps one chunk in flight, so the drain waits
+    busy = c.data / "busy.json"
+    busy.write_text(json.dumps([product(i) for i in range(30)]))
+    await c.ingest(busy)
+    body = json.dumps([product(i) for i in range(10_000)]).encode()  # about 2 s at this pace
+
+    async def slowly() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 4096):
+            yield body[i : i + 4096]
+            await asyncio.sleep(0.01)
+
+    upload = asyncio.create_task(put(c.durl + "/api/files/late.json", slowly()))
+    await asyncio.sleep(0.3)
+    assert c.daemon is not None
+    c.daemon.terminate()
+    code, answer = await upload
+    assert code == 503 and answer["error"] == "draining", answer
+    assert await c.exit_code(20) == 0
+    for folder in ("processing_dir", "failed_dir", "done_dir"):
+        assert not any(f.endswith("late.json") for f in files_under(Path(cfg[folder]))), folder

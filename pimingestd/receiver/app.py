@@ -187,6 +187,9 @@ class _Receiver:
     # ---- completion -------------------------------------------------------------------
 
     async def complete(self, request: web.Request) -> web.Response:
+        rule = self.app[FAULTS].take_completion()
+        if rule is not None:
+            await asyncio.sleep(rule.seconds)
         body = await request.read()
         key = request.headers.get("Idempotency-Key", "")
         if self.secret:

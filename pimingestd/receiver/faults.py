@@ -11,6 +11,7 @@ times left is used up. Actions:
 - ``delay_ack``: apply, call back after ``seconds``.
 - ``ack_before_response``: apply, call back and wait for the daemon's answer before answering the POST.
 - ``slow_response``: wait ``seconds`` before handling the POST at all (a slow PIM-Core).
+- ``slow_completion``: wait ``seconds`` before handling a completion (never used up by chunks).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ACTIONS = (
     "delay_ack",
     "ack_before_response",
     "slow_response",
+    "slow_completion",
 )
 
 
@@ -65,7 +67,16 @@ class Faults:
 
     def take(self, chunk: int) -> Rule | None:
         for rule in self.rules:
+            if rule.action == "slow_completion":
+                continue
             if rule.times > 0 and (rule.chunk is None or rule.chunk == chunk):
+                rule.times -= 1
+                return rule
+        return None
+
+    def take_completion(self) -> Rule | None:
+        for rule in self.rules:
+            if rule.action == "slow_completion" and rule.times > 0:
                 rule.times -= 1
                 return rule
         return None
