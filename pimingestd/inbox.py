@@ -101,6 +101,7 @@ class Inbox:
         self._refused: dict[Path, tuple[int, int]] = {}  # files that cannot even be moved, until they change
         self._watcher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one lifecycle move at a time
+        self._watch_ready = asyncio.Event()  # set once events (or polling) cover the inbox
         self.watching = "off"
 
     # ---- lifecycle ---------------------------------------------------------------
@@ -111,6 +112,11 @@ class Inbox:
         await self.reconcile()
         if self.cfg.watch != "off":
             self._watcher = asyncio.create_task(self._watch(), name="inbox-watch")
+            # Return once the watch is in place: a file renamed in right after the start is then
+            # taken at once, not found later by a rescan and made to wait out settle_seconds.
+            ready = asyncio.create_task(self._watch_ready.wait())
+            await asyncio.wait({ready, self._watcher}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
 
     async def stop(self) -> None:
         """Stop taking files; ingestions already admitted go on in the engine."""
@@ -369,6 +375,7 @@ class Inbox:
                 await self._watch_events(ino)
             else:
                 self.watching = "poll"
+                self._watch_ready.set()
                 await self._watch_poll()
         finally:
             if ino is not None:
@@ -411,6 +418,7 @@ class Inbox:
     async def _watch_events(self, ino: Inotify) -> None:
         skip = frozenset(d for d in os.listdir(self.cfg.dir) if self.ignored(d))
         await asyncio.to_thread(ino.watch_tree, self.cfg.dir, skip)
+        self._watch_ready.set()
         settler = asyncio.create_task(self._settle(), name="inbox-settle")
         self._tasks.add(settler)
         settler.add_done_callback(self._tasks.discard)

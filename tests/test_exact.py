@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 
 from pimingestd import canonical
 from pimingestd.errors import ParseError
-from pimingestd.sources import exact, jsonl
-from pimingestd.sources import SourceSpec, read_records
+from pimingestd.sources import SourceSpec, exact, jsonl, read_records
 
 
 @dataclass(frozen=True)
