@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ from typing import Any
 import pytest
 from openpyxl import Workbook
 
+from pimingestd import canonical
 from pimingestd.errors import ParseError, UnsupportedFormat
 from pimingestd.sources import SourceSpec, detect_format, read_records
+from pimingestd.sources.json_guard import JsonGuard
 
 
 def read(path: Path, fmt: str, **kw: Any) -> list[dict[str, Any]]:
@@ -203,3 +206,97 @@ def test_ijson_c_backend_in_use() -> None:
     import ijson
 
     assert ijson.backend == "yajl2_c"
+
+
+# ---- JSON: silent alterations found by differential testing (issue 19) ------------------------------
+
+
+def _canonical(path: Path, fmt: str = "json", **kw: Any) -> list[bytes]:
+    return [canonical.encode(r) for r in read_records(path, SourceSpec(fmt, **kw))]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "expected"),
+    [
+        ("json", b'[{"a":0.5,"a":1},{"s":"\\u007f7\\u007f"}]', [b'{"a":1}', b'{"s":"\x7f7\x7f"}']),
+        ("json", b'[{"a":0.5,"a":1,"s":"\\u007fx\\u007f"}]', [b'{"a":1,"s":"\x7fx\x7f"}']),
+        ("json", b'[{"a":0.5,"a":1},{"s":"\x7f7\x7f"}]', [b'{"a":1}', b'{"s":"\x7f7\x7f"}']),
+        ("jsonl", b'{"a":0.5,"a":1}\n{"s":"\\u007ftrue\\u007f"}\n', [b'{"a":1}', b'{"s":"\x7ftrue\x7f"}']),
+    ],
+)
+def test_a_dropped_duplicate_never_unquotes_a_string(
+    tmp_path: Path, fmt: str, text: bytes, expected: list[bytes]
+) -> None:
+    """A duplicate key drops a marked decimal; a DEL-wrapped string elsewhere keeps its quotes."""
+    path = tmp_path / f"d.{fmt}"
+    path.write_bytes(text)
+    assert _canonical(path, fmt) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "json_path", "outcome"),
+    [
+        (b'{"p":[{"a":1}],"p":[{"b":2}]}', "p.item", "occurs twice in one object"),
+        (b'{"p":{"item":{"a":1}}}', "p.item", "matched nothing"),
+        (b'{"item":{"a":1}}', None, "the top-level value is not an array"),
+        (b'{"a.b":[{"x":1}]}', "a.b.item", "matched nothing"),
+        (b'{"a.b":[{"x":1}],"a":{"b":[{"y":2}]}}', "a.b.item", [b'{"y":2}']),
+        (b'{"a.b":[{"x":1}],"a":{"b":[{"y":2}]}}', '"a.b".item', [b'{"x":1}']),
+        (b'{"p":{"item":[{"k":1}]}}', 'p."item".item', [b'{"k":1}']),
+        (b'{"pages":[{"rows":[{"a":1}]},{"rows":[{"a":2}]}]}', "pages.item.rows.item", [b'{"a":1}', b'{"a":2}']),
+        (b'{"p":\x0c[{"a":1}]}', "p.item", "a form feed (0x0C) at byte 5"),
+        (b'[{"a":1}\x0b]', None, "a vertical tab (0x0B) at byte 8"),
+        (b"[\x0c]", None, "a form feed (0x0C) at byte 1"),
+    ],
+)
+def test_json_path_follows_the_documents_structure(
+    tmp_path: Path, text: bytes, json_path: str | None, outcome: str | list[bytes]
+) -> None:
+    path = tmp_path / "d.json"
+    path.write_bytes(text)
+    if isinstance(outcome, str):
+        with pytest.raises(ParseError, match=re.escape(outcome)):
+            _canonical(path, json_path=json_path)
+    else:
+        assert _canonical(path, json_path=json_path) == outcome
+
+
+def test_a_json_lines_line_of_form_feeds_is_not_blank(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"a":1}\n\x0c\n{"a":2}\n \t\r\n')
+    with pytest.raises(ParseError, match=r"line 2 \(record 1\): invalid JSON"):
+        _canonical(path, "jsonl")
+
+
+def test_a_lone_surrogate_is_refused_wherever_the_buffers_split_it() -> None:
+    """Fed in two and in three pieces split at every offset, a lone high surrogate is refused, even when
+    the next piece holds no escape and a later one starts with a low surrogate; a real pair never is."""
+    lone = b'["ab\\ud800cd","xyz","\\udc00"]'
+    pair = b'["ab\\ud83d\\ude00cd","\\u00e9"]'
+    for doc, bad in ((lone, True), (pair, False)):
+        for i in range(len(doc) + 1):
+            for j in range(i, len(doc) + 1):
+                guard = JsonGuard("t.json", 1 << 20)
+                try:
+                    for piece in (doc[:i], doc[i:j], doc[j:]):
+                        if piece:
+                            guard.feed(piece)
+                    guard.finish()
+                except ParseError as exc:
+                    assert bad, (i, j, exc)
+                    assert "unpaired surrogate" in str(exc)
+                else:
+                    assert not bad, f"a lone surrogate passed when split at {i} and {j}"
+
+
+@pytest.mark.parametrize("shift", range(-12, 13))
+def test_a_lone_surrogate_at_a_64k_buffer_end_is_refused(tmp_path: Path, shift: int) -> None:
+    """Through the real reader (ijson reads 64 KiB at a time): the escape ends near a buffer's end, the next
+    buffer holds none, the one after starts with a low surrogate (once taken for its pair)."""
+    head = b'{"p":[{"s":"'
+    pad = b"x" * (65536 + shift - len(head) - 6)
+    doc = head + pad + b"\\ud800" + b"y" * 65536 + b"\\udc00" + b'"}]}'
+    path = tmp_path / "s.json"
+    path.write_bytes(doc)
+    with pytest.raises(ParseError, match="unpaired surrogate"):
+        _canonical(path, json_path="p.item")
