@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import zipfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -300,3 +301,182 @@ def test_a_lone_surrogate_at_a_64k_buffer_end_is_refused(tmp_path: Path, shift: 
     path.write_bytes(doc)
     with pytest.raises(ParseError, match="unpaired surrogate"):
         _canonical(path, json_path="p.item")
+
+
+# ---- Excel: silent alterations found by differential testing (issue 19) -----------------------------
+
+
+def _rewrite(src: Path, dest: Path, parts: dict[str, Any], rename: dict[str, str] | None = None) -> Path:
+    """A copy of a workbook with parts changed: bytes replace a part, None removes it, a callable maps
+    its bytes; ``rename`` moves members."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename in parts:
+                edit = parts[item.filename]
+                if edit is None:
+                    continue
+                data = edit(data) if callable(edit) else edit
+            zout.writestr((rename or {}).get(item.filename, item.filename), data)
+    return dest
+
+
+SHEET = "xl/worksheets/sheet1.xml"
+STRINGS = "xl/sharedStrings.xml"
+_MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+
+
+def shared_strings(src: Path, dest: Path) -> Path:
+    """openpyxl writes inline strings; Excel writes a shared strings table. Turn the one into the other."""
+    table: list[bytes] = []
+
+    def sheet(xml: bytes) -> bytes:
+        def to_shared(m: re.Match[bytes]) -> bytes:
+            table.append(m.group(2))
+            return m.group(1) + b' t="s"><v>' + str(len(table) - 1).encode() + b"</v></c>"
+
+        return re.sub(
+            rb'(<c r="[A-Z]+\d+"(?: s="\d+")?) t="inlineStr"><is>(<t[^>]*>.*?</t>|<t ?/>)</is></c>', to_shared, xml
+        )
+
+    with zipfile.ZipFile(src) as zin:
+        converted = sheet(zin.read("xl/worksheets/sheet1.xml"))
+    sst = (
+        f'<sst xmlns="{_MAIN_NS}" count="{len(table)}" uniqueCount="{len(table)}">'.encode()
+        + b"".join(b"<si>" + s + b"</si>" for s in table)
+        + b"</sst>"
+    )
+    rel = b'<Relationship Id="rIdSS" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/></Relationships>'
+    override = b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>'
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = converted
+            elif item.filename == "xl/_rels/workbook.xml.rels":
+                data = data.replace(b"</Relationships>", rel)
+            elif item.filename == "[Content_Types].xml":
+                data = data.replace(b"</Types>", override)
+            zout.writestr(item, data)
+        zout.writestr("xl/sharedStrings.xml", sst)
+    return dest
+
+
+def test_excel_escapes_are_decoded_in_shared_and_inline_strings_and_headers(tmp_path: Path) -> None:
+    """_xHHHH_ is a character (ECMA-376 22.9.2.19); _x005F_ escapes the underscore of a literal one."""
+    src = _xlsx(
+        tmp_path / "a.xlsx", [["Name_x0001_", "b"], ["ABC_x000D_DEF", "keep _x005F_x000D_ literal"], ["INLINE", 1]]
+    )
+    src = shared_strings(src, tmp_path / "s.xlsx")
+
+    def inline(xml: bytes) -> bytes:  # the third row's first cell as an inline string with an escape
+        return re.sub(
+            rb'<c r="A3" t="s"><v>\d+</v></c>', b'<c r="A3" t="inlineStr"><is><t>in_x0009_line</t></is></c>', xml
+        )
+
+    path = _rewrite(src, tmp_path / "b.xlsx", {SHEET: inline})
+    assert read(path, "excel") == [
+        {"Name\x01": "ABC\rDEF", "b": "keep _x000D_ literal"},
+        {"Name\x01": "in\tline", "b": 1},
+    ]
+
+
+def test_excel_date_serial_out_of_range_is_refused(tmp_path: Path) -> None:
+    src = _xlsx(tmp_path / "a.xlsx", [["when"], [dt.datetime(2021, 1, 1)]])
+    path = _rewrite(
+        src, tmp_path / "b.xlsx", {SHEET: lambda x: re.sub(rb'(<c r="A2"[^>]*><v>)[^<]+', rb"\g<1>99999999", x)}
+    )
+    with pytest.raises(ParseError, match=r"row 2 column A \(record 0\): formatted as a date, but its serial"):
+        read(path, "excel")
+
+
+def test_excel_error_cells_are_refused_unless_asked_for_null(tmp_path: Path) -> None:
+    path = _xlsx(tmp_path / "a.xlsx", [["a", "b"], [1, "#N/A"]])
+    assert b't="e"' in zipfile.ZipFile(path).read("xl/worksheets/sheet1.xml")  # a real error cell, not text
+    with pytest.raises(ParseError, match=r"row 2 column B \(record 0\) holds the error value #N/A"):
+        read(path, "excel")
+    assert read(path, "excel", unknown_cells="null") == [{"a": 1, "b": None}]
+
+
+def test_excel_parts_are_found_by_their_relationships(tmp_path: Path) -> None:
+    """Styles and shared strings stored at other paths are still the ones used (dates stay dates)."""
+    src = shared_strings(
+        _xlsx(tmp_path / "a.xlsx", [["when", "name"], [dt.datetime(2021, 5, 6, 7, 8, 9), "x"]]), tmp_path / "s.xlsx"
+    )
+
+    def rels(xml: bytes) -> bytes:
+        return (
+            xml.replace(b'Target="styles.xml"', b'Target="custom/st.xml"')
+            .replace(b'Target="sharedStrings.xml"', b'Target="/strings/ss.xml"')
+            .replace(b'Target="/xl/styles.xml"', b'Target="custom/st.xml"')
+            .replace(b'Target="/xl/sharedStrings.xml"', b'Target="/strings/ss.xml"')
+        )
+
+    def types(xml: bytes) -> bytes:
+        return xml.replace(b"/xl/styles.xml", b"/xl/custom/st.xml").replace(
+            b"/xl/sharedStrings.xml", b"/strings/ss.xml"
+        )
+
+    path = _rewrite(
+        src,
+        tmp_path / "b.xlsx",
+        {"xl/_rels/workbook.xml.rels": rels, "[Content_Types].xml": types},
+        rename={"xl/styles.xml": "xl/custom/st.xml", "xl/sharedStrings.xml": "strings/ss.xml"},
+    )
+    assert "xl/custom/st.xml" in zipfile.ZipFile(path).namelist()
+    assert read(path, "excel") == [{"when": "2021-05-06T07:08:09", "name": "x"}]
+
+
+def test_excel_chartsheets_are_named_and_skipped(tmp_path: Path) -> None:
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.title = "Data"
+    ws.append(["a"])
+    ws.append([1])
+    wb.create_chartsheet("Chart", 0)
+    path = tmp_path / "c.xlsx"
+    wb.save(path)
+    assert read(path, "excel") == [{"a": 1}]  # the first worksheet, not the first sheet
+    with pytest.raises(
+        ParseError, match="sheet 'Chart' is a chartsheet, not a worksheet with cells; worksheets: 'Data'"
+    ):
+        read(path, "excel", sheet="Chart")
+
+
+def test_excel_damaged_and_strict_workbooks_say_what_is_wrong(tmp_path: Path) -> None:
+    src = shared_strings(_xlsx(tmp_path / "a.xlsx", [["a"], ["x"]]), tmp_path / "s.xlsx")
+    strict = _rewrite(
+        src,
+        tmp_path / "strict.xlsx",
+        {
+            "_rels/.rels": lambda x: x.replace(
+                b"http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument",
+                b"http://purl.oclc.org/ooxml/officeDocument/relationships/officeDocument",
+            )
+        },
+    )
+    with pytest.raises(
+        ParseError,
+        match=r"Strict Open XML Spreadsheet, which is not supported; open it in Excel and save it as 'Excel Workbook \(\*\.xlsx\)'",
+    ):
+        read(strict, "excel")
+    no_sheet = _rewrite(src, tmp_path / "ns.xlsx", {SHEET: None})
+    with pytest.raises(
+        ParseError, match="sheet 'Products' is listed in the workbook but its part xl/worksheets/sheet1.xml is missing"
+    ):
+        read(no_sheet, "excel")
+    no_strings = _rewrite(src, tmp_path / "nss.xlsx", {STRINGS: None})
+    with pytest.raises(ParseError, match="shared strings part xl/sharedStrings.xml is missing from the file"):
+        read(no_strings, "excel")
+    backslashes = tmp_path / "bs.xlsx"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(backslashes, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename.replace("/", "\\"), zin.read(item.filename))
+    assert read(backslashes, "excel") == [{"a": "x"}]
+
+
+def test_excel_header_names_convert_like_values_and_keep_whitespace(tmp_path: Path) -> None:
+    path = _xlsx(tmp_path / "h.xlsx", [[dt.datetime(2021, 1, 1), True, "City ", 2021, 1.5], [1, 2, 3, 4, 5]])
+    [record] = read(path, "excel")
+    assert list(record) == ["2021-01-01T00:00:00", "true", "City ", "2021", "1.5"]
