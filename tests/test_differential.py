@@ -11,13 +11,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import zipfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from xml.dom import minidom
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openpyxl import Workbook
 
 from pimingestd import canonical
 from pimingestd.sources import SourceSpec, read_records
@@ -173,3 +177,171 @@ def test_json_lines_deliver_what_json_loads_reads(tmp_path_factory: Any, lines: 
     path.write_text(text, encoding="utf-8", newline="")
     expected = [canonical.encode(json.loads(r, parse_float=Decimal)) for _, r, _, _ in lines]
     assert _delivered(path, "jsonl") == expected
+
+
+# ---- Excel ------------------------------------------------------------------------------------------
+
+_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_BUILTIN_DATES = {14, 15, 16, 17, 18, 19, 20, 21, 22, 45, 46, 47}
+
+
+def _unescape(text: str) -> str:
+    """_xHHHH_ decoded by a scan (the reader uses a regex): UTF-16 units, pairs joined."""
+    units: list[int] = []
+    i = 0
+    while i < len(text):
+        chunk = text[i : i + 7]
+        if (
+            len(chunk) == 7
+            and chunk.startswith("_x")
+            and chunk[6] == "_"
+            and all(c in "0123456789abcdefABCDEF" for c in chunk[2:6])
+        ):
+            units.append(int(chunk[2:6], 16))
+            i += 7
+        else:
+            units.extend(
+                int.from_bytes(text[i].encode("utf-16-be")[k : k + 2], "big")
+                for k in range(0, len(text[i].encode("utf-16-be")), 2)
+            )
+            i += 1
+    return b"".join(u.to_bytes(2, "big") for u in units).decode("utf-16-be")
+
+
+def _text(node: Any) -> str:
+    parts = []
+    for child in node.childNodes:
+        if child.nodeType == child.ELEMENT_NODE and child.localName == "t":
+            parts.append("".join(n.data for n in child.childNodes if n.nodeType == n.TEXT_NODE))
+        elif child.nodeType == child.ELEMENT_NODE and child.localName == "r":
+            parts.append(_text(child))
+    return _unescape("".join(parts))
+
+
+def _is_date_code(code: str) -> bool:
+    bare = "".join(code.split('"')[0::2])  # drop quoted text
+    while "[" in bare and "]" in bare:
+        bare = bare[: bare.index("[")] + bare[bare.index("]") + 1 :]
+    return any(c in bare.lower() for c in "dmyhs")
+
+
+def _reference_workbook(path: Path) -> list[dict[str, Any]]:
+    """The first sheet's records, read from the package's XML with minidom."""
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        sheet = minidom.parseString(z.read("xl/worksheets/sheet1.xml"))
+        strings = []
+        if "xl/sharedStrings.xml" in names:
+            strings = [
+                _text(si)
+                for si in minidom.parseString(z.read("xl/sharedStrings.xml")).getElementsByTagNameNS(_NS, "si")
+            ]
+        styles = minidom.parseString(z.read("xl/styles.xml"))
+    custom = {
+        int(f.getAttribute("numFmtId")): f.getAttribute("formatCode")
+        for f in styles.getElementsByTagNameNS(_NS, "numFmt")
+    }
+    xfs = styles.getElementsByTagNameNS(_NS, "cellXfs")[0].getElementsByTagNameNS(_NS, "xf")
+    dates = {
+        i
+        for i, xf in enumerate(xfs)
+        if (n := int(xf.getAttribute("numFmtId") or 0)) in _BUILTIN_DATES or (n in custom and _is_date_code(custom[n]))
+    }
+
+    def value(c: Any) -> Any:
+        kind = c.getAttribute("t") or "n"
+        v = next((n for n in c.childNodes if n.nodeType == n.ELEMENT_NODE and n.localName == "v"), None)
+        text = None if v is None else "".join(n.data for n in v.childNodes)
+        if kind == "inlineStr":
+            inline = [n for n in c.childNodes if n.nodeType == n.ELEMENT_NODE and n.localName == "is"]
+            return _text(inline[0]) if inline else ""
+        if not text:
+            return None
+        if kind == "s":
+            return strings[int(text)]
+        if kind == "b":
+            return text == "1"
+        number = float(text) if any(ch in text for ch in ".eE") else int(text)
+        if int(c.getAttribute("s") or 0) in dates:
+            seconds = round(float(number) * 86400)
+            return (dt.datetime(1899, 12, 30) + dt.timedelta(seconds=seconds)).isoformat()
+        return number
+
+    def column(ref: str) -> int:
+        letters = "".join(ch for ch in ref if ch.isalpha())
+        n = 0
+        for ch in letters:
+            n = n * 26 + ord(ch) - 64
+        return n - 1
+
+    rows: dict[int, dict[int, Any]] = {}
+    for row in sheet.getElementsByTagNameNS(_NS, "row"):
+        cells = {column(c.getAttribute("r")): value(c) for c in row.getElementsByTagNameNS(_NS, "c")}
+        rows[int(row.getAttribute("r"))] = cells
+    head = rows.pop(1, {})
+    names_by_col = {
+        col: (v if isinstance(v, str) else ("true" if v is True else "false" if v is False else str(v)))
+        for col, v in head.items()
+        if v not in (None, "")
+    }
+    width = max(names_by_col) + 1 if names_by_col else 0
+    header = [names_by_col[i] for i in range(width)]
+    out = []
+    for _, cells in sorted(rows.items()):
+        if all(v in (None, "") for v in cells.values()):
+            continue
+        out.append({name: cells.get(i) for i, name in enumerate(header)})
+    return out
+
+
+_XML_SAFE = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff") | st.sampled_from(
+    ["\t", "\n", "\r"]
+)
+CELL_TEXT = st.one_of(
+    st.text(_XML_SAFE, max_size=10),
+    st.sampled_from(["ABC_x000D_DEF", "_x005F_x000D_", "a_x0001_b", "_xD83D__xDE00_", "_x00e9_", " padded ", "City "]),
+).filter(
+    lambda s: (
+        not s.startswith("=") and s.strip() not in ("#N/A", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#NULL!")
+    )
+)
+CELL = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=False, allow_infinity=False, width=64).filter(lambda f: not f.is_integer()),
+    st.booleans(),
+    CELL_TEXT,
+    st.datetimes(min_value=dt.datetime(1900, 3, 1), max_value=dt.datetime(9999, 12, 31)).map(
+        lambda d: d.replace(microsecond=0)
+    ),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    st.lists(CELL_TEXT.filter(bool), min_size=1, max_size=5, unique=True),
+    st.data(),
+    st.booleans(),
+)
+def test_excel_delivers_what_the_sheet_xml_says(
+    tmp_path_factory: Any, header: list[str], data: Any, shared: bool
+) -> None:
+    """Generated workbooks (inline or shared strings): records equal a minidom reading of the XML."""
+    rows = data.draw(st.lists(st.lists(CELL, min_size=len(header), max_size=len(header)), max_size=12))
+    if any(_unescape(h) == "" for h in header) or len({_unescape(h) for h in header}) < len(header):
+        return  # an empty or duplicate header name is refused by design
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(header)
+    for row in rows:
+        ws.append(row)
+    folder = tmp_path_factory.mktemp("x")
+    path = folder / "w.xlsx"
+    wb.save(path)
+    if shared:
+        from .test_sources import shared_strings
+
+        path = shared_strings(path, folder / "shared.xlsx")
+    expected = [canonical.encode(r) for r in _reference_workbook(path)]
+    assert [canonical.encode(r) for r in read_records(path, SourceSpec("excel"))] == expected
