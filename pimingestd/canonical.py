@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -91,6 +92,24 @@ def content_digest(digest: bytes) -> str:
     return "sha-256=:" + base64.b64encode(digest).decode("ascii") + ":"
 
 
-def manifest(checksums: list[str]) -> str:
+def manifest(checksums: Iterable[str]) -> str:
     """SHA-256 over the chunk checksums joined by newlines, in chunk order."""
-    return checksum(sha256("\n".join(checksums).encode("ascii")))
+    m = Manifest()
+    for c in checksums:
+        m.add(c)
+    return m.value()
+
+
+class Manifest:
+    """The manifest built one checksum at a time (memory flat in the number of chunks)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def add(self, chunk_checksum: str) -> None:
+        self._hash.update((b"\n" if self.count else b"") + chunk_checksum.encode("ascii"))
+        self.count += 1
+
+    def value(self) -> str:
+        return checksum(self._hash.digest())

@@ -554,15 +554,18 @@ class Engine:
         raise _Stopped()
 
     async def _complete(self, ing: Ingestion) -> None:
-        checksums = await self._store.acked_checksums(ing.id)
+        manifest = canonical.Manifest()  # a page of chunk rows at a time, never all of them
+        async for row in self._store.chunk_pages(ing.id, _PAGE):
+            if row.state == "acked":
+                manifest.add(row.checksum)
         _, records = await self._store.progress(ing.id)
         payload: dict[str, object] = {
             "ingestion_id": ing.id,
             "file_id": ing.file_id,
             "file_name": ing.file_name,
-            "chunks": len(checksums),
+            "chunks": manifest.count,
             "records": records,
-            "manifest": canonical.manifest(checksums),
+            "manifest": manifest.value(),
         }
         cfg = self._delivery
         last_error = ""

@@ -555,12 +555,6 @@ class Store:
         assert row is not None
         return int(row[0]), int(row[1])
 
-    async def acked_checksums(self, ingestion_id: str) -> list[str]:
-        rows = await self._rows(
-            "SELECT checksum FROM chunks WHERE ingestion_id = ? AND state = 'acked' ORDER BY n", (ingestion_id,)
-        )
-        return [r[0] for r in rows]
-
     @_atomic
     async def _statement(self, sql: str, params: Sequence[Any], *, durable: bool) -> list[Any]:
         """One write statement as its own transaction: a single round trip to the database thread

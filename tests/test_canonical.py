@@ -99,3 +99,13 @@ def test_manifest_and_digest_forms() -> None:
     sums = [canonical.checksum(canonical.sha256(b"[]")), canonical.checksum(canonical.sha256(b"[{}]"))]
     assert canonical.manifest(sums) == canonical.checksum(canonical.sha256(("\n".join(sums)).encode()))
     assert canonical.content_digest(canonical.sha256(b"")) == "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:"
+
+
+def test_the_manifest_built_one_checksum_at_a_time_is_the_joined_one() -> None:
+    checksums = [canonical.checksum(canonical.sha256(str(i).encode())) for i in range(5)]
+    joined = canonical.checksum(canonical.sha256("\n".join(checksums).encode("ascii")))
+    m = canonical.Manifest()
+    for c in checksums:
+        m.add(c)
+    assert m.value() == canonical.manifest(checksums) == canonical.manifest(iter(checksums)) == joined and m.count == 5
+    assert canonical.manifest([]) == canonical.checksum(canonical.sha256(b""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 from pathlib import Path
@@ -545,3 +546,49 @@ async def test_a_cancel_during_completion_is_refused(
     code, answer = await d.request("POST", f"/api/ingestions/{ing}/cancel")
     assert code == 409 and "completion was already sent" in answer["detail"], answer
     assert (await d.wait(ing))["status"] == "completed"
+
+
+def test_the_spool_pass_hands_over_chunks_a_page_at_a_time(tmp_path: Path) -> None:
+    """write_spool yields its chunk positions in pages (memory flat in the number of chunks), back to back."""
+    import threading
+
+    from pimingestd.config import ChunkPolicy
+    from pimingestd.sources import SourceSpec
+    from pimingestd.sources.fileid import stat_identity
+    from pimingestd.spool import write_spool
+
+    src = tmp_path / "many.jsonl"
+    src.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(2500)))
+    pages = list(
+        write_spool(
+            src,
+            SourceSpec("jsonl"),
+            ChunkPolicy(records=1),
+            tmp_path / "s.spool",
+            stat_identity(src),
+            threading.Event(),
+            1000,
+        )
+    )
+    assert [len(p) for p in pages] == [1000, 1000, 500]
+    flat = [c for p in pages for c in p]
+    assert [c.n for c in flat] == list(range(1, 2501))
+    assert all(b.offset == a.offset + a.length for a, b in itertools.pairwise(flat))
+
+
+async def test_streaming_resume_past_the_first_page_of_chunks(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """preflight = false with more chunks than one page of rows: resume looks the recorded chunks up page by
+    page, and every record is applied exactly once."""
+    await receiver.faults([{"action": "reject_final", "chunk": 1120}])
+    records = [{"i": i} for i in range(1150)]
+    src = data_dir / "many.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    d = await make_daemon(delivery={"preflight": False}, chunking={"records": 1})
+    _, body = await d.ingest(path=str(src))
+    ing = body["ingestion_id"]
+    assert (await d.wait(ing, timeout=60))["status"] == "failed"
+    await d.request("POST", f"/api/ingestions/{ing}/resume")
+    assert (await d.wait(ing, timeout=60))["status"] == "completed"
+    assert records_of(await receiver.records(ing)) == records
