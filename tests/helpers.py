@@ -252,3 +252,17 @@ async def wait_http(url: str, timeout: float = 15.0, ok: Callable[[int], bool] =
             if time.monotonic() > deadline:
                 raise AssertionError(f"{url} not up after {timeout}s")
             await asyncio.sleep(0.05)
+
+
+async def daemon_process(config: Path, *, merge_stderr: bool = False) -> asyncio.subprocess.Process:
+    """``pimingestd run`` on ``config`` as a real process with piped output (for exit codes and start-up lines)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pimingestd",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from pimingestd import config
 from pimingestd.cli import EXIT_CONFIG, main
 from pimingestd.errors import ConfigError
 
-from .helpers import REPO
+from .helpers import REPO, daemon_process, free_port, write_config
 
 MINIMAL = """
 [chunking]
@@ -140,37 +141,13 @@ def test_chunk_caps_and_format_options_are_checked_at_load(tmp_path: Path, text:
 
 async def test_the_real_daemon_refuses_an_open_listener_and_warns_when_told_insecure(tmp_path: Path) -> None:
     """Exit 78 for 0.0.0.0 without secret and token; with insecure = true it starts and warns."""
-    import asyncio
-    import sys
-
-    from .helpers import free_port, write_config
-
-    port = free_port()
-    cfg = write_config(tmp_path / "d", daemon_port=port, receiver_port=free_port(), http={"host": "0.0.0.0"})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pimingestd",
-        "run",
-        "--config",
-        str(cfg),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    cfg = write_config(tmp_path / "d", daemon_port=free_port(), receiver_port=free_port(), http={"host": "0.0.0.0"})
+    proc = await daemon_process(cfg)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == EXIT_CONFIG, (out, err)
     assert b"http.insecure = true" in err + out
     cfg.write_text(cfg.read_text().replace('host = "0.0.0.0"', 'host = "0.0.0.0"\ninsecure = true'))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pimingestd",
-        "run",
-        "--config",
-        str(cfg),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await daemon_process(cfg, merge_stderr=True)
     assert proc.stdout is not None
     line = b""
     try:

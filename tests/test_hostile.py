@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +14,7 @@ import psutil
 from pimingestd import canonical
 
 from .conftest import MakeCluster, MakeDaemon
-from .helpers import Receiver, committed_state, product, write_json
+from .helpers import Receiver, committed_state, daemon_process, product, write_json
 from .test_inbox import inbox_config
 
 
@@ -108,16 +107,7 @@ async def test_corrupt_state_database_refused_by_process(make_cluster: MakeClust
     original = c.state_db.read_bytes()
     for damage in (lambda b: b"garbage!" * 2 + b[16:], lambda b: b[: len(b) // 3]):
         c.state_db.write_bytes(damage(original))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pimingestd",
-            "run",
-            "--config",
-            str(c.cfg),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await daemon_process(c.cfg)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 74, err
         assert b"state database" in err and str(c.state_db).encode() in err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections import deque
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -321,14 +322,7 @@ def _inner(events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, str, Any]]:
 
 def _skip(events: Iterator[tuple[str, Any]]) -> None:
     """Consume the rest of a container whose start event was just read."""
-    depth = 1
-    for event, _ in events:
-        if event in _OPEN:
-            depth += 1
-        elif event in _CLOSE:
-            depth -= 1
-            if not depth:
-                return
+    deque(_inner(events), maxlen=0)
 
 
 def _event_type(event: str, value: Any) -> str:
