@@ -1,6 +1,8 @@
 """HTTP routes: validate, call the engine or the store, shape JSON. Nothing else.
 
-Every error is JSON ``{"error": ..., "detail": ...}`` with its status code.
+Every error is JSON ``{"error": ..., "detail": ...}`` with its status code. An error
+from the tree in errors.py becomes its class's status and title, with the message
+as detail, in one place: errors_middleware.
 ``/api/*`` needs ``Authorization: Bearer <api_token>`` when a token is set.
 """
 
@@ -22,8 +24,8 @@ from aiohttp import web
 
 from . import signing
 from .config import UNKNOWN_CELLS, ChunkPolicy, Config
-from .engine import Draining, Engine, IngestRequest, NotAllowed
-from .errors import ConfigError, FileChangedError, SourceError, UnsupportedFormat
+from .engine import Engine, IngestRequest
+from .errors import ConfigError, Draining, PimIngestError
 from .inbox import Inbox, check_relative_name
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .model import STATUSES, UNFINISHED
@@ -101,6 +103,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except ApiError:
         raise
+    except PimIngestError as exc:
+        raise ApiError(exc.http_status, exc.title, str(exc)) from None
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -208,21 +212,10 @@ async def ingest(request: web.Request) -> web.Response:
         source="api",
         unknown_cells=unknown_cells,
     )
-    engine = request.app[ENGINE]
     try:
-        submitted = await engine.submit(req)
-    except UnsupportedFormat as exc:
-        raise ApiError(415, "unsupported format", str(exc)) from None
-    except ConfigError as exc:
-        raise ApiError(400, "bad chunking", str(exc)) from None
-    except FileChangedError as exc:
-        raise ApiError(409, "file is changing", str(exc)) from None
-    except FileNotFoundError:
+        submitted = await request.app[ENGINE].submit(req)
+    except FileNotFoundError:  # removed between the check above and the hashing
         raise ApiError(404, "no such file", raw_path) from None
-    except SourceError as exc:  # not a regular file (swapped for a link or FIFO after the check)
-        raise ApiError(400, "not a regular file", str(exc)) from None
-    except Draining as exc:
-        raise ApiError(503, "draining", str(exc)) from None
     ing = submitted.ingestion
     status = 200 if ing.status == "completed" else 202
     return _json({"ingestion_id": ing.id, "file_id": ing.file_id, "status": ing.status}, status)
@@ -325,13 +318,10 @@ async def upload(request: web.Request) -> web.Response:
     unknown = sorted(set(request.query) - set(_UPLOAD_PARAMS) - {"re_ingestion"})
     if unknown:
         raise ApiError(400, f"unknown query parameter(s): {', '.join(unknown)}")
-    try:
-        detect_format(Path(rel), overrides.get("format"))
-    except UnsupportedFormat as exc:
-        raise ApiError(415, "unsupported format", str(exc)) from None
+    detect_format(Path(rel), overrides.get("format"))  # 415 before the body is read
     engine, inbox = request.app[ENGINE], request.app[INBOX]
     if engine.draining:
-        raise ApiError(503, "draining", "the daemon is shutting down; try again after it restarts")
+        raise Draining("the daemon is shutting down; try again after it restarts")
     limit = request.app[CONFIG].http.max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "upload too large", {"max_upload_bytes": limit})
@@ -355,15 +345,9 @@ async def upload(request: web.Request) -> web.Response:
     log.info("upload received", file=rel, bytes=size)
     try:
         submitted = await inbox.admit(folder, rel, "upload", overrides)
-    except Draining as exc:
+    except Draining:
         await inbox.discard(folder)  # 503: not taken; the client sends it again after the restart
-        raise ApiError(503, "draining", str(exc)) from None
-    except UnsupportedFormat as exc:
-        raise ApiError(415, "unsupported format", str(exc)) from None
-    except ConfigError as exc:
-        raise ApiError(400, "bad chunking", str(exc)) from None
-    except FileChangedError as exc:
-        raise ApiError(409, "not admitted", str(exc)) from None
+        raise
     ing = submitted.ingestion
     return _json(
         {"ingestion_id": ing.id, "file_id": ing.file_id, "status": ing.status},
@@ -376,22 +360,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def resume(request: web.Request) -> web.Response:
-    ing = await _ingestion(request)
-    try:
-        ing = await request.app[ENGINE].resume(ing.id)
-    except NotAllowed as exc:
-        raise ApiError(409, "cannot resume", str(exc)) from None
-    except Draining as exc:
-        raise ApiError(503, "draining", str(exc)) from None
+    ing = await request.app[ENGINE].resume((await _ingestion(request)).id)
     return _json(await ingestion_view(request.app[STORE], ing, request.app[ENGINE]), 202)
 
 
 async def cancel(request: web.Request) -> web.Response:
-    ing = await _ingestion(request)
-    try:
-        ing = await request.app[ENGINE].cancel(ing.id)
-    except NotAllowed as exc:
-        raise ApiError(409, "cannot cancel", str(exc)) from None
+    ing = await request.app[ENGINE].cancel((await _ingestion(request)).id)
     return _json(await ingestion_view(request.app[STORE], ing, request.app[ENGINE]))
 
 

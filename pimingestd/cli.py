@@ -204,7 +204,7 @@ def _address(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    from .client import Unreachable
+    from .errors import DaemonUnreachable
 
     if args.command == "ingest":
         args.path = args.path.resolve()
@@ -218,7 +218,7 @@ def _client_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         return asyncio.run(_client_main(args, url, token))
-    except Unreachable as exc:
+    except DaemonUnreachable as exc:
         print(f"pimingestd: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:

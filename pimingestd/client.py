@@ -8,9 +8,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-
-class Unreachable(Exception):
-    """The daemon did not answer."""
+from .errors import DaemonUnreachable
 
 
 class ApiClient:
@@ -38,7 +36,7 @@ class ApiClient:
                     body = {"error": (await resp.text())[:500], "detail": None}
                 return resp.status, body
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise Unreachable(f"cannot reach the daemon at {self.url}: {exc}") from None
+            raise DaemonUnreachable(f"cannot reach the daemon at {self.url}: {exc}") from None
 
     async def ingest(self, body: dict[str, Any]) -> tuple[int, Any]:
         return await self._call("POST", "/api/ingest", json=body)

@@ -29,12 +29,16 @@ from .crashpoints import crash_point
 from .delivery import ChunkHeaders, PimcoreClient
 from .errors import (
     DeliveryError,
+    Draining,
     FileChangedError,
+    NotAllowed,
+    Paused,
     PimIngestError,
     Rejected,
     SourceError,
     SpoolError,
     StateError,
+    UnknownIngestion,
 )
 from .metrics import Metrics
 from .model import UNFINISHED, Status
@@ -73,18 +77,6 @@ class Submitted:
     ingestion: Ingestion
     created: bool  # False: an existing ingestion of the same bytes answered
     adopted: bool = False  # an existing ingestion of the same bytes now reads this copy
-
-
-class NotAllowed(PimIngestError):
-    """The operation does not apply to the ingestion in its current status."""
-
-
-class Draining(PimIngestError):
-    """The daemon is shutting down and takes no new work."""
-
-
-class _Stopped(Exception):
-    """Internal: the loop stopped at a chunk boundary because the daemon drains."""
 
 
 class Engine:
@@ -286,7 +278,7 @@ class Engine:
     async def _get(self, ingestion_id: str) -> Ingestion:
         ing = await self._store.get(ingestion_id)
         if ing is None:
-            raise KeyError(ingestion_id)
+            raise UnknownIngestion(f"no ingestion {ingestion_id}")
         return ing
 
     async def _requeue(self, ing: Ingestion) -> Ingestion:
@@ -316,7 +308,7 @@ class Engine:
                 self._rates[ing.id] = (time.monotonic(), (await self._store.progress(ing.id))[1])
                 try:
                     await self._ingest(ing, resumed)
-                except _Stopped:
+                except Paused:
                     log.info("ingestion paused for shutdown; it resumes at the next start")
                 except PimIngestError as exc:
                     await self._fail(ing, exc)
@@ -493,7 +485,7 @@ class Engine:
     async def _deliver_chunk(self, meta: ChunkHeaders, body: bytes, digest: bytes) -> None:
         """One chunk, up to max_attempts; returns once its ACK is committed."""
         if self.draining:
-            raise _Stopped()
+            raise Paused()
         checksum = canonical.checksum(digest)
         cfg = self._delivery
         m = self.metrics
@@ -551,7 +543,7 @@ class Engine:
                 await self._draining.wait()
         except TimeoutError:
             return
-        raise _Stopped()
+        raise Paused()
 
     async def _complete(self, ing: Ingestion) -> None:
         manifest = canonical.Manifest()  # a page of chunk rows at a time, never all of them

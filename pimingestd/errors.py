@@ -1,59 +1,100 @@
 """The error tree. One root; a subclass wherever a caller must act differently.
 
-- ConfigError: refuse to start (exit code 78, EX_CONFIG).
-- StateError: the state database cannot be trusted or opened; refuse to start.
-- SourceError / ParseError: the input file is bad; fail the ingestion, send nothing more.
+Each class carries the HTTP status and the short title an API answer gives it;
+the error middleware (api.errors_middleware) is the one place that maps them,
+so no handler repeats (or contradicts) the mapping.
+
+- ConfigError: refuse to start (exit code 78, EX_CONFIG); a bad option in a request (400).
+- StateError: the state database cannot be trusted or opened; refuse to start (exit 74).
+- SourceError / ParseError / NotRegularFile / UnsupportedFormat: the input file is bad;
+  fail the ingestion, send nothing more.
 - ChunkError: a record cannot be chunked (too large, not encodable); fail the ingestion.
 - FileChangedError: the source file is gone or differs from what was ingested.
-- DeliveryError: PIM-Core did not take a chunk; Rejected and AckTimeout refine it.
+- DeliveryError: PIM-Core did not take a chunk or completion; Rejected refines it.
 - SpoolError: spooled bytes do not match their recorded checksum.
+- NotAllowed / Draining / UnknownIngestion: an operation refused (409, 503, 404).
+- DaemonUnreachable: the CLI could not reach the daemon (exit 3).
+- Paused: not an error: a run stopped at a chunk boundary because the daemon drains.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class PimIngestError(Exception):
     """Root of every error pimingestd raises on purpose."""
 
+    http_status: ClassVar[int] = 500
+    title: ClassVar[str] = "internal error"
+
 
 class ConfigError(PimIngestError):
-    """The configuration is invalid; the message names the key."""
+    """The configuration (or a request's options) is invalid; the message names the key."""
+
+    http_status = 400
+    title = "bad configuration"
 
 
 class StateError(PimIngestError):
     """The state database is unusable (corrupt, locked by another daemon, wrong schema)."""
 
+    http_status = 503
+    title = "state database unusable"
+
 
 class SourceError(PimIngestError):
     """The source file cannot be read as the requested format."""
+
+    http_status = 400
+    title = "cannot read the file"
 
 
 class ParseError(SourceError):
     """The source file is malformed; the message says where."""
 
+    http_status = 422
+    title = "malformed file"
+
 
 class NotRegularFile(SourceError):
     """The source is a symlink, FIFO, socket, device or folder: only regular files are read."""
+
+    title = "not a regular file"
 
 
 class UnsupportedFormat(SourceError):
     """The file's format is not one pimingestd reads."""
 
+    http_status = 415
+    title = "unsupported format"
+
 
 class ChunkError(PimIngestError):
     """A record cannot be placed into a chunk."""
+
+    http_status = 422
+    title = "record cannot be chunked"
 
 
 class FileChangedError(PimIngestError):
     """The source file vanished or its bytes changed since the ingestion began."""
 
+    http_status = 409
+    title = "file is changing"
+
 
 class SpoolError(PimIngestError):
     """The spool is damaged: bytes do not match the recorded checksum."""
 
+    title = "spool damaged"
+
 
 class DeliveryError(PimIngestError):
     """PIM-Core did not take a chunk or completion (after all attempts when final)."""
+
+    http_status = 502
+    title = "PIM-Core did not take it"
 
 
 class Rejected(DeliveryError):
@@ -64,5 +105,30 @@ class Rejected(DeliveryError):
         self.retryable = retryable
 
 
-class AckTimeout(DeliveryError):
-    """No ACK arrived within ack_timeout for one attempt."""
+class NotAllowed(PimIngestError):
+    """The operation does not apply to the ingestion in its current status."""
+
+    http_status = 409
+    title = "not allowed in the ingestion's status"
+
+
+class Draining(PimIngestError):
+    """The daemon is shutting down and takes no new work."""
+
+    http_status = 503
+    title = "draining"
+
+
+class UnknownIngestion(PimIngestError):
+    """No ingestion has this id."""
+
+    http_status = 404
+    title = "unknown ingestion"
+
+
+class DaemonUnreachable(PimIngestError):
+    """The CLI did not get an answer from the daemon."""
+
+
+class Paused(Exception):
+    """A run stopped at a chunk boundary because the daemon drains; it resumes at the next start."""

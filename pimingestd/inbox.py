@@ -45,8 +45,8 @@ import structlog
 
 from .config import InboxConfig, Profile
 from .crashpoints import crash_point
-from .engine import Draining, Engine, IngestRequest, Submitted
-from .errors import ConfigError, PimIngestError, SourceError
+from .engine import Engine, IngestRequest, Submitted
+from .errors import ConfigError, Draining, PimIngestError, SourceError
 from .inotify import Inotify, InotifyUnavailable
 from .locations.local import refuse_reason, stat_identity
 from .model import UNFINISHED, Status

@@ -142,3 +142,15 @@ def test_signature_rules() -> None:
     assert signing.verify("s", h, body, key="i:1", now=1301) == "signature timestamp outside the allowed window"
     assert signing.verify("s", "t=abc,v1=00", body, now=1000) == "malformed signature header"
     assert signing.verify("s", None, body) == "missing signature"
+
+
+def test_every_error_carries_its_http_status_and_title() -> None:
+    """The middleware maps the tree by the classes' own status and title; none is left without."""
+    from pimingestd import errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.PimIngestError)]
+    assert len(classes) >= 15
+    for cls in classes:
+        assert 400 <= cls.http_status <= 599 and cls.title, cls
+    assert errors.Draining.http_status == 503 and errors.NotAllowed.http_status == 409
+    assert errors.UnsupportedFormat.http_status == 415 and errors.UnknownIngestion.http_status == 404
