@@ -24,15 +24,15 @@ from aiohttp import web
 
 from . import signing
 from .config import UNKNOWN_CELLS, ChunkPolicy, Config
-from .engine import Engine, IngestRequest
+from .engine import Engine
 from .errors import ConfigError, Draining, PimIngestError
 from .inbox import Inbox, check_relative_name
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .model import STATUSES, UNFINISHED
+from .model import STATUSES, UNFINISHED, Ingestion, IngestRequest
 from .names import readable
 from .sources import detect_format
 from .sources import json_path as json_path_syntax
-from .store import Ingestion, Store
+from .store import Store
 
 log = structlog.get_logger("pimingestd.api")
 

@@ -35,9 +35,10 @@ from .delivery import PimcoreClient
 from .engine import Engine
 from .errors import StateError
 from .inbox import Inbox
+from .model import UNFINISHED
 from .notify import Notifier
 from .receiver.app import create_app as create_receiver
-from .store import UNFINISHED, Store
+from .store import Store
 
 log = structlog.get_logger("pimingestd.daemon")
 

@@ -15,7 +15,6 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,11 @@ from .errors import (
     UnknownIngestion,
 )
 from .metrics import Metrics
-from .model import UNFINISHED, Status
+from .model import UNFINISHED, AckOutcome, ChunkRow, Ingestion, IngestRequest, SpooledChunk, Status, Submitted
 from .names import readable
 from .sources import SourceSpec, detect_format, read_records
 from .sources.fileid import identify, stat_identity
-from .store import AckOutcome, ChunkRow, Ingestion, SpooledChunk, Store
+from .store import Store
 from .threads import iterate_in_thread
 
 log = structlog.get_logger("pimingestd.engine")
@@ -53,30 +52,9 @@ log = structlog.get_logger("pimingestd.engine")
 _PAGE = 1000  # chunk rows read or written per store call: memory stays flat in the number of chunks
 
 
-@dataclass(frozen=True, slots=True)
-class IngestRequest:
-    path: Path  # absolute, already checked against allowed roots
-    format: str | None = None
-    json_path: str | None = None
-    sheet: str | None = None
-    chunk_records: int | None = None
-    chunk_bytes: int | None = None
-    re_ingestion: bool = False
-    source: str = "api"
-    name: str | None = None  # shown as file_name; the inbox passes the path relative to the inbox
-    unknown_cells: str | None = None  # Excel: "fail" (default) or "null" for cells whose value is unknown
-
-
 def _options(req: IngestRequest) -> dict[str, Any]:
     """The format options stored with an ingestion (only those set)."""
     return {} if req.unknown_cells is None else {"unknown_cells": req.unknown_cells}
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    ingestion: Ingestion
-    created: bool  # False: an existing ingestion of the same bytes answered
-    adopted: bool = False  # an existing ingestion of the same bytes now reads this copy
 
 
 class Engine:

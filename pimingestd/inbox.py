@@ -45,13 +45,13 @@ import structlog
 
 from .config import InboxConfig, Profile
 from .crashpoints import crash_point
-from .engine import Engine, IngestRequest, Submitted
+from .engine import Engine
 from .errors import ConfigError, Draining, PimIngestError, SourceError
 from .inotify import Inotify, InotifyUnavailable
 from .locations.local import refuse_reason, stat_identity
-from .model import UNFINISHED, Status
+from .model import UNFINISHED, Ingestion, IngestRequest, Status, Submitted
 from .names import readable
-from .store import Ingestion, Store
+from .store import Store
 
 log = structlog.get_logger("pimingestd.inbox")
 

@@ -19,7 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .store import STATUSES
+from .model import STATUSES
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 

@@ -1,4 +1,5 @@
-"""Values that cross module boundaries: ingestion states and the transitions allowed between them.
+"""Values that cross module boundaries: ingestion states, the transitions allowed between them, and the
+records the store, the engine and the API hand each other (frozen, slotted).
 
 The state machine is the single source of truth for status changes: the store
 applies a change only when the row's current status is one the target may be
@@ -9,7 +10,11 @@ cancelled ingestion, whatever order the callers run in.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
 
 
 class Status(StrEnum):
@@ -32,3 +37,78 @@ TRANSITIONS: dict[Status, tuple[Status, ...]] = {
     Status.FAILED: (Status.QUEUED, Status.RUNNING),
     Status.CANCELLED: (Status.QUEUED, Status.RUNNING, Status.FAILED),  # and only before completion was claimed
 }
+
+
+AckOutcome = Literal["accepted", "duplicate", "unknown_ingestion", "never_sent", "mismatch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ingestion:
+    id: str
+    file_id: str
+    path: str
+    file_name: str
+    size: int
+    mtime_ns: int
+    format: str
+    json_path: str | None
+    sheet: str | None
+    chunk_records: int | None
+    chunk_bytes: int | None
+    preflight: bool
+    source: str
+    status: Status
+    error: str | None
+    spooled: bool
+    total_chunks: int | None
+    total_records: int | None
+    created_at: float
+    updated_at: float
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    completing: bool = False  # the completion was (or is being) sent: it can no longer be cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    n: int
+    first_record: int
+    records: int
+    checksum: str
+    spool_offset: int | None
+    spool_length: int | None
+    state: str
+    attempts: int
+    sent_at: float | None
+    acked_at: float | None
+    reject_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledChunk:
+    n: int
+    first_record: int
+    records: int
+    checksum: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    path: Path  # absolute, already checked against allowed roots
+    format: str | None = None
+    json_path: str | None = None
+    sheet: str | None = None
+    chunk_records: int | None = None
+    chunk_bytes: int | None = None
+    re_ingestion: bool = False
+    source: str = "api"
+    name: str | None = None  # shown as file_name; the inbox passes the path relative to the inbox
+    unknown_cells: str | None = None  # Excel: "fail" (default) or "null" for cells whose value is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    ingestion: Ingestion
+    created: bool  # False: an existing ingestion of the same bytes answered
+    adopted: bool = False  # an existing ingestion of the same bytes now reads this copy

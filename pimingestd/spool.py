@@ -17,10 +17,10 @@ from pathlib import Path
 from .chunking import cut
 from .config import ChunkPolicy
 from .errors import FileChangedError
+from .model import SpooledChunk
 from .names import readable
 from .sources import SourceSpec, read_records
 from .sources.fileid import stat_identity
-from .store import SpooledChunk
 
 
 def spool_file(spool_dir: Path, ingestion_id: str) -> Path:

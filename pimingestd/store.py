@@ -26,18 +26,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 import orjson
 
 from .errors import StateError
-from .model import STATUSES, TRANSITIONS, UNFINISHED, Status
+from .model import TRANSITIONS, AckOutcome, ChunkRow, Ingestion, SpooledChunk, Status
 from .names import from_text, to_text
 
-__all__ = ["STATUSES", "UNFINISHED", "AckOutcome", "ChunkRow", "Ingestion", "SpooledChunk", "Store"]
+__all__ = ["Store"]
 
 SCHEMA_VERSION = 2
 
@@ -96,59 +95,6 @@ _MIGRATIONS: dict[int, str] = {
     "ALTER TABLE ingestions ADD COLUMN completing INTEGER NOT NULL DEFAULT 0;"
     "UPDATE ingestions SET path = replace(path, '\\', '\\\\');",
 }
-
-AckOutcome = Literal["accepted", "duplicate", "unknown_ingestion", "never_sent", "mismatch"]
-
-
-@dataclass(frozen=True, slots=True)
-class Ingestion:
-    id: str
-    file_id: str
-    path: str
-    file_name: str
-    size: int
-    mtime_ns: int
-    format: str
-    json_path: str | None
-    sheet: str | None
-    chunk_records: int | None
-    chunk_bytes: int | None
-    preflight: bool
-    source: str
-    status: str
-    error: str | None
-    spooled: bool
-    total_chunks: int | None
-    total_records: int | None
-    created_at: float
-    updated_at: float
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    completing: bool = False  # the completion was (or is being) sent: it can no longer be cancelled
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRow:
-    n: int
-    first_record: int
-    records: int
-    checksum: str
-    spool_offset: int | None
-    spool_length: int | None
-    state: str
-    attempts: int
-    sent_at: float | None
-    acked_at: float | None
-    reject_reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledChunk:
-    n: int
-    first_record: int
-    records: int
-    checksum: str
-    offset: int
-    length: int
 
 
 P = ParamSpec("P")

@@ -14,10 +14,10 @@ import pytest
 
 from pimingestd import canonical
 from pimingestd.errors import StateError
-from pimingestd.model import Status
+from pimingestd.model import Ingestion, SpooledChunk, Status
 from pimingestd.names import from_text, readable, to_text
 from pimingestd.sources.fileid import identify
-from pimingestd.store import Ingestion, SpooledChunk, Store
+from pimingestd.store import Store
 
 from .helpers import product, report, write_json
 
