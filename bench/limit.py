@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ijson
 
-from pimingestd import canonical
+from pimingestd.core import canonical
 
 
 def json_pipeline(path: Path, size: int = 1000) -> int:
@@ -38,8 +38,8 @@ def json_pipeline(path: Path, size: int = 1000) -> int:
 def daemon_pipeline(path: Path) -> int:
     """The daemon's own reader and chunker with no daemon around them (for JSON Lines: the
     orjson fast path): records -> canonical chunk bytes -> SHA-256, 1,000-record chunks."""
-    from pimingestd.chunking import cut
     from pimingestd.config import ChunkPolicy
+    from pimingestd.core.chunking import cut
     from pimingestd.sources import SourceSpec, detect_format, read_records
 
     spec = SourceSpec(detect_format(path, None))

@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(cfg.masked(), indent=2))
         return EXIT_OK
     logs.setup(cfg.logging.format, cfg.logging.level)
-    from .daemon import run
+    from .app import run
 
     try:
         return asyncio.run(run(cfg))

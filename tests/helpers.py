@@ -18,10 +18,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from pimingestd import api, signing
 from pimingestd import config as config_mod
+from pimingestd.app import create_app, start_work
 from pimingestd.config import Config
-from pimingestd.daemon import create_app, start_work
+from pimingestd.http import routes as api
+from pimingestd.protocol import signing
 from pimingestd.receiver.app import create_app as create_receiver
 
 REPO = Path(__file__).resolve().parent.parent

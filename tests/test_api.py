@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pimingestd import signing
+from pimingestd.protocol import signing
 
 from .conftest import MakeDaemon
 from .helpers import Receiver, product, write_json

@@ -11,9 +11,9 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pimingestd import canonical
-from pimingestd.chunking import cut
 from pimingestd.config import ChunkPolicy
+from pimingestd.core import canonical
+from pimingestd.core.chunking import cut
 
 # Integers strictly inside ±2^53 (RFC 8785 refuses the bounds). Keys and strings
 # without surrogates: sorting by code point (ours) and by UTF-16

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook
 
-from pimingestd import canonical
+from pimingestd.core import canonical
 from pimingestd.sources import SourceSpec, read_records
 
 # ---- JSON -------------------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_excel_delivers_what_the_sheet_xml_says(
     path = folder / "w.xlsx"
     wb.save(path)
     if shared:
-        from .test_sources import shared_strings
+        from tests.test_sources import shared_strings
 
         path = shared_strings(path, folder / "shared.xlsx")
     expected = [canonical.encode(r) for r in _reference_workbook(path)]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pimingestd import canonical
+from pimingestd.core import canonical
 
 from .conftest import MakeDaemon
 from .helpers import Receiver, committed_state, free_port, product, write_json
@@ -408,7 +408,7 @@ async def test_cancel_removes_spool(
 
 async def test_signed_protocol(tmp_path: Path, data_dir: Path) -> None:
     """With a secret, both directions are signed and verified end to end."""
-    from .helpers import Daemon, write_config
+    from tests.helpers import Daemon, write_config
 
     recv = await Receiver(tmp_path / "signed-recv", secret="s3cret").start()
     try:
@@ -553,9 +553,9 @@ def test_the_spool_pass_hands_over_chunks_a_page_at_a_time(tmp_path: Path) -> No
     import threading
 
     from pimingestd.config import ChunkPolicy
+    from pimingestd.core.spool import write_spool
     from pimingestd.sources import SourceSpec
     from pimingestd.sources.fileid import stat_identity
-    from pimingestd.spool import write_spool
 
     src = tmp_path / "many.jsonl"
     src.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(2500)))

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pimingestd import canonical
+from pimingestd.core import canonical
 from pimingestd.errors import ParseError
 from pimingestd.sources import SourceSpec, exact, jsonl, read_records
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pimingestd.inbox import check_relative_name, glob_match
+from pimingestd.intake.lifecycle import check_relative_name, glob_match
 
 from .conftest import MakeDaemon
 from .helpers import Daemon, Receiver, product
@@ -491,7 +491,7 @@ def test_every_rename_is_made_durable(tmp_path: Path, monkeypatch: pytest.Monkey
         synced.append(opened.get(fd, "?"))
         real_fsync(fd)
 
-    from pimingestd import inbox as inbox_mod
+    from pimingestd.intake import lifecycle as inbox_mod
 
     src = tmp_path / "in" / "a.json"
     src.parent.mkdir()

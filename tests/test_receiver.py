@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pimingestd import canonical, signing
+from pimingestd.core import canonical
+from pimingestd.protocol import signing
 
 from .helpers import Receiver, free_port
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from openpyxl import Workbook
 
-from pimingestd import canonical
+from pimingestd.core import canonical
 from pimingestd.errors import ParseError, UnsupportedFormat
 from pimingestd.sources import SourceSpec, detect_format, read_records
 from pimingestd.sources.json_guard import JsonGuard

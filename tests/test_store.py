@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from pimingestd import canonical
+from pimingestd.core import canonical
 from pimingestd.errors import StateError
 from pimingestd.model import Ingestion, SpooledChunk, Status
 from pimingestd.names import from_text, readable, to_text
 from pimingestd.sources.fileid import identify
-from pimingestd.store import Store
+from pimingestd.state.sqlite import Store
 
 from .helpers import product, report, write_json
 

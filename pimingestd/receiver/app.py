@@ -29,7 +29,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from .. import canonical, signing
+from ..core import canonical
+from ..protocol import signing
 from .faults import Faults, Rule
 from .store import ReceiverStore
 

@@ -32,9 +32,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import aiosqlite
 import orjson
 
-from .errors import StateError
-from .model import TRANSITIONS, AckOutcome, ChunkRow, Ingestion, SpooledChunk, Status
-from .names import from_text, to_text
+from ..errors import StateError
+from ..model import TRANSITIONS, AckOutcome, ChunkRow, Ingestion, SpooledChunk, Status
+from ..names import from_text, to_text
 
 __all__ = ["Store"]
 

@@ -14,13 +14,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..config import ChunkPolicy
+from ..errors import FileChangedError
+from ..model import SpooledChunk
+from ..names import readable
+from ..sources import SourceSpec, read_records
+from ..sources.fileid import stat_identity
 from .chunking import cut
-from .config import ChunkPolicy
-from .errors import FileChangedError
-from .model import SpooledChunk
-from .names import readable
-from .sources import SourceSpec, read_records
-from .sources.fileid import stat_identity
 
 
 def spool_file(spool_dir: Path, ingestion_id: str) -> Path:

@@ -20,13 +20,9 @@ from typing import Any
 
 import structlog
 
-from . import canonical, spool
-from .acks import AckRegistry, AckResult
-from .chunking import Chunk, cut
-from .config import ChunkPolicy, DeliveryConfig
-from .crashpoints import crash_point
-from .delivery import ChunkHeaders, PimcoreClient
-from .errors import (
+from ..config import ChunkPolicy, DeliveryConfig
+from ..crashpoints import crash_point
+from ..errors import (
     DeliveryError,
     Draining,
     FileChangedError,
@@ -39,15 +35,19 @@ from .errors import (
     StateError,
     UnknownIngestion,
 )
-from .metrics import Metrics
-from .model import UNFINISHED, AckOutcome, ChunkRow, Ingestion, IngestRequest, SpooledChunk, Status, Submitted
-from .names import readable
-from .sources import SourceSpec, detect_format, read_records
-from .sources.fileid import identify, stat_identity
-from .store import Store
+from ..metrics import Metrics
+from ..model import UNFINISHED, AckOutcome, ChunkRow, Ingestion, IngestRequest, SpooledChunk, Status, Submitted
+from ..names import readable
+from ..protocol.acks import AckRegistry, AckResult
+from ..protocol.v1 import ChunkHeaders, PimcoreClient
+from ..sources import SourceSpec, detect_format, read_records
+from ..sources.fileid import identify, stat_identity
+from ..state.sqlite import Store
+from . import canonical, spool
+from .chunking import Chunk, cut
 from .threads import iterate_in_thread
 
-log = structlog.get_logger("pimingestd.engine")
+log = structlog.get_logger("pimingestd.core")
 
 _PAGE = 1000  # chunk rows read or written per store call: memory stays flat in the number of chunks
 

@@ -43,17 +43,17 @@ from typing import Any
 import orjson
 import structlog
 
-from .config import InboxConfig, Profile
-from .crashpoints import crash_point
-from .engine import Engine
-from .errors import ConfigError, Draining, PimIngestError, SourceError
+from ..config import InboxConfig, Profile
+from ..core.scheduler import Engine
+from ..crashpoints import crash_point
+from ..errors import ConfigError, Draining, PimIngestError, SourceError
+from ..locations.local import refuse_reason, stat_identity
+from ..model import UNFINISHED, Ingestion, IngestRequest, Status, Submitted
+from ..names import readable
+from ..state.sqlite import Store
 from .inotify import Inotify, InotifyUnavailable
-from .locations.local import refuse_reason, stat_identity
-from .model import UNFINISHED, Ingestion, IngestRequest, Status, Submitted
-from .names import readable
-from .store import Store
 
-log = structlog.get_logger("pimingestd.inbox")
+log = structlog.get_logger("pimingestd.intake")
 
 UPLOADS = ".uploads"  # partial uploads, inside processing_dir (same filesystem, never watched)
 ERROR_SUFFIX = ".error.json"  # <token>.error.json beside the token folder

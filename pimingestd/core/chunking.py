@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import ChunkPolicy
+from ..errors import ChunkError
+from ..sources import Record
 from . import canonical
-from .config import ChunkPolicy
-from .errors import ChunkError
-from .sources import Record
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,19 +28,20 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from . import __version__, api
-from .acks import AckRegistry
+from . import __version__
 from .config import Config
-from .delivery import PimcoreClient
-from .engine import Engine
+from .core.scheduler import Engine
 from .errors import StateError
-from .inbox import Inbox
+from .http import routes as api
+from .intake.lifecycle import Inbox
 from .model import UNFINISHED
 from .notify import Notifier
+from .protocol.acks import AckRegistry
+from .protocol.v1 import PimcoreClient
 from .receiver.app import create_app as create_receiver
-from .store import Store
+from .state.sqlite import Store
 
-log = structlog.get_logger("pimingestd.daemon")
+log = structlog.get_logger("pimingestd.app")
 
 LOCK = web.AppKey("state_lock", int)
 

@@ -22,19 +22,19 @@ import orjson
 import structlog
 from aiohttp import web
 
-from . import signing
-from .config import UNKNOWN_CELLS, ChunkPolicy, Config
-from .engine import Engine
-from .errors import ConfigError, Draining, PimIngestError
-from .inbox import Inbox, check_relative_name
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .model import STATUSES, UNFINISHED, Ingestion, IngestRequest
-from .names import readable
-from .sources import detect_format
-from .sources import json_path as json_path_syntax
-from .store import Store
+from ..config import UNKNOWN_CELLS, ChunkPolicy, Config
+from ..core.scheduler import Engine
+from ..errors import ConfigError, Draining, PimIngestError
+from ..intake.lifecycle import Inbox, check_relative_name
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..model import STATUSES, UNFINISHED, Ingestion, IngestRequest
+from ..names import readable
+from ..protocol import signing
+from ..sources import detect_format
+from ..sources import json_path as json_path_syntax
+from ..state.sqlite import Store
 
-log = structlog.get_logger("pimingestd.api")
+log = structlog.get_logger("pimingestd.http")
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from . import canonical, signing
-from .errors import DeliveryError, Rejected
+from ..core import canonical
+from ..errors import DeliveryError, Rejected
+from . import signing
 
 _RETRYABLE_4XX = {408, 425, 429}
 _MAX_ERROR_BODY = 2000
