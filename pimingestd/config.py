@@ -27,7 +27,6 @@ SECRET_CREDENTIAL = "pimcore-secret"
 # One chunk is held in memory whole (and by PIM-Core too): sizes beyond these are refused everywhere.
 MAX_CHUNK_RECORDS = 100_000
 MAX_CHUNK_BYTES = 64 << 20
-UNKNOWN_CELLS = ("fail", "null")  # Excel cells whose value is not known: refuse the file, or deliver null
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +93,10 @@ class Profile:
 
     match: str
     format: str | None = None
-    json_path: str | None = None
-    sheet: str | None = None
     chunk_records: int | None = None
     chunk_bytes: int | None = None
     re_ingestion: bool = False
-    unknown_cells: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # format options (json_path, sheet...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,40 +271,44 @@ class _Section:
             raise ConfigError(f"unknown key(s): {keys}")
 
 
+PROFILE_KEYS = ("match", "format", "chunk_records", "chunk_bytes", "re_ingestion")  # the rest: format options
+
+
 def _profile(index: int, raw: Any, base: Path) -> Profile:
-    s = _Section(f"inbox.profiles[{index}]", raw, base)
+    from . import sources  # its registry knows each format's options
+
+    where = f"inbox.profiles[{index}]"
+    s = _Section(where, raw, base)
     match = s.string("match", "")
     if not match:
-        raise ConfigError(f"inbox.profiles[{index}].match is required (a glob on the path relative to the inbox)")
+        raise ConfigError(f"{where}.match is required (a glob on the path relative to the inbox)")
     fmt = s.optional_string("format")
-    if fmt is not None and fmt not in ("json", "jsonl", "excel"):
-        raise ConfigError(f"inbox.profiles[{index}].format must be one of json, jsonl, excel; got {fmt!r}")
-    json_path = s.optional_string("json_path")
-    if json_path is not None:
-        from .sources import json_path as json_path_syntax
-
-        try:
-            json_path_syntax.parse(json_path)
-        except ValueError as exc:
-            raise ConfigError(f"inbox.profiles[{index}].json_path: {exc}") from None
-    unknown_cells = s.optional_string("unknown_cells")
-    if unknown_cells is not None and unknown_cells not in UNKNOWN_CELLS:
-        raise ConfigError(
-            f"inbox.profiles[{index}].unknown_cells must be one of {', '.join(UNKNOWN_CELLS)}; got {unknown_cells!r}"
-        )
+    if fmt is not None and fmt not in sources.FORMATS:
+        raise ConfigError(f"{where}.format must be one of {', '.join(sources.FORMATS)}; got {fmt!r}")
+    given = {k: v for k, v in s.raw.items() if k not in PROFILE_KEYS}
+    s.used.update(given)
+    if fmt is not None:
+        options = sources.format_options(fmt, given, where + ".")
+    else:  # the profile may match files of several formats: each option must belong to one, and be valid there
+        unknown = sorted(set(given) - sources.all_option_names())
+        if unknown:
+            raise ConfigError(f"unknown key(s): {', '.join(where + '.' + k for k in unknown)}")
+        for name in sources.FORMATS:
+            sources.format_options(
+                name, {k: v for k, v in given.items() if k in sources.option_names(name)}, where + "."
+            )
+        options = given
     profile = Profile(
         match=match,
         format=fmt,
-        json_path=json_path,
-        sheet=s.optional_string("sheet"),
         chunk_records=s.integer("chunk_records", None, minimum=1, maximum=MAX_CHUNK_RECORDS),
         chunk_bytes=s.integer("chunk_bytes", None, minimum=2, maximum=MAX_CHUNK_BYTES),
         re_ingestion=s.boolean("re_ingestion", False),
-        unknown_cells=unknown_cells,
+        options=options,
     )
     s.finish()
     if profile.chunk_records is not None and profile.chunk_bytes is not None:
-        raise ConfigError(f"inbox.profiles[{index}]: set at most one of chunk_records and chunk_bytes")
+        raise ConfigError(f"{where}: set at most one of chunk_records and chunk_bytes")
     return profile
 
 

@@ -11,6 +11,7 @@ cancelled ingestion, whatever order the callers run in.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -51,8 +52,6 @@ class Ingestion:
     size: int
     mtime_ns: int
     format: str
-    json_path: str | None
-    sheet: str | None
     chunk_records: int | None
     chunk_bytes: int | None
     preflight: bool
@@ -64,7 +63,7 @@ class Ingestion:
     total_records: int | None
     created_at: float
     updated_at: float
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the format's options (sources/)
     completing: bool = False  # the completion was (or is being) sent: it can no longer be cancelled
 
 
@@ -97,14 +96,12 @@ class SpooledChunk:
 class IngestRequest:
     path: Path  # absolute, already checked against allowed roots
     format: str | None = None
-    json_path: str | None = None
-    sheet: str | None = None
     chunk_records: int | None = None
     chunk_bytes: int | None = None
     re_ingestion: bool = False
     source: str = "api"
     name: str | None = None  # shown as file_name; the inbox passes the path relative to the inbox
-    unknown_cells: str | None = None  # Excel: "fail" (default) or "null" for cells whose value is unknown
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the format's options (sources/)
 
 
 @dataclass(frozen=True, slots=True)

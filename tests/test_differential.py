@@ -115,7 +115,7 @@ def _reference(text: str) -> list[bytes]:
 
 
 def _delivered(path: Path, fmt: str, json_path: str | None = None) -> list[bytes]:
-    spec = SourceSpec(fmt, json_path=json_path, max_record_bytes=4096)  # fast-path windows of 2 KiB
+    spec = SourceSpec(fmt, {} if json_path is None else {"json_path": json_path}, 4096)  # 2 KiB fast-path windows
     return [canonical.encode(r) for r in read_records(path, spec)]
 
 

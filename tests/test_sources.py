@@ -20,7 +20,14 @@ from pimingestd.sources.json_guard import JsonGuard
 
 
 def read(path: Path, fmt: str, **kw: Any) -> list[dict[str, Any]]:
-    return list(read_records(path, SourceSpec(fmt, **kw)))
+    return list(read_records(path, spec(fmt, **kw)))
+
+
+def spec(fmt: str, max_record_bytes: int | None = None, **options: Any) -> SourceSpec:
+    """A SourceSpec with the format's options given as keywords (json_path=, sheet=, unknown_cells=)."""
+    if max_record_bytes is None:
+        return SourceSpec(fmt, options)
+    return SourceSpec(fmt, options, max_record_bytes)
 
 
 def test_json_exact_numbers(tmp_path: Path) -> None:
@@ -213,7 +220,7 @@ def test_ijson_c_backend_in_use() -> None:
 
 
 def _canonical(path: Path, fmt: str = "json", **kw: Any) -> list[bytes]:
-    return [canonical.encode(r) for r in read_records(path, SourceSpec(fmt, **kw))]
+    return [canonical.encode(r) for r in read_records(path, spec(fmt, **kw))]
 
 
 @pytest.mark.parametrize(
@@ -491,3 +498,22 @@ def test_excel_header_names_convert_like_values_and_keep_whitespace(tmp_path: Pa
     path = _xlsx(tmp_path / "h.xlsx", [[dt.datetime(2021, 1, 1), True, "City ", 2021, 1.5], [1, 2, 3, 4, 5]])
     [record] = read(path, "excel")
     assert list(record) == ["2021-01-01T00:00:00", "true", "City ", "2021", "1.5"]
+
+
+def test_checking_format_options_loads_no_openpyxl() -> None:
+    """Every format's options are known without importing openpyxl (about 20 MiB in a JSON-only daemon)."""
+    import subprocess
+    import sys
+
+    code = "import sys, pimingestd.sources as s; s.all_option_names(); print('openpyxl' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_column_letters() -> None:
+    from openpyxl.utils import get_column_letter
+
+    from pimingestd.sources.excel import column_letter
+
+    assert [column_letter(i) for i in (0, 25, 26, 701, 702)] == ["A", "Z", "AA", "ZZ", "AAA"]
+    assert all(column_letter(i) == get_column_letter(i + 1) for i in range(18278))

@@ -32,8 +32,6 @@ async def _new_ingestion(store: Store, file_id: str) -> Ingestion:
         size=1,
         mtime_ns=1,
         format="json",
-        json_path=None,
-        sheet=None,
         chunk_records=1,
         chunk_bytes=None,
         preflight=False,
@@ -222,7 +220,7 @@ async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes
         done = await store.get("82f5088205c5459787387c2fa8633ae9")
         run = await store.get("7cf74c8381994e84961d0fe787dddeb3")
         assert done is not None and run is not None
-        assert done.status == Status.COMPLETED and done.json_path == "products.item" and done.options == {}
+        assert done.status == Status.COMPLETED and done.options == {"json_path": "products.item"}
         assert run.status == Status.RUNNING and run.chunk_bytes == 4096 and not run.preflight
         assert await store.progress(run.id) == (1, 3)
         assert [r.state for r in await store.chunks(run.id)] == ["acked", "sent"]

@@ -16,7 +16,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -40,7 +39,7 @@ from ..model import UNFINISHED, AckOutcome, ChunkRow, Ingestion, IngestRequest, 
 from ..names import readable
 from ..protocol.acks import AckRegistry, AckResult
 from ..protocol.v1 import ChunkHeaders, PimcoreClient
-from ..sources import SourceSpec, detect_format, read_records
+from ..sources import SourceSpec, detect_format, format_options, read_records
 from ..sources.fileid import identify, stat_identity
 from ..state.sqlite import Store
 from . import canonical, spool
@@ -50,11 +49,6 @@ from .threads import iterate_in_thread
 log = structlog.get_logger("pimingestd.core")
 
 _PAGE = 1000  # chunk rows read or written per store call: memory stays flat in the number of chunks
-
-
-def _options(req: IngestRequest) -> dict[str, Any]:
-    """The format options stored with an ingestion (only those set)."""
-    return {} if req.unknown_cells is None else {"unknown_cells": req.unknown_cells}
 
 
 class Engine:
@@ -154,6 +148,7 @@ class Engine:
         if self.draining:
             raise Draining("the daemon is shutting down; try again after it restarts")
         fmt = detect_format(req.path, req.format)
+        options = format_options(fmt, req.options)
         if req.chunk_records is not None or req.chunk_bytes is not None:
             policy = ChunkPolicy(records=req.chunk_records, bytes=req.chunk_bytes)
         else:
@@ -186,13 +181,11 @@ class Engine:
                 size=ident.size,
                 mtime_ns=ident.mtime_ns,
                 format=fmt,
-                json_path=req.json_path,
-                sheet=req.sheet,
                 chunk_records=policy.records,
                 chunk_bytes=policy.bytes,
                 preflight=self._delivery.preflight,
                 source=req.source,
-                options=_options(req),
+                options=options,
             )
         log.info(
             "ingestion queued",
@@ -363,13 +356,7 @@ class Engine:
         return ChunkPolicy(records=ing.chunk_records, bytes=ing.chunk_bytes)
 
     def _spec(self, ing: Ingestion) -> SourceSpec:
-        return SourceSpec(
-            ing.format,
-            ing.json_path,
-            ing.sheet,
-            self._max_record_bytes,
-            unknown_cells=str(ing.options.get("unknown_cells", "fail")),
-        )
+        return SourceSpec(ing.format, ing.options, self._max_record_bytes)
 
     async def _ensure_spool(self, ing: Ingestion, path: Path) -> Ingestion:
         target = spool.spool_file(self._spool_dir, ing.id)

@@ -22,7 +22,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ..config import UNKNOWN_CELLS, ChunkPolicy, Config
+from ..config import ChunkPolicy, Config
 from ..core.scheduler import Engine
 from ..errors import ConfigError, Draining, PimIngestError
 from ..intake.lifecycle import Inbox, check_relative_name
@@ -30,8 +30,7 @@ from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..model import STATUSES, UNFINISHED, Ingestion, IngestRequest
 from ..names import readable
 from ..protocol import signing
-from ..sources import detect_format
-from ..sources import json_path as json_path_syntax
+from ..sources import all_option_names, detect_format, format_options
 from ..state.sqlite import Store
 
 log = structlog.get_logger("pimingestd.http")
@@ -44,7 +43,7 @@ INBOX = web.AppKey("inbox", Inbox)
 OPENAPI = Path(__file__).resolve().parent / "openapi.yaml"
 
 _CHECKSUM = re.compile(r"^sha256:[0-9a-f]{64}$")
-_INGEST_KEYS = {"path", "format", "json_path", "sheet", "chunk_records", "chunk_bytes", "re_ingestion", "unknown_cells"}
+_INGEST_KEYS = {"path", "format", "chunk_records", "chunk_bytes", "re_ingestion"}  # the rest: the format's options
 _DIGITS = re.compile(r"[0-9]{1,15}")  # a query integer: ASCII digits only (int() would take '١٢' or ' 5')
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -150,15 +149,16 @@ def _opt(data: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def _options(json_path: str | None, unknown_cells: str | None, records: int | None, size: int | None) -> None:
-    """Refuse (400) options that would only fail later: a bad json_path, chunk sizes out of range."""
-    if json_path is not None:
-        try:
-            json_path_syntax.parse(json_path)
-        except ValueError as exc:
-            raise ApiError(400, "bad json_path", str(exc)) from None
-    if unknown_cells is not None and unknown_cells not in UNKNOWN_CELLS:
-        raise ApiError(400, f"`unknown_cells` must be one of {', '.join(UNKNOWN_CELLS)}")
+def _options(fmt: str, options: dict[str, Any], records: int | None, size: int | None) -> None:
+    """Refuse (400) what would only fail later: a format option that is unknown or bad (a json_path
+    that cannot be parsed), chunk sizes out of range."""
+    unknown = sorted(set(options) - all_option_names())
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
+    try:
+        format_options(fmt, options)
+    except ConfigError as exc:
+        raise ApiError(400, "bad option", str(exc)) from None
     if records is not None and size is not None:
         raise ApiError(400, "give at most one of `chunk_records` and `chunk_bytes`")
     if records is not None or size is not None:
@@ -184,15 +184,11 @@ def resolve_allowed(config: Config, raw: str) -> Path:
 
 async def ingest(request: web.Request) -> web.Response:
     data = await _body(request)
-    unknown = sorted(set(data) - _INGEST_KEYS)
-    if unknown:
-        raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
     raw_path = data.get("path")
     if not isinstance(raw_path, str) or not raw_path:
         raise ApiError(400, "`path` is required and must be a string")
     records, size = _opt(data, "chunk_records", int), _opt(data, "chunk_bytes", int)
-    json_path, unknown_cells = _opt(data, "json_path", str), _opt(data, "unknown_cells", str)
-    _options(json_path, unknown_cells, records, size)
+    options = {k: v for k, v in data.items() if k not in _INGEST_KEYS and v is not None}
     re_ingestion = data.get("re_ingestion", False)
     if not isinstance(re_ingestion, bool):
         raise ApiError(400, "`re_ingestion` must be true or false")
@@ -201,16 +197,16 @@ async def ingest(request: web.Request) -> web.Response:
     path = await asyncio.to_thread(resolve_allowed, config, raw_path)
     if not await asyncio.to_thread(path.is_file):
         raise ApiError(404, "no such file", raw_path)
+    fmt = _opt(data, "format", str)
+    _options(detect_format(path, fmt), options, records, size)
     req = IngestRequest(
         path=path,
-        format=_opt(data, "format", str),
-        json_path=json_path,
-        sheet=_opt(data, "sheet", str),
+        format=fmt,
         chunk_records=records,
         chunk_bytes=size,
         re_ingestion=re_ingestion,
         source="api",
-        unknown_cells=unknown_cells,
+        options=options,
     )
     try:
         submitted = await request.app[ENGINE].submit(req)
@@ -283,14 +279,7 @@ async def list_chunks(request: web.Request) -> web.Response:
     )
 
 
-_UPLOAD_PARAMS = {
-    "format": str,
-    "json_path": str,
-    "sheet": str,
-    "chunk_records": int,
-    "chunk_bytes": int,
-    "unknown_cells": str,
-}
+_UPLOAD_PARAMS = {"format": str, "chunk_records": int, "chunk_bytes": int}  # and re_ingestion; the rest: format options
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -307,18 +296,12 @@ async def upload(request: web.Request) -> web.Response:
                 overrides[key] = _int_param(request, key, 0, 1, 2**62)
             else:
                 overrides[key] = value
-    _options(
-        overrides.get("json_path"),
-        overrides.get("unknown_cells"),
-        overrides.get("chunk_records"),
-        overrides.get("chunk_bytes"),
-    )
     if "re_ingestion" in request.query:
         overrides["re_ingestion"] = request.query["re_ingestion"].lower() in ("1", "true", "yes")
-    unknown = sorted(set(request.query) - set(_UPLOAD_PARAMS) - {"re_ingestion"})
-    if unknown:
-        raise ApiError(400, f"unknown query parameter(s): {', '.join(unknown)}")
-    detect_format(Path(rel), overrides.get("format"))  # 415 before the body is read
+    options = {k: v for k, v in request.query.items() if k not in _UPLOAD_PARAMS and k != "re_ingestion"}
+    fmt = detect_format(Path(rel), overrides.get("format"))  # 415 before the body is read
+    _options(fmt, options, overrides.get("chunk_records"), overrides.get("chunk_bytes"))  # 400 likewise
+    overrides["options"] = options
     engine, inbox = request.app[ENGINE], request.app[INBOX]
     if engine.draining:
         raise Draining("the daemon is shutting down; try again after it restarts")

@@ -50,6 +50,7 @@ from ..errors import ConfigError, Draining, PimIngestError, SourceError
 from ..locations.local import refuse_reason, stat_identity
 from ..model import UNFINISHED, Ingestion, IngestRequest, Status, Submitted
 from ..names import readable
+from ..sources import detect_format, option_names
 from ..state.sqlite import Store
 from .inotify import Inotify, InotifyUnavailable
 
@@ -58,7 +59,6 @@ log = structlog.get_logger("pimingestd.intake")
 UPLOADS = ".uploads"  # partial uploads, inside processing_dir (same filesystem, never watched)
 ERROR_SUFFIX = ".error.json"  # <token>.error.json beside the token folder
 _SOURCES = {"i": "inbox", "u": "upload"}
-_PROFILE_KEYS = ("format", "json_path", "sheet", "chunk_records", "chunk_bytes", "re_ingestion", "unknown_cells")
 
 
 def glob_match(pattern: str, rel: str) -> bool:
@@ -180,17 +180,8 @@ class Inbox:
 
         Raises PimIngestError when the engine refuses the file; the file is then in failed_dir."""
         path = folder / rel
-        profile = self.profile_for(rel)
-        opts: dict[str, Any] = {}
-        if profile is not None:
-            opts = {k: getattr(profile, k) for k in _PROFILE_KEYS}
-        given = {k: v for k, v in (overrides or {}).items() if v is not None}
-        if "chunk_records" in given or "chunk_bytes" in given:
-            opts.pop("chunk_records", None)  # the caller's chunking replaces the profile's as a whole
-            opts.pop("chunk_bytes", None)
-        opts.update(given)
-        req = IngestRequest(path=path, source=source, name=rel, **opts)
         try:
+            req = self._request(folder, rel, source, overrides or {})
             reason = await asyncio.to_thread(refuse_reason, path)
             if reason is not None:
                 raise SourceError(f"{readable(rel)} is {reason}")
@@ -215,6 +206,25 @@ class Inbox:
             log.info("same bytes already being ingested; will follow it", file=rel, ingestion_id=ing.id)
             self._followers[ing.id].append((folder, await asyncio.to_thread(stat_identity, path)))
         return submitted
+
+    def _request(self, folder: Path, rel: str, source: str, overrides: dict[str, Any]) -> IngestRequest:
+        """The matching profile's settings, then the caller's (an upload's query). A profile's format
+        options that do not apply to this file's format are left out: one glob may match several."""
+        profile = self.profile_for(rel)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        settings: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        if profile is not None:
+            settings = {k: getattr(profile, k) for k in ("format", "chunk_records", "chunk_bytes", "re_ingestion")}
+            fmt = given.get("format") or profile.format or detect_format(Path(rel))
+            applies = option_names(fmt)
+            options = {k: v for k, v in profile.options.items() if k in applies}
+        if "chunk_records" in given or "chunk_bytes" in given:
+            settings.pop("chunk_records", None)  # the caller's chunking replaces the profile's as a whole
+            settings.pop("chunk_bytes", None)
+        options.update(given.pop("options", {}))
+        settings.update(given)
+        return IngestRequest(path=folder / rel, source=source, name=rel, options=options, **settings)
 
     async def take(self, src: Path) -> None:
         """Move a complete inbox file into processing and admit it. Never raises for one file's

@@ -1,34 +1,56 @@
-"""Streaming record readers, one module per format, behind one entry point.
+"""Streaming record readers: a registry of formats, one module per format, behind one entry point.
+
+A format is one line in ``FORMATS`` (its name, file suffixes and module) and one
+module that defines ``Options`` (a frozen dataclass of the format's options, which
+checks them in ``__post_init__``, raising ValueError) and ``read(fh, name, options,
+max_record_bytes)``. Nothing else in the daemon knows a format's options: they
+travel as one mapping (an ingestion's ``options``), and ``format_options`` checks
+them against the format's own type wherever they enter (config, API, upload).
 
 ``read_records(path, spec)`` yields the file's records (JSON objects as dicts,
 or canonical bytes as orjson.Fragment where a fast path vouches for them) in
 file order, in constant memory. Every reader raises ParseError naming where
 (byte range, line, or sheet/row/column) and which record. Readers are blocking:
-run them in a worker thread, never on the event loop.
+run them in a worker thread, never on the event loop. Reader modules are
+imported when first used, so the CLI starts without them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import dataclasses
+import importlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
 
-from ..errors import UnsupportedFormat
+from ..errors import ConfigError, UnsupportedFormat
 from ..locations.local import open_source
 from ..names import readable
 
-FORMATS = ("json", "jsonl", "excel")
-_BY_SUFFIX = {
-    ".json": "json",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".xlsx": "excel",
-    ".xlsm": "excel",
-}
 
+@dataclass(frozen=True, slots=True)
+class Format:
+    name: str
+    suffixes: tuple[str, ...]
+    module: str  # sources/<module>.py: Options and read()
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(f"{__name__}.{self.module}")
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("json", (".json",), "json_source"),
+        Format("jsonl", (".jsonl", ".ndjson"), "jsonl"),
+        Format("excel", (".xlsx", ".xlsm"), "excel"),
+    )
+}
+_BY_SUFFIX = {suffix: f.name for f in FORMATS.values() for suffix in f.suffixes}
 
 DEFAULT_MAX_RECORD = 16 << 20
 
@@ -39,13 +61,11 @@ Record = dict[str, Any] | orjson.Fragment
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
-    """How to read one file: the format and its selectors."""
+    """How to read one file: the format and its options."""
 
     format: str
-    json_path: str | None = None
-    sheet: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
     max_record_bytes: int = DEFAULT_MAX_RECORD
-    unknown_cells: str = "fail"  # Excel: "fail", or "null" for formula cells without a value and error cells
 
 
 def detect_format(path: Path, given: str | None = None) -> str:
@@ -63,25 +83,38 @@ def detect_format(path: Path, given: str | None = None) -> str:
     return fmt
 
 
+def option_names(fmt: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(FORMATS[fmt].load().Options))
+
+
+def all_option_names() -> set[str]:
+    """Every option of every format (loads each reader module)."""
+    return {name for fmt in FORMATS for name in option_names(fmt)}
+
+
+def format_options(fmt: str, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """``given`` checked against format ``fmt``'s options; ConfigError naming the key (prefixed with
+    ``where``, such as ``inbox.profiles[0].``) for an unknown or bad one."""
+    module = FORMATS[fmt].load()
+    known = option_names(fmt)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        its = f"its options: {', '.join(known)}" if known else "it has none"
+        raise ConfigError(f"{', '.join(where + k for k in unknown)}: not an option of format {fmt} ({its})")
+    try:
+        module.Options(**given)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}{exc}") from None
+    return dict(given)
+
+
 def read_records(path: Path, spec: SourceSpec, size: int | None = None) -> Iterator[Record]:
     """Yield the records of ``path``; the file is closed when the iterator is. Only a regular
     file is opened, and with ``size`` reading stops there (bytes appended later are not read)."""
-    name = readable(path.name)
+    module = FORMATS[spec.format].load()
+    options = module.Options(**spec.options)
     with open_source(path, size) as fh:
-        if spec.format == "json":
-            from .json_source import read_json
-
-            yield from read_json(fh, name, spec.json_path, spec.max_record_bytes)
-        elif spec.format == "jsonl":
-            from .jsonl import read_jsonl
-
-            yield from read_jsonl(fh, name, spec.max_record_bytes)
-        elif spec.format == "excel":
-            from .excel import read_excel
-
-            yield from read_excel(fh, name, spec.sheet, spec.unknown_cells)
-        else:
-            raise UnsupportedFormat(f"unknown format {spec.format!r}")
+        yield from module.read(fh, readable(path.name), options, spec.max_record_bytes)
 
 
 def describe(value: Any) -> str:

@@ -28,11 +28,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import orjson
-from openpyxl.utils import get_column_letter
-from openpyxl.utils.datetime import MAC_EPOCH, WINDOWS_EPOCH, from_excel, from_ISO8601
 
 from ..errors import ParseError
 from .ooxml import MAIN, Package, Styles, decode, text_of
@@ -50,12 +49,17 @@ class _Cells:
         self._strings = strings
         self._dates = styles.dates
         self._durations = styles.durations
+        # openpyxl's date arithmetic (the 1900 leap-year bug included), imported only when a workbook
+        # is read: openpyxl costs about 20 MiB, which a daemon that reads no Excel should not carry.
+        from openpyxl.utils.datetime import MAC_EPOCH, WINDOWS_EPOCH, from_excel, from_ISO8601
+
+        self._from_excel, self._from_iso = from_excel, from_ISO8601
         self._epoch = MAC_EPOCH if date1904 else WINDOWS_EPOCH
         self.record: int | None = None  # the record the row being read becomes (None: the header row)
 
     def where(self, row: int, col: int) -> str:
         record = "" if self.record is None else f" (record {self.record})"
-        return f"{self.name}: sheet {self.title!r} row {row} column {get_column_letter(col + 1)}{record}"
+        return f"{self.name}: sheet {self.title!r} row {row} column {column_letter(col)}{record}"
 
     def value(self, c: Any, row: int, col: int) -> tuple[Any, str]:
         """(value, why unknown): the value, or _UNKNOWN and a description of the cell."""
@@ -96,7 +100,7 @@ class _Cells:
                     raise ValueError(f"boolean cell holds {text!r}")
                 return text == "1", ""
             if kind == "d":
-                return from_ISO8601(text).isoformat(), ""
+                return self._from_iso(text).isoformat(), ""
             if kind != "n":
                 raise ValueError(f"unknown cell type {kind!r}")
             assert text is not None
@@ -112,7 +116,7 @@ class _Cells:
 
     def _date(self, serial: float, duration: bool, row: int, col: int) -> str:
         try:
-            value = from_excel(serial, self._epoch, timedelta=duration)
+            value = self._from_excel(serial, self._epoch, timedelta=duration)
         except (OverflowError, ValueError):
             raise ParseError(
                 f"{self.where(row, col)}: formatted as a date, but its serial {serial} is outside the range of dates"
@@ -120,6 +124,16 @@ class _Cells:
         if isinstance(value, dt.timedelta):
             return _duration(value)
         return str(value.isoformat())
+
+
+def column_letter(col: int) -> str:
+    """The letters of a 0-based column: 0 is A, 25 is Z, 26 is AA."""
+    letters = ""
+    col += 1
+    while col:
+        col, rem = divmod(col - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
 
 
 def _duration(value: dt.timedelta) -> str:
@@ -194,7 +208,24 @@ def _header_name(value: Any, where: str) -> str:
     return orjson.dumps(value).decode()  # a number or boolean: its JSON text
 
 
-def read_excel(fh: BinaryIO, name: str, sheet: str | None, unknown_cells: str = "fail") -> Iterator[dict[str, Any]]:
+UNKNOWN_CELLS = ("fail", "null")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    sheet: str | None = None  # the worksheet to read; default the first worksheet
+    unknown_cells: str = "fail"  # "fail", or "null" for formula cells without a value and error cells
+
+    def __post_init__(self) -> None:
+        if self.sheet is not None and (not isinstance(self.sheet, str) or not self.sheet):
+            raise ValueError("sheet must be a non-empty string")
+        if self.unknown_cells not in UNKNOWN_CELLS:
+            raise ValueError(f"unknown_cells must be one of {', '.join(UNKNOWN_CELLS)}; got {self.unknown_cells!r}")
+
+
+def read(fh: BinaryIO, name: str, options: Options, max_record_bytes: int = 0) -> Iterator[dict[str, Any]]:
+    """The records of the chosen worksheet (``max_record_bytes`` is checked by the chunker for Excel)."""
+    sheet, unknown_cells = options.sheet, options.unknown_cells
     package = Package(fh, name)
     try:
         sheets, date1904 = package.sheets()
@@ -277,7 +308,7 @@ def _header(cells: _Cells, row: dict[int, tuple[Any, str]]) -> list[str]:
     names: list[str] = []
     seen: dict[str, str] = {}
     for col in range(width):
-        letter = get_column_letter(col + 1)
+        letter = column_letter(col)
         where = f"{cells.name}: sheet {cells.title!r} header row 1 column {letter}"
         value = row.get(col, (None, ""))[0]
         name = "" if value is None else _header_name(value, where)

@@ -15,6 +15,7 @@ import re
 import warnings
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import ijson
@@ -174,15 +175,23 @@ def _cut(window: bytes, sep: bytes | None, key: bytes) -> tuple[int, int] | None
     return None
 
 
-def read_json(
-    raw: BinaryIO, name: str, json_path: str | None, max_record_bytes: int = DEFAULT_MAX_RECORD
+@dataclass(frozen=True, slots=True)
+class Options:
+    json_path: str | None = None  # the array of records (syntax: json_path.py); default the top-level array
+
+    def __post_init__(self) -> None:
+        if self.json_path is not None:
+            if not isinstance(self.json_path, str):
+                raise ValueError("json_path must be a string")
+            json_path_mod.parse(self.json_path)
+
+
+def read(
+    raw: BinaryIO, name: str, options: Options, max_record_bytes: int = DEFAULT_MAX_RECORD
 ) -> Iterator[dict[str, Any] | orjson.Fragment]:
-    """Records of the array at ``json_path`` (syntax: json_path.py). The top-level array takes the
-    fast path (canonical bytes as orjson.Fragment, see exact.py) as far as it can; ijson does the rest."""
-    try:
-        segments = json_path_mod.parse(json_path)
-    except ValueError as exc:
-        raise ParseError(f"{name}: {exc}") from None
+    """Records of the array at ``options.json_path``. The top-level array takes the fast path
+    (canonical bytes as orjson.Fragment, see exact.py) as far as it can; ijson does the rest."""
+    segments = json_path_mod.parse(options.json_path)
     handoff = _Handoff()
     if segments == (json_path_mod.ITEMS,):
         fast = _FastArray(raw, max_record_bytes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, BinaryIO
 
@@ -64,8 +65,13 @@ def parse_line(line: bytes) -> Any:
     return _parse_exact(line)
 
 
-def read_jsonl(
-    f: BinaryIO, name: str, max_record_bytes: int = DEFAULT_MAX_RECORD
+@dataclass(frozen=True, slots=True)
+class Options:
+    """JSON Lines has no options."""
+
+
+def read(
+    f: BinaryIO, name: str, options: Options, max_record_bytes: int = DEFAULT_MAX_RECORD
 ) -> Iterator[dict[str, Any] | orjson.Fragment]:
     """Records of a JSON Lines file. Blocks of whole lines take the fast path (canonical
     bytes as orjson.Fragment, see exact.py); a block it declines is read line by line."""

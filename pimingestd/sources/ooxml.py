@@ -28,8 +28,6 @@ from typing import IO, BinaryIO
 from xml.etree.ElementTree import Element, iterparse
 from xml.etree.ElementTree import ParseError as XmlParseError
 
-from openpyxl.styles.numbers import BUILTIN_FORMATS, is_date_format, is_timedelta_format
-
 from ..errors import ParseError
 
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
@@ -218,6 +216,8 @@ class Package:
                 custom[int(el.get("numFmtId", "0"))] = el.get("formatCode", "")
             elif event == "end" and in_xfs and el.tag == MAIN + "xf":
                 formats.append(int(el.get("numFmtId", "0")))
+        from openpyxl.styles.numbers import BUILTIN_FORMATS, is_date_format, is_timedelta_format  # see excel._Cells
+
         dates, durations = set(), set()
         for index, fmt_id in enumerate(formats):
             code = custom.get(fmt_id, BUILTIN_FORMATS.get(fmt_id))

@@ -49,8 +49,6 @@ CREATE TABLE ingestions (
     size          INTEGER NOT NULL,
     mtime_ns      INTEGER NOT NULL,
     format        TEXT NOT NULL,
-    json_path     TEXT,
-    sheet         TEXT,
     chunk_records INTEGER,
     chunk_bytes   INTEGER,
     preflight     INTEGER NOT NULL,
@@ -89,9 +87,13 @@ CREATE TABLE chunks (
 
 # Each step takes a database of the version before it to the next one, in one transaction.
 _MIGRATIONS: dict[int, str] = {
-    # 1 -> 2: format options as one JSON column; the completion claim (a cancel cannot undo a
-    # completion already sent); paths stored losslessly (names.to_text: a backslash is doubled).
+    # 1 -> 2: format options as one JSON column (json_path and sheet move into it; json_patch drops
+    # the nulls); the completion claim (a cancel cannot undo a completion already sent); paths stored
+    # losslessly (names.to_text: a backslash is doubled).
     1: "ALTER TABLE ingestions ADD COLUMN options TEXT NOT NULL DEFAULT '{}';"
+    "UPDATE ingestions SET options = json_patch('{}', json_object('json_path', json_path, 'sheet', sheet));"
+    "ALTER TABLE ingestions DROP COLUMN json_path;"
+    "ALTER TABLE ingestions DROP COLUMN sheet;"
     "ALTER TABLE ingestions ADD COLUMN completing INTEGER NOT NULL DEFAULT 0;"
     "UPDATE ingestions SET path = replace(path, '\\', '\\\\');",
 }
@@ -253,8 +255,6 @@ class Store:
         size: int,
         mtime_ns: int,
         format: str,
-        json_path: str | None,
-        sheet: str | None,
         chunk_records: int | None,
         chunk_bytes: int | None,
         preflight: bool,
@@ -270,8 +270,6 @@ class Store:
             size=size,
             mtime_ns=mtime_ns,
             format=format,
-            json_path=json_path,
-            sheet=sheet,
             chunk_records=chunk_records,
             chunk_bytes=chunk_bytes,
             preflight=preflight,
