@@ -2,7 +2,7 @@
 
 Resources are aiohttp cleanup contexts, so teardown runs in reverse and only
 for what started: state lock -> store -> reference receiver (when configured)
--> HTTP client -> engine. The engine starts resuming only once the HTTP site
+-> HTTP client -> scheduler. The scheduler starts resuming only once the HTTP site
 listens, so callbacks for resumed chunks have somewhere to land.
 
 SIGTERM/SIGINT: stop taking work, keep serving while in-flight chunks wait
@@ -30,7 +30,7 @@ from aiohttp import web
 
 from . import __version__
 from .config import Config
-from .core.scheduler import Engine
+from .core.scheduler import Scheduler
 from .errors import StateError
 from .http import routes as api
 from .intake.lifecycle import Inbox
@@ -116,7 +116,7 @@ def create_app(config: Config) -> web.Application:
         yield
         await runner.cleanup()
 
-    async def engine(app: web.Application) -> AsyncIterator[None]:
+    async def scheduler(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             client = PimcoreClient(
                 session,
@@ -126,7 +126,7 @@ def create_app(config: Config) -> web.Application:
                 secret=config.pimcore.secret,
                 timeout=config.pimcore.request_timeout,
             )
-            app[api.ENGINE] = Engine(
+            app[api.SCHEDULER] = Scheduler(
                 app[api.STORE],
                 client,
                 AckRegistry(),
@@ -137,14 +137,14 @@ def create_app(config: Config) -> web.Application:
                 max_record_bytes=config.max_record_bytes,
             )
             yield
-            await app[api.ENGINE].close()
+            await app[api.SCHEDULER].close()
 
     async def inbox(app: web.Application) -> AsyncIterator[None]:
-        app[api.INBOX] = Inbox(config.inbox, app[api.ENGINE], app[api.STORE])
+        app[api.INBOX] = Inbox(config.inbox, app[api.SCHEDULER], app[api.STORE])
         yield
         await app[api.INBOX].stop()
 
-    app.cleanup_ctx.extend([state_lock, store, receiver, engine, inbox])
+    app.cleanup_ctx.extend([state_lock, store, receiver, scheduler, inbox])
     api.add_routes(app)
     return app
 
@@ -152,14 +152,14 @@ def create_app(config: Config) -> web.Application:
 STATUS_EVERY = 5.0
 
 
-def _status_line(engine: Engine, rate: float) -> str:
-    return f"{engine.running} ingestion(s) running, {engine.in_flight} chunk(s) in flight, {rate:.0f} records/s"
+def _status_line(scheduler: Scheduler, rate: float) -> str:
+    return f"{scheduler.running} ingestion(s) running, {scheduler.in_flight} chunk(s) in flight, {rate:.0f} records/s"
 
 
-async def _housekeeping(engine: Engine, notifier: Notifier) -> None:
+async def _housekeeping(scheduler: Scheduler, notifier: Notifier) -> None:
     """Watchdog pings from the event loop itself, and a STATUS line every few seconds."""
     tick = min(notifier.watchdog_interval or STATUS_EVERY, STATUS_EVERY)
-    last_records, last_time = engine.metrics.records_total, time.monotonic()
+    last_records, last_time = scheduler.metrics.records_total, time.monotonic()
     next_status = last_time + STATUS_EVERY
     while True:
         await asyncio.sleep(tick)
@@ -167,15 +167,15 @@ async def _housekeeping(engine: Engine, notifier: Notifier) -> None:
             notifier.watchdog()
         now = time.monotonic()
         if now >= next_status:
-            records = engine.metrics.records_total
-            notifier.status(_status_line(engine, (records - last_records) / (now - last_time)))
+            records = scheduler.metrics.records_total
+            notifier.status(_status_line(scheduler, (records - last_records) / (now - last_time)))
             last_records, last_time, next_status = records, now, now + STATUS_EVERY
 
 
 async def start_work(app: web.Application) -> None:
     """Begin taking work, once the HTTP site listens: inbox recovery and watching, then resumes."""
     await app[api.INBOX].start()
-    await app[api.ENGINE].start()
+    await app[api.SCHEDULER].start()
 
 
 async def stop_taking_work(app: web.Application) -> None:
@@ -209,7 +209,7 @@ async def run(config: Config) -> int:
         await runner.setup()
         site = web.TCPSite(runner, config.http.host, config.http.port)
         await site.start()
-        engine = app[api.ENGINE]
+        scheduler = app[api.SCHEDULER]
         unfinished = len(await app[api.STORE].with_status(UNFINISHED))
         log.info(
             "pimingestd started",
@@ -233,11 +233,11 @@ async def run(config: Config) -> int:
                 has_api_token=bool(config.http.api_token),
             )
         await start_work(app)
-        notifier.ready(_status_line(engine, 0.0))
-        housekeeping = asyncio.create_task(_housekeeping(engine, notifier), name="housekeeping")
+        notifier.ready(_status_line(scheduler, 0.0))
+        housekeeping = asyncio.create_task(_housekeeping(scheduler, notifier), name="housekeeping")
         await stop.wait()
         await stop_taking_work(app)
-        drain = asyncio.create_task(engine.drain(config.daemon.drain_seconds))
+        drain = asyncio.create_task(scheduler.drain(config.daemon.drain_seconds))
         hurried = asyncio.create_task(hurry.wait())
         await asyncio.wait({drain, hurried}, return_when=asyncio.FIRST_COMPLETED)
         hurried.cancel()

@@ -165,8 +165,8 @@ class Daemon:
             await self.runner.cleanup()
 
     @property
-    def engine(self) -> Any:
-        return self.app[api.ENGINE]
+    def scheduler(self) -> Any:
+        return self.app[api.SCHEDULER]
 
     @property
     def store(self) -> Any:

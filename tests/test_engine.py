@@ -526,10 +526,10 @@ async def test_a_cancel_stands_against_a_concurrent_resume(
             ]
         await asyncio.gather(*calls)
     for _ in range(100):
-        if d.engine.running == 0:
+        if d.scheduler.running == 0:
             break
         await asyncio.sleep(0.05)
-    assert d.engine.running == 0
+    assert d.scheduler.running == 0
 
 
 async def test_a_cancel_during_completion_is_refused(

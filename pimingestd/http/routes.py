@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from ..config import ChunkPolicy, Config
-from ..core.scheduler import Engine
+from ..core.scheduler import Scheduler
 from ..errors import ConfigError, Draining, PimIngestError
 from ..intake.lifecycle import Inbox, check_relative_name
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -37,7 +37,7 @@ log = structlog.get_logger("pimingestd.http")
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
-ENGINE = web.AppKey("engine", Engine)
+SCHEDULER = web.AppKey("engine", Scheduler)
 INBOX = web.AppKey("inbox", Inbox)
 
 OPENAPI = Path(__file__).resolve().parent / "openapi.yaml"
@@ -67,7 +67,7 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-async def ingestion_view(store: Store, ing: Ingestion, engine: Engine | None = None) -> dict[str, Any]:
+async def ingestion_view(store: Store, ing: Ingestion, engine: Scheduler | None = None) -> dict[str, Any]:
     chunks, records = await store.progress(ing.id)
     rate = engine.rate(ing.id, records) if engine is not None else None
     eta = None
@@ -209,7 +209,7 @@ async def ingest(request: web.Request) -> web.Response:
         options=options,
     )
     try:
-        submitted = await request.app[ENGINE].submit(req)
+        submitted = await request.app[SCHEDULER].submit(req)
     except FileNotFoundError:  # removed between the check above and the hashing
         raise ApiError(404, "no such file", raw_path) from None
     ing = submitted.ingestion
@@ -225,7 +225,7 @@ async def _ingestion(request: web.Request) -> Ingestion:
 
 
 async def get_ingestion(request: web.Request) -> web.Response:
-    return _json(await ingestion_view(request.app[STORE], await _ingestion(request), request.app[ENGINE]))
+    return _json(await ingestion_view(request.app[STORE], await _ingestion(request), request.app[SCHEDULER]))
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -246,7 +246,7 @@ async def list_ingestions(request: web.Request) -> web.Response:
         raise ApiError(400, f"`status` must be one of {', '.join(STATUSES)}")
     limit = _int_param(request, "limit", 50, 1, 1000)
     offset = _int_param(request, "offset", 0, 0, 10**9)
-    store, engine = request.app[STORE], request.app[ENGINE]
+    store, engine = request.app[STORE], request.app[SCHEDULER]
     rows = await store.list_ingestions(status, limit, offset)
     return _json(
         {"ingestions": [await ingestion_view(store, ing, engine) for ing in rows], "limit": limit, "offset": offset}
@@ -302,7 +302,7 @@ async def upload(request: web.Request) -> web.Response:
     fmt = detect_format(Path(rel), overrides.get("format"))  # 415 before the body is read
     _options(fmt, options, overrides.get("chunk_records"), overrides.get("chunk_bytes"))  # 400 likewise
     overrides["options"] = options
-    engine, inbox = request.app[ENGINE], request.app[INBOX]
+    engine, inbox = request.app[SCHEDULER], request.app[INBOX]
     if engine.draining:
         raise Draining("the daemon is shutting down; try again after it restarts")
     limit = request.app[CONFIG].http.max_upload_bytes
@@ -343,13 +343,13 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def resume(request: web.Request) -> web.Response:
-    ing = await request.app[ENGINE].resume((await _ingestion(request)).id)
-    return _json(await ingestion_view(request.app[STORE], ing, request.app[ENGINE]), 202)
+    ing = await request.app[SCHEDULER].resume((await _ingestion(request)).id)
+    return _json(await ingestion_view(request.app[STORE], ing, request.app[SCHEDULER]), 202)
 
 
 async def cancel(request: web.Request) -> web.Response:
-    ing = await request.app[ENGINE].cancel((await _ingestion(request)).id)
-    return _json(await ingestion_view(request.app[STORE], ing, request.app[ENGINE]))
+    ing = await request.app[SCHEDULER].cancel((await _ingestion(request)).id)
+    return _json(await ingestion_view(request.app[STORE], ing, request.app[SCHEDULER]))
 
 
 async def ack_callback(request: web.Request) -> web.Response:
@@ -378,7 +378,7 @@ async def ack_callback(request: web.Request) -> web.Response:
         raise ApiError(400, "`status` must be 'ack' or 'reject'")
     if not isinstance(reason, str) or not isinstance(retryable, bool):
         raise ApiError(400, "`reason` must be a string and `retryable` a boolean")
-    outcome = await request.app[ENGINE].handle_ack(ingestion_id, n, checksum, status, reason[:2000], retryable)
+    outcome = await request.app[SCHEDULER].handle_ack(ingestion_id, n, checksum, status, reason[:2000], retryable)
     if outcome == "accepted":
         return _json({"result": "accepted"})
     if outcome == "duplicate":
@@ -391,7 +391,7 @@ async def ack_callback(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """Live: the process answers. Ready: the state is open, work has started, and it is not draining."""
-    engine = request.app[ENGINE]
+    engine = request.app[SCHEDULER]
     store_open = STORE in request.app
     ready = store_open and engine.started and not engine.draining
     body = {
@@ -406,7 +406,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
+    engine = request.app[SCHEDULER]
     body = engine.metrics.render(await request.app[STORE].count_by_status(), engine.in_flight)
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 

@@ -44,7 +44,7 @@ import orjson
 import structlog
 
 from ..config import InboxConfig, Profile
-from ..core.scheduler import Engine
+from ..core.scheduler import Scheduler
 from ..crashpoints import crash_point
 from ..errors import ConfigError, Draining, PimIngestError, SourceError
 from ..locations.local import refuse_reason, stat_identity
@@ -89,7 +89,7 @@ def check_relative_name(name: str) -> str:
 
 
 class Inbox:
-    def __init__(self, cfg: InboxConfig, engine: Engine, store: Store) -> None:
+    def __init__(self, cfg: InboxConfig, engine: Scheduler, store: Store) -> None:
         self.cfg = cfg
         self._engine = engine
         self._store = store

@@ -1,0 +1,339 @@
+"""One ingestion's run, from its file to its completion.
+
+For an ingestion: check the file, spool it (preflight) or stream it, then for
+each chunk after the last committed one: register the ACK Future, persist the
+attempt as sent, POST, await the ACK (committed by the callback handler before
+it answers), and only then go on. Exactly one chunk of an ingestion is in
+flight. Then check the file again, claim the completion, and send it. Retries
+go through core/retry.py; the scheduler decides when a run starts and what its
+outcome means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+
+from ..config import ChunkPolicy, DeliveryConfig
+from ..crashpoints import crash_point
+from ..errors import DeliveryError, FileChangedError, Paused, Rejected, SpoolError, StateError, UnknownIngestion
+from ..metrics import Metrics
+from ..model import ChunkRow, Ingestion, SpooledChunk, Status
+from ..names import readable
+from ..protocol.acks import AckRegistry
+from ..protocol.v1 import ChunkHeaders, PimcoreClient
+from ..sources import SourceSpec, read_records
+from ..sources.fileid import identify, stat_identity
+from ..state.sqlite import Store
+from . import canonical, spool
+from .chunking import Chunk, cut
+from .retry import RetryPolicy, TryAgain, retrying
+from .threads import iterate_in_thread
+
+log = structlog.get_logger("pimingestd.core")
+
+_PAGE = 1000  # chunk rows read or written per store call: memory stays flat in the number of chunks
+
+
+class Runner:
+    """Runs ingestions; one instance serves every run the scheduler starts."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: PimcoreClient,
+        acks: AckRegistry,
+        *,
+        delivery: DeliveryConfig,
+        spool_dir: Path,
+        max_record_bytes: int,
+        metrics: Metrics,
+        draining: asyncio.Event,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._acks = acks
+        self._delivery = delivery
+        self._retry = RetryPolicy(delivery.max_attempts, delivery.backoff)
+        self._spool_dir = spool_dir
+        self._max_record_bytes = max_record_bytes
+        self.metrics = metrics
+        self._draining = draining
+
+    async def _get(self, ingestion_id: str) -> Ingestion:
+        ing = await self._store.get(ingestion_id)
+        if ing is None:
+            raise UnknownIngestion(f"no ingestion {ingestion_id}")
+        return ing
+
+    async def discard_spool(self, ingestion_id: str) -> None:
+        await asyncio.to_thread(spool.remove, spool.spool_file(self._spool_dir, ingestion_id))
+        await self._store.drop_spool(ingestion_id)
+
+    async def run(self, ing: Ingestion, resumed: bool) -> None:
+        """Check the file, spool it (preflight) or stream it, deliver every chunk after the last ACKed
+        one, check the file again, claim and send the completion. Raises Paused when the daemon drains."""
+        started = time.monotonic()
+        path = Path(ing.path)
+        await self._check_file(ing, full=resumed)
+        log.info("ingestion started", resumed=resumed, preflight=ing.preflight)
+        if ing.preflight:
+            ing = await self._ensure_spool(ing, path)
+            await self._deliver_spooled(ing)
+        else:
+            await self._deliver_streaming(ing, path)
+        # The file may have grown or changed since it was read (a writer that paused longer than
+        # the inbox's settle time): then what was delivered is not the file, and it must not complete.
+        await self._check_file(ing, full=True)
+        if not await self._store.claim_completion(ing.id):
+            return  # cancelled meanwhile
+        crash_point("engine.before-complete")
+        await self._complete(ing)
+        crash_point("engine.after-complete")
+        await self._store.transition(ing.id, Status.COMPLETED)
+        await self.discard_spool(ing.id)
+        chunks, records = await self._store.progress(ing.id)
+        elapsed = time.monotonic() - started
+        log.info(
+            "ingestion completed",
+            chunks=chunks,
+            records=records,
+            seconds=round(elapsed, 3),
+            records_per_second=round(records / elapsed, 1) if elapsed > 0 else None,
+        )
+
+    async def _check_file(self, ing: Ingestion, *, full: bool) -> None:
+        """The file is still the one submitted: same size and mtime (and, when ``full``, same bytes)."""
+        path = Path(ing.path)
+        try:
+            now = await asyncio.to_thread(stat_identity, path)
+        except FileNotFoundError:
+            raise FileChangedError(
+                f"{ing.file_name}: the source file {readable(str(path))} is gone; nothing more is sent"
+            ) from None
+        _check_identity(ing, now)
+        if full:
+            ident = await asyncio.to_thread(identify, path)
+            if ident.file_id != ing.file_id:
+                raise FileChangedError(
+                    f"{ing.file_name}: the source file's bytes changed ({ident.file_id} != {ing.file_id}); nothing more is sent"
+                )
+
+    def _policy(self, ing: Ingestion) -> ChunkPolicy:
+        return ChunkPolicy(records=ing.chunk_records, bytes=ing.chunk_bytes)
+
+    def _spec(self, ing: Ingestion) -> SourceSpec:
+        return SourceSpec(ing.format, ing.options, self._max_record_bytes)
+
+    async def _ensure_spool(self, ing: Ingestion, path: Path) -> Ingestion:
+        target = spool.spool_file(self._spool_dir, ing.id)
+        if ing.spooled and await asyncio.to_thread(target.is_file):
+            return ing
+        if ing.spooled:
+            log.warning("spool file missing; spooling the file again", spool=str(target))
+        log.info("spool pass started")
+        await self._store.start_spool(ing.id)
+        chunks = records = 0
+        spec, policy, identity = self._spec(ing), self._policy(ing), (ing.size, ing.mtime_ns)
+        page: list[SpooledChunk]
+        async for page in iterate_in_thread(
+            lambda stop: spool.write_spool(path, spec, policy, target, identity, stop, _PAGE)
+        ):
+            # Chunks sent before (by an earlier spool pass) must be cut identically.
+            differ = await self._store.add_spooled(ing.id, page)
+            if differ:
+                raise StateError(f"chunk {differ[0]}: a new spool pass cut different bytes than were sent before")
+            chunks, records = page[-1].n, records + sum(c.records for c in page)
+        if not await self._store.finish_spool(ing.id, chunks, records):
+            raise StateError(f"a new spool pass cut {chunks} chunks; more were sent before")
+        log.info("spool pass done", chunks=chunks, records=records)
+        return await self._get(ing.id)
+
+    async def _deliver_spooled(self, ing: Ingestion) -> None:
+        target = spool.spool_file(self._spool_dir, ing.id)
+        fd = await asyncio.to_thread(os.open, target, os.O_RDONLY | os.O_CLOEXEC)
+        # One chunk ahead: the next chunk is read and hashed (in a thread) while this one
+        # waits for its ACK. Rows come a page at a time, so memory stays flat.
+        pending: tuple[ChunkRow, asyncio.Task[tuple[bytes, bytes]]] | None = None
+        try:
+            async for row in self._store.chunk_pages(ing.id, _PAGE):
+                if row.state == "acked":
+                    continue
+                previous, pending = pending, (row, asyncio.create_task(self._read_spooled(fd, row)))
+                if previous is not None:
+                    await self._deliver_spooled_chunk(ing, target, previous[0], await previous[1])
+            if pending is not None:
+                await self._deliver_spooled_chunk(ing, target, pending[0], await pending[1])
+        finally:
+            if pending is not None:  # let a read in flight finish before its fd is closed
+                await asyncio.gather(pending[1], return_exceptions=True)
+            os.close(fd)
+
+    @staticmethod
+    async def _read_spooled(fd: int, row: ChunkRow) -> tuple[bytes, bytes]:
+        assert row.spool_offset is not None and row.spool_length is not None
+        return await asyncio.to_thread(spool.read_chunk, fd, row.spool_offset, row.spool_length)
+
+    async def _deliver_spooled_chunk(
+        self, ing: Ingestion, target: Path, row: ChunkRow, read: tuple[bytes, bytes]
+    ) -> None:
+        body, digest = read
+        if canonical.checksum(digest) != row.checksum or len(body) != row.spool_length:
+            raise SpoolError(
+                f"chunk {row.n}: spool bytes at offset {row.spool_offset} do not match the recorded checksum"
+                f" {row.checksum}; the spool file {target} is damaged. Resume re-spools from the source."
+            )
+        meta = ChunkHeaders(ing.id, ing.file_id, row.n, ing.total_chunks, row.records, row.first_record)
+        await self._deliver_chunk(meta, body, digest)
+
+    async def _deliver_streaming(self, ing: Ingestion, path: Path) -> None:
+        """Parse and send in one pass. Reads stop at the size recorded at submit, and the file's
+        identity is checked before each chunk is sent: bytes appended later are never read, and
+        a file that changes stops the ingestion at the next chunk (the reader runs a few chunks
+        ahead, so checking when a chunk is cut would be too early)."""
+        known = _Known(self._store.chunk_pages(ing.id, _PAGE))
+        spec, policy = self._spec(ing), self._policy(ing)
+        chunks = 0
+        records = 0
+        chunk: Chunk
+        async for chunk in iterate_in_thread(lambda stop: cut(read_records(path, spec, size=ing.size), policy)):
+            _check_identity(ing, await asyncio.to_thread(stat_identity, path))
+            chunks, records = chunk.n, records + chunk.records
+            row = await known.get(chunk.n)
+            if row is not None and row.checksum != chunk.checksum:
+                raise FileChangedError(
+                    f"chunk {chunk.n}: the file re-read on resume gives different bytes than were sent before"
+                )
+            if row is not None and row.state == "acked":
+                continue
+            meta = ChunkHeaders(ing.id, ing.file_id, chunk.n, None, chunk.records, chunk.first_record)
+            await self._deliver_chunk(meta, chunk.body, chunk.digest)
+        await known.close()
+        await self._store.set_totals(ing.id, chunks, records)
+        now = await asyncio.to_thread(stat_identity, path)
+        if now != (ing.size, ing.mtime_ns):
+            raise FileChangedError(f"{ing.file_name}: the file changed while it was being sent")
+
+    async def _deliver_chunk(self, meta: ChunkHeaders, body: bytes, digest: bytes) -> None:
+        """One chunk, up to max_attempts; returns once its ACK is committed."""
+        if self._draining.is_set():
+            raise Paused()
+        checksum = canonical.checksum(digest)
+        with structlog.contextvars.bound_contextvars(chunk=meta.n):
+            await retrying(
+                lambda attempt: self._chunk_attempt(meta, body, digest, checksum, attempt),
+                self._retry,
+                self._draining,
+                what="chunk",
+                exhausted=lambda n, last: f"chunk {meta.n}: not ACKed after {n} attempts; last error: {last}",
+            )
+
+    async def _chunk_attempt(self, meta: ChunkHeaders, body: bytes, digest: bytes, checksum: str, attempt: int) -> None:
+        """Register the ACK Future, persist the attempt as sent, POST, await the ACK (committed by the
+        callback handler before it answers). TryAgain for what another attempt may fix."""
+        cfg, m = self._delivery, self.metrics
+        with structlog.contextvars.bound_contextvars(attempt=attempt):
+            fut = self._acks.expect((meta.ingestion_id, meta.n))
+            try:
+                state = await self._store.mark_sent(
+                    meta.ingestion_id, meta.n, meta.first_record, meta.records, checksum
+                )
+                if state == "acked":
+                    m.acked(meta.records, None)
+                    return
+                crash_point("engine.after-mark-sent")
+                if attempt > 1:
+                    m.chunks_retried.inc()
+                m.chunks_sent.inc()
+                m.bytes_sent.inc(len(body))
+                sent_at = time.monotonic()
+                try:
+                    await self._client.send_chunk(meta, body, digest)
+                    crash_point("engine.after-post")
+                    async with asyncio.timeout(cfg.ack_timeout):
+                        result = await fut
+                except Rejected as exc:
+                    m.chunks_rejected.inc()
+                    raise Rejected(f"chunk {meta.n} (attempt {attempt}): {exc}", retryable=False) from None
+                except DeliveryError as exc:
+                    raise TryAgain(str(exc)) from None
+                except TimeoutError:
+                    raise TryAgain(f"chunk {meta.n}: no ACK within {cfg.ack_timeout:g}s") from None
+                if result.status == "ack":
+                    m.acked(meta.records, time.monotonic() - sent_at)
+                    log.debug("chunk acked", records=meta.records)
+                    return
+                m.chunks_rejected.inc()
+                if not result.retryable:
+                    raise Rejected(f"chunk {meta.n} rejected by PIM-Core: {result.reason}", retryable=False)
+                raise TryAgain(f"chunk {meta.n} rejected (retryable): {result.reason}")
+            finally:
+                if not fut.done():
+                    fut.cancel()
+
+    async def _complete(self, ing: Ingestion) -> None:
+        manifest = canonical.Manifest()  # a page of chunk rows at a time, never all of them
+        async for row in self._store.chunk_pages(ing.id, _PAGE):
+            if row.state == "acked":
+                manifest.add(row.checksum)
+        _, records = await self._store.progress(ing.id)
+        payload: dict[str, object] = {
+            "ingestion_id": ing.id,
+            "file_id": ing.file_id,
+            "file_name": ing.file_name,
+            "chunks": manifest.count,
+            "records": records,
+            "manifest": manifest.value(),
+        }
+
+        async def attempt(_: int) -> None:
+            try:
+                await self._client.send_complete(payload)
+            except Rejected:
+                await self._store.release_completion(ing.id)  # refused outright: it did not complete
+                raise
+            except DeliveryError as exc:
+                raise TryAgain(str(exc)) from None
+
+        await retrying(
+            attempt,
+            self._retry,
+            self._draining,
+            what="completion",
+            exhausted=lambda n, last: f"completion not taken after {n} attempts; last error: {last}",
+        )
+
+
+def _check_identity(ing: Ingestion, now: tuple[int, int]) -> None:
+    if now != (ing.size, ing.mtime_ns):
+        raise FileChangedError(
+            f"{ing.file_name}: the source file changed since the ingestion began (it was {ing.size} bytes,"
+            f" now {now[0]}; or its mtime changed); nothing more is sent. Drop it again once it is complete."
+        )
+
+
+class _Known:
+    """Chunk rows recorded before, looked up in increasing order from a paged iterator."""
+
+    def __init__(self, rows: AsyncIterator[ChunkRow]) -> None:
+        self._rows = rows
+        self._next: ChunkRow | None = None
+        self._done = False
+
+    async def get(self, n: int) -> ChunkRow | None:
+        while not self._done and (self._next is None or self._next.n < n):
+            try:
+                self._next = await anext(self._rows)
+            except StopAsyncIteration:
+                self._done, self._next = True, None
+        return self._next if self._next is not None and self._next.n == n else None
+
+    async def close(self) -> None:
+        aclose = getattr(self._rows, "aclose", None)
+        if aclose is not None:
+            await aclose()
