@@ -32,7 +32,8 @@ from . import __version__
 from .config import Config
 from .core.scheduler import Scheduler
 from .errors import StateError
-from .http import routes as api
+from .http import keys as api
+from .http import routes
 from .intake.lifecycle import Inbox
 from .model import UNFINISHED
 from .notify import Notifier
@@ -88,9 +89,7 @@ def tune_gc(young: int = 50_000) -> None:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(
-        middlewares=[api.errors_middleware, api.auth_middleware], client_max_size=config.http.max_body_bytes
-    )
+    app = web.Application(middlewares=routes.MIDDLEWARES, client_max_size=config.http.max_body_bytes)
     app[api.CONFIG] = config
 
     async def state_lock(app: web.Application) -> AsyncIterator[None]:
@@ -145,7 +144,7 @@ def create_app(config: Config) -> web.Application:
         await app[api.INBOX].stop()
 
     app.cleanup_ctx.extend([state_lock, store, receiver, scheduler, inbox])
-    api.add_routes(app)
+    routes.add_routes(app)
     return app
 
 

@@ -93,6 +93,16 @@ class SpooledChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """How far an ingestion got, from its chunk rows."""
+
+    chunks_acked: int = 0
+    records_acked: int = 0
+    last_ack: float | None = None  # time of the last committed ACK
+    attempts_in_flight: int = 0  # attempts of the chunk sent and not yet ACKed (0: none)
+
+
+@dataclass(frozen=True, slots=True)
 class IngestRequest:
     path: Path  # absolute, already checked against allowed roots
     format: str | None = None

@@ -21,7 +21,7 @@ from aiohttp import web
 from pimingestd import config as config_mod
 from pimingestd.app import create_app, start_work
 from pimingestd.config import Config
-from pimingestd.http import routes as api
+from pimingestd.http import keys as api
 from pimingestd.protocol import signing
 from pimingestd.receiver.app import create_app as create_receiver
 

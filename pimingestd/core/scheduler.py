@@ -140,13 +140,9 @@ class Scheduler:
             except Exception:
                 log.exception("listener failed", ingestion_id=ingestion_id)
 
-    def rate(self, ingestion_id: str, records_acked: int) -> float | None:
-        """Records/s of the current run of a running ingestion; None when it is not running."""
-        start = self._rates.get(ingestion_id)
-        if start is None:
-            return None
-        elapsed = time.monotonic() - start[0]
-        return (records_acked - start[1]) / elapsed if elapsed > 0 else 0.0
+    def run_started(self, ingestion_id: str) -> tuple[float, int] | None:
+        """(time.monotonic() at the start of the current run, records ACKed then); None when not running."""
+        return self._rates.get(ingestion_id)
 
     # ---- entry points -------------------------------------------------------------
 

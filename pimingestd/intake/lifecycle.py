@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 import structlog
 
+from .. import timestamps
 from ..config import InboxConfig, Profile
 from ..core.scheduler import Scheduler
 from ..crashpoints import crash_point
@@ -557,7 +558,7 @@ def _report(ingestion_id: str | None, file_id: str | None, rel: str, status: str
         "error": None if error is None else readable(error),
         "stopped_at_chunk": None,
         "records_acked": 0,
-        "time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "time": timestamps.now(),
     }
 
 

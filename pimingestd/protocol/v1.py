@@ -1,13 +1,23 @@
-"""The PIM-Core client: POST a chunk or the completion, with protocol v1 headers.
+"""Protocol v1 (docs/protocol.md), both sides of it in one place.
 
-It classifies answers; it does not retry (the engine owns attempts):
-2xx -> taken; 5xx, 408, 429, timeouts and connection errors -> DeliveryError
-(retryable); 409 and other 4xx -> Rejected(retryable=False), carrying the body.
+- The names of the headers and the idempotency keys; ``ChunkHeaders`` built into
+  headers by the sender and parsed back (strictly) by a receiver.
+- ``parse_ack``: the callback body PIM-Core sends, checked field by field.
+- ``PimcoreClient``: POSTs a chunk or the completion. It classifies answers and
+  does not retry (core/retry.py owns attempts): 2xx -> taken; 5xx, 408, 425, 429,
+  timeouts and connection errors -> DeliveryError (retryable); 409 and other 4xx
+  -> Rejected(retryable=False), carrying the body.
+
+The reference receiver (receiver/app.py) uses the same names and parsers, so the
+two sides cannot drift apart.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import aiohttp
 import orjson
@@ -16,8 +26,42 @@ from ..core import canonical
 from ..errors import DeliveryError, Rejected
 from . import signing
 
+IDEMPOTENCY_KEY = "Idempotency-Key"
+CONTENT_DIGEST = "Content-Digest"
+INGESTION = "Pimingest-Ingestion"
+FILE = "Pimingest-File"
+CHUNK = "Pimingest-Chunk"
+CHUNK_TOTAL = "Pimingest-Chunk-Total"
+RECORDS = "Pimingest-Records"
+OFFSET = "Pimingest-Offset"
+CALLBACK = "Pimingest-Callback"
+
+MAX_REASON = 2000  # characters of a reject reason kept
 _RETRYABLE_4XX = {408, 425, 429}
 _MAX_ERROR_BODY = 2000
+_CHECKSUM = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class BadMessage(ValueError):
+    """A protocol message (headers or callback body) that does not follow v1; the text says what."""
+
+
+def chunk_key(ingestion_id: str, n: int) -> str:
+    return f"{ingestion_id}:{n}"
+
+
+def completion_key(ingestion_id: str) -> str:
+    return f"{ingestion_id}:complete"
+
+
+def _whole(headers: Mapping[str, str], name: str) -> int:
+    """A header that holds a whole number: ASCII digits only (int() would take '١٢' or ' 5')."""
+    text = headers.get(name)
+    if text is None:
+        raise BadMessage(f"missing protocol header {name}")
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise BadMessage(f"{name}: {text[:40]!r} is not a whole number")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +72,82 @@ class ChunkHeaders:
     total: int | None
     records: int
     first_record: int
+
+    def headers(self, digest: bytes, callback_url: str) -> dict[str, str]:
+        out = {
+            "Content-Type": "application/json",
+            CONTENT_DIGEST: canonical.content_digest(digest),
+            IDEMPOTENCY_KEY: chunk_key(self.ingestion_id, self.n),
+            INGESTION: self.ingestion_id,
+            FILE: self.file_id,
+            CHUNK: str(self.n),
+            RECORDS: str(self.records),
+            OFFSET: str(self.first_record),
+            CALLBACK: callback_url,
+        }
+        if self.total is not None:
+            out[CHUNK_TOTAL] = str(self.total)
+        return out
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str]) -> tuple[ChunkHeaders, str]:
+        """The chunk's headers and its callback URL, as a receiver reads them; BadMessage otherwise."""
+        for name in (INGESTION, FILE, CALLBACK):
+            if not headers.get(name):
+                raise BadMessage(f"missing protocol header {name}")
+        meta = cls(
+            ingestion_id=headers[INGESTION],
+            file_id=headers[FILE],
+            n=_whole(headers, CHUNK),
+            total=_whole(headers, CHUNK_TOTAL) if CHUNK_TOTAL in headers else None,
+            records=_whole(headers, RECORDS),
+            first_record=_whole(headers, OFFSET),
+        )
+        if headers.get(IDEMPOTENCY_KEY, "") != chunk_key(meta.ingestion_id, meta.n):
+            raise BadMessage(f"{IDEMPOTENCY_KEY} must be <ingestion>:<chunk>")
+        return meta, headers[CALLBACK]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """An ACK callback: PIM-Core applied chunk ``n`` (``status`` "ack") or refused it ("reject")."""
+
+    ingestion_id: str
+    n: int
+    checksum: str
+    status: Literal["ack", "reject"]
+    reason: str = ""
+    retryable: bool = False
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ingestion_id": self.ingestion_id, "chunk": self.n, "checksum": self.checksum}
+        out["status"] = self.status
+        if self.status == "reject":
+            out.update(reason=self.reason, retryable=self.retryable)
+        return out
+
+
+def parse_ack(body: bytes) -> Ack:
+    """The callback body, checked field by field; BadMessage naming the field otherwise."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadMessage(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadMessage("body must be a JSON object")
+    ingestion_id, n, checksum = data.get("ingestion_id"), data.get("chunk"), data.get("checksum")
+    status, reason, retryable = data.get("status"), data.get("reason", ""), data.get("retryable", False)
+    if not isinstance(ingestion_id, str) or not ingestion_id:
+        raise BadMessage("`ingestion_id` must be a non-empty string")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise BadMessage("`chunk` must be a positive integer")
+    if not isinstance(checksum, str) or not _CHECKSUM.match(checksum):
+        raise BadMessage("`checksum` must be sha256:<64 hex digits>")
+    if status not in ("ack", "reject"):
+        raise BadMessage("`status` must be 'ack' or 'reject'")
+    if not isinstance(reason, str) or not isinstance(retryable, bool):
+        raise BadMessage("`reason` must be a string and `retryable` a boolean")
+    return Ack(ingestion_id, n, checksum, status, reason[:MAX_REASON], retryable)
 
 
 class PimcoreClient:
@@ -49,26 +169,13 @@ class PimcoreClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def send_chunk(self, meta: ChunkHeaders, body: bytes, digest: bytes) -> None:
-        key = f"{meta.ingestion_id}:{meta.n}"
-        headers = {
-            "Content-Type": "application/json",
-            "Content-Digest": canonical.content_digest(digest),
-            "Idempotency-Key": key,
-            "Pimingest-Ingestion": meta.ingestion_id,
-            "Pimingest-File": meta.file_id,
-            "Pimingest-Chunk": str(meta.n),
-            "Pimingest-Records": str(meta.records),
-            "Pimingest-Offset": str(meta.first_record),
-            "Pimingest-Callback": self._callback_url,
-        }
-        if meta.total is not None:
-            headers["Pimingest-Chunk-Total"] = str(meta.total)
-        await self._post(self._chunk_url, key, body, headers, f"chunk {meta.n}")
+        headers = meta.headers(digest, self._callback_url)
+        await self._post(self._chunk_url, headers[IDEMPOTENCY_KEY], body, headers, f"chunk {meta.n}")
 
     async def send_complete(self, payload: dict[str, object]) -> None:
-        key = f"{payload['ingestion_id']}:complete"
+        key = completion_key(str(payload["ingestion_id"]))
         body = orjson.dumps(payload)
-        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_KEY: key}
         await self._post(self._complete_url, key, body, headers, "completion")
 
     async def _post(self, url: str, key: str, body: bytes, headers: dict[str, str], what: str) -> None:

@@ -14,7 +14,6 @@ Routes:
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import time
@@ -30,7 +29,7 @@ import structlog
 from aiohttp import web
 
 from ..core import canonical
-from ..protocol import signing
+from ..protocol import signing, v1
 from .faults import Faults, Rule
 from .store import ReceiverStore
 
@@ -43,14 +42,6 @@ STATS: web.AppKey[Counter[str]] = web.AppKey("receiver_stats")
 TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("receiver_tasks")
 
 _CALLBACK_ATTEMPTS = 6
-
-
-def _header_int(headers: Any, name: str) -> int:
-    """A protocol header that holds a whole number: ASCII digits only (int() would take '١٢' or ' 5')."""
-    text = headers[name]
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
-        raise ValueError(f"{name}: {text[:40]!r} is not a whole number")
-    return int(text)
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -109,25 +100,25 @@ class _Receiver:
         stats["chunks_received"] += 1
         body = await request.read()
         h = request.headers
-        key = h.get("Idempotency-Key", "")
+        key = h.get(v1.IDEMPOTENCY_KEY, "")
         if self.secret:
             why = signing.verify(self.secret, h.get(signing.HEADER), body, key=key)
             if why:
                 return _error(401, why)
         digest = hashlib.sha256(body).digest()
-        if h.get("Content-Digest") != "sha-256=:" + base64.b64encode(digest).decode() + ":":
+        if h.get(v1.CONTENT_DIGEST) != canonical.content_digest(digest):
             return _error(400, "Content-Digest missing or does not match the body")
         try:
-            ingestion_id = h["Pimingest-Ingestion"]
-            file_id = h["Pimingest-File"]
-            n = _header_int(h, "Pimingest-Chunk")
-            count = _header_int(h, "Pimingest-Records")
-            first = _header_int(h, "Pimingest-Offset")
-            callback = h["Pimingest-Callback"]
-        except (KeyError, ValueError) as exc:
+            meta, callback = v1.ChunkHeaders.parse(h)
+        except v1.BadMessage as exc:
             return _error(400, f"missing or malformed protocol header: {exc}")
-        if key != f"{ingestion_id}:{n}":
-            return _error(400, "Idempotency-Key must be <ingestion>:<chunk>")
+        ingestion_id, file_id, n, count, first = (
+            meta.ingestion_id,
+            meta.file_id,
+            meta.n,
+            meta.records,
+            meta.first_record,
+        )
         checksum = canonical.checksum(digest)
         if self.mode == "store":  # the arrival log serves the tests' order checks, not the fast mode
             await self.app[STORE].note_received(ingestion_id, n, checksum, time.time())
@@ -138,7 +129,7 @@ class _Receiver:
         if rule is not None and rule.action == "http_500":
             stats["faults_http_500"] += 1
             return _error(500, "injected fault")
-        ack = {"ingestion_id": ingestion_id, "chunk": n, "checksum": checksum, "status": "ack"}
+        ack = v1.Ack(ingestion_id, n, checksum, "ack").body()
         store = self.app[STORE]
         async with store.lock:
             state = await store.state(ingestion_id)
@@ -147,9 +138,8 @@ class _Receiver:
                 # A reject refuses a chunk not yet applied; one already applied is re-ACKed like any duplicate.
                 retryable = rule.action == "reject_retryable"
                 stats["rejects_sent"] += 1
-                self._spawn(
-                    callback, {**ack, "status": "reject", "reason": f"injected {rule.action}", "retryable": retryable}
-                )
+                reject = v1.Ack(ingestion_id, n, checksum, "reject", f"injected {rule.action}", retryable)
+                self._spawn(callback, reject.body())
                 return web.json_response({"status": "received"}, status=202)
             if n < next_chunk:
                 if await store.checksum(ingestion_id, n) != checksum:
@@ -192,7 +182,7 @@ class _Receiver:
         if rule is not None:
             await asyncio.sleep(rule.seconds)
         body = await request.read()
-        key = request.headers.get("Idempotency-Key", "")
+        key = request.headers.get(v1.IDEMPOTENCY_KEY, "")
         if self.secret:
             why = signing.verify(self.secret, request.headers.get(signing.HEADER), body, key=key)
             if why:
@@ -203,7 +193,7 @@ class _Receiver:
             chunks, records, manifest = int(payload["chunks"]), int(payload["records"]), str(payload["manifest"])
         except (ValueError, KeyError, TypeError) as exc:
             return _error(400, f"malformed completion: {exc}")
-        if key != f"{ingestion_id}:complete":
+        if key != v1.completion_key(ingestion_id):
             return _error(400, "Idempotency-Key must be <ingestion>:complete")
         store = self.app[STORE]
         async with store.lock:

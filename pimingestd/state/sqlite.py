@@ -33,7 +33,7 @@ import aiosqlite
 import orjson
 
 from ..errors import StateError
-from ..model import TRANSITIONS, AckOutcome, ChunkRow, Ingestion, SpooledChunk, Status
+from ..model import TRANSITIONS, AckOutcome, ChunkRow, Ingestion, Progress, SpooledChunk, Status
 from ..names import from_text, to_text
 
 __all__ = ["Store"]
@@ -490,6 +490,19 @@ class Store:
                 yield row
             start = rows[-1].n + 1
 
+    async def summaries(self, ingestion_ids: Sequence[str]) -> dict[str, Progress]:
+        """The progress of several ingestions in one query (an API page of them); absent: no chunks."""
+        if not ingestion_ids:
+            return {}
+        rows = await self._rows(
+            "SELECT ingestion_id, count(*) FILTER (WHERE state = 'acked'),"
+            " coalesce(sum(records) FILTER (WHERE state = 'acked'), 0),"
+            " max(acked_at) FILTER (WHERE state = 'acked'), coalesce(max(attempts) FILTER (WHERE state = 'sent'), 0)"
+            f" FROM chunks WHERE ingestion_id IN ({', '.join('?' * len(ingestion_ids))}) GROUP BY ingestion_id",
+            list(ingestion_ids),
+        )
+        return {r[0]: Progress(int(r[1]), int(r[2]), r[3], int(r[4])) for r in rows}
+
     async def progress(self, ingestion_id: str) -> tuple[int, int]:
         """(chunks ACKed, records ACKed)."""
         row = await self._one(
@@ -562,13 +575,6 @@ class Store:
             if refused is not None:
                 return refused
         return "never_sent"
-
-    async def last_activity(self, ingestion_id: str) -> float | None:
-        """The time of the last ACK committed (ACKs do not touch the ingestion row, to stay one statement)."""
-        row = await self._one(
-            "SELECT max(acked_at) FROM chunks WHERE ingestion_id = ? AND state = 'acked'", (ingestion_id,)
-        )
-        return None if row is None or row[0] is None else float(row[0])
 
     @_atomic
     async def record_reject(self, ingestion_id: str, n: int, checksum: str, reason: str) -> AckOutcome:

@@ -1,0 +1,112 @@
+"""Ways in over HTTP: ``POST /api/ingest`` (a path the daemon can read) and ``PUT /api/files/{name}``
+(an upload, streamed to disk in constant memory, then handed to the inbox lifecycle)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+import structlog
+from aiohttp import web
+
+from ..errors import Draining
+from ..intake.lifecycle import check_relative_name
+from ..model import IngestRequest, Status
+from ..sources import detect_format
+from .keys import CONFIG, INBOX, SCHEDULER
+from .middleware import ApiError, json_response
+from .params import check_options, field, json_body, query_int, resolve_allowed
+
+log = structlog.get_logger("pimingestd.http")
+
+_INGEST_KEYS = {"path", "format", "chunk_records", "chunk_bytes", "re_ingestion"}  # the rest: the format's options
+_UPLOAD_PARAMS = {"format": str, "chunk_records": int, "chunk_bytes": int}  # and re_ingestion; the rest: options
+
+
+async def ingest(request: web.Request) -> web.Response:
+    data = await json_body(request)
+    raw_path = data.get("path")
+    if not isinstance(raw_path, str) or not raw_path:
+        raise ApiError(400, "`path` is required and must be a string")
+    records, size = field(data, "chunk_records", int), field(data, "chunk_bytes", int)
+    options = {k: v for k, v in data.items() if k not in _INGEST_KEYS and v is not None}
+    re_ingestion = data.get("re_ingestion", False)
+    if not isinstance(re_ingestion, bool):
+        raise ApiError(400, "`re_ingestion` must be true or false")
+    # realpath and stat touch the filesystem (maybe a slow network one): off the event loop.
+    path = await asyncio.to_thread(resolve_allowed, request.app[CONFIG], raw_path)
+    if not await asyncio.to_thread(path.is_file):
+        raise ApiError(404, "no such file", raw_path)
+    fmt = field(data, "format", str)
+    check_options(detect_format(path, fmt), options, records, size)
+    req = IngestRequest(
+        path=path,
+        format=fmt,
+        chunk_records=records,
+        chunk_bytes=size,
+        re_ingestion=re_ingestion,
+        source="api",
+        options=options,
+    )
+    try:
+        submitted = await request.app[SCHEDULER].submit(req)
+    except FileNotFoundError:  # removed between the check above and the hashing
+        raise ApiError(404, "no such file", raw_path) from None
+    return _accepted(submitted.ingestion.id, submitted.ingestion.file_id, submitted.ingestion.status)
+
+
+def _accepted(ingestion_id: str, file_id: str, status: Status) -> web.Response:
+    return json_response(
+        {"ingestion_id": ingestion_id, "file_id": file_id, "status": status}, 200 if status == Status.COMPLETED else 202
+    )
+
+
+async def upload(request: web.Request) -> web.Response:
+    """Stream the body to a temporary file (constant memory), then hand it to the inbox lifecycle."""
+    try:
+        rel = check_relative_name(request.match_info["name"])
+    except ValueError as exc:
+        raise ApiError(400, "bad file name", str(exc)) from None
+    overrides: dict[str, Any] = {}
+    for key, kind in _UPLOAD_PARAMS.items():
+        if key in request.query:
+            overrides[key] = query_int(request, key, 0, 1, 2**62) if kind is int else request.query[key]
+    if "re_ingestion" in request.query:
+        overrides["re_ingestion"] = request.query["re_ingestion"].lower() in ("1", "true", "yes")
+    options = {k: v for k, v in request.query.items() if k not in _UPLOAD_PARAMS and k != "re_ingestion"}
+    fmt = detect_format(Path(rel), overrides.get("format"))  # 415 before the body is read
+    check_options(fmt, options, overrides.get("chunk_records"), overrides.get("chunk_bytes"))  # 400 likewise
+    overrides["options"] = options
+    inbox = request.app[INBOX]
+    if request.app[SCHEDULER].draining:
+        raise Draining("the daemon is shutting down; try again after it restarts")
+    limit = request.app[CONFIG].http.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "upload too large", {"max_upload_bytes": limit})
+    temp = inbox.upload_temp()
+    size = 0
+    try:
+        async with aiofiles.open(temp, "wb") as out:
+            async for block in request.content.iter_chunked(1 << 20):
+                size += len(block)
+                if size > limit:
+                    raise ApiError(413, "upload too large", {"max_upload_bytes": limit})
+                await out.write(block)
+            await out.flush()
+            await asyncio.to_thread(os.fsync, out.fileno())
+        folder = await inbox.place_upload(temp, rel)
+    except (ConnectionError, web.HTTPBadRequest) as exc:
+        log.warning("upload aborted by the client; nothing kept", file=rel, received=size, error=str(exc))
+        raise ApiError(400, "upload aborted", str(exc)) from None
+    finally:
+        await asyncio.to_thread(temp.unlink, missing_ok=True)
+    log.info("upload received", file=rel, bytes=size)
+    try:
+        submitted = await inbox.admit(folder, rel, "upload", overrides)
+    except Draining:
+        await inbox.discard(folder)  # 503: not taken; the client sends it again after the restart
+        raise
+    return _accepted(submitted.ingestion.id, submitted.ingestion.file_id, submitted.ingestion.status)

@@ -1,0 +1,15 @@
+"""What the composition root (app.py) puts into the aiohttp application for the views."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..config import Config
+from ..core.scheduler import Scheduler
+from ..intake.lifecycle import Inbox
+from ..state.sqlite import Store
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+INBOX = web.AppKey("inbox", Inbox)

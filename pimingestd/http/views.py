@@ -1,0 +1,71 @@
+"""Shaping ingestions and chunks as the API shows them.
+
+A page of ingestions costs one query for their rows and one for their
+progress (state.summaries), whatever its length; rate and ETA come from the
+scheduler's record of the current run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.scheduler import Scheduler
+from ..model import UNFINISHED, ChunkRow, Ingestion, Progress
+from ..names import readable
+from ..state.sqlite import Store
+from ..timestamps import iso, iso_or_none
+
+
+async def ingestions(store: Store, scheduler: Scheduler, rows: Sequence[Ingestion]) -> list[dict[str, Any]]:
+    progress = await store.summaries([ing.id for ing in rows])
+    return [_ingestion(ing, progress.get(ing.id, Progress()), scheduler) for ing in rows]
+
+
+async def ingestion(store: Store, scheduler: Scheduler, ing: Ingestion) -> dict[str, Any]:
+    return (await ingestions(store, scheduler, [ing]))[0]
+
+
+def _ingestion(ing: Ingestion, p: Progress, scheduler: Scheduler) -> dict[str, Any]:
+    rate = None
+    started = scheduler.run_started(ing.id)
+    if started is not None:
+        elapsed = time.monotonic() - started[0]
+        rate = (p.records_acked - started[1]) / elapsed if elapsed > 0 else 0.0
+    eta = None
+    if rate and ing.total_records is not None:
+        eta = round(max(ing.total_records - p.records_acked, 0) / rate, 1)
+    return {
+        "ingestion_id": ing.id,
+        "file_id": ing.file_id,
+        "path": readable(ing.path),
+        "file_name": ing.file_name,
+        "format": ing.format,
+        "status": ing.status,
+        "chunks_acked": p.chunks_acked,
+        "records_acked": p.records_acked,
+        "total_chunks": ing.total_chunks,
+        "total_records": ing.total_records,
+        "error": ing.error,
+        "source": ing.source,
+        "records_per_second": None if rate is None else round(rate, 1),
+        "eta_seconds": eta,
+        "attempts": p.attempts_in_flight if ing.status in UNFINISHED else 0,
+        "created_at": iso(ing.created_at),
+        "updated_at": iso(max(ing.updated_at, p.last_ack or 0.0)),
+    }
+
+
+def chunk(r: ChunkRow) -> dict[str, Any]:
+    return {
+        "chunk": r.n,
+        "first_record": r.first_record,
+        "records": r.records,
+        "checksum": r.checksum,
+        "state": r.state,
+        "attempts": r.attempts,
+        "sent_at": iso_or_none(r.sent_at),
+        "acked_at": iso_or_none(r.acked_at),
+        "reject_reason": r.reject_reason,
+    }
