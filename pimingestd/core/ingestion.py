@@ -29,7 +29,7 @@ from ..protocol.acks import AckRegistry
 from ..protocol.v1 import ChunkHeaders, PimcoreClient
 from ..sources import SourceSpec, read_records
 from ..sources.fileid import identify, stat_identity
-from ..state.sqlite import Store
+from ..state import StateStore
 from . import canonical, spool
 from .chunking import Chunk, cut
 from .retry import RetryPolicy, TryAgain, retrying
@@ -45,7 +45,7 @@ class Runner:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         client: PimcoreClient,
         acks: AckRegistry,
         *,

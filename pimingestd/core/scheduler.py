@@ -37,7 +37,7 @@ from ..protocol.acks import AckRegistry, AckResult
 from ..protocol.v1 import PimcoreClient
 from ..sources import detect_format, format_options
 from ..sources.fileid import identify
-from ..state.sqlite import Store
+from ..state import StateStore
 from .ingestion import Runner
 
 log = structlog.get_logger("pimingestd.core")
@@ -50,7 +50,7 @@ class Scheduler:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         client: PimcoreClient,
         acks: AckRegistry,
         *,

@@ -7,9 +7,9 @@ from aiohttp import web
 from ..config import Config
 from ..core.scheduler import Scheduler
 from ..intake.lifecycle import Inbox
-from ..state.sqlite import Store
+from ..state import StateStore
 
 CONFIG = web.AppKey("config", Config)
-STORE = web.AppKey("store", Store)
+STORE = web.AppKey("store", StateStore)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 INBOX = web.AppKey("inbox", Inbox)

@@ -14,16 +14,16 @@ from typing import Any
 from ..core.scheduler import Scheduler
 from ..model import UNFINISHED, ChunkRow, Ingestion, Progress
 from ..names import readable
-from ..state.sqlite import Store
+from ..state import StateStore
 from ..timestamps import iso, iso_or_none
 
 
-async def ingestions(store: Store, scheduler: Scheduler, rows: Sequence[Ingestion]) -> list[dict[str, Any]]:
+async def ingestions(store: StateStore, scheduler: Scheduler, rows: Sequence[Ingestion]) -> list[dict[str, Any]]:
     progress = await store.summaries([ing.id for ing in rows])
     return [_ingestion(ing, progress.get(ing.id, Progress()), scheduler) for ing in rows]
 
 
-async def ingestion(store: Store, scheduler: Scheduler, ing: Ingestion) -> dict[str, Any]:
+async def ingestion(store: StateStore, scheduler: Scheduler, ing: Ingestion) -> dict[str, Any]:
     return (await ingestions(store, scheduler, [ing]))[0]
 
 

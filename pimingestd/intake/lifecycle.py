@@ -52,7 +52,7 @@ from ..locations.local import refuse_reason, stat_identity
 from ..model import UNFINISHED, Ingestion, IngestRequest, Status, Submitted
 from ..names import readable
 from ..sources import detect_format, option_names
-from ..state.sqlite import Store
+from ..state import StateStore
 from .inotify import Inotify, InotifyUnavailable
 
 log = structlog.get_logger("pimingestd.intake")
@@ -90,7 +90,7 @@ def check_relative_name(name: str) -> str:
 
 
 class Inbox:
-    def __init__(self, cfg: InboxConfig, engine: Scheduler, store: Store) -> None:
+    def __init__(self, cfg: InboxConfig, engine: Scheduler, store: StateStore) -> None:
         self.cfg = cfg
         self._engine = engine
         self._store = store
