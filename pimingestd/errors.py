@@ -13,6 +13,7 @@ so no handler repeats (or contradicts) the mapping.
 - DeliveryError: PIM-Core did not take a chunk or completion; Rejected refines it.
 - SpoolError: spooled bytes do not match their recorded checksum.
 - NotAllowed / Draining / UnknownIngestion: an operation refused (409, 503, 404).
+- UploadTooLarge / UploadAborted: an upload not taken (413, 400); nothing of it is kept.
 - DaemonUnreachable: the CLI could not reach the daemon (exit 3).
 - Paused: not an error: a run stopped at a chunk boundary because the daemon drains.
 """
@@ -124,6 +125,20 @@ class UnknownIngestion(PimIngestError):
 
     http_status = 404
     title = "unknown ingestion"
+
+
+class UploadTooLarge(PimIngestError):
+    """An upload over [http] max_upload_bytes; nothing of it is kept."""
+
+    http_status = 413
+    title = "upload too large"
+
+
+class UploadAborted(PimIngestError):
+    """The client stopped sending before the upload was complete; nothing of it is kept."""
+
+    http_status = 400
+    title = "upload aborted"
 
 
 class DaemonUnreachable(PimIngestError):

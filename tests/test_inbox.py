@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pimingestd.intake.lifecycle import check_relative_name, glob_match
+from pimingestd.intake.profiles import glob_match
+from pimingestd.intake.upload import check_relative_name
 
 from .conftest import MakeDaemon
 from .helpers import Daemon, Receiver, product

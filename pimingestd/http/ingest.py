@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
-import aiofiles
 import structlog
 from aiohttp import web
 
-from ..errors import Draining
-from ..intake.lifecycle import check_relative_name
+from ..errors import Draining, UploadTooLarge
+from ..intake import upload as upload_mod
+from ..intake.upload import check_relative_name
 from ..model import IngestRequest, Status
 from ..sources import detect_format
 from .keys import CONFIG, INBOX, SCHEDULER
@@ -85,25 +84,8 @@ async def upload(request: web.Request) -> web.Response:
         raise Draining("the daemon is shutting down; try again after it restarts")
     limit = request.app[CONFIG].http.max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "upload too large", {"max_upload_bytes": limit})
-    temp = inbox.upload_temp()
-    size = 0
-    try:
-        async with aiofiles.open(temp, "wb") as out:
-            async for block in request.content.iter_chunked(1 << 20):
-                size += len(block)
-                if size > limit:
-                    raise ApiError(413, "upload too large", {"max_upload_bytes": limit})
-                await out.write(block)
-            await out.flush()
-            await asyncio.to_thread(os.fsync, out.fileno())
-        folder = await inbox.place_upload(temp, rel)
-    except (ConnectionError, web.HTTPBadRequest) as exc:
-        log.warning("upload aborted by the client; nothing kept", file=rel, received=size, error=str(exc))
-        raise ApiError(400, "upload aborted", str(exc)) from None
-    finally:
-        await asyncio.to_thread(temp.unlink, missing_ok=True)
-    log.info("upload received", file=rel, bytes=size)
+        raise UploadTooLarge(f"{request.content_length} bytes announced; [http] max_upload_bytes = {limit}")
+    folder = await upload_mod.receive(inbox, rel, request.content, limit)
     try:
         submitted = await inbox.admit(folder, rel, "upload", overrides)
     except Draining:

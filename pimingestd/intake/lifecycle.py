@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fnmatch
 import os
 import secrets
 import shutil
-import time
 from collections import defaultdict
 from contextlib import suppress
 from pathlib import Path
@@ -44,16 +42,16 @@ import orjson
 import structlog
 
 from .. import timestamps
-from ..config import InboxConfig, Profile
+from ..config import InboxConfig
 from ..core.scheduler import Scheduler
 from ..crashpoints import crash_point
 from ..errors import ConfigError, Draining, PimIngestError, SourceError
 from ..locations.local import refuse_reason, stat_identity
-from ..model import UNFINISHED, Ingestion, IngestRequest, Status, Submitted
+from ..model import UNFINISHED, Ingestion, Status, Submitted
 from ..names import readable
-from ..sources import detect_format, option_names
 from ..state import StateStore
-from .inotify import Inotify, InotifyUnavailable
+from . import profiles
+from .watcher import Watcher
 
 log = structlog.get_logger("pimingestd.intake")
 
@@ -62,48 +60,16 @@ ERROR_SUFFIX = ".error.json"  # <token>.error.json beside the token folder
 _SOURCES = {"i": "inbox", "u": "upload"}
 
 
-def glob_match(pattern: str, rel: str) -> bool:
-    """Match a relative POSIX path against a glob: ``*`` stays within one folder, ``**`` spans any."""
-    return _match(pattern.strip("/").split("/"), rel.split("/"))
-
-
-def _match(pat: list[str], parts: list[str]) -> bool:
-    if not pat:
-        return not parts
-    if pat[0] == "**":
-        return any(_match(pat[1:], parts[i:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatch.fnmatchcase(parts[0], pat[0]) and _match(pat[1:], parts[1:])
-
-
-def check_relative_name(name: str) -> str:
-    """A safe relative POSIX path for an uploaded file; ValueError saying why not."""
-    if not name or "\x00" in name:
-        raise ValueError("the name is empty or contains a NUL byte")
-    if name.startswith("/") or "\\" in name:
-        raise ValueError("the name must be a relative path with / separators")
-    parts = name.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise ValueError("the name must not contain empty, '.' or '..' segments")
-    if any(p.startswith(".") for p in parts):
-        raise ValueError("hidden names (starting with '.') are not accepted")
-    return name
-
-
 class Inbox:
     def __init__(self, cfg: InboxConfig, engine: Scheduler, store: StateStore) -> None:
         self.cfg = cfg
         self._engine = engine
         self._store = store
-        self._pending: dict[Path, tuple[tuple[int, int], float]] = {}
-        self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
         # Copies of the same bytes waiting for an ingestion to end: (token folder, size, mtime_ns).
         self._followers: dict[str, list[tuple[Path, tuple[int, int]]]] = defaultdict(list)
         self._refused: dict[Path, tuple[int, int]] = {}  # files that cannot even be moved, until they change
-        self._watcher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one lifecycle move at a time
-        self._watch_ready = asyncio.Event()  # set once events (or polling) cover the inbox
-        self.watching = "off"
+        self.watcher = Watcher(cfg, self.take, self.ignored)
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -112,20 +78,11 @@ class Inbox:
         self._engine.add_listener(self._on_ended)
         await self.reconcile()
         if self.cfg.watch != "off":
-            self._watcher = asyncio.create_task(self._watch(), name="inbox-watch")
-            # Return once the watch is in place: a file renamed in right after the start is then
-            # taken at once, not found later by a rescan and made to wait out settle_seconds.
-            ready = asyncio.create_task(self._watch_ready.wait())
-            await asyncio.wait({ready, self._watcher}, return_when=asyncio.FIRST_COMPLETED)
-            ready.cancel()
+            await self.watcher.start()
 
     async def stop(self) -> None:
         """Stop taking files; ingestions already admitted go on in the engine."""
-        tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._watcher = None
+        await self.watcher.stop()
 
     def _prepare(self) -> None:
         c = self.cfg
@@ -156,11 +113,8 @@ class Inbox:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         return f"{source[0]}{stamp}-{secrets.token_hex(4)}"
 
-    def profile_for(self, rel: str) -> Profile | None:
-        return next((p for p in self.cfg.profiles if glob_match(p.match, rel)), None)
-
     def ignored(self, rel: str) -> bool:
-        return any(fnmatch.fnmatchcase(part, pat) for part in rel.split("/") for pat in self.cfg.ignore)
+        return profiles.ignored(self.cfg.ignore, rel)
 
     def upload_temp(self) -> Path:
         return self.cfg.processing_dir / UPLOADS / f"{secrets.token_hex(8)}.part"
@@ -182,7 +136,7 @@ class Inbox:
         Raises PimIngestError when the engine refuses the file; the file is then in failed_dir."""
         path = folder / rel
         try:
-            req = self._request(folder, rel, source, overrides or {})
+            req = profiles.request_for(self.cfg.profiles, folder / rel, rel, source, overrides or {})
             reason = await asyncio.to_thread(refuse_reason, path)
             if reason is not None:
                 raise SourceError(f"{readable(rel)} is {reason}")
@@ -207,25 +161,6 @@ class Inbox:
             log.info("same bytes already being ingested; will follow it", file=rel, ingestion_id=ing.id)
             self._followers[ing.id].append((folder, await asyncio.to_thread(stat_identity, path)))
         return submitted
-
-    def _request(self, folder: Path, rel: str, source: str, overrides: dict[str, Any]) -> IngestRequest:
-        """The matching profile's settings, then the caller's (an upload's query). A profile's format
-        options that do not apply to this file's format are left out: one glob may match several."""
-        profile = self.profile_for(rel)
-        given = {k: v for k, v in overrides.items() if v is not None}
-        settings: dict[str, Any] = {}
-        options: dict[str, Any] = {}
-        if profile is not None:
-            settings = {k: getattr(profile, k) for k in ("format", "chunk_records", "chunk_bytes", "re_ingestion")}
-            fmt = given.get("format") or profile.format or detect_format(Path(rel))
-            applies = option_names(fmt)
-            options = {k: v for k, v in profile.options.items() if k in applies}
-        if "chunk_records" in given or "chunk_bytes" in given:
-            settings.pop("chunk_records", None)  # the caller's chunking replaces the profile's as a whole
-            settings.pop("chunk_bytes", None)
-        options.update(given.pop("options", {}))
-        settings.update(given)
-        return IngestRequest(path=folder / rel, source=source, name=rel, options=options, **settings)
 
     async def take(self, src: Path) -> None:
         """Move a complete inbox file into processing and admit it. Never raises for one file's
@@ -372,133 +307,6 @@ class Inbox:
             await self._finish(folder, ing)
 
     # ---- watching ------------------------------------------------------------------------
-
-    async def _watch(self) -> None:
-        ino: Inotify | None = None
-        if self.cfg.watch == "auto":
-            try:
-                ino = Inotify()
-            except (InotifyUnavailable, OSError) as exc:
-                log.warning("inotify unavailable; polling the inbox", error=str(exc))
-        try:
-            if ino is not None:
-                self.watching = "inotify"
-                await self._watch_events(ino)
-            else:
-                self.watching = "poll"
-                self._watch_ready.set()
-                await self._watch_poll()
-        finally:
-            if ino is not None:
-                ino.close()
-
-    def _scan(self) -> dict[Path, tuple[int, int]]:
-        """Every entry that is not a real folder (files, and links, FIFOs... to be refused), by lstat."""
-        found: dict[Path, tuple[int, int]] = {}
-        root = self.cfg.dir
-        for current, dirs, files in os.walk(root):
-            base = Path(current)
-            links = [d for d in dirs if os.path.islink(base / d)]  # a link to a folder: refused like a file
-            dirs[:] = [d for d in dirs if not self.ignored(d) and d not in links]
-            for name in (*files, *links):
-                path = base / name
-                if self.ignored(path.relative_to(root).as_posix()):
-                    continue
-                try:
-                    found[path] = stat_identity(path)
-                except FileNotFoundError:
-                    continue
-        return found
-
-    async def _watch_poll(self) -> None:
-        while True:
-            found = await asyncio.to_thread(self._scan)
-            now = time.monotonic()
-            for path in list(self._pending):
-                if path not in found:
-                    del self._pending[path]
-            for path, sig in found.items():
-                seen = self._pending.get(path)
-                if seen is None or seen[0] != sig:
-                    self._pending[path] = (sig, now)
-                elif now - seen[1] >= self.cfg.settle_seconds:
-                    del self._pending[path]
-                    await self.take(path)
-            await asyncio.sleep(self.cfg.poll_interval)
-
-    async def _watch_events(self, ino: Inotify) -> None:
-        skip = frozenset(d for d in os.listdir(self.cfg.dir) if self.ignored(d))
-        await asyncio.to_thread(ino.watch_tree, self.cfg.dir, skip)
-        self._watch_ready.set()
-        settler = asyncio.create_task(self._settle(), name="inbox-settle")
-        self._tasks.add(settler)
-        settler.add_done_callback(self._tasks.discard)
-        await self._note_all()
-        async for kind, path in ino.events():
-            if kind == "overflow":
-                await self._note_all()
-                continue
-            if not path.is_relative_to(self.cfg.dir):
-                continue
-            rel = path.relative_to(self.cfg.dir).as_posix()
-            if self.ignored(rel):
-                continue
-            if kind == "dir":
-                await self._note_all()
-            elif kind == "moved_in":
-                self._pending.pop(path, None)
-                if not await asyncio.to_thread(os.path.isdir, path) or await asyncio.to_thread(os.path.islink, path):
-                    await self.take(path)
-            else:
-                await self._note(path)
-
-    async def _note_all(self) -> None:
-        for path, sig in (await asyncio.to_thread(self._scan)).items():
-            if path not in self._pending:
-                self._pending[path] = (sig, time.monotonic())
-        self._wake.set()
-
-    async def _note(self, path: Path) -> None:
-        try:
-            signature = await asyncio.to_thread(stat_identity, path)
-        except FileNotFoundError:
-            self._pending.pop(path, None)
-            return
-        self._pending[path] = (signature, time.monotonic())
-        self._wake.set()
-
-    async def _settle(self) -> None:
-        """Take pending files once their size and mtime held still for settle_seconds."""
-        settle = self.cfg.settle_seconds
-        while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            due = min(since for _, since in self._pending.values()) + settle
-            delay = due - time.monotonic()
-            if delay > 0:
-                self._wake.clear()
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-                continue
-            now = time.monotonic()
-            for path, (sig, since) in list(self._pending.items()):
-                if now - since < settle:
-                    continue
-                try:
-                    current = await asyncio.to_thread(stat_identity, path)
-                except FileNotFoundError:
-                    self._pending.pop(path, None)
-                    continue
-                if current != sig:
-                    self._pending[path] = (current, time.monotonic())
-                    continue
-                self._pending.pop(path, None)
-                await self.take(path)
 
 
 def _fsync_dir(folder: Path) -> None:
