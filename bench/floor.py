@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from .run import free_port
+from pimingestd.testing import free_port
 
 
 async def _serve(port: int, callback: str) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ from typing import Any
 
 import aiohttp
 import psutil
+
+from pimingestd.testing import Cluster
 
 from . import data
 
@@ -83,12 +84,6 @@ class Sampler:
         self._thread.join()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def limit(kind: str, path: Path) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.limit", kind, str(path)], capture_output=True, text=True, check=True
@@ -117,100 +112,42 @@ def limit_row(case: str, n: int, before: dict[str, Any], after: dict[str, Any], 
     return Row(case, n, n / rate, peak, 1.0, "", None, note, mb), rate
 
 
-class Stack:
-    """A real daemon and a reference receiver (count mode: checks framing and order, parses no records)."""
+class Stack(Cluster):
+    """The shared harness (pimingestd/testing.py) as the bench runs it: the receiver in count mode
+    (checks framing and order, parses no records), the daemon logging at info, 1,000-record chunks."""
 
     def __init__(self, root: Path, chunking: str = "records = 1000", extra: str = "") -> None:
-        self.root = root
-        self.dport, self.rport = free_port(), free_port()
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "inbox").mkdir(exist_ok=True)
-        self.cfg = root / "config.toml"
-        self.cfg.write_text(f"""
-[daemon]
-state_db = "state/state.db"
-max_concurrent = 2
-[http]
-port = {self.dport}
-public_url = "http://127.0.0.1:{self.dport}"
-allowed_roots = ["{root.parent}"]
-max_body_bytes = 1048576
-[pimcore]
-chunk_url = "http://127.0.0.1:{self.rport}/ingest/chunks"
-complete_url = "http://127.0.0.1:{self.rport}/ingest/complete"
-[chunking]
-{chunking}
-max_record_bytes = 16777216
-[delivery]
-ack_timeout = 30.0
-backoff = 0.05
-[inbox]
-dir = "inbox"
-processing_dir = "processing"
-done_dir = "done"
-failed_dir = "failed"
-settle_seconds = 0.2
-{extra}
-[logging]
-level = "info"
-""")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.receiver = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pimingestd",
-                "receiver",
-                "--port",
-                str(self.rport),
-                "--data",
-                str(root / "recv"),
-                "--mode",
-                "count",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
+        key, _, value = chunking.partition(" = ")
+        inbox = {
+            f: f.removesuffix("_dir") if f != "dir" else "inbox"
+            for f in ("dir", "processing_dir", "done_dir", "failed_dir")
+        }
+        super().__init__(
+            root,
+            receiver_mode="count",
+            env={"PYTHONUNBUFFERED": "1"},
+            daemon={"state_db": "state/state.db", "max_concurrent": 2},
+            http={"allowed_roots": [str(root.parent)], "max_body_bytes": 1048576},
+            chunking={key: int(value), "max_record_bytes": 16777216},
+            delivery={"ack_timeout": 30.0, "backoff": 0.05},
+            inbox={**inbox, "settle_seconds": 0.2},
+            logging={"level": "info"},
         )
-        self.log = root / "daemon.log"
-        with open(self.log, "wb") as out:
-            self.daemon = subprocess.Popen(
-                [sys.executable, "-m", "pimingestd", "run", "--config", str(self.cfg)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        self.url = f"http://127.0.0.1:{self.dport}"
+        self.url = self.durl
 
     async def __aenter__(self) -> Stack:
-        await self.ready()
+        await self.start_receiver()
+        await self.start_daemon()
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
     async def end_to_end(self, src: Path, records: int, case: str, base_rate: float, target: str, least: float) -> Row:
         """Ingest ``src`` and rate the whole ingestion against ``base_rate`` (records/s of a limit)."""
-        st = await self.ingest(src)
+        st = await self.ingest_and_wait(src)
         total = self.phases(st["ingestion_id"])["total"]
         ratio = records / total / base_rate
         return Row(case, records, total, None, ratio, target, ratio >= least, "", src.stat().st_size / 1e6)
 
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as s:
-            while True:
-                try:
-                    async with s.get(self.url + "/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("daemon did not start; see " + str(self.log))
-                await asyncio.sleep(0.05)
-
-    async def ingest(self, path: Path, timeout: float = 3600) -> dict[str, Any]:
+    async def ingest_and_wait(self, path: Path, timeout: float = 3600) -> dict[str, Any]:
         async with aiohttp.ClientSession() as s:
             async with s.post(self.url + "/api/ingest", json={"path": str(path)}) as r:
                 ing = (await r.json())["ingestion_id"]
@@ -227,39 +164,10 @@ level = "info"
                 return st
             if time.monotonic() > deadline:
                 raise RuntimeError("timed out")
-            await asyncio.sleep(0.25)  # an operator's pace: phases are timed from the daemon's log, not by polling
-
-    def phases(self, ing: str) -> dict[str, float]:
-        """Seconds of the spool pass and of delivery, from the daemon's own log events."""
-        marks: dict[str, float] = {}
-        deadline = time.monotonic() + 10
-        while "ingestion completed" not in marks and time.monotonic() < deadline:
-            marks = self._marks(ing)
-            if "ingestion completed" not in marks:
-                time.sleep(0.05)
-        return {
-            "spool": marks["spool pass done"] - marks["ingestion started"],
-            "delivery": marks["ingestion completed"] - marks["spool pass done"],
-            "total": marks["ingestion completed"] - marks["ingestion started"],
-        }
-
-    def _marks(self, ing: str) -> dict[str, float]:
-        marks: dict[str, float] = {}
-        for line in self.log.read_text().splitlines():
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if e.get("ingestion_id") == ing and e["event"] in (
-                "ingestion started",
-                "spool pass done",
-                "ingestion completed",
-            ):
-                marks[e["event"]] = _ts(e["timestamp"])
-        return marks
+            await asyncio.sleep(0.25)  # an operator's pace: phases are timed by the daemon itself
 
     def chunk_latencies(self, ing: str) -> list[float]:
-        con = sqlite3.connect(f"file:{self.root / 'state' / 'state.db'}?mode=ro", uri=True)
+        con = sqlite3.connect(f"file:{self.root / 'd' / 'state' / 'state.db'}?mode=ro", uri=True)
         try:
             rows = con.execute(
                 "SELECT acked_at - sent_at FROM chunks WHERE ingestion_id = ? ORDER BY n", (ing,)
@@ -269,9 +177,13 @@ level = "info"
         return [r[0] for r in rows]
 
     def close(self) -> None:
+        """SIGTERM both, so the daemon drains and exits as in production; kill what does not."""
         for p in (self.daemon, self.receiver):
-            p.send_signal(signal.SIGTERM)
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in (self.daemon, self.receiver):
+            if p is None:
+                continue
             try:
                 p.wait(15)
             except subprocess.TimeoutExpired:
@@ -298,7 +210,7 @@ async def json_cases(
     async with Stack(tmp / f"json-{label}") as stack:
         sampler = Sampler(stack.daemon.pid)
         t0 = time.monotonic()
-        ing = (await stack.ingest(src))["ingestion_id"]
+        ing = (await stack.ingest_and_wait(src))["ingestion_id"]
         sampler.stop()
         ph = stack.phases(ing)
     after = limit("json", src)
@@ -343,7 +255,7 @@ async def json_cases(
 
 async def upload_case(tmp: Path, src: Path, rows: list[Row]) -> None:
     """A 1 GB upload (PUT /api/files/...) streamed from disk; the daemon's RSS sampled throughout."""
-    async with Stack(tmp / "upload", extra="") as stack:
+    async with Stack(tmp / "upload") as stack:
         sampler = Sampler(stack.daemon.pid)
         t0 = time.monotonic()
         with open(src, "rb") as body:
@@ -473,7 +385,7 @@ async def excel_case(tmp: Path, full: bool, rows: list[Row]) -> None:
     n = data.write_xlsx(xlsx, 60_000 if not full else 300_000)
     before = limit("excel", xlsx)
     async with Stack(tmp / "excel") as stack:
-        st = await stack.ingest(xlsx)
+        st = await stack.ingest_and_wait(xlsx)
         total = stack.phases(st["ingestion_id"])["total"]
     after = limit("excel", xlsx)
     mb = xlsx.stat().st_size / 1e6
@@ -487,7 +399,7 @@ async def bytes_case(tmp: Path, src: Path, rows: list[Row]) -> None:
     """8 MiB chunks: memory."""
     async with Stack(tmp / "bytes", chunking=f"bytes = {8 * MiB}") as stack:
         sampler = Sampler(stack.daemon.pid)
-        st = await stack.ingest(src)
+        st = await stack.ingest_and_wait(src)
         sampler.stop()
         peak = sampler.peak_between() / MiB
         rows.append(
@@ -500,7 +412,7 @@ async def overhead_case(tmp: Path, rows: list[Row]) -> None:
     async with Stack(tmp / "overhead", chunking="records = 1") as stack:
         src = tmp / "small.json"
         n = data.write_json(src, 2000 * 420)
-        st = await stack.ingest(src)
+        st = await stack.ingest_and_wait(src)
         lat = sorted(stack.chunk_latencies(st["ingestion_id"]))
         med, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
         ph = stack.phases(st["ingestion_id"])

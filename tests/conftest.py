@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from .cluster import Cluster
+from pimingestd.testing import Cluster
+
 from .helpers import SUMMARY, Daemon, Receiver, free_port, write_config
 
 

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import random
-import socket
 import sqlite3
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +19,9 @@ from pimingestd.config import Config
 from pimingestd.http import keys as api
 from pimingestd.protocol import signing
 from pimingestd.receiver.app import create_app as create_receiver
+from pimingestd.testing import free_port, spawn, wait_http, write_config
+
+__all__ = ["free_port", "spawn", "wait_http", "write_config"]  # and the test plumbing below
 
 REPO = Path(__file__).resolve().parent.parent
 SUMMARY: list[str] = []  # lines the suite prints at its end (counts, seeds, figures)
@@ -33,78 +31,6 @@ def report(line: str) -> None:
     """Print ``line`` now (with -s) and again in the suite's closing summary."""
     print(line)
     SUMMARY.append(line)
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range.
-
-    A port from the ephemeral range can be taken by an outgoing connection in the
-    meantime; worse, a client retrying towards a stopped daemon's port can connect
-    to itself (TCP simultaneous open) and hold the port, so the restarted daemon
-    cannot bind it. Ports below the range are never handed out that way."""
-    lo, _ = _ephemeral_range()
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(max(1024, lo - 12000), lo)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)
-
-
-def write_config(folder: Path, *, daemon_port: int, receiver_port: int, **sections: dict[str, Any]) -> Path:
-    """A config file in ``folder``; ``sections`` override or add keys per section."""
-    base: dict[str, dict[str, Any]] = {
-        "daemon": {"state_db": "state/ingestion_state.db", "max_concurrent": 2, "drain_seconds": 5.0},
-        "http": {
-            "host": "127.0.0.1",
-            "port": daemon_port,
-            "public_url": f"http://127.0.0.1:{daemon_port}",
-            "allowed_roots": ["data"],
-        },
-        "pimcore": {
-            "chunk_url": f"http://127.0.0.1:{receiver_port}/ingest/chunks",
-            "complete_url": f"http://127.0.0.1:{receiver_port}/ingest/complete",
-        },
-        "chunking": {"records": 10},
-        "delivery": {"ack_timeout": 5.0, "max_attempts": 3, "backoff": 0.05, "preflight": True},
-        "logging": {"format": "json", "level": "debug"},
-    }
-    for name, values in sections.items():
-        base.setdefault(name, {})
-        if name == "chunking":
-            base[name] = {}
-        base[name].update(values)
-    text = "\n".join(
-        f"[{name}]\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in values.items()) + "\n"
-        for name, values in base.items()
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "data").mkdir(exist_ok=True)
-    path = folder / "config.toml"
-    path.write_text(text)
-    return path
 
 
 class Receiver:
@@ -229,30 +155,6 @@ def write_json(path: Path, records: list[Any]) -> Path:
 
 def product(i: int) -> dict[str, Any]:
     return {"sku": f"SKU-{i:06d}", "name": f"Product {i}", "stock": i % 97, "tags": ["a", f"t{i % 5}"]}
-
-
-def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
-    full_env = {**os.environ, **(env or {})}
-    cmd = [sys.executable, "-m", "pimingestd", *args]
-    if log is None:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=full_env)
-    with open(log, "ab") as out:  # the child keeps its own descriptor
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env)
-
-
-async def wait_http(url: str, timeout: float = 15.0, ok: Callable[[int], bool] = lambda s: s < 500) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while True:
-            try:
-                async with s.get(url) as r:
-                    if ok(r.status):
-                        return
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{url} not up after {timeout}s")
-            await asyncio.sleep(0.05)
 
 
 async def daemon_process(config: Path, *, merge_stderr: bool = False) -> asyncio.subprocess.Process:

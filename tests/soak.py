@@ -18,7 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .cluster import Cluster
+from pimingestd.testing import Cluster
+
 from .helpers import product, write_json
 
 

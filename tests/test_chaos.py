@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from .cluster import Cluster
+from pimingestd.testing import Cluster
+
 from .helpers import product, report, write_json
 
 ACTIONS = [

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from pimingestd.crashpoints import ENV, EXIT_CODE
+from pimingestd.testing import Cluster
 
-from .cluster import Cluster
 from .helpers import product
 from .test_inbox import files_under, inbox_config
 

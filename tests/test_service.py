@@ -17,7 +17,8 @@ from typing import Any, cast
 
 import pytest
 
-from .cluster import Cluster
+from pimingestd.testing import Cluster
+
 from .conftest import MakeCluster
 from .helpers import REPO, product, write_json
 

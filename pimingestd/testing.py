@@ -1,19 +1,126 @@
-"""Real processes on loopback: a daemon and a reference receiver, and the checks every chaos run ends with."""
+"""One harness for real processes, shared by the tests and the benchmarks (tests/, bench/).
+
+``Cluster`` starts a real daemon and a real reference receiver on loopback
+ports, with a config written to disk, and offers what both need: starting,
+killing and restarting them, HTTP calls, waiting for an ingestion to settle,
+the invariants every chaos run ends with (``verify``), and the phases of an
+ingestion read from the daemon's structured ``phase`` events (never from the
+wording of a log line). Nothing here is used by the daemon itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import signal
+import socket
 import sqlite3
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from .helpers import free_port, spawn, wait_http, write_config
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port() -> int:
+    """A free port below the kernel's ephemeral range.
+
+    A port from the ephemeral range can be taken by an outgoing connection in the
+    meantime; worse, a client retrying towards a stopped daemon's port can connect
+    to itself (TCP simultaneous open) and hold the port, so the restarted daemon
+    cannot bind it. Ports below the range are never handed out that way."""
+    lo, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, lo - 12000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_config(folder: Path, *, daemon_port: int, receiver_port: int, **sections: dict[str, Any]) -> Path:
+    """A config file in ``folder``; ``sections`` override or add keys per section."""
+    base: dict[str, dict[str, Any]] = {
+        "daemon": {"state_db": "state/ingestion_state.db", "max_concurrent": 2, "drain_seconds": 5.0},
+        "http": {
+            "host": "127.0.0.1",
+            "port": daemon_port,
+            "public_url": f"http://127.0.0.1:{daemon_port}",
+            "allowed_roots": ["data"],
+        },
+        "pimcore": {
+            "chunk_url": f"http://127.0.0.1:{receiver_port}/ingest/chunks",
+            "complete_url": f"http://127.0.0.1:{receiver_port}/ingest/complete",
+        },
+        "chunking": {"records": 10},
+        "delivery": {"ack_timeout": 5.0, "max_attempts": 3, "backoff": 0.05, "preflight": True},
+        "logging": {"format": "json", "level": "debug"},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {})
+        if name == "chunking":
+            base[name] = {}
+        base[name].update(values)
+    text = "\n".join(
+        f"[{name}]\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in values.items()) + "\n"
+        for name, values in base.items()
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data").mkdir(exist_ok=True)
+    path = folder / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    full_env = {**os.environ, **(env or {})}
+    cmd = [sys.executable, "-m", "pimingestd", *args]
+    if log is None:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=full_env)
+    with open(log, "ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env)
+
+
+async def wait_http(url: str, timeout: float = 15.0, ok: Callable[[int], bool] = lambda s: s < 500) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(url) as r:
+                    if ok(r.status):
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} not up after {timeout}s")
+            await asyncio.sleep(0.05)
 
 
 class Cluster:
@@ -24,7 +131,13 @@ class Cluster:
     """
 
     def __init__(
-        self, root: Path, *, receiver_secret: str = "", env: dict[str, str] | None = None, **sections: Any
+        self,
+        root: Path,
+        *,
+        receiver_secret: str = "",
+        receiver_mode: str = "store",
+        env: dict[str, str] | None = None,
+        **sections: Any,
     ) -> None:
         self.root = root
         self.rport, self.dport = free_port(), free_port()
@@ -35,6 +148,7 @@ class Cluster:
         self.log = root / "daemon.log"
         self.env = dict(env or {})
         self.receiver_secret = receiver_secret
+        self.receiver_mode = receiver_mode  # "count": checks framing and order, parses no records (benchmarks)
         self.daemon: subprocess.Popen[bytes] | None = None
         self.receiver: subprocess.Popen[bytes] | None = None
         self.kills = 0
@@ -59,6 +173,8 @@ class Cluster:
         args = ["receiver", "--port", str(self.rport), "--data", str(self.root / "recv")]
         if self.receiver_secret:
             args += ["--secret", self.receiver_secret]
+        if self.receiver_mode != "store":
+            args += ["--mode", self.receiver_mode]
         self.receiver = spawn(args, log=self.root / "receiver.log")
         await wait_http(self.rurl + "/stats")
         if self.rules:
@@ -161,7 +277,7 @@ class Cluster:
         _, received = await self.call("GET", f"{self.rurl}/ingestions/{ing}/received")
         applied_chunks = sorted({a["chunk"] for a in applied})
         assert [n for n, _, _ in acked] == applied_chunks == list(range(1, len(acked) + 1))
-        first_checksum = {}
+        first_checksum: dict[int, str] = {}
         for r in received:
             first_checksum.setdefault(r["chunk"], r["checksum"])
         assert all(first_checksum[n] == c for n, c, _ in acked), "a committed checksum differs from what was sent"
@@ -174,3 +290,19 @@ class Cluster:
                     f"chunk {r['chunk']} sent before chunk {r['chunk'] - 1} was committed"
                 )
         return {"records": len(got), "received": len(received), "resends": len(received) - len(applied_chunks)}
+
+    def phases(self, ing: str, timeout: float = 10.0) -> dict[str, float]:
+        """Seconds of the spool pass, of delivery and in all, as the daemon measured them: the
+        ``phase = "completed"`` event of ``ing`` in its JSON log (the daemon logs at info or debug)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log.read_text().splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("ingestion_id") == ing and event.get("phase") == "completed":
+                    return {k: float(event[f"{k}_seconds"]) for k in ("spool", "delivery", "total")}
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no completed phase event for {ing} in {self.log}")
+            time.sleep(0.05)
