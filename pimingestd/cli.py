@@ -24,6 +24,7 @@ from typing import Any
 from . import __version__, logs
 from . import config as config_mod
 from .errors import ConfigError, StateError
+from .model import STATUSES, Status
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("id", nargs="?", metavar="ID")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--limit", type=int, default=20, help="rows in the table (default 20)")
-    st.add_argument("--status", choices=("queued", "running", "completed", "failed", "cancelled"))
+    st.add_argument("--status", choices=STATUSES)
     _client_options(st)
 
     for name, what in (
@@ -300,11 +301,11 @@ async def _ingest(api: Any, args: argparse.Namespace) -> int:
             bar.close()
             return _refused(code, st)
         bar.update(st)
-        if st["status"] in ("completed", "failed", "cancelled"):
+        if st["status"] in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
             bar.close()
             break
         await asyncio.sleep(0.25)
-    if st["status"] == "completed":
+    if st["status"] == Status.COMPLETED:
         print(f"completed: {st['records_acked']} records in {st['chunks_acked']} chunks")
         return EXIT_OK
     print(f"{st['status']}: {st['error']}", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
+from .model import Status
+
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
@@ -30,7 +32,7 @@ def progress_line(st: dict[str, Any], width: int = 24) -> str:
         f"{rate:,.0f} rec/s" if rate is not None else "- rec/s",
         f"ETA {_duration(st.get('eta_seconds'))}",
     ]
-    if st["status"] == "running":
+    if st["status"] == Status.RUNNING:
         chunk = st["chunks_acked"] + 1
         of = f"/{st['total_chunks']}" if st["total_chunks"] is not None else ""
         parts.append(f"chunk {chunk}{of}")

@@ -26,6 +26,8 @@ from typing import Any
 
 import aiohttp
 
+from .model import Status
+
 
 def _ephemeral_range() -> tuple[int, int]:
     try:
@@ -250,7 +252,7 @@ class Cluster:
                 st = await self.status(ing, headers)
             except aiohttp.ClientError:
                 st = {"status": "unreachable"}
-            if st["status"] in ("completed", "failed"):
+            if st["status"] in (Status.COMPLETED, Status.FAILED):
                 return st
             if time.monotonic() > deadline:
                 raise AssertionError(f"ingestion still {st['status']} after {timeout}s")
@@ -261,10 +263,10 @@ class Cluster:
         st = await self.status(ing)
         _, applied = await self.call("GET", f"{self.rurl}/ingestions/{ing}/records")
         got = [json.loads(a["record"]) for a in applied]
-        if st["status"] == "completed":
+        if st["status"] == Status.COMPLETED:
             assert got == expected, f"applied {len(got)} records, expected {len(expected)} exactly once in order"
         else:
-            assert st["status"] == "failed" and st["error"], st
+            assert st["status"] == Status.FAILED and st["error"], st
             assert got == expected[: st["records_acked"]], "the receiver must hold exactly the ACKed prefix"
         # The daemon's committed chunks are the receiver's applied chunks, checksum for checksum.
         con = sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True)

@@ -255,7 +255,7 @@ class Inbox:
             log.info(
                 "inbox file finished",
                 ingestion_id=ing.id,
-                status="completed" if completed else "failed",
+                status=Status.COMPLETED if completed else Status.FAILED,
                 folder=str(dest),
                 files=[readable(f) for f in files],
             )
