@@ -4,6 +4,12 @@ Watches a folder tree: subfolders created or moved in get their own watch.
 Yields (kind, path) events: "moved_in" (renamed into a watched folder: the file
 is complete now), "changed" (created, written, closed), "dir" (a folder
 appeared: rescan it), "overflow" (events were lost: rescan everything).
+
+Why not watchfiles or asyncinotify: watchfiles reports a file renamed into the
+folder as "added", like one being created and written, and batches events
+behind a debounce (1.6 s by default), so "a rename-in is complete, take it at
+once" could not hold; asyncinotify is a ctypes binding of the same calls as
+this module, so it would add a dependency and change nothing.
 """
 
 from __future__ import annotations
