@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -126,7 +125,7 @@ class Stack(Cluster):
             root,
             receiver_mode="count",
             env={"PYTHONUNBUFFERED": "1"},
-            daemon={"state_db": "state/state.db", "max_concurrent": 2},
+            daemon={"max_concurrent": 2},
             http={"allowed_roots": [str(root.parent)], "max_body_bytes": 1048576},
             chunking={key: int(value), "max_record_bytes": 16777216},
             delivery={"ack_timeout": 30.0, "backoff": 0.05},
@@ -167,13 +166,7 @@ class Stack(Cluster):
             await asyncio.sleep(0.25)  # an operator's pace: phases are timed by the daemon itself
 
     def chunk_latencies(self, ing: str) -> list[float]:
-        con = sqlite3.connect(f"file:{self.root / 'd' / 'state' / 'state.db'}?mode=ro", uri=True)
-        try:
-            rows = con.execute(
-                "SELECT acked_at - sent_at FROM chunks WHERE ingestion_id = ? ORDER BY n", (ing,)
-            ).fetchall()
-        finally:
-            con.close()
+        rows = self.read_state("SELECT acked_at - sent_at FROM chunks WHERE ingestion_id = ? ORDER BY n", (ing,))
         return [r[0] for r in rows]
 
     def close(self) -> None:

@@ -269,13 +269,9 @@ class Cluster:
             assert st["status"] == Status.FAILED and st["error"], st
             assert got == expected[: st["records_acked"]], "the receiver must hold exactly the ACKed prefix"
         # The daemon's committed chunks are the receiver's applied chunks, checksum for checksum.
-        con = sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True)
-        try:
-            acked = con.execute(
-                "SELECT n, checksum, acked_at FROM chunks WHERE ingestion_id = ? AND state = 'acked' ORDER BY n", (ing,)
-            ).fetchall()
-        finally:
-            con.close()
+        acked = self.read_state(
+            "SELECT n, checksum, acked_at FROM chunks WHERE ingestion_id = ? AND state = 'acked' ORDER BY n", (ing,)
+        )
         _, received = await self.call("GET", f"{self.rurl}/ingestions/{ing}/received")
         applied_chunks = sorted({a["chunk"] for a in applied})
         assert [n for n, _, _ in acked] == applied_chunks == list(range(1, len(acked) + 1))
@@ -292,6 +288,15 @@ class Cluster:
                     f"chunk {r['chunk']} sent before chunk {r['chunk'] - 1} was committed"
                 )
         return {"records": len(got), "received": len(received), "resends": len(received) - len(applied_chunks)}
+
+    def read_state(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of the daemon's state database as a second, read-only connection sees them: only what
+        is committed."""
+        con = sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True)
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
 
     def phases(self, ing: str, timeout: float = 10.0) -> dict[str, float]:
         """Seconds of the spool pass, of delivery and in all, as the daemon measured them: the

@@ -42,8 +42,6 @@ from .ingestion import Runner
 
 log = structlog.get_logger("pimingestd.core")
 
-_PAGE = 1000  # chunk rows read or written per store call: memory stays flat in the number of chunks
-
 
 class Scheduler:
     """The ingestions: the task table, submit / resume / cancel, ACK callbacks, and the drain."""
