@@ -214,9 +214,16 @@ async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes
     """tests/fixtures/state-v1.db was made by the schema-1 store: it opens, migrates to 2, keeps its rows."""
     db = tmp_path / "state.db"
     shutil.copy(FIXTURES / "state-v1.db", db)
+    con = sqlite3.connect(db)  # schema 1 stored paths as they were: a backslash is one character
+    con.execute(
+        "UPDATE ingestions SET path = ? WHERE id = '82f5088205c5459787387c2fa8633ae9'", ("/srv/in\\box/\\x41.json",)
+    )
+    con.commit()
+    con.close()
     store = await Store.open(db)
     try:
         assert await store.pragma("user_version") == 2
+        assert (await store.get("82f5088205c5459787387c2fa8633ae9")).path == "/srv/in\\box/\\x41.json"  # type: ignore[union-attr]
         done = await store.get("82f5088205c5459787387c2fa8633ae9")
         run = await store.get("7cf74c8381994e84961d0fe787dddeb3")
         assert done is not None and run is not None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import aiofiles
 import aiohttp
 import structlog
+from aiohttp import web
 
 from ..errors import UploadAborted, UploadTooLarge
 
@@ -53,7 +54,7 @@ async def receive(inbox: Inbox, rel: str, content: aiohttp.StreamReader, limit: 
             await out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())
         folder = await inbox.place_upload(temp, rel)
-    except (ConnectionError, aiohttp.web.HTTPBadRequest, aiohttp.ClientPayloadError) as exc:
+    except (ConnectionError, web.HTTPBadRequest, aiohttp.ClientPayloadError) as exc:
         log.warning("upload aborted by the client; nothing kept", file=rel, received=size, error=str(exc))
         raise UploadAborted(str(exc)) from None
     finally:
