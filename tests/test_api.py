@@ -17,7 +17,7 @@ from .helpers import Receiver, product, write_json
 async def test_ingest_validation(make_daemon: MakeDaemon, tmp_path: Path, data_dir: Path) -> None:
     """Bad bodies 400, outside roots 403, missing 404, unknown format 415; all JSON."""
     src = write_json(data_dir / "p.json", [product(1)])
-    (data_dir / "p.csv").write_text("a,b\n")
+    (data_dir / "p.parquet").write_text("a,b\n")
     outside = tmp_path / "outside.json"
     outside.write_text("[]")
     os.symlink(outside, data_dir / "link.json")
@@ -33,7 +33,7 @@ async def test_ingest_validation(make_daemon: MakeDaemon, tmp_path: Path, data_d
         ({"path": str(data_dir / "link.json")}, 403),
         ({"path": "/etc/passwd"}, 403),
         ({"path": str(data_dir / "missing.json")}, 404),
-        ({"path": str(data_dir / "p.csv")}, 415),
+        ({"path": str(data_dir / "p.parquet")}, 415),  # a format pimingestd does not read
         ({"path": str(src), "format": "xml"}, 415),
     ]
     for body, expected in cases:

@@ -240,7 +240,7 @@ async def test_unsupported_format_refused_into_failed(make_daemon: MakeDaemon, t
     d = await make_daemon(inbox=cfg)
     inbox = Path(cfg["dir"])
     (inbox / ".tmp").write_text("a,b\n1,2\n")
-    os.rename(inbox / ".tmp", inbox / "notes.csv")
+    os.rename(inbox / ".tmp", inbox / "notes.parquet")  # a format pimingestd does not read
     await wait_for(lambda: _count(Path(cfg["failed_dir"]), 2), what="refused file in failed")
     report = next(p for p in Path(cfg["failed_dir"]).glob("*.error.json"))
     assert "cannot tell the format" in json.loads(report.read_text())["error"]

@@ -72,7 +72,7 @@ async def test_answers_match_schemas(
         ("POST", f"/api/ingestions/{ing}/resume", {}),
         ("POST", f"/api/ingestions/{ing}/cancel", {}),
         ("POST", "/api/ingestions/nope/cancel", {}),
-        ("PUT", "/api/files/x.csv", {"data": b"a"}),
+        ("PUT", "/api/files/x.parquet", {"data": b"a"}),
         ("PUT", "/api/files/q.json", {"data": json.dumps([product(1)]).encode()}),
         ("GET", "/healthz", {}),
     ):

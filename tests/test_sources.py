@@ -186,8 +186,9 @@ def test_format_from_extension_or_given(tmp_path: Path) -> None:
     assert detect_format(Path("x.NDJSON")) == "jsonl"
     assert detect_format(Path("x.xlsm")) == "excel"
     assert detect_format(Path("x.txt"), "json") == "json"
+    assert detect_format(Path("x.TSV")) == "csv"
     with pytest.raises(UnsupportedFormat):
-        detect_format(Path("x.csv"))
+        detect_format(Path("x.parquet"))
     with pytest.raises(UnsupportedFormat):
         detect_format(Path("x.json"), "xml")
 

@@ -53,7 +53,7 @@ async def _done_has(folder: Path, suffix: str) -> bool:
         ("/api/files/x%00.json", 400),
         ("/api/files/%2Fetc%2Fpasswd.json", 400),
         ("/api/files/.hidden.json", 400),
-        ("/api/files/notes.csv", 415),
+        ("/api/files/notes.parquet", 415),  # a format pimingestd does not read
     ],
 )
 async def test_bad_upload_names(make_daemon: MakeDaemon, tmp_path: Path, raw_path: str, status: int) -> None:

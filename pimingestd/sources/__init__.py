@@ -48,6 +48,7 @@ FORMATS: dict[str, Format] = {
         Format("json", (".json",), "json_source"),
         Format("jsonl", (".jsonl", ".ndjson"), "jsonl"),
         Format("excel", (".xlsx", ".xlsm"), "excel"),
+        Format("csv", (".csv", ".tsv"), "csv_source"),
     )
 }
 _BY_SUFFIX = {suffix: f.name for f in FORMATS.values() for suffix in f.suffixes}

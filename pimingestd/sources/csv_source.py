@@ -1,0 +1,211 @@
+"""CSV (.csv, .tsv): the first row is the header, each row an object ``{header: field text}``.
+
+The contract is what Python's ``csv.DictReader`` gives for the same dialect:
+fields are the text exactly as in the file (RFC 4180 quoting with ``"``,
+newlines inside quoted fields kept), an empty field is ``""``, rows that are
+completely empty are skipped, and (with ``short_rows = "pad"``) a missing
+trailing field is ``null``. No type is guessed; ``types`` names the columns to
+convert (``decimal``, ``int``, ``bool``, ``date``), an empty field in such a
+column being ``null``.
+
+Refused, naming the line (and the byte or column): a byte sequence that is not
+valid in the encoding, an empty or duplicate header name, a row with more
+fields than the header, a row with fewer (unless ``short_rows = "pad"``), a
+value that does not convert to its column's type, a field over the record
+size limit.
+
+Options: ``delimiter`` ("auto": the one of ``,`` ``;`` tab ``|`` that occurs
+most in the header line, outside quotes; or the character itself),
+``encoding`` (``utf-8``, the default, strips a BOM; ``utf-8-sig``, ``utf-16``
+by its BOM, ``cp1252``, ``latin-1``), ``short_rows`` ("fail" or "pad"),
+``types`` (a table of column name to type).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, BinaryIO
+
+from ..errors import ParseError
+
+ENCODINGS = {
+    "utf-8": "utf-8-sig",
+    "utf-8-sig": "utf-8-sig",
+    "utf-16": "utf-16",
+    "cp1252": "cp1252",
+    "latin-1": "latin-1",
+}
+DELIMITERS = (",", ";", "\t", "|")
+TYPES = ("decimal", "int", "bool", "date")
+_BLOCK = 1 << 16
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_INT = re.compile(r"-?[0-9]+")
+_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    delimiter: str = "auto"
+    encoding: str = "utf-8"
+    short_rows: str = "fail"
+    types: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.delimiter != "auto" and (not isinstance(self.delimiter, str) or len(self.delimiter) != 1):
+            raise ValueError(f'delimiter must be "auto" or one character; got {self.delimiter!r}')
+        if self.delimiter in ('"', "\r", "\n"):
+            raise ValueError(f"delimiter {self.delimiter!r} cannot be used (a quote or a line break)")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}; got {self.encoding!r}")
+        if self.short_rows not in ("fail", "pad"):
+            raise ValueError(f"short_rows must be fail or pad; got {self.short_rows!r}")
+        if not isinstance(self.types, Mapping):
+            raise ValueError("types must be a table of column name = type")
+        for column, kind in self.types.items():
+            if kind not in TYPES:
+                raise ValueError(f"types.{column} must be one of {', '.join(TYPES)}; got {kind!r}")
+
+
+class _Lines:
+    """The decoded text in lines (each keeping its "\\n", as csv.reader wants with newline=""),
+    counting lines and bytes so a decoding error can name both."""
+
+    def __init__(self, fh: BinaryIO, name: str, encoding: str) -> None:
+        self._fh = fh
+        self._name = name
+        self._label = encoding
+        self._decoder = codecs.getincrementaldecoder(ENCODINGS[encoding])(errors="strict")
+        self._read = 0  # bytes handed to the decoder
+        self.line = 1  # the line the next text starts on
+
+    def __iter__(self) -> Iterator[str]:
+        rest = ""
+        while True:
+            block = self._fh.read(_BLOCK)
+            buffered = self._decoder.getstate()[0]
+            try:
+                text = self._decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                at = self._read - len(buffered) + exc.start
+                good = codecs.decode(exc.object[: exc.start], ENCODINGS[self._label], "replace")
+                line = self.line + (rest + good).count("\n")
+                raise ParseError(
+                    f"{self._name}: line {line}: byte {at}: not valid {self._label} ({exc.reason});"
+                    " name the file's encoding with the `encoding` option"
+                ) from None
+            self._read += len(block)
+            text = rest + text
+            lines = text.split("\n")
+            rest = lines.pop()
+            for piece in lines:
+                self.line += 1
+                yield piece + "\n"
+            if not block:
+                if rest:
+                    yield rest
+                return
+
+
+def _delimiter(header_line: str) -> str:
+    """The candidate that occurs most in the header line outside quotes (a comma on a tie or none)."""
+    outside = "".join(header_line.split('"')[0::2])
+    counts = {d: outside.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read(fh: BinaryIO, name: str, options: Options, max_record_bytes: int) -> Iterator[dict[str, Any]]:
+    if csv.field_size_limit() < max_record_bytes:  # process-wide; only ever raised, to our record limit
+        csv.field_size_limit(max_record_bytes)
+    lines = _Lines(fh, name, options.encoding)
+    stream = iter(lines)
+    first = next(stream, None)
+    if first is None:
+        return
+    delimiter = _delimiter(first) if options.delimiter == "auto" else options.delimiter
+    reader = csv.reader(_chain(first, stream), delimiter=delimiter, quotechar='"', strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        names = _header(name, header)
+        unknown = sorted(set(options.types) - set(names))
+        if unknown:
+            raise ParseError(f"{name}: types names column(s) {', '.join(map(repr, unknown))}, which the header lacks")
+        convert = [options.types.get(n) for n in names]
+        index = 0
+        for row in reader:
+            if not row:
+                continue  # a completely empty line, as DictReader skips it
+            lineno = reader.line_num
+            if len(row) > len(names):
+                raise ParseError(
+                    f"{name}: line {lineno} (record {index}): {len(row)} fields, the header has {len(names)}"
+                )
+            values: list[Any] = list(row)
+            if len(row) < len(names):
+                if options.short_rows != "pad":
+                    raise ParseError(
+                        f"{name}: line {lineno} (record {index}): {len(row)} fields, the header has {len(names)};"
+                        ' set short_rows = "pad" to take missing fields as null'
+                    )
+                values += [None] * (len(names) - len(row))
+            for col, kind in enumerate(convert):
+                if kind is not None and values[col] is not None:
+                    values[col] = _convert(values[col], kind, f"{name}: line {lineno} column {names[col]!r}")
+            yield dict(zip(names, values, strict=True))
+            index += 1
+    except csv.Error as exc:
+        raise ParseError(f"{name}: line {reader.line_num}: {exc}") from None
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def _header(name: str, header: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    for col, text in enumerate(header, 1):
+        if text == "":
+            raise ParseError(f"{name}: line 1 column {col}: empty header name")
+        if text in seen:
+            raise ParseError(f"{name}: line 1 column {col}: duplicate header {text!r} (first in column {seen[text]})")
+        seen[text] = col
+    return header
+
+
+def _convert(text: str, kind: str, where: str) -> Any:
+    if text == "":
+        return None
+    if kind == "decimal" and _DECIMAL.fullmatch(text):
+        try:
+            return Decimal(text)
+        except InvalidOperation:
+            pass
+    elif kind == "int" and _INT.fullmatch(text):
+        return int(text)
+    elif kind == "bool" and text.lower() in _BOOLS:
+        return _BOOLS[text.lower()]
+    elif kind == "date" and len(text) == 10:  # YYYY-MM-DD only (fromisoformat also takes 20211231)
+        try:
+            return dt.date.fromisoformat(text).isoformat()
+        except ValueError:
+            pass
+    return _bad(where, text, kind)
+
+
+def _bad(where: str, text: str, kind: str) -> Any:
+    expected = {
+        "decimal": "a decimal number such as 19.90",
+        "int": "a whole number",
+        "bool": "true, false, 1 or 0",
+        "date": "an ISO date such as 2021-12-31",
+    }[kind]
+    raise ParseError(f"{where}: {text[:60]!r} is not {expected}")
