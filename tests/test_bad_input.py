@@ -207,6 +207,30 @@ CASES = [
         lambda r: [json.loads(x) for x in r] == [{"a": "x", "b": None}],
     ),
     Case("Excel: header-only sheet", "h.xlsx", workbook([["a", "b"]]), "", lambda r: r == []),
+    Case("CSV: invalid UTF-8", "u.csv", raw(b"a,b\n1,K\xf6ln\n"), "line 2: byte 7: not valid utf-8"),
+    Case("CSV: empty header name", "eh.csv", raw(b"a,,c\n1,2,3\n"), "line 1 column 2: empty header name"),
+    Case("CSV: duplicate header", "dh.csv", raw(b"a,a\n1,2\n"), "duplicate header 'a'"),
+    Case("CSV: a row with an extra field", "x.csv", raw(b"a,b\n1,2\n1,2,3\n"), "line 3 (record 1): 3 fields"),
+    Case("CSV: a short row", "s.csv", raw(b"a,b\n1\n"), "line 2 (record 0): 1 fields, the header has 2"),
+    Case("CSV: unclosed quote", "q.csv", raw(b'a,b\n1,"open\n2,3\n'), "unexpected end of data"),
+    Case("CSV: malformed quoting", "mq.csv", raw(b'a,b\n"x"y,1\n'), "line 2: ',' expected after '\"'"),
+    Case(
+        "CSV: a 20 MB field",
+        "big.csv",
+        lambda p: p.write_bytes(b"a\n" + b"x" * (20 << 20) + b"\n"),
+        "line 2 is longer than 16777216 characters",
+    ),
+    Case("CSV: header only", "h.csv", raw(b"a,b\n"), "", lambda r: r == []),
+    # The same (empty) bytes as the JSON case above: same bytes, same ingestion, unless re_ingestion says otherwise.
+    Case("CSV: empty file", "e.csv", raw(b""), "", lambda r: r == [], body={"re_ingestion": True}),
+    Case(
+        "CSV: a short row padded",
+        "p.csv",
+        raw(b"a;b\n1\n"),
+        "",
+        lambda r: [json.loads(x) for x in r] == [{"a": "1", "b": None}],
+        body={"short_rows": "pad"},
+    ),
 ]
 
 

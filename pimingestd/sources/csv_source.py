@@ -76,8 +76,9 @@ class _Lines:
     """The decoded text in lines (each keeping its "\\n", as csv.reader wants with newline=""),
     counting lines and bytes so a decoding error can name both."""
 
-    def __init__(self, fh: BinaryIO, name: str, encoding: str) -> None:
+    def __init__(self, fh: BinaryIO, name: str, encoding: str, limit: int) -> None:
         self._fh = fh
+        self._limit = limit  # a line longer than this is refused before it is held whole
         self._name = name
         self._label = encoding
         self._decoder = codecs.getincrementaldecoder(ENCODINGS[encoding])(errors="strict")
@@ -103,6 +104,11 @@ class _Lines:
             text = rest + text
             lines = text.split("\n")
             rest = lines.pop()
+            if len(rest) > self._limit or any(len(piece) > self._limit for piece in lines):
+                raise ParseError(
+                    f"{self._name}: line {self.line + sum(1 for p in lines if len(p) <= self._limit)} is longer than"
+                    f" {self._limit} characters (the record size limit, [chunking] max_record_bytes)"
+                )
             for piece in lines:
                 self.line += 1
                 yield piece + "\n"
@@ -123,7 +129,7 @@ def _delimiter(header_line: str) -> str:
 def read(fh: BinaryIO, name: str, options: Options, max_record_bytes: int) -> Iterator[dict[str, Any]]:
     if csv.field_size_limit() < max_record_bytes:  # process-wide; only ever raised, to our record limit
         csv.field_size_limit(max_record_bytes)
-    lines = _Lines(fh, name, options.encoding)
+    lines = _Lines(fh, name, options.encoding, max_record_bytes)
     stream = iter(lines)
     first = next(stream, None)
     if first is None:
