@@ -28,6 +28,7 @@ from .model import STATUSES, Status
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_STATE = 74
 EXIT_CONFIG = 78
@@ -87,8 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("path", type=Path, metavar="PATH")
     ing.add_argument("--format", choices=("json", "jsonl", "excel"))
-    ing.add_argument("--json-path", help="ijson prefix of the records, e.g. catalog.products.item")
-    ing.add_argument("--sheet", help="Excel sheet name (default: the first)")
+    ing.add_argument("--json-path", help="JSON: the array of records, e.g. catalog.products.item")
+    ing.add_argument("--sheet", help="Excel: the worksheet (default: the first)")
+    ing.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any format option, repeatable: -o delimiter=';' -o encoding=cp1252 (CSV);"
+        ' a JSON object or array as VALUE is passed as one, e.g. -o \'types={"price": "decimal"}\'',
+    )
     size = ing.add_mutually_exclusive_group()
     size.add_argument("--chunk-records", type=int, metavar="N")
     size.add_argument("--chunk-bytes", type=int, metavar="N")
@@ -274,6 +284,16 @@ async def _ingest(api: Any, args: argparse.Namespace) -> int:
         "chunk_bytes": args.chunk_bytes,
     }
     options = {k: v for k, v in options.items() if v is not None}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"pimingestd: --option {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            options[key] = json.loads(value) if value[:1] in ("{", "[") else value
+        except ValueError as exc:
+            print(f"pimingestd: --option {key}: not valid JSON: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     code: int = 0
     body: Any = None
     if not args.upload:

@@ -115,3 +115,21 @@ async def test_check_config_masks_secrets(tmp_path: Path) -> None:
     cfg.write_text("[chunking]\nrecords = 5\nfoo = 1\n")
     code, _, err = await cli("check-config", "--config", str(cfg))
     assert code == 78 and "chunking.foo" in err
+
+
+async def test_ingest_passes_format_options(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path, data_dir: Path
+) -> None:
+    """`-o KEY=VALUE` carries any format option (a JSON object as one); a malformed one is a usage error (2)."""
+    src = data_dir / "p.csv"
+    src.write_text("sku;price\nA;19.90\n", newline="")
+    d = await make_daemon(inbox=inbox_config(tmp_path, watch="off"))
+    code, out, err = await cli(
+        "ingest", str(src), "-o", "delimiter=;", "-o", 'types={"price": "decimal"}', "--wait", "--url", d.url
+    )
+    assert code == 0, err
+    assert [a["record"] for a in await receiver.records(out.split()[0])] == ['{"price":19.90,"sku":"A"}']
+    code, _, err = await cli("ingest", str(src), "-o", "types={bad", "--url", d.url)
+    assert code == 2 and "not valid JSON" in err
+    code, _, err = await cli("ingest", str(src), "-o", "delimiter=ab", "--url", d.url, "--re-ingest")
+    assert code == 1 and "delimiter must be" in err
