@@ -30,6 +30,7 @@ import orjson
 from ..errors import ConfigError, UnsupportedFormat
 from ..locations.local import open_source
 from ..names import readable
+from . import compression
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +76,14 @@ def detect_format(path: Path, given: str | None = None) -> str:
         if given not in FORMATS:
             raise UnsupportedFormat(f"unknown format {given!r}; expected one of {', '.join(FORMATS)}")
         return given
-    fmt = _BY_SUFFIX.get(path.suffix.lower())
+    suffix = compression.format_suffix(path)
+    fmt = _BY_SUFFIX.get(suffix.lower())
     if fmt is None:
         known = ", ".join(sorted(_BY_SUFFIX))
+        squeezed = ", optionally followed by " + ", ".join(sorted(compression.CODECS))
         raise UnsupportedFormat(
-            f"{path.name}: cannot tell the format from {path.suffix or 'no extension'!r} (known: {known}); pass `format`"
+            f"{path.name}: cannot tell the format from {suffix or 'no extension'!r} (known: {known}{squeezed});"
+            " pass `format`"
         )
     return fmt
 
@@ -114,8 +118,16 @@ def read_records(path: Path, spec: SourceSpec, size: int | None = None) -> Itera
     file is opened, and with ``size`` reading stops there (bytes appended later are not read)."""
     module = FORMATS[spec.format].load()
     options = module.Options(**spec.options)
+    name = readable(path.name)
+    codec = compression.codec_of(path)
+    if codec is not None and spec.format == "excel":
+        raise UnsupportedFormat(f"{name}: an Excel workbook is a zip already; it is not read from a {codec} file")
     with open_source(path, size) as fh:
-        yield from module.read(fh, readable(path.name), options, spec.max_record_bytes)
+        if codec is None:
+            yield from module.read(fh, name, options, spec.max_record_bytes)
+        else:
+            with compression.decompressed(fh, codec, name) as stream:
+                yield from module.read(stream, name, options, spec.max_record_bytes)
 
 
 def describe(value: Any) -> str:
