@@ -177,3 +177,10 @@ async def test_a_csv_file_through_the_daemon(make_daemon: Any, receiver: Any, da
     assert [json.loads(a["record"]) for a in await receiver.records(answer["ingestion_id"])] == [
         {"name": "X", "city": "Köln"}
     ]
+
+
+def test_a_line_over_the_record_limit_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text("a\nshort\nalso short\n" + "x" * 5000 + "\nafter\n", newline="")
+    with pytest.raises(ParseError, match=r"long\.csv: line 4 is longer than 4096 characters"):
+        list(read_records(path, SourceSpec("csv", {}, 4096)))

@@ -104,10 +104,11 @@ class _Lines:
             text = rest + text
             lines = text.split("\n")
             rest = lines.pop()
-            if len(rest) > self._limit or any(len(piece) > self._limit for piece in lines):
+            long = next((i for i, piece in enumerate([*lines, rest]) if len(piece) > self._limit), None)
+            if long is not None:
                 raise ParseError(
-                    f"{self._name}: line {self.line + sum(1 for p in lines if len(p) <= self._limit)} is longer than"
-                    f" {self._limit} characters (the record size limit, [chunking] max_record_bytes)"
+                    f"{self._name}: line {self.line + long} is longer than {self._limit} characters"
+                    " (the record size limit, [chunking] max_record_bytes)"
                 )
             for piece in lines:
                 self.line += 1
