@@ -3,6 +3,7 @@ documented) accepted exactly; the real daemon keeps serving and its peak memory 
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import zipfile
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from openpyxl import Workbook
 
 from .conftest import MakeCluster
@@ -56,6 +58,18 @@ def workbook(rows: list[list[Any]], tweak: Callable[[Any], None] | None = None) 
         wb.save(p)
 
     return make
+
+
+def gzip_bomb(p: Path) -> None:
+    """80 MiB of blank lines in about 80 kB."""
+    with gzip.open(p, "wb", compresslevel=9) as out:
+        for _ in range(80):
+            out.write(b"\n" * (1 << 20))
+
+
+def truncated_zstd(p: Path) -> None:
+    data = zstandard.ZstdCompressor().compress(b"".join(json.dumps(product(i)).encode() + b"\n" for i in range(2000)))
+    p.write_bytes(data[: len(data) // 2])
 
 
 def truncated_xlsx(p: Path) -> None:
@@ -221,6 +235,11 @@ CASES = [
         "line 2 is longer than 16777216 characters",
     ),
     Case("CSV: header only", "h.csv", raw(b"a,b\n"), "", lambda r: r == []),
+    Case("gzip: a decompression bomb", "bomb.jsonl.gz", gzip_bomb, "refused as a decompression bomb"),
+    Case("zstd: a truncated stream", "cut.jsonl.zst", truncated_zstd, "not a valid zstd stream"),
+    Case(
+        "gzip: an Excel workbook inside", "book.xlsx.gz", lambda p: p.write_bytes(gzip.compress(b"PK")), "a zip already"
+    ),
     # The same (empty) bytes as the JSON case above: same bytes, same ingestion, unless re_ingestion says otherwise.
     Case("CSV: empty file", "e.csv", raw(b""), "", lambda r: r == [], body={"re_ingestion": True}),
     Case(
