@@ -1,6 +1,6 @@
 """Prometheus metrics, in a registry per daemon (so tests can run several in one process).
 
-Counters are bumped by the engine as things happen; gauges that mirror the
+Counters are bumped by the core as things happen; gauges that mirror the
 state database (ingestions by status) are refreshed when /metrics is scraped.
 """
 

@@ -1,5 +1,5 @@
 """Values that cross module boundaries: ingestion states, the transitions allowed between them, and the
-records the store, the engine and the API hand each other (frozen, slotted).
+records the store, the core and the API hand each other (frozen, slotted).
 
 The state machine is the single source of truth for status changes: the store
 applies a change only when the row's current status is one the target may be

@@ -21,7 +21,7 @@ A file is taken once complete: at once when it was renamed into the inbox
 is unique, so names never collide, and the relative path, subfolders included,
 is kept). Finishing is one rename of the whole token folder. Every step is a
 single rename, and ``reconcile`` at start finishes whatever a crash
-interrupted: a file in processing with no ingestion is submitted (the engine
+interrupted: a file in processing with no ingestion is submitted (the scheduler
 dedups by file_id, so nothing is ingested twice); one whose ingestion ended is
 moved on; a recorded path left stale by a crash is corrected.
 """
@@ -81,7 +81,7 @@ class Inbox:
             await self.watcher.start()
 
     async def stop(self) -> None:
-        """Stop taking files; ingestions already admitted go on in the engine."""
+        """Stop taking files; ingestions already admitted go on in the scheduler."""
         await self.watcher.stop()
 
     def _prepare(self) -> None:
@@ -131,9 +131,9 @@ class Inbox:
         await asyncio.to_thread(_fsync_dir, folder.parent)
 
     async def admit(self, folder: Path, rel: str, source: str, overrides: dict[str, Any] | None = None) -> Submitted:
-        """Submit ``folder/rel`` (already in processing) to the engine; settle duplicates.
+        """Submit ``folder/rel`` (already in processing) to the scheduler; settle duplicates.
 
-        Raises PimIngestError when the engine refuses the file; the file is then in failed_dir."""
+        Raises PimIngestError when the scheduler refuses the file; the file is then in failed_dir."""
         path = folder / rel
         try:
             req = profiles.request_for(self.cfg.profiles, folder / rel, rel, source, overrides or {})
