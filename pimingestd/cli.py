@@ -25,6 +25,7 @@ from . import __version__, logs
 from . import config as config_mod
 from .errors import ConfigError, StateError
 from .model import STATUSES, Status
+from .sources import FORMATS
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         "Example:\n  pimingestd ingest exports/products.json --json-path products.item --wait",
     )
     ing.add_argument("path", type=Path, metavar="PATH")
-    ing.add_argument("--format", choices=("json", "jsonl", "excel"))
+    ing.add_argument("--format", choices=FORMATS)
     ing.add_argument("--json-path", help="JSON: the array of records, e.g. catalog.products.item")
     ing.add_argument("--sheet", help="Excel: the worksheet (default: the first)")
     ing.add_argument(
@@ -96,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any format option, repeatable: -o delimiter=';' -o encoding=cp1252 (CSV);"
+        help="any format option, repeatable: -o delimiter=';' -o encoding=cp1252 (CSV), -o record_path=rss/channel/item"
+        " (XML);"
         ' a JSON object or array as VALUE is passed as one, e.g. -o \'types={"price": "decimal"}\'',
     )
     size = ing.add_mutually_exclusive_group()
@@ -304,7 +306,7 @@ async def _ingest(api: Any, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     if args.upload or code in (403, 404):
-        params = {k: str(v) for k, v in options.items()}
+        params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in options.items()}
         if args.re_ingest:
             params["re_ingestion"] = "true"
         code, body = await api.upload(path, args.name or path.name, params)

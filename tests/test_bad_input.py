@@ -31,6 +31,28 @@ class Case:
     check: Callable[[list[str]], bool] | None = None  # for completing cases: the applied canonical records
     body: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        if self.file.endswith(".xml") and self.body is None:
+            self.body = ITEMS
+
+
+ITEMS = {"record_path": "a/b"}
+KOELN = {"#text": "Köln"}
+LAUGHS = (
+    b'<!DOCTYPE a [<!ENTITY l "lol"><!ENTITY l2 "&l;&l;&l;&l;&l;&l;&l;&l;&l;&l;">'
+    + b"".join(b'<!ENTITY l%d "%s">' % (n, b"".join(b"&l%d;" % (n - 1) for _ in range(10))) for n in range(3, 10))
+    + b"]><a><b>&l9;</b></a>"
+)
+
+
+def huge_attribute(p: Path) -> None:
+    with open(p, "wb") as f:
+        f.write(b'<a><b c="')
+        block = b"y" * (1 << 20)
+        for _ in range(200):
+            f.write(block)
+        f.write(b'"/></a>')
+
 
 def raw(data: bytes) -> Callable[[Path], None]:
     return lambda p: p.write_bytes(data)
@@ -249,6 +271,32 @@ CASES = [
         "",
         lambda r: [json.loads(x) for x in r] == [{"a": "1", "b": None}],
         body={"short_rows": "pad"},
+    ),
+    Case("XML: not well-formed", "nw.xml", raw(b"<a><b>\n<c>1</b></a>"), "line 2 column 7: not well-formed XML"),
+    Case("XML: billion laughs", "lol.xml", raw(LAUGHS), "entity declarations are refused", body=ITEMS),
+    Case(
+        "XML: an external entity",
+        "xxe.xml",
+        raw(b'<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a><b>&x;</b></a>'),
+        "entity declarations are refused",
+        body=ITEMS,
+    ),
+    Case("XML: an undeclared entity", "nb.xml", raw(b"<a><b>&nbsp;</b></a>"), "undefined entity", body=ITEMS),
+    Case("XML: a wrong root", "root.xml", raw(b"<products><b/></products>"), "the root element is <products>"),
+    Case("XML: a 200 MB attribute", "attr.xml", huge_attribute, "a single run of markup or text is longer"),
+    Case(
+        "XML: in UTF-16",
+        "u16.xml",
+        raw("<a><b>Köln</b></a>".encode("utf-16")),
+        "",
+        lambda r: [json.loads(x) for x in r] == [KOELN],
+    ),
+    Case(
+        "XML: Latin-1 declared",
+        "l1.xml",
+        raw('<?xml version="1.0" encoding="ISO-8859-1"?><a><b>Köln</b></a>'.encode("latin-1")),
+        "",
+        lambda r: [json.loads(x) for x in r] == [KOELN],
     ),
 ]
 

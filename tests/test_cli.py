@@ -133,3 +133,19 @@ async def test_ingest_passes_format_options(
     assert code == 2 and "not valid JSON" in err
     code, _, err = await cli("ingest", str(src), "-o", "delimiter=ab", "--url", d.url, "--re-ingest")
     assert code == 1 and "delimiter must be" in err
+    # Uploaded, the options travel in the query string, a JSON object as JSON.
+    src.write_text("sku;price\nB;5.5\n", newline="")
+    code, out, err = await cli(
+        "ingest", str(src), "--upload", "-o", "delimiter=;", "-o", 'types={"price": "decimal"}', "--wait",
+        "--url", d.url,
+    )  # fmt: skip
+    assert code == 0, err
+    assert [a["record"] for a in await receiver.records(out.split()[0])] == ['{"price":5.5,"sku":"B"}']
+    feed = data_dir / "feed.xml"
+    feed.write_bytes(b'<rss><channel><item><g:id>7</g:id></item><item a="1"/></channel></rss>')
+    for how in ([], ["--upload"]):
+        code, out, err = await cli(
+            "ingest", str(feed), *how, "-o", "record_path=rss/channel/item", "--re-ingest", "--wait", "--url", d.url
+        )
+        assert code == 0, err
+        assert [a["record"] for a in await receiver.records(out.split()[0])] == ['{"g:id":"7"}', '{"@a":"1"}']

@@ -93,3 +93,15 @@ async def test_answers_match_schemas(
         check("/callbacks/ack", "post", code, body)
     code, text = await d.request("GET", "/api/openapi.yaml")
     assert code == 200 and yaml.safe_load(text) == SPEC
+
+
+def test_every_format_option_is_described() -> None:
+    """Each format's options are properties of the ingest body and query parameters of the upload, so
+    a client generated from the spec can send them; and the Format enum names every format."""
+    from pimingestd.sources import FORMATS, all_option_names
+
+    body = set(SPEC["components"]["schemas"]["IngestRequest"]["properties"])
+    query = {p["name"] for p in SPEC["paths"]["/api/files/{name}"]["put"]["parameters"] if p["in"] == "query"}
+    assert all_option_names() <= body, all_option_names() - body
+    assert all_option_names() <= query, all_option_names() - query
+    assert SPEC["components"]["schemas"]["Format"]["enum"] == list(FORMATS)

@@ -17,7 +17,7 @@ from ..model import IngestRequest, Status
 from ..sources import detect_format
 from .keys import CONFIG, INBOX, SCHEDULER
 from .middleware import ApiError, json_response
-from .params import check_options, field, json_body, query_int, resolve_allowed
+from .params import check_options, field, json_body, query_int, query_options, resolve_allowed
 
 log = structlog.get_logger("pimingestd.http")
 
@@ -75,7 +75,7 @@ async def upload(request: web.Request) -> web.Response:
             overrides[key] = query_int(request, key, 0, 1, 2**62) if kind is int else request.query[key]
     if "re_ingestion" in request.query:
         overrides["re_ingestion"] = request.query["re_ingestion"].lower() in ("1", "true", "yes")
-    options = {k: v for k, v in request.query.items() if k not in _UPLOAD_PARAMS and k != "re_ingestion"}
+    options = query_options(request, {*_UPLOAD_PARAMS, "re_ingestion"})
     fmt = detect_format(Path(rel), overrides.get("format"))  # 415 before the body is read
     check_options(fmt, options, overrides.get("chunk_records"), overrides.get("chunk_bytes"))  # 400 likewise
     overrides["options"] = options

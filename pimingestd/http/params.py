@@ -46,6 +46,23 @@ def field(data: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
+def query_options(request: web.Request, skip: set[str]) -> dict[str, Any]:
+    """Format options from the query string: text as it is, a value starting with ``{`` or ``[`` as JSON
+    (CSV ``types``, for one), as ``pimingestd ingest -o`` passes them."""
+    options: dict[str, Any] = {}
+    for key, value in request.query.items():
+        if key in skip:
+            continue
+        if value[:1] in ("{", "["):
+            try:
+                options[key] = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, f"`{key}` is not valid JSON", str(exc)) from None
+        else:
+            options[key] = value
+    return options
+
+
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:

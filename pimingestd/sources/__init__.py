@@ -50,6 +50,7 @@ FORMATS: dict[str, Format] = {
         Format("jsonl", (".jsonl", ".ndjson"), "jsonl"),
         Format("excel", (".xlsx", ".xlsm"), "excel"),
         Format("csv", (".csv", ".tsv"), "csv_source"),
+        Format("xml", (".xml",), "xml_source"),
     )
 }
 _BY_SUFFIX = {suffix: f.name for f in FORMATS.values() for suffix in f.suffixes}
