@@ -35,6 +35,7 @@ from .errors import StateError
 from .http import keys as api
 from .http import routes
 from .intake.lifecycle import Inbox
+from .locations.remote import Remote
 from .model import UNFINISHED
 from .notify import Notifier
 from .protocol.acks import AckRegistry
@@ -134,6 +135,7 @@ def create_app(config: Config) -> web.Application:
                 spool_dir=config.daemon.state_db.parent / "spool",
                 max_concurrent=config.daemon.max_concurrent,
                 max_record_bytes=config.max_record_bytes,
+                remote=Remote(config.remote),
             )
             yield
             await app[api.SCHEDULER].close()

@@ -10,16 +10,17 @@ then the file.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, PimIngestError
 
 SECRET_ENV = "PIMINGESTD_PIMCORE_SECRET"
 SECRET_CREDENTIAL = "pimcore-secret"
@@ -113,6 +114,53 @@ class InboxConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class S3Config:
+    endpoint_url: str = ""  # empty: AWS itself
+    key: str = field(default="", repr=False)
+    secret: str = field(default="", repr=False)
+    region: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SftpConfig:
+    username: str = ""
+    key_file: Path | None = None
+    known_hosts: Path | None = None  # None: ~/.ssh/known_hosts; an unknown host always fails
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSourceConfig:
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # sent with every request
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteWatch:
+    """A remote inbox: new objects under ``url`` (an S3 prefix or an SFTP folder), polled."""
+
+    url: str
+    poll_interval: float = 60.0
+    format: str | None = None
+    chunk_records: int | None = None
+    chunk_bytes: int | None = None
+    re_ingestion: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+    done_prefix: str | None = None  # where an object goes once ingested (rename; copy and delete on S3)
+    failed_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteConfig:
+    allowed_urls: tuple[str, ...] = ()  # URL prefixes; nothing is allowed by default
+    s3: S3Config = field(default_factory=S3Config)
+    sftp: SftpConfig = field(default_factory=SftpConfig)
+    http: HttpSourceConfig = field(default_factory=HttpSourceConfig)
+    watch: tuple[RemoteWatch, ...] = ()
+    block_size: int = 4 << 20  # bytes per ranged read: the read buffer
+    read_attempts: int = 5  # per transfer, counting reconnects after a cut
+    stage_max_bytes: int = 4 << 30  # Excel is staged to local disk: at most this large
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     format: str = "json"
     level: str = "info"
@@ -139,6 +187,7 @@ class Config:
     logging: LoggingConfig
     receiver: ReceiverConfig | None
     max_record_bytes: int = 16 << 20  # [chunking] max_record_bytes: larger records are refused
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
 
     @property
     def callback_url(self) -> str:
@@ -154,20 +203,28 @@ class Config:
             if f.name == "max_record_bytes":
                 out["chunking"]["max_record_bytes"] = value
                 continue
-            section: dict[str, Any] = {}
-            for sf in fields(value):
-                v = getattr(value, sf.name)
-                if isinstance(v, tuple) and v and not isinstance(v[0], str | Path):
-                    v = [asdict(x) for x in v]
-                elif sf.name in ("secret", "api_token"):
-                    v = "***" if v else ""
-                elif isinstance(v, Path):
-                    v = str(v)
-                elif isinstance(v, tuple):
-                    v = [str(x) for x in v]
-                section[sf.name] = v
-            out[f.name] = section
+            out[f.name] = _plain(value)
         return out
+
+
+SECRET_FIELDS = ("secret", "api_token", "key")  # masked wherever they occur; so are HTTP header values
+
+
+def _plain(value: Any, name: str = "") -> Any:
+    """``value`` as TOML-like plain data, secrets masked."""
+    if name in SECRET_FIELDS:
+        return "***" if value else ""
+    if name == "headers":
+        return {k: "***" for k in value}
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name), f.name) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(x) for x in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 class _Section:
@@ -252,6 +309,12 @@ class _Section:
             raise ConfigError(f"{self._where(key)} must be a list of non-empty strings")
         return v
 
+    def table(self, key: str) -> dict[str, Any]:
+        v = self._get(key, {})
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"{self._where(key)} must be a table")
+        return dict(v)
+
     def tables(self, key: str) -> list[Any]:
         v = self._get(key, [])
         if not isinstance(v, list):
@@ -274,10 +337,10 @@ class _Section:
 PROFILE_KEYS = ("match", "format", "chunk_records", "chunk_bytes", "re_ingestion")  # the rest: format options
 
 
-def _profile(index: int, raw: Any, base: Path) -> Profile:
+def _profile(index: int, raw: Any, base: Path, where: str = "") -> Profile:
     from . import sources  # its registry knows each format's options
 
-    where = f"inbox.profiles[{index}]"
+    where = where or f"inbox.profiles[{index}]"
     s = _Section(where, raw, base)
     match = s.string("match", "")
     if not match:
@@ -294,9 +357,9 @@ def _profile(index: int, raw: Any, base: Path) -> Profile:
         if unknown:
             raise ConfigError(f"unknown key(s): {', '.join(where + '.' + k for k in unknown)}")
         for name in sources.FORMATS:
-            sources.format_options(
-                name, {k: v for k, v in given.items() if k in sources.option_names(name)}, where + "."
-            )
+            mine = {k: v for k, v in given.items() if k in sources.option_names(name)}
+            if mine:  # a format none of whose options are given is checked when a file of it arrives
+                sources.format_options(name, mine, where + ".")
         options = given
     profile = Profile(
         match=match,
@@ -312,12 +375,109 @@ def _profile(index: int, raw: Any, base: Path) -> Profile:
     return profile
 
 
+def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
+    from .locations.remote import SCHEMES, check_allowed  # URL rules live with the remote location
+
+    s = _Section("remote", raw, base)
+    allowed = tuple(s.strings("allowed_urls", []))
+    for i, prefix in enumerate(allowed):
+        parts = urlsplit(prefix)
+        if parts.scheme not in SCHEMES or parts.username or parts.password:
+            raise ConfigError(
+                f"remote.allowed_urls[{i}] = {prefix!r}: must start with one of"
+                f" {', '.join(s + '://' for s in SCHEMES)}, without credentials"
+            )
+    raw_s3 = s.table("s3")
+    s.used.add("s3")
+    t = _Section("remote.s3", raw_s3, base)
+    endpoint = t.string("endpoint_url", "")
+    if endpoint:
+        endpoint = t.url("endpoint_url", "")
+    s3 = S3Config(
+        endpoint_url=endpoint,
+        key=_secret(t.string("key", ""), env, "s3-key", "PIMINGESTD_S3_KEY", "remote.s3.key"),
+        secret=_secret(t.string("secret", ""), env, "s3-secret", "PIMINGESTD_S3_SECRET", "remote.s3.secret"),
+        region=t.string("region", ""),
+    )
+    t.finish()
+    t = _Section("remote.sftp", s.table("sftp"), base)
+    key_file = t.optional_string("key_file")
+    known_hosts = t.optional_string("known_hosts")
+    sftp = SftpConfig(
+        username=t.string("username", ""),
+        key_file=_resolve(base, key_file) if key_file else None,
+        known_hosts=_resolve(base, known_hosts) if known_hosts else None,
+    )
+    t.finish()
+    t = _Section("remote.http", s.table("http"), base)
+    headers = t.table("headers")
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError("remote.http.headers must be a table of header name = text")
+    t.used.add("headers")
+    env_headers = env.get("PIMINGESTD_HTTP_HEADERS")
+    if env_headers:  # JSON object, e.g. from a systemd credential or an EnvironmentFile
+        try:
+            extra = json.loads(env_headers)
+        except ValueError as exc:
+            raise ConfigError(f"PIMINGESTD_HTTP_HEADERS is not a JSON object: {exc}") from None
+        if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+            raise ConfigError("PIMINGESTD_HTTP_HEADERS must be a JSON object of header name to text")
+        headers = {**headers, **extra}
+    http = HttpSourceConfig(headers=dict(headers))
+    t.finish()
+    watches = []
+    for i, w in enumerate(s.tables("watch")):
+        where = f"remote.watch[{i}]"
+        ws = _Section(where, w, base)
+        url = ws.string("url", "")
+        if not url:
+            raise ConfigError(f"{where}.url is required (an S3 prefix or an SFTP folder)")
+        if urlsplit(url).scheme not in ("s3", "sftp"):
+            raise ConfigError(f"{where}.url = {url!r}: a remote inbox is an s3:// prefix or an sftp:// folder")
+        try:
+            check_allowed(url, allowed, resolve=False)
+        except PimIngestError as exc:
+            raise ConfigError(f"{where}.url: {exc}") from None
+        ws.used.add("url")
+        opts = _profile(i, {"match": "**", **{k: v for k, v in ws.raw.items() if k not in _WATCH_KEYS}}, base, where)
+        ws.used.update(k for k in ws.raw if k not in _WATCH_KEYS)
+        watches.append(
+            RemoteWatch(
+                url=url,
+                poll_interval=ws.number("poll_interval", 60.0, minimum=0.0, exclusive=True),
+                format=opts.format,
+                chunk_records=opts.chunk_records,
+                chunk_bytes=opts.chunk_bytes,
+                re_ingestion=opts.re_ingestion,
+                options=opts.options,
+                done_prefix=ws.optional_string("done_prefix"),
+                failed_prefix=ws.optional_string("failed_prefix"),
+            )
+        )
+        ws.finish()
+    remote = RemoteConfig(
+        allowed_urls=allowed,
+        s3=s3,
+        sftp=sftp,
+        http=http,
+        watch=tuple(watches),
+        block_size=s.integer("block_size", 4 << 20, minimum=64 << 10, maximum=64 << 20) or (4 << 20),
+        read_attempts=s.integer("read_attempts", 5, minimum=1, maximum=100) or 5,
+        stage_max_bytes=s.integer("stage_max_bytes", 4 << 30, minimum=1) or (4 << 30),
+    )
+    s.finish()
+    return remote
+
+
+_WATCH_KEYS = ("url", "poll_interval", "done_prefix", "failed_prefix")
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
 
 
-SECTIONS = ("daemon", "http", "pimcore", "chunking", "delivery", "inbox", "logging", "receiver")
+SECTIONS = ("daemon", "http", "pimcore", "chunking", "delivery", "inbox", "logging", "receiver", "remote")
 
 
 def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = None) -> Config:
@@ -356,7 +516,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     pimcore = PimcoreConfig(
         chunk_url=s.url("chunk_url", "http://127.0.0.1:8081/ingest/chunks"),
         complete_url=s.url("complete_url", "http://127.0.0.1:8081/ingest/complete"),
-        secret=_secret(s.string("secret", ""), env),
+        secret=_secret(s.string("secret", ""), env, SECRET_CREDENTIAL, SECRET_ENV, "pimcore.secret"),
         request_timeout=s.number("request_timeout", 60.0, minimum=0.0, exclusive=True),
     )
     s.finish()
@@ -417,6 +577,8 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         receiver = ReceiverConfig(host=s.string("host", "127.0.0.1"), port=rport, data=s.path("data", "var/receiver"))
         s.finish()
 
+    remote = _remote(raw.get("remote"), base, env)
+
     if not http.loopback and not http.insecure:
         missing = [
             what
@@ -441,6 +603,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         logging=logging,
         receiver=receiver,
         max_record_bytes=max_record_bytes,
+        remote=remote,
     )
 
 
@@ -454,17 +617,18 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
-def _secret(from_file: str, env: Mapping[str, str]) -> str:
+def _secret(from_file: str, env: Mapping[str, str], credential: str, variable: str, where: str) -> str:
+    """A secret by precedence: the systemd credential ``credential``, then ``$variable``, then the file."""
     cred_dir = env.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
-        cred = Path(cred_dir) / SECRET_CREDENTIAL
+        cred = Path(cred_dir) / credential
         if cred.is_file():
             try:
                 return cred.read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"pimcore.secret: cannot read credential {cred}: {exc}") from None
-    if env.get(SECRET_ENV):
-        return env[SECRET_ENV]
+                raise ConfigError(f"{where}: cannot read credential {cred}: {exc}") from None
+    if env.get(variable):
+        return env[variable]
     return from_file
 
 

@@ -64,6 +64,26 @@ class NotRegularFile(SourceError):
     title = "not a regular file"
 
 
+class UrlNotAllowed(SourceError):
+    """A remote URL that ``[remote] allowed_urls`` does not allow (or that carries credentials)."""
+
+    title = "URL not allowed"
+
+
+class RemoteError(SourceError):
+    """A remote object cannot be reached or read (connection, host key, credentials, a cut transfer)."""
+
+    http_status = 502
+    title = "cannot read the remote object"
+
+
+class RemoteNotFound(RemoteError):
+    """No object at the URL."""
+
+    http_status = 404
+    title = "no such remote object"
+
+
 class UnsupportedFormat(SourceError):
     """The file's format is not one pimingestd reads."""
 
@@ -143,6 +163,11 @@ class UploadAborted(PimIngestError):
 
 class DaemonUnreachable(PimIngestError):
     """The CLI did not get an answer from the daemon."""
+
+
+class Duplicate(Exception):
+    """A remote object whose bytes, known once read, were ingested already: the run ends, nothing
+    is sent (an outcome, not an error: the ingestion ends as cancelled, saying which one it repeats)."""
 
 
 class Paused(Exception):

@@ -43,6 +43,11 @@ TRANSITIONS: dict[Status, tuple[Status, ...]] = {
 AckOutcome = Literal["accepted", "duplicate", "unknown_ingestion", "never_sent", "mismatch"]
 
 
+REMOTE_SCHEMES = ("s3", "sftp", "http", "https")
+# The error of a remote ingestion ended because its bytes (known after the spool pass) were ingested already.
+DUPLICATE = "duplicate of "
+
+
 @dataclass(frozen=True, slots=True)
 class Ingestion:
     id: str
@@ -65,6 +70,13 @@ class Ingestion:
     updated_at: float
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the format's options (sources/)
     completing: bool = False  # the completion was (or is being) sent: it can no longer be cancelled
+    version: str = ""  # a remote object's version (ETag, version id, mtime); "" for local files
+    dedup: bool = True  # False: re_ingestion was asked for (remote: checked once the file_id is known)
+
+    @property
+    def remote(self) -> bool:
+        """Whether ``path`` is a remote object's URL (a local path is absolute: it starts with /)."""
+        return self.path.partition("://")[0] in REMOTE_SCHEMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +116,8 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class IngestRequest:
-    path: Path  # absolute, already checked against allowed roots
+    path: Path | None = None  # absolute, already checked against allowed roots; or
+    url: str | None = None  # a remote object (s3://, sftp://, https://), checked against [remote] allowed_urls
     format: str | None = None
     chunk_records: int | None = None
     chunk_bytes: int | None = None

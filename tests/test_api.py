@@ -34,7 +34,7 @@ async def test_ingest_validation(make_daemon: MakeDaemon, tmp_path: Path, data_d
         ({"path": "/etc/passwd"}, 403),
         ({"path": str(data_dir / "missing.json")}, 404),
         ({"path": str(data_dir / "p.parquet")}, 415),  # a format pimingestd does not read
-        ({"path": str(src), "format": "xml"}, 415),
+        ({"path": str(src), "format": "parquet"}, 415),  # a format name pimingestd does not know
     ]
     for body, expected in cases:
         code, answer = await d.ingest(**body)

@@ -553,19 +553,19 @@ def test_the_spool_pass_hands_over_chunks_a_page_at_a_time(tmp_path: Path) -> No
     import threading
 
     from pimingestd.config import ChunkPolicy
-    from pimingestd.core.spool import write_spool
+    from pimingestd.core.spool import local_records, local_unchanged, write_spool
     from pimingestd.sources import SourceSpec
     from pimingestd.sources.fileid import stat_identity
 
     src = tmp_path / "many.jsonl"
     src.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(2500)))
+    identity = stat_identity(src)
     pages = list(
         write_spool(
-            src,
-            SourceSpec("jsonl"),
+            local_records(src, SourceSpec("jsonl"), identity),
             ChunkPolicy(records=1),
             tmp_path / "s.spool",
-            stat_identity(src),
+            local_unchanged(src, identity),
             threading.Event(),
             1000,
         )

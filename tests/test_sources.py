@@ -190,7 +190,7 @@ def test_format_from_extension_or_given(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedFormat):
         detect_format(Path("x.parquet"))
     with pytest.raises(UnsupportedFormat):
-        detect_format(Path("x.json"), "xml")
+        detect_format(Path("x.json"), "parquet")
 
 
 def test_excel_non_finite_number_refused(tmp_path: Path) -> None:

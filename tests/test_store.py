@@ -46,7 +46,7 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         assert await store.pragma("journal_mode") == "wal"
         assert await store.pragma("synchronous") == 2  # FULL
         assert await store.pragma("foreign_keys") == 1
-        assert await store.pragma("user_version") == 2  # schema 2: options, completion claim
+        assert await store.pragma("user_version") == 3  # schema 3: remote objects and the remote inbox ledger
     finally:
         await store.close()
 
@@ -211,7 +211,8 @@ async def test_status_changes_follow_the_state_machine(tmp_path: Path) -> None:
 
 
 async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes(tmp_path: Path) -> None:
-    """tests/fixtures/state-v1.db was made by the schema-1 store: it opens, migrates to 2, keeps its rows."""
+    """tests/fixtures/state-v1.db was made by the schema-1 store: it opens, migrates to 3 (through 2), keeps its
+    rows, and ends with the same tables, columns and indexes as a database created new."""
     db = tmp_path / "state.db"
     shutil.copy(FIXTURES / "state-v1.db", db)
     con = sqlite3.connect(db)  # schema 1 stored paths as they were: a backslash is one character
@@ -222,7 +223,7 @@ async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes
     con.close()
     store = await Store.open(db)
     try:
-        assert await store.pragma("user_version") == 2
+        assert await store.pragma("user_version") == 3
         assert (await store.get("82f5088205c5459787387c2fa8633ae9")).path == "/srv/in\\box/\\x41.json"  # type: ignore[union-attr]
         done = await store.get("82f5088205c5459787387c2fa8633ae9")
         run = await store.get("7cf74c8381994e84961d0fe787dddeb3")
@@ -232,8 +233,23 @@ async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes
         assert await store.progress(run.id) == (1, 3)
         assert [r.state for r in await store.chunks(run.id)] == ["acked", "sent"]
         assert [i.id for i in await store.with_status(("queued", "running"))] == [run.id]
+        assert (run.version, run.dedup) == ("", True)
     finally:
         await store.close()
+    fresh = await Store.open(tmp_path / "fresh.db")
+    await fresh.close()
+
+    def shape(path: Path) -> dict[str, Any]:
+        con = sqlite3.connect(path)
+        try:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            indexes = sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'"))
+            columns = {t: sorted(r[1:4] for r in con.execute(f"PRAGMA table_info({t})")) for t in tables}
+            return {"tables": tables, "indexes": indexes, "columns": columns}
+        finally:
+            con.close()
+
+    assert shape(db) == shape(tmp_path / "fresh.db")
 
 
 async def test_an_unfinished_schema_1_ingestion_resumes_after_the_upgrade(

@@ -231,7 +231,7 @@ def test_the_root_must_be_the_first_name_of_the_path(tmp_path: Path) -> None:
 
 
 def test_record_path_is_required_and_checked() -> None:
-    with pytest.raises(ConfigError, match="needs record_path"):
+    with pytest.raises(ConfigError, match="record_path is required by the xml format"):
         format_options("xml", {})
     with pytest.raises(ConfigError, match="'a b' is not an element name"):
         format_options("xml", {"record_path": "x/a b"})

@@ -21,9 +21,19 @@ import structlog
 
 from ..config import ChunkPolicy, DeliveryConfig
 from ..crashpoints import crash_point
-from ..errors import DeliveryError, FileChangedError, Paused, Rejected, SpoolError, StateError, UnknownIngestion
+from ..errors import (
+    DeliveryError,
+    Duplicate,
+    FileChangedError,
+    Paused,
+    Rejected,
+    SpoolError,
+    StateError,
+    UnknownIngestion,
+)
+from ..locations.remote import ObjectIdentity, Remote
 from ..metrics import Metrics
-from ..model import ChunkRow, Ingestion, SpooledChunk, Status
+from ..model import DUPLICATE, ChunkRow, Ingestion, SpooledChunk, Status
 from ..names import readable
 from ..protocol.acks import AckRegistry
 from ..protocol.v1 import ChunkHeaders, PimcoreClient
@@ -54,7 +64,9 @@ class Runner:
         max_record_bytes: int,
         metrics: Metrics,
         draining: asyncio.Event,
+        remote: Remote | None = None,
     ) -> None:
+        self._remote = remote
         self._store = store
         self._client = client
         self._acks = acks
@@ -85,7 +97,7 @@ class Runner:
         started = time.monotonic()
         log.info("ingestion started", phase="started", resumed=resumed, preflight=ing.preflight)
         spooled = started
-        if ing.preflight:
+        if ing.preflight or ing.remote:  # a remote object is always spooled: nothing is sent before it is read whole
             ing = await self._ensure_spool(ing, path)
             spooled = time.monotonic()
             await self._deliver_spooled(ing)
@@ -93,7 +105,9 @@ class Runner:
             await self._deliver_streaming(ing, path)
         # The file may have grown or changed since it was read (a writer that paused longer than
         # the inbox's settle time): then what was delivered is not the file, and it must not complete.
-        await self._check_file(ing, full=True)
+        # (A remote object was checked when its spool pass ended: the spool holds that version.)
+        if not ing.remote:
+            await self._check_file(ing, full=True)
         if not await self._store.claim_completion(ing.id):
             return  # cancelled meanwhile
         crash_point("engine.before-complete")
@@ -117,7 +131,13 @@ class Runner:
         )
 
     async def _check_file(self, ing: Ingestion, *, full: bool) -> None:
-        """The file is still the one submitted: same size and mtime (and, when ``full``, same bytes)."""
+        """The file is still the one submitted: same size and mtime (and, when ``full``, same bytes).
+        A remote object: same size and version, unless its spool is complete (it is not read again)."""
+        if ing.remote:
+            if not (ing.spooled and await asyncio.to_thread(spool.spool_file(self._spool_dir, ing.id).is_file)):
+                remote = self._need_remote(ing)
+                await asyncio.to_thread(remote.check_unchanged, ing.path, ObjectIdentity(ing.size, ing.version))
+            return
         path = Path(ing.path)
         try:
             now = await asyncio.to_thread(stat_identity, path)
@@ -149,19 +169,58 @@ class Runner:
         await self._store.start_spool(ing.id)
         chunks = records = 0
         spec, policy, identity = self._spec(ing), self._policy(ing), (ing.size, ing.mtime_ns)
+        source: spool.RemoteSource | None = None
+        if ing.remote:
+            stage = self._spool_dir / f"{ing.id}.stage"
+            ident = ObjectIdentity(ing.size, ing.version)
+            source = spool.RemoteSource(self._need_remote(ing), ing.path, ident, spec, stage, ing.file_name)
+            records_of, finish = source.records, source.finish
+        else:
+            records_of, finish = (
+                lambda: spool.local_records(path, spec, identity),
+                spool.local_unchanged(path, identity),
+            )
         page: list[SpooledChunk]
         async for page in iterate_in_thread(
-            lambda stop: spool.write_spool(path, spec, policy, target, identity, stop, _PAGE)
+            lambda stop: spool.write_spool(records_of(), policy, target, finish, stop, _PAGE)
         ):
             # Chunks sent before (by an earlier spool pass) must be cut identically.
             differ = await self._store.add_spooled(ing.id, page)
             if differ:
                 raise StateError(f"chunk {differ[0]}: a new spool pass cut different bytes than were sent before")
             chunks, records = page[-1].n, records + sum(c.records for c in page)
+        if source is not None:
+            await self._identified(ing, source)
         if not await self._store.finish_spool(ing.id, chunks, records):
             raise StateError(f"a new spool pass cut {chunks} chunks; more were sent before")
         log.info("spool pass done", phase="spooled", chunks=chunks, records=records)
         return await self._get(ing.id)
+
+    async def _identified(self, ing: Ingestion, source: spool.RemoteSource) -> None:
+        """A remote object was read whole: record its file_id (a resume that re-reads must find the same
+        bytes), and end here if those bytes were ingested already (unless re_ingestion was asked for)."""
+        file_id = source.file_id
+        if file_id is None:
+            raise StateError("the spool pass ended without reading the whole object")
+        if ing.file_id and ing.file_id != file_id:
+            raise FileChangedError(
+                f"{ing.file_name}: the remote object's bytes changed ({file_id} != {ing.file_id}); nothing more is sent"
+            )
+        if not ing.file_id:
+            await self._store.set_file_id(ing.id, file_id)
+            log.info("remote object identified", file_id=file_id)
+        if ing.dedup:
+            other = await self._store.latest_for_file(file_id, exclude=ing.id)
+            if other is not None and other.status in (Status.COMPLETED, Status.QUEUED, Status.RUNNING):
+                raise Duplicate(
+                    f"{DUPLICATE}{other.id} ({other.status}): the same bytes ({file_id}); nothing is sent."
+                    " Submit with re_ingestion = true to send them again"
+                )
+
+    def _need_remote(self, ing: Ingestion) -> Remote:
+        if self._remote is None:
+            raise StateError(f"{ing.file_name}: a remote object, but this daemon has no [remote] configuration")
+        return self._remote
 
     async def _deliver_spooled(self, ing: Ingestion) -> None:
         target = spool.spool_file(self._spool_dir, ing.id)

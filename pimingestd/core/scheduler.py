@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -23,13 +24,16 @@ from ..crashpoints import crash_point
 from ..errors import (
     DeliveryError,
     Draining,
+    Duplicate,
     NotAllowed,
     Paused,
     PimIngestError,
     SourceError,
     StateError,
     UnknownIngestion,
+    UrlNotAllowed,
 )
+from ..locations.remote import Remote, check_allowed, name_of, redact
 from ..metrics import Metrics
 from ..model import UNFINISHED, AckOutcome, Ingestion, IngestRequest, Status, Submitted
 from ..names import readable
@@ -58,7 +62,9 @@ class Scheduler:
         max_concurrent: int,
         metrics: Metrics | None = None,
         max_record_bytes: int = 16 << 20,
+        remote: Remote | None = None,
     ) -> None:
+        self._remote = remote
         self._store = store
         self._draining = asyncio.Event()
         self.metrics = metrics or Metrics()
@@ -77,6 +83,7 @@ class Scheduler:
             max_record_bytes=max_record_bytes,
             metrics=self.metrics,
             draining=self._draining,
+            remote=remote,
         )
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -148,15 +155,17 @@ class Scheduler:
         """Start (or find) the ingestion of a file. The one way in for every source."""
         if self.draining:
             raise Draining("the daemon is shutting down; try again after it restarts")
-        fmt = detect_format(req.path, req.format)
+        if req.url is not None:
+            return await self._submit_remote(req, req.url)
+        if req.path is None:
+            raise SourceError("an ingestion needs a path or a url")
+        path = req.path
+        fmt = detect_format(path, req.format)
         options = format_options(fmt, req.options)
-        if req.chunk_records is not None or req.chunk_bytes is not None:
-            policy = ChunkPolicy(records=req.chunk_records, bytes=req.chunk_bytes)
-        else:
-            policy = self._chunking
-        name = readable(req.name or req.path.name)
+        policy = self._policy(req)
+        name = readable(req.name or path.name)
         try:
-            ident = await asyncio.to_thread(identify, req.path)
+            ident = await asyncio.to_thread(identify, path)
         except (FileNotFoundError, PimIngestError):
             raise
         except OSError as exc:  # EACCES, EISDIR...: the file cannot be read; say so, not "internal error"
@@ -170,14 +179,14 @@ class Scheduler:
                     return Submitted(existing, created=False)
                 # Not running (failed, or queued by a crash): it resumes, reading this copy, which has
                 # the same bytes (same file_id). The copy it read before may be gone by now.
-                if await self._store.adopt_copy(existing.id, str(req.path), name, ident.size, ident.mtime_ns):
+                if await self._store.adopt_copy(existing.id, str(path), name, ident.size, ident.mtime_ns):
                     try:
                         return Submitted(await self._requeue(existing), created=False, adopted=True)
                     except NotAllowed:
                         pass  # cancelled meanwhile: cancelling is final, so this copy starts a new ingestion
             ing = await self._store.create_ingestion(
                 file_id=ident.file_id,
-                path=str(req.path),
+                path=str(path),
                 file_name=name,
                 size=ident.size,
                 mtime_ns=ident.mtime_ns,
@@ -193,6 +202,56 @@ class Scheduler:
             ingestion_id=ing.id,
             file_id=ing.file_id,
             file=ing.file_name,
+            format=fmt,
+            chunking=policy.describe(),
+            source=req.source,
+        )
+        self._schedule(ing.id, resumed=False)
+        return Submitted(ing, created=True)
+
+    def _policy(self, req: IngestRequest) -> ChunkPolicy:
+        if req.chunk_records is not None or req.chunk_bytes is not None:
+            return ChunkPolicy(records=req.chunk_records, bytes=req.chunk_bytes)
+        return self._chunking
+
+    async def _submit_remote(self, req: IngestRequest, url: str) -> Submitted:
+        """A remote object: its size and version are recorded now, its file_id during the spool pass
+        (where the dedup by bytes happens). The same object at the same version is answered by the
+        ingestion that took it, as the same bytes are for a local file."""
+        remote = self._remote
+        if remote is None:
+            raise UrlNotAllowed(f"{redact(url)}: this daemon has no [remote] configuration; no URL is allowed")
+        await asyncio.to_thread(check_allowed, url, remote.cfg.allowed_urls)
+        fmt = detect_format(PurePosixPath(urlsplit(url).path), req.format)
+        options = format_options(fmt, req.options)
+        policy = self._policy(req)
+        ident = await asyncio.to_thread(remote.stat, url)
+        async with self._submit_lock:
+            if not req.re_ingestion and ident.version:
+                existing = await self._store.latest_for_object(url, ident.size, ident.version)
+                if existing is not None and (existing.status == Status.COMPLETED or existing.id in self._tasks):
+                    return Submitted(existing, created=False)
+            ing = await self._store.create_ingestion(
+                file_id="",
+                path=url,
+                file_name=readable(req.name or name_of(url)),
+                size=ident.size,
+                mtime_ns=0,
+                format=fmt,
+                chunk_records=policy.records,
+                chunk_bytes=policy.bytes,
+                preflight=True,
+                source=req.source,
+                options=options,
+                version=ident.version,
+                dedup=not req.re_ingestion,
+            )
+        log.info(
+            "ingestion queued",
+            ingestion_id=ing.id,
+            url=redact(url),
+            size=ident.size,
+            version=ident.version,
             format=fmt,
             chunking=policy.describe(),
             source=req.source,
@@ -282,6 +341,11 @@ class Scheduler:
                     await self._runner.run(ing, resumed)
                 except Paused:
                     log.info("ingestion paused for shutdown; it resumes at the next start")
+                except Duplicate as exc:
+                    if await self._store.transition(ing.id, Status.CANCELLED, str(exc)):
+                        await self._runner.discard_spool(ing.id)
+                        log.info("ingestion ended: the same bytes were ingested already", error=str(exc))
+                        await self._ended(ing.id)
                 except PimIngestError as exc:
                     await self._fail(ing, exc)
                 except Exception as exc:

@@ -9,16 +9,18 @@ construction and resume seeks straight to the next chunk.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..config import ChunkPolicy
 from ..errors import FileChangedError
+from ..locations.remote import ObjectIdentity, Remote, stage
 from ..model import SpooledChunk
 from ..names import readable
-from ..sources import SourceSpec, read_records
+from ..sources import Record, SourceSpec, read_records, read_stream
 from ..sources.fileid import stat_identity
 from .chunking import cut
 
@@ -28,23 +30,22 @@ def spool_file(spool_dir: Path, ingestion_id: str) -> Path:
 
 
 def write_spool(
-    source: Path,
-    spec: SourceSpec,
+    records: Iterator[Record],
     policy: ChunkPolicy,
     target: Path,
-    identity: tuple[int, int],
+    finish: Callable[[], None],
     stop: threading.Event,
     page: int = 1000,
 ) -> Iterator[list[SpooledChunk]]:
-    """Spool every chunk of ``source``, yielding where they lie a page at a time (so memory stays
-    flat in the number of chunks). The last page comes only after the spool is fsynced and the
-    source was found unchanged; raise on bad input or a changed file. Reads stop at the size
-    recorded at submit (``identity``); ``stop`` ends the pass early (the spool is then incomplete)."""
+    """Spool every chunk of ``records``, yielding where they lie a page at a time (so memory stays
+    flat in the number of chunks). The last page comes only after the spool is fsynced and
+    ``finish`` (which checks that the source did not change, raising if it did) has returned;
+    bad input raises. ``stop`` ends the pass early (the spool is then incomplete)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     batch: list[SpooledChunk] = []
     offset = 0
     with open(target, "wb") as out:
-        for chunk in cut(read_records(source, spec, size=identity[0]), policy):
+        for chunk in cut(records, policy):
             if stop.is_set():
                 return
             out.write(chunk.body)
@@ -57,16 +58,66 @@ def write_spool(
                 batch = batch[-1:]
         out.flush()
         os.fsync(out.fileno())
-    try:
-        now = stat_identity(source)
-    except FileNotFoundError:
-        now = (-1, -1)
-    if now != identity:
-        raise FileChangedError(
-            f"{readable(source.name)}: the file changed while it was being read; drop it again once it is complete"
-        )
+    finish()
     if batch:
         yield batch
+
+
+def local_records(source: Path, spec: SourceSpec, identity: tuple[int, int]) -> Iterator[Record]:
+    """A local file's records, read up to the size recorded at submit."""
+    return read_records(source, spec, size=identity[0])
+
+
+def local_unchanged(source: Path, identity: tuple[int, int]) -> Callable[[], None]:
+    """A ``finish`` for a local file: its size and mtime are still those recorded at submit."""
+
+    def check() -> None:
+        try:
+            now = stat_identity(source)
+        except FileNotFoundError:
+            now = (-1, -1)
+        if now != identity:
+            raise FileChangedError(
+                f"{readable(source.name)}: the file changed while it was being read; drop it again once it is complete"
+            )
+
+    return check
+
+
+class RemoteSource:
+    """A remote object as the spool pass reads it: streamed (Excel: staged to a local file first,
+    since a workbook needs random access), hashed as it is read. ``file_id`` is set once every
+    byte has been read; ``finish`` checks that the object did not change meanwhile."""
+
+    def __init__(
+        self, remote: Remote, url: str, identity: ObjectIdentity, spec: SourceSpec, stage_path: Path, name: str
+    ) -> None:
+        self._remote = remote
+        self._url = url
+        self._identity = identity
+        self._spec = spec
+        self._stage_path = stage_path
+        self._name = name
+        self.file_id: str | None = None
+
+    def records(self) -> Iterator[Record]:
+        stream = self._remote.open(self._url, self._identity)
+        try:
+            if self._spec.format == "excel":
+                stage(stream, self._stage_path, self._remote.cfg.stage_max_bytes, self._name)
+                self.file_id = stream.file_id
+                yield from read_records(self._stage_path, self._spec)
+            else:
+                with io.BufferedReader(stream, 1 << 16) as fh:
+                    yield from read_stream(fh, self._name, self._spec)
+                    stream.drain()  # what the parser left unread (trailing whitespace, say) is hashed too
+                    self.file_id = stream.file_id
+        finally:
+            stream.close()
+            self._stage_path.unlink(missing_ok=True)
+
+    def finish(self) -> None:
+        self._remote.check_unchanged(self._url, self._identity)
 
 
 def read_chunk(fd: int, offset: int, length: int) -> tuple[bytes, bytes]:

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -13,6 +14,7 @@ from aiohttp import web
 from ..errors import Draining, UploadTooLarge
 from ..intake import upload as upload_mod
 from ..intake.upload import check_relative_name
+from ..locations.remote import check_allowed
 from ..model import IngestRequest, Status
 from ..sources import detect_format
 from .keys import CONFIG, INBOX, SCHEDULER
@@ -21,20 +23,31 @@ from .params import check_options, field, json_body, query_int, query_options, r
 
 log = structlog.get_logger("pimingestd.http")
 
-_INGEST_KEYS = {"path", "format", "chunk_records", "chunk_bytes", "re_ingestion"}  # the rest: the format's options
+_INGEST_KEYS = {
+    "path",
+    "url",
+    "format",
+    "chunk_records",
+    "chunk_bytes",
+    "re_ingestion",
+}  # the rest: the format's options
 _UPLOAD_PARAMS = {"format": str, "chunk_records": int, "chunk_bytes": int}  # and re_ingestion; the rest: options
 
 
 async def ingest(request: web.Request) -> web.Response:
     data = await json_body(request)
-    raw_path = data.get("path")
-    if not isinstance(raw_path, str) or not raw_path:
-        raise ApiError(400, "`path` is required and must be a string")
+    raw_path, url = data.get("path"), data.get("url")
+    if (raw_path is None) == (url is None):
+        raise ApiError(400, "give exactly one of `path` (a file the daemon can read) and `url` (a remote object)")
     records, size = field(data, "chunk_records", int), field(data, "chunk_bytes", int)
     options = {k: v for k, v in data.items() if k not in _INGEST_KEYS and v is not None}
     re_ingestion = data.get("re_ingestion", False)
     if not isinstance(re_ingestion, bool):
         raise ApiError(400, "`re_ingestion` must be true or false")
+    if url is not None:
+        return await _ingest_url(request, url, data, options, records, size, re_ingestion)
+    if not isinstance(raw_path, str) or not raw_path:
+        raise ApiError(400, "`path` must be a non-empty string")
     # realpath and stat touch the filesystem (maybe a slow network one): off the event loop.
     path = await asyncio.to_thread(resolve_allowed, request.app[CONFIG], raw_path)
     if not await asyncio.to_thread(path.is_file):
@@ -57,9 +70,37 @@ async def ingest(request: web.Request) -> web.Response:
     return _accepted(submitted.ingestion.id, submitted.ingestion.file_id, submitted.ingestion.status)
 
 
+async def _ingest_url(
+    request: web.Request,
+    url: Any,
+    data: dict[str, Any],
+    options: dict[str, Any],
+    records: int | None,
+    size: int | None,
+    re_ingestion: bool,
+) -> web.Response:
+    if not isinstance(url, str) or not url:
+        raise ApiError(400, "`url` must be a non-empty string")
+    await asyncio.to_thread(check_allowed, url, request.app[CONFIG].remote.allowed_urls)  # 400 before any I/O
+    fmt = field(data, "format", str)
+    check_options(detect_format(PurePosixPath(urlsplit(url).path), fmt), options, records, size)
+    req = IngestRequest(
+        url=url,
+        format=fmt,
+        chunk_records=records,
+        chunk_bytes=size,
+        re_ingestion=re_ingestion,
+        source="api",
+        options=options,
+    )
+    submitted = await request.app[SCHEDULER].submit(req)
+    return _accepted(submitted.ingestion.id, submitted.ingestion.file_id, submitted.ingestion.status)
+
+
 def _accepted(ingestion_id: str, file_id: str, status: Status) -> web.Response:
     return json_response(
-        {"ingestion_id": ingestion_id, "file_id": file_id, "status": status}, 200 if status == Status.COMPLETED else 202
+        {"ingestion_id": ingestion_id, "file_id": file_id or None, "status": status},
+        200 if status == Status.COMPLETED else 202,
     )
 
 

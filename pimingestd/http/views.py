@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.scheduler import Scheduler
+from ..locations.remote import redact
 from ..model import UNFINISHED, ChunkRow, Ingestion, Progress
 from ..names import readable
 from ..state import StateStore
@@ -38,8 +39,9 @@ def _ingestion(ing: Ingestion, p: Progress, scheduler: Scheduler) -> dict[str, A
         eta = round(max(ing.total_records - p.records_acked, 0) / rate, 1)
     return {
         "ingestion_id": ing.id,
-        "file_id": ing.file_id,
-        "path": readable(ing.path),
+        "file_id": ing.file_id or None,  # a remote object's is known once its spool pass has read it
+        "path": redact(ing.path) if ing.remote else readable(ing.path),
+        "version": ing.version or None,
         "file_name": ing.file_name,
         "format": ing.format,
         "status": ing.status,

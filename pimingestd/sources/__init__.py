@@ -21,9 +21,9 @@ import dataclasses
 import importlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -71,7 +71,7 @@ class SourceSpec:
     max_record_bytes: int = DEFAULT_MAX_RECORD
 
 
-def detect_format(path: Path, given: str | None = None) -> str:
+def detect_format(path: PurePath, given: str | None = None) -> str:
     """The format named by ``given``, else by the file's extension."""
     if given is not None:
         if given not in FORMATS:
@@ -117,18 +117,29 @@ def format_options(fmt: str, given: Mapping[str, Any], where: str = "") -> dict[
 def read_records(path: Path, spec: SourceSpec, size: int | None = None) -> Iterator[Record]:
     """Yield the records of ``path``; the file is closed when the iterator is. Only a regular
     file is opened, and with ``size`` reading stops there (bytes appended later are not read)."""
+    _check_codec(path.name, spec)
+    with open_source(path, size) as fh:
+        yield from read_stream(fh, readable(path.name), spec)
+
+
+def read_stream(fh: BinaryIO, name: str, spec: SourceSpec) -> Iterator[Record]:
+    """Yield the records of an open stream (a remote object, say) whose file name is ``name``: its
+    suffix says whether it is compressed. Excel needs a seekable file."""
     module = FORMATS[spec.format].load()
     options = module.Options(**spec.options)
-    name = readable(path.name)
-    codec = compression.codec_of(path)
+    codec = _check_codec(name, spec)
+    if codec is None:
+        yield from module.read(fh, name, options, spec.max_record_bytes)
+    else:
+        with compression.decompressed(fh, codec, name) as stream:
+            yield from module.read(stream, name, options, spec.max_record_bytes)
+
+
+def _check_codec(name: str, spec: SourceSpec) -> str | None:
+    codec = compression.codec_of(PurePosixPath(name))
     if codec is not None and spec.format == "excel":
         raise UnsupportedFormat(f"{name}: an Excel workbook is a zip already; it is not read from a {codec} file")
-    with open_source(path, size) as fh:
-        if codec is None:
-            yield from module.read(fh, name, options, spec.max_record_bytes)
-        else:
-            with compression.decompressed(fh, codec, name) as stream:
-                yield from module.read(stream, name, options, spec.max_record_bytes)
+    return codec
 
 
 def describe(value: Any) -> str:

@@ -16,7 +16,7 @@ import io
 import lzma
 import os
 import zlib
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any, BinaryIO
 
 from ..errors import ParseError
@@ -26,15 +26,15 @@ MAX_RATIO = 100
 RATIO_FROM = 64 << 20
 
 
-def codec_of(path: Path) -> str | None:
+def codec_of(path: PurePath) -> str | None:
     """The compression named by the file's last suffix, or None."""
     return CODECS.get(path.suffix.lower())
 
 
-def format_suffix(path: Path) -> str:
+def format_suffix(path: PurePath) -> str:
     """The suffix that names the format: the last one, or the one before a compression suffix."""
     if codec_of(path) is not None:
-        return Path(path.stem).suffix
+        return PurePath(path.stem).suffix
     return path.suffix
 
 

@@ -48,7 +48,7 @@ class Options:
     def __post_init__(self) -> None:
         if not isinstance(self.record_path, str) or not self.record_path.strip("/"):
             raise ValueError(
-                "the xml format needs record_path, the element names from the root to a record,"
+                "record_path is required by the xml format: the element names from the root to a record,"
                 " such as products/product"
             )
         names = self.record_path.strip("/").split("/")

@@ -38,7 +38,7 @@ from ..names import from_text, to_text
 
 __all__ = ["Store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE ingestions (
@@ -62,6 +62,8 @@ CREATE TABLE ingestions (
     updated_at    REAL NOT NULL,
     options       TEXT NOT NULL DEFAULT '{}',
     completing    INTEGER NOT NULL DEFAULT 0,
+    version       TEXT NOT NULL DEFAULT '',
+    dedup         INTEGER NOT NULL DEFAULT 1,
     CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CHECK ((chunk_records IS NULL) <> (chunk_bytes IS NULL))
 );
@@ -83,6 +85,17 @@ CREATE TABLE chunks (
     PRIMARY KEY (ingestion_id, n),
     CHECK (state IN ('spooled', 'sent', 'acked'))
 ) WITHOUT ROWID;
+CREATE INDEX ingestions_by_path ON ingestions (path, created_at);
+CREATE TABLE remote_seen (
+    url           TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    ingestion_id  TEXT,
+    state         TEXT NOT NULL,
+    seen_at       REAL NOT NULL,
+    PRIMARY KEY (url, version, size),
+    CHECK (state IN ('taken', 'moved'))
+) WITHOUT ROWID;
 """
 
 # Each step takes a database of the version before it to the next one, in one transaction.
@@ -96,6 +109,14 @@ _MIGRATIONS: dict[int, str] = {
     "ALTER TABLE ingestions DROP COLUMN sheet;"
     "ALTER TABLE ingestions ADD COLUMN completing INTEGER NOT NULL DEFAULT 0;"
     "UPDATE ingestions SET path = replace(path, '\\', '\\\\');",
+    # 2 -> 3: remote objects (a URL as the path, the object's version, whether to dedup once the
+    # file_id is known after the spool pass) and the remote inboxes' ledger.
+    2: "ALTER TABLE ingestions ADD COLUMN version TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE ingestions ADD COLUMN dedup INTEGER NOT NULL DEFAULT 1;"
+    "CREATE INDEX ingestions_by_path ON ingestions (path, created_at);"
+    "CREATE TABLE remote_seen (url TEXT NOT NULL, version TEXT NOT NULL, size INTEGER NOT NULL,"
+    " ingestion_id TEXT, state TEXT NOT NULL, seen_at REAL NOT NULL, PRIMARY KEY (url, version, size),"
+    " CHECK (state IN ('taken', 'moved'))) WITHOUT ROWID;",
 }
 
 
@@ -109,6 +130,7 @@ def _ingestion(row: sqlite3.Row) -> Ingestion:
     values["preflight"] = bool(values["preflight"])
     values["spooled"] = bool(values["spooled"])
     values["completing"] = bool(values["completing"])
+    values["dedup"] = bool(values["dedup"])
     values["options"] = orjson.loads(values["options"])
     values["status"] = Status(values["status"])
     return Ingestion(**values)
@@ -190,7 +212,7 @@ class Store:
             elif version > SCHEMA_VERSION or (version < SCHEMA_VERSION and version not in _MIGRATIONS):
                 raise StateError(
                     f"state database {path} has schema version {version}; this pimingestd reads version {SCHEMA_VERSION}"
-                    " (and migrates from 1)"
+                    " (and migrates from 1 and 2)"
                 )
             while version < SCHEMA_VERSION:
                 await db.executescript(
@@ -260,6 +282,8 @@ class Store:
         preflight: bool,
         source: str,
         options: dict[str, Any] | None = None,
+        version: str = "",
+        dedup: bool = True,
     ) -> Ingestion:
         now = time.time()
         ing = Ingestion(
@@ -282,6 +306,8 @@ class Store:
             created_at=now,
             updated_at=now,
             options=dict(options or {}),
+            version=version,
+            dedup=dedup,
         )
         row = dataclasses.asdict(ing)
         row["path"] = to_text(path)
@@ -296,14 +322,56 @@ class Store:
         row = await self._one("SELECT * FROM ingestions WHERE id = ?", (ingestion_id,))
         return None if row is None else _ingestion(row)
 
-    async def latest_for_file(self, file_id: str) -> Ingestion | None:
-        """The newest ingestion of these bytes that was not cancelled."""
+    async def latest_for_file(self, file_id: str, exclude: str = "") -> Ingestion | None:
+        """The newest ingestion of these bytes that was not cancelled (other than ``exclude``)."""
         row = await self._one(
-            "SELECT * FROM ingestions WHERE file_id = ? AND status != 'cancelled'"
+            "SELECT * FROM ingestions WHERE file_id = ? AND status != 'cancelled' AND id != ?"
             " ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (file_id,),
+            (file_id, exclude),
         )
         return None if row is None else _ingestion(row)
+
+    async def latest_for_object(self, url: str, size: int, version: str) -> Ingestion | None:
+        """The newest ingestion of this remote object, at this size and version, that was not cancelled."""
+        row = await self._one(
+            "SELECT * FROM ingestions WHERE path = ? AND size = ? AND version = ? AND version != ''"
+            " AND status != 'cancelled' ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (to_text(url), size, version),
+        )
+        return None if row is None else _ingestion(row)
+
+    @_atomic
+    async def set_file_id(self, ingestion_id: str, file_id: str) -> None:
+        """A remote object's file_id, known once the spool pass has read it whole."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE ingestions SET file_id = ?, updated_at = ? WHERE id = ?", (file_id, time.time(), ingestion_id)
+            )
+
+    # ---- the remote inboxes' ledger ----------------------------------------------
+
+    async def remote_seen(self, url: str, version: str, size: int) -> tuple[str | None, str] | None:
+        """(ingestion_id, state) if this object at this version and size was taken before."""
+        row = await self._one(
+            "SELECT ingestion_id, state FROM remote_seen WHERE url = ? AND version = ? AND size = ?",
+            (url, version, size),
+        )
+        return None if row is None else (row[0], row[1])
+
+    @_atomic
+    async def remember_remote(self, url: str, version: str, size: int, ingestion_id: str | None, state: str) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO remote_seen (url, version, size, ingestion_id, state, seen_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (url, version, size) DO UPDATE SET ingestion_id = excluded.ingestion_id,"
+                " state = excluded.state, seen_at = excluded.seen_at",
+                (url, version, size, ingestion_id, state, time.time()),
+            )
+
+    async def remote_taken(self) -> list[tuple[str, str, int, str | None]]:
+        """(url, version, size, ingestion_id) of objects taken and not yet moved."""
+        rows = await self._rows("SELECT url, version, size, ingestion_id FROM remote_seen WHERE state = 'taken'")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def by_path(self, path: str) -> Ingestion | None:
         """The newest ingestion recorded for exactly this path."""
