@@ -355,6 +355,9 @@ class HashingStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        return self._pos
+
     def readinto(self, buffer: Any) -> int:
         want = min(len(buffer), self._identity.size - self._pos)
         if want <= 0:

@@ -45,7 +45,8 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 class Decompressed(io.RawIOBase):
-    """The decompressed bytes of a (seekable) compressed file, read forward; ``seek(0)`` starts over."""
+    """The decompressed bytes of a compressed file, read forward; ``seek(0)`` starts over when the file
+    itself is seekable."""
 
     def __init__(self, raw: BinaryIO, codec: str, name: str) -> None:
         super().__init__()
@@ -57,7 +58,8 @@ class Decompressed(io.RawIOBase):
         self._open()
 
     def _open(self) -> None:
-        self._raw.seek(0)
+        if self._raw.seekable():  # a remote stream is read once, from its start
+            self._raw.seek(0)
         if self._codec == "gzip":
             self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
         elif self._codec == "bzip2":
@@ -72,7 +74,7 @@ class Decompressed(io.RawIOBase):
         return True
 
     def seekable(self) -> bool:
-        return True
+        return bool(self._raw.seekable())
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:

@@ -1,0 +1,288 @@
+"""Real remote servers on 127.0.0.1 for the remote-object tests: moto's standalone S3 server, OpenSSH's sshd
+with throwaway keys, an aiohttp file server with Range and ETag (and faults), and a TCP proxy that cuts a
+connection mid-transfer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from pimingestd.testing import free_port
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes] | None, what: str, timeout: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+# ---- S3: moto's standalone server --------------------------------------------------------------
+
+
+@dataclass
+class S3Server:
+    port: int
+    proc: subprocess.Popen[bytes]
+    key: str = "AKIDTESTONLY"
+    secret: str = "s3-secret-for-tests-only"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret,
+            region_name="us-east-1",
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint, "key": self.key, "secret": self.secret, "region": "us-east-1"}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_s3(log: Path) -> S3Server:
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_port(port, proc, "moto server")
+    return S3Server(port, proc)
+
+
+# ---- SFTP: OpenSSH's sshd --------------------------------------------------------------------------
+
+
+@dataclass
+class SshServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    root: Path  # files served: sftp://127.0.0.1:<port><root>/...
+    user: str
+    user_key: Path
+    known_hosts: Path
+    other_known_hosts: Path  # names the right host with a different key
+
+    def url(self, rel: str) -> str:
+        return f"sftp://127.0.0.1:{self.port}{self.root}/{rel}"
+
+    def config(self, known_hosts: Path | None = None) -> dict[str, Any]:
+        return {"username": self.user, "key_file": str(self.user_key), "known_hosts": str(known_hosts or self.known_hosts)}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+def start_sshd(base: Path) -> SshServer:
+    base.mkdir(parents=True, exist_ok=True)
+    host_key, other_key, user_key = base / "host_key", base / "other_host_key", base / "user_key"
+    for k in (host_key, other_key, user_key):
+        _keygen(k)
+    authorized = base / "authorized_keys"
+    shutil.copy(user_key.with_suffix(".pub"), authorized)
+    authorized.chmod(0o600)
+    root = base / "files"
+    root.mkdir()
+    port = free_port()
+    cfg = base / "sshd_config"
+    cfg.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {base / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {authorized}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
+        "Subsystem sftp internal-sftp\nLogLevel ERROR\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation folder, which sshd requires
+    with open(base / "sshd.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stderr=log)
+    _wait_port(port, proc, "sshd")
+    known, other = base / "known_hosts", base / "other_known_hosts"
+    for path, key in ((known, host_key), (other, other_key)):
+        kind, blob = key.with_suffix(".pub").read_text().split()[:2]
+        path.write_text(f"[127.0.0.1]:{port} {kind} {blob}\n")
+    return SshServer(port, proc, root, getpass.getuser(), user_key, known, other)
+
+
+# ---- HTTP: an aiohttp file server with Range, ETag and faults ---------------------------------------
+
+
+@dataclass
+class HttpFiles:
+    """Objects served at /<name>. Faults: ``cut_after`` closes the first GET after that many bytes;
+    ``replace_after_first`` swaps an object's bytes once its first GET has begun; ``ranges`` False
+    ignores Range; ``etag`` False sends neither ETag nor Last-Modified."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    cut_after: int | None = None
+    replace_after_first: dict[str, bytes] = field(default_factory=dict)
+    ranges: bool = True
+    etag: bool = True
+    redirect: dict[str, str] = field(default_factory=dict)
+    gets: list[tuple[str, str | None]] = field(default_factory=list)  # (name, Range header)
+    headers_seen: list[dict[str, str]] = field(default_factory=list)
+    port: int = 0
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def _tag(self, data: bytes) -> dict[str, str]:
+        if not self.etag:
+            return {}
+        return {"ETag": '"' + hashlib.sha256(data).hexdigest()[:16] + '"'}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        self.headers_seen.append(dict(request.headers))
+        if name in self.redirect:
+            raise web.HTTPFound(self.redirect[name])
+        data = self.files.get(name)
+        if data is None:
+            raise web.HTTPNotFound()
+        headers = {**self._tag(data), "Accept-Ranges": "bytes" if self.ranges else "none"}
+        if request.method == "HEAD":
+            head = web.StreamResponse(headers=headers)
+            head.content_length = len(data)
+            await head.prepare(request)
+            return head
+        rng = request.headers.get("Range")
+        self.gets.append((name, rng))
+        if name in self.replace_after_first:
+            self.files[name] = self.replace_after_first.pop(name)
+        start, end, status = 0, len(data), 200
+        if rng and self.ranges:
+            spec = rng.removeprefix("bytes=")
+            a, _, b = spec.partition("-")
+            start, end = int(a), min(int(b) + 1 if b else len(data), len(data))
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        resp = web.StreamResponse(status=status, headers={**headers, "Content-Length": str(end - start)})
+        await resp.prepare(request)
+        body = data[start:end]
+        limit = self.cut_after
+        if limit is not None and len(body) > limit:
+            self.cut_after = None  # once
+            await resp.write(body[:limit])
+            await asyncio.sleep(0.2)  # the client reads what arrived
+            assert request.transport is not None
+            request.transport.close()  # then the connection is cut mid-transfer
+            return resp
+        for i in range(0, len(body), 1 << 16):
+            await resp.write(body[i : i + (1 << 16)])
+        await resp.write_eof()
+        return resp
+
+
+@contextlib.asynccontextmanager
+async def http_files() -> AsyncIterator[HttpFiles]:
+    files = HttpFiles()
+    app = web.Application()
+    app.router.add_get("/{name}", files.handle)  # and HEAD, through the same handler
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    files.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield files
+    finally:
+        await runner.cleanup()
+
+
+# ---- a TCP proxy that cuts one connection ---------------------------------------------------------
+
+
+class CuttingProxy:
+    """Forwards 127.0.0.1:<port> to a target port; the first connection that carries more than
+    ``cut_after`` bytes from the server is closed at that point (once)."""
+
+    def __init__(self, target: int, cut_after: int) -> None:
+        self.target = target
+        self.cut_after: int | None = cut_after
+        self.cuts = 0
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        sent = 0
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, downstream: bool) -> None:
+            nonlocal sent
+            try:
+                while data := await src.read(1 << 16):
+                    if downstream and self.cut_after is not None and sent + len(data) > self.cut_after:
+                        dst.write(data[: self.cut_after - sent])
+                        await dst.drain()
+                        self.cut_after = None
+                        self.cuts += 1
+                        raise ConnectionResetError("cut")
+                    if downstream:
+                        sent += len(data)
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                for w in (writer, up_writer):
+                    w.close()
+
+        await asyncio.gather(
+            pump(reader, up_writer, False), pump(up_reader, writer, True), return_exceptions=True
+        )

@@ -1,0 +1,356 @@
+"""Remote objects through fsspec, against real servers on 127.0.0.1: moto's S3 server, OpenSSH's sshd, an
+aiohttp file server with Range and ETag. Exact delivery, identity and resume, dedup, cuts mid-transfer, an
+object replaced while it is read, host keys, allowed_urls, staging for Excel."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import Workbook
+
+from pimingestd.errors import UrlNotAllowed
+from pimingestd.locations.remote import check_allowed, redact
+
+from .conftest import MakeDaemon
+from .helpers import Receiver, product
+from .servers import CuttingProxy, HttpFiles, S3Server, SshServer, http_files, start_s3, start_sshd
+
+BUCKET = "feeds"
+
+
+def jsonl(n: int, start: int = 0) -> bytes:
+    return b"".join(json.dumps(product(i)).encode() + b"\n" for i in range(start, start + n))
+
+
+def canonical(n: int, start: int = 0) -> list[str]:
+    return [json.dumps(product(i), sort_keys=True, separators=(",", ":")) for i in range(start, start + n)]
+
+
+def file_id(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_s3(tmp_path_factory.mktemp("moto") / "moto.log")
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def files() -> AsyncIterator[HttpFiles]:
+    async with http_files() as f:
+        yield f
+
+
+def remote_section(
+    allowed: list[str], s3: S3Server | None = None, sshd: SshServer | None = None, **extra: Any
+) -> dict[str, Any]:
+    section: dict[str, Any] = {"allowed_urls": allowed, "block_size": 65536, **extra}
+    if s3 is not None:
+        section["s3"] = s3.config()
+    if sshd is not None:
+        section["sftp"] = sshd.config()
+    return section
+
+
+async def records(receiver: Receiver, ingestion_id: str) -> list[str]:
+    return [a["record"] for a in await receiver.records(ingestion_id)]
+
+
+# ---- which URLs -----------------------------------------------------------------------------------
+
+
+def test_allowed_urls_are_compared_by_parts_and_internal_hosts_must_be_named() -> None:
+    allowed = ["https://cdn.example.com/feeds/", "s3://feeds/in", "http://", "sftp://127.0.0.1:2222/srv"]
+    check_allowed("https://cdn.example.com/feeds/a.jsonl", allowed, resolve=False)
+    check_allowed("s3://feeds/in/x.json", allowed)
+    check_allowed("s3://feeds/in", allowed)
+    check_allowed("sftp://127.0.0.1:2222/srv/a.csv", allowed)  # listed by name: allowed
+    check_allowed("http://shop.example.com/x.xml", allowed, resolve=False)  # under the bare http://
+    refused = {
+        "https://cdn.example.com.evil.net/feeds/a.jsonl": "not under any",
+        "https://cdn.example.com/feedsX/a.jsonl": "not under any",
+        "s3://feeds/inbox2/x.json": "not under any",
+        "s3://other/in/x.json": "not under any",
+        "http://127.0.0.1:9/x.json": "loopback and link-local hosts must be listed by name",
+        "http://169.254.169.254/latest/meta-data": "must be listed by name",
+        "http://[::1]/x.json": "must be listed by name",
+        "http://localhost/x.json": "must be listed by name",
+        "http://0.0.0.0/x.json": "must be listed by name",
+        "https://user:pw@cdn.example.com/feeds/a.jsonl": "credentials in a URL are refused",
+        "ftp://cdn.example.com/feeds/a.jsonl": "not a remote URL",
+        "s3://feeds": "names no object",
+    }
+    for url, why in refused.items():
+        with pytest.raises(UrlNotAllowed, match=why):
+            check_allowed(url, allowed, resolve=False)
+    with pytest.raises(UrlNotAllowed, match="allowed_urls is empty"):
+        check_allowed("s3://feeds/in/x.json", [])
+    assert "pw" not in redact("https://user:pw@h/x?sig=abc") and "sig" not in redact("https://h/x?sig=abc")
+
+
+async def test_a_url_outside_allowed_urls_is_400_and_nothing_is_fetched(
+    make_daemon: MakeDaemon, files: HttpFiles
+) -> None:
+    files.files["p.jsonl"] = jsonl(3)
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/allowed/"]))
+    for body in (
+        {"url": files.url("p.jsonl")},
+        {"url": f"http://localhost:{files.port}/allowed/p.jsonl"},
+        {"url": files.url("p.jsonl"), "path": "/etc/passwd"},
+    ):
+        code, answer = await d.ingest(**body)
+        assert code == 400, (body, answer)
+    assert files.headers_seen == []
+    d2_answer = await d.ingest(url="file:///etc/passwd")
+    assert d2_answer[0] == 400 and "not a remote URL" in d2_answer[1]["detail"]
+
+
+# ---- S3 (moto) ----------------------------------------------------------------------------------------
+
+
+async def test_an_s3_object_is_delivered_exactly_and_identified_by_its_bytes(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    data = jsonl(95)
+    s3.client().put_object(Bucket=BUCKET, Key="in/products.jsonl", Body=data)
+    d = await make_daemon(remote=remote_section([f"s3://{BUCKET}/in/"], s3=s3))
+    url = f"s3://{BUCKET}/in/products.jsonl"
+    code, answer = await d.ingest(url=url)
+    assert code == 202 and answer["file_id"] is None, answer  # known once the spool pass has read it
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert st["file_id"] == file_id(data) and st["path"] == url and st["version"].startswith("etag:")
+    assert st["total_records"] == 95 and st["total_chunks"] == 10
+    assert await records(receiver, st["ingestion_id"]) == canonical(95)
+    # The same object at the same version: the ingestion that took it answers.
+    code, again = await d.ingest(url=url)
+    assert (code, again["ingestion_id"]) == (200, st["ingestion_id"])
+    # The same bytes at another key: found once read, and not sent again.
+    s3.client().put_object(Bucket=BUCKET, Key="in/copy.jsonl", Body=data)
+    code, copy = await d.ingest(url=f"s3://{BUCKET}/in/copy.jsonl")
+    assert code == 202
+    st2 = await d.wait(copy["ingestion_id"], ("completed", "failed", "cancelled"))
+    assert st2["status"] == "cancelled" and st2["error"].startswith(f"duplicate of {st['ingestion_id']}"), st2
+    # Unless re_ingestion says so.
+    code, forced = await d.ingest(url=f"s3://{BUCKET}/in/copy.jsonl", re_ingestion=True)
+    assert code == 202
+    assert (await d.wait(forced["ingestion_id"]))["status"] == "completed"
+    assert await records(receiver, forced["ingestion_id"]) == canonical(95)
+
+
+async def test_compressed_and_excel_objects_over_s3(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server, tmp_path: Path
+) -> None:
+    """A .jsonl.gz streams through the decompressor; an .xlsx is staged to local disk (then removed), and one
+    over stage_max_bytes is refused before it is downloaded."""
+    s3.client().put_object(Bucket=BUCKET, Key="in/p.jsonl.gz", Body=gzip.compress(jsonl(30, 100)))
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["sku", "qty"])
+    for i in range(25):
+        ws.append([f"S{i}", i])
+    buf = io.BytesIO()
+    wb.save(buf)
+    s3.client().put_object(Bucket=BUCKET, Key="in/book.xlsx", Body=buf.getvalue())
+    d = await make_daemon(remote=remote_section([f"s3://{BUCKET}/in/"], s3=s3, stage_max_bytes=len(buf.getvalue())))
+    code, gz = await d.ingest(url=f"s3://{BUCKET}/in/p.jsonl.gz")
+    assert code == 202
+    assert (await d.wait(gz["ingestion_id"]))["status"] == "completed"
+    assert await records(receiver, gz["ingestion_id"]) == canonical(30, 100)
+    code, book = await d.ingest(url=f"s3://{BUCKET}/in/book.xlsx")
+    assert code == 202
+    assert (await d.wait(book["ingestion_id"]))["status"] == "completed"
+    assert [json.loads(r) for r in await records(receiver, book["ingestion_id"])] == [
+        {"sku": f"S{i}", "qty": i} for i in range(25)
+    ]
+    spool = d.config.daemon.state_db.parent / "spool"
+    assert not list(spool.glob("*.stage"))
+    s3.client().put_object(Bucket=BUCKET, Key="in/big.xlsx", Body=buf.getvalue() + b"\0")
+    code, big = await d.ingest(url=f"s3://{BUCKET}/in/big.xlsx")
+    st = await d.wait(big["ingestion_id"])
+    assert st["status"] == "failed" and "over [remote] stage_max_bytes" in st["error"], st
+
+
+async def test_a_cut_s3_connection_is_continued_by_ranged_reads(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    data = jsonl(400)
+    s3.client().put_object(Bucket=BUCKET, Key="in/cut.jsonl", Body=data)
+    proxy = await CuttingProxy(s3.port, cut_after=len(data) // 3).start()
+    try:
+        cfg = {**s3.config(), "endpoint_url": f"http://127.0.0.1:{proxy.port}"}
+        d = await make_daemon(remote={**remote_section([f"s3://{BUCKET}/in/"]), "s3": cfg})
+        code, answer = await d.ingest(url=f"s3://{BUCKET}/in/cut.jsonl")
+        assert code == 202, answer
+        st = await d.wait(answer["ingestion_id"])
+        assert st["status"] == "completed" and st["file_id"] == file_id(data), st
+        assert proxy.cuts == 1
+        assert await records(receiver, st["ingestion_id"]) == canonical(400)
+    finally:
+        await proxy.stop()
+
+
+# ---- SFTP (sshd) --------------------------------------------------------------------------------------
+
+
+async def test_an_sftp_object_is_delivered_and_a_cut_is_continued(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer
+) -> None:
+    data = jsonl(300)
+    (sshd.root / "p.jsonl").write_bytes(data)
+    proxy = await CuttingProxy(sshd.port, cut_after=len(data) // 2).start()
+    try:
+        # Through the proxy, the host is 127.0.0.1 on another port: known_hosts names it too.
+        known = Path(str(sshd.known_hosts) + ".proxy")
+        line = sshd.known_hosts.read_text()
+        known.write_text(line + line.replace(f"]:{sshd.port} ", f"]:{proxy.port} "))
+        d = await make_daemon(
+            remote={
+                **remote_section([f"sftp://127.0.0.1:{sshd.port}/", f"sftp://127.0.0.1:{proxy.port}/"]),
+                "sftp": sshd.config(known),
+            }
+        )
+        code, answer = await d.ingest(url=sshd.url("p.jsonl"))
+        assert code == 202, answer
+        st = await d.wait(answer["ingestion_id"])
+        assert st["status"] == "completed" and st["file_id"] == file_id(data), st
+        assert st["version"].startswith("modified:")
+        assert await records(receiver, st["ingestion_id"]) == canonical(300)
+        cut_url = f"sftp://127.0.0.1:{proxy.port}{sshd.root}/p.jsonl"
+        code, answer = await d.ingest(url=cut_url, re_ingestion=True)
+        assert code == 202, answer
+        st = await d.wait(answer["ingestion_id"])
+        assert st["status"] == "completed" and st["file_id"] == file_id(data), st
+        assert proxy.cuts == 1
+        assert await records(receiver, st["ingestion_id"]) == canonical(300)
+    finally:
+        await proxy.stop()
+
+
+async def test_an_unknown_or_wrong_host_key_fails_clearly(make_daemon: MakeDaemon, sshd: SshServer) -> None:
+    (sshd.root / "k.jsonl").write_bytes(jsonl(2))
+    d = await make_daemon(
+        remote={**remote_section([f"sftp://127.0.0.1:{sshd.port}/"]), "sftp": sshd.config(sshd.other_known_hosts)}
+    )
+    code, answer = await d.ingest(url=sshd.url("k.jsonl"))
+    assert code == 502, answer
+    assert "host key" in answer["detail"] and "known_hosts" in answer["detail"], answer
+
+
+# ---- HTTP (aiohttp with Range and ETag) ---------------------------------------------------------------
+
+
+async def test_an_http_object_with_headers_cut_and_continued(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    data = jsonl(200)
+    files.files["p.jsonl"] = data
+    files.cut_after = len(data) // 2
+    d = await make_daemon(
+        remote=remote_section([f"http://127.0.0.1:{files.port}/"], http={"headers": {"Authorization": "Bearer t0k"}})
+    )
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed" and st["file_id"] == file_id(data), st
+    assert await records(receiver, st["ingestion_id"]) == canonical(200)
+    assert files.gets[0] == ("p.jsonl", None)  # streamed from the start, then continued where it was cut
+    continued = files.gets[1][1]
+    assert continued is not None and continued.startswith("bytes=") and 0 < int(continued[6:].split("-")[0])
+    assert all(h.get("Authorization") == "Bearer t0k" for h in files.headers_seen)
+
+
+async def test_a_cut_without_ranged_reads_fails_and_sends_nothing(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    data = jsonl(200)
+    files.files["p.jsonl"] = data
+    files.cut_after = len(data) // 2
+    files.ranges = False
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "does not support ranged reads" in st["error"], st
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+
+
+async def test_an_object_replaced_while_it_is_read_fails_and_sends_nothing(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    files.files["p.jsonl"] = jsonl(200)
+    files.replace_after_first["p.jsonl"] = jsonl(210)
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "the remote object changed" in st["error"], st
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+
+
+async def test_resume_delivers_from_the_spool_without_downloading_again(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    data = jsonl(60)
+    files.files["p.jsonl"] = data
+    await receiver.faults([{"chunk": 3, "action": "reject_final"}])
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and st["chunks_acked"] == 2, st
+    gets = len(files.gets)
+    del files.files["p.jsonl"]  # gone from the server: only the spool can finish it
+    code, _ = await d.request("POST", f"/api/ingestions/{st['ingestion_id']}/resume")
+    assert code == 202
+    st = await d.wait(st["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert len(files.gets) == gets
+    assert await records(receiver, st["ingestion_id"]) == canonical(60)
+
+
+async def test_without_a_version_a_cut_is_not_spliced(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    """A server that gives neither ETag nor Last-Modified: a ranged read could join two versions, so a cut
+    fails the ingestion instead."""
+    data = jsonl(200)
+    files.files["p.jsonl"] = data
+    files.cut_after = len(data) // 2
+    files.etag = False
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "gives no ETag or Last-Modified" in st["error"], st
+    assert st["version"] is None
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+
+
+async def test_a_redirect_must_stay_within_allowed_urls(make_daemon: MakeDaemon, files: HttpFiles) -> None:
+    files.files["real.jsonl"] = jsonl(3)
+    files.redirect["away.jsonl"] = f"http://localhost:{files.port}/real.jsonl"
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
+    code, answer = await d.ingest(url=files.url("away.jsonl"))
+    assert code == 400 and "not under any of [remote] allowed_urls" in answer["detail"], answer
+
+
+async def test_a_missing_object_is_404(make_daemon: MakeDaemon, files: HttpFiles, s3: S3Server) -> None:
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/", f"s3://{BUCKET}/"], s3=s3))
+    for url in (files.url("none.jsonl"), f"s3://{BUCKET}/none.jsonl"):
+        code, answer = await d.ingest(url=url)
+        assert code == 404 and "no such object" in answer["detail"], (url, answer)
