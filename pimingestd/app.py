@@ -35,6 +35,7 @@ from .errors import StateError
 from .http import keys as api
 from .http import routes
 from .intake.lifecycle import Inbox
+from .intake.remote_watch import RemoteInboxes
 from .locations.remote import Remote
 from .model import UNFINISHED
 from .notify import Notifier
@@ -99,6 +100,8 @@ def create_app(config: Config) -> web.Application:
         yield
         os.close(fd)
 
+    remote = Remote(config.remote)  # one set of remote connections, for reads and remote inboxes
+
     async def store(app: web.Application) -> AsyncIterator[None]:
         app[api.STORE] = await Store.open(config.daemon.state_db)
         yield
@@ -135,14 +138,16 @@ def create_app(config: Config) -> web.Application:
                 spool_dir=config.daemon.state_db.parent / "spool",
                 max_concurrent=config.daemon.max_concurrent,
                 max_record_bytes=config.max_record_bytes,
-                remote=Remote(config.remote),
+                remote=remote,
             )
             yield
             await app[api.SCHEDULER].close()
 
     async def inbox(app: web.Application) -> AsyncIterator[None]:
         app[api.INBOX] = Inbox(config.inbox, app[api.SCHEDULER], app[api.STORE])
+        app[api.REMOTE_INBOXES] = RemoteInboxes(config.remote, app[api.SCHEDULER], app[api.STORE], remote)
         yield
+        await app[api.REMOTE_INBOXES].stop()
         await app[api.INBOX].stop()
 
     app.cleanup_ctx.extend([state_lock, store, receiver, scheduler, inbox])
@@ -177,9 +182,11 @@ async def start_work(app: web.Application) -> None:
     """Begin taking work, once the HTTP site listens: inbox recovery and watching, then resumes."""
     await app[api.INBOX].start()
     await app[api.SCHEDULER].start()
+    await app[api.REMOTE_INBOXES].start()
 
 
 async def stop_taking_work(app: web.Application) -> None:
+    await app[api.REMOTE_INBOXES].stop()
     await app[api.INBOX].stop()
 
 

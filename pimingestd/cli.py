@@ -24,7 +24,7 @@ from typing import Any
 from . import __version__, logs
 from . import config as config_mod
 from .errors import ConfigError, StateError
-from .model import STATUSES, Status
+from .model import REMOTE_SCHEMES, STATUSES, Status
 from .sources import FORMATS
 
 EXIT_OK = 0
@@ -84,10 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         epilog=_EPILOG,
         description="Ask the running daemon to ingest PATH. Files the daemon cannot read by path "
-        "(outside its allowed roots, or on another machine) are uploaded.\n\n"
-        "Example:\n  pimingestd ingest exports/products.json --json-path products.item --wait",
+        "(outside its allowed roots, or on another machine) are uploaded. A URL (s3://, sftp://, "
+        "https://) is read by the daemon itself, under its [remote] allowed_urls.\n\n"
+        "Examples:\n  pimingestd ingest exports/products.json --json-path products.item --wait\n"
+        "  pimingestd ingest s3://feeds/in/products.jsonl.gz --wait",
     )
-    ing.add_argument("path", type=Path, metavar="PATH")
+    ing.add_argument("path", metavar="PATH|URL")
     ing.add_argument("--format", choices=FORMATS)
     ing.add_argument("--json-path", help="JSON: the array of records, e.g. catalog.products.item")
     ing.add_argument("--sheet", help="Excel: the worksheet (default: the first)")
@@ -216,11 +218,19 @@ def _address(args: argparse.Namespace) -> tuple[str, str]:
     return url or "http://127.0.0.1:8080", token or ""
 
 
+def is_url(text: str) -> bool:
+    return text.partition("://")[0] in REMOTE_SCHEMES and "://" in text
+
+
 def _client_command(args: argparse.Namespace) -> int:
     from .errors import DaemonUnreachable
 
-    if args.command == "ingest":
-        args.path = args.path.resolve()
+    if args.command == "ingest" and is_url(args.path):
+        if args.upload:
+            print("pimingestd: --upload takes a local file, not a URL", file=sys.stderr)
+            return EXIT_USAGE
+    elif args.command == "ingest":
+        args.path = Path(args.path).resolve()
         if not args.path.is_file():
             print(f"pimingestd: no such file: {args.path}", file=sys.stderr)
             return EXIT_FAILURE
@@ -277,7 +287,7 @@ async def _client_main(args: argparse.Namespace, url: str, token: str) -> int:
 async def _ingest(api: Any, args: argparse.Namespace) -> int:
     from .console import ProgressBar
 
-    path: Path = args.path  # resolved and checked before the loop started
+    path: Path | str = args.path  # a URL, or a file resolved and checked before the loop started
     options = {
         "format": args.format,
         "json_path": args.json_path,
@@ -298,14 +308,16 @@ async def _ingest(api: Any, args: argparse.Namespace) -> int:
             return EXIT_USAGE
     code: int = 0
     body: Any = None
-    if not args.upload:
+    if isinstance(path, str):
+        code, body = await api.ingest({"url": path, "re_ingestion": args.re_ingest, **options})
+    elif not args.upload:
         code, body = await api.ingest({"path": str(path), "re_ingestion": args.re_ingest, **options})
         if code in (403, 404):
             print(
                 f"pimingestd: the daemon cannot read {path} by path ({body.get('error')}); uploading it",
                 file=sys.stderr,
             )
-    if args.upload or code in (403, 404):
+    if isinstance(path, Path) and (args.upload or code in (403, 404)):
         params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in options.items()}
         if args.re_ingest:
             params["re_ingestion"] = "true"
@@ -313,7 +325,7 @@ async def _ingest(api: Any, args: argparse.Namespace) -> int:
     if code >= 300:
         return _refused(code, body)
     ing = body["ingestion_id"]
-    print(f"{ing} {body['status']} {body['file_id']}")
+    print(f"{ing} {body['status']} {body['file_id'] or '-'}")  # a remote object's file_id comes once it is read
     if not args.wait:
         return EXIT_OK
     bar = ProgressBar(sys.stderr)

@@ -103,7 +103,11 @@ class SshServer:
         return f"sftp://127.0.0.1:{self.port}{self.root}/{rel}"
 
     def config(self, known_hosts: Path | None = None) -> dict[str, Any]:
-        return {"username": self.user, "key_file": str(self.user_key), "known_hosts": str(known_hosts or self.known_hosts)}
+        return {
+            "username": self.user,
+            "key_file": str(self.user_key),
+            "known_hosts": str(known_hosts or self.known_hosts),
+        }
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -283,6 +287,4 @@ class CuttingProxy:
                 for w in (writer, up_writer):
                     w.close()
 
-        await asyncio.gather(
-            pump(reader, up_writer, False), pump(up_reader, writer, True), return_exceptions=True
-        )
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True), return_exceptions=True)

@@ -185,6 +185,7 @@ async def test_compressed_and_excel_objects_over_s3(
     assert not list(spool.glob("*.stage"))
     s3.client().put_object(Bucket=BUCKET, Key="in/big.xlsx", Body=buf.getvalue() + b"\0")
     code, big = await d.ingest(url=f"s3://{BUCKET}/in/big.xlsx")
+    assert code == 202
     st = await d.wait(big["ingestion_id"])
     assert st["status"] == "failed" and "over [remote] stage_max_bytes" in st["error"], st
 
@@ -274,7 +275,7 @@ async def test_an_http_object_with_headers_cut_and_continued(
     assert await records(receiver, st["ingestion_id"]) == canonical(200)
     assert files.gets[0] == ("p.jsonl", None)  # streamed from the start, then continued where it was cut
     continued = files.gets[1][1]
-    assert continued is not None and continued.startswith("bytes=") and 0 < int(continued[6:].split("-")[0])
+    assert continued is not None and continued.startswith("bytes=") and int(continued[6:].split("-")[0]) > 0
     assert all(h.get("Authorization") == "Bearer t0k" for h in files.headers_seen)
 
 
@@ -287,6 +288,7 @@ async def test_a_cut_without_ranged_reads_fails_and_sends_nothing(
     files.ranges = False
     d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
     code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
     st = await d.wait(answer["ingestion_id"])
     assert st["status"] == "failed" and "does not support ranged reads" in st["error"], st
     assert (await receiver.stats()).get("chunks_received", 0) == 0
@@ -299,6 +301,7 @@ async def test_an_object_replaced_while_it_is_read_fails_and_sends_nothing(
     files.replace_after_first["p.jsonl"] = jsonl(210)
     d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
     code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
     st = await d.wait(answer["ingestion_id"])
     assert st["status"] == "failed" and "the remote object changed" in st["error"], st
     assert (await receiver.stats()).get("chunks_received", 0) == 0
@@ -312,6 +315,7 @@ async def test_resume_delivers_from_the_spool_without_downloading_again(
     await receiver.faults([{"chunk": 3, "action": "reject_final"}])
     d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
     code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
     st = await d.wait(answer["ingestion_id"])
     assert st["status"] == "failed" and st["chunks_acked"] == 2, st
     gets = len(files.gets)
@@ -335,6 +339,7 @@ async def test_without_a_version_a_cut_is_not_spliced(
     files.etag = False
     d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
     code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
     st = await d.wait(answer["ingestion_id"])
     assert st["status"] == "failed" and "gives no ETag or Last-Modified" in st["error"], st
     assert st["version"] is None
@@ -354,3 +359,166 @@ async def test_a_missing_object_is_404(make_daemon: MakeDaemon, files: HttpFiles
     for url in (files.url("none.jsonl"), f"s3://{BUCKET}/none.jsonl"):
         code, answer = await d.ingest(url=url)
         assert code == 404 and "no such object" in answer["detail"], (url, answer)
+
+
+# ---- remote inboxes -------------------------------------------------------------------------------
+
+
+async def _until(predicate: Any, timeout: float = 30.0) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def _keys(s3: S3Server, prefix: str) -> set[str]:
+    listed = s3.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return {o["Key"] for o in listed.get("Contents", [])}
+
+
+async def test_an_s3_prefix_is_watched_and_objects_move_to_done_or_failed(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key="w/a.jsonl", Body=jsonl(12, 500))
+    client.put_object(Bucket=BUCKET, Key="w/bad.json", Body=b'[{"sku": 1},')
+    client.put_object(Bucket=BUCKET, Key="w/.hidden.jsonl", Body=jsonl(1))
+    watch = {
+        "url": f"s3://{BUCKET}/w/",
+        "poll_interval": 0.2,
+        "done_prefix": f"s3://{BUCKET}/w-done/",
+        "failed_prefix": f"s3://{BUCKET}/w-failed/",
+    }
+    d = await make_daemon(remote={**remote_section([f"s3://{BUCKET}/"], s3=s3), "watch": [watch]})
+    await _until(lambda: _keys(s3, "w-done/") == {"w-done/a.jsonl"} and len(_keys(s3, "w-failed/")) == 2)
+    assert _keys(s3, "w/") == {"w/.hidden.jsonl"}
+    report = json.loads(client.get_object(Bucket=BUCKET, Key="w-failed/bad.json.error.json")["Body"].read())
+    assert "bad.json" in report["error"] and report["ingestion_id"]
+    code, listing = await d.request("GET", "/api/ingestions")
+    assert code == 200
+    mine = {i["file_name"]: i for i in listing["ingestions"] if i["source"] == "remote_inbox"}
+    assert mine["a.jsonl"]["status"] == "completed" and mine["bad.json"]["status"] == "failed"
+    assert await records(receiver, mine["a.jsonl"]["ingestion_id"]) == canonical(12, 500)
+    # Put back unchanged: answered by the ingestion that took it, nothing sent again, moved to done again.
+    received = (await receiver.stats())["chunks_received"]
+    client.delete_object(Bucket=BUCKET, Key="w-done/a.jsonl")
+    client.put_object(Bucket=BUCKET, Key="w/a.jsonl", Body=jsonl(12, 500))
+    await _until(lambda: _keys(s3, "w-done/") == {"w-done/a.jsonl"})
+    assert (await receiver.stats())["chunks_received"] == received
+
+
+async def test_an_sftp_folder_is_watched_and_its_ledger_survives_a_restart(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer
+) -> None:
+    from pimingestd.http.keys import REMOTE_INBOXES
+
+    folder = sshd.root / "inbox"
+    folder.mkdir()
+    (folder / "p.jsonl").write_bytes(jsonl(7, 900))
+    watch = {"url": f"sftp://127.0.0.1:{sshd.port}{folder}", "poll_interval": 0.2}
+    section = {**remote_section([f"sftp://127.0.0.1:{sshd.port}/"], sshd=sshd), "watch": [watch]}
+    d = await make_daemon(remote=section)
+
+    async def taken() -> list[dict[str, Any]]:
+        _, listing = await d.request("GET", "/api/ingestions")
+        return [i for i in listing["ingestions"] if i["source"] == "remote_inbox"]
+
+    done: list[dict[str, Any]] = []
+
+    async def poll_until_completed(count: int) -> None:
+        import asyncio
+
+        for _ in range(400):
+            done[:] = [i for i in await taken() if i["status"] == "completed"]
+            if len(done) >= count:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"only {len(done)} completed")
+
+    await poll_until_completed(1)
+    assert await records(receiver, done[0]["ingestion_id"]) == canonical(7, 900)
+    assert (folder / "p.jsonl").exists()  # no done_prefix: left in place, and not taken again
+    await d.stop()
+    d = await make_daemon(remote=section)
+    inboxes = d.app[REMOTE_INBOXES]
+    cfg_watch = d.config.remote.watch[0]
+    assert [await inboxes.poll(cfg_watch) for _ in range(3)] == [0, 0, 0]
+    assert len(await taken()) == 1
+    # A new version (the file rewritten): taken once it lists the same on two polls.
+    (folder / "p.jsonl").write_bytes(jsonl(9, 900))
+    import os
+
+    os.utime(folder / "p.jsonl", (2_000_000_000, 2_000_000_000))
+    await poll_until_completed(2)
+    newest = max(done, key=lambda i: i["created_at"])
+    assert await records(receiver, newest["ingestion_id"]) == canonical(9, 900)
+
+
+async def test_remote_credentials_never_reach_logs_or_check_config(
+    make_cluster: Any, s3: S3Server, files: HttpFiles, tmp_path: Path
+) -> None:
+    """S3 keys from a systemd credential and the environment, an HTTP header from the config: used (the reads
+    work), masked by check-config, absent from a debug-level log of good and failing reads."""
+    import asyncio
+    import subprocess
+    import sys
+
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "s3-key").write_text(s3.key + "\n")
+    token = "hdr-token-7f3a9c"
+    files.files["h.jsonl"] = jsonl(4)
+    s3.client().put_object(Bucket=BUCKET, Key="sec/p.jsonl", Body=jsonl(5))
+    remote = {
+        "allowed_urls": [f"s3://{BUCKET}/sec/", f"http://127.0.0.1:{files.port}/"],
+        "s3": {"endpoint_url": s3.endpoint, "region": "us-east-1"},
+        "http": {"headers": {"Authorization": f"Bearer {token}"}},
+    }
+    env = {"CREDENTIALS_DIRECTORY": str(creds), "PIMINGESTD_S3_SECRET": s3.secret}
+    c = make_cluster(env=env, remote=remote)
+    await c.start_receiver()
+    await c.start_daemon()
+    for url in (f"s3://{BUCKET}/sec/p.jsonl", files.url("h.jsonl")):
+        code, answer = await c.call("POST", c.durl + "/api/ingest", json={"url": url})
+        assert code == 202, answer
+        assert (await c.settle(answer["ingestion_id"], timeout=60))["status"] == "completed"
+    code, answer = await c.call("POST", c.durl + "/api/ingest", json={"url": f"s3://{BUCKET}/sec/missing.jsonl"})
+    assert code == 404
+    assert all(h.get("Authorization") == f"Bearer {token}" for h in files.headers_seen)
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "pimingestd", "check-config", "--config", str(c.cfg)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, **env},
+    )
+    assert checked.returncode == 0, checked.stderr
+    shown = json.loads(checked.stdout)["remote"]
+    assert shown["s3"]["key"] == "***" and shown["s3"]["secret"] == "***"
+    assert shown["http"]["headers"] == {"Authorization": "***"}
+    c.close()
+    log = c.log.read_text()
+    assert "remote object identified" in log  # the log is the real one, at debug level
+    for secret in (s3.key, s3.secret, token):
+        assert secret not in log and secret not in checked.stdout, secret
+
+
+async def test_the_cli_ingests_a_url(make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles) -> None:
+    from .test_cli import cli
+
+    files.files["feed.xml"] = b"<rss><channel><item><id>1</id></item><item><id>2</id></item></channel></rss>"
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
+    code, out, err = await cli(
+        "ingest", files.url("feed.xml"), "-o", "record_path=rss/channel/item", "--wait", "--url", d.url
+    )
+    assert code == 0, err
+    ingestion_id, status, shown_id = out.split()[:3]
+    assert (status, shown_id) == ("queued", "-")
+    assert await records(receiver, ingestion_id) == ['{"id":"1"}', '{"id":"2"}']
+    code, _, err = await cli("ingest", files.url("feed.xml"), "--upload", "--url", d.url)
+    assert code == 2 and "--upload takes a local file" in err
+    code, _, err = await cli("ingest", "https://elsewhere.example/x.json", "--url", d.url)
+    assert code == 1 and "not under any of [remote] allowed_urls" in err

@@ -112,7 +112,7 @@ def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bo
         return
     raise UrlNotAllowed(
         f"{shown}: not under any of [remote] allowed_urls"
-        + (" (loopback and link-local hosts must be listed by name)" if _internal(host, resolve) else "")
+        + (" (loopback and link-local hosts must be listed by name)" if _internal(host, False) else "")
     )
 
 
@@ -324,6 +324,13 @@ class Remote:
         except Exception as exc:
             raise self._failure(url, exc, f"moving it to {redact(folder)}") from None
         return target
+
+    def write(self, url: str, data: bytes) -> None:
+        """Write a small object (a remote inbox's error report)."""
+        try:
+            self._filesystem(url).pipe_file(self._path(url), data)
+        except Exception as exc:
+            raise self._failure(url, exc, "writing") from None
 
 
 class HashingStream(io.RawIOBase):
