@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,27 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
         (MINIMAL + '[pimcore]\nchunk_url = "ftp://x"\n', "pimcore.chunk_url must be an http(s) URL"),
         (MINIMAL + '[logging]\nformat = "xml"\n', "logging.format must be one of json, console"),
         ("[chunking\n", "invalid TOML"),
+        (MINIMAL + '[remote]\nallowed_urls = ["ftp://x/"]\n', "remote.allowed_urls[0] = 'ftp://x/': must start with"),
+        (MINIMAL + '[remote]\nallowed_urls = ["https://u:p@x/"]\n', "without credentials"),
+        (MINIMAL + "[remote.s3]\nbucket = 1\n", "unknown key(s): remote.s3.bucket"),
+        (MINIMAL + '[remote.s3]\nendpoint_url = "localhost:9000"\n', "remote.s3.endpoint_url must be an http(s) URL"),
+        (MINIMAL + "[remote.http]\nheaders = { X = 1 }\n", "remote.http.headers must be a table of header name"),
+        (
+            MINIMAL + '[[remote.watch]]\nurl = "s3://b/in/"\n',
+            "remote.watch[0].url: s3://b/in/: [remote] allowed_urls is empty",
+        ),
+        (
+            MINIMAL + '[remote]\nallowed_urls = ["https://x/"]\n[[remote.watch]]\nurl = "https://x/in/"\n',
+            "a remote inbox is an s3:// prefix or an sftp:// folder",
+        ),
+        (
+            MINIMAL + '[remote]\nallowed_urls = ["s3://b/"]\n[[remote.watch]]\nurl = "s3://b/in/"\nsheet = 3\n',
+            "remote.watch[0].sheet must be a non-empty string",
+        ),
+        (
+            MINIMAL + '[remote]\nallowed_urls = ["s3://b/"]\n[[remote.watch]]\nurl = "s3://b/in/"\nfoo = 1\n',
+            "unknown key(s): remote.watch[0].foo",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -75,6 +97,25 @@ def test_secret_precedence(tmp_path: Path) -> None:
     (creds / "pimcore-secret").write_text("from-credential\n")
     env = {config.SECRET_ENV: "from-env", "CREDENTIALS_DIRECTORY": str(creds)}
     assert config.load(p, env=env).pimcore.secret == "from-credential"
+
+
+def test_remote_secrets_precedence_and_masking(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """S3 keys: credential beats environment beats file; HTTP headers from the environment add to the file's;
+    all of them masked."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "s3-secret").write_text("cred-secret\n")
+    p = write(
+        tmp_path,
+        MINIMAL + '[remote.s3]\nkey = "file-key"\nsecret = "file-secret"\n[remote.http]\nheaders = { A = "1" }\n',
+    )
+    env = {"CREDENTIALS_DIRECTORY": str(creds), "PIMINGESTD_S3_KEY": "env-key", "PIMINGESTD_HTTP_HEADERS": '{"B": "2"}'}
+    cfg = config.load(p, env=env)
+    assert (cfg.remote.s3.key, cfg.remote.s3.secret) == ("env-key", "cred-secret")
+    assert dict(cfg.remote.http.headers) == {"A": "1", "B": "2"}
+    shown = json.dumps(cfg.masked())
+    assert all(secret not in shown for secret in ("env-key", "cred-secret", '"1"', '"2"'))
+    assert "env-key" not in repr(cfg) and "cred-secret" not in repr(cfg)
 
 
 def test_masked_hides_secrets(tmp_path: Path) -> None:
