@@ -115,7 +115,7 @@ class Stack(Cluster):
     """The shared harness (pimingestd/testing.py) as the bench runs it: the receiver in count mode
     (checks framing and order, parses no records), the daemon logging at info, 1,000-record chunks."""
 
-    def __init__(self, root: Path, chunking: str = "records = 1000", extra: str = "") -> None:
+    def __init__(self, root: Path, chunking: str = "records = 1000", **sections: Any) -> None:
         key, _, value = chunking.partition(" = ")
         inbox = {
             f: f.removesuffix("_dir") if f != "dir" else "inbox"
@@ -131,6 +131,7 @@ class Stack(Cluster):
             delivery={"ack_timeout": 30.0, "backoff": 0.05},
             inbox={**inbox, "settle_seconds": 0.2},
             logging={"level": "info"},
+            **sections,
         )
         self.url = self.durl
 
@@ -146,10 +147,14 @@ class Stack(Cluster):
         ratio = records / total / base_rate
         return Row(case, records, total, None, ratio, target, ratio >= least, "", src.stat().st_size / 1e6)
 
-    async def ingest_and_wait(self, path: Path, timeout: float = 3600) -> dict[str, Any]:
+    async def ingest_and_wait(self, path: Path | str, timeout: float = 3600) -> dict[str, Any]:
+        body = {"url": path} if isinstance(path, str) else {"path": str(path)}
         async with aiohttp.ClientSession() as s:
-            async with s.post(self.url + "/api/ingest", json={"path": str(path)}) as r:
-                ing = (await r.json())["ingestion_id"]
+            async with s.post(self.url + "/api/ingest", json={**body, "re_ingestion": True}) as r:
+                answer = await r.json()
+                if r.status >= 300:
+                    raise RuntimeError(f"ingest refused: {r.status} {answer}")
+                ing = answer["ingestion_id"]
             return await self.wait(s, ing, timeout)
 
     async def wait(self, s: aiohttp.ClientSession, ing: str, timeout: float = 3600) -> dict[str, Any]:
@@ -276,7 +281,59 @@ async def upload_case(tmp: Path, src: Path, rows: list[Row]) -> None:
         )
 
 
-CASES = ("json", "jsonl", "excel", "bytes", "overhead", "many")
+async def remote_case(tmp: Path, rows: list[Row]) -> None:
+    """A 100 MB JSON Lines object over S3 (moto's server) and over SFTP (OpenSSH's sshd), against the same
+    file read locally, in one daemon: each end to end (spool pass and delivery), with the daemon's peak RSS."""
+    from tests.servers import start_s3, start_sshd
+
+    src = tmp / "remote.jsonl"
+    n = data.write_jsonl(src, 100 * MiB)
+    mb = src.stat().st_size / 1e6
+    s3 = start_s3(tmp / "moto.log")
+    sshd = start_sshd(tmp / "sshd")
+    try:
+        s3.client().create_bucket(Bucket="bench")
+        s3.client().upload_file(str(src), "bench", "remote.jsonl")
+        (sshd.root / "remote.jsonl").symlink_to(src)
+        remote = {
+            "allowed_urls": ["s3://bench/", f"sftp://127.0.0.1:{sshd.port}/"],
+            "s3": s3.config(),
+            "sftp": sshd.config(),
+        }
+        # One daemon per backend, as a deployment reading from one of them runs (each backend's libraries
+        # are imported when first used), each reading the local file first: the yardstick in the same run.
+        for label, url in (("S3 (moto)", "s3://bench/remote.jsonl"), ("SFTP (sshd)", sshd.url("remote.jsonl"))):
+            async with Stack(tmp / f"remote-{url[:4]}", remote=remote) as stack:
+                sampler = Sampler(stack.daemon.pid)
+                t0 = time.monotonic()
+                local = await stack.ingest_and_wait(src)
+                local_s = stack.phases(local["ingestion_id"])["total"]
+                local_peak = sampler.peak_between() / MiB
+                t1 = time.monotonic() - t0
+                st = await stack.ingest_and_wait(url)
+                took = stack.phases(st["ingestion_id"])["total"]
+                sampler.stop()
+                peak = sampler.peak_between(t1) / MiB
+            rows.append(Row(f"  the same file, local (yardstick for {label})", n, local_s, local_peak, 1.0, "", None, "", mb))
+            rows.append(
+                Row(
+                    f"JSON Lines 100 MB over {label}",
+                    n,
+                    took,
+                    peak,
+                    local_s / took,
+                    "peak < 80 MiB; ratio = local/remote",
+                    peak < 80,
+                    "same file_id as local" if st["file_id"] == local["file_id"] else "file_id DIFFERS",
+                    mb,
+                )
+            )
+    finally:
+        s3.stop()
+        sshd.stop()
+
+
+CASES = ("json", "jsonl", "excel", "bytes", "overhead", "many", "remote")
 
 
 async def run(full: bool, only: tuple[str, ...] = CASES) -> list[Row]:
@@ -333,6 +390,8 @@ async def run(full: bool, only: tuple[str, ...] = CASES) -> list[Row]:
             await overhead_case(tmp, rows)
         if "many" in only:
             await many_case(tmp, full, rows)
+        if "remote" in only:
+            await remote_case(tmp, rows)
     _chart(chart)
     return rows
 
