@@ -314,7 +314,9 @@ async def remote_case(tmp: Path, rows: list[Row]) -> None:
                 took = stack.phases(st["ingestion_id"])["total"]
                 sampler.stop()
                 peak = sampler.peak_between(t1) / MiB
-            rows.append(Row(f"  the same file, local (yardstick for {label})", n, local_s, local_peak, 1.0, "", None, "", mb))
+            rows.append(
+                Row(f"  the same file, local (yardstick for {label})", n, local_s, local_peak, 1.0, "", None, "", mb)
+            )
             rows.append(
                 Row(
                     f"JSON Lines 100 MB over {label}",

@@ -522,3 +522,35 @@ async def test_the_cli_ingests_a_url(make_daemon: MakeDaemon, receiver: Receiver
     assert code == 2 and "--upload takes a local file" in err
     code, _, err = await cli("ingest", "https://elsewhere.example/x.json", "--url", d.url)
     assert code == 1 and "not under any of [remote] allowed_urls" in err
+
+
+async def test_a_killed_daemon_resumes_a_remote_ingestion_from_its_spool(make_cluster: Any, files: HttpFiles) -> None:
+    """SIGKILL mid-delivery, then a restart: the ingestion resumes from the spool (no new GET), each record is
+    applied exactly once, in order."""
+    import asyncio
+
+    data = jsonl(120)
+    files.files["k.jsonl"] = data
+    c = make_cluster(remote={"allowed_urls": [f"http://127.0.0.1:{files.port}/"]})
+    c.rules = [{"action": "delay_ack", "seconds": 0.2, "times": 100}]
+    await c.start_receiver()
+    await c.start_daemon()
+    code, answer = await c.call("POST", c.durl + "/api/ingest", json={"url": files.url("k.jsonl")})
+    assert code == 202, answer
+    ing = answer["ingestion_id"]
+    for _ in range(400):
+        st = await c.status(ing)
+        if st["chunks_acked"] >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert st["chunks_acked"] >= 3 and st["status"] == "running", st
+    gets = len(files.gets)
+    await c.kill_daemon()
+    await c.faults([])
+    c.rules = []
+    await c.start_daemon()
+    st = await c.settle(ing, timeout=60)
+    assert st["status"] == "completed", st
+    assert len(files.gets) == gets  # delivered from the spool, not downloaded again
+    counts = await c.verify(ing, [json.loads(x) for x in canonical(120)])
+    assert c.kills == 1, counts

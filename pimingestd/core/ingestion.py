@@ -208,6 +208,7 @@ class Runner:
             )
         if not ing.file_id:
             await self._store.set_file_id(ing.id, file_id)
+            structlog.contextvars.bind_contextvars(file_id=file_id)  # the run's later events carry it
             log.info("remote object identified", file_id=file_id)
         if ing.dedup:
             other = await self._store.latest_for_file(file_id, exclude=ing.id)

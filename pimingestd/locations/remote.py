@@ -149,9 +149,18 @@ class Remote:
             self._fs[key] = fs
             return fs
 
+    def _forget(self, url: str) -> None:
+        """Drop a cached filesystem after a failure: a broken connection is not reused."""
+        parts = urlsplit(url)
+        with self._lock:
+            self._fs.pop((parts.scheme, parts.netloc if parts.scheme == "sftp" else ""), None)
+
     def _make(self, scheme: str, parts: Any) -> Any:
         if scheme == "s3":
-            import s3fs  # imported when first used: botocore is large
+            try:
+                import s3fs  # imported when first used: botocore is large
+            except ImportError as exc:
+                raise RemoteError(f"S3 needs the s3fs package: {exc}") from None
 
             c = self.cfg.s3
             client: dict[str, Any] = {}
@@ -169,7 +178,10 @@ class Remote:
                 version_aware=True,
             )
         if scheme == "sftp":
-            import sshfs
+            try:
+                import sshfs
+            except ImportError as exc:  # a dependency; say which if an install lacks it
+                raise RemoteError(f"SFTP needs the sshfs package: {exc}") from None
 
             c2 = self.cfg.sftp
             kwargs: dict[str, Any] = {"port": parts.port or 22, "skip_instance_cache": True, "timeout": 30}
@@ -199,6 +211,8 @@ class Remote:
     def _failure(self, url: str, exc: BaseException, doing: str) -> PimIngestError:
         if isinstance(exc, PimIngestError):
             return exc
+        if not isinstance(exc, FileNotFoundError):
+            self._forget(url)
         shown = redact(url)
         if isinstance(exc, FileNotFoundError):
             return RemoteNotFound(f"{shown}: no such object")
