@@ -257,7 +257,9 @@ class Runner:
                 f"chunk {row.n}: spool bytes at offset {row.spool_offset} do not match the recorded checksum"
                 f" {row.checksum}; the spool file {target} is damaged. Resume re-spools from the source."
             )
-        meta = ChunkHeaders(ing.id, ing.file_id, row.n, ing.total_chunks, row.records, row.first_record)
+        meta = ChunkHeaders(
+            ing.id, ing.file_id, row.n, ing.total_chunks, row.records, row.first_record, _sent_name(ing)
+        )
         await self._deliver_chunk(meta, body, digest)
 
     async def _deliver_streaming(self, ing: Ingestion, path: Path) -> None:
@@ -280,7 +282,7 @@ class Runner:
                 )
             if row is not None and row.state == "acked":
                 continue
-            meta = ChunkHeaders(ing.id, ing.file_id, chunk.n, None, chunk.records, chunk.first_record)
+            meta = ChunkHeaders(ing.id, ing.file_id, chunk.n, None, chunk.records, chunk.first_record, _sent_name(ing))
             await self._deliver_chunk(meta, chunk.body, chunk.digest)
         await known.close()
         await self._store.set_totals(ing.id, chunks, records)
@@ -376,6 +378,12 @@ class Runner:
             what="completion",
             exhausted=lambda n, last: f"completion not taken after {n} attempts; last error: {last}",
         )
+
+
+def _sent_name(ing: Ingestion) -> str:
+    """The file's own name (its last path segment; the inbox records the path inside the inbox), for
+    PIM-Core's choice of applier."""
+    return ing.file_name.rsplit("/", 1)[-1]
 
 
 def _check_identity(ing: Ingestion, now: tuple[int, int]) -> None:

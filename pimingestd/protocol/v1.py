@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote, unquote
 
 import aiohttp
 import orjson
@@ -35,6 +36,7 @@ CHUNK_TOTAL = "Pimingest-Chunk-Total"
 RECORDS = "Pimingest-Records"
 OFFSET = "Pimingest-Offset"
 CALLBACK = "Pimingest-Callback"
+FILE_NAME = "Pimingest-File-Name"  # optional (added in 1.1 of this page): the source file's name, percent-encoded UTF-8
 
 MAX_REASON = 2000  # characters of a reject reason kept
 _RETRYABLE_4XX = {408, 425, 429}
@@ -72,6 +74,7 @@ class ChunkHeaders:
     total: int | None
     records: int
     first_record: int
+    file_name: str | None = None
 
     def headers(self, digest: bytes, callback_url: str) -> dict[str, str]:
         out = {
@@ -87,6 +90,8 @@ class ChunkHeaders:
         }
         if self.total is not None:
             out[CHUNK_TOTAL] = str(self.total)
+        if self.file_name is not None:
+            out[FILE_NAME] = quote(self.file_name, safe="")
         return out
 
     @classmethod
@@ -102,10 +107,23 @@ class ChunkHeaders:
             total=_whole(headers, CHUNK_TOTAL) if CHUNK_TOTAL in headers else None,
             records=_whole(headers, RECORDS),
             first_record=_whole(headers, OFFSET),
+            file_name=_file_name(headers.get(FILE_NAME)),
         )
         if headers.get(IDEMPOTENCY_KEY, "") != chunk_key(meta.ingestion_id, meta.n):
             raise BadMessage(f"{IDEMPOTENCY_KEY} must be <ingestion>:<chunk>")
         return meta, headers[CALLBACK]
+
+
+def _file_name(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        name = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise BadMessage(f"{FILE_NAME} is not percent-encoded UTF-8") from None
+    if not name or "/" in name or "\x00" in name:
+        raise BadMessage(f"{FILE_NAME} must be a file name (not empty, no / or NUL)")
+    return name
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,7 @@ class _Receiver:
         )
         checksum = canonical.checksum(digest)
         if self.mode == "store":  # the arrival log serves the tests' order checks, not the fast mode
-            await self.app[STORE].note_received(ingestion_id, n, checksum, time.time())
+            await self.app[STORE].note_received(ingestion_id, n, checksum, time.time(), meta.file_name)
         rule = self.app[FAULTS].take(n)
         if rule is not None and rule.action == "slow_response":
             await asyncio.sleep(rule.seconds)
@@ -226,7 +226,7 @@ class _Receiver:
 
     async def received(self, request: web.Request) -> web.Response:
         rows = await self.app[STORE].received(request.match_info["id"])
-        return web.json_response([{"chunk": n, "checksum": c, "at": at} for n, c, at in rows])
+        return web.json_response([{"chunk": n, "checksum": c, "at": at, "file_name": f} for n, c, at, f in rows])
 
     async def stats(self, request: web.Request) -> web.Response:
         stats: Counter[str] = self.app[STATS]

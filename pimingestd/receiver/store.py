@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS received (
     ingestion_id TEXT NOT NULL,
     n            INTEGER NOT NULL,
     checksum     TEXT NOT NULL,
-    at           REAL NOT NULL
+    at           REAL NOT NULL,
+    file_name    TEXT
 );
 -- Append-only on purpose: a chunk applied twice would show up twice here.
 CREATE TABLE IF NOT EXISTS applied (
@@ -67,6 +68,9 @@ class ReceiverStore:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             con.executescript(_SCHEMA)
+            columns = {row[1] for row in con.execute("PRAGMA table_info(received)")}
+            if "file_name" not in columns:  # a data folder from before the Pimingest-File-Name header
+                con.execute("ALTER TABLE received ADD COLUMN file_name TEXT")
             return con
 
         store = cls(await asyncio.to_thread(connect))
@@ -143,21 +147,23 @@ class ReceiverStore:
         await self._run(write)
         self._states[ingestion_id] = (n + 1, first_record + count, False)
 
-    async def note_received(self, ingestion_id: str, n: int, checksum: str, at: float) -> None:
+    async def note_received(
+        self, ingestion_id: str, n: int, checksum: str, at: float, file_name: str | None = None
+    ) -> None:
         await self._run(
             lambda con: con.execute(
-                "INSERT INTO received (ingestion_id, n, checksum, at) VALUES (?, ?, ?, ?)",
-                (ingestion_id, n, checksum, at),
+                "INSERT INTO received (ingestion_id, n, checksum, at, file_name) VALUES (?, ?, ?, ?, ?)",
+                (ingestion_id, n, checksum, at, file_name),
             )
         )
 
-    async def received(self, ingestion_id: str) -> list[tuple[int, str, float]]:
+    async def received(self, ingestion_id: str) -> list[tuple[int, str, float, str | None]]:
         rows = await self._run(
             lambda con: con.execute(
-                "SELECT n, checksum, at FROM received WHERE ingestion_id = ? ORDER BY seq", (ingestion_id,)
+                "SELECT n, checksum, at, file_name FROM received WHERE ingestion_id = ? ORDER BY seq", (ingestion_id,)
             ).fetchall()
         )
-        return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
+        return [(int(r[0]), str(r[1]), float(r[2]), r[3]) for r in rows]
 
     async def checksums(self, ingestion_id: str) -> list[str]:
         rows = await self._run(

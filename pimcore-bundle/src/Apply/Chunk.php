@@ -1,0 +1,80 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Pimingestd\PimcoreBundle\Apply;
+
+/**
+ * One chunk as an applier sees it: its place in the file and its records, each the exact JSON text
+ * the daemon sent (canonical JSON, decimals as written in the source).
+ */
+final class Chunk
+{
+    /** @param list<string> $records */
+    public function __construct(
+        public readonly string $ingestionId,
+        public readonly int $n,
+        public readonly int $firstRecord,
+        public readonly ?string $fileName,
+        public readonly array $records,
+    ) {
+    }
+
+    /**
+     * A record as PHP values (big integers as strings; other numbers as floats: use the text where
+     * exactness matters).
+     *
+     * @return array<string, mixed>
+     */
+    public static function decode(string $record): array
+    {
+        $value = json_decode($record, true, 512, \JSON_BIGINT_AS_STRING | \JSON_THROW_ON_ERROR);
+
+        return \is_array($value) ? $value : ['value' => $value];
+    }
+
+    /**
+     * The top-level elements of a canonical JSON array, as their exact texts (no re-encoding).
+     *
+     * @return list<string>
+     */
+    public static function split(string $body): array
+    {
+        $len = \strlen($body);
+        if ($len < 2 || $body[0] !== '[' || $body[$len - 1] !== ']') {
+            throw new \InvalidArgumentException('a chunk body is a JSON array');
+        }
+        $out = [];
+        $depth = 0;
+        $start = 1;
+        for ($i = 1; $i < $len - 1; ++$i) {
+            $c = $body[$i];
+            if ($c === '"') {  // to the string's closing quote, stepping over escapes
+                $j = $i + 1;
+                while (true) {
+                    $j += strcspn($body, '"\\', $j);
+                    if ($j >= $len - 1) {
+                        throw new \InvalidArgumentException('a chunk body ends inside a string');
+                    }
+                    if ($body[$j] !== '\\') {
+                        break;
+                    }
+                    $j += 2;
+                }
+                $i = $j;
+            } elseif ($c === '{' || $c === '[') {
+                ++$depth;
+            } elseif ($c === '}' || $c === ']') {
+                --$depth;
+            } elseif ($c === ',' && $depth === 0) {
+                $out[] = substr($body, $start, $i - $start);
+                $start = $i + 1;
+            }
+        }
+        if ($len > 2) {
+            $out[] = substr($body, $start, $len - 1 - $start);
+        }
+
+        return $out;
+    }
+}

@@ -1,0 +1,86 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Pimingestd\PimcoreBundle\Controller;
+
+use Pimingestd\PimcoreBundle\Ack\AckSender;
+use Pimingestd\PimcoreBundle\Ledger\Ledger;
+use Pimingestd\PimcoreBundle\Messenger\ApplyChunk;
+use Pimingestd\PimcoreBundle\Protocol\ChunkHeaders;
+use Pimingestd\PimcoreBundle\Protocol\ProtocolError;
+use Pimingestd\PimcoreBundle\Protocol\Signature;
+use Psr\Log\LoggerInterface;
+use Symfony\Component\HttpFoundation\JsonResponse;
+use Symfony\Component\HttpFoundation\Request;
+use Symfony\Component\Messenger\MessageBusInterface;
+
+/**
+ * `POST {prefix}/chunks` and `POST {prefix}/complete`, by docs/protocol.md's "What PIM-Core must do".
+ *
+ * A chunk is decided by the ledger and, when taken, queued for the worker in the same transaction
+ * (the Doctrine transport writes to the same database), then answered 202 at once: the ACK follows from
+ * the worker once the records are applied.
+ */
+final class IngestController
+{
+    public function __construct(
+        private readonly Ledger $ledger,
+        private readonly MessageBusInterface $bus,
+        private readonly AckSender $acks,
+        private readonly string $secret,
+        private readonly LoggerInterface $logger,
+    ) {
+    }
+
+    public function chunk(Request $request): JsonResponse
+    {
+        $body = $request->getContent();
+        try {
+            $h = ChunkHeaders::parse(static fn (string $name): ?string => $request->headers->get($name), $body, $this->secret, time());
+            if ($h->callback !== $this->acks->callbackUrl()) {
+                throw new ProtocolError(400, 'callback not allowed', 'Pimingest-Callback is not the callback URL this bundle is configured with');
+            }
+            $db = $this->ledger->connection();
+            $decision = $db->transactional(function () use ($h, $body): string {
+                $decision = $this->ledger->take($h, $body, microtime(true));
+                // Taken: apply it. A duplicate: the worker ACKs it again once applied (a message for it may
+                // have been used up by a failed attempt; the handler is idempotent under the row lock).
+                $this->bus->dispatch(new ApplyChunk($h->ingestionId, $h->n));
+
+                return $decision;
+            });
+        } catch (ProtocolError $e) {
+            $this->logger->notice('pimingest: chunk refused', ['status' => $e->status, 'error' => $e->getMessage()]);
+
+            return new JsonResponse($e->body(), $e->status);
+        }
+        $this->logger->info('pimingest: chunk ' . $decision, ['ingestion' => $h->ingestionId, 'chunk' => $h->n, 'records' => $h->records]);
+
+        return new JsonResponse(['result' => $decision], 202);
+    }
+
+    public function complete(Request $request): JsonResponse
+    {
+        $body = $request->getContent();
+        try {
+            $data = json_decode($body, true, 16, \JSON_THROW_ON_ERROR);
+            if (!\is_array($data) || !\is_string($data['ingestion_id'] ?? null)) {
+                throw new ProtocolError(400, 'bad body', 'a completion is a JSON object with ingestion_id');
+            }
+            if ($this->secret !== '') {
+                Signature::verify($this->secret, $request->headers->get(Signature::HEADER), $body, time(), $data['ingestion_id'] . ':complete');
+            }
+            $this->ledger->connection()->transactional(fn () => $this->ledger->complete($data, microtime(true)));
+        } catch (\JsonException) {
+            return new JsonResponse(['error' => 'bad body', 'detail' => 'not JSON'], 400);
+        } catch (ProtocolError $e) {
+            $this->logger->notice('pimingest: completion refused', ['status' => $e->status, 'error' => $e->getMessage()]);
+
+            return new JsonResponse($e->body(), $e->status);
+        }
+        $this->logger->info('pimingest: ingestion completed', ['ingestion' => $data['ingestion_id'], 'chunks' => $data['chunks'] ?? null]);
+
+        return new JsonResponse(['result' => 'completed'], 200);
+    }
+}

@@ -1,0 +1,88 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Pimingestd\PimcoreBundle\DependencyInjection;
+
+use Doctrine\DBAL\Connection;
+use Pimingestd\PimcoreBundle\Ack\AckSender;
+use Pimingestd\PimcoreBundle\Apply\ApplierRegistry;
+use Pimingestd\PimcoreBundle\Apply\TableApplier;
+use Pimingestd\PimcoreBundle\Command\SetupCommand;
+use Pimingestd\PimcoreBundle\Command\StatusCommand;
+use Pimingestd\PimcoreBundle\Controller\IngestController;
+use Pimingestd\PimcoreBundle\Ledger\Ledger;
+use Pimingestd\PimcoreBundle\Messenger\ApplyChunk;
+use Pimingestd\PimcoreBundle\Messenger\ApplyChunkHandler;
+use Pimingestd\PimcoreBundle\Routing\RouteLoader;
+use Symfony\Component\DependencyInjection\Argument\ServiceLocatorArgument;
+use Symfony\Component\DependencyInjection\Argument\TaggedIteratorArgument;
+use Symfony\Component\DependencyInjection\ContainerBuilder;
+use Symfony\Component\DependencyInjection\Extension\Extension;
+use Symfony\Component\DependencyInjection\Extension\PrependExtensionInterface;
+use Symfony\Component\DependencyInjection\Reference;
+
+/**
+ * The bundle's services. The database connection is the app's default DBAL connection
+ * (`database_connection`, which in Pimcore is Pimcore's own), so the ledger and the records' effect
+ * share one transaction.
+ */
+final class PimingestdPimcoreExtension extends Extension implements PrependExtensionInterface
+{
+    public function getAlias(): string
+    {
+        return 'pimingest';
+    }
+
+    public function prepend(ContainerBuilder $container): void
+    {
+        $container->setParameter('env(PIMINGEST_TRANSPORT_DSN)', 'doctrine://default?queue_name=pimingest&redeliver_timeout=300');
+        $container->prependExtensionConfig('framework', [
+            'messenger' => [
+                'transports' => ['pimingest' => '%env(PIMINGEST_TRANSPORT_DSN)%'],
+                'routing' => [ApplyChunk::class => 'pimingest'],
+            ],
+        ]);
+    }
+
+    /** @param array<array<string, mixed>> $configs */
+    public function load(array $configs, ContainerBuilder $container): void
+    {
+        $config = $this->processConfiguration(new Configuration(), $configs);
+        $db = new Reference('database_connection');
+
+        $container->register(Ledger::class, Ledger::class)->setArguments([$db]);
+        $container->register(TableApplier::class, TableApplier::class)->setArguments([$db]);
+        $container->register(ApplierRegistry::class, ApplierRegistry::class)->setArguments([
+            $config['appliers'],
+            $config['default_applier'],
+            new ServiceLocatorArgument(new TaggedIteratorArgument('pimingest.applier', 'key', null, true)),
+            new Reference(TableApplier::class),
+        ]);
+        $container->register(AckSender::class, AckSender::class)->setArguments([
+            new Reference('http_client'),
+            $config['callback_url'],
+            $config['secret'],
+            new Reference('logger'),
+            $config['ack']['attempts'],
+            $config['ack']['backoff'],
+            $config['ack']['timeout'],
+        ]);
+        $container->register(ApplyChunkHandler::class, ApplyChunkHandler::class)
+            ->setArguments([new Reference(Ledger::class), new Reference(ApplierRegistry::class), new Reference(AckSender::class), new Reference('logger')])
+            ->addTag('messenger.message_handler');
+        $container->register(IngestController::class, IngestController::class)
+            ->setArguments([new Reference(Ledger::class), new Reference('messenger.default_bus'), new Reference(AckSender::class), $config['secret'], new Reference('logger')])
+            ->setPublic(true)
+            ->addTag('controller.service_arguments');
+        $container->register(RouteLoader::class, RouteLoader::class)
+            ->setArguments([$config['route_prefix']])
+            ->addTag('routing.loader');
+        $container->register(SetupCommand::class, SetupCommand::class)
+            ->setArguments([new Reference(Ledger::class), [new Reference('messenger.transport.' . $config['transport'], ContainerBuilder::IGNORE_ON_INVALID_REFERENCE)]])
+            ->addTag('console.command', ['command' => 'pimingest:setup']);
+        $container->register(StatusCommand::class, StatusCommand::class)
+            ->setArguments([new Reference(Ledger::class)])
+            ->addTag('console.command', ['command' => 'pimingest:status']);
+    }
+}

@@ -1,0 +1,256 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Pimingestd\PimcoreBundle\Ledger;
+
+use Doctrine\DBAL\Connection;
+use Doctrine\DBAL\Schema\Schema as DbalSchema;
+use Pimingestd\PimcoreBundle\Protocol\ChunkHeaders;
+use Pimingestd\PimcoreBundle\Protocol\Manifest;
+use Pimingestd\PimcoreBundle\Protocol\ProtocolError;
+
+/**
+ * The durable ledger: which chunk each ingestion expects next, which were taken, which applied.
+ *
+ * Every decision reads and writes under a row lock on the ingestion (SELECT ... FOR UPDATE where the
+ * platform has it), inside the caller's transaction, so two POSTs of one ingestion cannot both take
+ * chunk n.
+ */
+final class Ledger
+{
+    public const TAKEN = 'taken';          // new: queue it for the worker
+    public const QUEUED = 'queued';        // a duplicate of a chunk not applied yet: the worker will ACK it
+    public const APPLIED = 'applied';      // a duplicate of an applied chunk: ACK again, apply nothing
+
+    public function __construct(private readonly Connection $db)
+    {
+    }
+
+    public function connection(): Connection
+    {
+        return $this->db;
+    }
+
+    /** Create the tables that do not exist yet; returns the names created. @return list<string> */
+    public function setup(): array
+    {
+        $manager = $this->db->createSchemaManager();
+        $have = array_map('strtolower', $manager->listTableNames());
+        $schema = new DbalSchema();
+        Schema::define($schema);
+        $created = [];
+        foreach ($schema->getTables() as $table) {
+            if (!\in_array(strtolower($table->getName()), $have, true)) {
+                $manager->createTable($table);
+                $created[] = $table->getName();
+            }
+        }
+
+        return $created;
+    }
+
+    /**
+     * Decide a chunk POST by protocol v1's order rules, and take it when it is the next one (its body
+     * kept until applied). Call inside a transaction.
+     *
+     * @throws ProtocolError 409 for a chunk ahead, a different checksum, or a wrong offset
+     */
+    public function take(ChunkHeaders $h, string $body, float $now): string
+    {
+        $ing = $this->lockIngestion($h->ingestionId);
+        if ($ing === null) {
+            $this->db->insert(Schema::INGESTION, [
+                'ingestion_id' => $h->ingestionId,
+                'file_id' => $h->fileId,
+                'file_name' => $h->fileName,
+                'next_chunk' => 1,
+                'records_taken' => 0,
+                'status' => 'open',
+                'created_at' => $now,
+                'updated_at' => $now,
+            ]);
+            $ing = $this->lockIngestion($h->ingestionId);
+            \assert($ing !== null);
+        }
+        $next = (int) $ing['next_chunk'];
+        if ($h->n < $next) {
+            $row = $this->db->fetchAssociative(
+                'SELECT checksum, state FROM ' . Schema::CHUNK . ' WHERE ingestion_id = ? AND n = ?',
+                [$h->ingestionId, $h->n],
+            );
+            if ($row === false || $row['checksum'] !== $h->checksum) {
+                throw new ProtocolError(409, 'checksum differs', "chunk {$h->n} was taken with another checksum");
+            }
+
+            return $row['state'] === 'applied' ? self::APPLIED : self::QUEUED;
+        }
+        if ($h->n > $next) {
+            throw new ProtocolError(409, 'chunk ahead', "chunk {$h->n} arrived; chunk {$next} is next", ['expected_chunk' => $next]);
+        }
+        if ($h->offset !== (int) $ing['records_taken']) {
+            throw new ProtocolError(
+                409,
+                'offset differs',
+                "chunk {$h->n} starts at record {$h->offset}; the chunks taken before hold {$ing['records_taken']}",
+            );
+        }
+        $this->db->insert(Schema::CHUNK, [
+            'ingestion_id' => $h->ingestionId,
+            'n' => $h->n,
+            'checksum' => $h->checksum,
+            'records' => $h->records,
+            'first_record' => $h->offset,
+            'state' => 'queued',
+            'body' => $body,
+            'received_at' => $now,
+        ], ['body' => \Doctrine\DBAL\ParameterType::LARGE_OBJECT]);
+        $this->db->executeStatement(
+            'UPDATE ' . Schema::INGESTION . ' SET next_chunk = ?, records_taken = records_taken + ?, updated_at = ? WHERE ingestion_id = ?',
+            [$next + 1, $h->records, $now, $h->ingestionId],
+        );
+
+        return self::TAKEN;
+    }
+
+    /**
+     * The chunk, locked for applying, or null when it is no longer taken (rejected and released).
+     *
+     * @return array{checksum: string, records: int, first_record: int, state: string, body: ?string, file_name: ?string}|null
+     */
+    public function lockChunk(string $ingestionId, int $n): ?array
+    {
+        $this->lockIngestion($ingestionId);
+        $row = $this->db->fetchAssociative(
+            'SELECT c.checksum, c.records, c.first_record, c.state, c.body, i.file_name FROM ' . Schema::CHUNK . ' c JOIN '
+            . Schema::INGESTION . ' i ON i.ingestion_id = c.ingestion_id WHERE c.ingestion_id = ? AND c.n = ?'
+            . $this->forUpdate(),
+            [$ingestionId, $n],
+        );
+        if ($row === false) {
+            return null;
+        }
+        $body = $row['body'];
+        if (\is_resource($body)) {
+            $body = stream_get_contents($body);
+        }
+
+        return [
+            'checksum' => (string) $row['checksum'],
+            'records' => (int) $row['records'],
+            'first_record' => (int) $row['first_record'],
+            'state' => (string) $row['state'],
+            'body' => $body === null ? null : (string) $body,
+            'file_name' => $row['file_name'] === null ? null : (string) $row['file_name'],
+        ];
+    }
+
+    /** Mark a chunk applied (its body dropped), in the transaction that applied its records. */
+    public function markApplied(string $ingestionId, int $n, float $now): void
+    {
+        $this->db->executeStatement(
+            'UPDATE ' . Schema::CHUNK . " SET state = 'applied', body = NULL, applied_at = ? WHERE ingestion_id = ? AND n = ?",
+            [$now, $ingestionId, $n],
+        );
+    }
+
+    /** A rejected chunk is released: the ingestion expects it again (a re-send is applied afresh). */
+    public function release(string $ingestionId, int $n): void
+    {
+        $row = $this->db->fetchAssociative(
+            'SELECT records FROM ' . Schema::CHUNK . " WHERE ingestion_id = ? AND n = ? AND state = 'queued'",
+            [$ingestionId, $n],
+        );
+        if ($row === false) {
+            return;
+        }
+        $this->db->executeStatement('DELETE FROM ' . Schema::CHUNK . ' WHERE ingestion_id = ? AND n = ?', [$ingestionId, $n]);
+        $this->db->executeStatement(
+            'UPDATE ' . Schema::INGESTION . ' SET next_chunk = ?, records_taken = records_taken - ? WHERE ingestion_id = ? AND next_chunk = ?',
+            [$n, (int) $row['records'], $ingestionId, $n + 1],
+        );
+    }
+
+    /**
+     * Check a completion against what was applied; marks the ingestion completed.
+     *
+     * @param array<string, mixed> $body
+     *
+     * @throws ProtocolError 404 for an unknown ingestion, 409 when the counts or the manifest differ
+     */
+    public function complete(array $body, float $now): void
+    {
+        $id = (string) ($body['ingestion_id'] ?? '');
+        $ing = $this->lockIngestion($id);
+        $chunks = (int) ($body['chunks'] ?? -1);
+        if ($ing === null) {
+            if ($chunks === 0) {  // a file with no records: nothing was ever taken
+                $this->db->insert(Schema::INGESTION, [
+                    'ingestion_id' => $id, 'file_id' => (string) ($body['file_id'] ?? ''),
+                    'file_name' => $body['file_name'] ?? null, 'next_chunk' => 1, 'records_taken' => 0,
+                    'status' => 'completed', 'created_at' => $now, 'updated_at' => $now, 'completed_at' => $now,
+                ]);
+
+                return;
+            }
+            throw new ProtocolError(404, 'unknown ingestion', "no chunk of ingestion {$id} was taken");
+        }
+        $applied = $this->db->fetchAllAssociative(
+            'SELECT n, checksum, records FROM ' . Schema::CHUNK . " WHERE ingestion_id = ? AND state = 'applied' ORDER BY n",
+            [$id],
+        );
+        $records = array_sum(array_map(static fn (array $r): int => (int) $r['records'], $applied));
+        $manifest = Manifest::of(array_map(static fn (array $r): string => (string) $r['checksum'], $applied));
+        $problems = [];
+        if (\count($applied) !== $chunks) {
+            $problems[] = \count($applied) . " chunks applied, the completion says {$chunks}";
+        }
+        if ($records !== (int) ($body['records'] ?? -1)) {
+            $problems[] = "{$records} records applied, the completion says " . (int) ($body['records'] ?? -1);
+        }
+        if ($manifest !== ($body['manifest'] ?? null)) {
+            $problems[] = 'the manifest differs from the applied chunks';
+        }
+        if ($problems !== []) {
+            throw new ProtocolError(409, 'completion differs', implode('; ', $problems));
+        }
+        $this->db->executeStatement(
+            'UPDATE ' . Schema::INGESTION . " SET status = 'completed', completed_at = COALESCE(completed_at, ?), updated_at = ? WHERE ingestion_id = ?",
+            [$now, $now, $id],
+        );
+    }
+
+    /** @return list<array<string, mixed>> */
+    public function recent(int $limit = 20): array
+    {
+        return $this->db->fetchAllAssociative(
+            'SELECT i.*, (SELECT COUNT(*) FROM ' . Schema::CHUNK . " c WHERE c.ingestion_id = i.ingestion_id AND c.state = 'applied') AS chunks_applied"
+            . ' FROM ' . Schema::INGESTION . ' i ORDER BY i.created_at DESC LIMIT ' . max(1, $limit),
+        );
+    }
+
+    /** @return array<string, mixed>|null */
+    public function ingestion(string $id): ?array
+    {
+        $row = $this->db->fetchAssociative('SELECT * FROM ' . Schema::INGESTION . ' WHERE ingestion_id = ?', [$id]);
+
+        return $row === false ? null : $row;
+    }
+
+    /** @return array<string, mixed>|null */
+    private function lockIngestion(string $id): ?array
+    {
+        $row = $this->db->fetchAssociative(
+            'SELECT * FROM ' . Schema::INGESTION . ' WHERE ingestion_id = ?' . $this->forUpdate(),
+            [$id],
+        );
+
+        return $row === false ? null : $row;
+    }
+
+    private function forUpdate(): string
+    {
+        // SQLite has no row locks: its write transaction (BEGIN IMMEDIATE in the caller) serializes writers.
+        return $this->db->getDatabasePlatform() instanceof \Doctrine\DBAL\Platforms\SqlitePlatform ? '' : ' FOR UPDATE';
+    }
+}

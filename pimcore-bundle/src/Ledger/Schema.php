@@ -1,0 +1,58 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Pimingestd\PimcoreBundle\Ledger;
+
+use Doctrine\DBAL\Schema\Schema as DbalSchema;
+use Doctrine\DBAL\Types\Types;
+
+/**
+ * The ledger's tables, in Pimcore's own database. One definition, used by the migration and by
+ * `pimingest:setup` alike.
+ *
+ * - pimingest_ingestion: one row per ingestion; `next_chunk` is the chunk the next POST must carry.
+ * - pimingest_chunk: one row per chunk taken; `state` is queued (taken, its body kept until applied) or
+ *   applied (in the same transaction as the records' effect).
+ * - pimingest_record: the `table` applier's output.
+ */
+final class Schema
+{
+    public const INGESTION = 'pimingest_ingestion';
+    public const CHUNK = 'pimingest_chunk';
+    public const RECORD = 'pimingest_record';
+
+    public static function define(DbalSchema $schema): void
+    {
+        $t = $schema->createTable(self::INGESTION);
+        $t->addColumn('ingestion_id', Types::STRING, ['length' => 32]);
+        $t->addColumn('file_id', Types::STRING, ['length' => 71]);
+        $t->addColumn('file_name', Types::STRING, ['length' => 1024, 'notnull' => false]);
+        $t->addColumn('next_chunk', Types::INTEGER);
+        $t->addColumn('records_taken', Types::BIGINT);
+        $t->addColumn('status', Types::STRING, ['length' => 16]);
+        $t->addColumn('created_at', Types::FLOAT);
+        $t->addColumn('updated_at', Types::FLOAT);
+        $t->addColumn('completed_at', Types::FLOAT, ['notnull' => false]);
+        $t->setPrimaryKey(['ingestion_id']);
+
+        $c = $schema->createTable(self::CHUNK);
+        $c->addColumn('ingestion_id', Types::STRING, ['length' => 32]);
+        $c->addColumn('n', Types::INTEGER);
+        $c->addColumn('checksum', Types::STRING, ['length' => 71]);
+        $c->addColumn('records', Types::INTEGER);
+        $c->addColumn('first_record', Types::BIGINT);
+        $c->addColumn('state', Types::STRING, ['length' => 16]);
+        $c->addColumn('body', Types::BLOB, ['notnull' => false, 'length' => 4294967295]);
+        $c->addColumn('received_at', Types::FLOAT);
+        $c->addColumn('applied_at', Types::FLOAT, ['notnull' => false]);
+        $c->setPrimaryKey(['ingestion_id', 'n']);
+
+        $r = $schema->createTable(self::RECORD);
+        $r->addColumn('ingestion_id', Types::STRING, ['length' => 32]);
+        $r->addColumn('chunk', Types::INTEGER);
+        $r->addColumn('position', Types::BIGINT);
+        $r->addColumn('data', Types::TEXT, ['length' => 4294967295]);
+        $r->setPrimaryKey(['ingestion_id', 'chunk', 'position']);
+    }
+}

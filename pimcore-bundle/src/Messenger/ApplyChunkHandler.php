@@ -1,0 +1,93 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Pimingestd\PimcoreBundle\Messenger;
+
+use Doctrine\DBAL\Exception\RetryableException;
+use Pimingestd\PimcoreBundle\Ack\AckSender;
+use Pimingestd\PimcoreBundle\Apply\ApplierRegistry;
+use Pimingestd\PimcoreBundle\Apply\Chunk;
+use Pimingestd\PimcoreBundle\Apply\RecordRejected;
+use Pimingestd\PimcoreBundle\Ledger\Ledger;
+use Psr\Log\LoggerInterface;
+use Symfony\Component\Messenger\Handler\MessageHandlerInterface;
+
+/**
+ * The worker's half: one transaction holds the ledger's "applied" mark and the records' effect, so a
+ * crash at any instant leaves both or neither; the ACK goes out only after the commit.
+ *
+ * - Applied before (a re-send, or a message delivered again after a crash): ACK again, apply nothing.
+ * - Pimcore refuses a record: roll back, release the chunk (a re-send is applied afresh), send a reject
+ *   naming the record's offset and field (retryable: false).
+ * - A deadlock or lock timeout: roll back, release, reject with retryable: true (the daemon re-sends).
+ * - Anything else: the exception reaches Messenger, whose retry strategy handles it (nothing committed).
+ */
+final class ApplyChunkHandler implements MessageHandlerInterface
+{
+    public function __construct(
+        private readonly Ledger $ledger,
+        private readonly ApplierRegistry $appliers,
+        private readonly AckSender $acks,
+        private readonly LoggerInterface $logger,
+    ) {
+    }
+
+    public function __invoke(ApplyChunk $message): void
+    {
+        $db = $this->ledger->connection();
+        $id = $message->ingestionId;
+        $n = $message->n;
+        $db->beginTransaction();
+        try {
+            $row = $this->ledger->lockChunk($id, $n);
+            if ($row === null) {
+                $db->commit();
+                $this->logger->info('pimingest: chunk no longer taken; nothing to do', ['ingestion' => $id, 'chunk' => $n]);
+
+                return;
+            }
+            if ($row['state'] !== 'applied') {
+                $records = Chunk::split((string) $row['body']);
+                if (\count($records) !== $row['records']) {
+                    throw new RecordRejected($row['first_record'], null, \count($records) . " records in the body, the header said {$row['records']}");
+                }
+                $this->appliers->for($row['file_name'])->apply(new Chunk($id, $n, $row['first_record'], $row['file_name'], $records));
+                $this->ledger->markApplied($id, $n, microtime(true));
+            }
+            $db->commit();
+        } catch (RecordRejected $e) {
+            $db->rollBack();
+            $this->reject($id, $n, $e->getMessage(), false);
+
+            return;
+        } catch (RetryableException $e) {
+            $db->rollBack();
+            $this->reject($id, $n, 'database busy (deadlock or lock timeout): ' . $e->getMessage(), true);
+
+            return;
+        } catch (\Throwable $e) {
+            if ($db->isTransactionActive()) {
+                $db->rollBack();
+            }
+            throw $e;
+        }
+        $this->logger->info('pimingest: chunk applied', ['ingestion' => $id, 'chunk' => $n, 'records' => $row['records']]);
+        $this->acks->send($id, $n, $row['checksum'], 'ack');
+    }
+
+    private function reject(string $id, int $n, string $reason, bool $retryable): void
+    {
+        $db = $this->ledger->connection();
+        $row = null;
+        $db->transactional(function () use ($id, $n, &$row): void {
+            $row = $this->ledger->lockChunk($id, $n);
+            $this->ledger->release($id, $n);
+        });
+        if ($row === null) {
+            return;
+        }
+        $this->logger->warning('pimingest: chunk rejected', ['ingestion' => $id, 'chunk' => $n, 'retryable' => $retryable, 'reason' => $reason]);
+        $this->acks->send($id, $n, $row['checksum'], 'reject', $reason, $retryable);
+    }
+}

@@ -1,0 +1,78 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Pimingestd\PimcoreBundle\Tests\Application\src;
+
+use Pimingestd\PimcoreBundle\PimingestdPimcoreBundle;
+use Symfony\Bundle\FrameworkBundle\FrameworkBundle;
+use Symfony\Bundle\FrameworkBundle\Kernel\MicroKernelTrait;
+use Symfony\Component\DependencyInjection\Loader\Configurator\ContainerConfigurator;
+use Symfony\Component\HttpKernel\Kernel as BaseKernel;
+use Symfony\Component\Messenger\Bridge\Doctrine\Transport\DoctrineTransportFactory;
+use Symfony\Component\Routing\Loader\Configurator\RoutingConfigurator;
+
+use function Symfony\Component\DependencyInjection\Loader\Configurator\env;
+use function Symfony\Component\DependencyInjection\Loader\Configurator\service;
+
+/**
+ * A standalone Symfony app with FrameworkBundle, Messenger and this bundle (the `table` applier), configured
+ * only by environment variables: DATABASE_URL (sqlite or mysql), PIMINGEST_SECRET, PIMINGEST_CALLBACK_URL,
+ * and optionally PIMINGEST_TRANSPORT_DSN. In a Pimcore project, DoctrineBundle provides what
+ * `database_connection`, `doctrine` and the Doctrine transport factory stand for here.
+ */
+final class Kernel extends BaseKernel
+{
+    use MicroKernelTrait;
+
+    public function registerBundles(): iterable
+    {
+        return [new FrameworkBundle(), new PimingestdPimcoreBundle()];
+    }
+
+    public function getProjectDir(): string
+    {
+        return \dirname(__DIR__);
+    }
+
+    public function getCacheDir(): string
+    {
+        return ($_SERVER['PIMINGEST_APP_VAR'] ?? $this->getProjectDir() . '/var') . '/cache/' . $this->environment . '-' . substr(hash('sha256', (string) ($_SERVER['DATABASE_URL'] ?? '')), 0, 8);
+    }
+
+    public function getLogDir(): string
+    {
+        return ($_SERVER['PIMINGEST_APP_VAR'] ?? $this->getProjectDir() . '/var') . '/log';
+    }
+
+    protected function configureContainer(ContainerConfigurator $c): void
+    {
+        $c->parameters()->set('env(PIMINGEST_SECRET)', '');
+        $c->extension('framework', [
+            'secret' => 'test-application',
+            'http_method_override' => false,
+            'test' => false,
+            'http_client' => ['enabled' => true],
+            'messenger' => ['failure_transport' => null],
+            'router' => ['utf8' => true],
+        ]);
+        $c->extension('pimingest', [
+            'secret' => env('PIMINGEST_SECRET'),
+            'callback_url' => env('PIMINGEST_CALLBACK_URL'),
+        ]);
+        $services = $c->services();
+        $services->set('database_connection', \Doctrine\DBAL\Connection::class)
+            ->factory([ConnectionFactory::class, 'create'])
+            ->args([env('DATABASE_URL')])
+            ->public();
+        $services->set('doctrine', DbalRegistry::class)->args([service('database_connection')])->public();
+        $services->set('messenger.transport.doctrine.factory', DoctrineTransportFactory::class)
+            ->args([service('doctrine')])
+            ->tag('messenger.transport_factory');
+    }
+
+    protected function configureRoutes(RoutingConfigurator $routes): void
+    {
+        $routes->import('.', 'pimingest');
+    }
+}
