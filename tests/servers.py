@@ -288,3 +288,68 @@ class CuttingProxy:
                     w.close()
 
         await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True), return_exceptions=True)
+
+
+# ---- MariaDB: a throwaway server on a local socket -------------------------------------------------------
+
+
+@dataclass
+class MariaDb:
+    proc: subprocess.Popen[bytes]
+    socket: Path
+    base: Path
+
+    def url(self, database: str) -> str:
+        """A DBAL URL for ``database`` (created if missing)."""
+        self.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+        return f"mysql://root@localhost/{database}?unix_socket={self.socket}"
+
+    def sql(self, statement: str, database: str = "") -> str:
+        out = subprocess.run(
+            ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", "-N", "-B", "-e", statement, database],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_mariadb(base: Path) -> MariaDb:
+    """mariadb-install-db into ``base``, then mariadbd on a socket there (no TCP), as the current user."""
+    base.mkdir(parents=True, exist_ok=True)
+    data, socket = base / "data", base / "mysqld.sock"
+    user = getpass.getuser()
+    subprocess.run(
+        ["mariadb-install-db", "--no-defaults", f"--datadir={data}", f"--user={user}", "--auth-root-authentication-method=normal",
+         "--skip-test-db"],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    with open(base / "mariadb.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={socket}", "--skip-networking",
+             f"--user={user}", f"--pid-file={base / 'mariadb.pid'}", "--innodb-buffer-pool-size=64M",
+             "--innodb-flush-log-at-trx-commit=1", "--max-allowed-packet=128M"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mariadbd exited with {proc.returncode}; see {base / 'mariadb.log'}")
+        ping = subprocess.run(
+            ["mariadb-admin", "--no-defaults", f"--socket={socket}", "-uroot", "ping"], capture_output=True
+        )
+        if ping.returncode == 0:
+            return MariaDb(proc, socket, base)
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("mariadbd did not answer within 60 s")
+        time.sleep(0.2)

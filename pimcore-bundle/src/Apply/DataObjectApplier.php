@@ -149,11 +149,11 @@ final class DataObjectApplier implements ApplierInterface
     private function fieldOf(ValidationException $e): ?string
     {
         foreach ($e->getSubItems() as $item) {
-            if ($item instanceof ValidationException && preg_match('/field \[\s*(\w+)\s*\]/', $item->getMessage(), $m)) {
+            if ($item instanceof ValidationException && preg_match('/field \[\s*([\w.]+)\s*\]/', $item->getMessage(), $m)) {
                 return $m[1];
             }
         }
 
-        return preg_match('/field \[\s*(\w+)\s*\]/', $e->getMessage(), $m) ? $m[1] : null;
+        return preg_match('/field \[\s*([\w.]+)\s*\]/', $e->getMessage(), $m) ? $m[1] : null;
     }
 }

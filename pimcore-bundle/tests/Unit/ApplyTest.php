@@ -1,0 +1,186 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Pimingestd\PimcoreBundle\Tests\Unit;
+
+use Doctrine\DBAL\Connection;
+use Doctrine\DBAL\Exception\DeadlockException;
+use Pimingestd\PimcoreBundle\Ack\AckSender;
+use Pimingestd\PimcoreBundle\Apply\ApplierInterface;
+use Pimingestd\PimcoreBundle\Apply\ApplierRegistry;
+use Pimingestd\PimcoreBundle\Apply\Chunk;
+use Pimingestd\PimcoreBundle\Apply\RecordRejected;
+use Pimingestd\PimcoreBundle\Apply\TableApplier;
+use Pimingestd\PimcoreBundle\Controller\IngestController;
+use Pimingestd\PimcoreBundle\Ledger\Ledger;
+use Pimingestd\PimcoreBundle\Messenger\ApplyChunk;
+use Pimingestd\PimcoreBundle\Messenger\ApplyChunkHandler;
+use Psr\Log\NullLogger;
+use Symfony\Component\DependencyInjection\ServiceLocator;
+use Symfony\Component\HttpClient\MockHttpClient;
+use Symfony\Component\HttpClient\Response\MockResponse;
+use Symfony\Component\HttpFoundation\Request;
+use Symfony\Component\Messenger\Envelope;
+use Symfony\Component\Messenger\MessageBusInterface;
+
+/**
+ * The worker's transaction (records and the ledger's mark together, or neither), exact records in
+ * pimingest_record, rejects that name the record, retryable database errors, and the callback allowlist.
+ * The daemon's side of the callback is a recording HTTP client here; tests/test_pimcore_bundle.py runs the
+ * real daemon against the real app.
+ */
+final class ApplyTest extends Databases
+{
+    private const ING = '0123456789abcdef0123456789abcdef';
+
+    /** @var list<array<string, mixed>> */
+    private array $callbacks = [];
+
+    private function acks(): AckSender
+    {
+        $client = new MockHttpClient(function (string $method, string $url, array $options): MockResponse {
+            $this->callbacks[] = ['url' => $url] + json_decode($options['body'], true);
+
+            return new MockResponse('{"result":"accepted"}', ['http_code' => 200]);
+        });
+
+        return new AckSender($client, Wire::CALLBACK, '', new NullLogger(), 2, 0.0);
+    }
+
+    private function handler(Connection $db, ?ApplierInterface $applier = null): ApplyChunkHandler
+    {
+        $custom = new ServiceLocator($applier === null ? [] : ['custom' => fn () => $applier]);
+        $registry = new ApplierRegistry([], $applier === null ? 'table' : 'custom', $custom, new TableApplier($db));
+
+        return new ApplyChunkHandler(new Ledger($db), $registry, $this->acks(), new NullLogger());
+    }
+
+    /** @param list<string> $records */
+    private function take(Connection $db, int $n, array $records, int $offset): string
+    {
+        [$headers, $body] = Wire::chunk(self::ING, $n, $records, $offset);
+        $h = Wire::parse($headers, $body);
+        $ledger = new Ledger($db);
+        $db->transactional(fn () => $ledger->take($h, $body, microtime(true)));
+
+        return $h->checksum;
+    }
+
+    /** @return list<string> */
+    private function stored(Connection $db): array
+    {
+        return array_map('strval', $db->fetchFirstColumn('SELECT data FROM pimingest_record ORDER BY position'));
+    }
+
+    /** @dataProvider databases */
+    public function testRecordsArriveExactlyAndOnlyOnce(string $kind): void
+    {
+        $db = $this->connect($kind);
+        $records = ['{"price":9.50,"sku":"A-1"}', '{"big":123456789012345678901234567890,"e":1.5E-300}', '{"a":"é \"q\" , ] }","b":[true,null]}'];
+        $checksum = $this->take($db, 1, $records, 0);
+        $handler = $this->handler($db);
+        $handler(new ApplyChunk(self::ING, 1));
+        self::assertSame($records, $this->stored($db));
+        self::assertSame([['url' => Wire::CALLBACK, 'ingestion_id' => self::ING, 'chunk' => 1, 'checksum' => $checksum, 'status' => 'ack']], $this->callbacks);
+        $handler(new ApplyChunk(self::ING, 1));  // delivered again (a crash after the commit): ACK again, apply nothing
+        self::assertSame($records, $this->stored($db));
+        self::assertCount(2, $this->callbacks);
+        self::assertSame('ack', $this->callbacks[1]['status']);
+        $positions = array_map('intval', $db->fetchFirstColumn('SELECT position FROM pimingest_record ORDER BY position'));
+        self::assertSame([0, 1, 2], $positions);
+    }
+
+    /** @dataProvider databases */
+    public function testAFailureAfterSomeSavesLeavesNothingAndRejectsNamingTheRecord(string $kind): void
+    {
+        $db = $this->connect($kind);
+        $table = new TableApplier($db);
+        $failing = new class($table) implements ApplierInterface {
+            public function __construct(private readonly TableApplier $table)
+            {
+            }
+
+            public function apply(Chunk $chunk): void
+            {
+                $this->table->apply(new Chunk($chunk->ingestionId, $chunk->n, $chunk->firstRecord, null, \array_slice($chunk->records, 0, 2)));
+                throw new RecordRejected($chunk->firstRecord + 2, 'price', 'must be positive');
+            }
+        };
+        $this->take($db, 1, ['{"sku":"A"}', '{"sku":"B"}'], 0);
+        $this->handler($db)(new ApplyChunk(self::ING, 1));
+        $checksum = $this->take($db, 2, ['{"sku":"C"}', '{"sku":"D"}', '{"price":-1,"sku":"E"}'], 2);
+        $this->handler($db, $failing)(new ApplyChunk(self::ING, 2));
+        self::assertSame(['{"sku":"A"}', '{"sku":"B"}'], $this->stored($db));  // chunk 2's two saves were rolled back
+        $reject = $this->callbacks[1];
+        self::assertSame(['reject', 2, $checksum, false], [$reject['status'], $reject['chunk'], $reject['checksum'], $reject['retryable']]);
+        self::assertSame('record 4, field price: must be positive', $reject['reason']);
+        $ledger = new Ledger($db);
+        self::assertSame(2, (int) $ledger->ingestion(self::ING)['next_chunk']);  // released: a re-send is applied afresh
+        self::assertSame(Ledger::TAKEN, $db->transactional(function () use ($ledger) {
+            [$h, $b] = Wire::chunk(self::ING, 2, ['{"sku":"C"}', '{"sku":"D"}', '{"price":1,"sku":"E"}'], 2);
+
+            return $ledger->take(Wire::parse($h, $b), $b, microtime(true));
+        }));
+    }
+
+    /** @dataProvider databases */
+    public function testADeadlockIsARetryableReject(string $kind): void
+    {
+        $db = $this->connect($kind);
+        $deadlocking = new class() implements ApplierInterface {
+            public function apply(Chunk $chunk): void
+            {
+                throw new DeadlockException(\Doctrine\DBAL\Driver\PDO\Exception::new(new \PDOException('Deadlock found when trying to get lock')), null);
+            }
+        };
+        $this->take($db, 1, ['{"sku":"A"}'], 0);
+        $this->handler($db, $deadlocking)(new ApplyChunk(self::ING, 1));
+        self::assertSame(['reject', true], [$this->callbacks[0]['status'], $this->callbacks[0]['retryable']]);
+        self::assertStringContainsString('deadlock or lock timeout', $this->callbacks[0]['reason']);
+        self::assertSame([], $this->stored($db));
+    }
+
+    /** @dataProvider databases */
+    public function testAChunkNamingAnotherCallbackIsRefusedAndNothingIsTaken(string $kind): void
+    {
+        $db = $this->connect($kind);
+        $dispatched = [];
+        $bus = new class($dispatched) implements MessageBusInterface {
+            public function __construct(private array &$log)
+            {
+            }
+
+            public function dispatch(object $message, array $stamps = []): Envelope
+            {
+                $this->log[] = $message;
+
+                return new Envelope($message);
+            }
+        };
+        $controller = new IngestController(new Ledger($db), $bus, $this->acks(), '', new NullLogger());
+        [$headers, $body] = Wire::chunk(self::ING, 1, ['{"sku":"A"}'], 0);
+        $evil = $headers;
+        $evil['pimingest-callback'] = 'http://169.254.169.254/latest/meta-data';
+        $answer = $controller->chunk($this->request($evil, $body));
+        self::assertSame(400, $answer->getStatusCode());
+        self::assertStringContainsString('callback not allowed', (string) $answer->getContent());
+        self::assertNull((new Ledger($db))->ingestion(self::ING));
+        self::assertSame([], $dispatched);
+        $answer = $controller->chunk($this->request($headers, $body));
+        self::assertSame(202, $answer->getStatusCode());
+        self::assertCount(1, $dispatched);
+        self::assertSame(409, $controller->chunk($this->request(...Wire::chunk(self::ING, 3, ['{"x":1}'], 1)))->getStatusCode());
+    }
+
+    /** @param array<string, string> $headers */
+    private function request(array $headers, string $body): Request
+    {
+        $server = [];
+        foreach ($headers as $name => $value) {
+            $server['HTTP_' . strtoupper(str_replace('-', '_', $name))] = $value;
+        }
+
+        return Request::create('/pimingest/chunks', 'POST', [], [], [], $server, $body);
+    }
+}

@@ -1,0 +1,16 @@
+<?php
+
+declare(strict_types=1);
+
+// The bundle's and the test application's classes (Debian's Symfony and DBAL), then the stand-ins for
+// the Pimcore classes the data_object applier calls (tests/Stubs/, loaded by the tests only).
+require __DIR__ . '/Application/autoload.php';
+
+spl_autoload_register(static function (string $class): void {
+    if (str_starts_with($class, 'Pimcore\\')) {
+        $file = __DIR__ . '/Stubs/' . str_replace('\\', '/', $class) . '.php';
+        if (is_file($file)) {
+            require $file;
+        }
+    }
+});
