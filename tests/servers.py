@@ -306,7 +306,8 @@ class MariaDb:
 
     def sql(self, statement: str, database: str = "") -> str:
         out = subprocess.run(
-            ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", "-N", "-B", "-e", statement, database],
+            ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", "--default-character-set=utf8mb4", "-N", "-B",
+             "-e", statement, database],
             capture_output=True,
             text=True,
             check=True,
@@ -336,7 +337,8 @@ def start_mariadb(base: Path) -> MariaDb:
         proc = subprocess.Popen(
             ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={socket}", "--skip-networking",
              f"--user={user}", f"--pid-file={base / 'mariadb.pid'}", "--innodb-buffer-pool-size=64M",
-             "--innodb-flush-log-at-trx-commit=1", "--max-allowed-packet=128M"],
+             "--innodb-flush-log-at-trx-commit=1", "--max-allowed-packet=128M", "--character-set-server=utf8mb4",
+             "--collation-server=utf8mb4_bin"],
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -16,6 +16,8 @@ final class ConnectionFactory
         $params = (new DsnParser(['sqlite' => 'pdo_sqlite', 'sqlite3' => 'pdo_sqlite', 'mysql' => 'pdo_mysql', 'mariadb' => 'pdo_mysql']))->parse($url);
         if (($params['driver'] ?? '') === 'pdo_sqlite') {
             $params['driverOptions'] = [\PDO::ATTR_TIMEOUT => 10];
+        } else {
+            $params['charset'] ??= 'utf8mb4';  // as Pimcore configures its connection; the server default may be latin1
         }
         $db = DriverManager::getConnection($params);
         if (($params['driver'] ?? '') === 'pdo_sqlite') {
