@@ -121,11 +121,11 @@ class Stack(Cluster):
             f: f.removesuffix("_dir") if f != "dir" else "inbox"
             for f in ("dir", "processing_dir", "done_dir", "failed_dir")
         }
+        sections.setdefault("daemon", {"max_concurrent": 2})
         super().__init__(
             root,
             receiver_mode="count",
             env={"PYTHONUNBUFFERED": "1"},
-            daemon={"max_concurrent": 2},
             http={"allowed_roots": [str(root.parent)], "max_body_bytes": 1048576},
             chunking={key: int(value), "max_record_bytes": 16777216},
             delivery={"ack_timeout": 30.0, "backoff": 0.05},
@@ -335,7 +335,75 @@ async def remote_case(tmp: Path, rows: list[Row]) -> None:
         sshd.stop()
 
 
-CASES = ("json", "jsonl", "excel", "bytes", "overhead", "many", "remote")
+async def bundle_case(tmp: Path, rows: list[Row]) -> None:
+    """The Pimcore bundle's `table` applier on MariaDB (its test application: php -S and Messenger workers
+    started as the systemd unit starts them, with --sleep=0.2): one 50,000-record file with 1 worker, then 4
+    such files at once with 4 workers; beside the same file through the reference receiver (count mode)."""
+    from tests.servers import start_mariadb
+    from tests.test_pimcore_bundle import PhpApp, source
+
+    n = 50_000
+    mariadb = start_mariadb(tmp / "mariadb")
+    try:
+        async with Stack(tmp / "bundle-ref") as ref:
+            src = ref.data / "p.jsonl"
+            source(src, n)
+            st = await ref.ingest_and_wait(src)
+            took = ref.phases(st["ingestion_id"])["total"]
+            chunks = st["total_chunks"]
+            rows.append(
+                Row(
+                    "reference receiver (count mode), 1 file",
+                    n,
+                    took,
+                    None,
+                    1.0,
+                    "",
+                    None,
+                    f"{chunks / took:.1f} chunks/s",
+                    0,
+                )
+            )
+        for workers in (1, 4):
+            app = PhpApp(tmp / f"php-{workers}", mariadb.url(f"bench_{workers}"))
+            stack = Stack(
+                tmp / f"bundle-{workers}",
+                daemon={"max_concurrent": 4},
+                pimcore={
+                    "chunk_url": app.url + "/pimingest/chunks",
+                    "complete_url": app.url + "/pimingest/complete",
+                    "secret": app.env["PIMINGEST_SECRET"],
+                },
+            )
+            app.point_at(stack)
+            try:
+                await app.start(workers=0)
+                for _ in range(workers):
+                    app.start_worker("--sleep=0.2")
+                await stack.start_daemon()
+                files = []
+                for i in range(workers):
+                    f = stack.data / f"p{i}.jsonl"
+                    source(f, n)
+                    with open(f, "a") as out:
+                        out.write(f'{{"file": {i}}}\n')  # different bytes per file
+                    files.append(f)
+                t0 = time.monotonic()
+                done = await asyncio.gather(*(stack.ingest_and_wait(f) for f in files))
+                took = time.monotonic() - t0
+                chunks = sum(d["total_chunks"] for d in done)
+                records = sum(d["total_records"] for d in done)
+                many = "s" if workers > 1 else ""
+                label = f"bundle table applier on MariaDB, {workers} worker{many}, {workers} file{many}"
+                rows.append(Row(label, records, took, None, None, "", None, f"{chunks / took:.1f} chunks/s", 0))
+            finally:
+                stack.close()
+                app.stop()
+    finally:
+        mariadb.stop()
+
+
+CASES = ("json", "jsonl", "excel", "bytes", "overhead", "many", "remote", "bundle")
 
 
 async def run(full: bool, only: tuple[str, ...] = CASES) -> list[Row]:
@@ -394,6 +462,8 @@ async def run(full: bool, only: tuple[str, ...] = CASES) -> list[Row]:
             await many_case(tmp, full, rows)
         if "remote" in only:
             await remote_case(tmp, rows)
+        if "bundle" in only:
+            await bundle_case(tmp, rows)
     _chart(chart)
     return rows
 

@@ -306,8 +306,18 @@ class MariaDb:
 
     def sql(self, statement: str, database: str = "") -> str:
         out = subprocess.run(
-            ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", "--default-character-set=utf8mb4", "-N", "-B",
-             "-e", statement, database],
+            [
+                "mariadb",
+                "--no-defaults",
+                f"--socket={self.socket}",
+                "-uroot",
+                "--default-character-set=utf8mb4",
+                "-N",
+                "-B",
+                "-e",
+                statement,
+                database,
+            ],
             capture_output=True,
             text=True,
             check=True,

@@ -106,11 +106,11 @@ class PhpApp:
                 stderr=subprocess.STDOUT,
             )
 
-    def start_worker(self) -> None:
+    def start_worker(self, *options: str) -> None:
         with open(self.root / "worker.log", "ab") as log:
             self.workers.append(
                 subprocess.Popen(
-                    [str(PHP), str(APP / "bin" / "console"), "messenger:consume", "pimingest"],
+                    [str(PHP), str(APP / "bin" / "console"), "messenger:consume", "pimingest", *options],
                     env=self.env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ declare(strict_types=1);
 namespace Pimingestd\PimcoreBundle\Command;
 
 use Pimingestd\PimcoreBundle\Ledger\Ledger;
+use Symfony\Component\Console\Attribute\AsCommand;
 use Symfony\Component\Console\Command\Command;
 use Symfony\Component\Console\Input\InputInterface;
 use Symfony\Component\Console\Output\OutputInterface;
@@ -13,10 +14,9 @@ use Symfony\Component\Console\Output\OutputInterface;
  * Creates the ledger tables (and the Messenger table) that do not exist yet, for apps without
  * Doctrine migrations. Safe to run again.
  */
+#[AsCommand(name: 'pimingest:setup')]
 final class SetupCommand extends Command
 {
-    protected static $defaultName = 'pimingest:setup';
-
     /** @param iterable<object> $transports */
     public function __construct(private readonly Ledger $ledger, private readonly iterable $transports = [])
     {

@@ -5,16 +5,16 @@ declare(strict_types=1);
 namespace Pimingestd\PimcoreBundle\Command;
 
 use Pimingestd\PimcoreBundle\Ledger\Ledger;
+use Symfony\Component\Console\Attribute\AsCommand;
 use Symfony\Component\Console\Command\Command;
 use Symfony\Component\Console\Input\InputArgument;
 use Symfony\Component\Console\Input\InputInterface;
 use Symfony\Component\Console\Output\OutputInterface;
 
 /** Recent ingestions as the ledger knows them, or one of them. */
+#[AsCommand(name: 'pimingest:status')]
 final class StatusCommand extends Command
 {
-    protected static $defaultName = 'pimingest:status';
-
     public function __construct(private readonly Ledger $ledger)
     {
         parent::__construct();

@@ -11,7 +11,7 @@ use Pimingestd\PimcoreBundle\Apply\Chunk;
 use Pimingestd\PimcoreBundle\Apply\RecordRejected;
 use Pimingestd\PimcoreBundle\Ledger\Ledger;
 use Psr\Log\LoggerInterface;
-use Symfony\Component\Messenger\Handler\MessageHandlerInterface;
+use Symfony\Component\Messenger\Attribute\AsMessageHandler;
 
 /**
  * The worker's half: one transaction holds the ledger's "applied" mark and the records' effect, so a
@@ -23,7 +23,8 @@ use Symfony\Component\Messenger\Handler\MessageHandlerInterface;
  * - A deadlock or lock timeout: roll back, release, reject with retryable: true (the daemon re-sends).
  * - Anything else: the exception reaches Messenger, whose retry strategy handles it (nothing committed).
  */
-final class ApplyChunkHandler implements MessageHandlerInterface
+#[AsMessageHandler]
+final class ApplyChunkHandler
 {
     public function __construct(
         private readonly Ledger $ledger,
@@ -58,12 +59,13 @@ final class ApplyChunkHandler implements MessageHandlerInterface
             $db->commit();
         } catch (RecordRejected $e) {
             $db->rollBack();
-            $this->reject($id, $n, $e->getMessage(), false);
+            // The reason goes to the daemon (and its operator); the log names only the record and the field.
+            $this->reject($id, $n, $e->getMessage(), false, ['record' => $e->offset, 'field' => $e->field]);
 
             return;
         } catch (RetryableException $e) {
             $db->rollBack();
-            $this->reject($id, $n, 'database busy (deadlock or lock timeout): ' . $e->getMessage(), true);
+            $this->reject($id, $n, 'database busy (deadlock or lock timeout): ' . $e->getMessage(), true, ['error' => \get_class($e)]);
 
             return;
         } catch (\Throwable $e) {
@@ -76,7 +78,8 @@ final class ApplyChunkHandler implements MessageHandlerInterface
         $this->acks->send($id, $n, $row['checksum'], 'ack');
     }
 
-    private function reject(string $id, int $n, string $reason, bool $retryable): void
+    /** @param array<string, mixed> $logged */
+    private function reject(string $id, int $n, string $reason, bool $retryable, array $logged): void
     {
         $db = $this->ledger->connection();
         $row = null;
@@ -87,7 +90,7 @@ final class ApplyChunkHandler implements MessageHandlerInterface
         if ($row === null) {
             return;
         }
-        $this->logger->warning('pimingest: chunk rejected', ['ingestion' => $id, 'chunk' => $n, 'retryable' => $retryable, 'reason' => $reason]);
+        $this->logger->warning('pimingest: chunk rejected', ['ingestion' => $id, 'chunk' => $n, 'retryable' => $retryable] + $logged);
         $this->acks->send($id, $n, $row['checksum'], 'reject', $reason, $retryable);
     }
 }
