@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from pimingestd.core import canonical
 from pimingestd.protocol import signing, v1
 
@@ -39,3 +41,13 @@ def test_file_name_headers_match_the_vectors() -> None:
         sent = meta.headers(hashlib.sha256(b"[]").digest(), "http://127.0.0.1/callbacks/ack")
         assert sent[v1.FILE_NAME] == case["header"]
         assert v1.ChunkHeaders.parse(sent)[0].file_name == case["name"]
+
+
+def test_a_malformed_file_name_header_is_refused() -> None:
+    meta = v1.ChunkHeaders("0" * 32, "sha256:" + "0" * 64, 1, None, 1, 0, "ok.json")
+    sent = meta.headers(hashlib.sha256(b"[]").digest(), "http://127.0.0.1/callbacks/ack")
+    for bad in ("%FF%FE", "", "a%2Fb.json", "%00"):
+        with pytest.raises(v1.BadMessage, match="Pimingest-File-Name"):
+            v1.ChunkHeaders.parse({**sent, v1.FILE_NAME: bad})
+    del sent[v1.FILE_NAME]
+    assert v1.ChunkHeaders.parse(sent)[0].file_name is None  # optional: a sender that omits it is fine
