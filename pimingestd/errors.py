@@ -44,6 +44,18 @@ class StateError(PimIngestError):
     title = "state database unusable"
 
 
+class DiskFull(StateError):
+    """A write found no space (ENOSPC, EDQUOT, SQLITE_FULL); the message names the path and its free space.
+    What was being written did not happen, whole: nothing is half-committed."""
+
+    http_status = 507
+    title = "disk full"
+
+    def __init__(self, message: str, area: str = "") -> None:
+        super().__init__(message)
+        self.area = area  # "state", "spool", "inbox"
+
+
 class SourceError(PimIngestError):
     """The source file cannot be read as the requested format."""
 

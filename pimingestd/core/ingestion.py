@@ -23,6 +23,7 @@ from ..config import ChunkPolicy, DeliveryConfig
 from ..crashpoints import crash_point
 from ..errors import (
     DeliveryError,
+    DiskFull,
     Duplicate,
     FileChangedError,
     Paused,
@@ -181,14 +182,19 @@ class Runner:
                 spool.local_unchanged(path, identity),
             )
         page: list[SpooledChunk]
-        async for page in iterate_in_thread(
-            lambda stop: spool.write_spool(records_of(), policy, target, finish, stop, _PAGE)
-        ):
-            # Chunks sent before (by an earlier spool pass) must be cut identically.
-            differ = await self._store.add_spooled(ing.id, page)
-            if differ:
-                raise StateError(f"chunk {differ[0]}: a new spool pass cut different bytes than were sent before")
-            chunks, records = page[-1].n, records + sum(c.records for c in page)
+        try:
+            async for page in iterate_in_thread(
+                lambda stop: spool.write_spool(records_of(), policy, target, finish, stop, _PAGE)
+            ):
+                # Chunks sent before (by an earlier spool pass) must be cut identically.
+                differ = await self._store.add_spooled(ing.id, page)
+                if differ:
+                    raise StateError(f"chunk {differ[0]}: a new spool pass cut different bytes than were sent before")
+                chunks, records = page[-1].n, records + sum(c.records for c in page)
+        except DiskFull as exc:
+            self._store.conditions.full(exc.area, str(exc))
+            raise
+        self._store.conditions.cleared("spool")
         if source is not None:
             await self._identified(ing, source)
         if not await self._store.finish_spool(ing.id, chunks, records):

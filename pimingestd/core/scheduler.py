@@ -23,6 +23,7 @@ from ..config import ChunkPolicy, DeliveryConfig
 from ..crashpoints import crash_point
 from ..errors import (
     DeliveryError,
+    DiskFull,
     Draining,
     Duplicate,
     NotAllowed,
@@ -90,6 +91,8 @@ class Scheduler:
         self._submit_lock = asyncio.Lock()
 
         self._listeners: list[Callable[[Ingestion], Awaitable[None]]] = []
+        # Ingestions whose failure could not be written (the state disk was full): id -> the error shown.
+        self.unrecorded: dict[str, str] = {}
         self._rates: dict[str, tuple[float, int]] = {}  # ingestion -> (run start, records acked then)
         self.started = False  # True once start() resumed what was unfinished
 
@@ -264,7 +267,7 @@ class Scheduler:
             raise Draining("the daemon is shutting down; try again after it restarts")
         async with self._submit_lock:
             ing = await self._get(ingestion_id)
-            if ing.id in self._tasks and ing.status in UNFINISHED:
+            if ing.id in self._tasks and ing.status in UNFINISHED and ing.id not in self.unrecorded:
                 return ing
             return await self._requeue(ing)
 
@@ -313,9 +316,12 @@ class Scheduler:
         return ing
 
     async def _requeue(self, ing: Ingestion) -> Ingestion:
+        if ing.id in self._tasks and ing.id in self.unrecorded:
+            await asyncio.gather(self._tasks[ing.id], return_exceptions=True)  # its run is ending
         if not await self._store.transition(ing.id, Status.QUEUED):
             current = await self._get(ing.id)
             raise NotAllowed(f"ingestion {ing.id} is {current.status}; only failed or stalled ingestions resume")
+        self.unrecorded.pop(ing.id, None)
         self._schedule(ing.id, resumed=True)
         return await self._get(ing.id)
 
@@ -329,6 +335,13 @@ class Scheduler:
         )
 
     async def _run(self, ingestion_id: str, resumed: bool) -> None:
+        try:
+            await self._run_in_slot(ingestion_id, resumed)
+        except StateError as exc:  # the store itself failed outside the run (a full disk at its start or end)
+            self.unrecorded.setdefault(ingestion_id, f"the run could not start or end: {exc}")
+            log.error("ingestion run stopped by the state database", ingestion_id=ingestion_id, error=str(exc))
+
+    async def _run_in_slot(self, ingestion_id: str, resumed: bool) -> None:
         async with self._slots:
             if self.draining:
                 return
@@ -358,8 +371,16 @@ class Scheduler:
 
     async def _fail(self, ing: Ingestion, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, PimIngestError) else f"internal error: {type(exc).__name__}: {exc}"
-        if not await self._store.transition(ing.id, Status.FAILED, message):
-            return  # cancelled meanwhile: the cancel stands
-        if not isinstance(exc, DeliveryError | StateError):
+        try:
+            if not await self._store.transition(ing.id, Status.FAILED, message):
+                return  # cancelled meanwhile: the cancel stands
+        except StateError as store_exc:
+            # The failure cannot be written (the state disk is full, say). The ingestion stays "running" in
+            # the database, so a restart resumes it; until then the API shows it failed, and a resume works.
+            self.unrecorded[ing.id] = f"{message} (not recorded: {store_exc})"
+            log.error("ingestion failed; its status could not be written", error=message, store_error=str(store_exc))
+            return
+        spool_full = isinstance(exc, DiskFull) and exc.area == "spool"
+        if spool_full or not isinstance(exc, DeliveryError | StateError):
             await self._runner.discard_spool(ing.id)  # a bad or changed file, or a damaged spool: spool again on resume
         log.error("ingestion failed", error=message)

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..config import ChunkPolicy
-from ..errors import FileChangedError
+from ..diskspace import disk_full, is_full
+from ..errors import DiskFull, FileChangedError
 from ..locations.remote import ObjectIdentity, Remote, stage
 from ..model import SpooledChunk
 from ..names import readable
@@ -41,14 +42,21 @@ def write_spool(
     flat in the number of chunks). The last page comes only after the spool is fsynced and
     ``finish`` (which checks that the source did not change, raising if it did) has returned;
     bad input raises. ``stop`` ends the pass early (the spool is then incomplete)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     batch: list[SpooledChunk] = []
     offset = 0
-    with open(target, "wb") as out:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = open(target, "wb")  # noqa: SIM115 - closed below, around the yields
+    except OSError as exc:
+        raise _no_space(exc, target) from None
+    with out:
         for chunk in cut(records, policy):
             if stop.is_set():
                 return
-            out.write(chunk.body)
+            try:
+                out.write(chunk.body)
+            except OSError as exc:
+                raise _no_space(exc, target) from None
             batch.append(
                 SpooledChunk(chunk.n, chunk.first_record, chunk.records, chunk.checksum, offset, len(chunk.body))
             )
@@ -56,11 +64,18 @@ def write_spool(
             if len(batch) > page:  # one held back: the last page waits for the fsync and the check below
                 yield batch[:-1]
                 batch = batch[-1:]
-        out.flush()
-        os.fsync(out.fileno())
+        try:
+            out.flush()
+            os.fsync(out.fileno())
+        except OSError as exc:
+            raise _no_space(exc, target) from None
     finish()
     if batch:
         yield batch
+
+
+def _no_space(exc: OSError, target: Path) -> OSError | DiskFull:
+    return disk_full("the spool", target, "spool") if is_full(exc) else exc
 
 
 def local_records(source: Path, spec: SourceSpec, identity: tuple[int, int]) -> Iterator[Record]:

@@ -19,15 +19,17 @@ async def healthz(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     store_open = STORE in request.app
     ready = store_open and scheduler.started and not scheduler.draining
+    full = request.app[STORE].conditions.report() if store_open else {}
     body = {
         "live": True,
-        "ready": ready,
+        "ready": ready and not full,
         "store": "open" if store_open else "closed",
         "draining": scheduler.draining,
         "running": scheduler.running,
         "in_flight": scheduler.in_flight,
+        "disk_full": full,  # area (state, spool, inbox) -> the error and since when; {} when there is space
     }
-    return json_response(body, 200 if ready else 503)
+    return json_response(body, 200 if ready and not full else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core.scheduler import Scheduler
 from ..locations.remote import redact
-from ..model import UNFINISHED, ChunkRow, Ingestion, Progress
+from ..model import UNFINISHED, ChunkRow, Ingestion, Progress, Status
 from ..names import readable
 from ..state import StateStore
 from ..timestamps import iso, iso_or_none
@@ -37,6 +37,10 @@ def _ingestion(ing: Ingestion, p: Progress, scheduler: Scheduler) -> dict[str, A
     eta = None
     if rate and ing.total_records is not None:
         eta = round(max(ing.total_records - p.records_acked, 0) / rate, 1)
+    status, error = ing.status, ing.error
+    unrecorded = scheduler.unrecorded.get(ing.id)
+    if unrecorded is not None and status in UNFINISHED:  # failed, but the state disk could not record it
+        status, error = Status.FAILED, unrecorded
     return {
         "ingestion_id": ing.id,
         "file_id": ing.file_id or None,  # a remote object's is known once its spool pass has read it
@@ -44,12 +48,12 @@ def _ingestion(ing: Ingestion, p: Progress, scheduler: Scheduler) -> dict[str, A
         "version": ing.version or None,
         "file_name": ing.file_name,
         "format": ing.format,
-        "status": ing.status,
+        "status": status,
         "chunks_acked": p.chunks_acked,
         "records_acked": p.records_acked,
         "total_chunks": ing.total_chunks,
         "total_records": ing.total_records,
-        "error": ing.error,
+        "error": error,
         "source": ing.source,
         "records_per_second": None if rate is None else round(rate, 1),
         "eta_seconds": eta,

@@ -45,6 +45,7 @@ from .. import timestamps
 from ..config import InboxConfig
 from ..core.scheduler import Scheduler
 from ..crashpoints import crash_point
+from ..diskspace import disk_full, is_full
 from ..errors import ConfigError, Draining, PimIngestError, SourceError
 from ..locations.local import refuse_reason, stat_identity
 from ..model import UNFINISHED, Ingestion, Status, Submitted
@@ -70,6 +71,8 @@ class Inbox:
         self._refused: dict[Path, tuple[int, int]] = {}  # files that cannot even be moved, until they change
         self._lock = asyncio.Lock()  # one lifecycle move at a time
         self.watcher = Watcher(cfg, self.take, self.ignored)
+        self.conditions = store.conditions  # a full disk, for /healthz
+        self._retries: dict[Path, asyncio.Task[None]] = {}  # files to take again once there is space
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -81,6 +84,9 @@ class Inbox:
             await self.watcher.start()
 
     async def stop(self) -> None:
+        for task in list(self._retries.values()):
+            task.cancel()
+        self._retries.clear()
         """Stop taking files; ingestions already admitted go on in the scheduler."""
         await self.watcher.stop()
 
@@ -174,7 +180,14 @@ class Inbox:
             await asyncio.to_thread(_move_file, src, folder / rel)
         except FileNotFoundError:
             return  # gone meanwhile (taken already, or removed by its owner)
-        except OSError as exc:  # EXDEV (a mount inside the inbox), EACCES on the folder...
+        except OSError as exc:
+            if is_full(exc):  # no space for the token folder: it stays in the inbox and is tried again
+                error = disk_full("the inbox", folder, "inbox")
+                self.conditions.full("inbox", str(error))
+                log.error("inbox file not taken: the disk is full; trying again", file=rel, error=str(error))
+                self._retry_later(src)
+                return
+            # EXDEV (a mount inside the inbox), EACCES on the folder...
             self._refused[src] = signature
             log.error(
                 "inbox file cannot be moved into processing; it stays in the inbox until it changes",
@@ -183,6 +196,7 @@ class Inbox:
             )
             return
         self._refused.pop(src, None)
+        self.conditions.cleared("inbox")
         crash_point("inbox.after-take")
         log.info("inbox file taken", file=rel, folder=folder.name)
         try:
@@ -193,6 +207,18 @@ class Inbox:
             log.error("inbox file refused", file=rel, error=str(exc))
         except Exception:
             log.exception("inbox file could not be admitted", file=rel)
+
+    def _retry_later(self, src: Path, delay: float = 5.0) -> None:
+        if src in self._retries:
+            return
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            self._retries.pop(src, None)
+            if await asyncio.to_thread(src.exists):
+                await self.take(src)
+
+        self._retries[src] = asyncio.create_task(again(), name=f"inbox-retry-{src.name}")
 
     # ---- finishing -----------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from ..diskspace import disk_full, is_full
 from ..errors import UploadAborted, UploadTooLarge
 
 if TYPE_CHECKING:
@@ -57,7 +58,15 @@ async def receive(inbox: Inbox, rel: str, content: aiohttp.StreamReader, limit: 
     except (ConnectionError, web.HTTPBadRequest, aiohttp.ClientPayloadError) as exc:
         log.warning("upload aborted by the client; nothing kept", file=rel, received=size, error=str(exc))
         raise UploadAborted(str(exc)) from None
+    except OSError as exc:
+        if not is_full(exc):
+            raise
+        error = disk_full("the upload", temp, "inbox")
+        inbox.conditions.full("inbox", str(error))
+        log.error("upload refused: the disk is full; nothing kept", file=rel, received=size, error=str(error))
+        raise error from None
     finally:
         await asyncio.to_thread(temp.unlink, missing_ok=True)
+    inbox.conditions.cleared("inbox")
     log.info("upload received", file=rel, bytes=size)
     return folder

@@ -17,10 +17,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol
 
+from ..diskspace import Conditions
 from ..model import AckOutcome, ChunkRow, Ingestion, Progress, SpooledChunk, Status
 
 
 class StateStore(Protocol):
+    conditions: Conditions  # a full disk met by the store (or reported by others), for /healthz
+
     async def close(self) -> None: ...
 
     # ingestions

@@ -32,6 +32,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import aiosqlite
 import orjson
 
+from ..diskspace import Conditions, disk_full, is_full
 from ..errors import StateError
 from ..model import TRANSITIONS, AckOutcome, ChunkRow, Ingestion, Progress, SpooledChunk, Status
 from ..names import from_text, to_text
@@ -162,15 +163,16 @@ def _atomic(
 
 
 class Store:
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, conditions: Conditions | None = None) -> None:
         self._db = db
         self.path = path
+        self.conditions = conditions or Conditions()  # a full disk, for /healthz
         self._lock = asyncio.Lock()
         self._sync = "FULL"
         self._ops: set[asyncio.Future[Any]] = set()  # operations under way (each shielded)
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, conditions: Conditions | None = None) -> Store:
         """Open (creating when absent) and check the database; raise StateError if unusable."""
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         try:
@@ -183,7 +185,7 @@ class Store:
         except BaseException:
             await db.close()
             raise
-        return cls(db, path)
+        return cls(db, path, conditions)
 
     @staticmethod
     async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
@@ -241,15 +243,28 @@ class Store:
         dedups it) commits with synchronous=NORMAL; in WAL mode the next FULL commit makes it
         durable too."""
         async with self._lock:
-            await self._synchronous(durable)
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                with suppress(sqlite3.OperationalError):  # no transaction left to roll back
-                    await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
+                await self._synchronous(durable)
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    with suppress(sqlite3.Error):  # no transaction left to roll back
+                        await self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:  # nothing of this transaction was committed
+                raise self._failed(exc) from None
+            self.conditions.cleared("state")
+
+    def _failed(self, exc: sqlite3.Error) -> StateError:
+        """A write that failed, as the error tree names it: a full disk (remembered for /healthz), or else
+        the database's own message."""
+        if is_full(exc):
+            error = disk_full("the state database", self.path, "state")
+            self.conditions.full("state", str(error))
+            return error
+        return StateError(f"state database {self.path}: {exc}")
 
     async def _synchronous(self, durable: bool) -> None:
         mode = "FULL" if durable else "NORMAL"
@@ -585,8 +600,13 @@ class Store:
         """One write statement as its own transaction: a single round trip to the database thread
         (two when the synchronous level changes). Holds the write lock like _tx."""
         async with self._lock:
-            await self._synchronous(durable)
-            return list(await self._db.execute_fetchall(sql, params))
+            try:
+                await self._synchronous(durable)
+                rows = list(await self._db.execute_fetchall(sql, params))
+            except sqlite3.Error as exc:  # autocommit: the statement took effect whole, or not at all
+                raise self._failed(exc) from None
+        self.conditions.cleared("state")
+        return rows
 
     async def mark_sent(self, ingestion_id: str, n: int, first_record: int, records: int, checksum: str) -> str:
         """Persist an attempt before its POST goes out. Returns the chunk's state after:
