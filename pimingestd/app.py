@@ -42,6 +42,7 @@ from .notify import Notifier
 from .protocol.acks import AckRegistry
 from .protocol.v1 import PimcoreClient
 from .receiver.app import create_app as create_receiver
+from .retention import Retention
 from .state.sqlite import Store
 
 log = structlog.get_logger("pimingestd.app")
@@ -143,6 +144,11 @@ def create_app(config: Config) -> web.Application:
             yield
             await app[api.SCHEDULER].close()
 
+    async def retention(app: web.Application) -> AsyncIterator[None]:
+        app[api.RETENTION] = Retention(config, app[api.STORE], app[api.SCHEDULER].metrics)
+        yield
+        await app[api.RETENTION].stop()
+
     async def inbox(app: web.Application) -> AsyncIterator[None]:
         app[api.INBOX] = Inbox(config.inbox, app[api.SCHEDULER], app[api.STORE])
         app[api.REMOTE_INBOXES] = RemoteInboxes(config.remote, app[api.SCHEDULER], app[api.STORE], remote)
@@ -150,7 +156,7 @@ def create_app(config: Config) -> web.Application:
         await app[api.REMOTE_INBOXES].stop()
         await app[api.INBOX].stop()
 
-    app.cleanup_ctx.extend([state_lock, store, receiver, scheduler, inbox])
+    app.cleanup_ctx.extend([state_lock, store, receiver, scheduler, retention, inbox])
     routes.add_routes(app)
     return app
 
@@ -183,9 +189,11 @@ async def start_work(app: web.Application) -> None:
     await app[api.INBOX].start()
     await app[api.SCHEDULER].start()
     await app[api.REMOTE_INBOXES].start()
+    app[api.RETENTION].start()
 
 
 async def stop_taking_work(app: web.Application) -> None:
+    await app[api.RETENTION].stop()
     await app[api.REMOTE_INBOXES].stop()
     await app[api.INBOX].stop()
 

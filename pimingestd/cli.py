@@ -78,6 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", required=True, type=Path)
 
+    prune = sub.add_parser(
+        "prune",
+        help="apply [retention] now (or show what it would remove)",
+        formatter_class=fmt,
+        epilog=_EPILOG,
+        description="Remove what [retention] says is old: chunk rows of ended ingestions (their summaries\n"
+        "stay), files in done/ and failed/. Safe while the daemon runs.\n\n"
+        "Example:\n  pimingestd prune --config /etc/pimingestd/config.toml --dry-run",
+    )
+    prune.add_argument("--config", required=True, type=Path)
+    prune.add_argument("--dry-run", action="store_true", help="show what would go; remove nothing")
+
     ing = sub.add_parser(
         "ingest",
         help="ingest a file through the running daemon",
@@ -177,6 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(json.dumps(cfg.masked(), indent=2))
         return EXIT_OK
+    if args.command == "prune":
+        logs.setup(cfg.logging.format, cfg.logging.level, sys.stderr)  # stdout carries the JSON answer
+        try:
+            plan = asyncio.run(_prune(cfg, args.dry_run))
+        except StateError as exc:
+            print(f"pimingestd: {exc}", file=sys.stderr)
+            return EXIT_STATE
+        print(json.dumps({"dry_run": args.dry_run, **plan}, indent=2))
+        return EXIT_OK
     logs.setup(cfg.logging.format, cfg.logging.level)
     from .app import run
 
@@ -188,6 +209,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"pimingestd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+async def _prune(cfg: config_mod.Config, dry_run: bool) -> dict[str, Any]:
+    from .metrics import Metrics
+    from .retention import Retention
+    from .state.sqlite import Store
+
+    if not cfg.daemon.state_db.exists():
+        raise StateError(f"no state database at {cfg.daemon.state_db}")
+    store = await Store.open(cfg.daemon.state_db)
+    try:
+        retention = Retention(cfg, store, Metrics())
+        plan = await (retention.plan() if dry_run else retention.run())
+        return plan.as_dict()
+    finally:
+        await store.close()
 
 
 def _receiver(args: argparse.Namespace) -> int:

@@ -161,9 +161,20 @@ class RemoteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """What is removed, and when. Each step is off (0) unless set."""
+
+    chunk_rows_days: float = 0.0  # chunk rows of completed and cancelled ingestions (their summary stays)
+    files_days: float = 0.0  # files in done/ and failed/, with their reports
+    vacuum: bool = True  # give the database's freed pages back to the filesystem after pruning
+    interval_minutes: float = 60.0  # how often retention runs (and disk use is measured for /metrics)
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     format: str = "json"
     level: str = "info"
+    progress_seconds: float = 30.0  # at info, a running ingestion logs one progress line at most this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +199,7 @@ class Config:
     receiver: ReceiverConfig | None
     max_record_bytes: int = 16 << 20  # [chunking] max_record_bytes: larger records are refused
     remote: RemoteConfig = field(default_factory=RemoteConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @property
     def callback_url(self) -> str:
@@ -477,7 +489,7 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-SECTIONS = ("daemon", "http", "pimcore", "chunking", "delivery", "inbox", "logging", "receiver", "remote")
+SECTIONS = ("daemon", "http", "pimcore", "chunking", "delivery", "inbox", "logging", "receiver", "remote", "retention")
 
 
 def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = None) -> Config:
@@ -566,6 +578,16 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
     logging = LoggingConfig(
         format=s.choice("format", "json", ("json", "console")),
         level=s.choice("level", "info", ("debug", "info", "warning", "error")),
+        progress_seconds=s.number("progress_seconds", 30.0, minimum=1.0),
+    )
+    s.finish()
+
+    s = _Section("retention", raw.get("retention"), base)
+    retention = RetentionConfig(
+        chunk_rows_days=s.number("chunk_rows_days", 0.0, minimum=0.0),
+        files_days=s.number("files_days", 0.0, minimum=0.0),
+        vacuum=s.boolean("vacuum", True),
+        interval_minutes=s.number("interval_minutes", 60.0, minimum=0.0, exclusive=True),
     )
     s.finish()
 
@@ -604,6 +626,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         receiver=receiver,
         max_record_bytes=max_record_bytes,
         remote=remote,
+        retention=retention,
     )
 
 

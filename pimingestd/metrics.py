@@ -55,6 +55,21 @@ class Metrics:
         self.last_ack = Gauge(
             "pimingestd_last_ack_timestamp_seconds", "Unix time of the last committed ACK (0: none yet)", registry=r
         )
+        # Disk use, measured by the retention task (pimingestd/retention.py) every interval.
+        self.state_bytes = Gauge(
+            "pimingestd_state_database_bytes", "Bytes of the state database and its WAL", registry=r
+        )
+        self.folder_bytes = Gauge(
+            "pimingestd_inbox_folder_bytes", "Bytes of the files in each inbox folder", ["folder"], registry=r
+        )
+        self.folder_files = Gauge("pimingestd_inbox_folder_files", "Files in each inbox folder", ["folder"], registry=r)
+        self.spool_bytes = Gauge(
+            "pimingestd_spool_bytes", "Bytes of the spool files of unfinished ingestions", registry=r
+        )
+        self.pruned_rows = Counter("pimingestd_pruned_chunk_rows", "Chunk rows removed by retention", registry=r)
+        self.pruned_files = Counter(
+            "pimingestd_pruned_files", "Files removed from done/ and failed/ by retention", registry=r
+        )
 
     def acked(self, records: int, latency: float | None) -> None:
         self.records_total += records

@@ -72,6 +72,10 @@ class Ingestion:
     completing: bool = False  # the completion was (or is being) sent: it can no longer be cancelled
     version: str = ""  # a remote object's version (ETag, version id, mtime); "" for local files
     dedup: bool = True  # False: re_ingestion was asked for (remote: checked once the file_id is known)
+    manifest: str | None = None  # the completion's manifest, kept after the chunk rows are pruned
+    pruned_at: float | None = None  # when retention removed its chunk rows
+    pruned_chunks: int = 0  # chunks and records ACKed, as counted when the rows were removed
+    pruned_records: int = 0
 
     @property
     def remote(self) -> bool:

@@ -163,7 +163,9 @@ async def test_a_page_of_ingestions_costs_one_progress_query(tmp_path: Path) -> 
     from pimingestd.state.sqlite import Store
 
     class NotRunning:
-        """Stands in for the scheduler: no ingestion has a current run."""
+        """Stands in for the scheduler: no ingestion has a current run, none failed unrecorded."""
+
+        unrecorded: dict[str, str] = {}
 
         def run_started(self, ingestion_id: str) -> None:
             return None

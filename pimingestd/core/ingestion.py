@@ -359,6 +359,7 @@ class Runner:
             if row.state == "acked":
                 manifest.add(row.checksum)
         _, records = await self._store.progress(ing.id)
+        await self._store.set_manifest(ing.id, manifest.value())  # kept after retention prunes the chunk rows
         payload: dict[str, object] = {
             "ingestion_id": ing.id,
             "file_id": ing.file_id,

@@ -29,6 +29,8 @@ async def ingestion(store: StateStore, scheduler: Scheduler, ing: Ingestion) -> 
 
 
 def _ingestion(ing: Ingestion, p: Progress, scheduler: Scheduler) -> dict[str, Any]:
+    if ing.pruned_at is not None:  # its chunk rows are gone (retention): the counts kept when they went
+        p = Progress(p.chunks_acked + ing.pruned_chunks, p.records_acked + ing.pruned_records, p.last_ack, 0)
     rate = None
     started = scheduler.run_started(ing.id)
     if started is not None:

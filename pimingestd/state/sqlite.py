@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import os
 import sqlite3
 import time
 import uuid
@@ -39,7 +40,7 @@ from ..names import from_text, to_text
 
 __all__ = ["Store"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE ingestions (
@@ -65,6 +66,10 @@ CREATE TABLE ingestions (
     completing    INTEGER NOT NULL DEFAULT 0,
     version       TEXT NOT NULL DEFAULT '',
     dedup         INTEGER NOT NULL DEFAULT 1,
+    manifest      TEXT,
+    pruned_at     REAL,
+    pruned_chunks INTEGER NOT NULL DEFAULT 0,
+    pruned_records INTEGER NOT NULL DEFAULT 0,
     CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CHECK ((chunk_records IS NULL) <> (chunk_bytes IS NULL))
 );
@@ -118,6 +123,12 @@ _MIGRATIONS: dict[int, str] = {
     "CREATE TABLE remote_seen (url TEXT NOT NULL, version TEXT NOT NULL, size INTEGER NOT NULL,"
     " ingestion_id TEXT, state TEXT NOT NULL, seen_at REAL NOT NULL, PRIMARY KEY (url, version, size),"
     " CHECK (state IN ('taken', 'moved'))) WITHOUT ROWID;",
+    # 3 -> 4: retention. An ingestion's summary outlives its chunk rows: the manifest, and the ACKed counts
+    # at the time its rows were pruned.
+    3: "ALTER TABLE ingestions ADD COLUMN manifest TEXT;"
+    "ALTER TABLE ingestions ADD COLUMN pruned_at REAL;"
+    "ALTER TABLE ingestions ADD COLUMN pruned_chunks INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE ingestions ADD COLUMN pruned_records INTEGER NOT NULL DEFAULT 0;",
 }
 
 
@@ -191,6 +202,9 @@ class Store:
     async def _prepare(db: aiosqlite.Connection, path: Path) -> None:
         hint = "restore it from a backup or move it away to start empty (every unfinished ingestion is then forgotten)"
         try:
+            # Before anything writes the file: a new database then gives pruned pages back (retention). On an
+            # existing one this changes nothing until a VACUUM, which Store.vacuum runs once.
+            await db.execute_fetchall("PRAGMA auto_vacuum=INCREMENTAL")
             async with db.execute("PRAGMA quick_check") as cur:
                 rows = [r[0] for r in await cur.fetchall()]
             if rows != ["ok"]:
@@ -214,7 +228,7 @@ class Store:
             elif version > SCHEMA_VERSION or (version < SCHEMA_VERSION and version not in _MIGRATIONS):
                 raise StateError(
                     f"state database {path} has schema version {version}; this pimingestd reads version {SCHEMA_VERSION}"
-                    " (and migrates from 1 and 2)"
+                    " (and migrates from 1, 2 and 3)"
                 )
             while version < SCHEMA_VERSION:
                 await db.executescript(
@@ -362,6 +376,89 @@ class Store:
             await db.execute(
                 "UPDATE ingestions SET file_id = ?, updated_at = ? WHERE id = ?", (file_id, time.time(), ingestion_id)
             )
+
+    @_atomic
+    async def set_manifest(self, ingestion_id: str, manifest: str) -> None:
+        async with self._tx(durable=False) as db:
+            await db.execute("UPDATE ingestions SET manifest = ? WHERE id = ?", (manifest, ingestion_id))
+
+    # ---- retention ---------------------------------------------------------------
+
+    _ENDED_BEFORE = "status IN ('completed', 'cancelled') AND pruned_at IS NULL AND updated_at < ?"
+
+    async def prunable(self, before: float) -> tuple[int, int]:
+        """(ingestions, chunk rows) that prune_chunks(before) would remove."""
+        row = await self._one(
+            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM chunks WHERE ingestion_id = ingestions.id)), 0)"
+            f" FROM ingestions WHERE {self._ENDED_BEFORE}",
+            (before,),
+        )
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    async def prune_chunks(self, before: float, batch: int = 200) -> tuple[int, int]:
+        """Remove the chunk rows of ingestions completed or cancelled before ``before``, a batch of
+        ingestions per transaction; each keeps its summary (counts ACKed, manifest, error, times)."""
+        ingestions = rows = 0
+        while True:
+            done = await self._prune_batch(before, batch)
+            if done is None:
+                return ingestions, rows
+            ingestions, rows = ingestions + done[0], rows + done[1]
+
+    @_atomic
+    async def _prune_batch(self, before: float, batch: int) -> tuple[int, int] | None:
+        async with self._tx() as db:
+            async with db.execute(
+                f"SELECT id FROM ingestions WHERE {self._ENDED_BEFORE} LIMIT ?", (before, batch)
+            ) as cur:
+                ids = [r[0] for r in await cur.fetchall()]
+            if not ids:
+                return None
+            marks = ", ".join("?" * len(ids))
+            now = time.time()
+            await db.execute(
+                "UPDATE ingestions SET pruned_at = ?,"
+                " pruned_chunks = pruned_chunks"
+                " + (SELECT count(*) FROM chunks WHERE ingestion_id = ingestions.id AND state = 'acked'),"
+                " pruned_records = pruned_records + (SELECT coalesce(sum(records), 0) FROM chunks"
+                " WHERE ingestion_id = ingestions.id AND state = 'acked')"
+                f" WHERE id IN ({marks})",
+                (now, *ids),
+            )
+            cur2 = await db.execute(f"DELETE FROM chunks WHERE ingestion_id IN ({marks})", ids)
+            return len(ids), cur2.rowcount
+
+    async def vacuum(self) -> int:
+        """Give freed pages back to the filesystem; returns the bytes the file shrank by. Incremental
+        where the database allows it (new databases); otherwise it is switched over once, by a VACUUM."""
+        before = await self.size()
+        async with self._lock:
+            try:
+                mode = await self.pragma("auto_vacuum")
+                # executescript steps each statement to its end (sqlite3_exec). Through a cursor, Python stops
+                # after the first step: incremental_vacuum would free one page, and a pragma left open makes
+                # the next statement find the table locked.
+                if mode != 2:
+                    await self._db.executescript("PRAGMA auto_vacuum=INCREMENTAL; VACUUM;")
+                else:
+                    await self._db.executescript("PRAGMA incremental_vacuum;")
+                await self._db.executescript("PRAGMA wal_checkpoint(TRUNCATE);")
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
+        return max(before - await self.size(), 0)
+
+    async def size(self) -> int:
+        """Bytes of the database file and its WAL."""
+
+        def measure() -> int:
+            total = 0
+            for suffix in ("", "-wal"):
+                with suppress(FileNotFoundError):
+                    total += os.stat(f"{self.path}{suffix}").st_size
+            return total
+
+        return await asyncio.to_thread(measure)
 
     # ---- the remote inboxes' ledger ----------------------------------------------
 

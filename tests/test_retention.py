@@ -1,0 +1,179 @@
+"""Retention: old chunk rows and old done/failed folders go (each step opt-in), summaries stay, the database
+file shrinks back, `pimingestd prune --dry-run` shows the plan, and /metrics reports disk use."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pimingestd import config as config_mod
+from pimingestd.metrics import Metrics
+from pimingestd.model import Status
+from pimingestd.retention import Retention
+from pimingestd.state.sqlite import Store
+
+from .conftest import MakeDaemon
+from .helpers import Receiver, product, report, write_json
+from .test_inbox import inbox_config
+
+DAY = 86400.0
+
+
+async def _ingestion(store: Store, i: int, chunks: int, status: Status) -> str:
+    ing = await store.create_ingestion(
+        file_id=f"sha256:{i:064x}",
+        path=f"/in/{i}.json",
+        file_name=f"{i}.json",
+        size=1,
+        mtime_ns=1,
+        format="json",
+        chunk_records=10,
+        chunk_bytes=None,
+        preflight=False,
+        source="api",
+    )
+    checksum = "sha256:" + "c" * 64
+    for n in range(1, chunks + 1):
+        await store.mark_sent(ing.id, n, (n - 1) * 10, 10, checksum)
+        await store.commit_ack(ing.id, n, checksum)
+    if status != Status.QUEUED:
+        await store.transition(ing.id, Status.RUNNING)
+        if status == Status.COMPLETED:
+            assert await store.claim_completion(ing.id)
+            await store.set_manifest(ing.id, "sha256:" + "d" * 64)
+        await store.transition(ing.id, status)
+    return ing.id
+
+
+def _age(db: Path, ingestion_id: str, days: float) -> None:
+    con = sqlite3.connect(db)
+    con.execute("UPDATE ingestions SET updated_at = ? WHERE id = ?", (time.time() - days * DAY, ingestion_id))
+    con.commit()
+    con.close()
+
+
+def _config(tmp_path: Path, **retention: Any) -> config_mod.Config:
+    cfg_path = tmp_path / "c.toml"
+    lines = [f"{k} = {json.dumps(v)}" for k, v in retention.items()]
+    cfg_path.write_text(
+        '[chunking]\nrecords = 10\n[daemon]\nstate_db = "s.db"\n[inbox]\n'
+        'dir = "in"\nprocessing_dir = "proc"\ndone_dir = "done"\nfailed_dir = "failed"\n[retention]\n'
+        + "\n".join(lines)
+    )
+    return config_mod.load(cfg_path, env={})
+
+
+async def test_old_chunk_rows_go_their_summaries_stay_and_the_file_shrinks(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, chunk_rows_days=30)
+    store = await Store.open(cfg.daemon.state_db)
+    try:
+        old_done = await _ingestion(store, 1, 400, Status.COMPLETED)
+        old_cancelled = await _ingestion(store, 2, 400, Status.CANCELLED)
+        old_failed = await _ingestion(store, 3, 400, Status.FAILED)  # may still be resumed: kept
+        recent = await _ingestion(store, 4, 400, Status.COMPLETED)
+        unfinished = await _ingestion(store, 5, 400, Status.QUEUED)
+        many = [await _ingestion(store, 10 + i, 300, Status.COMPLETED) for i in range(20)]
+        for ing in (old_done, old_cancelled, old_failed, unfinished, *many):
+            _age(cfg.daemon.state_db, ing, 40)
+        retention = Retention(cfg, store, Metrics())
+        plan = await retention.plan()
+        assert (plan.ingestions, plan.chunk_rows) == (22, 800 + 20 * 300)
+        await store.vacuum()  # a new database is incremental already; measure from a compact file
+        before = await store.size()
+        done = await retention.run()
+        assert (done.ingestions, done.chunk_rows) == (22, 800 + 20 * 300)
+        after = await store.size()
+        assert after < 0.5 * before, (before, after)
+        for ing in (old_done, old_cancelled, *many):
+            assert await store.chunks(ing) == []
+        for ing in (old_failed, recent, unfinished):
+            assert len(await store.chunks(ing)) == 400
+        kept = await store.get(old_done)
+        assert kept is not None and kept.status == Status.COMPLETED and kept.manifest == "sha256:" + "d" * 64
+        assert (kept.pruned_chunks, kept.pruned_records) == (400, 4000) and kept.pruned_at is not None
+        again = await retention.run()
+        assert (again.ingestions, again.chunk_rows) == (0, 0)
+        report(f"retention: 6,800 chunk rows pruned, database {before >> 10} KiB -> {after >> 10} KiB")
+    finally:
+        await store.close()
+
+
+async def test_the_api_still_answers_for_a_pruned_ingestion(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path, tmp_path: Path
+) -> None:
+    d = await make_daemon(retention={"chunk_rows_days": 1})
+    src = write_json(data_dir / "p.json", [product(i) for i in range(35)])
+    code, answer = await d.ingest(path=str(src))
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed"
+    while d.scheduler.running:  # its run ends after the status is written (the spool is dropped then)
+        await asyncio.sleep(0.01)
+    _age(d.config.daemon.state_db, st["ingestion_id"], 2)
+    plan = await Retention(d.config, d.store, Metrics()).run()
+    assert plan.chunk_rows == 4
+    after = await d.status(st["ingestion_id"])
+    assert (after["status"], after["chunks_acked"], after["records_acked"]) == ("completed", 4, 35)
+    code, rows = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/chunks")
+    assert code == 200 and rows["chunks"] == []
+
+
+async def test_old_done_and_failed_folders_go_with_their_reports_and_prune_dry_run_shows_them(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, files_days=7)
+    inbox = cfg.inbox
+    old_time = time.time() - 10 * DAY
+    made = {}
+    for base, token, old in (
+        (inbox.done_dir, "i-old", True),
+        (inbox.done_dir, "i-new", False),
+        (inbox.failed_dir, "u-old", True),
+    ):
+        folder = base / token
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "p.json").write_bytes(b"x" * 1000)
+        if base == inbox.failed_dir:
+            (base / f"{token}.error.json").write_text("{}")
+        if old:
+            os.utime(folder, (old_time, old_time))
+        made[token] = folder
+    store = await Store.open(cfg.daemon.state_db)
+    await store.close()
+
+    async def cli(*args: str) -> dict[str, Any]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pimingestd", "prune", "--config", str(cfg.path), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return dict(json.loads(out))
+
+    dry = await cli("--dry-run")
+    assert dry["dry_run"] and (dry["folders"], dry["files"], dry["bytes"]) == (2, 3, 2002)
+    assert sorted(Path(p).name for p in dry["paths"]) == ["i-old", "u-old"]
+    assert all(f.exists() for f in made.values())  # a dry run removes nothing
+    done = await cli()
+    assert (done["folders"], done["files"]) == (2, 3)
+    assert not made["i-old"].exists() and not made["u-old"].exists() and made["i-new"].exists()
+    assert not (inbox.failed_dir / "u-old.error.json").exists()
+
+
+async def test_metrics_report_disk_use(make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path) -> None:
+    d = await make_daemon(inbox=inbox_config(tmp_path, watch="off"), retention={"interval_minutes": 0.001})
+    (Path(d.config.inbox.dir) / "waiting.json").write_bytes(b"[]" * 50)
+    for _ in range(100):
+        _, text = await d.request("GET", "/metrics")
+        if 'pimingestd_inbox_folder_bytes{folder="inbox"} 100.0' in text:
+            break
+        await asyncio.sleep(0.05)
+    assert 'pimingestd_inbox_folder_files{folder="inbox"} 1.0' in text
+    size = float(
+        next(line.split()[1] for line in text.splitlines() if line.startswith("pimingestd_state_database_bytes "))
+    )
+    assert size > 0
+    assert "pimingestd_spool_bytes 0.0" in text
