@@ -140,6 +140,7 @@ def create_app(config: Config) -> web.Application:
                 max_concurrent=config.daemon.max_concurrent,
                 max_record_bytes=config.max_record_bytes,
                 remote=remote,
+                progress_seconds=config.logging.progress_seconds,
             )
             yield
             await app[api.SCHEDULER].close()

@@ -9,7 +9,9 @@ Secrets never reach here: no code logs config values that hold them, and the
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -56,3 +58,31 @@ def setup(fmt: str = "json", level: str = "info", stream: TextIO | None = None) 
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+
+
+class Throttle:
+    """At most one line per key every ``seconds``, for failures that repeat (a PIM-Core that is down makes
+    every chunk retry). ``allow(key)`` is None while lines are held back, else how many were held back
+    since the last line, for the line to say."""
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        self.seconds = seconds
+        self._last: dict[object, float] = {}
+        self._held: dict[object, int] = {}
+
+    def allow(self, key: object) -> int | None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.seconds:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        if len(self._last) > 1000:  # keys are few in practice; never let them pile up
+            self._last = {k: t for k, t in self._last.items() if now - t < self.seconds}
+        return self._held.pop(key, 0)
+
+
+def shape(text: str) -> str:
+    """A message with its numbers blanked, as a throttle key: "chunk 7: no ACK within 30s" and "chunk 8: ..."
+    repeat the same failure."""
+    return re.sub(r"[0-9]+", "#", text)[:200]

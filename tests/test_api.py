@@ -165,7 +165,8 @@ async def test_a_page_of_ingestions_costs_one_progress_query(tmp_path: Path) -> 
     class NotRunning:
         """Stands in for the scheduler: no ingestion has a current run, none failed unrecorded."""
 
-        unrecorded: dict[str, str] = {}
+        def __init__(self) -> None:
+            self.unrecorded: dict[str, str] = {}
 
         def run_started(self, ingestion_id: str) -> None:
             return None

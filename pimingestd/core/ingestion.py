@@ -66,8 +66,12 @@ class Runner:
         metrics: Metrics,
         draining: asyncio.Event,
         remote: Remote | None = None,
+        progress_seconds: float = 30.0,
     ) -> None:
         self._remote = remote
+        self._progress_every = progress_seconds
+        self._last_progress: dict[str, float] = {}  # ingestion -> time.monotonic() of its last progress line
+        self._retries: dict[str, int] = {}  # ingestion -> chunk attempts after the first, for its last line
         self._store = store
         self._client = client
         self._acks = acks
@@ -116,6 +120,7 @@ class Runner:
         crash_point("engine.after-complete")
         await self._store.transition(ing.id, Status.COMPLETED)
         await self.discard_spool(ing.id)
+        self._last_progress.pop(ing.id, None)
         chunks, records = await self._store.progress(ing.id)
         ended = time.monotonic()
         elapsed = ended - started
@@ -126,6 +131,7 @@ class Runner:
             records=records,
             seconds=round(elapsed, 3),
             records_per_second=round(records / elapsed, 1) if elapsed > 0 else None,
+            retries=self._retries.pop(ing.id, 0),  # every failed attempt, also those whose lines were throttled
             spool_seconds=round(spooled - started, 6),
             delivery_seconds=round(ended - spooled, 6),
             total_seconds=round(elapsed, 6),
@@ -309,6 +315,22 @@ class Runner:
                 what="chunk",
                 exhausted=lambda n, last: f"chunk {meta.n}: not ACKed after {n} attempts; last error: {last}",
             )
+        self._progress(meta)
+
+    def _progress(self, meta: ChunkHeaders) -> None:
+        """At info, one line per ingestion at most every ``[logging] progress_seconds`` (chunks are debug)."""
+        now = time.monotonic()
+        last = self._last_progress.setdefault(meta.ingestion_id, now)
+        if now - last < self._progress_every:
+            return
+        self._last_progress[meta.ingestion_id] = now
+        log.info(
+            "ingestion progress",
+            phase="delivering",
+            chunks_done=meta.n,
+            chunks_total=meta.total,
+            records_done=meta.first_record + meta.records,
+        )
 
     async def _chunk_attempt(self, meta: ChunkHeaders, body: bytes, digest: bytes, checksum: str, attempt: int) -> None:
         """Register the ACK Future, persist the attempt as sent, POST, await the ACK (committed by the
@@ -355,9 +377,11 @@ class Runner:
 
     async def _complete(self, ing: Ingestion) -> None:
         manifest = canonical.Manifest()  # a page of chunk rows at a time, never all of them
+        self._retries[ing.id] = 0
         async for row in self._store.chunk_pages(ing.id, _PAGE):
             if row.state == "acked":
                 manifest.add(row.checksum)
+            self._retries[ing.id] += max(row.attempts - 1, 0)
         _, records = await self._store.progress(ing.id)
         await self._store.set_manifest(ing.id, manifest.value())  # kept after retention prunes the chunk rows
         payload: dict[str, object] = {

@@ -18,8 +18,11 @@ from typing import TypeVar
 import structlog
 
 from ..errors import DeliveryError, Paused
+from ..logs import Throttle, shape
 
 log = structlog.get_logger("pimingestd.core")
+THROTTLE = Throttle()  # failures are always logged, but one that repeats at most once per 10 s
+MAX_DELAY = 60.0  # seconds between two attempts, at most (before jitter)
 
 T = TypeVar("T")
 
@@ -34,7 +37,9 @@ class RetryPolicy:
     backoff: float  # seconds before the second attempt; doubles each time, with jitter
 
     def delay(self, attempt: int) -> float:
-        return self.backoff * 2.0 ** (attempt - 1) * random.uniform(0.5, 1.5)
+        """Doubling from ``backoff``, with jitter, and at most MAX_DELAY: with many attempts allowed, the
+        doubling alone would soon wait for hours."""
+        return min(self.backoff * 2.0 ** min(attempt - 1, 32), MAX_DELAY) * random.uniform(0.5, 1.5)
 
 
 async def pause(seconds: float, draining: asyncio.Event) -> None:
@@ -63,7 +68,9 @@ async def retrying(
             return await attempt(n)
         except TryAgain as exc:
             last = str(exc)
-            log.warning(f"{what} attempt failed", attempt=n, error=last)
+            held = THROTTLE.allow((what, shape(last)))
+            if held is not None:  # the same failure again and again: a line every THROTTLE.seconds
+                log.warning(f"{what} attempt failed", attempt=n, error=last, **({"repeated": held} if held else {}))
         if n < policy.attempts:
             await pause(policy.delay(n), draining)
     raise DeliveryError(exhausted(policy.attempts, last))

@@ -64,6 +64,7 @@ class Scheduler:
         metrics: Metrics | None = None,
         max_record_bytes: int = 16 << 20,
         remote: Remote | None = None,
+        progress_seconds: float = 30.0,
     ) -> None:
         self._remote = remote
         self._store = store
@@ -85,6 +86,7 @@ class Scheduler:
             metrics=self.metrics,
             draining=self._draining,
             remote=remote,
+            progress_seconds=progress_seconds,
         )
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: dict[str, asyncio.Task[None]] = {}

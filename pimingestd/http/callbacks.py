@@ -9,11 +9,13 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
+from ..logs import Throttle
 from ..protocol import signing, v1
 from .keys import CONFIG, SCHEDULER
 from .middleware import ApiError, json_response
 
 log = structlog.get_logger("pimingestd.http")
+_REFUSED = Throttle()
 
 
 async def ack_callback(request: web.Request) -> web.Response:
@@ -22,7 +24,11 @@ async def ack_callback(request: web.Request) -> web.Response:
     if secret:
         why = signing.verify(secret, request.headers.get(signing.HEADER), body)
         if why:
-            log.warning("ack callback refused", reason=why, peer=request.remote)
+            held = _REFUSED.allow((why, request.remote))
+            if held is not None:  # a misconfigured PIM-Core repeats this for every chunk: a line per 10 s
+                log.warning(
+                    "ack callback refused", reason=why, peer=request.remote, **({"repeated": held} if held else {})
+                )
             raise ApiError(401, "bad signature", why)
     try:
         ack = v1.parse_ack(body)
