@@ -1,22 +1,38 @@
 """Soak: loop random daemon kills over a large generated file; print what happened.
 
     python -m tests.soak --minutes 10 --seed 7
+    python -m tests.soak --long --minutes 30      # the long mode: many small files, resources sampled
 
 Each round ingests a fresh file through a real daemon and a real reference
 receiver, SIGKILLing the daemon at random instants, then checks the same
 invariants as the chaos tests. Prints, at the end:
 ``N kills, M records, 0 lost, 0 applied twice, K re-sends``.
+
+The long mode mixes many small files of every format (JSON, JSON Lines, CSV,
+XML, Excel), dropped into the inbox or triggered through the API, with receiver
+faults (500s, lost and duplicated ACKs) and daemon SIGKILLs in its first 40%,
+retention on. It samples the daemon's RSS, open file descriptors and threads,
+the state database's size and the spool folder, and prints each as a
+start→end figure. Targets, checked after a warm-up of the last daemon (which
+then runs the remaining 60% unkilled): RSS grows by at most 8 MiB, fds by at
+most 8, threads by at most 4; the database grows by less than 2 KiB per
+completed ingestion (their summaries; chunk rows are pruned).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import csv
+import json
+import os
 import random
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from pimingestd.testing import Cluster
 
@@ -60,13 +76,168 @@ async def soak(minutes: float, seed: int, records: int) -> int:
     return 0 if lost == doubled == 0 else 1
 
 
+RSS_GROWTH = 8 << 20
+FD_GROWTH = 8
+THREAD_GROWTH = 4
+DB_BYTES_PER_INGESTION = 2048
+
+
+def _write(folder: Path, name: str, fmt: str, records: list[dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    """A file of ``records`` in ``fmt``, and the options it needs."""
+    path = folder / f"{name}.{ {'excel': 'xlsx'}.get(fmt, fmt) }"
+    if fmt == "json":
+        path.write_text(json.dumps(records))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    elif fmt == "csv":
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(records[0]))
+            w.writeheader()
+            w.writerows(records)
+    elif fmt == "xml":
+        items = "".join("<p>" + "".join(f"<{k}>{v}</{k}>" for k, v in r.items()) + "</p>" for r in records)
+        path.write_text(f"<feed>{items}</feed>")
+        return path, {"record_path": "feed/p"}
+    else:
+        from openpyxl import Workbook
+
+        wb = Workbook()
+        ws = wb.active
+        assert ws is not None
+        ws.append(list(records[0]))
+        for r in records:
+            ws.append(list(r.values()))
+        wb.save(path)
+    return path, {}
+
+
+def _flat(i: int, rnd: int, fmt: str) -> dict[str, Any]:
+    """A record that every format carries alike (CSV and XML give text; Excel gives numbers back as numbers)."""
+    if fmt in ("csv", "xml"):
+        return {"sku": f"S{rnd}-{i}", "name": f"Product {i}", "round": str(rnd)}
+    return {"sku": f"S{rnd}-{i}", "name": f"Product {i}", "round": rnd}
+
+
+async def long_soak(minutes: float, seed: int, root: Path | None = None, kill_share: float = 0.4) -> dict[str, Any]:
+    """The long mode; returns its figures (and prints them). Raises AssertionError on a broken invariant."""
+    import psutil
+
+    rng = random.Random(seed)
+    start = time.monotonic()
+    deadline = start + minutes * 60
+    kill_until = start + minutes * 60 * kill_share
+    with contextlib.ExitStack() as stack:
+        tmp = root or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pimingestd-soak-")))
+        inbox = {k: str(tmp / k) for k in ("dir", "processing_dir", "done_dir", "failed_dir")}
+        c = Cluster(
+            tmp / "cluster",
+            chunking={"records": 20},
+            daemon={"drain_seconds": 0.5, "max_concurrent": 3},
+            delivery={"ack_timeout": 1.0, "backoff": 0.05, "max_attempts": 1000},
+            inbox={**inbox, "watch": "auto", "settle_seconds": 0.2},
+            retention={"chunk_rows_days": 1 / 86400, "files_days": 1 / 86400, "interval_minutes": 0.05},
+            logging={"level": "info"},
+        )
+        stack.callback(c.close)
+        await c.start_receiver()
+        await c.start_daemon()
+        samples: list[tuple[float, int, int, int, int, int, int]] = []  # t, pid, rss, fds, threads, db, spool
+        expected: dict[str, list[dict[str, Any]]] = {}  # file name -> records
+        done: set[str] = set()
+        rnd = kills = 0
+
+        def sample() -> None:
+            assert c.daemon is not None
+            proc = psutil.Process(c.daemon.pid)
+            db = sum(p.stat().st_size for p in c.state_db.parent.glob(c.state_db.name + "*") if p.is_file())
+            spool = sum(p.stat().st_size for p in (c.state_db.parent / "spool").glob("*") if p.is_file())
+            samples.append((time.monotonic() - start, c.daemon.pid, proc.memory_info().rss, proc.num_fds(),
+                            proc.num_threads(), db, spool))  # fmt: skip
+
+        async def settle_all() -> None:
+            for ing in await c.ingestions():
+                if ing["file_name"] in expected and ing["file_name"] not in done and ing["status"] == "completed":
+                    await c.verify(ing["ingestion_id"], expected[ing["file_name"]])
+                    done.add(ing["file_name"])
+
+        next_fault = time.monotonic()
+        while time.monotonic() < deadline:
+            rnd += 1
+            fmt = rng.choice(["json", "jsonl", "csv", "xml", "json", "jsonl", "excel" if rnd % 10 == 0 else "csv"])
+            records = [_flat(i, rnd, fmt) for i in range(rng.randint(1, 120))]
+            name = f"r{rnd}"
+            path, options = _write(c.data, name, fmt, records)
+            expected[path.name] = records
+            if rng.random() < 0.5 and not options:
+                os.rename(path, Path(inbox["dir"]) / path.name)  # a drop into the inbox, whole at once
+            else:
+                code, body = await c.call("POST", c.durl + "/api/ingest", json={"path": str(path), **options})
+                assert code in (200, 202), body
+            if time.monotonic() >= next_fault:
+                action = rng.choice(["http_500", "drop_ack", "duplicate_ack", "delay_ack"])
+                await c.faults([{"action": action, "times": rng.randint(1, 3), "seconds": 0.3}])
+                next_fault = time.monotonic() + rng.uniform(1, 4)
+            if time.monotonic() < kill_until and rng.random() < 0.05:
+                await c.kill_daemon()
+                await c.start_daemon()
+                kills += 1
+            sample()
+            await settle_all()
+            await asyncio.sleep(rng.uniform(0.05, 0.3))
+        await c.faults([])
+        for _ in range(600):  # everything completes
+            await settle_all()
+            if len(done) == len(expected):
+                break
+            await asyncio.sleep(0.1)
+        pending = sorted(set(expected) - done)
+        assert not pending, f"{len(pending)} files not completed exactly once: {pending[:5]}"
+        await asyncio.sleep(4)  # one more retention pass over the last ingestions
+        sample()
+        last_pid = samples[-1][1]
+        mine = [s for s in samples if s[1] == last_pid]
+        warm = next((s for s in mine if s[0] >= mine[0][0] + 10), mine[0])
+        end = samples[-1]
+        if os.environ.get("PIMINGESTD_SOAK_TRACE"):
+            for t, _pid, rss, fds, threads, db, _spool in mine[:: max(len(mine) // 20, 1)]:
+                print(f"  t={t:6.1f}s rss={rss / 2**20:6.1f} MiB fds={fds} threads={threads} db={db >> 10} KiB")
+        completed_since = sum(1 for _ in done)  # every file, one ingestion each
+        figures = {
+            "seed": seed,
+            "minutes": minutes,
+            "files": len(expected),
+            "kills": kills,
+            "rss_mib": (round(warm[2] / 2**20, 1), round(end[2] / 2**20, 1)),
+            "fds": (warm[3], end[3]),
+            "threads": (warm[4], end[4]),
+            "db_kib": (round(warm[5] / 1024), round(end[5] / 1024)),
+            "spool_kib": (round(warm[6] / 1024), round(end[6] / 1024)),
+        }
+        print(
+            f"soak (long, seed {seed}): {len(expected)} files of every format, {kills} daemon kills, all exactly once;"
+            f" RSS {figures['rss_mib'][0]}->{figures['rss_mib'][1]} MiB, fds {warm[3]}->{end[3]},"
+            f" threads {warm[4]}->{end[4]}, database {figures['db_kib'][0]}->{figures['db_kib'][1]} KiB,"
+            f" spool {figures['spool_kib'][0]}->{figures['spool_kib'][1]} KiB",
+            flush=True,
+        )
+        assert end[2] - warm[2] <= RSS_GROWTH, figures
+        assert end[3] - warm[3] <= FD_GROWTH, figures
+        assert end[4] - warm[4] <= THREAD_GROWTH, figures
+        assert end[5] - warm[5] <= DB_BYTES_PER_INGESTION * max(completed_since, 1), figures
+        return figures
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--records", type=int, default=200_000, help="records per generated file")
+    p.add_argument("--long", action="store_true", help="the long mode: many small files, resources sampled")
     args = p.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    if args.long:
+        asyncio.run(long_soak(args.minutes, seed))
+        return 0
     return asyncio.run(soak(args.minutes, seed, args.records))
 
 

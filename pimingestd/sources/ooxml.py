@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, BinaryIO
-from xml.etree.ElementTree import Element, iterparse
+from xml.etree.ElementTree import Element, XMLPullParser
 from xml.etree.ElementTree import ParseError as XmlParseError
 
 from ..errors import ParseError
@@ -136,7 +136,15 @@ class Package:
         """(event, element) of a part, start and end events, streamed; errors name the part and place."""
         with self.open(part, whole=whole) as src:
             try:
-                yield from iterparse(src, events=("start", "end"))
+                # An XMLPullParser fed in blocks, not iterparse: iterparse makes a class per call, and the
+                # cycle that class closes keeps its parser (and expat's native buffers) until a full
+                # collection; the soak saw each workbook leave about 13 KiB behind.
+                parser: XMLPullParser[Element] = XMLPullParser(events=("start", "end"))
+                while block := src.read(1 << 16):
+                    parser.feed(block)
+                    yield from _events(parser)
+                parser.close()
+                yield from _events(parser)
             except XmlParseError as exc:
                 line, col = exc.position
                 raise ParseError(f"{self.name}: {part} is not well-formed XML at line {line} column {col}") from None
@@ -251,3 +259,9 @@ class Package:
                     raise ParseError(f"{self.name}: shared string {len(strings)}: {exc}") from None
                 root.clear()  # drop the items read so far: only the strings are kept
         return strings
+
+
+def _events(parser: XMLPullParser[Element]) -> Iterator[tuple[str, Element]]:
+    """The start and end events read so far (the only kinds asked for)."""
+    for item in parser.read_events():
+        yield item[0], item[1]  # type: ignore[misc]  # start/end events are (event, Element)

@@ -187,6 +187,19 @@ class _Reader:
         p = self.parser
         return f"{self.name}: line {p.CurrentLineNumber} column {p.CurrentColumnNumber + 1}"
 
+    def close(self) -> None:
+        """Break the parser <-> reader cycle (its handlers are this reader's methods) so the parser and its
+        native buffers are freed now, not whenever the cycle collector gets to them: the soak found each XML
+        file leaving about 50 KiB behind until then."""
+        p = self.parser
+        for handler in (
+            "StartElementHandler", "EndElementHandler", "CharacterDataHandler", "EntityDeclHandler",
+            "SkippedEntityHandler", "CommentHandler", "ProcessingInstructionHandler",
+        ):  # fmt: skip
+            setattr(p, handler, None)
+        self.frames = []
+        self.done = []
+
     def refused(self, message: str) -> _Refused:
         return _Refused(f"{self.where()}: {message}")
 
@@ -211,12 +224,15 @@ class _Reader:
 def read(fh: BinaryIO, name: str, options: Options, max_record_bytes: int) -> Iterator[dict[str, Any]]:
     reader = _Reader(name, options, max_record_bytes)
     fed = 0
-    while True:
-        block = fh.read(_BLOCK)
-        fed += len(block)
-        reader.feed(block, fed)
-        if reader.done:
-            yield from reader.done
-            reader.done = []
-        if not block:
-            return
+    try:
+        while True:
+            block = fh.read(_BLOCK)
+            fed += len(block)
+            reader.feed(block, fed)
+            if reader.done:
+                yield from reader.done
+                reader.done = []
+            if not block:
+                return
+    finally:
+        reader.close()
