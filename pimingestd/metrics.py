@@ -66,6 +66,11 @@ class Metrics:
         self.spool_bytes = Gauge(
             "pimingestd_spool_bytes", "Bytes of the spool files of unfinished ingestions", registry=r
         )
+        self.callbacks_refused = Counter(
+            "pimingestd_callbacks_refused",
+            "ACK callbacks refused for their signature (each one; the log is throttled)",
+            registry=r,
+        )
         self.pruned_rows = Counter("pimingestd_pruned_chunk_rows", "Chunk rows removed by retention", registry=r)
         self.pruned_files = Counter(
             "pimingestd_pruned_files", "Files removed from done/ and failed/ by retention", registry=r

@@ -24,6 +24,7 @@ async def ack_callback(request: web.Request) -> web.Response:
     if secret:
         why = signing.verify(secret, request.headers.get(signing.HEADER), body)
         if why:
+            request.app[SCHEDULER].metrics.callbacks_refused.inc()  # every one; the log line is throttled
             held = _REFUSED.allow((why, request.remote))
             if held is not None:  # a misconfigured PIM-Core repeats this for every chunk: a line per 10 s
                 log.warning(
