@@ -25,6 +25,16 @@ from pimingestd.testing import free_port
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
+def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _wait_port(port: int, proc: subprocess.Popen[bytes] | None, what: str, timeout: float = 30.0) -> None:
     import socket
 
@@ -67,11 +77,7 @@ class S3Server:
         return {"endpoint_url": self.endpoint, "key": self.key, "secret": self.secret, "region": "us-east-1"}
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        _stop(self.proc)
 
 
 def start_s3(log: Path) -> S3Server:
@@ -110,11 +116,7 @@ class SshServer:
         }
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        _stop(self.proc)
 
 
 def _keygen(path: Path) -> None:
@@ -325,11 +327,7 @@ class MariaDb:
         return out.stdout
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        _stop(self.proc, 20)
 
 
 def start_mariadb(base: Path) -> MariaDb:

@@ -279,6 +279,20 @@ async def test_an_http_object_with_headers_cut_and_continued(
     assert all(h.get("Authorization") == "Bearer t0k" for h in files.headers_seen)
 
 
+async def fails_sending_nothing(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles, why: str
+) -> dict[str, Any]:
+    """Ingest files' p.jsonl through a daemon allowed to read the server: it fails saying ``why``, and the
+    receiver never saw a chunk."""
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and why in st["error"], st
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+    return st
+
+
 async def test_a_cut_without_ranged_reads_fails_and_sends_nothing(
     make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
 ) -> None:
@@ -286,12 +300,7 @@ async def test_a_cut_without_ranged_reads_fails_and_sends_nothing(
     files.files["p.jsonl"] = data
     files.cut_after = len(data) // 2
     files.ranges = False
-    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
-    code, answer = await d.ingest(url=files.url("p.jsonl"))
-    assert code == 202, answer
-    st = await d.wait(answer["ingestion_id"])
-    assert st["status"] == "failed" and "does not support ranged reads" in st["error"], st
-    assert (await receiver.stats()).get("chunks_received", 0) == 0
+    await fails_sending_nothing(make_daemon, receiver, files, "does not support ranged reads")
 
 
 async def test_an_object_replaced_while_it_is_read_fails_and_sends_nothing(
@@ -299,12 +308,7 @@ async def test_an_object_replaced_while_it_is_read_fails_and_sends_nothing(
 ) -> None:
     files.files["p.jsonl"] = jsonl(200)
     files.replace_after_first["p.jsonl"] = jsonl(210)
-    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
-    code, answer = await d.ingest(url=files.url("p.jsonl"))
-    assert code == 202, answer
-    st = await d.wait(answer["ingestion_id"])
-    assert st["status"] == "failed" and "the remote object changed" in st["error"], st
-    assert (await receiver.stats()).get("chunks_received", 0) == 0
+    await fails_sending_nothing(make_daemon, receiver, files, "the remote object changed")
 
 
 async def test_resume_delivers_from_the_spool_without_downloading_again(
@@ -337,13 +341,8 @@ async def test_without_a_version_a_cut_is_not_spliced(
     files.files["p.jsonl"] = data
     files.cut_after = len(data) // 2
     files.etag = False
-    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
-    code, answer = await d.ingest(url=files.url("p.jsonl"))
-    assert code == 202, answer
-    st = await d.wait(answer["ingestion_id"])
-    assert st["status"] == "failed" and "gives no ETag or Last-Modified" in st["error"], st
+    st = await fails_sending_nothing(make_daemon, receiver, files, "gives no ETag or Last-Modified")
     assert st["version"] is None
-    assert (await receiver.stats()).get("chunks_received", 0) == 0
 
 
 async def test_a_redirect_must_stay_within_allowed_urls(make_daemon: MakeDaemon, files: HttpFiles) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,18 +44,25 @@ async def ingest(request: web.Request) -> web.Response:
     re_ingestion = data.get("re_ingestion", False)
     if not isinstance(re_ingestion, bool):
         raise ApiError(400, "`re_ingestion` must be true or false")
-    if url is not None:
-        return await _ingest_url(request, url, data, options, records, size, re_ingestion)
-    if not isinstance(raw_path, str) or not raw_path:
-        raise ApiError(400, "`path` must be a non-empty string")
-    # realpath and stat touch the filesystem (maybe a slow network one): off the event loop.
-    path = await asyncio.to_thread(resolve_allowed, request.app[CONFIG], raw_path)
-    if not await asyncio.to_thread(path.is_file):
-        raise ApiError(404, "no such file", raw_path)
     fmt = field(data, "format", str)
-    check_options(detect_format(path, fmt), options, records, size)
+    target: dict[str, Any]
+    if url is not None:
+        if not isinstance(url, str) or not url:
+            raise ApiError(400, "`url` must be a non-empty string")
+        await asyncio.to_thread(check_allowed, url, request.app[CONFIG].remote.allowed_urls)  # 400 before any I/O
+        named: PurePath = PurePosixPath(urlsplit(url).path)
+        target = {"url": url}
+    else:
+        if not isinstance(raw_path, str) or not raw_path:
+            raise ApiError(400, "`path` must be a non-empty string")
+        # realpath and stat touch the filesystem (maybe a slow network one): off the event loop.
+        path = await asyncio.to_thread(resolve_allowed, request.app[CONFIG], raw_path)
+        if not await asyncio.to_thread(path.is_file):
+            raise ApiError(404, "no such file", raw_path)
+        named, target = path, {"path": path}
+    check_options(detect_format(named, fmt), options, records, size)
     req = IngestRequest(
-        path=path,
+        **target,
         format=fmt,
         chunk_records=records,
         chunk_bytes=size,
@@ -65,35 +72,8 @@ async def ingest(request: web.Request) -> web.Response:
     )
     try:
         submitted = await request.app[SCHEDULER].submit(req)
-    except FileNotFoundError:  # removed between the check above and the hashing
+    except FileNotFoundError:  # a file removed between the check above and the hashing
         raise ApiError(404, "no such file", raw_path) from None
-    return _accepted(submitted.ingestion.id, submitted.ingestion.file_id, submitted.ingestion.status)
-
-
-async def _ingest_url(
-    request: web.Request,
-    url: Any,
-    data: dict[str, Any],
-    options: dict[str, Any],
-    records: int | None,
-    size: int | None,
-    re_ingestion: bool,
-) -> web.Response:
-    if not isinstance(url, str) or not url:
-        raise ApiError(400, "`url` must be a non-empty string")
-    await asyncio.to_thread(check_allowed, url, request.app[CONFIG].remote.allowed_urls)  # 400 before any I/O
-    fmt = field(data, "format", str)
-    check_options(detect_format(PurePosixPath(urlsplit(url).path), fmt), options, records, size)
-    req = IngestRequest(
-        url=url,
-        format=fmt,
-        chunk_records=records,
-        chunk_bytes=size,
-        re_ingestion=re_ingestion,
-        source="api",
-        options=options,
-    )
-    submitted = await request.app[SCHEDULER].submit(req)
     return _accepted(submitted.ingestion.id, submitted.ingestion.file_id, submitted.ingestion.status)
 
 
