@@ -98,6 +98,7 @@ class Profile:
     chunk_bytes: int | None = None
     re_ingestion: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)  # format options (json_path, sheet...)
+    rules: Mapping[str, Any] = field(default_factory=dict)  # record rules (records/rules.py), checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ class RemoteWatch:
     chunk_bytes: int | None = None
     re_ingestion: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    rules: Mapping[str, Any] = field(default_factory=dict)  # record rules (records/rules.py), checked
     done_prefix: str | None = None  # where an object goes once ingested (rename; copy and delete on S3)
     failed_prefix: str | None = None
 
@@ -346,21 +348,30 @@ class _Section:
             raise ConfigError(f"unknown key(s): {keys}")
 
 
-PROFILE_KEYS = ("match", "format", "chunk_records", "chunk_bytes", "re_ingestion")  # the rest: format options
+PROFILE_KEYS = (
+    "match",
+    "format",
+    "chunk_records",
+    "chunk_bytes",
+    "re_ingestion",
+)  # and record rules; the rest: format options
 
 
 def _profile(index: int, raw: Any, base: Path, where: str = "") -> Profile:
     from . import sources  # its registry knows each format's options
+    from .records import rules as record_rules
 
     where = where or f"inbox.profiles[{index}]"
     s = _Section(where, raw, base)
+    rules = record_rules.parse(s.raw, where + ".", base).as_json()
+    s.used.update(k for k in record_rules.NAMES if k in s.raw)
     match = s.string("match", "")
     if not match:
         raise ConfigError(f"{where}.match is required (a glob on the path relative to the inbox)")
     fmt = s.optional_string("format")
     if fmt is not None and fmt not in sources.FORMATS:
         raise ConfigError(f"{where}.format must be one of {', '.join(sources.FORMATS)}; got {fmt!r}")
-    given = {k: v for k, v in s.raw.items() if k not in PROFILE_KEYS}
+    given = {k: v for k, v in s.raw.items() if k not in PROFILE_KEYS and k not in record_rules.NAMES}
     s.used.update(given)
     if fmt is not None:
         options = sources.format_options(fmt, given, where + ".")
@@ -380,6 +391,7 @@ def _profile(index: int, raw: Any, base: Path, where: str = "") -> Profile:
         chunk_bytes=s.integer("chunk_bytes", None, minimum=2, maximum=MAX_CHUNK_BYTES),
         re_ingestion=s.boolean("re_ingestion", False),
         options=options,
+        rules=rules,
     )
     s.finish()
     if profile.chunk_records is not None and profile.chunk_bytes is not None:
@@ -462,6 +474,7 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
                 chunk_bytes=opts.chunk_bytes,
                 re_ingestion=opts.re_ingestion,
                 options=opts.options,
+                rules=opts.rules,
                 done_prefix=ws.optional_string("done_prefix"),
                 failed_prefix=ws.optional_string("failed_prefix"),
             )

@@ -8,6 +8,7 @@ so no handler repeats (or contradicts) the mapping.
 - StateError: the state database cannot be trusted or opened; refuse to start (exit 74).
 - SourceError / ParseError / NotRegularFile / UnsupportedFormat: the input file is bad;
   fail the ingestion, send nothing more.
+- InvalidRecord / TooManyDeletions: a record-level rule refused the file before anything was sent.
 - ChunkError: a record cannot be chunked (too large, not encodable); fail the ingestion.
 - FileChangedError: the source file is gone or differs from what was ingested.
 - DeliveryError: PIM-Core did not take a chunk or completion; Rejected refines it.
@@ -94,6 +95,19 @@ class RemoteNotFound(RemoteError):
 
     http_status = 404
     title = "no such remote object"
+
+
+class InvalidRecord(SourceError):
+    """A record failed the ingestion's validation (schema, required fields, key) under ``on_invalid = "fail"``;
+    the message names the record and, for the schema, the failing keyword's path. Nothing was sent."""
+
+    title = "invalid record"
+
+
+class TooManyDeletions(SourceError):
+    """A full file would delete more of its delta scope than ``max_deletions`` allows; nothing was sent."""
+
+    title = "too many deletions"
 
 
 class UnsupportedFormat(SourceError):

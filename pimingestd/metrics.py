@@ -41,6 +41,15 @@ class Metrics:
         self.records_acked = Counter(
             "pimingestd_records_acked", "Records in chunks whose ACK was committed", registry=r
         )
+        self.records_rejected = Counter(
+            "pimingestd_records_rejected",
+            "Records in reject files: refused by PIM-Core in an ACK (by=pimcore) or invalid and skipped (by=validation)",
+            ["by"],
+            registry=r,
+        )
+        self.records_unchanged = Counter(
+            "pimingestd_records_unchanged", "Records not sent: unchanged since their ACKed version (delta)", registry=r
+        )
         self.bytes_sent = Counter("pimingestd_bytes_sent", "Chunk body bytes sent (every attempt)", registry=r)
         self.ack_latency = Histogram(
             "pimingestd_ack_latency_seconds",

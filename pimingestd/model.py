@@ -40,7 +40,7 @@ TRANSITIONS: dict[Status, tuple[Status, ...]] = {
 }
 
 
-AckOutcome = Literal["accepted", "duplicate", "unknown_ingestion", "never_sent", "mismatch"]
+AckOutcome = Literal["accepted", "duplicate", "unknown_ingestion", "never_sent", "mismatch", "bad_rejected"]
 
 
 REMOTE_SCHEMES = ("s3", "sftp", "http", "https")
@@ -76,6 +76,14 @@ class Ingestion:
     pruned_at: float | None = None  # when retention removed its chunk rows
     pruned_chunks: int = 0  # chunks and records ACKed, as counted when the rows were removed
     pruned_records: int = 0
+    rules: dict[str, Any] = dataclasses.field(default_factory=dict)  # record rules (records/rules.py), as JSON
+    scope: str = ""  # the delta scope whose versions its ACKs record ("" when records have no key)
+    records_rejected: int = 0  # in the reject file: refused by PIM-Core, or invalid and skipped
+    records_invalid: int = 0  # of those, refused by validation (never sent)
+    records_unchanged: int = 0  # not sent: unchanged since the scope's ACKed version (delta)
+    refused: int = 0  # records (tombstones included) PIM-Core refused in its ACKs: the completion's "rejected"
+    deletions: int = 0  # keys of the scope absent from this full file (listed, or sent as tombstones)
+    deleted: int = 0  # tombstones ACKed and not refused
 
     @property
     def remote(self) -> bool:
@@ -106,6 +114,35 @@ class SpooledChunk:
     checksum: str
     offset: int
     length: int
+    meta: bytes | None = None  # what the chunk row keeps of its records (records/meta.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A record that failed validation and was skipped: its 0-based position in the file, and why."""
+
+    position: int
+    reason: str
+    field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolPage:
+    """What one step of a spool pass hands the store: chunks, invalid records, absent keys, skipped counts."""
+
+    chunks: list[SpooledChunk] = dataclasses.field(default_factory=list)
+    invalid: list[Invalid] = dataclasses.field(default_factory=list)
+    deletions: list[str] = dataclasses.field(default_factory=list)  # stored keys absent from the file
+    unchanged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordReject:
+    """One entry of an ACK's ``rejected`` list (protocol v1.1)."""
+
+    index: int  # 0-based position in the chunk body
+    reason: str
+    field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +166,8 @@ class IngestRequest:
     source: str = "api"
     name: str | None = None  # shown as file_name; the inbox passes the path relative to the inbox
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the format's options (sources/)
+    rules: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # record rules (records/rules.py)
+    scope: str | None = None  # the delta scope when the rules name none (a profile's match); else the file's name
 
 
 @dataclass(frozen=True, slots=True)

@@ -553,6 +553,7 @@ def test_the_spool_pass_hands_over_chunks_a_page_at_a_time(tmp_path: Path) -> No
     import threading
 
     from pimingestd.config import ChunkPolicy
+    from pimingestd.core.chunking import cut
     from pimingestd.core.spool import local_records, local_unchanged, write_spool
     from pimingestd.sources import SourceSpec
     from pimingestd.sources.fileid import stat_identity
@@ -562,16 +563,15 @@ def test_the_spool_pass_hands_over_chunks_a_page_at_a_time(tmp_path: Path) -> No
     identity = stat_identity(src)
     pages = list(
         write_spool(
-            local_records(src, SourceSpec("jsonl"), identity),
-            ChunkPolicy(records=1),
+            cut(local_records(src, SourceSpec("jsonl"), identity), ChunkPolicy(records=1)),
             tmp_path / "s.spool",
             local_unchanged(src, identity),
             threading.Event(),
             1000,
         )
     )
-    assert [len(p) for p in pages] == [1000, 1000, 500]
-    flat = [c for p in pages for c in p]
+    assert [len(p.chunks) for p in pages] == [1000, 1000, 500]
+    flat = [c for p in pages for c in p.chunks]
     assert [c.n for c in flat] == list(range(1, 2501))
     assert all(b.offset == a.offset + a.length for a, b in itertools.pairwise(flat))
 

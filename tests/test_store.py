@@ -46,7 +46,7 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         assert await store.pragma("journal_mode") == "wal"
         assert await store.pragma("synchronous") == 2  # FULL
         assert await store.pragma("foreign_keys") == 1
-        assert await store.pragma("user_version") == 4  # schema 4: summaries that outlive pruned chunk rows
+        assert await store.pragma("user_version") == 5  # schema 5: record-level outcomes
     finally:
         await store.close()
 
@@ -211,7 +211,7 @@ async def test_status_changes_follow_the_state_machine(tmp_path: Path) -> None:
 
 
 async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes(tmp_path: Path) -> None:
-    """tests/fixtures/state-v1.db was made by the schema-1 store: it opens, migrates to 4 (through 2 and 3), keeps its
+    """tests/fixtures/state-v1.db was made by the schema-1 store: it opens, migrates to 5 (through 2, 3 and 4), keeps its
     rows, and ends with the same tables, columns and indexes as a database created new."""
     db = tmp_path / "state.db"
     shutil.copy(FIXTURES / "state-v1.db", db)
@@ -223,7 +223,7 @@ async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes
     con.close()
     store = await Store.open(db)
     try:
-        assert await store.pragma("user_version") == 4
+        assert await store.pragma("user_version") == 5
         assert (await store.get("82f5088205c5459787387c2fa8633ae9")).path == "/srv/in\\box/\\x41.json"  # type: ignore[union-attr]
         done = await store.get("82f5088205c5459787387c2fa8633ae9")
         run = await store.get("7cf74c8381994e84961d0fe787dddeb3")
@@ -234,6 +234,7 @@ async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes
         assert [r.state for r in await store.chunks(run.id)] == ["acked", "sent"]
         assert [i.id for i in await store.with_status(("queued", "running"))] == [run.id]
         assert (run.version, run.dedup) == ("", True)
+        assert (run.rules, run.scope, run.records_rejected) == ({}, "", 0)  # schema 5: no rules, nothing refused
     finally:
         await store.close()
     fresh = await Store.open(tmp_path / "fresh.db")

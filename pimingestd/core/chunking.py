@@ -26,6 +26,7 @@ class Chunk:
     records: int
     body: bytes
     digest: bytes  # SHA-256 of body
+    meta: bytes | None = None  # what its row keeps of its records (records/meta.py); None for plain ingestions
 
     @property
     def checksum(self) -> str:

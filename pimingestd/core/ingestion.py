@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -34,13 +35,16 @@ from ..errors import (
 )
 from ..locations.remote import ObjectIdentity, Remote
 from ..metrics import Metrics
-from ..model import DUPLICATE, ChunkRow, Ingestion, SpooledChunk, Status
+from ..model import DUPLICATE, ChunkRow, Ingestion, SpoolPage, Status
 from ..names import readable
 from ..protocol.acks import AckRegistry
 from ..protocol.v1 import ChunkHeaders, PimcoreClient
+from ..records import reject_file
+from ..records import rules as record_rules
+from ..records.pipeline import Pipeline
 from ..sources import SourceSpec, read_records
 from ..sources.fileid import identify, stat_identity
-from ..state import StateStore
+from ..state import StateStore, lookups
 from . import canonical, spool
 from .chunking import Chunk, cut
 from .retry import RetryPolicy, TryAgain, retrying
@@ -78,6 +82,8 @@ class Runner:
         self._delivery = delivery
         self._retry = RetryPolicy(delivery.max_attempts, delivery.backoff)
         self._spool_dir = spool_dir
+        self.rejects_dir = spool_dir.parent / "rejects"  # reject files, one per ingestion that has any
+        self._scopes: dict[str, asyncio.Lock] = {}  # delta scope -> its lock: one ingestion of a scope at a time
         self._max_record_bytes = max_record_bytes
         self.metrics = metrics
         self._draining = draining
@@ -94,20 +100,41 @@ class Runner:
 
     async def run(self, ing: Ingestion, resumed: bool) -> None:
         """Check the file, spool it (preflight) or stream it, deliver every chunk after the last ACKed
-        one, check the file again, claim and send the completion. Raises Paused when the daemon drains."""
+        one, write the reject file, check the file again, claim and send the completion. Raises Paused when
+        the daemon drains. Ingestions of one delta scope run one after another (in the order they asked)."""
+        if not ing.scope:
+            return await self._run(ing, resumed)
+        lock = self._scopes.setdefault(ing.scope, asyncio.Lock())
+        try:
+            async with lock:
+                await self._run(await self._get(ing.id), resumed)
+        finally:
+            if not lock.locked() and self._scopes.get(ing.scope) is lock:
+                del self._scopes[ing.scope]
+
+    def reject_file(self, ing: Ingestion) -> Path:
+        return self.rejects_dir / f"{ing.id}{reject_file.suffix(ing.format, ing.file_name)}"
+
+    async def _run(self, ing: Ingestion, resumed: bool) -> None:
         path = Path(ing.path)
+        rules = record_rules.stored(ing.rules)
         await self._check_file(ing, full=resumed)
         # Lifecycle events carry a stable ``phase`` (started, spooled, completed) and the completed one
         # the durations measured here: tools (the bench) read those fields, never the wording.
         started = time.monotonic()
         log.info("ingestion started", phase="started", resumed=resumed, preflight=ing.preflight)
         spooled = started
-        if ing.preflight or ing.remote:  # a remote object is always spooled: nothing is sent before it is read whole
-            ing = await self._ensure_spool(ing, path)
+        # A remote object is always spooled (nothing is sent before it is read whole), and so is a file with
+        # record rules (validation and delta decide over the whole file before anything is sent).
+        if ing.preflight or ing.remote or rules.active:
+            ing = await self._ensure_spool(ing, path, rules)
             spooled = time.monotonic()
             await self._deliver_spooled(ing)
         else:
             await self._deliver_streaming(ing, path)
+        ing = await self._get(ing.id)
+        if ing.records_rejected:
+            await self._write_rejects(ing)
         # The file may have grown or changed since it was read (a writer that paused longer than
         # the inbox's settle time): then what was delivered is not the file, and it must not complete.
         # (A remote object was checked when its spool pass ended: the spool holds that version.)
@@ -135,6 +162,7 @@ class Runner:
             spool_seconds=round(spooled - started, 6),
             delivery_seconds=round(ended - spooled, 6),
             total_seconds=round(elapsed, 6),
+            **_record_counts(await self._get(ing.id)),
         )
 
     async def _check_file(self, ing: Ingestion, *, full: bool) -> None:
@@ -166,7 +194,7 @@ class Runner:
     def _spec(self, ing: Ingestion) -> SourceSpec:
         return SourceSpec(ing.format, ing.options, self._max_record_bytes)
 
-    async def _ensure_spool(self, ing: Ingestion, path: Path) -> Ingestion:
+    async def _ensure_spool(self, ing: Ingestion, path: Path, rules: record_rules.RecordRules) -> Ingestion:
         target = spool.spool_file(self._spool_dir, ing.id)
         if ing.spooled and await asyncio.to_thread(target.is_file):
             return ing
@@ -187,26 +215,89 @@ class Runner:
                 lambda: spool.local_records(path, spec, identity),
                 spool.local_unchanged(path, identity),
             )
-        page: list[SpooledChunk]
+        seen = self._spool_dir / f"{ing.id}.seen" if rules.unique_key or rules.deletions != "off" else None
+        view: lookups.ScopeView | None = None
+        if rules.versions:
+            writer = await asyncio.to_thread(lookups.writer_of, self._store.path, ing.id)
+            view = await asyncio.to_thread(lookups.ScopeView, self._store.path, ing.scope, writer, seen)
+
+        def items() -> Iterator[Chunk | Any]:
+            if not rules.active:
+                return cut(records_of(), policy)
+            pipeline = Pipeline(
+                rules,
+                policy,
+                view,
+                ingestion_id=ing.id,
+                name=ing.file_name,
+                full_file=not record_rules.is_reject_file(ing.file_name),
+                dedup=ing.dedup,
+            )
+            return pipeline.run(records_of())
+
+        page: SpoolPage
         try:
-            async for page in iterate_in_thread(
-                lambda stop: spool.write_spool(records_of(), policy, target, finish, stop, _PAGE)
-            ):
+            async for page in iterate_in_thread(lambda stop: spool.write_spool(items(), target, finish, stop, _PAGE)):
                 # Chunks sent before (by an earlier spool pass) must be cut identically.
                 differ = await self._store.add_spooled(ing.id, page)
                 if differ:
                     raise StateError(f"chunk {differ[0]}: a new spool pass cut different bytes than were sent before")
-                chunks, records = page[-1].n, records + sum(c.records for c in page)
+                if page.chunks:
+                    chunks, records = page.chunks[-1].n, records + sum(c.records for c in page.chunks)
+                if page.invalid:
+                    self.metrics.records_rejected.labels(by="validation").inc(len(page.invalid))
+                if page.unchanged:
+                    self.metrics.records_unchanged.inc(page.unchanged)
         except DiskFull as exc:
             self._store.conditions.full(exc.area, str(exc))
             raise
+        finally:
+            if view is not None:
+                await asyncio.to_thread(view.close)
+            if seen is not None:
+                await asyncio.to_thread(seen.unlink, missing_ok=True)
         self._store.conditions.cleared("spool")
         if source is not None:
             await self._identified(ing, source)
         if not await self._store.finish_spool(ing.id, chunks, records):
             raise StateError(f"a new spool pass cut {chunks} chunks; more were sent before")
-        log.info("spool pass done", phase="spooled", chunks=chunks, records=records)
-        return await self._get(ing.id)
+        ing = await self._get(ing.id)
+        log.info(
+            "spool pass done",
+            phase="spooled",
+            chunks=chunks,
+            records=records,
+            **_record_counts(ing),
+        )
+        return ing
+
+    async def _write_rejects(self, ing: Ingestion) -> None:
+        """Write the reject file (again, after a crash: it is replaced whole) from a second read of the source."""
+        spec = SourceSpec(ing.format, _raw_options(ing), self._max_record_bytes)
+        target = self.reject_file(ing)
+        if ing.remote:
+            stage = self._spool_dir / f"{ing.id}.stage"
+            src = spool.RemoteSource(
+                self._need_remote(ing), ing.path, ObjectIdentity(ing.size, ing.version), spec, stage, ing.file_name
+            )
+            records_of = src.records
+        else:
+            path = Path(ing.path)
+            records_of = lambda: spool.local_records(path, spec, (ing.size, ing.mtime_ns))  # noqa: E731
+
+        def write() -> int:
+            records = records_of()
+            try:
+                return reject_file.write(
+                    records, lookups.rejects(self._store.path, ing.id), ing.format, ing.options, target
+                )
+            finally:
+                close = getattr(records, "close", None)
+                if close is not None:
+                    close()
+
+        written = await asyncio.to_thread(write)
+        log.info("reject file written", records=written, path=str(target))
 
     async def _identified(self, ing: Ingestion, source: spool.RemoteSource) -> None:
         """A remote object was read whole: record its file_id (a resume that re-reads must find the same
@@ -384,14 +475,21 @@ class Runner:
             self._retries[ing.id] += max(row.attempts - 1, 0)
         _, records = await self._store.progress(ing.id)
         await self._store.set_manifest(ing.id, manifest.value())  # kept after retention prunes the chunk rows
+        ing = await self._get(ing.id)
+        tombstones = ing.deletions if record_rules.stored(ing.rules).deletions == "send" else 0
         payload: dict[str, object] = {
             "ingestion_id": ing.id,
             "file_id": ing.file_id,
             "file_name": ing.file_name,
             "chunks": manifest.count,
-            "records": records,
+            "records": records - tombstones,  # every record sent, refused ones included; tombstones apart
             "manifest": manifest.value(),
         }
+        # v1.1: present only when not zero, so an exchange without them is byte for byte a v1 one.
+        if ing.refused:
+            payload["rejected"] = ing.refused
+        if tombstones:
+            payload["deleted"] = tombstones
 
         async def attempt(_: int) -> None:
             try:
@@ -409,6 +507,22 @@ class Runner:
             what="completion",
             exhausted=lambda n, last: f"completion not taken after {n} attempts; last error: {last}",
         )
+
+
+def _record_counts(ing: Ingestion) -> dict[str, int]:
+    """The record-level counts worth a log field (those not zero)."""
+    counts = {
+        "records_rejected": ing.records_rejected,
+        "records_invalid": ing.records_invalid,
+        "records_unchanged": ing.records_unchanged,
+        "deletions": ing.deletions,
+    }
+    return {k: v for k, v in counts.items() if v}
+
+
+def _raw_options(ing: Ingestion) -> dict[str, Any]:
+    """The format options for reading records exactly as they are in the file (CSV: without ``types``)."""
+    return {k: v for k, v in ing.options.items() if not (ing.format == "csv" and k == "types")}
 
 
 def _sent_name(ing: Ingestion) -> str:

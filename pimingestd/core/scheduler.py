@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -36,10 +36,12 @@ from ..errors import (
 )
 from ..locations.remote import Remote, check_allowed, name_of, redact
 from ..metrics import Metrics
-from ..model import UNFINISHED, AckOutcome, Ingestion, IngestRequest, Status, Submitted
+from ..model import UNFINISHED, AckOutcome, Ingestion, IngestRequest, RecordReject, Status, Submitted
 from ..names import readable
 from ..protocol.acks import AckRegistry, AckResult
 from ..protocol.v1 import PimcoreClient
+from ..records import rules as record_rules
+from ..records.rules import RecordRules
 from ..sources import detect_format, format_options
 from ..sources.fileid import identify
 from ..state import StateStore
@@ -138,6 +140,10 @@ class Scheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._acks.cancel_all()
 
+    def reject_file(self, ing: Ingestion) -> Path:
+        """Where an ingestion's reject file is (once every chunk is ACKed)."""
+        return self._runner.reject_file(ing)
+
     def add_listener(self, listener: Callable[[Ingestion], Awaitable[None]]) -> None:
         """Call ``listener`` with the ingestion whenever one ends (completed, failed, cancelled)."""
         self._listeners.append(listener)
@@ -169,6 +175,7 @@ class Scheduler:
         options = format_options(fmt, req.options)
         policy = self._policy(req)
         name = readable(req.name or path.name)
+        rules = _rules(req, name)
         try:
             ident = await asyncio.to_thread(identify, path)
         except (FileNotFoundError, PimIngestError):
@@ -201,6 +208,8 @@ class Scheduler:
                 preflight=self._delivery.preflight,
                 source=req.source,
                 options=options,
+                rules=rules.as_json(),
+                scope=rules.delta_scope,
             )
         log.info(
             "ingestion queued",
@@ -230,6 +239,7 @@ class Scheduler:
         fmt = detect_format(PurePosixPath(urlsplit(url).path), req.format)
         options = format_options(fmt, req.options)
         policy = self._policy(req)
+        rules = _rules(req, readable(req.name or name_of(url)))
         ident = await asyncio.to_thread(remote.stat, url)
         async with self._submit_lock:
             if not req.re_ingestion and ident.version:
@@ -250,6 +260,8 @@ class Scheduler:
                 options=options,
                 version=ident.version,
                 dedup=not req.re_ingestion,
+                rules=rules.as_json(),
+                scope=rules.delta_scope,
             )
         log.info(
             "ingestion queued",
@@ -294,13 +306,23 @@ class Scheduler:
         return await self._get(ingestion_id)
 
     async def handle_ack(
-        self, ingestion_id: str, n: int, checksum: str, status: str, reason: str, retryable: bool
+        self,
+        ingestion_id: str,
+        n: int,
+        checksum: str,
+        status: str,
+        reason: str,
+        retryable: bool,
+        rejected: Sequence[RecordReject] = (),
     ) -> AckOutcome:
-        """Commit (or note) a callback, then wake the waiting chunk loop, if any."""
+        """Commit (or note) a callback, then wake the waiting chunk loop, if any. An ACK's refused records
+        commit with it."""
         key = (ingestion_id, n)
         if status == "ack":
-            outcome = await self._store.commit_ack(ingestion_id, n, checksum)
+            outcome = await self._store.commit_ack(ingestion_id, n, checksum, rejected)
             crash_point("ack.after-commit")
+            if outcome == "accepted" and rejected:
+                self.metrics.records_rejected.labels(by="pimcore").inc(len(rejected))
             if outcome in ("accepted", "duplicate"):
                 self._acks.resolve(key, AckResult("ack"))
         else:
@@ -386,3 +408,8 @@ class Scheduler:
         if spool_full or not isinstance(exc, DeliveryError | StateError):
             await self._runner.discard_spool(ing.id)  # a bad or changed file, or a damaged spool: spool again on resume
         log.error("ingestion failed", error=message)
+
+
+def _rules(req: IngestRequest, name: str) -> RecordRules:
+    """The request's record rules, checked, with the delta scope filled in (when records have a key)."""
+    return record_rules.parse(req.rules).with_scope(req.scope or record_rules.default_scope(name))

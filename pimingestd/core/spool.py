@@ -15,15 +15,15 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..config import ChunkPolicy
 from ..diskspace import disk_full, is_full
 from ..errors import DiskFull, FileChangedError
 from ..locations.remote import ObjectIdentity, Remote, stage
-from ..model import SpooledChunk
+from ..model import Invalid, SpooledChunk, SpoolPage
 from ..names import readable
+from ..records.pipeline import Absent, Unchanged
 from ..sources import Record, SourceSpec, read_records, read_stream
 from ..sources.fileid import stat_identity
-from .chunking import cut
+from .chunking import Chunk
 
 
 def spool_file(spool_dir: Path, ingestion_id: str) -> Path:
@@ -31,18 +31,21 @@ def spool_file(spool_dir: Path, ingestion_id: str) -> Path:
 
 
 def write_spool(
-    records: Iterator[Record],
-    policy: ChunkPolicy,
+    items: Iterator[Chunk | Invalid | Absent | Unchanged],
     target: Path,
     finish: Callable[[], None],
     stop: threading.Event,
     page: int = 1000,
-) -> Iterator[list[SpooledChunk]]:
-    """Spool every chunk of ``records``, yielding where they lie a page at a time (so memory stays
-    flat in the number of chunks). The last page comes only after the spool is fsynced and
-    ``finish`` (which checks that the source did not change, raising if it did) has returned;
-    bad input raises. ``stop`` ends the pass early (the spool is then incomplete)."""
-    batch: list[SpooledChunk] = []
+) -> Iterator[SpoolPage]:
+    """Spool every chunk among ``items`` (``cut(records, policy)``, or a record pipeline's output), yielding
+    where they lie, with the pipeline's other findings, a page at a time (so memory stays flat in the number
+    of chunks and of invalid records). The last page comes only after the spool is fsynced and ``finish``
+    (which checks that the source did not change, raising if it did) has returned; bad input raises.
+    ``stop`` ends the pass early (the spool is then incomplete)."""
+    chunks: list[SpooledChunk] = []
+    invalid: list[Invalid] = []
+    deletions: list[str] = []
+    unchanged = 0
     offset = 0
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -50,28 +53,37 @@ def write_spool(
     except OSError as exc:
         raise _no_space(exc, target) from None
     with out:
-        for chunk in cut(records, policy):
+        for item in items:
             if stop.is_set():
                 return
-            try:
-                out.write(chunk.body)
-            except OSError as exc:
-                raise _no_space(exc, target) from None
-            batch.append(
-                SpooledChunk(chunk.n, chunk.first_record, chunk.records, chunk.checksum, offset, len(chunk.body))
-            )
-            offset += len(chunk.body)
-            if len(batch) > page:  # one held back: the last page waits for the fsync and the check below
-                yield batch[:-1]
-                batch = batch[-1:]
+            if isinstance(item, Invalid):
+                invalid.append(item)
+            elif isinstance(item, Absent):
+                deletions.extend(item.keys)
+            elif isinstance(item, Unchanged):
+                unchanged += item.count
+            else:
+                try:
+                    out.write(item.body)
+                except OSError as exc:
+                    raise _no_space(exc, target) from None
+                chunks.append(
+                    SpooledChunk(
+                        item.n, item.first_record, item.records, item.checksum, offset, len(item.body), item.meta
+                    )
+                )
+                offset += len(item.body)
+            # One chunk held back: the last page waits for the fsync and the check below.
+            if len(chunks) > page or len(invalid) >= page or len(deletions) >= page:
+                yield SpoolPage(chunks[:-1], invalid, deletions, unchanged)
+                chunks, invalid, deletions, unchanged = chunks[-1:], [], [], 0
         try:
             out.flush()
             os.fsync(out.fileno())
         except OSError as exc:
             raise _no_space(exc, target) from None
     finish()
-    if batch:
-        yield batch
+    yield SpoolPage(chunks, invalid, deletions, unchanged)
 
 
 def _no_space(exc: OSError, target: Path) -> OSError | DiskFull:

@@ -40,10 +40,12 @@ async def ack_callback(request: web.Request) -> web.Response:
         )
         raise ApiError(400, error, detail or None) from None
     outcome = await request.app[SCHEDULER].handle_ack(
-        ack.ingestion_id, ack.n, ack.checksum, ack.status, ack.reason, ack.retryable
+        ack.ingestion_id, ack.n, ack.checksum, ack.status, ack.reason, ack.retryable, ack.rejected
     )
     if outcome in ("accepted", "duplicate"):
         return json_response({"result": outcome})
+    if outcome == "bad_rejected":
+        raise ApiError(400, "`rejected` lists an index outside the chunk", {"chunk": ack.n})
     if outcome == "mismatch":
         raise ApiError(409, "checksum differs from the chunk that was sent", {"chunk": ack.n})
     what = "unknown ingestion" if outcome == "unknown_ingestion" else "chunk was never sent"

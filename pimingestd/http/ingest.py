@@ -16,10 +16,11 @@ from ..intake import upload as upload_mod
 from ..intake.upload import check_relative_name
 from ..locations.remote import check_allowed
 from ..model import IngestRequest, Status
+from ..records import rules as record_rules
 from ..sources import detect_format
 from .keys import CONFIG, INBOX, SCHEDULER
 from .middleware import ApiError, json_response
-from .params import check_options, field, json_body, query_int, query_options, resolve_allowed
+from .params import check_options, field, json_body, query_int, query_options, query_rules, resolve_allowed
 
 log = structlog.get_logger("pimingestd.http")
 
@@ -40,7 +41,8 @@ async def ingest(request: web.Request) -> web.Response:
     if (raw_path is None) == (url is None):
         raise ApiError(400, "give exactly one of `path` (a file the daemon can read) and `url` (a remote object)")
     records, size = field(data, "chunk_records", int), field(data, "chunk_bytes", int)
-    options = {k: v for k, v in data.items() if k not in _INGEST_KEYS and v is not None}
+    rules = {k: v for k, v in data.items() if k in record_rules.NAMES and v is not None}
+    options = {k: v for k, v in data.items() if k not in _INGEST_KEYS and k not in rules and v is not None}
     re_ingestion = data.get("re_ingestion", False)
     if not isinstance(re_ingestion, bool):
         raise ApiError(400, "`re_ingestion` must be true or false")
@@ -61,6 +63,7 @@ async def ingest(request: web.Request) -> web.Response:
             raise ApiError(404, "no such file", raw_path)
         named, target = path, {"path": path}
     check_options(detect_format(named, fmt), options, records, size)
+    record_rules.parse(rules)  # 400 naming the rule before any work
     req = IngestRequest(
         **target,
         format=fmt,
@@ -69,6 +72,7 @@ async def ingest(request: web.Request) -> web.Response:
         re_ingestion=re_ingestion,
         source="api",
         options=options,
+        rules=rules,
     )
     try:
         submitted = await request.app[SCHEDULER].submit(req)
@@ -96,10 +100,11 @@ async def upload(request: web.Request) -> web.Response:
             overrides[key] = query_int(request, key, 0, 1, 2**62) if kind is int else request.query[key]
     if "re_ingestion" in request.query:
         overrides["re_ingestion"] = request.query["re_ingestion"].lower() in ("1", "true", "yes")
-    options = query_options(request, {*_UPLOAD_PARAMS, "re_ingestion"})
+    options = query_options(request, {*_UPLOAD_PARAMS, "re_ingestion", *record_rules.NAMES})
     fmt = detect_format(Path(rel), overrides.get("format"))  # 415 before the body is read
     check_options(fmt, options, overrides.get("chunk_records"), overrides.get("chunk_bytes"))  # 400 likewise
     overrides["options"] = options
+    overrides["rules"] = query_rules(request)
     inbox = request.app[INBOX]
     if request.app[SCHEDULER].draining:
         raise Draining("the daemon is shutting down; try again after it restarts")

@@ -1,11 +1,17 @@
-"""The ingestions: list, show, their chunks, resume and cancel."""
+"""The ingestions: list, show, their chunks, reject file and deletions, resume and cancel."""
 
 from __future__ import annotations
 
+import asyncio
+from urllib.parse import quote
+
+import orjson
 from aiohttp import web
 
 from ..errors import UnknownIngestion
-from ..model import STATUSES, Ingestion
+from ..model import STATUSES, UNFINISHED, Ingestion, Status
+from ..records import reject_file
+from ..records import rules as record_rules
 from . import views
 from .keys import SCHEDULER, STORE
 from .middleware import ApiError, json_response
@@ -41,6 +47,49 @@ async def list_chunks(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 1000)
     rows = await request.app[STORE].chunks(ing.id, start, limit)
     return json_response({"ingestion_id": ing.id, "chunks": [views.chunk(r) for r in rows]})
+
+
+async def rejects(request: web.Request) -> web.StreamResponse:
+    """The reject file, streamed from disk: the refused records in the source's own format."""
+    ing = await _ingestion(request)
+    if not ing.records_rejected:
+        raise ApiError(404, "no records were rejected", {"ingestion_id": ing.id})
+    path = request.app[SCHEDULER].reject_file(ing)
+    if not await asyncio.to_thread(path.is_file):
+        if ing.status in UNFINISHED or ing.status == Status.FAILED:
+            raise ApiError(409, "the reject file is written once every chunk is ACKed", {"status": ing.status})
+        raise ApiError(410, "the reject file is gone (removed by retention)", {"ingestion_id": ing.id})
+    name = reject_file.download_name(ing.file_name, ing.format)
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": reject_file.MEDIA_TYPES[path.suffix],
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
+        },
+    )
+
+
+async def deletions(request: web.Request) -> web.Response:
+    """The keys of the delta scope that this full file no longer holds, a page at a time."""
+    ing = await _ingestion(request)
+    limit = query_int(request, "limit", 1000, 1, 10000)
+    offset = query_int(request, "offset", 0, 0, 10**12)
+    mode = record_rules.stored(ing.rules).deletions
+    rows = await request.app[STORE].deletion_rows(ing.id, limit, offset)
+    return json_response(
+        {
+            "ingestion_id": ing.id,
+            "delta_scope": ing.scope or None,
+            "deletions_mode": mode,
+            "total": ing.deletions,
+            "limit": limit,
+            "offset": offset,
+            "deletions": [
+                {"key": orjson.loads(key), "state": state, **({"reason": reason} if reason else {})}
+                for key, state, reason in rows
+            ],
+        }
+    )
 
 
 async def resume(request: web.Request) -> web.Response:

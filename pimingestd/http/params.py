@@ -63,6 +63,38 @@ def query_options(request: web.Request, skip: set[str]) -> dict[str, Any]:
     return options
 
 
+def query_rules(request: web.Request) -> dict[str, Any]:
+    """Record rules from an upload's query string, checked (400 naming the rule): ``schema`` as JSON,
+    ``required`` as a JSON array or a comma-separated list, flags as true/false, ``max_deletions`` a number."""
+    from ..records import rules as record_rules
+
+    given: dict[str, Any] = {}
+    for name in record_rules.NAMES:
+        value = request.query.get(name)
+        if value is None:
+            continue
+        if name == "schema" or (name == "required" and value.startswith("[")):
+            try:
+                given[name] = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                raise ApiError(400, f"`{name}` is not valid JSON", str(exc)) from None
+        elif name == "required":
+            given[name] = [v.strip() for v in value.split(",") if v.strip()]
+        elif name in ("unique_key", "delta"):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ApiError(400, f"`{name}` must be true or false")
+            given[name] = value.lower() in ("true", "1", "yes")
+        elif name == "max_deletions":
+            try:
+                given[name] = float(value)
+            except ValueError:
+                raise ApiError(400, "`max_deletions` must be a number (a percentage)") from None
+        else:
+            given[name] = value
+    record_rules.parse(given)
+    return given
+
+
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:

@@ -20,6 +20,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/ingestions", ingestions.list_ingestions)
     app.router.add_get("/api/ingestions/{id}", ingestions.get_ingestion)
     app.router.add_get("/api/ingestions/{id}/chunks", ingestions.list_chunks)
+    app.router.add_get("/api/ingestions/{id}/rejects", ingestions.rejects)
+    app.router.add_get("/api/ingestions/{id}/deletions", ingestions.deletions)
     app.router.add_post("/api/ingestions/{id}/resume", ingestions.resume)
     app.router.add_post("/api/ingestions/{id}/cancel", ingestions.cancel)
     app.router.add_get("/api/openapi.yaml", health.openapi)

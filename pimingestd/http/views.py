@@ -60,6 +60,12 @@ def _ingestion(ing: Ingestion, p: Progress, scheduler: Scheduler) -> dict[str, A
         "records_per_second": None if rate is None else round(rate, 1),
         "eta_seconds": eta,
         "attempts": p.attempts_in_flight if ing.status in UNFINISHED else 0,
+        "records_rejected": ing.records_rejected,  # in the reject file: refused by PIM-Core, or invalid
+        "records_invalid": ing.records_invalid,
+        "records_unchanged": ing.records_unchanged,
+        "deletions": ing.deletions,
+        "records_deleted": ing.deleted,
+        "delta_scope": ing.scope or None,
         "created_at": iso(ing.created_at),
         "updated_at": iso(max(ing.updated_at, p.last_ack or 0.0)),
     }

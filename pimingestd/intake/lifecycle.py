@@ -50,6 +50,7 @@ from ..errors import ConfigError, Draining, PimIngestError, SourceError
 from ..locations.local import refuse_reason, stat_identity
 from ..model import UNFINISHED, Ingestion, Status, Submitted
 from ..names import readable
+from ..records import reject_file
 from ..state import StateStore
 from . import profiles
 from .watcher import Watcher
@@ -275,6 +276,8 @@ class Inbox:
             await asyncio.to_thread(_move_folder, folder, dest)
             if completed:
                 await asyncio.to_thread(report_path.unlink, missing_ok=True)  # from an earlier failure
+                if ing.records_rejected and copy_of is None and files:
+                    await self._place_rejects(ing, dest / files[0])
             crash_point("inbox.after-finish")
             if copy_of is None and files:
                 await self._store.set_path(ing.id, str(dest / files[0]))
@@ -285,6 +288,18 @@ class Inbox:
                 folder=str(dest),
                 files=[readable(f) for f in files],
             )
+
+    async def _place_rejects(self, ing: Ingestion, beside: Path) -> None:
+        """The reject file beside the file in done/, as ``<name>.rejects.<ext>``: the operator fixes those rows
+        and drops that file in again. (Lost only if the daemon dies between the two moves: the API keeps it.)"""
+        source = self._engine.reject_file(ing)
+        target = beside.parent / reject_file.download_name(beside.name, ing.format)
+        try:
+            await asyncio.to_thread(shutil.copyfile, source, target)
+        except OSError as exc:
+            log.error("reject file not placed in done/", error=str(exc), path=str(target))
+            return
+        log.info("reject file placed", path=str(target), records=ing.records_rejected)
 
     async def _reject(self, folder: Path, rel: str, error: str) -> None:
         """The file was refused outright (no ingestion): failed_dir with the reason."""

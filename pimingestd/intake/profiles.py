@@ -48,8 +48,11 @@ def request_for(
     given = {k: v for k, v in overrides.items() if v is not None}
     settings: dict[str, Any] = {}
     options: dict[str, Any] = {}
+    rules: dict[str, Any] = {}
+    scope = None
     if profile is not None:
         settings = {k: getattr(profile, k) for k in ("format", "chunk_records", "chunk_bytes", "re_ingestion")}
+        rules, scope = dict(profile.rules), profile.match
         fmt = given.get("format") or profile.format or detect_format(Path(rel))
         applies = option_names(fmt)
         options = {k: v for k, v in profile.options.items() if k in applies}
@@ -57,5 +60,6 @@ def request_for(
         settings.pop("chunk_records", None)  # the caller's chunking replaces the profile's as a whole
         settings.pop("chunk_bytes", None)
     options.update(given.pop("options", {}))
+    rules.update(given.pop("rules", {}))
     settings.update(given)
-    return IngestRequest(path=path, source=source, name=rel, options=options, **settings)
+    return IngestRequest(path=path, source=source, name=rel, options=options, rules=rules, scope=scope, **settings)

@@ -108,6 +108,8 @@ class RemoteInboxes:
             re_ingestion=watch.re_ingestion,
             source="remote_inbox",
             options=watch.options,
+            rules=watch.rules,
+            scope=watch.url,
         )
         try:
             submitted = await self._scheduler.submit(req)

@@ -25,6 +25,7 @@ import orjson
 
 from ..core import canonical
 from ..errors import DeliveryError, Rejected
+from ..model import RecordReject
 from . import signing
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -136,12 +137,18 @@ class Ack:
     status: Literal["ack", "reject"]
     reason: str = ""
     retryable: bool = False
+    rejected: tuple[RecordReject, ...] = ()  # v1.1: records of an ACKed chunk that PIM-Core refused
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ingestion_id": self.ingestion_id, "chunk": self.n, "checksum": self.checksum}
         out["status"] = self.status
         if self.status == "reject":
             out.update(reason=self.reason, retryable=self.retryable)
+        if self.rejected:
+            out["rejected"] = [
+                {"index": r.index, "reason": r.reason, **({"field": r.field} if r.field is not None else {})}
+                for r in self.rejected
+            ]
         return out
 
 
@@ -165,7 +172,36 @@ def parse_ack(body: bytes) -> Ack:
         raise BadMessage("`status` must be 'ack' or 'reject'")
     if not isinstance(reason, str) or not isinstance(retryable, bool):
         raise BadMessage("`reason` must be a string and `retryable` a boolean")
-    return Ack(ingestion_id, n, checksum, status, reason[:MAX_REASON], retryable)
+    rejected = _rejected(data.get("rejected"), status)
+    return Ack(ingestion_id, n, checksum, status, reason[:MAX_REASON], retryable, rejected)
+
+
+def _rejected(raw: Any, status: str) -> tuple[RecordReject, ...]:
+    """v1.1's ``rejected`` list, checked entry by entry (whether each index lies inside the chunk is the
+    store's to say: it knows the chunk's record count)."""
+    if raw is None:
+        return ()
+    if status != "ack":
+        raise BadMessage("`rejected` belongs to an ACK (status 'ack'); a rejected chunk has no applied records")
+    if not isinstance(raw, list):
+        raise BadMessage("`rejected` must be an array")
+    out: list[RecordReject] = []
+    seen: set[int] = set()
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise BadMessage(f"`rejected[{i}]` must be an object")
+        index, reason, field = entry.get("index"), entry.get("reason"), entry.get("field")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise BadMessage(f"`rejected[{i}].index` must be a whole number (0-based position in the chunk)")
+        if index in seen:
+            raise BadMessage(f"`rejected[{i}].index` {index} is listed twice")
+        if not isinstance(reason, str) or not reason:
+            raise BadMessage(f"`rejected[{i}].reason` must be a non-empty string")
+        if field is not None and not isinstance(field, str):
+            raise BadMessage(f"`rejected[{i}].field` must be a string when given")
+        seen.add(index)
+        out.append(RecordReject(index, reason[:MAX_REASON], field[:MAX_REASON] if field else field))
+    return tuple(sorted(out, key=lambda r: r.index))
 
 
 class PimcoreClient:

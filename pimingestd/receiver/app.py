@@ -8,7 +8,12 @@ Routes:
 - ``POST /ingest/complete``: checks chunk and record counts and the manifest.
 - ``GET /ingestions/{id}``, ``GET /ingestions/{id}/records``: what was applied;
   ``GET /ingestions/{id}/received``: every verified chunk POST, in arrival order.
+- ``GET /catalogue?key=F``: each key's record as applied last, across ingestions (tombstones remove).
 - ``GET /stats``; ``PUT /_faults``: fault rules (see faults.py).
+
+Protocol v1.1: refused records (fault rule ``reject_records``) are listed in the ACK's ``rejected``, the
+same list in every re-ACK of the chunk; tombstones (``"_deleted": true``) are applied as deletions; the
+completion's ``rejected`` and ``deleted`` must match what it refused and took.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import structlog
 from aiohttp import web
 
 from ..core import canonical
+from ..model import RecordReject
 from ..protocol import signing, v1
+from ..records import keys
 from .faults import Faults, Rule
 from .store import ReceiverStore
 
@@ -52,13 +59,29 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _parse_records(body: bytes, expected: int) -> list[str]:
+def _parse_records(body: bytes, expected: int) -> list[dict[str, Any]]:
     value = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
     if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
         raise ValueError("chunk body is not an array of objects")
     if len(value) != expected:
         raise ValueError(f"chunk holds {len(value)} records, Pimingest-Records says {expected}")
-    return [canonical.encode(r).decode("utf-8") for r in value]
+    return value
+
+
+def _sort(records: list[dict[str, Any]], rules: list[Rule]) -> tuple[list[str | None], list[RecordReject], int]:
+    """Each record's canonical text (None: refused), the refusals (v1.1 ``rejected``), and the tombstones taken."""
+    texts: list[str | None] = []
+    refused: list[RecordReject] = []
+    tombstones = 0
+    for i, record in enumerate(records):
+        rule = next((r for r in rules if keys.lookup(record, r.field) in r.values), None)
+        if rule is not None:
+            refused.append(RecordReject(i, rule.reason, rule.field))
+            texts.append(None)
+            continue
+        tombstones += record.get(keys.DELETED) is True
+        texts.append(canonical.encode(record).decode("utf-8"))
+    return texts, refused, tombstones
 
 
 class _Receiver:
@@ -153,13 +176,22 @@ class _Receiver:
                     return _error(
                         409, f"Pimingest-Offset {first} but {next_record} records were applied", expected_chunk=n
                     )
-                try:
-                    records: list[str | None] = list(_parse_records(body, count)) if self.mode == "store" else []
-                except (ValueError, RecursionError, canonical.EncodeError) as exc:
-                    return _error(400, f"chunk {n}: {exc}")
-                await store.apply(ingestion_id, file_id, n, checksum, first, records, count)
+                records: list[str | None] = []
+                refused: list[RecordReject] = []
+                tombstones = 0
+                if self.mode == "store":
+                    try:
+                        parsed = _parse_records(body, count)
+                        records, refused, tombstones = _sort(parsed, self.app[FAULTS].refusals())
+                    except (ValueError, RecursionError, canonical.EncodeError) as exc:
+                        return _error(400, f"chunk {n}: {exc}")
+                await store.apply(ingestion_id, file_id, n, checksum, first, records, count, refused, tombstones)
                 stats["chunks_applied"] += 1
-                stats["records_applied"] += count
+                stats["records_applied"] += count - len(refused)
+                stats["records_refused"] += len(refused)
+            refusals = await store.refused(ingestion_id, n)  # a duplicate is answered as its first ACK was
+            if refusals:
+                ack = v1.Ack(ingestion_id, n, checksum, "ack", rejected=tuple(refusals)).body()
         await self._ack(callback, ack, rule)
         return web.json_response({"status": "received"}, status=202)
 
@@ -191,6 +223,7 @@ class _Receiver:
             payload = json.loads(body)
             ingestion_id = str(payload["ingestion_id"])
             chunks, records, manifest = int(payload["chunks"]), int(payload["records"]), str(payload["manifest"])
+            rejected, deleted = int(payload.get("rejected", 0)), int(payload.get("deleted", 0))  # v1.1
         except (ValueError, KeyError, TypeError) as exc:
             return _error(400, f"malformed completion: {exc}")
         if key != v1.completion_key(ingestion_id):
@@ -199,10 +232,18 @@ class _Receiver:
         async with store.lock:
             state = await store.state(ingestion_id)
             next_chunk, next_record, _ = state if state is not None else (1, 0, False)
-            if chunks != next_chunk - 1 or records != next_record:
+            if chunks != next_chunk - 1 or records + deleted != next_record:
                 return _error(
                     409,
-                    f"completion says {chunks} chunks / {records} records; applied {next_chunk - 1} / {next_record}",
+                    f"completion says {chunks} chunks / {records} records and {deleted} tombstones;"
+                    f" received {next_chunk - 1} / {next_record}",
+                )
+            counted = await store.outcomes(ingestion_id)
+            if self.mode == "store" and (rejected, deleted) != counted:
+                return _error(
+                    409,
+                    f"completion says {rejected} records rejected and {deleted} deleted;"
+                    f" this receiver refused {counted[0]} and took {counted[1]} tombstones",
                 )
             expected = canonical.manifest(await store.checksums(ingestion_id))
             if manifest != expected:
@@ -223,6 +264,14 @@ class _Receiver:
     async def records(self, request: web.Request) -> web.Response:
         rows = await self.app[STORE].applied(request.match_info["id"])
         return web.json_response([{"chunk": c, "index": i, "record": d} for c, i, d in rows])
+
+    async def current(self, request: web.Request) -> web.Response:
+        """Every key's record as applied last, across ingestions (a tombstone removes it): what the catalogue
+        holds, for the delta proofs. ``?key=sku`` names the key field."""
+        field = request.query.get("key", "")
+        if not field:
+            return _error(400, "?key= names the key field")
+        return web.json_response(await self.app[STORE].current(field))
 
     async def received(self, request: web.Request) -> web.Response:
         rows = await self.app[STORE].received(request.match_info["id"])
@@ -268,6 +317,7 @@ def create_app(data_dir: Path, *, secret: str = "", mode: str = "store") -> web.
     app.router.add_get("/ingestions/{id}", recv.ingestion)
     app.router.add_get("/ingestions/{id}/records", recv.records)
     app.router.add_get("/ingestions/{id}/received", recv.received)
+    app.router.add_get("/catalogue", recv.current)
     app.router.add_get("/stats", recv.stats)
     app.router.add_put("/_faults", recv.faults)
     return app

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+
+import orjson
+
+from ..model import RecordReject
+from ..records import keys
 
 T = TypeVar("T")
 
@@ -18,13 +23,16 @@ CREATE TABLE IF NOT EXISTS ingestions (
     next_chunk  INTEGER NOT NULL DEFAULT 1,
     next_record INTEGER NOT NULL DEFAULT 0,
     completed   INTEGER NOT NULL DEFAULT 0,
-    manifest    TEXT
+    manifest    TEXT,
+    rejected    INTEGER NOT NULL DEFAULT 0,
+    deleted     INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS chunks (
     ingestion_id TEXT NOT NULL,
     n            INTEGER NOT NULL,
     checksum     TEXT NOT NULL,
     records      INTEGER NOT NULL,
+    refused      TEXT,
     PRIMARY KEY (ingestion_id, n)
 );
 -- Every chunk POST that passed verification, in arrival order (for order checks).
@@ -71,6 +79,10 @@ class ReceiverStore:
             columns = {row[1] for row in con.execute("PRAGMA table_info(received)")}
             if "file_name" not in columns:  # a data folder from before the Pimingest-File-Name header
                 con.execute("ALTER TABLE received ADD COLUMN file_name TEXT")
+            if "refused" not in {row[1] for row in con.execute("PRAGMA table_info(chunks)")}:  # before v1.1
+                con.execute("ALTER TABLE chunks ADD COLUMN refused TEXT")
+                con.execute("ALTER TABLE ingestions ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0")
+                con.execute("ALTER TABLE ingestions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0")
             return con
 
         store = cls(await asyncio.to_thread(connect))
@@ -117,22 +129,33 @@ class ReceiverStore:
         first_record: int,
         records: Iterable[str | None],
         count: int,
+        refused: Sequence[RecordReject] = (),
+        tombstones: int = 0,
     ) -> None:
-        """Apply chunk ``n`` in one transaction (caller holds ``lock`` and checked the order)."""
-        rows = [(ingestion_id, n, first_record + i, data) for i, data in enumerate(records)]
+        """Apply chunk ``n`` in one transaction (caller holds ``lock`` and checked the order). ``records``: each
+        one's canonical text, None for one refused (``refused`` says why), or empty (count mode)."""
+        gone = {r.index for r in refused}
+        rows = [(ingestion_id, n, first_record + i, data) for i, data in enumerate(records) if i not in gone]
+        listed = (
+            orjson.dumps([{"index": r.index, "reason": r.reason, "field": r.field} for r in refused]).decode()
+            if refused
+            else None
+        )
 
         def write(con: sqlite3.Connection) -> None:
             con.execute("BEGIN IMMEDIATE")
             try:
                 con.execute(
-                    "INSERT INTO ingestions (id, file_id, next_chunk, next_record) VALUES (?, ?, ?, ?)"
+                    "INSERT INTO ingestions (id, file_id, next_chunk, next_record, rejected, deleted)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (id) DO UPDATE SET next_chunk = excluded.next_chunk,"
-                    " next_record = excluded.next_record",
-                    (ingestion_id, file_id, n + 1, first_record + count),
+                    " next_record = excluded.next_record, rejected = rejected + excluded.rejected,"
+                    " deleted = deleted + excluded.deleted",
+                    (ingestion_id, file_id, n + 1, first_record + count, len(refused), tombstones),
                 )
                 con.execute(
-                    "INSERT INTO chunks (ingestion_id, n, checksum, records) VALUES (?, ?, ?, ?)",
-                    (ingestion_id, n, checksum, count),
+                    "INSERT INTO chunks (ingestion_id, n, checksum, records, refused) VALUES (?, ?, ?, ?, ?)",
+                    (ingestion_id, n, checksum, count, listed),
                 )
                 if rows:
                     con.executemany(
@@ -146,6 +169,44 @@ class ReceiverStore:
         self._states.pop(ingestion_id, None)
         await self._run(write)
         self._states[ingestion_id] = (n + 1, first_record + count, False)
+
+    async def refused(self, ingestion_id: str, n: int) -> list[RecordReject]:
+        """The records of applied chunk ``n`` that were refused (its ACK's ``rejected``, every time)."""
+        row = await self._run(
+            lambda con: con.execute(
+                "SELECT refused FROM chunks WHERE ingestion_id = ? AND n = ?", (ingestion_id, n)
+            ).fetchone()
+        )
+        if row is None or row[0] is None:
+            return []
+        return [RecordReject(e["index"], e["reason"], e["field"]) for e in orjson.loads(row[0])]
+
+    async def outcomes(self, ingestion_id: str) -> tuple[int, int]:
+        """(records refused, tombstones taken) over the ingestion's applied chunks."""
+        row = await self._run(
+            lambda con: con.execute("SELECT rejected, deleted FROM ingestions WHERE id = ?", (ingestion_id,)).fetchone()
+        )
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    async def current(self, field: str) -> dict[str, str]:
+        """Stored key -> canonical record, applying every ingestion's records in the order they were applied
+        (a tombstone removes its key). Small catalogues only: the tests' proofs."""
+
+        def read(con: sqlite3.Connection) -> dict[str, str]:
+            out: dict[str, str] = {}
+            for (data,) in con.execute("SELECT data FROM applied WHERE data IS NOT NULL ORDER BY seq"):
+                record = orjson.loads(data)
+                try:
+                    key = keys.extract(record, field)
+                except keys.NoKey:
+                    continue
+                if record.get(keys.DELETED) is True:
+                    out.pop(key, None)
+                else:
+                    out[key] = data
+            return out
+
+        return await self._run(read)
 
     async def note_received(
         self, ingestion_id: str, n: int, checksum: str, at: float, file_name: str | None = None

@@ -129,10 +129,27 @@ def read_stream(fh: BinaryIO, name: str, spec: SourceSpec) -> Iterator[Record]:
     options = module.Options(**spec.options)
     codec = _check_codec(name, spec)
     if codec is None:
-        yield from module.read(fh, name, options, spec.max_record_bytes)
+        yield from _without_reject_fields(module.read(fh, name, options, spec.max_record_bytes))
     else:
         with compression.decompressed(fh, codec, name) as stream:
-            yield from module.read(stream, name, options, spec.max_record_bytes)
+            yield from _without_reject_fields(module.read(stream, name, options, spec.max_record_bytes))
+
+
+# A reject file's fields (records/reject_file.py): dropped from every record read, so a fixed reject file
+# dropped into the inbox sends what the original would have.
+RESERVED = ("_reject", "_reject_reason", "_reject_field")
+
+
+def _without_reject_fields(records: Iterator[Record]) -> Iterator[Record]:
+    for record in records:
+        value: Any = record
+        if not isinstance(record, dict):
+            raw = orjson.dumps(record)
+            value = orjson.loads(raw) if b'"_reject' in raw else None
+        if isinstance(value, dict) and ("_reject" in value or "_reject_reason" in value or "_reject_field" in value):
+            yield {k: v for k, v in value.items() if k not in RESERVED}
+        else:
+            yield record
 
 
 def _check_codec(name: str, spec: SourceSpec) -> str | None:

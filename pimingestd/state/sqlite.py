@@ -35,12 +35,51 @@ import orjson
 
 from ..diskspace import Conditions, disk_full, is_full
 from ..errors import StateError
-from ..model import TRANSITIONS, AckOutcome, ChunkRow, Ingestion, Progress, SpooledChunk, Status
+from ..model import (
+    TRANSITIONS,
+    AckOutcome,
+    ChunkRow,
+    Ingestion,
+    Progress,
+    RecordReject,
+    SpooledChunk,
+    SpoolPage,
+    Status,
+)
 from ..names import from_text, to_text
 
 __all__ = ["Store"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+# Record-level outcomes (schema 5): refused and invalid records, keys a full file no longer holds, and each
+# delta scope's ACKed versions.
+_RECORD_TABLES = """
+CREATE TABLE record_rejects (
+    ingestion_id  TEXT NOT NULL REFERENCES ingestions (id) ON DELETE CASCADE,
+    position      INTEGER NOT NULL,
+    chunk         INTEGER,
+    idx           INTEGER,
+    reason        TEXT NOT NULL,
+    field         TEXT,
+    PRIMARY KEY (ingestion_id, position)
+) WITHOUT ROWID;
+CREATE TABLE deletions (
+    ingestion_id  TEXT NOT NULL REFERENCES ingestions (id) ON DELETE CASCADE,
+    key           TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    reason        TEXT,
+    PRIMARY KEY (ingestion_id, key),
+    CHECK (state IN ('absent', 'deleted', 'refused'))
+) WITHOUT ROWID;
+CREATE TABLE delta_versions (
+    scope         TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    hash          BLOB NOT NULL,
+    writer        INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+"""
 
 _SCHEMA = """
 CREATE TABLE ingestions (
@@ -70,6 +109,14 @@ CREATE TABLE ingestions (
     pruned_at     REAL,
     pruned_chunks INTEGER NOT NULL DEFAULT 0,
     pruned_records INTEGER NOT NULL DEFAULT 0,
+    rules         TEXT NOT NULL DEFAULT '{}',
+    scope         TEXT NOT NULL DEFAULT '',
+    records_rejected  INTEGER NOT NULL DEFAULT 0,
+    records_invalid   INTEGER NOT NULL DEFAULT 0,
+    records_unchanged INTEGER NOT NULL DEFAULT 0,
+    refused       INTEGER NOT NULL DEFAULT 0,
+    deletions     INTEGER NOT NULL DEFAULT 0,
+    deleted       INTEGER NOT NULL DEFAULT 0,
     CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
     CHECK ((chunk_records IS NULL) <> (chunk_bytes IS NULL))
 );
@@ -88,6 +135,7 @@ CREATE TABLE chunks (
     sent_at       REAL,
     acked_at      REAL,
     reject_reason TEXT,
+    meta          BLOB,
     PRIMARY KEY (ingestion_id, n),
     CHECK (state IN ('spooled', 'sent', 'acked'))
 ) WITHOUT ROWID;
@@ -103,6 +151,8 @@ CREATE TABLE remote_seen (
     CHECK (state IN ('taken', 'moved'))
 ) WITHOUT ROWID;
 """
+_SCHEMA += _RECORD_TABLES
+
 
 # Each step takes a database of the version before it to the next one, in one transaction.
 _MIGRATIONS: dict[int, str] = {
@@ -129,6 +179,17 @@ _MIGRATIONS: dict[int, str] = {
     "ALTER TABLE ingestions ADD COLUMN pruned_at REAL;"
     "ALTER TABLE ingestions ADD COLUMN pruned_chunks INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE ingestions ADD COLUMN pruned_records INTEGER NOT NULL DEFAULT 0;",
+    # 4 -> 5: record-level outcomes (issue 15): the rules, the records refused and skipped, the delta scope's
+    # stored versions, the keys a full file no longer holds, and what a chunk row keeps of its records.
+    4: "ALTER TABLE ingestions ADD COLUMN rules TEXT NOT NULL DEFAULT '{}';"
+    "ALTER TABLE ingestions ADD COLUMN scope TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE ingestions ADD COLUMN records_rejected INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE ingestions ADD COLUMN records_invalid INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE ingestions ADD COLUMN records_unchanged INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE ingestions ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE ingestions ADD COLUMN deletions INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE ingestions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE chunks ADD COLUMN meta BLOB;" + _RECORD_TABLES,
 }
 
 
@@ -144,6 +205,7 @@ def _ingestion(row: sqlite3.Row) -> Ingestion:
     values["completing"] = bool(values["completing"])
     values["dedup"] = bool(values["dedup"])
     values["options"] = orjson.loads(values["options"])
+    values["rules"] = orjson.loads(values["rules"])
     values["status"] = Status(values["status"])
     return Ingestion(**values)
 
@@ -228,7 +290,7 @@ class Store:
             elif version > SCHEMA_VERSION or (version < SCHEMA_VERSION and version not in _MIGRATIONS):
                 raise StateError(
                     f"state database {path} has schema version {version}; this pimingestd reads version {SCHEMA_VERSION}"
-                    " (and migrates from 1, 2 and 3)"
+                    " (and migrates from 1, 2, 3 and 4)"
                 )
             while version < SCHEMA_VERSION:
                 await db.executescript(
@@ -313,6 +375,8 @@ class Store:
         options: dict[str, Any] | None = None,
         version: str = "",
         dedup: bool = True,
+        rules: dict[str, Any] | None = None,
+        scope: str = "",
     ) -> Ingestion:
         now = time.time()
         ing = Ingestion(
@@ -337,10 +401,13 @@ class Store:
             options=dict(options or {}),
             version=version,
             dedup=dedup,
+            rules=dict(rules or {}),
+            scope=scope,
         )
         row = dataclasses.asdict(ing)
         row["path"] = to_text(path)
         row["options"] = orjson.dumps(row["options"]).decode()
+        row["rules"] = orjson.dumps(row["rules"]).decode()
         async with self._tx() as db:
             await db.execute(
                 f"INSERT INTO ingestions ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})", row
@@ -580,31 +647,60 @@ class Store:
         """A spool pass begins: forget positions of an earlier, unfinished pass."""
         async with self._tx(durable=False) as db:
             await db.execute("DELETE FROM chunks WHERE ingestion_id = ? AND state = 'spooled'", (ingestion_id,))
-            await db.execute("UPDATE ingestions SET spooled = 0 WHERE id = ?", (ingestion_id,))
+            # What the earlier pass found is found again by this one (refused records stay: they were ACKed).
+            await db.execute("DELETE FROM record_rejects WHERE ingestion_id = ? AND chunk IS NULL", (ingestion_id,))
+            await db.execute("DELETE FROM deletions WHERE ingestion_id = ? AND state = 'absent'", (ingestion_id,))
+            await db.execute(
+                "UPDATE ingestions SET spooled = 0, records_rejected = records_rejected - records_invalid,"
+                " records_invalid = 0, records_unchanged = 0 WHERE id = ?",
+                (ingestion_id,),
+            )
 
     @_atomic
-    async def add_spooled(self, ingestion_id: str, chunks: Sequence[SpooledChunk]) -> list[int]:
-        """Record one page of spooled chunks. Chunks sent before (by an earlier pass) keep their
-        state and get their new spool position; returns the numbers of those whose recorded
-        checksum differs from the new cut (the caller fails the ingestion on any)."""
-        if not chunks:
-            return []
+    async def add_spooled(self, ingestion_id: str, page: SpoolPage | Sequence[SpooledChunk]) -> list[int]:
+        """Record one page of a spool pass: its chunks, invalid records, absent keys and skipped count, in one
+        transaction. Chunks sent before (by an earlier pass) keep their state and get their new spool position;
+        returns the numbers of those whose recorded checksum differs from the new cut (the caller fails the
+        ingestion on any; nothing of the page is recorded then)."""
+        if not isinstance(page, SpoolPage):
+            page = SpoolPage(chunks=list(page))
+        chunks = page.chunks
         async with self._tx(durable=False) as db:
-            async with db.execute(
-                "SELECT n, checksum FROM chunks WHERE ingestion_id = ? AND n BETWEEN ? AND ?",
-                (ingestion_id, chunks[0].n, chunks[-1].n),
-            ) as cur:
-                before = {r[0]: r[1] for r in await cur.fetchall()}
-            differ = [c.n for c in chunks if c.n in before and before[c.n] != c.checksum]
-            if differ:
-                return differ
-            await db.executemany(
-                "INSERT INTO chunks (ingestion_id, n, first_record, records, checksum, spool_offset, spool_length, state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'spooled')"
-                " ON CONFLICT (ingestion_id, n) DO UPDATE SET spool_offset = excluded.spool_offset,"
-                " spool_length = excluded.spool_length",
-                [(ingestion_id, c.n, c.first_record, c.records, c.checksum, c.offset, c.length) for c in chunks],
-            )
+            if chunks:
+                async with db.execute(
+                    "SELECT n, checksum FROM chunks WHERE ingestion_id = ? AND n BETWEEN ? AND ?",
+                    (ingestion_id, chunks[0].n, chunks[-1].n),
+                ) as cur:
+                    before = {r[0]: r[1] for r in await cur.fetchall()}
+                differ = [c.n for c in chunks if c.n in before and before[c.n] != c.checksum]
+                if differ:
+                    return differ
+                await db.executemany(
+                    "INSERT INTO chunks (ingestion_id, n, first_record, records, checksum, spool_offset, spool_length,"
+                    " state, meta) VALUES (?, ?, ?, ?, ?, ?, ?, 'spooled', ?)"
+                    " ON CONFLICT (ingestion_id, n) DO UPDATE SET spool_offset = excluded.spool_offset,"
+                    " spool_length = excluded.spool_length, meta = excluded.meta",
+                    [
+                        (ingestion_id, c.n, c.first_record, c.records, c.checksum, c.offset, c.length, c.meta)
+                        for c in chunks
+                    ],
+                )
+            if page.invalid:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO record_rejects (ingestion_id, position, reason, field) VALUES (?, ?, ?, ?)",
+                    [(ingestion_id, r.position, r.reason, r.field) for r in page.invalid],
+                )
+            if page.deletions:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO deletions (ingestion_id, key, state) VALUES (?, ?, 'absent')",
+                    [(ingestion_id, key) for key in page.deletions],
+                )
+            if page.invalid or page.unchanged:
+                await db.execute(
+                    "UPDATE ingestions SET records_invalid = records_invalid + ?,"
+                    " records_rejected = records_rejected + ?, records_unchanged = records_unchanged + ? WHERE id = ?",
+                    (len(page.invalid), len(page.invalid), page.unchanged, ingestion_id),
+                )
         return []
 
     @_atomic
@@ -619,7 +715,8 @@ class Store:
             if beyond:
                 return False
             await db.execute(
-                "UPDATE ingestions SET spooled = 1, total_chunks = ?, total_records = ?, updated_at = ? WHERE id = ?",
+                "UPDATE ingestions SET spooled = 1, total_chunks = ?, total_records = ?, updated_at = ?,"
+                " deletions = (SELECT count(*) FROM deletions WHERE ingestion_id = ingestions.id) WHERE id = ?",
                 (total_chunks, total_records, time.time(), ingestion_id),
             )
         return True
@@ -686,6 +783,14 @@ class Store:
         )
         return {r[0]: Progress(int(r[1]), int(r[2]), r[3], int(r[4])) for r in rows}
 
+    async def deletion_rows(self, ingestion_id: str, limit: int, offset: int) -> list[tuple[str, str, str | None]]:
+        """(stored key, state, reason) of an ingestion's deletions, in key order."""
+        rows = await self._rows(
+            "SELECT key, state, reason FROM deletions WHERE ingestion_id = ? ORDER BY key LIMIT ? OFFSET ?",
+            (ingestion_id, limit, offset),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
     async def progress(self, ingestion_id: str) -> tuple[int, int]:
         """(chunks ACKed, records ACKed)."""
         row = await self._one(
@@ -747,22 +852,103 @@ class Store:
             return "duplicate"
         return None
 
-    async def commit_ack(self, ingestion_id: str, n: int, checksum: str) -> AckOutcome:
-        """Commit an ACK durably when it matches a chunk that was sent: one statement, one fsync.
-        The reasons for refusing are looked up only when it matched nothing."""
-        for _ in range(2):  # the second round covers a "sent" mark committed between update and lookup
+    async def commit_ack(
+        self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject] = ()
+    ) -> AckOutcome:
+        """Commit an ACK durably when it matches a chunk that was sent. A chunk of a plain ingestion without
+        refused records takes one statement and one fsync; otherwise the refused records, the versions of the
+        accepted ones and the tombstones' effect commit in the same transaction as the ACK. The reasons for
+        refusing are looked up only when it matched nothing."""
+        if not rejected:
             updated = await self._statement(
                 "UPDATE chunks SET state = 'acked', acked_at = ?, reject_reason = NULL"
-                " WHERE ingestion_id = ? AND n = ? AND state = 'sent' AND checksum = ? RETURNING n",
+                " WHERE ingestion_id = ? AND n = ? AND state = 'sent' AND checksum = ? AND meta IS NULL RETURNING n",
                 (time.time(), ingestion_id, n, checksum),
                 durable=True,
             )
             if updated:
                 return "accepted"
-            refused = await self._classify(self._db, ingestion_id, n, checksum)
+        return await self._commit_ack_records(ingestion_id, n, checksum, rejected)
+
+    @_atomic
+    async def _commit_ack_records(
+        self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject]
+    ) -> AckOutcome:
+        from ..records.meta import ChunkMeta
+
+        async with self._tx() as db:
+            refused = await self._classify(db, ingestion_id, n, checksum)
             if refused is not None:
                 return refused
-        return "never_sent"
+            async with db.execute(
+                "SELECT c.first_record, c.records, c.meta, i.scope, i.rowid FROM chunks c"
+                " JOIN ingestions i ON i.id = c.ingestion_id WHERE c.ingestion_id = ? AND c.n = ?",
+                (ingestion_id, n),
+            ) as cur:
+                row = await cur.fetchone()
+            assert row is not None
+            first, count, raw, scope, writer = row[0], row[1], row[2], row[3], row[4]
+            if any(r.index >= count for r in rejected):
+                return "bad_rejected"
+            meta = ChunkMeta.decode(raw) if raw is not None else None
+            refused_at = {r.index: r for r in rejected}
+            await db.execute(
+                "UPDATE chunks SET state = 'acked', acked_at = ?, reject_reason = NULL WHERE ingestion_id = ? AND n = ?",
+                (time.time(), ingestion_id, n),
+            )
+            if meta is not None and meta.tombstones:
+                await self._ack_tombstones(db, ingestion_id, scope, meta, refused_at)
+                return "accepted"
+            if rejected:
+                positions = meta.positions if meta is not None else None
+                await db.executemany(
+                    "INSERT OR REPLACE INTO record_rejects (ingestion_id, position, chunk, idx, reason, field)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            ingestion_id,
+                            positions[r.index] if positions else first + r.index,
+                            n,
+                            r.index,
+                            r.reason,
+                            r.field,
+                        )
+                        for r in rejected
+                    ],
+                )
+                await db.execute(
+                    "UPDATE ingestions SET records_rejected = records_rejected + ?, refused = refused + ? WHERE id = ?",
+                    (len(rejected), len(rejected), ingestion_id),
+                )
+            if meta is not None and meta.keys is not None and meta.hashes is not None and scope:
+                await db.executemany(
+                    "INSERT INTO delta_versions (scope, key, hash, writer) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (scope, key) DO UPDATE SET hash = excluded.hash, writer = excluded.writer",
+                    [(scope, key, meta.hash(i), writer) for i, key in enumerate(meta.keys) if i not in refused_at],
+                )
+        return "accepted"
+
+    @staticmethod
+    async def _ack_tombstones(
+        db: aiosqlite.Connection, ingestion_id: str, scope: str, meta: Any, refused_at: dict[int, RecordReject]
+    ) -> None:
+        """A chunk of tombstones ACKed: each accepted one removes its key from the scope; a refused one leaves
+        it (the next full file sends it again)."""
+        keys: list[str] = meta.keys
+        gone = [key for i, key in enumerate(keys) if i not in refused_at]
+        await db.executemany("DELETE FROM delta_versions WHERE scope = ? AND key = ?", [(scope, k) for k in gone])
+        await db.executemany(
+            "UPDATE deletions SET state = 'deleted' WHERE ingestion_id = ? AND key = ?",
+            [(ingestion_id, k) for k in gone],
+        )
+        await db.executemany(
+            "UPDATE deletions SET state = 'refused', reason = ? WHERE ingestion_id = ? AND key = ?",
+            [(r.reason, ingestion_id, keys[i]) for i, r in refused_at.items()],
+        )
+        await db.execute(
+            "UPDATE ingestions SET deleted = deleted + ?, refused = refused + ? WHERE id = ?",
+            (len(gone), len(refused_at), ingestion_id),
+        )
 
     @_atomic
     async def record_reject(self, ingestion_id: str, n: int, checksum: str, reason: str) -> AckOutcome:

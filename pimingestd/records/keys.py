@@ -1,0 +1,63 @@
+"""A record's key, and the forms it is stored and sent in.
+
+``key = "sku"`` names a top-level field; ``key = "product.sku"`` a dotted path (a top-level field whose
+name holds the dot wins, so a tombstone ``{"product.sku": …}`` names its key the same way). A key is a
+string or an integer: what a catalogue names products by. It is stored as its canonical JSON text, so
+``"1"`` and ``1`` stay two keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+DELETED = "_deleted"  # a tombstone's marker (docs/protocol.md)
+
+
+class NoKey(ValueError):
+    """The record has no usable key; the text says why."""
+
+
+def extract(record: Any, key: str) -> str:
+    """The stored form of ``record``'s key; NoKey when it is missing or not a string or an integer."""
+    value = lookup(record, key)
+    if value is _MISSING:
+        raise NoKey(f"the key field `{key}` is missing")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise NoKey(f"the key field `{key}` must be a string or an integer, not {_kind(value)}")
+    if isinstance(value, str) and not value:
+        raise NoKey(f"the key field `{key}` is empty")
+    return orjson.dumps(value).decode()
+
+
+_MISSING = object()
+
+
+def lookup(record: Any, path: str) -> Any:
+    """The value at ``path`` (a top-level name first, then a dotted path); ``_MISSING`` when absent."""
+    if not isinstance(record, dict):
+        return _MISSING
+    if path in record:
+        return record[path]
+    value: Any = record
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def present(record: Any, path: str) -> bool:
+    return lookup(record, path) is not _MISSING
+
+
+def tombstone(key: str, stored: str) -> dict[str, Any]:
+    """The record that tells PIM-Core a key left the scope."""
+    return {key: orjson.loads(stored), DELETED: True}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "an array", bool: "a boolean", float: "a fraction"}.get(type(value), "a number")

@@ -1,0 +1,216 @@
+"""The spool pass of an ingestion with record rules (blocking: it runs in the spool thread).
+
+Records come in file order, a batch at a time: each is validated (records/validate.py), keyed, encoded
+canonically and hashed; a batch's keys are looked up on disk at once (state/lookups.py), so memory stays
+flat whatever the scope's size. Then each record is:
+
+- invalid: under ``on_invalid = "fail"`` the pass fails (nothing was sent: delivery starts after it), else it
+  goes to the reject file with its reason;
+- unchanged (delta): its canonical bytes hash to the version PIM-Core last ACKed for its key: not sent;
+- sent: cut into chunks as any other ingestion's, each chunk carrying its records' file positions, keys and
+  hashes (records/meta.py) for the moment its ACK commits.
+
+After the last record of a full file, the scope's keys it did not hold are its deletions: listed, or sent
+as tombstones in chunks of their own at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import orjson
+
+from ..config import ChunkPolicy
+from ..core import canonical
+from ..core.chunking import Chunk
+from ..errors import ChunkError, InvalidRecord, TooManyDeletions
+from ..model import Invalid
+from ..sources import Record
+from ..state.lookups import ScopeView
+from . import keys
+from .meta import HASH_BYTES, ChunkMeta
+from .rules import RecordRules
+from .validate import Validator
+
+BATCH = 1000  # records looked up together
+
+
+@dataclass(frozen=True, slots=True)
+class Absent:
+    """A page of the scope's keys this full file does not hold."""
+
+    keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    count: int
+
+
+Item = Chunk | Invalid | Absent | Unchanged
+
+
+class Pipeline:
+    def __init__(
+        self,
+        rules: RecordRules,
+        policy: ChunkPolicy,
+        view: ScopeView | None,
+        *,
+        ingestion_id: str,
+        name: str,
+        full_file: bool,
+        dedup: bool,
+    ) -> None:
+        self._rules = rules
+        self._view = view
+        self._validator = Validator(rules)
+        self._cutter = _Cutter(policy)
+        self._id = ingestion_id
+        self._name = name
+        self._full = full_file  # False: a reject file (never a whole catalogue), so it deletes nothing
+        self._delta = rules.delta and dedup  # re_ingestion sends everything (versions are still recorded)
+
+    def run(self, records: Iterator[Record]) -> Iterator[Item]:
+        numbered = enumerate(records)
+        while batch := list(islice(numbered, BATCH)):
+            yield from self._batch(batch)
+        yield from self._cutter.flush()
+        if self._rules.deletions != "off" and self._full and self._view is not None:
+            yield from self._deletions()
+
+    def _batch(self, batch: list[tuple[int, Record]]) -> Iterator[Item]:
+        rules = self._rules
+        kept: list[tuple[int, bytes, str | None]] = []
+        for position, record in batch:
+            value = record if isinstance(record, dict) else orjson.loads(orjson.dumps(record))
+            bad = self._validator.check(value)
+            key = None
+            if bad is None and rules.key is not None:
+                try:
+                    key = keys.extract(value, rules.key)
+                except keys.NoKey as exc:
+                    bad = (str(exc), rules.key)
+            if bad is not None:
+                yield from self._invalid(position, *bad)
+                continue
+            kept.append((position, _encode(record, position), key))
+        if rules.key is None:
+            for position, body, _ in kept:
+                yield from self._cutter.add(body, position, None, None)
+            return
+        if rules.unique_key and self._view is not None:
+            before = self._view.seen_before([k for _, _, k in kept if k is not None])
+            unique: list[tuple[int, bytes, str | None]] = []
+            held: set[str] = set()
+            for position, body, key in kept:
+                assert key is not None
+                if key in before or key in held:
+                    yield from self._invalid(position, f"the key {key} appears earlier in this file", rules.key)
+                    continue
+                held.add(key)
+                unique.append((position, body, key))
+            kept = unique
+        if self._view is not None:
+            self._view.hold([k for _, _, k in kept if k is not None])
+        hashes = [hashlib.sha256(body).digest()[:HASH_BYTES] for _, body, _ in kept]
+        send = [True] * len(kept)
+        if self._delta and self._view is not None and kept:
+            send = self._view.changed([k for _, _, k in kept if k is not None], hashes)
+        skipped = 0
+        for (position, body, key), digest, wanted in zip(kept, hashes, send, strict=True):
+            if wanted:
+                yield from self._cutter.add(body, position, key, digest)
+            else:
+                skipped += 1
+        if skipped:
+            yield Unchanged(skipped)
+
+    def _invalid(self, position: int, reason: str, field: str | None) -> Iterator[Invalid]:
+        if self._rules.on_invalid == "fail":
+            raise InvalidRecord(f"{self._name}: record {position} is invalid: {reason}; nothing was sent")
+        yield Invalid(position, reason[:2000], field)
+
+    def _deletions(self) -> Iterator[Item]:
+        view, rules = self._view, self._rules
+        assert view is not None and rules.key is not None
+        total, size = view.absent_count(self._id), view.scope_size()
+        if total and size and 100.0 * total / size > rules.max_deletions:
+            raise TooManyDeletions(
+                f"{self._name}: {total} of the {size} keys of delta scope {rules.delta_scope!r} are absent from this"
+                f" file ({100.0 * total / size:.1f}%), more than max_deletions = {rules.max_deletions:g}%; nothing was"
+                ' sent. Check that the file is whole, or raise max_deletions, or use deletions = "report"'
+            )
+        for page in view.absent(self._id):
+            yield Absent(page)
+            if rules.deletions == "send":
+                for key in page:
+                    yield from self._cutter.add(_encode(keys.tombstone(rules.key, key), -1), None, key, None)
+        if rules.deletions == "send":
+            yield from self._cutter.flush()
+
+
+def _encode(record: Any, position: int) -> bytes:
+    try:
+        return canonical.encode(record)
+    except canonical.EncodeError as exc:
+        raise ChunkError(f"record {position} cannot be written as JSON: {exc}") from None
+
+
+class _Cutter:
+    """Chunks of pre-encoded records, by count or by bytes, numbered on across records and tombstones
+    (a tombstone's position is None; a chunk holds records or tombstones, never both)."""
+
+    def __init__(self, policy: ChunkPolicy) -> None:
+        self._policy = policy
+        self._n = 0
+        self._first = 0
+        self._bodies: list[bytes] = []
+        self._size = 1
+        self._positions: list[int] = []
+        self._keys: list[str] = []
+        self._hashes: list[bytes] = []
+        self._tombstones = False
+
+    def add(self, body: bytes, position: int | None, key: str | None, digest: bytes | None) -> Iterator[Chunk]:
+        policy, tombstone = self._policy, position is None
+        if self._bodies and tombstone != self._tombstones:
+            yield from self.flush()
+        if policy.bytes is not None:
+            if len(body) + 2 > policy.bytes:
+                raise ChunkError(
+                    f"record {position} is {len(body)} bytes as JSON; it cannot fit a chunk of at most {policy.bytes} bytes"
+                )
+            if self._bodies and self._size + 1 + len(body) + 1 > policy.bytes:
+                yield from self.flush()
+        self._tombstones = tombstone
+        self._bodies.append(body)
+        self._size += len(body) + (1 if len(self._bodies) > 1 else 0)
+        if position is not None:
+            self._positions.append(position)
+        if key is not None:
+            self._keys.append(key)
+        if digest is not None:
+            self._hashes.append(digest)
+        if policy.records is not None and len(self._bodies) == policy.records:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[Chunk]:
+        if not self._bodies:
+            return
+        body = canonical.join_array(self._bodies)
+        meta = ChunkMeta(
+            None if self._tombstones else self._positions,
+            self._keys or None,
+            b"".join(self._hashes) if self._hashes else None,
+            self._tombstones,
+        )
+        self._n += 1
+        count = len(self._bodies)
+        yield Chunk(self._n, self._first, count, body, canonical.sha256(body), meta.encode())
+        self._first += count
+        self._bodies, self._positions, self._keys, self._hashes, self._size = [], [], [], [], 1

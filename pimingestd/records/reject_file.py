@@ -1,0 +1,265 @@
+"""The reject file: the refused records exactly as read, in the source's own format, each with its reason.
+
+The source is read a second time (blocking: run it in a thread), only up to the last refused record, and
+each refused record is written as that format's reader gave it (CSV without ``types``: the cells' own
+text), so a fixed file dropped into the inbox is read as the original was:
+
+- JSON: the same nesting (``json_path``) around an array of the records, each with a ``_reject`` object;
+- JSON Lines: one record per line, each with a ``_reject`` object;
+- CSV: the original header and delimiter, plus ``_reject_reason`` and ``_reject_field`` columns;
+- Excel: one worksheet (named as the profile's ``sheet``, if any) with the original header and the two columns;
+- XML: the same elements from the root to the records (``record_path``), each record with a ``_reject`` child.
+
+Every reader drops these fields (sources/__init__.py), so they never reach PIM-Core.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+from xml.sax.saxutils import escape, quoteattr
+
+import orjson
+
+from ..core.canonical import _default
+from ..sources import Record, compression
+from ..sources.json_path import ITEMS
+from ..sources.json_path import parse as parse_json_path
+
+REASON, FIELD = "_reject_reason", "_reject_field"
+_SUFFIX = {"json": ".json", "jsonl": ".jsonl", "csv": ".csv", "excel": ".xlsx", "xml": ".xml"}
+MEDIA_TYPES = {
+    ".json": "application/json",
+    ".jsonl": "application/jsonl",
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".xml": "application/xml",
+}
+
+
+def suffix(fmt: str, file_name: str) -> str:
+    """The reject file's suffix: the format's (a .tsv stays .tsv; a compressed source's is not compressed)."""
+    if fmt == "csv" and compression.format_suffix(PurePosixPath(file_name)).lower() == ".tsv":
+        return ".tsv"
+    return _SUFFIX[fmt]
+
+
+def download_name(file_name: str, fmt: str) -> str:
+    """``products.csv.gz`` -> ``products.rejects.csv``; a reject file's own name is kept as it is."""
+    base = file_name.rsplit("/", 1)[-1]
+    return base.partition(".")[0] + ".rejects" + suffix(fmt, base)
+
+
+def write(
+    records: Iterator[Record],
+    rejects: Iterator[tuple[int, str, str | None]],
+    fmt: str,
+    options: Mapping[str, Any],
+    target: Path,
+) -> int:
+    """Write the records at the rejected positions to ``target`` (atomically: a temporary file renamed once
+    fsynced); returns how many were written."""
+    tmp = target.with_name(target.name + ".tmp")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer = _WRITERS[fmt](tmp, options)
+    written = 0
+    try:
+        for record, reason, field in _pick(records, rejects):
+            writer.add(record, reason, field)
+            written += 1
+        writer.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        writer.abort()
+        tmp.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _pick(
+    records: Iterator[Record], rejects: Iterator[tuple[int, str, str | None]]
+) -> Iterator[tuple[dict[str, Any], str, str | None]]:
+    """Merge the file's records with the rejected positions (both in file order); stops after the last."""
+    wanted = next(rejects, None)
+    if wanted is None:
+        return
+    for position, record in enumerate(records):
+        while wanted is not None and wanted[0] < position:
+            wanted = next(rejects, None)  # a position past the end cannot be; skipped defensively
+        if wanted is None:
+            return
+        if wanted[0] == position:
+            value = record if isinstance(record, dict) else orjson.loads(orjson.dumps(record))
+            yield value, wanted[1], wanted[2]
+            wanted = next(rejects, None)
+            if wanted is None:
+                return
+
+
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default)
+
+
+def _with_reject(record: dict[str, Any], reason: str, field: str | None) -> dict[str, Any]:
+    out = dict(record)
+    out["_reject"] = {"reason": reason, "field": field} if field is not None else {"reason": reason}
+    return out
+
+
+class _Writer:
+    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
+        self.fh: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close() or abort()
+        self.options = options
+
+    def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def abort(self) -> None:
+        self.fh.close()
+
+
+class _JsonLines(_Writer):
+    def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
+        self.fh.write(_json(_with_reject(record, reason, field)) + b"\n")
+
+
+class _JsonArray(_Writer):
+    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
+        super().__init__(path, options)
+        self._open, self._close = b"", b""
+        for segment in parse_json_path(options.get("json_path"))[:-1]:
+            self._open += b"[" if segment is ITEMS else b"{" + _json(segment) + b":"
+            self._close = (b"]" if segment is ITEMS else b"}") + self._close
+        self.fh.write(self._open + b"[\n")
+        self._count = 0
+
+    def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
+        self.fh.write((b",\n" if self._count else b"") + _json(_with_reject(record, reason, field)))
+        self._count += 1
+
+    def close(self) -> None:
+        self.fh.write(b"\n]" + self._close + b"\n")
+        super().close()
+
+
+class _Csv(_Writer):
+    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
+        super().__init__(path, options)
+        from ..sources.csv_source import ENCODINGS
+
+        delimiter = options.get("delimiter", "auto")
+        self._delimiter = ("\t" if path.name.endswith(".tsv.tmp") else ",") if delimiter == "auto" else delimiter
+        codec = ENCODINGS[options.get("encoding", "utf-8")]
+        self._text = io.TextIOWrapper(self.fh, encoding="utf-8" if codec == "utf-8-sig" else codec, newline="")
+        self._csv = csv.writer(self._text, delimiter=self._delimiter, quotechar='"', lineterminator="\r\n")
+        self._header: list[str] | None = None
+
+    def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
+        if self._header is None:
+            self._header = list(record)
+            self._csv.writerow([*self._header, REASON, FIELD])
+        self._csv.writerow([_cell(record.get(name)) for name in self._header] + [reason, field or ""])
+
+    def close(self) -> None:
+        self._text.close()
+
+    def abort(self) -> None:
+        self._text.close()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return _json(value).decode()
+
+
+class _Excel(_Writer):
+    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
+        from openpyxl import Workbook
+
+        self._path = path
+        self._book = Workbook(write_only=True)
+        self._sheet = self._book.create_sheet(options.get("sheet") or "rejects")
+        self._header: list[str] | None = None
+
+    def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
+        if self._header is None:
+            self._header = list(record)
+            self._sheet.append([*self._header, REASON, FIELD])
+        self._sheet.append([_excel_cell(record.get(name)) for name in self._header] + [reason, field])
+
+    def close(self) -> None:
+        self._book.save(self._path)
+
+    def abort(self) -> None:
+        pass
+
+
+def _excel_cell(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return _json(value).decode()
+
+
+class _Xml(_Writer):
+    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
+        super().__init__(path, options)
+        names = str(options.get("record_path", "")).strip("/").split("/")
+        self._outer, self._record = names[:-1], names[-1]
+        self.fh.write(b'<?xml version="1.0" encoding="utf-8"?>\n')
+        self.fh.write("".join(f"<{n}>" for n in self._outer).encode() + b"\n")
+
+    def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
+        reject = {"reason": reason, **({"field": field} if field is not None else {})}
+        value = dict(record) if isinstance(record, dict) else {"#text": record}
+        value["_reject"] = reject
+        self.fh.write(_element(self._record, value).encode("utf-8") + b"\n")
+
+    def close(self) -> None:
+        self.fh.write("".join(f"</{n}>" for n in reversed(self._outer)).encode() + b"\n")
+        super().close()
+
+
+def _element(name: str, value: Any) -> str:
+    """One element from the shape the XML reader gives (xmltodict's): ``@`` attributes, ``#text``, children."""
+    if value is None:
+        return f"<{name}/>"
+    if not isinstance(value, dict):
+        return f"<{name}>{escape(_text(value))}</{name}>"
+    attrs = "".join(f" {k[1:]}={quoteattr(_text(v))}" for k, v in value.items() if k.startswith("@"))
+    inner = []
+    for key, child in value.items():
+        if key.startswith("@"):
+            continue
+        if key == "#text":
+            inner.append(escape(_text(child)))
+        elif isinstance(child, list):
+            inner.extend(_element(key, c) for c in child)
+        else:
+            inner.append(_element(key, child))
+    return f"<{name}{attrs}>{''.join(inner)}</{name}>"
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else _json(value).decode()
+
+
+_WRITERS: dict[str, type[_Writer]] = {
+    "json": _JsonArray,
+    "jsonl": _JsonLines,
+    "csv": _Csv,
+    "excel": _Excel,
+    "xml": _Xml,
+}

@@ -1,0 +1,234 @@
+"""Per-record rejects (protocol v1.1): PIM-Core refuses some records of a chunk it ACKs; the ingestion
+completes with them counted, and the reject file holds exactly those records, in the source's own format,
+each with its reason. Against the real daemon and the reference receiver."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+
+from pimingestd.sources import SourceSpec, read_records
+
+from .conftest import MakeDaemon
+from .helpers import Receiver, product
+
+
+def _refuse(*skus: str, reason: str = "unknown category 'X'") -> list[dict[str, Any]]:
+    return [{"action": "reject_records", "field": "sku", "values": list(skus), "reason": reason}]
+
+
+async def _rejects(d: Any, ing: str) -> tuple[int, bytes, dict[str, str]]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(f"{d.url}/api/ingestions/{ing}/rejects") as r:
+        return r.status, await r.read(), dict(r.headers)
+
+
+async def test_refused_records_complete_the_ingestion_and_land_in_the_reject_file(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    records = [product(i) for i in range(25)]
+    src = data_dir / "products.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    await receiver.faults(_refuse("SKU-000003", "SKU-000017"))
+    d = await make_daemon()
+    _, body = await d.ingest(path=str(src))
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert (st["records_rejected"], st["records_acked"], st["records_invalid"]) == (2, 25, 0)
+    applied = [json.loads(r["record"])["sku"] for r in await receiver.records(st["ingestion_id"])]
+    assert applied == [r["sku"] for r in records if r["sku"] not in ("SKU-000003", "SKU-000017")]
+    stats = await receiver.stats()
+    assert stats["completions"] == 1 and stats["records_refused"] == 2  # it checked "rejected": 2
+    code, raw, headers = await _rejects(d, st["ingestion_id"])
+    assert code == 200 and headers["Content-Type"].startswith("application/jsonl")
+    assert "products.rejects.jsonl" in headers["Content-Disposition"]
+    lines = [json.loads(line) for line in raw.decode().splitlines()]
+    assert [{k: v for k, v in line.items() if k != "_reject"} for line in lines] == [records[3], records[17]]
+    assert lines[0]["_reject"] == {"reason": "unknown category 'X'", "field": "sku"}
+    metrics = (await d.request("GET", "/metrics"))[1]
+    assert 'pimingestd_records_rejected_total{by="pimcore"} 2.0' in metrics
+
+
+async def test_no_rejects_no_reject_file_and_a_v1_completion(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    src = data_dir / "p.jsonl"
+    src.write_text("".join(json.dumps(product(i)) + "\n" for i in range(5)))
+    d = await make_daemon()
+    _, body = await d.ingest(path=str(src))
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_rejected"] == 0
+    code, answer, _ = await _rejects(d, st["ingestion_id"])
+    assert code == 404 and b"no records were rejected" in answer
+
+
+def _read(path: Path, fmt: str, **options: Any) -> list[Any]:
+    return [
+        r if isinstance(r, dict) else json.loads(bytes(json.dumps(r), "utf-8"))
+        for r in read_records(path, SourceSpec(fmt, options))
+    ]
+
+
+async def test_reject_files_in_each_format_read_back_as_the_originals(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path, tmp_path: Path
+) -> None:
+    """JSON (with its json_path), CSV (raw cells, its delimiter, the original header), Excel (the original
+    header) and XML (its record_path): the reject file, read with the same options, gives the refused records
+    exactly as the source gave them, without the reject fields."""
+    rows = [{"sku": f"S{i}", "name": f"Näme {i}", "price": f"{i}.50", "note": "" if i % 2 else "x;y"} for i in range(8)]
+    refused = {"S2", "S5"}
+    sources: dict[str, tuple[Path, dict[str, Any]]] = {}
+    sources["json"] = (data_dir / "cat.json", {"json_path": "catalog.products.item"})
+    sources["json"][0].write_text(json.dumps({"catalog": {"products": rows, "meta": 1}}))
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=";")
+    w.writerow(list(rows[0]))
+    w.writerows([list(r.values()) for r in rows])
+    sources["csv"] = (data_dir / "cat.csv", {"delimiter": ";", "types": {"price": "decimal"}})
+    sources["csv"][0].write_bytes(buf.getvalue().encode("cp1252"))
+    sources["csv"][1]["encoding"] = "cp1252"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Products"
+    sheet.append(list(rows[0]))
+    for r in rows:
+        sheet.append([r["sku"], r["name"], float(r["price"]), r["note"] or None])
+    sources["excel"] = (data_dir / "cat.xlsx", {"sheet": "Products"})
+    book.save(sources["excel"][0])
+    xml = "".join(
+        f'<product sku="{r["sku"]}"><name>{r["name"]}</name><price>{r["price"]}</price></product>' for r in rows
+    )
+    sources["xml"] = (data_dir / "cat.xml", {"record_path": "feed/products/product"})
+    sources["xml"][0].write_text(f"<feed><products>{xml}</products></feed>")
+    await receiver.faults(
+        [{"action": "reject_records", "field": f, "values": sorted(refused), "reason": "no"} for f in ("sku", "@sku")]
+    )
+    d = await make_daemon()
+    for fmt, (src, options) in sources.items():
+        _, body = await d.ingest(path=str(src), **options)
+        st = await d.wait(body["ingestion_id"])
+        assert st["status"] == "completed" and st["records_rejected"] == 2, (fmt, st)
+        code, raw, headers = await _rejects(d, st["ingestion_id"])
+        assert code == 200, (fmt, raw)
+        suffix = {"json": ".json", "csv": ".csv", "excel": ".xlsx", "xml": ".xml"}[fmt]
+        assert f"cat.rejects{suffix}" in headers["Content-Disposition"]
+        out = tmp_path / f"back{suffix}"
+        out.write_bytes(raw)
+        raw_options = {k: v for k, v in options.items() if k != "types"}
+        original = _read(src, fmt, **raw_options)
+        wanted = [r for r in original if (r.get("sku") or r.get("@sku")) in refused]
+        assert _read(out, fmt, **raw_options) == wanted, fmt
+        if fmt == "csv":
+            text = raw.decode("cp1252")
+            assert text.splitlines()[0] == "sku;name;price;note;_reject_reason;_reject_field", text
+            assert "Näme 2" in text
+        if fmt == "json":
+            assert list(json.loads(raw)) == ["catalog"] and json.loads(raw)["catalog"]["products"][0]["_reject"]
+
+
+async def test_a_fixed_reject_file_dropped_into_the_inbox_sends_the_fixed_records(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The operator's loop: a refused row comes back in done/ as <name>.rejects.csv, is fixed, and dropped in
+    again; it is read as the original was (the reject columns are dropped) and applied."""
+    import asyncio
+
+    from .test_inbox import inbox_config
+
+    cfg = inbox_config(tmp_path)
+    inbox, done = Path(cfg["dir"]), Path(cfg["done_dir"])
+    (inbox / "incoming").mkdir(parents=True)
+    src = inbox / "incoming" / "cat.csv"
+    src.write_text("sku,category\nA,shoes\nB,X\nC,hats\n")
+    await receiver.faults(
+        [{"action": "reject_records", "field": "category", "values": ["X"], "reason": "unknown category 'X'"}]
+    )
+    d = await make_daemon(inbox=cfg)
+    rejects = None
+    for _ in range(300):
+        found = list(done.rglob("cat.rejects.csv"))
+        if found:
+            rejects = found[0]
+            break
+        await asyncio.sleep(0.05)
+    assert rejects is not None, list(tmp_path.rglob("*"))
+    text = rejects.read_text()
+    assert text.splitlines() == ["sku,category,_reject_reason,_reject_field", "B,X,unknown category 'X',category"]
+    await receiver.faults([])
+    (inbox / "incoming" / "cat.rejects.csv").write_text(text.replace("B,X,", "B,bags,"))
+    for _ in range(300):
+        rows = [
+            r
+            for r in (await d.request("GET", "/api/ingestions"))[1]["ingestions"]
+            if r["file_name"].endswith("cat.rejects.csv")
+        ]
+        if rows and rows[0]["status"] == "completed":
+            break
+        await asyncio.sleep(0.05)
+    assert rows and rows[0]["status"] == "completed" and rows[0]["records_rejected"] == 0, rows
+    applied = [json.loads(r["record"]) for r in await receiver.records(rows[0]["ingestion_id"])]
+    assert applied == [{"sku": "B", "category": "bags"}]  # no _reject_* fields reach PIM-Core
+
+
+async def test_a_rejected_index_outside_the_chunk_is_a_400_and_commits_nothing(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    await receiver.faults([{"action": "drop_ack", "times": 100}])
+    src = data_dir / "p.jsonl"
+    src.write_text("".join(json.dumps(product(i)) + "\n" for i in range(3)))
+    d = await make_daemon(
+        chunking={"records": 3}, delivery={"ack_timeout": 30.0, "backoff": 0.05, "max_attempts": 3, "preflight": True}
+    )
+    _, body = await d.ingest(path=str(src))
+    ing = body["ingestion_id"]
+    for _ in range(200):
+        chunks = (await d.request("GET", f"/api/ingestions/{ing}/chunks"))[1]["chunks"]
+        if chunks and chunks[0]["state"] == "sent":
+            break
+        import asyncio
+
+        await asyncio.sleep(0.02)
+    checksum = chunks[0]["checksum"]
+    base = {"ingestion_id": ing, "chunk": 1, "checksum": checksum, "status": "ack"}
+    code, answer = await d.ack({**base, "rejected": [{"index": 3, "reason": "r"}]})
+    assert code == 400 and "outside the chunk" in answer["error"], answer
+    for bad, why in [
+        ([{"index": -1, "reason": "r"}], "index"),
+        ([{"index": 0}], "reason"),
+        ([{"index": 0, "reason": "r"}, {"index": 0, "reason": "s"}], "twice"),
+        ({"index": 0}, "array"),
+        ([{"index": 0, "reason": "r", "field": 5}], "field"),
+    ]:
+        code, answer = await d.ack({**base, "rejected": bad})
+        assert code == 400 and why in answer["error"], (bad, answer)
+    code, answer = await d.ack({**base, "status": "reject", "reason": "x", "rejected": [{"index": 0, "reason": "r"}]})
+    assert code == 400 and "belongs to an ACK" in answer["error"]
+    assert (await d.status(ing))["chunks_acked"] == 0  # nothing of the refused callbacks was committed
+    code, answer = await d.ack(base)  # the receiver applied all three: its ACK (dropped) listed none
+    assert code == 200, answer
+    st = await d.wait(ing)
+    assert st["status"] == "completed" and st["records_rejected"] == 0
+
+
+async def test_a_long_reason_is_cut_to_2000_characters_and_a_re_ack_repeats_the_list(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """The first ACK is lost; the re-sent chunk is a duplicate, and its ACK lists the same refused record."""
+    src = data_dir / "p.jsonl"
+    src.write_text("".join(json.dumps(product(i)) + "\n" for i in range(3)))
+    await receiver.faults([*_refuse("SKU-000001", reason="r" * 5000), {"action": "drop_ack", "chunk": 1}])
+    d = await make_daemon(delivery={"ack_timeout": 0.5, "max_attempts": 3, "backoff": 0.05, "preflight": True})
+    _, body = await d.ingest(path=str(src))
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    assert (await receiver.stats())["duplicates"] == 1
+    _code, raw, _ = await _rejects(d, st["ingestion_id"])
+    (line,) = raw.decode().splitlines()
+    assert json.loads(line)["sku"] == "SKU-000001" and len(json.loads(line)["_reject"]["reason"]) == 2000
