@@ -208,6 +208,7 @@ class Scheduler:
                 preflight=self._delivery.preflight,
                 source=req.source,
                 options=options,
+                dedup=not req.re_ingestion,  # also: delta sends everything again
                 rules=rules.as_json(),
                 scope=rules.delta_scope,
             )

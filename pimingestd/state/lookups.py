@@ -11,10 +11,16 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 
 _IN = "SELECT value FROM json_each(?)"  # one statement text whatever the batch's size
+
+
+def _uri(path: Path, query: str = "") -> str:
+    """A file URI for SQLite (a name holding ? or # must not end the path)."""
+    return "file:" + quote(str(path)) + query
 
 
 class ScopeView:
@@ -23,14 +29,16 @@ class ScopeView:
     def __init__(self, state: Path, scope: str, writer: int, seen: Path | None) -> None:
         self._scope = scope
         self._writer = writer  # this ingestion's rowid: versions it wrote itself were sent by it
-        main = f"file:{seen}" if seen is not None else "file::memory:"
+        if seen is not None:
+            seen.parent.mkdir(parents=True, exist_ok=True)
+        main = _uri(seen) if seen is not None else "file::memory:"
         self._con = sqlite3.connect(main, uri=True, isolation_level=None, check_same_thread=False)
         if seen is not None:
             self._con.executescript(
                 "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
                 " DROP TABLE IF EXISTS seen; CREATE TABLE seen (key TEXT PRIMARY KEY) WITHOUT ROWID;"
             )
-        self._con.execute("ATTACH ? AS st", (f"file:{state}?mode=ro",))
+        self._con.execute("ATTACH ? AS st", (_uri(state, "?mode=ro"),))
         self._seen = seen is not None
 
     def close(self) -> None:
@@ -84,8 +92,11 @@ class ScopeView:
 
 def writer_of(state: Path, ingestion_id: str) -> int:
     """An ingestion's rowid: the short name its versions are written under."""
-    with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as con:
+    con = sqlite3.connect(_uri(state, "?mode=ro"), uri=True)
+    try:
         row = con.execute("SELECT rowid FROM ingestions WHERE id = ?", (ingestion_id,)).fetchone()
+    finally:
+        con.close()
     if row is None:
         raise LookupError(ingestion_id)
     return int(row[0])
@@ -93,7 +104,7 @@ def writer_of(state: Path, ingestion_id: str) -> int:
 
 def rejects(state: Path, ingestion_id: str) -> Iterator[tuple[int, str, str | None]]:
     """(position, reason, field) of every record in an ingestion's reject file, in file order."""
-    con = sqlite3.connect(f"file:{state}?mode=ro", uri=True, check_same_thread=False)
+    con = sqlite3.connect(_uri(state, "?mode=ro"), uri=True, check_same_thread=False)
     try:
         cur = con.execute(
             "SELECT position, reason, field FROM record_rejects WHERE ingestion_id = ? ORDER BY position",

@@ -1,0 +1,159 @@
+"""Delta: with a key, a record is sent only if its key is new in the scope or its canonical bytes differ
+from the version PIM-Core last ACKed; versions are stored only when their chunk's ACK commits. Deletions:
+keys a full file no longer holds are listed, or sent as tombstones. Against the real daemon and receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from pimingestd.core import canonical
+
+from .conftest import MakeDaemon
+from .helpers import Receiver, product
+
+
+def _write(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def versions(db: Path, scope: str) -> dict[str, bytes]:
+    """The scope's stored versions, as a separate connection sees what is committed."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT key, hash FROM delta_versions WHERE scope = ?", (scope,)).fetchall()
+    finally:
+        con.close()
+    return {k: bytes(h) for k, h in rows}
+
+
+async def held(receiver: Receiver, key: str = "sku") -> dict[str, bytes]:
+    """What the receiver holds, hashed as the daemon stores versions (first 16 bytes of the SHA-256)."""
+    current = await receiver.get(f"/catalogue?key={key}")
+    return {k: hashlib.sha256(v.encode()).digest()[:16] for k, v in current.items()}
+
+
+DELTA = {"key": "sku", "delta": True, "delta_scope": "products"}
+
+
+async def test_the_second_file_sends_only_what_changed_and_tombstones_what_left(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    first = [product(i) for i in range(100)]
+    d = await make_daemon(chunking={"records": 7})
+    _, body = await d.ingest(path=str(_write(data_dir / "day1.jsonl", first)), **DELTA, deletions="send")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_acked"] == 100 and st["records_unchanged"] == 0, st
+    db = d.config.daemon.state_db
+    assert versions(db, "products") == await held(receiver)
+    assert len(versions(db, "products")) == 100
+
+    second = [dict(r) for r in first if r["sku"] not in ("SKU-000010", "SKU-000020")]  # two gone
+    second[5]["stock"] = 999  # one changed
+    second.append(product(500))  # one new
+    _, body = await d.ingest(path=str(_write(data_dir / "day2.jsonl", second)), **DELTA, deletions="send")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert (st["records_unchanged"], st["deletions"], st["records_deleted"]) == (97, 2, 2), st
+    sent = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
+    assert sent == [
+        second[5],
+        product(500),
+        {"sku": "SKU-000010", "_deleted": True},
+        {"sku": "SKU-000020", "_deleted": True},
+    ]
+    assert versions(db, "products") == await held(receiver)  # 99 keys, the changed one's new version
+    assert len(versions(db, "products")) == 99
+    _, listed = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/deletions")
+    assert [(x["key"], x["state"]) for x in listed["deletions"]] == [("SKU-000010", "deleted"), ("SKU-000020", "deleted")]
+    assert listed["deletions_mode"] == "send" and listed["total"] == 2
+
+    # The same catalogue again, as re_ingestion: everything is sent, and the versions stay right.
+    _, body = await d.ingest(path=str(data_dir / "day2.jsonl"), **DELTA, re_ingestion=True)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_acked"] == 99 and st["records_unchanged"] == 0, st
+    assert versions(db, "products") == await held(receiver)
+
+
+async def test_a_rejected_record_is_sent_again_by_the_next_file(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Its version is never stored, so the next file sends it though it did not change; a record in the same
+    chunk that was accepted is stored, and not sent again."""
+    records = [product(i) for i in range(10)]
+    await receiver.faults([{"action": "reject_records", "field": "sku", "values": ["SKU-000004"]}])
+    d = await make_daemon(chunking={"records": 5})
+    _, body = await d.ingest(path=str(_write(data_dir / "a.jsonl", records)), **DELTA)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    stored = versions(d.config.daemon.state_db, "products")
+    assert '"SKU-000004"' not in stored and len(stored) == 9
+    await receiver.faults([])
+    records.append(product(10))  # other bytes: a new file of the same scope
+    _, body = await d.ingest(path=str(_write(data_dir / "b.jsonl", records)), **DELTA)
+    st = await d.wait(body["ingestion_id"])
+    sent = [json.loads(r["record"])["sku"] for r in await receiver.records(st["ingestion_id"])]
+    assert sent == ["SKU-000004", "SKU-000010"] and st["records_unchanged"] == 9
+    assert versions(d.config.daemon.state_db, "products") == await held(receiver)
+
+
+async def test_deletions_report_lists_and_sends_nothing_and_a_reject_file_deletes_nothing(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    d = await make_daemon()
+    base = [product(i) for i in range(20)]
+    _, body = await d.ingest(path=str(_write(data_dir / "c.jsonl", base)), **DELTA)
+    await d.wait(body["ingestion_id"])
+    _, body = await d.ingest(path=str(_write(data_dir / "c2.jsonl", base[:18])), **DELTA, deletions="report")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["deletions"] == 2 and st["records_deleted"] == 0, st
+    assert st["chunks_acked"] == 0  # nothing changed, nothing to delete: nothing sent
+    _, listed = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/deletions?limit=1")
+    assert listed["deletions"] == [{"key": "SKU-000018", "state": "absent"}] and listed["total"] == 2
+    assert len(versions(d.config.daemon.state_db, "products")) == 20  # report removes nothing
+    # A reject file holds some records only: it is never taken for a full catalogue.
+    part = [dict(base[3], stock=1)]
+    _, body = await d.ingest(path=str(_write(data_dir / "c.rejects.jsonl", part)), **DELTA, deletions="send")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["deletions"] == 0 and st["records_acked"] == 1, st
+
+
+async def test_a_partial_file_cannot_delete_most_of_the_scope(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    d = await make_daemon()
+    base = [product(i) for i in range(50)]
+    _, body = await d.ingest(path=str(_write(data_dir / "d.jsonl", base)), **DELTA)
+    await d.wait(body["ingestion_id"])
+    received = (await receiver.stats())["chunks_received"]
+    _, body = await d.ingest(path=str(_write(data_dir / "d2.jsonl", base[:10])), **DELTA, deletions="send")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "failed" and "40 of the 50 keys" in st["error"] and "max_deletions = 20%" in st["error"]
+    assert (await receiver.stats())["chunks_received"] == received  # nothing was sent
+    _, body = await d.ingest(
+        path=str(data_dir / "d2.jsonl"), **DELTA, deletions="send", max_deletions=100, re_ingestion=True
+    )
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_deleted"] == 40, st
+
+
+async def test_the_default_scope_is_the_file_name_and_its_reject_file_shares_it(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    d = await make_daemon()
+    _, body = await d.ingest(path=str(_write(data_dir / "e.jsonl", [product(1)])), key="sku", delta=True)
+    st = await d.wait(body["ingestion_id"])
+    assert st["delta_scope"] == "e.jsonl"
+    fixed = [product(1), product(2)]
+    _, body = await d.ingest(path=str(_write(data_dir / "e.rejects.jsonl", fixed)), key="sku", delta=True)
+    st = await d.wait(body["ingestion_id"])
+    assert st["delta_scope"] == "e.jsonl" and st["records_unchanged"] == 1 and st["records_acked"] == 1, st
+
+
+def test_a_versions_hash_is_of_the_records_canonical_bytes() -> None:
+    record = {"b": 1, "a": [1.5, "x"]}
+    assert hashlib.sha256(canonical.encode(record)).digest()[:16] == hashlib.sha256(b'{"a":[1.5,"x"],"b":1}').digest()[:16]
