@@ -31,11 +31,16 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_REJECTS = 4  # ingest --wait: completed, and some records were rejected (see `pimingestd rejects ID`)
 EXIT_STATE = 74
 EXIT_CONFIG = 78
 
 DEFAULT_CONFIG = "/etc/pimingestd/config.toml"
-_EPILOG = "Exit codes: 0 success, 1 failure, 2 usage, 3 daemon unreachable, 74 state unusable, 78 bad config."
+_RULE_JSON = ("unique_key", "delta", "max_deletions")  # record rules whose -o value is JSON (true, 20), not text
+_EPILOG = (
+    "Exit codes: 0 success, 1 failure, 2 usage, 3 daemon unreachable, 4 completed with rejected records"
+    " (ingest --wait), 74 state unusable, 78 bad config."
+)
 
 
 def _client_options(p: argparse.ArgumentParser) -> None:
@@ -111,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any format option, repeatable: -o delimiter=';' -o encoding=cp1252 (CSV), -o record_path=rss/channel/item"
-        " (XML);"
+        help="any format option or record rule, repeatable: -o delimiter=';' -o encoding=cp1252 (CSV),"
+        " -o record_path=rss/channel/item (XML), -o key=sku -o delta=true -o on_invalid=skip;"
         ' a JSON object or array as VALUE is passed as one, e.g. -o \'types={"price": "decimal"}\'',
     )
     size = ing.add_mutually_exclusive_group()
@@ -122,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--upload", action="store_true", help="always upload the file instead of passing its path")
     ing.add_argument("--name", help="name to upload under (default: the file's name); subfolders select profiles")
     ing.add_argument(
-        "--wait", action="store_true", help="show progress until the ingestion ends; exit 0 only if it completed"
+        "--wait",
+        action="store_true",
+        help="show progress until the ingestion ends; exit 0 only if it completed, 4 if it completed with rejects",
     )
     _client_options(ing)
 
@@ -154,6 +161,18 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("id", metavar="ID")
         _client_options(c)
 
+    rj = sub.add_parser(
+        "rejects",
+        help="write an ingestion's reject file to stdout",
+        formatter_class=fmt,
+        epilog=_EPILOG,
+        description="The records PIM-Core refused, or validation skipped, in the source's own format, each with its"
+        " reason (a _reject object; _reject_reason and _reject_field columns for CSV and Excel). Fix them and"
+        " drop the file into the inbox again.\n\nExample:\n  pimingestd rejects 3f2a... > fixed.jsonl",
+    )
+    rj.add_argument("id", metavar="ID")
+    _client_options(rj)
+
     rec = sub.add_parser(
         "receiver",
         help="run the reference PIM-Core receiver",
@@ -179,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "receiver":
         return _receiver(args)
-    if args.command in ("ingest", "status", "resume", "cancel"):
+    if args.command in ("ingest", "status", "resume", "cancel", "rejects"):
         return _client_command(args)
     try:
         cfg = config_mod.load(args.config)
@@ -299,6 +318,12 @@ async def _client_main(args: argparse.Namespace, url: str, token: str) -> int:
     async with ApiClient(url, token) as api:
         if args.command == "ingest":
             return await _ingest(api, args)
+        if args.command == "rejects":
+            code, body = await api.rejects(args.id, sys.stdout.buffer)
+            if code != 200:
+                return _refused(code, body)
+            sys.stdout.buffer.flush()
+            return EXIT_OK
         if args.command in ("resume", "cancel"):
             code, body = await (api.resume(args.id) if args.command == "resume" else api.cancel(args.id))
             if code >= 300:
@@ -339,7 +364,12 @@ async def _ingest(api: Any, args: argparse.Namespace) -> int:
             print(f"pimingestd: --option {item!r}: expected KEY=VALUE", file=sys.stderr)
             return EXIT_USAGE
         try:
-            options[key] = json.loads(value) if value[:1] in ("{", "[") else value
+            if value[:1] in ("{", "[") or (key in _RULE_JSON and value.lower() in ("true", "false")):
+                options[key] = json.loads(value.lower() if key in _RULE_JSON else value)
+            elif key in _RULE_JSON:
+                options[key] = json.loads(value)  # max_deletions: a number
+            else:
+                options[key] = value
         except ValueError as exc:
             print(f"pimingestd: --option {key}: not valid JSON: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -378,6 +408,12 @@ async def _ingest(api: Any, args: argparse.Namespace) -> int:
         await asyncio.sleep(0.25)
     if st["status"] == Status.COMPLETED:
         print(f"completed: {st['records_acked']} records in {st['chunks_acked']} chunks")
+        if st.get("records_rejected"):
+            print(
+                f"{st['records_rejected']} records rejected: pimingestd rejects {ing} > {ing}.rejects",
+                file=sys.stderr,
+            )
+            return EXIT_REJECTS
         return EXIT_OK
     print(f"{st['status']}: {st['error']}", file=sys.stderr)
     return EXIT_FAILURE

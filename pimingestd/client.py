@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import aiohttp
@@ -51,6 +51,19 @@ class ApiClient:
                 params=params,
                 headers={"Content-Type": "application/octet-stream"},
             )
+
+    async def rejects(self, ingestion_id: str, out: BinaryIO) -> tuple[int, Any]:
+        """Stream the reject file into ``out`` (200), or the error's body."""
+        assert self._session is not None, "use ApiClient as an async context manager"
+        try:
+            async with self._session.get(f"{self.url}/api/ingestions/{quote(ingestion_id)}/rejects") as resp:
+                if resp.status != 200:
+                    return resp.status, await resp.json(content_type=None)
+                async for block in resp.content.iter_chunked(1 << 16):
+                    out.write(block)
+                return 200, None
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise DaemonUnreachable(f"cannot reach the daemon at {self.url}: {exc}") from None
 
     async def ingestion(self, ingestion_id: str) -> tuple[int, Any]:
         return await self._call("GET", f"/api/ingestions/{quote(ingestion_id)}")

@@ -68,13 +68,14 @@ class ProgressBar:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("INGESTION", "STATUS", "SOURCE", "RECORDS", "CHUNKS", "UPDATED", "FILE")
+    head = ("INGESTION", "STATUS", "SOURCE", "RECORDS", "REJECTED", "CHUNKS", "UPDATED", "FILE")
     body = [
         (
             r["ingestion_id"],
             r["status"],
             r["source"],
             f"{r['records_acked']}/{r['total_records'] if r['total_records'] is not None else '?'}",
+            r.get("records_rejected", 0),
             f"{r['chunks_acked']}/{r['total_chunks'] if r['total_chunks'] is not None else '?'}",
             r["updated_at"],
             r["file_name"],
@@ -100,6 +101,12 @@ def detail(st: dict[str, Any], chunks: list[dict[str, Any]]) -> str:
         "total_records",
         "chunks_acked",
         "total_chunks",
+        "records_rejected",
+        "records_invalid",
+        "records_unchanged",
+        "deletions",
+        "records_deleted",
+        "delta_scope",
         "records_per_second",
         "eta_seconds",
         "attempts",

@@ -149,3 +149,35 @@ async def test_ingest_passes_format_options(
         )
         assert code == 0, err
         assert [a["record"] for a in await receiver.records(out.split()[0])] == ['{"g:id":"7"}', '{"@a":"1"}']
+
+
+async def test_completed_with_rejects_exits_4_and_rejects_writes_the_reject_file(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path, data_dir: Path
+) -> None:
+    """`ingest --wait` exits 4 when records were rejected and says how to get them; `rejects ID` writes the
+    reject file to stdout, byte for byte the API's; the rules travel as -o (by path, and by upload)."""
+    await receiver.faults([{"action": "reject_records", "field": "sku", "values": ["SKU-000002"], "reason": "no"}])
+    src = data_dir / "p.jsonl"
+    src.write_text("".join(json.dumps(product(i)) + "\n" for i in range(6)))
+    d = await make_daemon(inbox=inbox_config(tmp_path, watch="off"))
+    code, out, err = await cli("ingest", str(src), "-o", "key=sku", "-o", "delta=true", "--wait", "--url", d.url)
+    assert code == 4, err
+    ing = out.split()[0]
+    assert f"1 records rejected: pimingestd rejects {ing}" in err
+    assert (await d.status(ing))["delta_scope"] == "p.jsonl"
+    code, out, err = await cli("rejects", ing, "--url", d.url)
+    assert code == 0, err
+    _, api = await d.request("GET", f"/api/ingestions/{ing}/rejects")
+    assert json.loads(out) == api and api["sku"] == "SKU-000002" and api["_reject"]["reason"] == "no"
+    code, out, err = await cli("status", "--url", d.url)
+    assert code == 0 and "REJECTED" in out.splitlines()[0], out
+    outside = tmp_path / "other.jsonl"
+    outside.write_text("".join(json.dumps(product(i)) + "\n" for i in range(3)))
+    code, out, err = await cli(
+        "ingest", str(outside), "-o", "key=sku", "-o", "delta=true", "-o", "max_deletions=50", "--wait", "--url", d.url
+    )
+    assert code == 4 and "uploading it" in err, err  # SKU-000002 is refused here too
+    st = await d.status(out.split()[0])
+    assert st["source"] == "upload" and st["delta_scope"] is not None
+    code, _, err = await cli("rejects", "nope", "--url", d.url)
+    assert code == 1 and "404" in err
