@@ -227,10 +227,19 @@ class Cluster:
         code, body = await self.call("PUT", self.rurl + "/_faults", json=rules)
         assert code == 200, body
 
-    async def ingest(self, path: Path, headers: dict[str, str] | None = None) -> str:
-        code, body = await self.call("POST", self.durl + "/api/ingest", json={"path": str(path)}, headers=headers)
+    async def ingest(self, path: Path, headers: dict[str, str] | None = None, **rules: Any) -> str:
+        """Submit ``path`` (with record rules or format options as keyword arguments); its ingestion id."""
+        code, body = await self.call(
+            "POST", self.durl + "/api/ingest", json={"path": str(path), **rules}, headers=headers
+        )
         assert code in (200, 202), body
         return str(body["ingestion_id"])
+
+    async def rejects(self, ing: str) -> str:
+        """The ingestion's reject file, as text."""
+        code, body = await self.call("GET", f"{self.durl}/api/ingestions/{ing}/rejects")
+        assert code == 200, body
+        return body if isinstance(body, str) else json.dumps(body)
 
     async def status(self, ing: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
         code, body = await self.call("GET", f"{self.durl}/api/ingestions/{ing}", headers=headers)

@@ -69,7 +69,10 @@ async def test_the_second_file_sends_only_what_changed_and_tombstones_what_left(
     assert versions(db, "products") == await held(receiver)  # 99 keys, the changed one's new version
     assert len(versions(db, "products")) == 99
     _, listed = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/deletions")
-    assert [(x["key"], x["state"]) for x in listed["deletions"]] == [("SKU-000010", "deleted"), ("SKU-000020", "deleted")]
+    assert [(x["key"], x["state"]) for x in listed["deletions"]] == [
+        ("SKU-000010", "deleted"),
+        ("SKU-000020", "deleted"),
+    ]
     assert listed["deletions_mode"] == "send" and listed["total"] == 2
 
     # The same catalogue again, as re_ingestion: everything is sent, and the versions stay right.
@@ -156,4 +159,6 @@ async def test_the_default_scope_is_the_file_name_and_its_reject_file_shares_it(
 
 def test_a_versions_hash_is_of_the_records_canonical_bytes() -> None:
     record = {"b": 1, "a": [1.5, "x"]}
-    assert hashlib.sha256(canonical.encode(record)).digest()[:16] == hashlib.sha256(b'{"a":[1.5,"x"],"b":1}').digest()[:16]
+    assert (
+        hashlib.sha256(canonical.encode(record)).digest()[:16] == hashlib.sha256(b'{"a":[1.5,"x"],"b":1}').digest()[:16]
+    )

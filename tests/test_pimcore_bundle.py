@@ -5,6 +5,7 @@ against that MariaDB. Skips, saying why, only where php is absent; `.ci/run` ins
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -271,5 +272,51 @@ async def test_receiver_side_faults_are_handled_as_the_protocol_says(
         st = await c.settle(ing, timeout=120)
         assert st["status"] == "completed", st
         assert applied(mariadb, db, ing) == expected
+    finally:
+        app.stop()
+
+
+async def test_records_the_bundle_refuses_come_back_in_the_reject_file_and_tombstones_commit(
+    make_cluster: Any, mariadb: MariaDb, tmp_path: Path
+) -> None:
+    """Protocol v1.1 through the bundle on MariaDB: a refused record's write is undone by its savepoint and
+    listed in the ACK; the chunk's other records commit; the completion's rejected and deleted counts match
+    the ledger's; the next full file's tombstones are applied (stored as records by the applier)."""
+    db = "pimingest_refuse"
+    app = PhpApp(tmp_path / "php", mariadb.url(db))
+    app.env["PIMINGEST_REFUSE"] = "SKU-000003,SKU-000011"
+    c = daemon_for(make_cluster, app, 5)
+    app.point_at(c)
+    try:
+        await app.start(workers=2)
+        await c.start_daemon()
+        src = c.data / "refuse-products.jsonl"
+        expected = source(src, 20)
+        ing = await c.ingest(src, key="sku", delta=True, deletions="send")
+        st = await c.settle(ing, timeout=120)
+        assert st["status"] == "completed" and st["records_rejected"] == 2, st
+        assert applied(mariadb, db, ing) == [t for i, t in enumerate(expected) if i not in (3, 11)]
+        rejects = await c.rejects(ing)
+        assert [json.loads(line)["sku"] for line in rejects.splitlines()] == ["SKU-000003", "SKU-000011"]
+        assert json.loads(rejects.splitlines()[0])["_reject"] == {
+            "reason": "unknown category for SKU-000003",
+            "field": "sku",
+        }
+        # The next day's file: two products gone, the two refused ones sent again (now accepted).
+        app.env["PIMINGEST_REFUSE"] = ""
+        app.stop()
+        await app.start(workers=1)
+        kept = [line for i, line in enumerate(src.read_text().splitlines()) if i not in (5, 6)]
+        src2 = c.data / "refuse-products-2.jsonl"
+        src2.write_text("\n".join(kept) + "\n")
+        ing2 = await c.ingest(src2, key="sku", delta=True, deletions="send", delta_scope=st["delta_scope"])
+        st2 = await c.settle(ing2, timeout=120)
+        assert st2["status"] == "completed" and st2["records_deleted"] == 2 and st2["records_unchanged"] == 16, st2
+        assert applied(mariadb, db, ing2) == [
+            expected[3],
+            expected[11],
+            '{"_deleted":true,"sku":"SKU-000005"}',
+            '{"_deleted":true,"sku":"SKU-000006"}',
+        ]
     finally:
         app.stop()

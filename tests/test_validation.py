@@ -106,7 +106,7 @@ async def test_bad_rules_are_refused_before_any_work(make_daemon: MakeDaemon, da
         ({"required": "sku"}, "required must be a list"),
     ]:
         code, answer = await d.ingest(path=str(src), **rules)
-        assert code == 400 and why in answer["detail" if "detail" in answer and answer["detail"] else "error"], (
+        assert code == 400 and why in answer["detail" if answer.get("detail") else "error"], (
             rules,
             answer,
         )

@@ -51,3 +51,31 @@ def test_a_malformed_file_name_header_is_refused() -> None:
             v1.ChunkHeaders.parse({**sent, v1.FILE_NAME: bad})
     del sent[v1.FILE_NAME]
     assert v1.ChunkHeaders.parse(sent)[0].file_name is None  # optional: a sender that omits it is fine
+
+
+def test_v1_1_ack_bodies_parse_as_the_vectors_say() -> None:
+    """The daemon's reading of `rejected` (the bundle builds the same bytes: VectorsTest.php)."""
+    from pimingestd.model import RecordReject
+
+    assert len(VECTORS["acks_v1_1"]) >= 5
+    for case in VECTORS["acks_v1_1"]:
+        if case["rejected"] is None:  # malformed: refused by the parser, naming what
+            with pytest.raises(v1.BadMessage, match=case["error"]):
+                v1.parse_ack(case["body"].encode("utf-8"))
+            continue
+        ack = v1.parse_ack(case["body"].encode("utf-8"))
+        assert ack.rejected == tuple(RecordReject(r["index"], r["reason"], r.get("field")) for r in case["rejected"])
+        inside = all(r.index < case["records"] for r in ack.rejected)
+        assert (200 if inside else 400) == case["answer"], case["about"]
+        if inside:
+            assert json.loads(json.dumps(ack.body(), ensure_ascii=False)) == json.loads(case["body"])
+
+
+def test_tombstones_match_the_vectors() -> None:
+    from pimingestd.records import keys
+
+    for case in VECTORS["tombstones"]:
+        assert canonical.encode(keys.tombstone(case["key"], case["stored"])).decode() == case["text"]
+        assert keys.extract(json.loads(case["text"]), case["key"]) == case["stored"]
+    for text in VECTORS["not_tombstones"]:
+        assert json.loads(text).get(keys.DELETED) is not True

@@ -69,17 +69,18 @@ def _parse_records(body: bytes, expected: int) -> list[dict[str, Any]]:
 
 
 def _sort(records: list[dict[str, Any]], rules: list[Rule]) -> tuple[list[str | None], list[RecordReject], int]:
-    """Each record's canonical text (None: refused), the refusals (v1.1 ``rejected``), and the tombstones taken."""
+    """Each record's canonical text (None: refused), the refusals (v1.1 ``rejected``), and the tombstones
+    received (refused or not: the completion's ``deleted`` counts every one sent)."""
     texts: list[str | None] = []
     refused: list[RecordReject] = []
     tombstones = 0
     for i, record in enumerate(records):
+        tombstones += record.get(keys.DELETED) is True
         rule = next((r for r in rules if keys.lookup(record, r.field) in r.values), None)
         if rule is not None:
             refused.append(RecordReject(i, rule.reason, rule.field))
             texts.append(None)
             continue
-        tombstones += record.get(keys.DELETED) is True
         texts.append(canonical.encode(record).decode("utf-8"))
     return texts, refused, tombstones
 
@@ -243,7 +244,7 @@ class _Receiver:
                 return _error(
                     409,
                     f"completion says {rejected} records rejected and {deleted} deleted;"
-                    f" this receiver refused {counted[0]} and took {counted[1]} tombstones",
+                    f" this receiver refused {counted[0]} and received {counted[1]} tombstones",
                 )
             expected = canonical.manifest(await store.checksums(ingestion_id))
             if manifest != expected:

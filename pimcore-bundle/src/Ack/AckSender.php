@@ -32,14 +32,14 @@ final class AckSender
         return $this->callbackUrl;
     }
 
-    /** Whether the daemon took it (200). */
-    public function send(string $ingestionId, int $n, string $checksum, string $status, string $reason = '', bool $retryable = false): bool
+    /**
+     * Whether the daemon took it (200).
+     *
+     * @param list<array{index: int, reason: string, field: ?string}> $rejected v1.1: records of an ACKed chunk refused
+     */
+    public function send(string $ingestionId, int $n, string $checksum, string $status, string $reason = '', bool $retryable = false, array $rejected = []): bool
     {
-        $payload = ['ingestion_id' => $ingestionId, 'chunk' => $n, 'checksum' => $checksum, 'status' => $status];
-        if ($status === 'reject') {
-            $payload += ['reason' => mb_substr($reason, 0, 2000), 'retryable' => $retryable];
-        }
-        $body = json_encode($payload, \JSON_THROW_ON_ERROR | \JSON_UNESCAPED_SLASHES | \JSON_UNESCAPED_UNICODE);
+        $body = self::body($ingestionId, $n, $checksum, $status, $reason, $retryable, $rejected);
         for ($attempt = 1; $attempt <= $this->attempts; ++$attempt) {
             $headers = ['Content-Type' => 'application/json'];
             if ($this->secret !== '') {
@@ -70,5 +70,27 @@ final class AckSender
         }
 
         return false;
+    }
+
+    /**
+     * The callback's JSON text (tests/vectors/protocol-v1.json holds examples).
+     *
+     * @param list<array{index: int, reason: string, field: ?string}> $rejected
+     */
+    public static function body(string $ingestionId, int $n, string $checksum, string $status, string $reason = '', bool $retryable = false, array $rejected = []): string
+    {
+        $payload = ['ingestion_id' => $ingestionId, 'chunk' => $n, 'checksum' => $checksum, 'status' => $status];
+        if ($status === 'reject') {
+            $payload += ['reason' => mb_substr($reason, 0, 2000), 'retryable' => $retryable];
+        }
+        if ($status === 'ack' && $rejected !== []) {
+            $payload['rejected'] = array_map(
+                static fn (array $r): array => ['index' => $r['index'], 'reason' => mb_substr($r['reason'], 0, 2000)]
+                    + ($r['field'] !== null ? ['field' => $r['field']] : []),
+                $rejected,
+            );
+        }
+
+        return json_encode($payload, \JSON_THROW_ON_ERROR | \JSON_UNESCAPED_SLASHES | \JSON_UNESCAPED_UNICODE);
     }
 }

@@ -7,17 +7,67 @@ namespace Pimingestd\PimcoreBundle\Apply;
 /**
  * One chunk as an applier sees it: its place in the file and its records, each the exact JSON text
  * the daemon sent (canonical JSON, decimals as written in the source).
+ *
+ * each() applies record by record, each in a savepoint of the chunk's transaction: a record that throws
+ * RecordRejected is undone alone and listed in the ACK's `rejected` (protocol v1.1), and the chunk's other
+ * records commit. A record with `"_deleted": true` is a tombstone: its key left the daemon's delta scope.
  */
 final class Chunk
 {
-    /** @param list<string> $records */
+    /** @var list<array{index: int, reason: string, field: ?string}> */
+    private array $refused = [];
+
+    /**
+     * @param list<string> $records
+     * @param (\Closure(callable(): void): void)|null $isolated runs one record's writes in a savepoint
+     */
     public function __construct(
         public readonly string $ingestionId,
         public readonly int $n,
         public readonly int $firstRecord,
         public readonly ?string $fileName,
         public readonly array $records,
+        private readonly ?\Closure $isolated = null,
     ) {
+    }
+
+    /** @param callable(int $index, string $text): void $apply */
+    public function each(callable $apply): void
+    {
+        foreach ($this->records as $i => $text) {
+            try {
+                if ($this->isolated !== null) {
+                    ($this->isolated)(static fn () => $apply($i, $text));
+                } else {
+                    $apply($i, $text);
+                }
+            } catch (RecordRejected $e) {
+                $this->refused[] = ['index' => $i, 'reason' => mb_substr($e->reason, 0, 2000), 'field' => $e->field];
+            }
+        }
+    }
+
+    /** @return list<array{index: int, reason: string, field: ?string}> the records refused so far, in order */
+    public function refused(): array
+    {
+        return $this->refused;
+    }
+
+    /** The chunk's tombstones, refused or not: the completion's `deleted` counts every one sent. */
+    public function tombstones(): int
+    {
+        return \count(array_filter($this->records, self::isTombstoneText(...)));
+    }
+
+    public static function isTombstoneText(string $text): bool
+    {
+        return str_starts_with($text, '{"_deleted":true');
+    }
+
+    /** @param array<string, mixed> $record */
+    public static function isTombstone(array $record): bool
+    {
+        return ($record['_deleted'] ?? null) === true;
     }
 
     /**

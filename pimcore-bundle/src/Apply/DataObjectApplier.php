@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace Pimingestd\PimcoreBundle\Apply;
 
+use Doctrine\DBAL\Exception\RetryableException;
 use Pimcore\Model\DataObject\Concrete;
 use Pimcore\Model\DataObject\Service as ObjectService;
 use Pimcore\Model\Element\Service as ElementService;
@@ -22,6 +23,8 @@ use Pimcore\Model\Version;
  * - folder: the parent folder's path (created if missing);
  * - publish: publish saved objects (default true);
  * - versioning: keep versions while loading (default false: Version::disable() around the chunk);
+ * - deletions: what a tombstone (`"_deleted": true`, the key left the daemon's delta scope) does to its
+ *   object: "unpublish" (default) or "delete"; an object already gone is fine;
  * - fields: record field => {field: object field, type: string|number|boolean|date|select|multiselect|
  *   localized|relation|relations, language?: for localized, class?/key?: for relations}.
  */
@@ -44,9 +47,15 @@ final class DataObjectApplier implements ApplierInterface
             Version::disable();
         }
         try {
-            foreach ($chunk->records as $i => $text) {
-                $this->upsert(Chunk::decode($text), $chunk->firstRecord + $i);
-            }
+            // Record by record: one Pimcore refuses is undone alone and listed in the ACK (protocol v1.1).
+            $chunk->each(function (int $i, string $text) use ($chunk): void {
+                $record = Chunk::decode($text);
+                if (Chunk::isTombstone($record)) {
+                    $this->remove($record, $chunk->firstRecord + $i);
+                } else {
+                    $this->upsert($record, $chunk->firstRecord + $i);
+                }
+            });
         } finally {
             if (!$versioning) {
                 Version::enable();
@@ -90,6 +99,33 @@ final class DataObjectApplier implements ApplierInterface
             $object->save();
         } catch (ValidationException $e) {
             throw new RecordRejected($offset, $this->fieldOf($e), $e->getMessage());
+        } catch (RetryableException $e) {
+            throw $e;  // a deadlock is the database's, not the record's: the chunk is retried whole
+        } catch (\Throwable $e) {
+            throw new RecordRejected($offset, null, 'save failed: ' . $e->getMessage());
+        }
+    }
+
+    /** @param array<string, mixed> $record */
+    private function remove(array $record, int $offset): void
+    {
+        $keyField = (string) $this->options['key'];
+        $key = $record[$keyField] ?? null;
+        if (!\is_scalar($key) || (string) $key === '') {
+            throw new RecordRejected($offset, $keyField, 'a tombstone without its key');
+        }
+        $object = $this->find('Pimcore\\Model\\DataObject\\' . $this->options['class'], $keyField, (string) $key);
+        if ($object === null) {
+            return;
+        }
+        $how = (string) ($this->options['deletions'] ?? 'unpublish');
+        if ($how === 'delete') {
+            $object->delete();
+        } elseif ($how === 'unpublish') {
+            $object->setPublished(false);
+            $object->save();
+        } else {
+            throw new RecordRejected($offset, $keyField, "unknown deletions option {$how} (unpublish or delete)");
         }
     }
 

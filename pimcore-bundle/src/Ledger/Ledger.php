@@ -46,6 +46,13 @@ final class Ledger
                 $created[] = $table->getName();
             }
         }
+        // A ledger from before protocol v1.1 gains the chunk outcome columns (as Version20261202000000 does).
+        $columns = array_map('strtolower', array_keys($manager->listTableColumns(Schema::CHUNK)));
+        if (!\in_array('refused', $columns, true)) {
+            $this->db->executeStatement('ALTER TABLE ' . Schema::CHUNK . ' ADD COLUMN refused TEXT NULL');
+            $this->db->executeStatement('ALTER TABLE ' . Schema::CHUNK . ' ADD COLUMN tombstones INTEGER NOT NULL DEFAULT 0');
+            $created[] = Schema::CHUNK . '.refused, ' . Schema::CHUNK . '.tombstones';
+        }
 
         return $created;
     }
@@ -116,13 +123,13 @@ final class Ledger
     /**
      * The chunk, locked for applying, or null when it is no longer taken (rejected and released).
      *
-     * @return array{checksum: string, records: int, first_record: int, state: string, body: ?string, file_name: ?string}|null
+     * @return array{checksum: string, records: int, first_record: int, state: string, body: ?string, file_name: ?string, refused: list<array{index: int, reason: string, field: ?string}>}|null
      */
     public function lockChunk(string $ingestionId, int $n): ?array
     {
         $this->lockIngestion($ingestionId);
         $row = $this->db->fetchAssociative(
-            'SELECT c.checksum, c.records, c.first_record, c.state, c.body, i.file_name FROM ' . Schema::CHUNK . ' c JOIN '
+            'SELECT c.checksum, c.records, c.first_record, c.state, c.body, c.refused, i.file_name FROM ' . Schema::CHUNK . ' c JOIN '
             . Schema::INGESTION . ' i ON i.ingestion_id = c.ingestion_id WHERE c.ingestion_id = ? AND c.n = ?'
             . $this->forUpdate(),
             [$ingestionId, $n],
@@ -142,15 +149,22 @@ final class Ledger
             'state' => (string) $row['state'],
             'body' => $body === null ? null : (string) $body,
             'file_name' => $row['file_name'] === null ? null : (string) $row['file_name'],
+            'refused' => $row['refused'] === null ? [] : json_decode((string) $row['refused'], true, 8, \JSON_THROW_ON_ERROR),
         ];
     }
 
-    /** Mark a chunk applied (its body dropped), in the transaction that applied its records. */
-    public function markApplied(string $ingestionId, int $n, float $now): void
+    /**
+     * Mark a chunk applied (its body dropped), in the transaction that applied its records, with the records
+     * refused (every re-ACK lists them again) and the tombstones taken.
+     *
+     * @param list<array{index: int, reason: string, field: ?string}> $refused
+     */
+    public function markApplied(string $ingestionId, int $n, float $now, array $refused = [], int $tombstones = 0): void
     {
         $this->db->executeStatement(
-            'UPDATE ' . Schema::CHUNK . " SET state = 'applied', body = NULL, applied_at = ? WHERE ingestion_id = ? AND n = ?",
-            [$now, $ingestionId, $n],
+            'UPDATE ' . Schema::CHUNK . " SET state = 'applied', body = NULL, applied_at = ?, refused = ?, tombstones = ?"
+            . ' WHERE ingestion_id = ? AND n = ?',
+            [$now, $refused === [] ? null : json_encode($refused, \JSON_THROW_ON_ERROR | \JSON_UNESCAPED_UNICODE), $tombstones, $ingestionId, $n],
         );
     }
 
@@ -196,10 +210,16 @@ final class Ledger
             throw new ProtocolError(404, 'unknown ingestion', "no chunk of ingestion {$id} was taken");
         }
         $applied = $this->db->fetchAllAssociative(
-            'SELECT n, checksum, records FROM ' . Schema::CHUNK . " WHERE ingestion_id = ? AND state = 'applied' ORDER BY n",
+            'SELECT n, checksum, records, refused, tombstones FROM ' . Schema::CHUNK . " WHERE ingestion_id = ? AND state = 'applied' ORDER BY n",
             [$id],
         );
-        $records = array_sum(array_map(static fn (array $r): int => (int) $r['records'], $applied));
+        // v1.1: `records` counts every record but the tombstones; `rejected` and `deleted` are 0 when absent.
+        $tombstones = array_sum(array_map(static fn (array $r): int => (int) $r['tombstones'], $applied));
+        $refused = array_sum(array_map(
+            static fn (array $r): int => $r['refused'] === null ? 0 : \count(json_decode((string) $r['refused'], true, 8, \JSON_THROW_ON_ERROR)),
+            $applied,
+        ));
+        $records = array_sum(array_map(static fn (array $r): int => (int) $r['records'], $applied)) - (int) ($body['deleted'] ?? 0);
         $manifest = Manifest::of(array_map(static fn (array $r): string => (string) $r['checksum'], $applied));
         $problems = [];
         if (\count($applied) !== $chunks) {
@@ -207,6 +227,12 @@ final class Ledger
         }
         if ($records !== (int) ($body['records'] ?? -1)) {
             $problems[] = "{$records} records applied, the completion says " . (int) ($body['records'] ?? -1);
+        }
+        if ($refused !== (int) ($body['rejected'] ?? 0)) {
+            $problems[] = "{$refused} records refused, the completion says " . (int) ($body['rejected'] ?? 0);
+        }
+        if ($tombstones !== (int) ($body['deleted'] ?? 0)) {
+            $problems[] = "{$tombstones} tombstones taken, the completion says " . (int) ($body['deleted'] ?? 0);
         }
         if ($manifest !== ($body['manifest'] ?? null)) {
             $problems[] = 'the manifest differs from the applied chunks';

@@ -46,6 +46,7 @@ final class Schema
         $c->addColumn('body', Types::BLOB, ['notnull' => false, 'length' => 4294967295]);
         $c->addColumn('received_at', Types::FLOAT);
         $c->addColumn('applied_at', Types::FLOAT, ['notnull' => false]);
+        self::chunkOutcomes($c);
         $c->setPrimaryKey(['ingestion_id', 'n']);
 
         $r = $schema->createTable(self::RECORD);
@@ -54,5 +55,12 @@ final class Schema
         $r->addColumn('position', Types::BIGINT);
         $r->addColumn('data', Types::TEXT, ['length' => 4294967295]);
         $r->setPrimaryKey(['ingestion_id', 'chunk', 'position']);
+    }
+
+    /** Protocol v1.1: the records refused in the chunk's ACK (JSON), and its tombstones taken. */
+    public static function chunkOutcomes(\Doctrine\DBAL\Schema\Table $c): void
+    {
+        $c->addColumn('refused', Types::TEXT, ['notnull' => false]);
+        $c->addColumn('tombstones', Types::INTEGER, ['default' => 0]);
     }
 }

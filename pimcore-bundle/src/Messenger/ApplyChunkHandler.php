@@ -17,9 +17,12 @@ use Symfony\Component\Messenger\Attribute\AsMessageHandler;
  * The worker's half: one transaction holds the ledger's "applied" mark and the records' effect, so a
  * crash at any instant leaves both or neither; the ACK goes out only after the commit.
  *
- * - Applied before (a re-send, or a message delivered again after a crash): ACK again, apply nothing.
- * - Pimcore refuses a record: roll back, release the chunk (a re-send is applied afresh), send a reject
- *   naming the record's offset and field (retryable: false).
+ * - Applied before (a re-send, or a message delivered again after a crash): ACK again, apply nothing; the
+ *   ACK lists the same refused records as the first.
+ * - Pimcore refuses a record inside Chunk::each() (the built-in appliers): that record's savepoint is rolled
+ *   back, the others commit, and the ACK lists it in `rejected` (protocol v1.1), kept with the chunk.
+ * - An applier throws RecordRejected out of apply(): roll back, release the chunk (a re-send is applied
+ *   afresh), send a reject naming the record's offset and field (retryable: false).
  * - A deadlock or lock timeout: roll back, release, reject with retryable: true (the daemon re-sends).
  * - Anything else: the exception reaches Messenger, whose retry strategy handles it (nothing committed).
  */
@@ -48,13 +51,16 @@ final class ApplyChunkHandler
 
                 return;
             }
+            $refused = $row['refused'];
             if ($row['state'] !== 'applied') {
                 $records = Chunk::split((string) $row['body']);
                 if (\count($records) !== $row['records']) {
                     throw new RecordRejected($row['first_record'], null, \count($records) . " records in the body, the header said {$row['records']}");
                 }
-                $this->appliers->for($row['file_name'])->apply(new Chunk($id, $n, $row['first_record'], $row['file_name'], $records));
-                $this->ledger->markApplied($id, $n, microtime(true));
+                $chunk = new Chunk($id, $n, $row['first_record'], $row['file_name'], $records, self::savepoints($db));
+                $this->appliers->for($row['file_name'])->apply($chunk);
+                $refused = $chunk->refused();
+                $this->ledger->markApplied($id, $n, microtime(true), $refused, $chunk->tombstones());
             }
             $db->commit();
         } catch (RecordRejected $e) {
@@ -74,8 +80,23 @@ final class ApplyChunkHandler
             }
             throw $e;
         }
-        $this->logger->info('pimingest: chunk applied', ['ingestion' => $id, 'chunk' => $n, 'records' => $row['records']]);
-        $this->acks->send($id, $n, $row['checksum'], 'ack');
+        $this->logger->info('pimingest: chunk applied', ['ingestion' => $id, 'chunk' => $n, 'records' => $row['records'], 'refused' => \count($refused)]);
+        $this->acks->send($id, $n, $row['checksum'], 'ack', rejected: $refused);
+    }
+
+    /** One record's writes in a savepoint of the chunk's transaction: undone alone when it is refused. */
+    private static function savepoints(\Doctrine\DBAL\Connection $db): \Closure
+    {
+        return static function (callable $apply) use ($db): void {
+            $db->createSavepoint('pimingest_record');
+            try {
+                $apply();
+            } catch (\Throwable $e) {
+                $db->rollbackSavepoint('pimingest_record');
+                throw $e;
+            }
+            $db->releaseSavepoint('pimingest_record');
+        };
     }
 
     /** @param array<string, mixed> $logged */

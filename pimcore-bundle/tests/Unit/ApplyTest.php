@@ -124,6 +124,54 @@ final class ApplyTest extends Databases
         }));
     }
 
+    /**
+     * Protocol v1.1: a record refused inside Chunk::each() is undone by its savepoint alone; the chunk's other
+     * records commit, the ACK lists it, every re-ACK lists it again, and the completion's counts are checked.
+     *
+     * @dataProvider databases
+     */
+    public function testARefusedRecordIsUndoneAloneAndListedInEveryAck(string $kind): void
+    {
+        $db = $this->connect($kind);
+        $picky = new class($db) implements ApplierInterface {
+            public function __construct(private readonly Connection $db)
+            {
+            }
+
+            public function apply(Chunk $chunk): void
+            {
+                $chunk->each(function (int $i, string $text) use ($chunk): void {
+                    $this->db->insert('pimingest_record', ['ingestion_id' => $chunk->ingestionId, 'chunk' => $chunk->n, 'position' => $chunk->firstRecord + $i, 'data' => $text]);
+                    if (str_contains($text, '"E"')) {
+                        throw new RecordRejected($chunk->firstRecord + $i, 'sku', 'unknown category');
+                    }
+                });
+            }
+        };
+        $records = ['{"sku":"C"}', '{"sku":"E"}', '{"_deleted":true,"sku":"Z"}'];
+        $checksum = $this->take($db, 1, $records, 0);
+        $handler = $this->handler($db, $picky);
+        $handler(new ApplyChunk(self::ING, 1));
+        self::assertSame(['{"sku":"C"}', '{"_deleted":true,"sku":"Z"}'], $this->stored($db));  // E's insert was undone
+        $listed = [['index' => 1, 'reason' => 'unknown category', 'field' => 'sku']];
+        self::assertSame(['ack', $checksum, $listed], [$this->callbacks[0]['status'], $this->callbacks[0]['checksum'], $this->callbacks[0]['rejected']]);
+        $handler(new ApplyChunk(self::ING, 1));  // delivered again: the re-ACK lists the same record
+        self::assertSame($listed, $this->callbacks[1]['rejected']);
+        self::assertSame(['{"sku":"C"}', '{"_deleted":true,"sku":"Z"}'], $this->stored($db));
+        $ledger = new Ledger($db);
+        $completion = ['ingestion_id' => self::ING, 'chunks' => 1, 'records' => 2, 'rejected' => 1, 'deleted' => 1, 'manifest' => \Pimingestd\PimcoreBundle\Protocol\Manifest::of([$checksum])];
+        foreach ([['rejected' => 0], ['deleted' => 0], ['records' => 3]] as $wrong) {
+            try {
+                $db->transactional(fn () => $ledger->complete($wrong + $completion, microtime(true)));
+                self::fail('a completion with wrong v1.1 counts was taken: ' . json_encode($wrong));
+            } catch (\Pimingestd\PimcoreBundle\Protocol\ProtocolError $e) {
+                self::assertSame(409, $e->status);
+            }
+        }
+        $db->transactional(fn () => $ledger->complete($completion, microtime(true)));
+        self::assertSame('completed', $ledger->ingestion(self::ING)['status']);
+    }
+
     /** @dataProvider databases */
     public function testADeadlockIsARetryableReject(string $kind): void
     {

@@ -12,7 +12,6 @@ use Pimcore\Model\DataObject\Service;
 use Pimcore\Model\Version;
 use Pimingestd\PimcoreBundle\Apply\Chunk;
 use Pimingestd\PimcoreBundle\Apply\DataObjectApplier;
-use Pimingestd\PimcoreBundle\Apply\RecordRejected;
 
 /**
  * The data_object applier against the stand-ins in tests/Stubs/ (named as such: no real Pimcore runs
@@ -54,7 +53,7 @@ final class DataObjectApplierTest extends TestCase
 
     private static function chunk(array $records, int $first = 0): Chunk
     {
-        return new Chunk(str_repeat('a', 32), 1, $first, 'products.jsonl', array_map(static fn ($r) => json_encode($r), $records));
+        return new Chunk(str_repeat('a', 32), 1, $first, 'products.jsonl', array_map(static fn ($r) => json_encode($r, \JSON_THROW_ON_ERROR), $records));
     }
 
     public function testUpsertsByKeyThroughTheFieldMap(): void
@@ -86,30 +85,51 @@ final class DataObjectApplierTest extends TestCase
         self::assertFalse(Concrete::$saved[Product::class][1]->published);
     }
 
-    /** @return array<string, array{array<string, mixed>, string}> */
+    /** @return array<string, array{array<string, mixed>, ?string, string}> */
     public static function refusals(): array
     {
         return [
-            'no key' => [['title' => 'x'], 'record 7, field sku: the key field is missing or empty'],
-            'not a number' => [['sku' => 'A', 'price' => 'cheap'], 'record 7, field price: expected a number'],
-            'not a date' => [['sku' => 'A', 'released' => 'soon'], 'record 7, field released: not a date'],
-            'unknown relation' => [['sku' => 'A', 'category' => 'HATS'], 'record 7, field category: no Category with code = HATS'],
-            'Pimcore validation' => [['sku' => 'A', 'price' => 1], 'record 7, field name.de: Validation failed'],
+            'no key' => [['title' => 'x'], 'sku', 'the key field is missing or empty'],
+            'not a number' => [['sku' => 'A', 'price' => 'cheap'], 'price', 'expected a number'],
+            'not a date' => [['sku' => 'A', 'released' => 'soon'], 'released', 'not a date'],
+            'unknown relation' => [['sku' => 'A', 'category' => 'HATS'], 'category', 'no Category with code = HATS'],
+            'Pimcore validation' => [['sku' => 'A', 'price' => 1], 'name.de', 'Validation failed'],
         ];
     }
 
-    /** @dataProvider refusals */
-    public function testARefusedRecordIsNamedByOffsetAndField(array $record, string $message): void
+    /**
+     * Protocol v1.1: a refused record is listed (its index in the chunk, the reason, the field) and the chunk's
+     * other records are applied, before and after it.
+     *
+     * @dataProvider refusals
+     */
+    public function testARefusedRecordIsListedWithItsFieldAndTheOthersAreApplied(array $record, ?string $field, string $reason): void
     {
         Product::$mandatory = ['name.de'];  // the German name, a localized field
-        try {
-            $this->applier()->apply(self::chunk([['sku' => 'OK', 'title' => 'ok', 'name' => 'ok'], $record], 6));
-            self::fail('accepted');
-        } catch (RecordRejected $e) {
-            self::assertStringStartsWith($message, $e->getMessage());
-            self::assertSame(7, $e->offset);
-        }
+        $chunk = self::chunk([['sku' => 'OK', 'title' => 'ok'], $record, ['sku' => 'OK2', 'title' => 'ok']], 6);
+        $this->applier()->apply($chunk);
+        $refused = $chunk->refused();
+        self::assertCount(1, $refused);
+        self::assertSame(1, $refused[0]['index']);
+        self::assertSame($field, $refused[0]['field']);
+        self::assertStringStartsWith($reason, $refused[0]['reason']);
+        self::assertSame(['OK', 'OK2'], array_map(static fn ($p) => $p->get('sku'), Concrete::$saved[Product::class]));
         self::assertTrue(Version::$enabled, 'versioning is restored after a refusal too');
+    }
+
+    public function testATombstoneUnpublishesItsObjectOrDeletesItAndAMissingOneIsFine(): void
+    {
+        $this->applier()->apply(self::chunk([['sku' => 'A'], ['sku' => 'B']]));
+        $chunk = self::chunk([['_deleted' => true, 'sku' => 'A'], ['_deleted' => true, 'sku' => 'GONE']]);
+        $this->applier()->apply($chunk);
+        self::assertSame([], $chunk->refused());
+        self::assertSame(2, $chunk->tombstones());
+        self::assertFalse(Concrete::$saved[Product::class][0]->published, 'unpublished by default');
+        $this->applier(['deletions' => 'delete'])->apply(self::chunk([['_deleted' => true, 'sku' => 'B']]));
+        self::assertSame(['A'], array_map(static fn ($p) => $p->get('sku'), Concrete::$saved[Product::class]));
+        $bad = self::chunk([['_deleted' => true]]);
+        $this->applier()->apply($bad);
+        self::assertSame('a tombstone without its key', $bad->refused()[0]['reason']);
     }
 
     public function testTheRequiredOptionsAreChecked(): void

@@ -5,6 +5,8 @@ declare(strict_types=1);
 namespace Pimingestd\PimcoreBundle\Tests\Unit;
 
 use PHPUnit\Framework\TestCase;
+use Pimingestd\PimcoreBundle\Ack\AckSender;
+use Pimingestd\PimcoreBundle\Apply\Chunk;
 use Pimingestd\PimcoreBundle\Protocol\Manifest;
 use Pimingestd\PimcoreBundle\Protocol\ProtocolError;
 use Pimingestd\PimcoreBundle\Protocol\Signature;
@@ -45,6 +47,31 @@ final class ProtocolTest extends TestCase
             [$headers, $body] = Wire::chunk(str_repeat('a', 32), 1, [['x' => 1]], 0, '', $case['name']);
             self::assertSame($case['header'], $headers['pimingest-file-name']);
             self::assertSame($case['name'], Wire::parse($headers, $body)->fileName);
+        }
+    }
+
+    /** Protocol v1.1: the ACK bodies the bundle builds are the vectors' bytes; tombstones are told by their text. */
+    public function testV11AckBodiesAndTombstonesMatchTheSharedVectors(): void
+    {
+        $v = self::vectors();
+        $built = 0;
+        foreach ($v['acks_v1_1'] as $case) {
+            if ($case['answer'] !== 200) {
+                continue;  // malformed lists: the daemon's to refuse (tests/test_vectors.py)
+            }
+            $rejected = array_map(static fn (array $r): array => $r + ['field' => null], $case['rejected']);
+            $body = json_decode($case['body'], true, 8, \JSON_THROW_ON_ERROR);
+            self::assertSame($case['body'], AckSender::body($body['ingestion_id'], $body['chunk'], $body['checksum'], 'ack', rejected: $rejected));
+            ++$built;
+        }
+        self::assertGreaterThanOrEqual(2, $built);
+        foreach ($v['tombstones'] as $case) {
+            self::assertTrue(Chunk::isTombstoneText($case['text']), $case['text']);
+            self::assertTrue(Chunk::isTombstone(Chunk::decode($case['text'])));
+        }
+        foreach ($v['not_tombstones'] as $text) {
+            self::assertFalse(Chunk::isTombstoneText($text), $text);
+            self::assertFalse(Chunk::isTombstone(Chunk::decode($text)), $text);
         }
     }
 

@@ -18,7 +18,7 @@ use function Symfony\Component\DependencyInjection\Loader\Configurator\service;
 /**
  * A standalone Symfony app with FrameworkBundle, Messenger and this bundle (the `table` applier), configured
  * only by environment variables: DATABASE_URL (sqlite or mysql), PIMINGEST_SECRET, PIMINGEST_CALLBACK_URL,
- * and optionally PIMINGEST_TRANSPORT_DSN. In a Pimcore project, DoctrineBundle provides what
+ * and optionally PIMINGEST_TRANSPORT_DSN and PIMINGEST_REFUSE (the refusing applier). In a Pimcore project, DoctrineBundle provides what
  * `database_connection`, `doctrine` and the Doctrine transport factory stand for here.
  */
 final class Kernel extends BaseKernel
@@ -56,15 +56,21 @@ final class Kernel extends BaseKernel
             'messenger' => ['failure_transport' => null],
             'router' => ['utf8' => true],
         ]);
+        $c->parameters()->set('env(PIMINGEST_REFUSE)', '');
         $c->extension('pimingest', [
             'secret' => env('PIMINGEST_SECRET'),
             'callback_url' => env('PIMINGEST_CALLBACK_URL'),
+            // Files named refuse-*: records whose sku is in PIMINGEST_REFUSE are refused (protocol v1.1).
+            'appliers' => [['match' => 'refuse-*', 'applier' => 'test.refusing']],
         ]);
         $services = $c->services();
         $services->set('database_connection', \Doctrine\DBAL\Connection::class)
             ->factory([ConnectionFactory::class, 'create'])
             ->args([env('DATABASE_URL')])
             ->public();
+        $services->set('test.refusing', RefusingApplier::class)
+            ->args([service('database_connection'), env('PIMINGEST_REFUSE')])
+            ->tag('pimingest.applier', ['key' => 'test.refusing']);
         $services->set('doctrine', DbalRegistry::class)->args([service('database_connection')])->public();
         $services->set('messenger.transport.doctrine.factory', DoctrineTransportFactory::class)
             ->args([service('doctrine')])

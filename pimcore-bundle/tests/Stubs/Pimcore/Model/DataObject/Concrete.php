@@ -60,6 +60,11 @@ abstract class Concrete
         return $this;
     }
 
+    public function delete(): void
+    {
+        self::$saved[static::class] = array_values(array_filter(self::$saved[static::class] ?? [], fn ($o) => $o !== $this));
+    }
+
     public function save(array $parameters = []): static
     {
         foreach (static::$mandatory as $field) {
