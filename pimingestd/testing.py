@@ -11,6 +11,8 @@ wording of a log line). Nothing here is used by the daemon itself.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import json
 import os
 import random
@@ -26,7 +28,10 @@ from typing import Any
 
 import aiohttp
 
+from . import sources
+from .core import canonical
 from .model import Status
+from .records import meta
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -299,6 +304,47 @@ class Cluster:
                     f"chunk {r['chunk']} sent before chunk {r['chunk'] - 1} was committed"
                 )
         return {"records": len(got), "received": len(received), "resends": len(received) - len(applied_chunks)}
+
+    async def record_outcomes(self, ing: str, sent: list[Any], key: str = "sku") -> dict[str, int]:
+        """Issue 15's invariants for an ingestion that completed: each record of ``sent`` (the file's records
+        that were to be sent: all of them, or under delta the new and changed ones) is applied exactly once or
+        is in the reject file, never both and never neither; nothing else was applied but tombstones; and the
+        scope's stored versions are what the receiver holds."""
+        st = await self.status(ing)
+        assert st["status"] == Status.COMPLETED, st
+        applied = [r for r in await self.applied(ing) if r.get("_deleted") is not True]
+        rejected: list[Any] = []
+        if st["records_rejected"]:
+            async with aiohttp.ClientSession() as s, s.get(f"{self.durl}/api/ingestions/{ing}/rejects") as r:
+                assert r.status == 200, await r.text()
+                raw = await r.read()
+            # Read back by the daemon's own reader, as a fixed file dropped in again would be (no reject fields).
+            spec = sources.SourceSpec(st["format"])
+            rejected = [json.loads(canonical.encode(x)) for x in sources.read_stream(io.BytesIO(raw), "rejects", spec)]
+        canon = [canonical.encode(r) for r in sent]
+        got = [canonical.encode(r) for r in applied]
+        refused = [canonical.encode(r) for r in rejected]
+        assert len(set(got)) == len(got), "a record was applied twice"
+        assert not set(got) & set(refused), "a record is both applied and in the reject file"
+        assert sorted(got + refused) == sorted(canon), (
+            f"applied {len(got)} + rejected {len(refused)} records; {len(canon)} were to be sent"
+        )
+        assert st["records_rejected"] == len(refused), (st["records_rejected"], len(refused))
+        if st["delta_scope"]:
+            assert self.versions(st["delta_scope"]) == await self.catalogue(key), "stored versions != receiver"
+        return {"applied": len(got), "rejected": len(refused)}
+
+    def versions(self, scope: str) -> dict[str, bytes]:
+        """A delta scope's stored versions (key -> hash), as committed."""
+        return {
+            k: bytes(h) for k, h in self.read_state("SELECT key, hash FROM delta_versions WHERE scope = ?", (scope,))
+        }
+
+    async def catalogue(self, key: str = "sku") -> dict[str, bytes]:
+        """What the receiver holds, key -> the hash the daemon stores for a version."""
+        code, current = await self.call("GET", f"{self.rurl}/catalogue?key={key}")
+        assert code == 200, current
+        return {k: hashlib.sha256(v.encode()).digest()[: meta.HASH_BYTES] for k, v in current.items()}
 
     def read_state(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of the daemon's state database as a second, read-only connection sees them: only what

@@ -124,3 +124,65 @@ async def test_a_source_named_like_a_report_survives_a_crash_mid_ingestion(rig: 
     done = files_under(Path(rig.inbox["done_dir"]))
     assert len(done) == 1 and done[0].endswith("/x.error.json")
     assert await rig.applied(row["ingestion_id"]) == json.loads(GOOD)
+
+
+class DeltaRig(Rig):
+    """The rig with an inbox profile that keys records, sends only changes and tombstones what left."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.inbox["profiles"] = [
+            {"match": "*.json", "key": "sku", "delta": True, "deletions": "send", "max_deletions": 50}
+        ]
+        write_config_again(self)
+
+
+def write_config_again(rig: Rig) -> None:
+    from pimingestd.testing import write_config
+
+    rig.cfg = write_config(
+        rig.root / "d",
+        daemon_port=rig.dport,
+        receiver_port=rig.rport,
+        inbox=rig.inbox,
+        delivery={"ack_timeout": 2.0, "backoff": 0.05, "max_attempts": 20},
+    )
+
+
+@pytest.mark.parametrize("step", ENGINE_STEPS)
+async def test_a_crash_at_each_step_leaves_the_stored_versions_equal_to_what_pim_core_holds(
+    tmp_path: Path, step: str
+) -> None:
+    """Two files of one delta scope, the daemon dying at ``step`` in each (an ACK committed and nothing after
+    it, among others), with a record refused each time: after the restarts every record to be sent is applied
+    once or is in the reject file (placed beside the file in done/), the refused one is sent by the next
+    file, and the stored versions equal the receiver's catalogue."""
+    rig = DeltaRig(tmp_path)
+    try:
+        day1 = [product(i) for i in range(RECORDS)]
+        await rig.start_receiver()
+        await rig.faults([{"action": "reject_records", "field": "sku", "values": ["SKU-000007"], "reason": "no"}])
+        await rig.start(crash_at=step)
+        drop(rig.inbox, "day1.json", json.dumps(day1))
+        await rig.wait_crash()
+        await rig.start()
+        [row] = await rig.settled()
+        assert (await rig.record_outcomes(row["ingestion_id"], day1))["rejected"] == 1
+        assert [f for f in files_under(Path(rig.inbox["done_dir"])) if f.endswith("/day1.rejects.json")]
+
+        day2 = [dict(r, stock=1) if i in (3, 4) else r for i, r in enumerate(day1) if i != 9]
+        await rig.faults([{"action": "reject_records", "field": "sku", "values": ["SKU-000003"], "reason": "no"}])
+        await rig.kill_daemon()
+        await rig.start(crash_at=step)
+        drop(rig.inbox, "day2.json", json.dumps(day2))
+        await rig.wait_crash()
+        await rig.start()
+        rows = await rig.settled()
+        [two] = [r for r in rows if r["file_name"] == "day2.json"]
+        sent = [day2[3], day2[4], day2[7]]  # the two changed ones, and SKU-000007 refused by day 1
+        assert sorted(r["sku"] for r in sent) == ["SKU-000003", "SKU-000004", "SKU-000007"]
+        outcome = await rig.record_outcomes(two["ingestion_id"], sent)
+        assert outcome == {"applied": 2, "rejected": 1}, outcome
+        assert two["records_deleted"] == 1 and two["records_unchanged"] == RECORDS - 1 - 3
+    finally:
+        rig.close()

@@ -79,3 +79,44 @@ async def test_sigkill_crash_loop_applies_everything_once(make_cluster: MakeClus
         f" {stats.get('duplicates', 0)} re-sends re-ACKed"
     )
     assert c.kills >= 1
+
+
+async def test_sigkill_loop_with_delta_and_refused_records(make_cluster: MakeCluster) -> None:
+    """The SIGKILL loop on a delta scope with refused records, two files in a row: after each, every record to
+    be sent is applied once or in the reject file, and the stored versions equal the receiver's catalogue."""
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    total = 2000
+    rules = {"key": "sku", "delta": True, "deletions": "send"}
+    c = make_cluster(chunking={"records": 25}, delivery={"ack_timeout": 2.0, "backoff": 0.05, "max_attempts": 50})
+    await c.start_receiver()
+    day1 = [product(i) for i in range(total)]
+    refused = sorted(rng.sample([r["sku"] for r in day1], 20))
+    await c.faults(
+        [
+            {"action": "delay_ack", "seconds": 0.01, "times": 100000},
+            {"action": "reject_records", "field": "sku", "values": refused},
+        ]
+    )
+    await c.start_daemon()
+    outcomes = []
+    for day, records in enumerate((day1, [dict(r, stock=-1) if i % 10 == 0 else r for i, r in enumerate(day1[:-50])])):
+        src = write_json(c.data / f"day{day}.json", records)
+        ing = await c.ingest(src, **rules, delta_scope="p")
+        for _ in range(6):
+            await asyncio.sleep(rng.uniform(0.05, 0.5))
+            await c.kill_daemon()
+            await c.start_daemon()
+            if (await c.status(ing))["status"] == "completed":
+                break
+        st = await c.settle(ing, timeout=90)
+        assert st["status"] == "completed", f"seed {seed}: {st}"
+        if day == 0:
+            sent = records
+        else:  # the changed tenth, and day 1's refused records, which are refused again
+            sent = [r for i, r in enumerate(records) if i % 10 == 0 or r["sku"] in refused]
+            assert st["records_deleted"] == 50 - sum(1 for r in day1[-50:] if r["sku"] in refused), st
+        outcomes.append(await c.record_outcomes(ing, sent))
+        assert outcomes[-1]["rejected"] == sum(1 for r in sent if r["sku"] in refused), f"seed {seed}: {outcomes}"
+    report(f"SIGKILL loop with delta, seed {seed}: {c.kills} kills, {outcomes}; versions = receiver")
+    assert c.kills >= 2
