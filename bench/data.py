@@ -134,3 +134,29 @@ def write_xlsx(path: Path, rows: int, seed: int = 1) -> int:
         )
     wb.save(path)
     return rows
+
+
+def write_catalogue(day1: Path, day2: Path, n: int, seed: int = 3) -> dict[str, int]:
+    """Two days of one catalogue as JSON Lines (about 130 bytes a record): day 2 has 1% of day 1's records
+    changed, 0.5% removed and 0.5% new. Returns the counts the delta benchmark checks."""
+    rng = random.Random(seed)
+    changed = set(rng.sample(range(n), n // 100))
+    removed = set(rng.sample(sorted(set(range(n)) - changed), n // 200))
+
+    def line(i: int, stock: int) -> str:
+        return (
+            f'{{"sku":"SKU-{i:09d}","name":"Product {i}","price":"{(i * 7919) % 100000 / 100:.2f}",'
+            f'"stock":{stock},"active":{"true" if i % 10 else "false"},"tags":["t{i % 7}","c{i % 13}"]}}\n'
+        )
+
+    with (
+        open(day1, "w", encoding="utf-8", buffering=1 << 20) as a,
+        open(day2, "w", encoding="utf-8", buffering=1 << 20) as b,
+    ):
+        for i in range(n):
+            a.write(line(i, i % 5000))
+            if i not in removed:
+                b.write(line(i, i % 5000 + (1 if i in changed else 0)))
+        for i in range(n, n + n // 200):
+            b.write(line(i, 7))
+    return {"changed": len(changed), "removed": len(removed), "new": n // 200}

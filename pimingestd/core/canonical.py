@@ -68,6 +68,12 @@ def encode(value: Any) -> bytes:
         raise EncodeError(str(exc)) from None
 
 
+def encode_compact(value: Any) -> bytes:
+    """``encode``, in a bytes object of its own size. orjson's buffer for a small value is 4 KiB whatever its
+    length, so a value held by the thousand (a batch of records, a page of chunk metadata) is copied out."""
+    return bytes(memoryview(encode(value)))
+
+
 def join_array(encoded: list[bytes]) -> bytes:
     """The canonical bytes of an array, given the canonical bytes of its items (one copy of the
     whole; ``encoded`` is consumed: its first and last items get the brackets)."""

@@ -215,7 +215,7 @@ class Runner:
                 lambda: spool.local_records(path, spec, identity),
                 spool.local_unchanged(path, identity),
             )
-        seen = self._spool_dir / f"{ing.id}.seen" if rules.unique_key or rules.deletions != "off" else None
+        seen = self._spool_dir / f"{ing.id}.seen" if rules.unique_key else None
         view: lookups.ScopeView | None = None
         if rules.versions:
             writer = await asyncio.to_thread(lookups.writer_of, self._store.path, ing.id)

@@ -25,6 +25,8 @@ from ..sources import Record, SourceSpec, read_records, read_stream
 from ..sources.fileid import stat_identity
 from .chunking import Chunk
 
+_PAGE_META = 2 << 20  # a page's chunk metadata (keys, hashes, positions) is bounded by bytes too
+
 
 def spool_file(spool_dir: Path, ingestion_id: str) -> Path:
     return spool_dir / f"{ingestion_id}.spool"
@@ -47,6 +49,7 @@ def write_spool(
     deletions: list[str] = []
     unchanged = 0
     offset = 0
+    held = 0  # bytes of chunk metadata in the page: a keyed chunk's row carries its records' keys and hashes
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         out = open(target, "wb")  # noqa: SIM115 - closed below, around the yields
@@ -73,10 +76,13 @@ def write_spool(
                     )
                 )
                 offset += len(item.body)
+                held += len(item.meta or b"")
             # One chunk held back: the last page waits for the fsync and the check below.
-            if len(chunks) > page or len(invalid) >= page or len(deletions) >= page:
+            full = len(chunks) > page or (held > _PAGE_META and len(chunks) > 1)
+            if full or len(invalid) >= page or len(deletions) >= page:
                 yield SpoolPage(chunks[:-1], invalid, deletions, unchanged)
                 chunks, invalid, deletions, unchanged = chunks[-1:], [], [], 0
+                held = len(chunks[0].meta or b"") if chunks else 0
         try:
             out.flush()
             os.fsync(out.fileno())

@@ -24,9 +24,10 @@ class ChunkMeta:
     tombstones: bool = False
 
     def encode(self) -> bytes:
-        return orjson.dumps(
+        raw = orjson.dumps(
             {"p": self.positions, "k": self.keys, "h": self.hashes.hex() if self.hashes else None, "t": self.tombstones}
         )
+        return bytes(memoryview(raw))  # orjson's buffer can be 8 times the text; a page holds many of these
 
     @classmethod
     def decode(cls, raw: bytes) -> ChunkMeta:

@@ -17,7 +17,7 @@ as tombstones in chunks of their own at the end.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -37,6 +37,7 @@ from .rules import RecordRules
 from .validate import Validator
 
 BATCH = 1000  # records looked up together
+_Kept = tuple[int, bytes, "str | None"]  # a record to send (unless unchanged): file position, canonical bytes, key
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,38 +75,54 @@ class Pipeline:
         self._name = name
         self._full = full_file  # False: a reject file (never a whole catalogue), so it deletes nothing
         self._delta = rules.delta and dedup  # re_ingestion sends everything (versions are still recorded)
+        self._full_deletions = rules.deletions != "off" and full_file
+        self._key_of = keys.extractor(rules.key) if rules.key is not None else None
 
     def run(self, records: Iterator[Record]) -> Iterator[Item]:
         numbered = enumerate(records)
         while batch := list(islice(numbered, BATCH)):
-            yield from self._batch(batch)
+            kept = yield from self._prepare(batch)
+            sha = hashlib.sha256
+            hashes = [sha(body).digest()[:HASH_BYTES] for _, body, _ in kept]
+            yield from self._emit(kept, hashes, self._lookup(kept, hashes))
         yield from self._cutter.flush()
-        if self._rules.deletions != "off" and self._full and self._view is not None:
+        if self._full_deletions and self._view is not None:
             yield from self._deletions()
 
-    def _batch(self, batch: list[tuple[int, Record]]) -> Iterator[Item]:
+    def _prepare(self, batch: list[tuple[int, Record]]) -> Generator[Item, None, list[_Kept]]:
+        """Encode, validate and key each record of the batch; invalid ones are yielded, the rest returned."""
         rules = self._rules
-        kept: list[tuple[int, bytes, str | None]] = []
+        kept: list[_Kept] = []
+        check = self._validator.check if rules.schema is not None or rules.required else None
+        key_of, loads, dumps = self._key_of, orjson.loads, orjson.dumps
+        top = rules.key if rules.key is not None and "." not in rules.key else None
         for position, record in batch:
-            value = record if isinstance(record, dict) else orjson.loads(orjson.dumps(record))
-            bad = self._validator.check(value)
+            # The hot loop of a delta pass: the common case (a fast path's canonical bytes, a top-level string
+            # key, no schema) is written out inline; anything else takes the general calls.
+            if type(record) is dict:
+                body = _encode(record, position)
+                value: Any = record
+            else:
+                body = bytes(memoryview(dumps(record)))  # canonical already; out of orjson's 4 KiB buffer
+                value = loads(body)
+            bad = check(value) if check is not None else None
             key = None
-            if bad is None and rules.key is not None:
-                try:
-                    key = keys.extract(value, rules.key)
-                except keys.NoKey as exc:
-                    bad = (str(exc), rules.key)
+            if bad is None and key_of is not None:
+                found = value.get(top) if top is not None else None
+                if type(found) is str and found:
+                    key = dumps(found).decode()
+                else:
+                    try:
+                        key = key_of(value)
+                    except keys.NoKey as exc:
+                        bad = (str(exc), rules.key)
             if bad is not None:
                 yield from self._invalid(position, *bad)
                 continue
-            kept.append((position, _encode(record, position), key))
-        if rules.key is None:
-            for position, body, _ in kept:
-                yield from self._cutter.add(body, position, None, None)
-            return
+            kept.append((position, body, key))
         if rules.unique_key and self._view is not None:
             before = self._view.seen_before([k for _, _, k in kept if k is not None])
-            unique: list[tuple[int, bytes, str | None]] = []
+            unique: list[_Kept] = []
             held: set[str] = set()
             for position, body, key in kept:
                 assert key is not None
@@ -115,12 +132,24 @@ class Pipeline:
                 held.add(key)
                 unique.append((position, body, key))
             kept = unique
-        if self._view is not None:
             self._view.hold([k for _, _, k in kept if k is not None])
-        hashes = [hashlib.sha256(body).digest()[:HASH_BYTES] for _, body, _ in kept]
-        send = [True] * len(kept)
-        if self._delta and self._view is not None and kept:
-            send = self._view.changed([k for _, _, k in kept if k is not None], hashes)
+        return kept
+
+    def _lookup(self, kept: list[_Kept], hashes: list[bytes]) -> list[bool] | None:
+        """Whether each record is new or changed in the scope (marking the keys found); None: not looked up.
+        (Running this in a second thread while the next batch is parsed gained nothing: building the rows
+        holds the GIL longer than SQLite's own step lets go of it.)"""
+        view = self._view
+        if view is None or not kept or not (self._delta or self._full_deletions):
+            return None
+        return view.changed([k for _, _, k in kept if k is not None], hashes)
+
+    def _emit(self, kept: list[_Kept], hashes: list[bytes], changed: list[bool] | None) -> Iterator[Item]:
+        if self._rules.key is None:
+            for position, body, _ in kept:
+                yield from self._cutter.add(body, position, None, None)
+            return
+        send = changed if changed is not None and self._delta else [True] * len(kept)
         skipped = 0
         for (position, body, key), digest, wanted in zip(kept, hashes, send, strict=True):
             if wanted:
@@ -156,7 +185,7 @@ class Pipeline:
 
 def _encode(record: Any, position: int) -> bytes:
     try:
-        return canonical.encode(record)
+        return canonical.encode_compact(record)  # held a batch at a time
     except canonical.EncodeError as exc:
         raise ChunkError(f"record {position} cannot be written as JSON: {exc}") from None
 

@@ -141,13 +141,11 @@ RESERVED = ("_reject", "_reject_reason", "_reject_field")
 
 
 def _without_reject_fields(records: Iterator[Record]) -> Iterator[Record]:
+    """Records without the reject fields. A fast path's canonical bytes (orjson.Fragment) never hold them:
+    exact.mark declines any window that mentions them, and the exact reader's dicts come here."""
     for record in records:
-        value: Any = record
-        if not isinstance(record, dict):
-            raw = orjson.dumps(record)
-            value = orjson.loads(raw) if b'"_reject' in raw else None
-        if isinstance(value, dict) and ("_reject" in value or "_reject_reason" in value or "_reject_field" in value):
-            yield {k: v for k, v in value.items() if k not in RESERVED}
+        if type(record) is dict and ("_reject" in record or "_reject_reason" in record or "_reject_field" in record):
+            yield {k: v for k, v in record.items() if k not in RESERVED}
         else:
             yield record
 

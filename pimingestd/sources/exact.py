@@ -22,6 +22,9 @@ uses the exact reader instead):
   64 bits into floats), and decimals below 1e-6 (their canonical text is
   scientific) decline: they are found with one translate and three substring
   searches over the raw bytes.
+- A window that may hold a reject file's fields (``"_reject``) declines, so the
+  records this path vouches for never carry them (the readers drop them, see
+  sources/__init__.py).
 - The marker cannot collide with the source's own strings: a window that holds
   a DEL byte, or the escape ``\\u007f`` / ``\\u007F`` (anything starting
   ``\\u007``), declines before marking. So every DEL in orjson's output is one
@@ -56,6 +59,8 @@ def mark(body: bytes) -> tuple[bytes, int] | None:
     """``body`` with its non-integer numbers marked, and how many; None to decline."""
     if b"\x7f" in body or b"\\u007" in body:
         return None  # the source could yield a DEL of its own: markers would be ambiguous
+    if b'"_reject' in body:
+        return None  # maybe a reject file's fields: the exact reader's dicts are stripped of them (sources/)
     shape = body.translate(_SHAPE)
     if b"0e" in shape or b"0000000000000000000" in shape:
         return None
@@ -76,9 +81,11 @@ def mark(body: bytes) -> tuple[bytes, int] | None:
 
 def unmark(encoded: list[bytes], marked: int) -> list[bytes] | None:
     """Records written from marked input, with the markers removed; None to decline."""
-    if not marked:
-        return encoded
     joined = b"\n".join(encoded)  # canonical JSON holds no raw newline
+    if not marked:
+        # Split again all the same: orjson's buffer for a small record is 4 KiB whatever its length, and a
+        # block's records are held together (a 512 KiB block of short records held 16 MiB).
+        return joined.split(b"\n")
     opened = joined.replace(_OPEN, b"")
     if len(joined) - len(opened) != 2 * marked:
         return None

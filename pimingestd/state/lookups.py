@@ -8,14 +8,18 @@ in WAL mode, so these reads never wait for the daemon's writes, nor block them. 
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
+from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 _IN = "SELECT value FROM json_each(?)"  # one statement text whatever the batch's size
+_RUN = 50_000  # absent keys read sorted per statement (their runs are merged)
 
 
 def _uri(path: Path, query: str = "") -> str:
@@ -24,7 +28,10 @@ def _uri(path: Path, query: str = "") -> str:
 
 
 class ScopeView:
-    """A delta scope's stored versions, and (with ``seen``) the keys this file holds."""
+    """A delta scope's stored versions, looked up a batch of keys at a time. Every stored key a lookup finds
+    is marked in a bitmap of row ids (an eighth of a byte per row: a million keys cost 125 KB), so a full
+    file's deletions are the scope's unmarked keys, without writing down the keys the file holds. ``seen``
+    (a scratch database beside the spool) is kept only for ``unique_key``: which keys this file held."""
 
     def __init__(self, state: Path, scope: str, writer: int, seen: Path | None) -> None:
         self._scope = scope
@@ -40,26 +47,55 @@ class ScopeView:
             )
         self._con.execute("ATTACH ? AS st", (_uri(state, "?mode=ro"),))
         self._seen = seen is not None
+        self._found = bytearray()
 
     def close(self) -> None:
         self._con.close()
 
     def changed(self, keys: Sequence[str], hashes: Sequence[bytes]) -> list[bool]:
         """For each key: whether its record must be sent (new in the scope, a different version, or a version
-        this ingestion wrote itself, so a second spool pass decides as the first did)."""
+        this ingestion wrote itself, so a second spool pass decides as the first did). Marks the keys found.
+
+        A batch whose keys come in order (catalogue exports mostly do) reads the stored keys of its range in
+        one sequential index scan, about four times cheaper than a probe per key; when the range holds many
+        more stored keys than the batch, or the batch is not in order, each key is probed."""
+        rows = self._in_range(keys) if len(keys) > 16 else None
+        if rows is None:
+            rows = self._con.execute(
+                f"SELECT key, hash, writer, id FROM st.delta_versions WHERE scope = ? AND key IN ({_IN})",
+                (self._scope, orjson.dumps(list(keys)).decode()),
+            ).fetchall()
+        stored = {}
+        found, me = self._found, self._writer
+        top = max((r[3] for r in rows), default=0) >> 3
+        if top >= len(found):
+            found.extend(bytes(top + 1 - len(found) + (len(found) >> 1)))
+        for key, digest, writer, rowid in rows:
+            stored[key] = digest if writer != me else None  # a version it wrote itself: sent by it, send again
+            found[rowid >> 3] |= 1 << (rowid & 7)
+        get = stored.get
+        return [(known := get(key, b"")) is None or known != digest for key, digest in zip(keys, hashes, strict=True)]
+
+    def _in_range(self, keys: Sequence[str]) -> list[Any] | None:
+        """The stored rows of the batch's keys by one range scan, or None (not in order, or a sparse range)."""
+        if any(a > b for a, b in zip(keys, keys[1:])):  # str order is SQLite's BINARY order for UTF-8 text
+            return None
+        limit = 2 * len(keys) + 64
         rows = self._con.execute(
-            f"SELECT key, hash, writer FROM st.delta_versions WHERE scope = ? AND key IN ({_IN})",
-            (self._scope, orjson.dumps(list(keys)).decode()),
+            "SELECT key, hash, writer, id FROM st.delta_versions WHERE scope = ? AND key >= ? AND key <= ? LIMIT ?",
+            (self._scope, keys[0], keys[-1], limit),
         ).fetchall()
-        stored = {r[0]: (bytes(r[1]), r[2]) for r in rows}
-        out = []
-        for key, digest in zip(keys, hashes, strict=True):
-            known = stored.get(key)
-            out.append(known is None or known[0] != digest or known[1] == self._writer)
-        return out
+        if len(rows) >= limit:
+            return None
+        wanted = set(keys)
+        return [r for r in rows if r[0] in wanted]  # only the keys this file holds are marked found
+
+    def _marked(self, rowid: int) -> bool:
+        byte = rowid >> 3
+        return byte < len(self._found) and bool(self._found[byte] & (1 << (rowid & 7)))
 
     def seen_before(self, keys: Sequence[str]) -> set[str]:
-        """Which of ``keys`` an earlier batch of this file held."""
+        """Which of ``keys`` an earlier batch of this file held (``unique_key``)."""
         rows = self._con.execute(f"SELECT key FROM seen WHERE key IN ({_IN})", (orjson.dumps(list(keys)).decode(),))
         return {r[0] for r in rows}
 
@@ -73,21 +109,54 @@ class ScopeView:
         row = self._con.execute("SELECT count(*) FROM st.delta_versions WHERE scope = ?", (self._scope,)).fetchone()
         return int(row[0])
 
-    _ABSENT = (
-        "SELECT key FROM st.delta_versions v WHERE scope = ? AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.key = v.key)"
-        " UNION SELECT key FROM st.deletions WHERE ingestion_id = ? AND state = 'deleted'"
-    )
+    def absent(self, ingestion_id: str, page: int = 1000) -> Iterator[list[str]]:
+        """The scope's keys no lookup found, in key order, a page at a time; with the keys this ingestion's
+        tombstones removed already (a second spool pass cuts the same tombstones). The scope's row ids are
+        scanned against the bitmap (8 bytes per absent key are held), then the absent keys are read sorted,
+        in runs merged together."""
+        unmarked = array("q")
+        found = self._found
+        ids = self._con.execute("SELECT id FROM st.delta_versions WHERE scope = ?", (self._scope,))
+        while rows := ids.fetchmany(10_000):
+            for (rowid,) in rows:
+                byte = rowid >> 3
+                if byte >= len(found) or not found[byte] & (1 << (rowid & 7)):
+                    unmarked.append(rowid)
+        runs = [
+            self._con.execute(
+                f"SELECT key FROM st.delta_versions WHERE id IN ({_IN}) ORDER BY key",
+                (orjson.dumps(unmarked[i : i + _RUN].tolist()).decode(),),
+            )
+            for i in range(0, len(unmarked), _RUN)
+        ]
+        runs.append(
+            self._con.execute(
+                "SELECT key FROM st.deletions WHERE ingestion_id = ? AND state = 'deleted' ORDER BY key",
+                (ingestion_id,),
+            )
+        )
+        out: list[str] = []
+        for key in heapq.merge(*(_keys(c) for c in runs)):
+            out.append(key)
+            if len(out) == page:
+                yield out
+                out = []
+        if out:
+            yield out
 
     def absent_count(self, ingestion_id: str) -> int:
-        row = self._con.execute(f"SELECT count(*) FROM ({self._ABSENT})", (self._scope, ingestion_id)).fetchone()
-        return int(row[0])
+        """How many keys ``absent`` gives, without reading them: every marked row is one of the scope's."""
+        found = int.from_bytes(self._found, "little").bit_count()
+        mine = self._con.execute(
+            "SELECT count(*) FROM st.deletions WHERE ingestion_id = ? AND state = 'deleted'", (ingestion_id,)
+        ).fetchone()[0]
+        return self.scope_size() - found + int(mine)
 
-    def absent(self, ingestion_id: str, page: int = 1000) -> Iterator[list[str]]:
-        """The scope's keys this file does not hold, in key order, a page at a time; with the keys this
-        ingestion's tombstones removed already (a second spool pass cuts the same tombstones)."""
-        cur = self._con.execute(self._ABSENT + " ORDER BY 1", (self._scope, ingestion_id))
-        while rows := cur.fetchmany(page):
-            yield [r[0] for r in rows]
+
+def _keys(cur: sqlite3.Cursor) -> Iterator[str]:
+    while rows := cur.fetchmany(1000):
+        for (key,) in rows:
+            yield key
 
 
 def writer_of(state: Path, ingestion_id: str) -> int:

@@ -73,12 +73,13 @@ CREATE TABLE deletions (
     CHECK (state IN ('absent', 'deleted', 'refused'))
 ) WITHOUT ROWID;
 CREATE TABLE delta_versions (
+    id            INTEGER PRIMARY KEY,
     scope         TEXT NOT NULL,
     key           TEXT NOT NULL,
     hash          BLOB NOT NULL,
-    writer        INTEGER NOT NULL,
-    PRIMARY KEY (scope, key)
-) WITHOUT ROWID;
+    writer        INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX delta_versions_by_key ON delta_versions (scope, key);
 """
 
 _SCHEMA = """
