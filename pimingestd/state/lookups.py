@@ -9,6 +9,7 @@ in WAL mode, so these reads never wait for the daemon's writes, nor block them. 
 from __future__ import annotations
 
 import heapq
+import itertools
 import sqlite3
 from array import array
 from collections.abc import Iterator, Sequence
@@ -78,7 +79,7 @@ class ScopeView:
 
     def _in_range(self, keys: Sequence[str]) -> list[Any] | None:
         """The stored rows of the batch's keys by one range scan, or None (not in order, or a sparse range)."""
-        if any(a > b for a, b in zip(keys, keys[1:])):  # str order is SQLite's BINARY order for UTF-8 text
+        if any(a > b for a, b in itertools.pairwise(keys)):  # str order is SQLite's BINARY order for UTF-8 text
             return None
         limit = 2 * len(keys) + 64
         rows = self._con.execute(
