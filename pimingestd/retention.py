@@ -2,9 +2,10 @@
 
 Each step is opt-in (``[retention]``, 0 days = keep):
 
-- chunk rows of ingestions completed or cancelled more than ``chunk_rows_days`` ago are removed; the
-  ingestion's row stays as its summary (counts ACKed, manifest, error, times), so the API still answers
-  for it;
+- chunk rows of ingestions completed or cancelled more than ``chunk_rows_days`` ago are removed, with
+  their refused records, deletions and reject files (the copy placed in done/ goes with its folder); the
+  ingestion's row stays as its summary (counts ACKed and rejected, manifest, error, times), so the API
+  still answers for it;
 - token folders in done/ and failed/ older than ``files_days`` are removed, with their reports;
 - after a prune the database gives its freed pages back (incremental vacuum; a database made before
   schema 4 is switched over once by a VACUUM), so the file shrinks.
@@ -95,6 +96,7 @@ class Retention:
         self.cfg = config.retention
         self.inbox = config.inbox
         self.spool_dir = config.daemon.state_db.parent / "spool"
+        self.rejects_dir = config.daemon.state_db.parent / "rejects"
         self._store = store
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
@@ -122,6 +124,8 @@ class Retention:
         if self.cfg.chunk_rows_days > 0:
             plan.ingestions, plan.chunk_rows = await self._store.prune_chunks(now - self.cfg.chunk_rows_days * DAY)
             self._metrics.pruned_rows.inc(plan.chunk_rows)
+            if plan.ingestions:
+                plan.files += await self._prune_reject_files()
             if plan.chunk_rows and self.cfg.vacuum:
                 plan.vacuumed_bytes = await self._store.vacuum()
         if self.cfg.files_days > 0:
@@ -137,6 +141,19 @@ class Retention:
         if plan.chunk_rows or plan.folders:
             log.info("retention pruned", **{k: v for k, v in plan.as_dict().items() if k != "paths"})
         return plan
+
+    async def _prune_reject_files(self) -> int:
+        """Remove the reject files of ingestions whose rows were pruned (or that no longer exist)."""
+        names = await asyncio.to_thread(
+            lambda: sorted(self.rejects_dir.glob("*.*")) if self.rejects_dir.is_dir() else []
+        )
+        removed = 0
+        for path in names:
+            ing = await self._store.get(path.name.partition(".")[0])
+            if ing is None or ing.pruned_at is not None:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+                removed += 1
+        return removed
 
     async def usage(self) -> Usage:
         folders = {

@@ -123,6 +123,31 @@ async def test_the_api_still_answers_for_a_pruned_ingestion(
     assert code == 200 and rows["chunks"] == []
 
 
+async def test_a_pruned_ingestions_reject_file_and_refused_records_go_with_its_chunk_rows(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    await receiver.faults([{"action": "reject_records", "field": "sku", "values": ["SKU-000001"]}])
+    d = await make_daemon(retention={"chunk_rows_days": 1})
+    src = write_json(data_dir / "p.json", [product(i) for i in range(5)])
+    _, answer = await d.ingest(path=str(src))
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed" and st["records_rejected"] == 1
+    while d.scheduler.running:
+        await asyncio.sleep(0.01)
+    reject_file = d.scheduler.reject_file(await d.store.get(st["ingestion_id"]))
+    assert reject_file.is_file()
+    assert (await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects"))[0] == 200
+    _age(d.config.daemon.state_db, st["ingestion_id"], 2)
+    plan = await Retention(d.config, d.store, Metrics()).run()
+    assert plan.ingestions == 1 and plan.files == 1 and not reject_file.exists()
+    code, answer = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
+    assert code == 410 and "retention" in answer["error"], answer
+    assert (await d.status(st["ingestion_id"]))["records_rejected"] == 1  # the count stays on the summary
+    con = sqlite3.connect(d.config.daemon.state_db)
+    assert con.execute("SELECT count(*) FROM record_rejects").fetchone()[0] == 0
+    con.close()
+
+
 async def test_old_done_and_failed_folders_go_with_their_reports_and_prune_dry_run_shows_them(tmp_path: Path) -> None:
     cfg = _config(tmp_path, files_days=7)
     inbox = cfg.inbox

@@ -498,6 +498,9 @@ class Store:
                 (now, listed),
             )
             cur2 = await db.execute(f"DELETE FROM chunks WHERE ingestion_id IN ({marks})", (listed,))
+            # Its refused records and deletions go with them (the counts stay on the ingestion's row).
+            await db.execute(f"DELETE FROM record_rejects WHERE ingestion_id IN ({marks})", (listed,))
+            await db.execute(f"DELETE FROM deletions WHERE ingestion_id IN ({marks})", (listed,))
             return len(ids), cur2.rowcount
 
     async def vacuum(self) -> int:
