@@ -214,3 +214,23 @@ def test_lookups_in_order_and_out_of_order_agree(tmp_path: Path) -> None:
     for k in present:
         assert got[k] == (k not in stored or hashes[k] != stored[k] or writers[k] == 2), k
     assert absent == sorted(set(stored) - set(present))
+
+
+async def test_repeated_keys_apply_in_file_order_and_the_last_version_is_stored(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Without unique_key a key may repeat: every occurrence is sent in file order (across chunks too) and
+    the version stored is the last one ACKed. With a key but delta = false everything is sent, and the
+    versions are recorded all the same."""
+    a1, b, a2 = {"sku": "A", "v": 1}, {"sku": "B", "v": 1}, {"sku": "A", "v": 2}
+    d = await make_daemon(chunking={"records": 2})
+    _, body = await d.ingest(path=str(_write(data_dir / "r.jsonl", [a1, b, a2])), key="sku", delta_scope="r")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_acked"] == 3, st
+    assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [a1, b, a2]
+    stored = versions(d.config.daemon.state_db, "r")
+    assert stored['"A"'] == hashlib.sha256(canonical.encode(a2)).digest()[:16]
+    assert stored == await held(receiver)
+    _, body = await d.ingest(path=str(_write(data_dir / "r2.jsonl", [a2, b])), key="sku", delta=True, delta_scope="r")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_unchanged"] == 2 and st["chunks_acked"] == 0, st

@@ -553,3 +553,21 @@ async def test_a_killed_daemon_resumes_a_remote_ingestion_from_its_spool(make_cl
     assert len(files.gets) == gets  # delivered from the spool, not downloaded again
     counts = await c.verify(ing, [json.loads(x) for x in canonical(120)])
     assert c.kills == 1, counts
+
+
+async def test_a_remote_objects_reject_file_is_read_again_from_the_object(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    """Record rules and rejects work for a remote object too: the reject file comes from a second read of
+    the object (its identity checked), and delta keys it like a local file."""
+    data = jsonl(30)
+    s3.client().put_object(Bucket=BUCKET, Key="in/refused.jsonl", Body=data)
+    wanted = json.loads(data.splitlines()[7])
+    await receiver.faults([{"action": "reject_records", "field": "sku", "values": [wanted["sku"]], "reason": "no"}])
+    d = await make_daemon(remote=remote_section([f"s3://{BUCKET}/in/"], s3=s3))
+    code, answer = await d.ingest(url=f"s3://{BUCKET}/in/refused.jsonl", key="sku", delta=True)
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed" and st["records_rejected"] == 1 and st["delta_scope"] == "refused.jsonl", st
+    code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
+    assert code == 200 and {k: v for k, v in raw.items() if k != "_reject"} == wanted, raw
