@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 
 from .model import STATUSES
+from .recent import Recent
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -29,6 +30,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class Metrics:
     def __init__(self) -> None:
         self.records_total = 0  # plain mirror of records_acked, for the sd_notify STATUS rate
+        self.recent = Recent()  # the last hour per minute, for the status page
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -86,6 +88,7 @@ class Metrics:
         )
 
     def acked(self, records: int, latency: float | None) -> None:
+        self.recent.acked(records)
         self.records_total += records
         self.chunks_acked.inc()
         self.records_acked.inc(records)

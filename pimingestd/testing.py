@@ -163,6 +163,7 @@ class Cluster:
         self.kills = 0
         self.receiver_restarts = 0
         self.rules: list[dict[str, Any]] = []  # re-armed after every receiver restart
+        self.token = str(sections.get("http", {}).get("api_token", ""))  # sent on /api/* calls when set
 
     async def __aenter__(self) -> Cluster:
         await self.start_receiver()
@@ -216,7 +217,10 @@ class Cluster:
         return int(self.daemon.returncode)
 
     async def call(self, method: str, url: str, **kw: Any) -> tuple[int, Any]:
-        """An HTTP call; the body parsed as JSON, or the text when it is not JSON."""
+        """An HTTP call; the body parsed as JSON, or the text when it is not JSON. A call to the daemon's
+        /api/* carries the configured API token unless ``headers`` are given."""
+        if self.token and url.startswith(self.durl + "/api/") and kw.get("headers") is None:
+            kw["headers"] = {"Authorization": f"Bearer {self.token}"}
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s,
             s.request(method, url, **kw) as r,

@@ -203,3 +203,44 @@ async def test_a_page_of_ingestions_costs_one_progress_query(tmp_path: Path) -> 
         assert by_name["2.json"]["records_acked"] == 0 and by_name["2.json"]["attempts"] == 1
     finally:
         await store.close()
+
+
+async def test_the_list_searches_by_file_name_counts_and_pages_and_stays_on_an_index(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """`q` matches a part of the file name (LIKE wildcards in it are literal), `total` counts the matches, and
+    a page of the newest rows is read through an index, so 10,000 ingestions stay fast."""
+    import sqlite3 as sq
+    import time as clock
+
+    d = await make_daemon()
+    db = d.config.daemon.state_db
+    con = sq.connect(db)
+    now = clock.time()
+    rows = [
+        (f"{i:032x}", f"sha256:{i:064x}", f"/in/{i}", f"feed_{i % 7}%{'x' if i % 2 else 'y'}.json", now - i)
+        for i in range(10_000)
+    ]
+    con.executemany(
+        "INSERT INTO ingestions (id, file_id, path, file_name, size, mtime_ns, format, chunk_records, preflight,"
+        " source, status, created_at, updated_at) VALUES (?, ?, ?, ?, 1, 1, 'json', 10, 1, 'api', 'completed', ?, ?)",
+        [(*r, r[-1]) for r in rows],
+    )
+    con.commit()
+    plan = " ".join(
+        str(r[-1]) for r in con.execute("EXPLAIN QUERY PLAN SELECT * FROM ingestions ORDER BY created_at DESC LIMIT 50")
+    )
+    con.close()
+    assert "ingestions_by_created" in plan and "TEMP B-TREE" not in plan, plan
+    code, page = await d.request("GET", "/api/ingestions?q=feed_3%25x&limit=50")
+    assert code == 200
+    expected = [r for r in rows if r[3] == "feed_3%x.json"]
+    assert page["total"] == len(expected) and len(page["ingestions"]) == 50
+    assert [p["ingestion_id"] for p in page["ingestions"]] == [r[0] for r in expected[:50]]
+    code, page = await d.request("GET", "/api/ingestions?q=FEED_3%25X&status=completed&offset=700&limit=50")
+    assert page["total"] == len(expected) and [p["ingestion_id"] for p in page["ingestions"]] == [
+        r[0] for r in expected[700:750]
+    ]
+    for literal in ("d%253", "e_d"):  # as LIKE wildcards these would match every row
+        code, page = await d.request("GET", f"/api/ingestions?q={literal}")
+        assert code == 200 and page["total"] == 0, (literal, page["total"])

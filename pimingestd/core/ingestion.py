@@ -449,16 +449,20 @@ class Runner:
                         result = await fut
                 except Rejected as exc:
                     m.chunks_rejected.inc()
+                    m.recent.failed(str(exc))
                     raise Rejected(f"chunk {meta.n} (attempt {attempt}): {exc}", retryable=False) from None
                 except DeliveryError as exc:
+                    m.recent.failed(str(exc))
                     raise TryAgain(str(exc)) from None
                 except TimeoutError:
+                    m.recent.failed(f"chunk {meta.n}: no ACK within {cfg.ack_timeout:g}s")
                     raise TryAgain(f"chunk {meta.n}: no ACK within {cfg.ack_timeout:g}s") from None
                 if result.status == "ack":
                     m.acked(meta.records, time.monotonic() - sent_at)
                     log.debug("chunk acked", records=meta.records)
                     return
                 m.chunks_rejected.inc()
+                m.recent.failed(f"chunk {meta.n} rejected: {result.reason}")
                 if not result.retryable:
                     raise Rejected(f"chunk {meta.n} rejected by PIM-Core: {result.reason}", retryable=False)
                 raise TryAgain(f"chunk {meta.n} rejected (retryable): {result.reason}")

@@ -31,10 +31,12 @@ async def list_ingestions(request: web.Request) -> web.Response:
         raise ApiError(400, f"`status` must be one of {', '.join(STATUSES)}")
     limit = query_int(request, "limit", 50, 1, 1000)
     offset = query_int(request, "offset", 0, 0, 10**9)
+    name = request.query.get("q", "")[:200]  # a part of the file name
     store = request.app[STORE]
-    rows = await store.list_ingestions(status, limit, offset)
+    rows = await store.list_ingestions(status, limit, offset, name)
     page = await views.ingestions(store, request.app[SCHEDULER], rows)
-    return json_response({"ingestions": page, "limit": limit, "offset": offset})
+    total = await store.count_ingestions(status, name)
+    return json_response({"ingestions": page, "limit": limit, "offset": offset, "total": total})
 
 
 async def get_ingestion(request: web.Request) -> web.Response:
@@ -47,6 +49,13 @@ async def list_chunks(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 1000)
     rows = await request.app[STORE].chunks(ing.id, start, limit)
     return json_response({"ingestion_id": ing.id, "chunks": [views.chunk(r) for r in rows]})
+
+
+async def timeline(request: web.Request) -> web.Response:
+    """The chunks as at most ``cells`` cells (aggregated when there are more chunks), and ACK latencies."""
+    ing = await _ingestion(request)
+    cells = query_int(request, "cells", 120, 1, 2000)
+    return json_response({"ingestion_id": ing.id, **await request.app[STORE].timeline(ing.id, cells)})
 
 
 async def rejects(request: web.Request) -> web.StreamResponse:

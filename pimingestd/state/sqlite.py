@@ -80,6 +80,7 @@ CREATE TABLE delta_versions (
     writer        INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX delta_versions_by_key ON delta_versions (scope, key);
+CREATE INDEX ingestions_by_created ON ingestions (created_at);
 """
 
 _SCHEMA = """
@@ -582,13 +583,87 @@ class Store:
         )
         return [_ingestion(r) for r in rows]
 
-    async def list_ingestions(self, status: str | None, limit: int, offset: int) -> list[Ingestion]:
-        where, args = ("WHERE status = ?", [status]) if status else ("", [])
+    @staticmethod
+    def _filter(status: str | None, name: str) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        if status:
+            clauses.append("status = ?")
+            args.append(status)
+        if name:  # a substring of the file name (LIKE: ASCII letters match either case)
+            clauses.append("file_name LIKE ? ESCAPE '\\'")
+            args.append("%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+    async def list_ingestions(self, status: str | None, limit: int, offset: int, name: str = "") -> list[Ingestion]:
+        where, args = self._filter(status, name)
         rows = await self._rows(
             f"SELECT * FROM ingestions {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
             [*args, limit, offset],
         )
         return [_ingestion(r) for r in rows]
+
+    async def count_ingestions(self, status: str | None, name: str = "") -> int:
+        where, args = self._filter(status, name)
+        row = await self._one(f"SELECT count(*) FROM ingestions {where}", args)
+        return int(row[0]) if row is not None else 0
+
+    async def timeline(self, ingestion_id: str, cells: int) -> dict[str, Any]:
+        """An ingestion's chunks in at most ``cells`` cells (one per chunk when there are fewer): each with its
+        chunk range and how many are ACKed, sent, spooled, retried (more than one attempt) and rejected
+        (a chunk reject, or records refused in its ACK); and the ACK latency percentiles, in milliseconds."""
+        row = await self._one(
+            "SELECT count(*), coalesce(max(n), 0) FROM chunks WHERE ingestion_id = ?", (ingestion_id,)
+        )
+        assert row is not None
+        count, top = int(row[0]), int(row[1])
+        if not count:
+            return {"chunks": 0, "cells": [], "latency_ms": None}
+        width = max(1, -(-top // cells))
+        rows = await self._rows(
+            "SELECT (n - 1) / ? AS cell, min(n), max(n), count(*) FILTER (WHERE state = 'acked'),"
+            " count(*) FILTER (WHERE state = 'sent'), count(*) FILTER (WHERE state = 'spooled'),"
+            " count(*) FILTER (WHERE attempts > 1), count(*) FILTER (WHERE reject_reason IS NOT NULL)"
+            " FROM chunks WHERE ingestion_id = ? GROUP BY cell ORDER BY cell",
+            (width, ingestion_id),
+        )
+        refused = {
+            r[0]: r[1]
+            for r in await self._rows(
+                "SELECT (chunk - 1) / ?, count(*) FROM record_rejects WHERE ingestion_id = ? AND chunk IS NOT NULL"
+                " GROUP BY 1",
+                (width, ingestion_id),
+            )
+        }
+        out = [
+            {
+                "first": r[1],
+                "last": r[2],
+                "acked": r[3],
+                "sent": r[4],
+                "spooled": r[5],
+                "retried": r[6],
+                "rejected": r[7],
+                "records_refused": refused.get(r[0], 0),
+            }
+            for r in rows
+        ]
+        return {"chunks": count, "cells": out, "latency_ms": await self._latencies(ingestion_id)}
+
+    async def _latencies(self, ingestion_id: str) -> dict[str, float] | None:
+        """p50, p90, p99 and max of acked_at - sent_at over ACKed chunks, one row read per figure."""
+        where = "FROM chunks WHERE ingestion_id = ? AND state = 'acked' AND sent_at IS NOT NULL"
+        row = await self._one(f"SELECT count(*) {where}", (ingestion_id,))
+        total = int(row[0]) if row is not None else 0
+        if not total:
+            return None
+        out = {}
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):
+            at = await self._one(
+                f"SELECT acked_at - sent_at {where} ORDER BY 1 LIMIT 1 OFFSET ?",
+                (ingestion_id, min(total - 1, int(q * total))),
+            )
+            out[name] = round(max(float(at[0]), 0.0) * 1000, 1) if at is not None else 0.0
+        return out
 
     async def count_by_status(self) -> dict[str, int]:
         return {r[0]: r[1] for r in await self._rows("SELECT status, count(*) FROM ingestions GROUP BY status")}
