@@ -7,6 +7,7 @@ PIMINGESTD_SCREENSHOTS=docs/img also writes the 1280x800 screenshots there (the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -193,7 +194,7 @@ async def test_a_file_dropped_on_the_page_is_uploaded_and_its_progress_reaches_1
             values.append(float(now))
         if text(browser, "#detail-status") == "completed":
             break
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
     assert text(browser, "#detail-status") == "completed"
     assert any(0 < v < 100 for v in values), f"the progress bar never moved: {sorted(set(values))}"
     until("100%", lambda: browser.find_element(By.ID, "detail-progress").get_attribute("aria-valuenow") == "100.0")
