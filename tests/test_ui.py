@@ -181,6 +181,8 @@ async def test_a_file_dropped_on_the_page_is_uploaded_and_its_progress_reaches_1
     until("the list", lambda: visible(browser, "#list"))
     browser.find_element(By.LINK_TEXT, "Upload").click()
     until("the upload view", lambda: visible(browser, "#dropzone"))
+    browser.find_element(By.ID, "opt-key").send_keys("sku")  # the profile options travel as query parameters
+    browser.find_element(By.ID, "opt-delta").click()
     drop(browser, "dropped.jsonl", data)
     until("the upload's answer", lambda: "Taken" in text(browser, "#upload-message"))
     seen = browser.execute_script("return window.__uploadProgress")
@@ -202,7 +204,7 @@ async def test_a_file_dropped_on_the_page_is_uploaded_and_its_progress_reaches_1
     until("completed in the list", lambda: "completed" in text(browser, "#ingestions tbody"))
     assert "dropped.jsonl" in text(browser, "#ingestions tbody")
     [row] = await cluster.ingestions()
-    assert row["source"] == "upload" and row["records_acked"] == 150
+    assert row["source"] == "upload" and row["records_acked"] == 150 and row["delta_scope"] == "dropped.jsonl"
 
 
 async def test_a_failed_ingestions_error_shows_its_place_and_resume_from_the_page_completes(

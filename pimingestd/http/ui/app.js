@@ -258,6 +258,11 @@ function upload(file) {
   set("chunk_records", $("#opt-chunk").value);
   set("key", $("#opt-key").value.trim());
   set("on_invalid", $("#opt-invalid").value);
+  set("json_path", $("#opt-json-path").value.trim());
+  set("sheet", $("#opt-sheet").value.trim());
+  set("delimiter", $("#opt-delimiter").value);
+  set("record_path", $("#opt-record-path").value.trim());
+  set("deletions", $("#opt-deletions").value);
   if ($("#opt-delta").checked) params.set("delta", "true");
   if ($("#opt-reingest").checked) params.set("re_ingestion", "true");
   const bar = $("#upload-progress");
