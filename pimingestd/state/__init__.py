@@ -9,7 +9,9 @@ backend, these hold:
   caller (a cancelled task cannot split one);
 - a status changes only as ``model.TRANSITIONS`` allows, checked by the write;
 - ``commit_ack`` returns "accepted" only once the ACK is durable;
-- reads of chunk rows come a page at a time, so memory stays flat.
+- reads of chunk rows come a page at a time, so memory stays flat;
+- an ACK's refused records and its records' versions commit in the ACK's transaction (``commit_ack``), so
+  a version is stored only for what PIM-Core applied.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The state database: the only code that speaks SQL.
+"""The state database: the only code that writes it (state/lookups.py holds the read-only views that worker
+threads use; no other module speaks SQL to it).
 
 One SQLite file in WAL mode with ``synchronous=FULL``: a chunk reported ACKed
 has reached the disk, so it survives power loss, not only a crash. The schema
