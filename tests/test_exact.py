@@ -177,3 +177,32 @@ def test_errors_after_the_fast_path_name_the_place(tmp_path: Path) -> None:
     start, end = (int(x) for x in message.split("between byte ")[1].split(" (", maxsplit=1)[0].split(" and "))
     assert start <= at <= end, message
     assert "after record 19989" in message
+
+
+def test_exact_values_give_the_same_bytes_and_the_source_strings(tmp_path: Path) -> None:
+    """Asked for exact_values (the record pipeline), the fast paths yield exact.Exact: the same canonical bytes
+    as without, and each object as parsed, where strings, integers and structure are the source's and a
+    number with a fraction is a marked string. Both JSON Lines and a top-level JSON array, over several
+    blocks and a record the fast path declines."""
+    from pimingestd.core import canonical
+    from pimingestd.sources import SourceSpec, read_records
+    from pimingestd.sources.exact import Exact
+
+    rows = [
+        {"sku": f"S{i}", "price": f"{i}.50", "n": i, "tags": ["a", {"b": i}], "ok": i % 2 == 0, "none": None}
+        for i in range(6000)
+    ]
+    text = [json.dumps({**r, "price": float(r["price"])}) for r in rows]
+    text[4000] = text[4000].replace('"n": 4000', '"n": 4000, "e": 1e300')  # exponent: this window declines
+    for fmt, body in (("jsonl", "\n".join(text) + "\n"), ("json", "[" + ",\n".join(text) + "]")):
+        path = tmp_path / f"x.{fmt}"
+        path.write_text(body)
+        plain = [canonical.encode(r) for r in read_records(path, SourceSpec(fmt))]
+        both = list(read_records(path, SourceSpec(fmt, exact_values=True)))
+        assert sum(type(r) is Exact for r in both) > 3000, fmt
+        assert [r.body if type(r) is Exact else canonical.encode(r) for r in both] == plain, fmt
+        for r in both:
+            if type(r) is Exact:
+                real = json.loads(r.body)
+                assert r.value["sku"] == real["sku"] and r.value["n"] == real["n"] and r.value["tags"] == real["tags"]
+                assert r.value["price"] == "\x7f" + json.dumps(real["price"]) + "\x7f"  # the digits, marked

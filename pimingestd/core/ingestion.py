@@ -12,6 +12,7 @@ outcome means.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -204,6 +205,8 @@ class Runner:
         await self._store.start_spool(ing.id)
         chunks = records = 0
         spec, policy, identity = self._spec(ing), self._policy(ing), (ing.size, ing.mtime_ns)
+        if rules.active:  # the pipeline takes a fast path's parsed objects too: a key without a second parse
+            spec = dataclasses.replace(spec, exact_values=True)
         source: spool.RemoteSource | None = None
         if ing.remote:
             stage = self._spool_dir / f"{ing.id}.stage"

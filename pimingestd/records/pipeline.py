@@ -30,6 +30,7 @@ from ..core.chunking import Chunk
 from ..errors import ChunkError, InvalidRecord, TooManyDeletions
 from ..model import Invalid
 from ..sources import Record
+from ..sources.exact import Exact
 from ..state.lookups import ScopeView
 from . import keys
 from .meta import HASH_BYTES, ChunkMeta
@@ -99,9 +100,12 @@ class Pipeline:
         for position, record in batch:
             # The hot loop of a delta pass: the common case (a fast path's canonical bytes, a top-level string
             # key, no schema) is written out inline; anything else takes the general calls.
-            if type(record) is dict:
+            if type(record) is Exact:  # the fast path's bytes, and its object (numbers with fractions marked)
+                body = record.body
+                value: Any = record.value if check is None else loads(body)
+            elif type(record) is dict:
                 body = _encode(record, position)
-                value: Any = record
+                value = record
             else:
                 body = bytes(memoryview(dumps(record)))  # canonical already; out of orjson's 4 KiB buffer
                 value = loads(body)
@@ -109,11 +113,11 @@ class Pipeline:
             key = None
             if bad is None and key_of is not None:
                 found = value.get(top) if top is not None else None
-                if type(found) is str and found:
+                if type(found) is str and found and "\x7f" not in found:  # a DEL: a marked number, not a string
                     key = dumps(found).decode()
                 else:
                     try:
-                        key = key_of(value)
+                        key = key_of(loads(body) if type(record) is Exact else value)
                     except keys.NoKey as exc:
                         bad = (str(exc), rules.key)
             if bad is not None:

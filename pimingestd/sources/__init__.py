@@ -31,6 +31,7 @@ from ..errors import ConfigError, UnsupportedFormat
 from ..locations.local import open_source
 from ..names import readable
 from . import compression
+from .exact import Exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Format:
     name: str
     suffixes: tuple[str, ...]
     module: str  # sources/<module>.py: Options and read()
+    exact_values: bool = False  # read() takes exact_values=True: its fast path then yields exact.Exact
 
     def load(self) -> ModuleType:
         return importlib.import_module(f"{__name__}.{self.module}")
@@ -46,8 +48,8 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("json", (".json",), "json_source"),
-        Format("jsonl", (".jsonl", ".ndjson"), "jsonl"),
+        Format("json", (".json",), "json_source", exact_values=True),
+        Format("jsonl", (".jsonl", ".ndjson"), "jsonl", exact_values=True),
         Format("excel", (".xlsx", ".xlsm"), "excel"),
         Format("csv", (".csv", ".tsv"), "csv_source"),
         Format("xml", (".xml",), "xml_source"),
@@ -58,8 +60,9 @@ _BY_SUFFIX = {suffix: f.name for f in FORMATS.values() for suffix in f.suffixes}
 DEFAULT_MAX_RECORD = 16 << 20
 
 # A record as a reader yields it: a JSON object, or (from the fast paths) its canonical
-# bytes already, as an orjson.Fragment that canonical.encode writes verbatim.
-Record = dict[str, Any] | orjson.Fragment
+# bytes already, as an orjson.Fragment that canonical.encode writes verbatim; or, for a reader asked
+# for exact_values (the record pipeline), as exact.Exact: the bytes and the object parsed on the way.
+Record = dict[str, Any] | orjson.Fragment | Exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class SourceSpec:
     format: str
     options: Mapping[str, Any] = field(default_factory=dict)
     max_record_bytes: int = DEFAULT_MAX_RECORD
+    exact_values: bool = False  # a fast path's records also as parsed objects (exact.Exact), where it has one
 
 
 def detect_format(path: PurePath, given: str | None = None) -> str:
@@ -125,14 +129,16 @@ def read_records(path: Path, spec: SourceSpec, size: int | None = None) -> Itera
 def read_stream(fh: BinaryIO, name: str, spec: SourceSpec) -> Iterator[Record]:
     """Yield the records of an open stream (a remote object, say) whose file name is ``name``: its
     suffix says whether it is compressed. Excel needs a seekable file."""
-    module = FORMATS[spec.format].load()
+    fmt = FORMATS[spec.format]
+    module = fmt.load()
     options = module.Options(**spec.options)
     codec = _check_codec(name, spec)
+    extra = {"exact_values": True} if spec.exact_values and fmt.exact_values else {}
     if codec is None:
-        yield from _without_reject_fields(module.read(fh, name, options, spec.max_record_bytes))
+        yield from _without_reject_fields(module.read(fh, name, options, spec.max_record_bytes, **extra))
     else:
         with compression.decompressed(fh, codec, name) as stream:
-            yield from _without_reject_fields(module.read(stream, name, options, spec.max_record_bytes))
+            yield from _without_reject_fields(module.read(stream, name, options, spec.max_record_bytes, **extra))
 
 
 # A reject file's fields (records/reject_file.py): dropped from every record read, so a fixed reject file

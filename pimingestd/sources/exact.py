@@ -42,6 +42,7 @@ canonical.encode; tests/test_exact.py checks that on generated documents.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 
@@ -95,9 +96,10 @@ def unmark(encoded: list[bytes], marked: int) -> list[bytes] | None:
     return plain.split(b"\n")
 
 
-def array_items(body: bytes) -> list[bytes] | None:
+def array_items(body: bytes, values: list[dict[str, Any]] | None = None) -> list[bytes] | None:
     """The canonical bytes of each object in ``body`` (an array's items, without the
-    brackets); None when any item is not an object or this path declines."""
+    brackets); None when any item is not an object or this path declines. ``values``, when
+    given, receives each object as parsed from the marked text (see ``Exact``)."""
     m = mark(body)
     if m is None:
         return None
@@ -115,12 +117,15 @@ def array_items(body: bytes) -> list[bytes] | None:
             encoded.append(dumps(item, option=_SORT))
     except orjson.JSONEncodeError:
         return None
+    if values is not None:
+        values.extend(items)
     return unmark(encoded, count)
 
 
-def line_items(block: bytes) -> list[bytes] | None:
+def line_items(block: bytes, values: list[dict[str, Any]] | None = None) -> list[bytes] | None:
     """The canonical bytes of each line of ``block`` (JSON Lines, the last line ending in
-    a newline or not); None when any line is blank, not an object, or this path declines."""
+    a newline or not); None when any line is blank, not an object, or this path declines.
+    ``values``, when given, receives each object as parsed from the marked text."""
     m = mark(block)
     if m is None:
         return None
@@ -130,12 +135,30 @@ def line_items(block: bytes) -> list[bytes] | None:
         lines.pop()
     loads, dumps = orjson.loads, orjson.dumps
     encoded = []
+    parsed = []
     try:
         for line in lines:
             item = loads(line)
             if type(item) is not dict:
                 return None
             encoded.append(dumps(item, option=_SORT))
+            parsed.append(item)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return None
+    if values is not None:
+        values.extend(parsed)
     return unmark(encoded, count)
+
+
+class Exact:
+    """A fast path's record with the object it was parsed into, for a reader asked for both (the record
+    pipeline, which needs a key from every record). ``body`` is the canonical bytes; in ``value`` strings,
+    integers, booleans, nulls and the structure are the source's, and a number with a fraction is a marked
+    string (DEL, digits, DEL). A source string never holds a DEL (``mark`` declines), so a string value with
+    one is a marked number."""
+
+    __slots__ = ("body", "value")
+
+    def __init__(self, body: bytes, value: dict[str, Any]) -> None:
+        self.body = body
+        self.value = value

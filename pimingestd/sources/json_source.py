@@ -96,10 +96,12 @@ class _FastArray:
     orjson refuses lone surrogates, and exact.py declines what orjson cannot write
     (nesting past 254 levels). What is declined goes through the guard with ijson."""
 
-    def __init__(self, raw: BinaryIO, max_record_bytes: int) -> None:
+    def __init__(self, raw: BinaryIO, max_record_bytes: int, values: list[dict[str, Any]] | None = None) -> None:
         self._raw = raw
+        self._values = values  # each window's parsed objects are put here (emptied by the caller per window)
         self._max = max_record_bytes
-        self._block = max(min(_BLOCK, max_record_bytes // 2), 1)
+        block = _BLOCK if values is None else _BLOCK >> 2  # smaller when each record's parsed object is held too
+        self._block = max(min(block, max_record_bytes // 2), 1)
         self.handoff: _Handoff | None = _Handoff()  # None once the whole array was read here
 
     def items(self) -> Iterator[list[bytes]]:
@@ -141,7 +143,7 @@ class _FastArray:
                     continue
                 comma, start = cut
                 body, rest = window[:comma], window[start:]
-            items = exact.array_items(body)
+            items = exact.array_items(body, self._values)
             if items is None:
                 break
             if sep is None and rest:
@@ -187,17 +189,23 @@ class Options:
 
 
 def read(
-    raw: BinaryIO, name: str, options: Options, max_record_bytes: int = DEFAULT_MAX_RECORD
-) -> Iterator[dict[str, Any] | orjson.Fragment]:
+    raw: BinaryIO, name: str, options: Options, max_record_bytes: int = DEFAULT_MAX_RECORD, exact_values: bool = False
+) -> Iterator[dict[str, Any] | orjson.Fragment | exact.Exact]:
     """Records of the array at ``options.json_path``. The top-level array takes the fast path
     (canonical bytes as orjson.Fragment, see exact.py) as far as it can; ijson does the rest."""
     segments = json_path_mod.parse(options.json_path)
     handoff = _Handoff()
     if segments == (json_path_mod.ITEMS,):
-        fast = _FastArray(raw, max_record_bytes)
+        values: list[dict[str, Any]] | None = [] if exact_values else None
+        fast = _FastArray(raw, max_record_bytes, values)
         for items in fast.items():
-            for item in items:
-                yield orjson.Fragment(item)
+            if values is not None:
+                for item, value in zip(items, values, strict=True):
+                    yield exact.Exact(item, value)
+                values.clear()
+            else:
+                for item in items:
+                    yield orjson.Fragment(item)
         if fast.handoff is None:
             return
         handoff = fast.handoff

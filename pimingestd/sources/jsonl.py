@@ -26,6 +26,7 @@ from . import DEFAULT_MAX_RECORD, describe, exact
 
 _BOM = b"\xef\xbb\xbf"
 _BLOCK = 1 << 19  # whole lines are read in blocks of about half a MiB
+_BLOCK_WITH_VALUES = 1 << 17  # smaller when each record's parsed object is held too (exact_values)
 _BLANK = b" \t\r"  # JSON whitespace, less the newline that ends the line
 
 
@@ -71,17 +72,18 @@ class Options:
 
 
 def read(
-    f: BinaryIO, name: str, options: Options, max_record_bytes: int = DEFAULT_MAX_RECORD
-) -> Iterator[dict[str, Any] | orjson.Fragment]:
+    f: BinaryIO, name: str, options: Options, max_record_bytes: int = DEFAULT_MAX_RECORD, exact_values: bool = False
+) -> Iterator[dict[str, Any] | orjson.Fragment | exact.Exact]:
     """Records of a JSON Lines file. Blocks of whole lines take the fast path (canonical
     bytes as orjson.Fragment, see exact.py); a block it declines is read line by line."""
     index = 0
     lineno = 0  # lines before the block
+    block_size = _BLOCK_WITH_VALUES if exact_values else _BLOCK
     carry = f.read(len(_BOM))
     if carry == _BOM:
         carry = b""
     while True:
-        data = f.read(_BLOCK)
+        data = f.read(block_size)
         buf = carry + data if carry else data
         if data:
             cut = buf.rfind(b"\n") + 1
@@ -98,10 +100,15 @@ def read(
         lines = block.split(b"\n")
         if not lines[-1]:
             lines.pop()
-        fast = exact.line_items(block) if max(map(len, lines)) <= max_record_bytes else None
+        values: list[dict[str, Any]] | None = [] if exact_values else None
+        fast = exact.line_items(block, values) if max(map(len, lines)) <= max_record_bytes else None
         if fast is not None:
-            for item in fast:
-                yield orjson.Fragment(item)
+            if values is not None:
+                for item, value in zip(fast, values, strict=True):
+                    yield exact.Exact(item, value)
+            else:
+                for item in fast:
+                    yield orjson.Fragment(item)
             index += len(fast)
             lineno += len(lines)
             continue
