@@ -8,7 +8,6 @@ string or an integer: what a catalogue names products by. It is stored as its ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,21 +17,6 @@ DELETED = "_deleted"  # a tombstone's marker (docs/protocol.md)
 
 class NoKey(ValueError):
     """The record has no usable key; the text says why."""
-
-
-def extractor(key: str) -> Callable[[Any], str]:
-    """``extract`` for one key field, with a fast path for a top-level name (the spool pass calls it per record)."""
-    if "." in key:
-        return lambda record: extract(record, key)
-    dumps = orjson.dumps
-
-    def top(record: Any) -> str:
-        value = record.get(key, _MISSING) if type(record) is dict else _MISSING
-        if (type(value) is str and value) or type(value) is int:
-            return dumps(value).decode()
-        return extract(record, key)  # the error, worded in one place
-
-    return top
 
 
 def extract(record: Any, key: str) -> str:

@@ -77,7 +77,8 @@ class Pipeline:
         self._full = full_file  # False: a reject file (never a whole catalogue), so it deletes nothing
         self._delta = rules.delta and dedup  # re_ingestion sends everything (versions are still recorded)
         self._full_deletions = rules.deletions != "off" and full_file
-        self._key_of = keys.extractor(rules.key) if rules.key is not None else None
+        key = rules.key
+        self._key_of = (lambda value: keys.extract(value, key)) if key is not None else None
 
     def run(self, records: Iterator[Record]) -> Iterator[Item]:
         numbered = enumerate(records)

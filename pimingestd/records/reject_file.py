@@ -66,7 +66,7 @@ def write(
     fsynced); returns how many were written."""
     tmp = target.with_name(target.name + ".tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
-    writer = _WRITERS[fmt](tmp, options)
+    writer = _WRITERS[fmt](tmp, options, target.suffix)
     written = 0
     try:
         for record, reason, field in _pick(records, rejects):
@@ -114,7 +114,7 @@ def _with_reject(record: dict[str, Any], reason: str, field: str | None) -> dict
 
 
 class _Writer:
-    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
+    def __init__(self, path: Path, options: Mapping[str, Any], suffix: str) -> None:
         self.fh: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close() or abort()
         self.options = options
 
@@ -134,8 +134,8 @@ class _JsonLines(_Writer):
 
 
 class _JsonArray(_Writer):
-    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
-        super().__init__(path, options)
+    def __init__(self, path: Path, options: Mapping[str, Any], suffix: str) -> None:
+        super().__init__(path, options, suffix)
         self._open, self._close = b"", b""
         for segment in parse_json_path(options.get("json_path"))[:-1]:
             self._open += b"[" if segment is ITEMS else b"{" + _json(segment) + b":"
@@ -153,12 +153,12 @@ class _JsonArray(_Writer):
 
 
 class _Csv(_Writer):
-    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
-        super().__init__(path, options)
+    def __init__(self, path: Path, options: Mapping[str, Any], suffix: str) -> None:
+        super().__init__(path, options, suffix)
         from ..sources.csv_source import ENCODINGS
 
         delimiter = options.get("delimiter", "auto")
-        self._delimiter = ("\t" if path.name.endswith(".tsv.tmp") else ",") if delimiter == "auto" else delimiter
+        self._delimiter = ("\t" if suffix == ".tsv" else ",") if delimiter == "auto" else delimiter
         codec = ENCODINGS[options.get("encoding", "utf-8")]
         self._text = io.TextIOWrapper(self.fh, encoding="utf-8" if codec == "utf-8-sig" else codec, newline="")
         self._csv = csv.writer(self._text, delimiter=self._delimiter, quotechar='"', lineterminator="\r\n")
@@ -186,7 +186,7 @@ def _cell(value: Any) -> str:
 
 
 class _Excel(_Writer):
-    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
+    def __init__(self, path: Path, options: Mapping[str, Any], suffix: str) -> None:
         from openpyxl import Workbook
 
         self._path = path
@@ -214,8 +214,8 @@ def _excel_cell(value: Any) -> Any:
 
 
 class _Xml(_Writer):
-    def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
-        super().__init__(path, options)
+    def __init__(self, path: Path, options: Mapping[str, Any], suffix: str) -> None:
+        super().__init__(path, options, suffix)
         names = str(options.get("record_path", "")).strip("/").split("/")
         self._outer, self._record = names[:-1], names[-1]
         self.fh.write(b'<?xml version="1.0" encoding="utf-8"?>\n')
