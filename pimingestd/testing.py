@@ -117,7 +117,14 @@ def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None =
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env)
 
 
-async def wait_http(url: str, timeout: float = 15.0, ok: Callable[[int], bool] = lambda s: s < 500) -> None:
+async def wait_http(
+    url: str,
+    timeout: float = 15.0,
+    ok: Callable[[int], bool] = lambda s: s < 500,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Until ``url`` answers as ``ok`` says; AssertionError after ``timeout``, or at once when ``alive`` (the
+    process that should answer) says it is gone."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         while True:
@@ -127,6 +134,8 @@ async def wait_http(url: str, timeout: float = 15.0, ok: Callable[[int], bool] =
                         return
             except aiohttp.ClientError:
                 pass
+            if alive is not None and not alive():
+                raise AssertionError(f"{url}: the process exited before it answered")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{url} not up after {timeout}s")
             await asyncio.sleep(0.05)
@@ -197,8 +206,20 @@ class Cluster:
         self.receiver_restarts += 1
 
     async def start_daemon(self, env: dict[str, str] | None = None) -> None:
-        self.daemon = spawn(["run", "--config", str(self.cfg)], env={**self.env, **(env or {})}, log=self.log)
-        await wait_http(self.durl + "/healthz", ok=lambda s: s == 200, timeout=30)
+        daemon = self.daemon = spawn(["run", "--config", str(self.cfg)], env={**self.env, **(env or {})}, log=self.log)
+        await wait_http(self.durl + "/healthz", ok=lambda s: s == 200, timeout=30, alive=lambda: daemon.poll() is None)
+
+    async def callbacks_settled(self, timeout: float = 30.0) -> None:
+        """Wait until the receiver has no callback left to send or retry (one retried at a restarted daemon
+        would otherwise reach it, and meet a crash point set for what comes next)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            _, stats = await self.call("GET", self.rurl + "/stats")
+            if stats.get("callbacks_pending") == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the receiver still has callbacks pending after {timeout}s: {stats}")
+            await asyncio.sleep(0.05)
 
     async def kill_daemon(self) -> None:
         assert self.daemon is not None
