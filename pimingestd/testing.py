@@ -141,6 +141,17 @@ async def wait_http(
             await asyncio.sleep(0.05)
 
 
+def scope_versions(db: Path, scope: str) -> dict[str, bytes]:
+    """A delta scope's stored versions (key -> hash) in the state database ``db``, as a second, read-only
+    connection sees them: only what is committed."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT key, hash FROM delta_versions WHERE scope = ?", (scope,)).fetchall()
+    finally:
+        con.close()
+    return {k: bytes(h) for k, h in rows}
+
+
 class Cluster:
     """The one harness for tests that need real processes: a daemon and a reference receiver.
 
@@ -361,9 +372,7 @@ class Cluster:
 
     def versions(self, scope: str) -> dict[str, bytes]:
         """A delta scope's stored versions (key -> hash), as committed."""
-        return {
-            k: bytes(h) for k, h in self.read_state("SELECT key, hash FROM delta_versions WHERE scope = ?", (scope,))
-        }
+        return scope_versions(self.state_db, scope)
 
     async def catalogue(self, key: str = "sku") -> dict[str, bytes]:
         """What the receiver holds, key -> the hash the daemon stores for a version."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pimingestd.core import canonical
+from pimingestd.testing import scope_versions as versions
 
 from .conftest import MakeDaemon
 from .helpers import Receiver, product
@@ -19,16 +20,6 @@ from .helpers import Receiver, product
 def _write(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
-
-
-def versions(db: Path, scope: str) -> dict[str, bytes]:
-    """The scope's stored versions, as a separate connection sees what is committed."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT key, hash FROM delta_versions WHERE scope = ?", (scope,)).fetchall()
-    finally:
-        con.close()
-    return {k: bytes(h) for k, h in rows}
 
 
 async def held(receiver: Receiver, key: str = "sku") -> dict[str, bytes]:
