@@ -141,6 +141,8 @@ def create_app(config: Config) -> web.Application:
                 max_record_bytes=config.max_record_bytes,
                 remote=remote,
                 progress_seconds=config.logging.progress_seconds,
+                window=config.pimcore.window,
+                order=config.pimcore.order,
             )
             yield
             await app[api.SCHEDULER].close()

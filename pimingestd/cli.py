@@ -36,7 +36,12 @@ EXIT_STATE = 74
 EXIT_CONFIG = 78
 
 DEFAULT_CONFIG = "/etc/pimingestd/config.toml"
-_RULE_JSON = ("unique_key", "delta", "max_deletions")  # record rules whose -o value is JSON (true, 20), not text
+_RULE_JSON = (
+    "unique_key",
+    "delta",
+    "max_deletions",
+    "window",
+)  # record rules whose -o value is JSON (true, 20), not text
 _EPILOG = (
     "Exit codes: 0 success, 1 failure, 2 usage, 3 daemon unreachable, 4 completed with rejected records"
     " (ingest --wait), 74 state unusable, 78 bad config."
@@ -177,8 +182,9 @@ def _parser() -> argparse.ArgumentParser:
         "receiver",
         help="run the reference PIM-Core receiver",
         formatter_class=fmt,
-        description="Run the reference PIM-Core receiver (PIM-Core's side of protocol v1).\n\n"
-        "Example:\n  pimingestd receiver --port 8081 --data var/receiver",
+        description="Run the reference PIM-Core receiver (PIM-Core's side of protocol v1, and v2 when asked).\n\n"
+        "Example:\n  pimingestd receiver --port 8081 --data var/receiver\n"
+        "  pimingestd receiver --port 8081 --data var/bench --mode count --workers 4 --apply-ms-per-record 2",
     )
     rec.add_argument("--host", default="127.0.0.1")
     rec.add_argument("--port", type=int, default=8081)
@@ -189,6 +195,15 @@ def _parser() -> argparse.ArgumentParser:
         choices=("store", "count"),
         default="store",
         help="store: parse and store every record; count: check framing and order only",
+    )
+    rec.add_argument("--protocol", type=int, choices=(1, 2), default=2, help="the highest protocol it speaks")
+    rec.add_argument("--window", type=int, default=16, help="v2: the chunks in flight it announces")
+    rec.add_argument("--workers", type=int, default=1, help="appliers working at once (by_key chunks)")
+    rec.add_argument(
+        "--apply-ms-per-record",
+        type=float,
+        default=0.0,
+        help="a model of PIM-Core's cost, for benchmarks: each record takes this long of a worker",
     )
     rec.add_argument("--log-format", choices=("json", "console"), default="json")
     return p
@@ -247,12 +262,13 @@ async def _prune(cfg: config_mod.Config, dry_run: bool) -> dict[str, Any]:
 
 
 def _receiver(args: argparse.Namespace) -> int:
-    from .receiver.app import serve
+    from .receiver.app import Options, serve
 
     logs.setup(args.log_format, "info")
     secret = args.secret if args.secret is not None else os.environ.get(config_mod.SECRET_ENV, "")
     with suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, args.data.resolve(), secret=secret, mode=args.mode))
+        options = Options(args.mode, args.protocol, args.window, args.workers, args.apply_ms_per_record)
+        asyncio.run(serve(args.host, args.port, args.data.resolve(), secret=secret, options=options))
     return EXIT_OK
 
 

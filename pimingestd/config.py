@@ -59,6 +59,8 @@ class PimcoreConfig:
     complete_url: str
     secret: str = field(default="", repr=False)
     request_timeout: float = 60.0
+    window: int = 1  # chunks of one ingestion in flight at once (more than one: protocol v2)
+    order: str = "strict"  # "strict" or "by_key" (for ingestions whose records have a key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,6 +545,8 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         complete_url=s.url("complete_url", "http://127.0.0.1:8081/ingest/complete"),
         secret=_secret(s.string("secret", ""), env, SECRET_CREDENTIAL, SECRET_ENV, "pimcore.secret"),
         request_timeout=s.number("request_timeout", 60.0, minimum=0.0, exclusive=True),
+        window=s.integer("window", 1, minimum=1, maximum=256) or 1,
+        order=s.choice("order", "strict", ("strict", "by_key")),
     )
     s.finish()
 

@@ -152,6 +152,21 @@ class Rejected(DeliveryError):
         self.retryable = retryable
 
 
+class TooEarly(DeliveryError):
+    """v2, strict order: the receiver answered 425; the chunk came ahead of its turn. Sent again shortly,
+    not counted as a failed attempt (up to a bound)."""
+
+
+class Busy(DeliveryError):
+    """v2 back-pressure: the receiver answered 429 (or 503 with Retry-After); nothing is sent to it for
+    ``seconds``, and the attempt does not count as failed."""
+
+    def __init__(self, message: str, *, seconds: float, status: int) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+        self.status = status
+
+
 class NotAllowed(PimIngestError):
     """The operation does not apply to the ingestion in its current status."""
 

@@ -52,6 +52,22 @@ class Metrics:
         self.records_unchanged = Counter(
             "pimingestd_records_unchanged", "Records not sent: unchanged since their ACKed version (delta)", registry=r
         )
+        self.chunks_too_early = Counter(
+            "pimingestd_chunks_too_early",
+            "Chunk POSTs answered 425: ahead of their turn under strict order (v2); sent again, not failures",
+            registry=r,
+        )
+        self.receiver_busy = Counter(
+            "pimingestd_receiver_busy",
+            "Chunk POSTs answered 429, or 503 with Retry-After: sending to PIM-Core paused (v2), not failures",
+            ["status"],
+            registry=r,
+        )
+        self.window = Gauge(
+            "pimingestd_window",
+            "Chunks that may be in flight to PIM-Core now (the adaptive window; 0: none announced, v1)",
+            registry=r,
+        )
         self.bytes_sent = Counter("pimingestd_bytes_sent", "Chunk body bytes sent (every attempt)", registry=r)
         self.ack_latency = Histogram(
             "pimingestd_ack_latency_seconds",
@@ -96,8 +112,9 @@ class Metrics:
         if latency is not None:
             self.ack_latency.observe(latency)
 
-    def render(self, by_status: dict[str, int], in_flight: int) -> bytes:
+    def render(self, by_status: dict[str, int], in_flight: int, window: int | None = None) -> bytes:
         for status in STATUSES:
             self.ingestions.labels(status).set(by_status.get(status, 0))
         self.in_flight.set(in_flight)
+        self.window.set(window or 0)
         return generate_latest(self.registry)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +81,99 @@ def test_tombstones_match_the_vectors() -> None:
         assert keys.extract(json.loads(case["text"]), case["key"]) == case["stored"]
     for text in VECTORS["not_tombstones"]:
         assert json.loads(text).get(keys.DELETED) is not True
+
+
+# ---- protocol v2 ------------------------------------------------------------------------------------------
+
+
+def _base_headers() -> dict[str, str]:
+    meta = v1.ChunkHeaders("0" * 32, "sha256:" + "0" * 64, 1, None, 1, 0, "p.json")
+    return meta.headers(hashlib.sha256(b"[]").digest(), "http://127.0.0.1/callbacks/ack")
+
+
+def test_v2_chunk_headers_parse_as_the_vectors_say() -> None:
+    assert len(VECTORS["v2_chunk_headers"]) >= 8
+    for case in VECTORS["v2_chunk_headers"]:
+        headers = {**_base_headers(), **case["headers"]}
+        if "error" in case:
+            with pytest.raises(v1.BadMessage, match=case["error"]):
+                v1.ChunkHeaders.parse(headers)
+            continue
+        meta = v1.ChunkHeaders.parse(headers)[0]
+        assert (meta.protocol, meta.window, meta.order, meta.key) == (
+            case["protocol"],
+            case["window"],
+            case["order"],
+            case["key"],
+        ), case["about"]
+        if meta.protocol == 2:  # and the daemon sends exactly these headers for those fields
+            sent = v1.ChunkHeaders(**{**_fields(meta)}).headers(hashlib.sha256(b"[]").digest(), "http://x/cb")
+            assert {k: sent[k] for k in case["headers"]} == case["headers"], case["about"]
+
+
+def _fields(meta: v1.ChunkHeaders) -> dict[str, object]:
+    import dataclasses
+
+    return {f.name: getattr(meta, f.name) for f in dataclasses.fields(meta)}
+
+
+def test_v2_answer_windows_and_retry_after_read_as_the_vectors_say() -> None:
+    for case in VECTORS["v2_answer_windows"]:
+        headers = {} if case["header"] is None else {v1.WINDOW: case["header"]}
+        assert v1.announced_window(headers) == case["announced"], case["about"]
+    for case in VECTORS["retry_after"]:
+        got = v1.retry_after(case["header"], now=case["now"])
+        assert got == (None if case["seconds"] is None else pytest.approx(case["seconds"])), case["about"]
+
+
+def _arrival_body(n: int, variant: str) -> bytes:
+    return canonical.encode([{"i": 10 * (n - 1) + k, "n": n, "v": variant} for k in range(10)])
+
+
+async def test_the_reference_receiver_answers_v2_arrivals_as_the_vectors_say(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Each sequence of chunk POSTs, against the reference receiver (its strict hold off, so an early chunk
+    is answered at once)."""
+    from aiohttp import ClientSession, web
+
+    from pimingestd.receiver.app import Options, create_app
+
+    acks: list[Any] = []
+
+    async def callback(request: web.Request) -> web.Response:
+        acks.append(await request.json())
+        return web.json_response({"outcome": "accepted"})
+
+    sink = web.Application()
+    sink.router.add_post("/callbacks/ack", callback)
+    cb = await aiohttp_server(sink)
+    cases = VECTORS["v2_arrivals"]["cases"]
+    for i, case in enumerate(cases):
+        receiver = await aiohttp_server(create_app(tmp_path / f"receiver-{i}", options=Options(hold=0)))
+        ingestion = f"{i:032x}"
+        async with ClientSession() as s:
+            for step in case["steps"]:
+                body = _arrival_body(step["chunk"], step["variant"])
+                meta = v1.ChunkHeaders(
+                    ingestion,
+                    "sha256:" + "1" * 64,
+                    step["chunk"],
+                    None,
+                    10,
+                    10 * (step["chunk"] - 1),
+                    "p.json",
+                    protocol=case["protocol"],
+                    window=8 if case["protocol"] == 2 else 1,
+                    order=case["order"],
+                )
+                headers = meta.headers(hashlib.sha256(body).digest(), str(cb.make_url("/callbacks/ack")))
+                async with s.post(receiver.make_url("/ingest/chunks"), data=body, headers=headers) as r:
+                    assert r.status == step["answer"], (case["about"], step, await r.text())
+                    assert (v1.WINDOW in r.headers) is True  # a v2 receiver announces on every answer
+            async with s.get(receiver.make_url("/stats")) as r:
+                stats = await r.json()
+        taken = sum(1 for st in case["steps"] if st["answer"] == 202 and not st.get("duplicate"))
+        assert stats["chunks_applied"] == taken, (case["about"], stats)
+        assert stats.get("duplicates", 0) == sum(1 for st in case["steps"] if st.get("duplicate")), case["about"]
+        await receiver.close()

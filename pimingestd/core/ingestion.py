@@ -1,12 +1,13 @@
 """One ingestion's run, from its file to its completion.
 
 For an ingestion: check the file, spool it (preflight) or stream it, then for
-each chunk after the last committed one: register the ACK Future, persist the
-attempt as sent, POST, await the ACK (committed by the callback handler before
-it answers), and only then go on. Exactly one chunk of an ingestion is in
-flight. Then check the file again, claim the completion, and send it. Retries
-go through core/retry.py; the scheduler decides when a run starts and what its
-outcome means.
+each chunk not ACKed yet: take a permit from the window (core/flow.py), register
+the ACK Future, persist the attempt as sent, POST, await the ACK (committed by
+the callback handler before it answers). With a window of one (protocol v1) one
+chunk is in flight; with more (v2) up to that many, and under ``by_key`` never
+two that share a key. When every chunk is ACKed: check the file again, claim the
+completion, and send it. Retries go through core/retry.py; the scheduler decides
+when a run starts and what its outcome means.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import dataclasses
 import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import structlog
 from ..config import ChunkPolicy, DeliveryConfig
 from ..crashpoints import crash_point
 from ..errors import (
+    Busy,
     DeliveryError,
     DiskFull,
     Duplicate,
@@ -32,6 +35,7 @@ from ..errors import (
     Rejected,
     SpoolError,
     StateError,
+    TooEarly,
     UnknownIngestion,
 )
 from ..locations.remote import ObjectIdentity, Remote
@@ -48,12 +52,14 @@ from ..sources.fileid import identify, stat_identity
 from ..state import StateStore, lookups
 from . import canonical, spool
 from .chunking import Chunk, cut
-from .retry import RetryPolicy, TryAgain, retrying
+from .flow import Flow, Lane
+from .retry import RetryPolicy, TryAgain, pause, retrying
 from .threads import iterate_in_thread
 
 log = structlog.get_logger("pimingestd.core")
 
 _PAGE = 1000  # chunk rows read or written per store call: memory stays flat in the number of chunks
+_EARLY_BACKOFF = 0.02  # seconds before a chunk answered 425 goes again; doubling, at most 1 s
 
 
 class Runner:
@@ -88,6 +94,7 @@ class Runner:
         self._max_record_bytes = max_record_bytes
         self.metrics = metrics
         self._draining = draining
+        self.flow = Flow()  # the window toward PIM-Core, shared by every run
 
     async def _get(self, ingestion_id: str) -> Ingestion:
         ing = await self._store.get(ingestion_id)
@@ -126,8 +133,9 @@ class Runner:
         log.info("ingestion started", phase="started", resumed=resumed, preflight=ing.preflight)
         spooled = started
         # A remote object is always spooled (nothing is sent before it is read whole), and so is a file with
-        # record rules (validation and delta decide over the whole file before anything is sent).
-        if ing.preflight or ing.remote or rules.active:
+        # record rules (validation and delta decide over the whole file before anything is sent) or a window
+        # (chunks in flight at once are read back from the spool, and resume finds them there).
+        if ing.preflight or ing.remote or rules.active or rules.window > 1:
             ing = await self._ensure_spool(ing, path, rules)
             spooled = time.monotonic()
             await self._deliver_spooled(ing)
@@ -330,23 +338,69 @@ class Runner:
         return self._remote
 
     async def _deliver_spooled(self, ing: Ingestion) -> None:
+        """Send every chunk not ACKed yet, up to the window at once (one: protocol v1), in chunk order. Under
+        ``by_key`` a chunk that shares a key with a chunk in flight waits for that one's ACK. Each chunk's
+        spool bytes are read (in a thread) while it waits for its turn. The first chunk that fails ends the
+        delivery: the others are cancelled (their state stays resumable), or, when the daemon drains,
+        allowed to finish."""
+        rules = record_rules.stored(ing.rules)
         target = spool.spool_file(self._spool_dir, ing.id)
         fd = await asyncio.to_thread(os.open, target, os.O_RDONLY | os.O_CLOEXEC)
-        # One chunk ahead: the next chunk is read and hashed (in a thread) while this one
-        # waits for its ACK. Rows come a page at a time, so memory stays flat.
-        pending: tuple[ChunkRow, asyncio.Task[tuple[bytes, bytes]]] | None = None
+        lane = Lane(rules.window)
+        by_key = rules.order == "by_key" and rules.window > 1
+        holding: Counter[int] = Counter()  # hash of a key -> chunks in flight with it (by_key)
+        tasks: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+        read: asyncio.Task[tuple[bytes, bytes]] | None = None
+
+        async def send(row: ChunkRow, read: asyncio.Task[tuple[bytes, bytes]], held: frozenset[int]) -> None:
+            try:
+                await self._deliver_spooled_chunk(ing, rules, target, row, await read)
+            except BaseException as exc:
+                if not isinstance(exc, asyncio.CancelledError):
+                    failed.append(exc)
+                raise
+            finally:
+                holding.subtract(held)
+                self.flow.release(lane)
+
+        def check() -> None:
+            if failed:
+                raise failed[0]
+
         try:
             async for row in self._store.chunk_pages(ing.id, _PAGE):
                 if row.state == "acked":
                     continue
-                previous, pending = pending, (row, asyncio.create_task(self._read_spooled(fd, row)))
-                if previous is not None:
-                    await self._deliver_spooled_chunk(ing, target, previous[0], await previous[1])
-            if pending is not None:
-                await self._deliver_spooled_chunk(ing, target, pending[0], await pending[1])
+                check()
+                read = asyncio.create_task(self._read_spooled(fd, row))
+                held = (
+                    frozenset(hash(k) for k in await self._store.chunk_keys(ing.id, row.n)) if by_key else frozenset()
+                )
+                while any(holding[k] > 0 for k in held):
+                    lane.changed.clear()
+                    await lane.changed.wait()
+                    check()
+                await self.flow.acquire(lane)
+                if failed:
+                    self.flow.release(lane)
+                    check()
+                holding.update(held)
+                task = asyncio.create_task(send(row, read, held))
+                read = None
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.wait(list(tasks), return_when=asyncio.FIRST_COMPLETED)
+                check()
+        except Paused:
+            await asyncio.gather(*tasks, return_exceptions=True)  # the drain lets chunks in flight finish
+            raise
         finally:
-            if pending is not None:  # let a read in flight finish before its fd is closed
-                await asyncio.gather(pending[1], return_exceptions=True)
+            pending: list[asyncio.Task[Any]] = [*tasks, *([read] if read is not None else [])]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)  # no read in flight when its fd closes
             os.close(fd)
 
     @staticmethod
@@ -355,7 +409,7 @@ class Runner:
         return await asyncio.to_thread(spool.read_chunk, fd, row.spool_offset, row.spool_length)
 
     async def _deliver_spooled_chunk(
-        self, ing: Ingestion, target: Path, row: ChunkRow, read: tuple[bytes, bytes]
+        self, ing: Ingestion, rules: record_rules.RecordRules, target: Path, row: ChunkRow, read: tuple[bytes, bytes]
     ) -> None:
         body, digest = read
         if canonical.checksum(digest) != row.checksum or len(body) != row.spool_length:
@@ -364,7 +418,17 @@ class Runner:
                 f" {row.checksum}; the spool file {target} is damaged. Resume re-spools from the source."
             )
         meta = ChunkHeaders(
-            ing.id, ing.file_id, row.n, ing.total_chunks, row.records, row.first_record, _sent_name(ing)
+            ing.id,
+            ing.file_id,
+            row.n,
+            ing.total_chunks,
+            row.records,
+            row.first_record,
+            _sent_name(ing),
+            protocol=2 if rules.window > 1 else 1,
+            window=rules.window,
+            order=rules.order,
+            key=rules.key if rules.order == "by_key" else None,
         )
         await self._deliver_chunk(meta, body, digest)
 
@@ -375,6 +439,7 @@ class Runner:
         ahead, so checking when a chunk is cut would be too early)."""
         known = _Known(self._store.chunk_pages(ing.id, _PAGE))
         spec, policy = self._spec(ing), self._policy(ing)
+        lane = Lane(1)
         chunks = 0
         records = 0
         chunk: Chunk
@@ -389,7 +454,11 @@ class Runner:
             if row is not None and row.state == "acked":
                 continue
             meta = ChunkHeaders(ing.id, ing.file_id, chunk.n, None, chunk.records, chunk.first_record, _sent_name(ing))
-            await self._deliver_chunk(meta, chunk.body, chunk.digest)
+            await self.flow.acquire(lane)  # one chunk at a time (a window spools), counted in the shared budget
+            try:
+                await self._deliver_chunk(meta, chunk.body, chunk.digest)
+            finally:
+                self.flow.release(lane)
         await known.close()
         await self._store.set_totals(ing.id, chunks, records)
         now = await asyncio.to_thread(stat_identity, path)
@@ -444,9 +513,8 @@ class Runner:
                     m.chunks_retried.inc()
                 m.chunks_sent.inc()
                 m.bytes_sent.inc(len(body))
-                sent_at = time.monotonic()
                 try:
-                    await self._client.send_chunk(meta, body, digest)
+                    sent_at = await self._post(meta, body, digest)
                     crash_point("engine.after-post")
                     async with asyncio.timeout(cfg.ack_timeout):
                         result = await fut
@@ -461,7 +529,9 @@ class Runner:
                     m.recent.failed(f"chunk {meta.n}: no ACK within {cfg.ack_timeout:g}s")
                     raise TryAgain(f"chunk {meta.n}: no ACK within {cfg.ack_timeout:g}s") from None
                 if result.status == "ack":
-                    m.acked(meta.records, time.monotonic() - sent_at)
+                    latency = time.monotonic() - sent_at
+                    m.acked(meta.records, latency)
+                    self.flow.acked(latency)
                     log.debug("chunk acked", records=meta.records)
                     return
                 m.chunks_rejected.inc()
@@ -472,6 +542,36 @@ class Runner:
             finally:
                 if not fut.done():
                     fut.cancel()
+
+    async def _post(self, meta: ChunkHeaders, body: bytes, digest: bytes) -> float:
+        """POST the chunk until the receiver takes it; returns when (time.monotonic()) the POST that was taken
+        went out. Neither a 425 (v2 strict: ahead of its turn; sent again after a short backoff, for up to
+        ack_timeout) nor a 429 / 503 with Retry-After (every send to the receiver pauses) counts as a failed
+        attempt. Anything else the client raises is the attempt's outcome."""
+        early = 0
+        first_early = 0.0
+        while True:
+            await self._receiver_ready()
+            sent_at = time.monotonic()
+            try:
+                self.flow.answered(await self._client.send_chunk(meta, body, digest))
+                return sent_at
+            except TooEarly as exc:
+                self.metrics.chunks_too_early.inc()
+                early += 1
+                first_early = first_early or sent_at
+                if time.monotonic() - first_early > self._delivery.ack_timeout:
+                    raise DeliveryError(f"{exc} (still ahead of its turn after {early} tries)") from None
+                await pause(min(_EARLY_BACKOFF * 2 ** min(early - 1, 6), 1.0), self._draining)
+            except Busy as exc:
+                self.metrics.receiver_busy.labels(status=str(exc.status)).inc()
+                log.info("PIM-Core asked to wait", status=exc.status, seconds=round(exc.seconds, 3))
+                self.flow.busy(exc.seconds, exc.status)
+
+    async def _receiver_ready(self) -> None:
+        """Wait out a pause the receiver asked for (Retry-After); Paused when the daemon drains meanwhile."""
+        while (left := self.flow.paused_for()) > 0:
+            await pause(left, self._draining)
 
     async def _complete(self, ing: Ingestion) -> None:
         manifest = canonical.Manifest()  # a page of chunk rows at a time, never all of them

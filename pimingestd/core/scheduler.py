@@ -45,6 +45,7 @@ from ..records.rules import RecordRules
 from ..sources import detect_format, format_options
 from ..sources.fileid import identify
 from ..state import StateStore
+from .flow import Flow
 from .ingestion import Runner
 
 log = structlog.get_logger("pimingestd.core")
@@ -67,8 +68,11 @@ class Scheduler:
         max_record_bytes: int = 16 << 20,
         remote: Remote | None = None,
         progress_seconds: float = 30.0,
+        window: int = 1,
+        order: str = "strict",
     ) -> None:
         self._remote = remote
+        self._window, self._order = window, order  # [pimcore]'s defaults for an ingestion's delivery rules
         self._store = store
         self._draining = asyncio.Event()
         self.metrics = metrics or Metrics()
@@ -113,6 +117,11 @@ class Scheduler:
     @property
     def in_flight(self) -> int:
         return len(self._acks)
+
+    @property
+    def flow(self) -> Flow:
+        """The window toward PIM-Core (core/flow.py)."""
+        return self._runner.flow
 
     async def start(self) -> int:
         """Resume every queued or running ingestion; returns how many."""
@@ -175,7 +184,7 @@ class Scheduler:
         options = format_options(fmt, req.options)
         policy = self._policy(req)
         name = readable(req.name or path.name)
-        rules = _rules(req, name)
+        rules = self._rules(req, name)
         try:
             ident = await asyncio.to_thread(identify, path)
         except (FileNotFoundError, PimIngestError):
@@ -224,6 +233,12 @@ class Scheduler:
         self._schedule(ing.id, resumed=False)
         return Submitted(ing, created=True)
 
+    def _rules(self, req: IngestRequest, name: str) -> RecordRules:
+        """The request's record rules, checked, with the delta scope filled in (when records have a key) and
+        [pimcore]'s window and order where the request does not set them."""
+        rules = record_rules.parse(req.rules).with_delivery(self._window, self._order, req.rules)
+        return rules.with_scope(req.scope or record_rules.default_scope(name))
+
     def _policy(self, req: IngestRequest) -> ChunkPolicy:
         if req.chunk_records is not None or req.chunk_bytes is not None:
             return ChunkPolicy(records=req.chunk_records, bytes=req.chunk_bytes)
@@ -240,7 +255,7 @@ class Scheduler:
         fmt = detect_format(PurePosixPath(urlsplit(url).path), req.format)
         options = format_options(fmt, req.options)
         policy = self._policy(req)
-        rules = _rules(req, readable(req.name or name_of(url)))
+        rules = self._rules(req, readable(req.name or name_of(url)))
         ident = await asyncio.to_thread(remote.stat, url)
         async with self._submit_lock:
             if not req.re_ingestion and ident.version:
@@ -409,8 +424,3 @@ class Scheduler:
         if spool_full or not isinstance(exc, DeliveryError | StateError):
             await self._runner.discard_spool(ing.id)  # a bad or changed file, or a damaged spool: spool again on resume
         log.error("ingestion failed", error=message)
-
-
-def _rules(req: IngestRequest, name: str) -> RecordRules:
-    """The request's record rules, checked, with the delta scope filled in (when records have a key)."""
-    return record_rules.parse(req.rules).with_scope(req.scope or record_rules.default_scope(name))

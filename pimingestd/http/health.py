@@ -34,7 +34,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
-    body = scheduler.metrics.render(await request.app[STORE].count_by_status(), scheduler.in_flight)
+    body = scheduler.metrics.render(
+        await request.app[STORE].count_by_status(), scheduler.in_flight, scheduler.flow.window
+    )
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 

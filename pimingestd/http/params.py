@@ -89,6 +89,10 @@ def query_rules(request: web.Request) -> dict[str, Any]:
                 given[name] = float(value)
             except ValueError:
                 raise ApiError(400, "`max_deletions` must be a number (a percentage)") from None
+        elif name == "window":
+            if not (value.isascii() and value.isdigit()):
+                raise ApiError(400, "`window` must be a whole number of chunks")
+            given[name] = int(value)
         else:
             given[name] = value
     record_rules.parse(given)

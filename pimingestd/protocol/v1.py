@@ -1,12 +1,13 @@
-"""Protocol v1 (docs/protocol.md), both sides of it in one place.
+"""Protocol v1 and its negotiated v2 extension (docs/protocol.md), both sides of it in one place.
 
 - The names of the headers and the idempotency keys; ``ChunkHeaders`` built into
   headers by the sender and parsed back (strictly) by a receiver.
 - ``parse_ack``: the callback body PIM-Core sends, checked field by field.
 - ``PimcoreClient``: POSTs a chunk or the completion. It classifies answers and
-  does not retry (core/retry.py owns attempts): 2xx -> taken; 5xx, 408, 425, 429,
-  timeouts and connection errors -> DeliveryError (retryable); 409 and other 4xx
-  -> Rejected(retryable=False), carrying the body.
+  does not retry (core/retry.py owns attempts): 2xx -> taken (with the window the
+  receiver announced, v2); 425 -> TooEarly; 429, or 503 with Retry-After -> Busy;
+  other 5xx, 408, timeouts and connection errors -> DeliveryError (retryable); 409
+  and other 4xx -> Rejected(retryable=False), carrying the body.
 
 The reference receiver (receiver/app.py) uses the same names and parsers, so the
 two sides cannot drift apart.
@@ -14,7 +15,9 @@ two sides cannot drift apart.
 
 from __future__ import annotations
 
+import email.utils
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,7 +27,7 @@ import aiohttp
 import orjson
 
 from ..core import canonical
-from ..errors import DeliveryError, Rejected
+from ..errors import Busy, DeliveryError, Rejected, TooEarly
 from ..model import RecordReject
 from . import signing
 
@@ -38,6 +41,14 @@ RECORDS = "Pimingest-Records"
 OFFSET = "Pimingest-Offset"
 CALLBACK = "Pimingest-Callback"
 FILE_NAME = "Pimingest-File-Name"  # optional (added in 1.1 of this page): the source file's name, percent-encoded UTF-8
+# v2 (negotiated): on every chunk of an ingestion whose window is more than one.
+PROTOCOL = "Pimingest-Protocol"  # "2"; absent: v1
+WINDOW = "Pimingest-Window"  # request: the daemon's window; answer: the receiver's limit (a v1 receiver has none)
+ORDER = "Pimingest-Order"  # "strict" or "by_key"
+KEY = "Pimingest-Key"  # by_key: the field that names a record (informative: a receiver may check the order)
+ORDERS = ("strict", "by_key")
+MAX_WINDOW = 256  # chunks in flight, at most, whatever either side says
+MAX_RETRY_AFTER = 300.0  # seconds a Retry-After may pause sending, at most
 
 MAX_REASON = 2000  # characters of a reject reason kept
 _RETRYABLE_4XX = {408, 425, 429}
@@ -76,6 +87,10 @@ class ChunkHeaders:
     records: int
     first_record: int
     file_name: str | None = None
+    protocol: int = 1  # 2: the v2 headers are sent (the ingestion's window is more than one)
+    window: int = 1
+    order: str = "strict"
+    key: str | None = None  # by_key: the records' key field
 
     def headers(self, digest: bytes, callback_url: str) -> dict[str, str]:
         out = {
@@ -93,6 +108,10 @@ class ChunkHeaders:
             out[CHUNK_TOTAL] = str(self.total)
         if self.file_name is not None:
             out[FILE_NAME] = quote(self.file_name, safe="")
+        if self.protocol == 2:
+            out.update({PROTOCOL: "2", WINDOW: str(self.window), ORDER: self.order})
+            if self.key is not None:
+                out[KEY] = quote(self.key, safe="")
         return out
 
     @classmethod
@@ -109,10 +128,53 @@ class ChunkHeaders:
             records=_whole(headers, RECORDS),
             first_record=_whole(headers, OFFSET),
             file_name=_file_name(headers.get(FILE_NAME)),
+            **_v2(headers),
         )
         if headers.get(IDEMPOTENCY_KEY, "") != chunk_key(meta.ingestion_id, meta.n):
             raise BadMessage(f"{IDEMPOTENCY_KEY} must be <ingestion>:<chunk>")
         return meta, headers[CALLBACK]
+
+
+def _v2(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The v2 fields of a chunk's headers: none for a v1 chunk (no Pimingest-Protocol)."""
+    version = headers.get(PROTOCOL)
+    if version is None or version == "1":
+        return {}
+    if version != "2":
+        raise BadMessage(f"{PROTOCOL}: {version[:40]!r} is not a protocol this side speaks (1 or 2)")
+    window = _whole(headers, WINDOW)
+    if not 1 <= window <= MAX_WINDOW:
+        raise BadMessage(f"{WINDOW} must be between 1 and {MAX_WINDOW}")
+    order = headers.get(ORDER)
+    if order not in ORDERS:
+        raise BadMessage(f"{ORDER} must be one of {', '.join(ORDERS)}")
+    key = headers.get(KEY)
+    return {"protocol": 2, "window": window, "order": order, "key": unquote(key) if key else None}
+
+
+def announced_window(headers: Mapping[str, str]) -> int | None:
+    """The window a chunk answer announces (v2), or None: a v1 receiver, or a value this side cannot use."""
+    text = headers.get(WINDOW)
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 6 or int(text) < 1:
+        return None
+    return min(int(text), MAX_WINDOW)
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), at most MAX_RETRY_AFTER;
+    None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return min(max(when.timestamp() - (time.time() if now is None else now), 0.0), MAX_RETRY_AFTER)
 
 
 def _file_name(raw: str | None) -> str | None:
@@ -222,9 +284,10 @@ class PimcoreClient:
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def send_chunk(self, meta: ChunkHeaders, body: bytes, digest: bytes) -> None:
+    async def send_chunk(self, meta: ChunkHeaders, body: bytes, digest: bytes) -> int | None:
+        """POST a chunk; the window the receiver announced in its answer (None: it announced none, v1)."""
         headers = meta.headers(digest, self._callback_url)
-        await self._post(self._chunk_url, headers[IDEMPOTENCY_KEY], body, headers, f"chunk {meta.n}")
+        return await self._post(self._chunk_url, headers[IDEMPOTENCY_KEY], body, headers, f"chunk {meta.n}")
 
     async def send_complete(self, payload: dict[str, object]) -> None:
         key = completion_key(str(payload["ingestion_id"]))
@@ -232,18 +295,23 @@ class PimcoreClient:
         headers = {"Content-Type": "application/json", IDEMPOTENCY_KEY: key}
         await self._post(self._complete_url, key, body, headers, "completion")
 
-    async def _post(self, url: str, key: str, body: bytes, headers: dict[str, str], what: str) -> None:
+    async def _post(self, url: str, key: str, body: bytes, headers: dict[str, str], what: str) -> int | None:
         if self._secret:
             headers[signing.HEADER] = signing.sign(self._secret, body, key=key)
         try:
             async with self._session.post(url, data=body, headers=headers, timeout=self._timeout) as resp:
                 if 200 <= resp.status < 300:
                     await resp.read()
-                    return
+                    return announced_window(resp.headers)
                 text = (await resp.text(errors="replace"))[:_MAX_ERROR_BODY]
+                wait = retry_after(resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"{what}: PIM-Core unreachable: {type(exc).__name__}: {exc}") from None
         message = f"{what}: PIM-Core answered {resp.status}: {text}"
+        if resp.status == 425:
+            raise TooEarly(message)
+        if resp.status == 429 or (resp.status == 503 and wait is not None):
+            raise Busy(message, seconds=wait if wait is not None else 1.0, status=resp.status)
         if resp.status >= 500 or resp.status in _RETRYABLE_4XX:
             raise DeliveryError(message)
         raise Rejected(message, retryable=False)

@@ -1,4 +1,4 @@
-"""HTTP side of the reference receiver (PIM-Core's end of protocol v1).
+"""HTTP side of the reference receiver (PIM-Core's end of protocol v1, and of v2 when it is asked for).
 
 Routes:
 - ``POST /ingest/chunks``: a chunk. Checks signature, Content-Digest, headers and
@@ -10,6 +10,13 @@ Routes:
   ``GET /ingestions/{id}/received``: every verified chunk POST, in arrival order.
 - ``GET /catalogue?key=F``: each key's record as applied last, across ingestions (tombstones remove).
 - ``GET /stats``; ``PUT /_faults``: fault rules (see faults.py).
+
+Protocol v2 (a chunk with ``Pimingest-Protocol: 2``, unless started with ``protocol=1``): every chunk
+answer announces ``Pimingest-Window``. Under ``strict`` a chunk ahead of its turn is held until its
+predecessor is applied (up to ``HOLD_SECONDS``), then answered 425. Under ``by_key`` chunks are applied in
+any order, ``workers`` at a time; a key applied out of file order, or by two chunks at once, is recorded
+as a violation (``GET /violations``). ``apply_ms`` models PIM-Core's cost: each record takes that many
+milliseconds of a worker (benchmarks; the correctness tests keep the real apply).
 
 Protocol v1.1: refused records (fault rule ``reject_records``) are listed in the ACK's ``rejected``, the
 same list in every re-ACK of the chunk; tombstones (``"_deleted": true``) are applied as deletions; the
@@ -24,6 +31,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -49,6 +57,28 @@ STATS: web.AppKey[Counter[str]] = web.AppKey("receiver_stats")
 TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("receiver_tasks")
 
 _CALLBACK_ATTEMPTS = 6
+HOLD_SECONDS = 2.0  # v2 strict: how long a chunk ahead of its turn waits for it before a 425
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How the receiver behaves. ``mode``: "store" parses and stores every record; "count" checks framing and
+    order only. ``protocol``: the highest it speaks (1: a v1 receiver, which announces no window and takes
+    v2 chunks as v1 ones). ``window``: the chunks in flight it announces. ``workers`` and ``apply_ms``:
+    the applier model (see the module's docstring)."""
+
+    mode: str = "store"
+    protocol: int = 2
+    window: int = 16
+    workers: int = 1
+    apply_ms: float = 0.0
+    hold: float = HOLD_SECONDS  # strict: how long an early chunk waits for its turn before its 425
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("store", "count"):
+            raise ValueError("mode must be 'store' or 'count'")
+        if self.protocol not in (1, 2) or self.window < 1 or self.workers < 1 or self.apply_ms < 0:
+            raise ValueError("protocol is 1 or 2; window and workers at least 1; apply_ms not negative")
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -86,10 +116,20 @@ def _sort(records: list[dict[str, Any]], rules: list[Rule]) -> tuple[list[str | 
 
 
 class _Receiver:
-    def __init__(self, app: web.Application, secret: str, mode: str) -> None:
+    def __init__(self, app: web.Application, secret: str, options: Options) -> None:
         self.app = app
         self.secret = secret
-        self.mode = mode
+        self.options = options
+        self.mode = options.mode
+        self.workers = asyncio.Semaphore(options.workers)  # the appliers: by_key chunks apply this many at once
+        self.turn = asyncio.Condition()  # notified after every apply: strict chunks held for their turn wait on it
+        self.applying: dict[tuple[str, int], asyncio.Event] = {}  # by_key chunks being applied now
+        self.keys_busy: dict[tuple[str, str], int] = {}  # (ingestion, key) -> the chunk applying it now
+        self.last_position: dict[tuple[str, str], tuple[int, int]] = {}  # (ingestion, key) -> (chunk, index)
+        self.order_violations: list[str] = []  # order violations seen (by_key: per key; strict: per chunk)
+        self.posts = 0
+        self.applies = 0
+        self._in_order: dict[str, asyncio.Lock] = {}  # v1 and strict: an ingestion's chunks decide one at a time
 
     # ---- callbacks -----------------------------------------------------------------
 
@@ -121,6 +161,18 @@ class _Receiver:
 
     async def chunk(self, request: web.Request) -> web.Response:
         stats = self.app[STATS]
+        self.posts += 1  # chunk POSTs being handled now: the tests read the most there ever were
+        stats["max_concurrent_posts"] = max(stats["max_concurrent_posts"], self.posts)
+        try:
+            response = await self._chunk(request)
+        finally:
+            self.posts -= 1
+        if self.options.protocol >= 2:  # v2: every chunk answer announces the window (a v1 sender ignores it)
+            response.headers[v1.WINDOW] = str(self.options.window)
+        return response
+
+    async def _chunk(self, request: web.Request) -> web.Response:
+        stats = self.app[STATS]
         stats["chunks_received"] += 1
         body = await request.read()
         h = request.headers
@@ -136,34 +188,63 @@ class _Receiver:
             meta, callback = v1.ChunkHeaders.parse(h)
         except v1.BadMessage as exc:
             return _error(400, f"missing or malformed protocol header: {exc}")
-        ingestion_id, file_id, n, count, first = (
-            meta.ingestion_id,
-            meta.file_id,
-            meta.n,
-            meta.records,
-            meta.first_record,
-        )
+        by_key = meta.protocol == 2 and self.options.protocol >= 2 and meta.order == "by_key"
+        v2 = meta.protocol == 2 and self.options.protocol >= 2
         checksum = canonical.checksum(digest)
         if self.mode == "store":  # the arrival log serves the tests' order checks, not the fast mode
-            await self.app[STORE].note_received(ingestion_id, n, checksum, time.time(), meta.file_name)
-        rule = self.app[FAULTS].take(n)
+            await self.app[STORE].note_received(meta.ingestion_id, meta.n, checksum, time.time(), meta.file_name)
+        rule = self.app[FAULTS].take(meta.n)
         if rule is not None and rule.action == "slow_response":
             await asyncio.sleep(rule.seconds)
             rule = None
         if rule is not None and rule.action == "http_500":
             stats["faults_http_500"] += 1
             return _error(500, "injected fault")
-        ack = v1.Ack(ingestion_id, n, checksum, "ack").body()
-        store = self.app[STORE]
-        async with store.lock:
+        if rule is not None and rule.action == "http_425":
+            stats["faults_http_425"] += 1
+            return _error(425, "injected fault: too early")
+        if rule is not None and rule.action == "http_429":
+            stats["faults_http_429"] += 1
+            response = _error(429, "injected fault: busy")
+            response.headers["Retry-After"] = str(max(int(rule.seconds), 0))
+            return response
+        if by_key:
+            outcome = await self._apply_by_key(meta, body, checksum, callback, rule)
+        else:
+            outcome = await self._apply_in_order(meta, body, checksum, callback, rule, v2)
+        if isinstance(outcome, web.Response):
+            return outcome
+        await self._ack(callback, outcome, rule)
+        return web.json_response({"status": "received"}, status=202)
+
+    def _refuse(self, meta: v1.ChunkHeaders, checksum: str, callback: str, rule: Rule | None) -> bool:
+        """A reject fault rule: call back ``reject`` for a chunk not applied yet; True when it did."""
+        if rule is None or rule.action not in ("reject_retryable", "reject_final"):
+            return False
+        retryable = rule.action == "reject_retryable"
+        self.app[STATS]["rejects_sent"] += 1
+        reject = v1.Ack(meta.ingestion_id, meta.n, checksum, "reject", f"injected {rule.action}", retryable)
+        self._spawn(callback, reject.body())
+        return True
+
+    async def _apply_in_order(
+        self, meta: v1.ChunkHeaders, body: bytes, checksum: str, callback: str, rule: Rule | None, v2: bool
+    ) -> dict[str, Any] | web.Response:
+        """v1, and v2 strict: chunk n is applied only after chunk n-1. Returns the ACK to send, or the answer."""
+        stats, store = self.app[STATS], self.app[STORE]
+        ingestion_id, n = meta.ingestion_id, meta.n
+        if v2:  # hold a chunk ahead of its turn until its predecessor is applied, for a while
+            await store.state(ingestion_id)  # (cached: the wait reads it)
+            try:
+                async with self.turn:
+                    await asyncio.wait_for(self.turn.wait_for(lambda: self._next(ingestion_id) >= n), self.options.hold)
+            except TimeoutError:
+                pass
+        async with self._in_order.setdefault(ingestion_id, asyncio.Lock()):  # one chunk of it at a time
             state = await store.state(ingestion_id)
             next_chunk, next_record, _ = state if state is not None else (1, 0, False)
-            if rule is not None and rule.action in ("reject_retryable", "reject_final") and n == next_chunk:
+            if n == next_chunk and self._refuse(meta, checksum, callback, rule):
                 # A reject refuses a chunk not yet applied; one already applied is re-ACKed like any duplicate.
-                retryable = rule.action == "reject_retryable"
-                stats["rejects_sent"] += 1
-                reject = v1.Ack(ingestion_id, n, checksum, "reject", f"injected {rule.action}", retryable)
-                self._spawn(callback, reject.body())
                 return web.json_response({"status": "received"}, status=202)
             if n < next_chunk:
                 if await store.checksum(ingestion_id, n) != checksum:
@@ -171,30 +252,154 @@ class _Receiver:
                 stats["duplicates"] += 1
             elif n > next_chunk:
                 stats["out_of_order"] += 1
+                if v2:
+                    stats["too_early"] += 1
+                    return _error(425, f"chunk {n} arrived before chunk {next_chunk}", expected_chunk=next_chunk)
                 return _error(409, f"chunk {n} arrived before chunk {next_chunk}", expected_chunk=next_chunk)
             else:
-                if first != next_record:
+                if meta.first_record != next_record:
                     return _error(
-                        409, f"Pimingest-Offset {first} but {next_record} records were applied", expected_chunk=n
+                        409,
+                        f"Pimingest-Offset {meta.first_record} but {next_record} records were applied",
+                        expected_chunk=n,
                     )
-                records: list[str | None] = []
-                refused: list[RecordReject] = []
-                tombstones = 0
-                if self.mode == "store":
+                if self.options.apply_ms:  # the model: one worker, for this chunk's records
+                    async with self.workers:
+                        await asyncio.sleep(self.options.apply_ms * meta.records / 1000)
+                async with store.lock:
+                    failed = await self._apply(meta, body, checksum, state)
+                if failed is not None:
+                    return failed
+            ack = await self._ack_body(meta, checksum)
+        async with self.turn:
+            self.turn.notify_all()
+        return ack
+
+    def _next(self, ingestion_id: str) -> int:
+        cached = self.app[STORE].cached_state(ingestion_id)
+        return cached[0] if cached is not None else 1
+
+    async def _apply_by_key(
+        self,
+        meta: v1.ChunkHeaders,
+        body: bytes,
+        checksum: str,
+        callback: str,
+        rule: Rule | None,
+    ) -> dict[str, Any] | web.Response:
+        """v2 by_key: chunks apply in any order, ``workers`` at a time. A chunk is applied once: a re-send while
+        it is being applied waits for that, then is answered as a duplicate."""
+        stats, store = self.app[STATS], self.app[STORE]
+        slot = (meta.ingestion_id, meta.n)
+        while (running := self.applying.get(slot)) is not None:
+            await running.wait()
+        applied = await store.checksum(meta.ingestion_id, meta.n)
+        if applied is not None:
+            if applied != checksum:
+                return _error(409, f"chunk {meta.n} was applied with different bytes")
+            stats["duplicates"] += 1
+            return await self._ack_body(meta, checksum)
+        if self._refuse(meta, checksum, callback, rule):
+            return web.json_response({"status": "received"}, status=202)
+        done = self.applying[slot] = asyncio.Event()
+        try:
+            records = None
+            if self.mode == "store":
+                try:
+                    records = _parse_records(body, meta.records)
+                except (ValueError, RecursionError) as exc:
+                    return _error(400, f"chunk {meta.n}: {exc}")
+            held = self._hold_keys(meta, records, meta.key)
+            try:
+                async with self.workers:
+                    self.applies += 1
+                    stats["max_concurrent_applies"] = max(stats["max_concurrent_applies"], self.applies)
                     try:
-                        parsed = _parse_records(body, count)
-                        records, refused, tombstones = _sort(parsed, self.app[FAULTS].refusals())
-                    except (ValueError, RecursionError, canonical.EncodeError) as exc:
-                        return _error(400, f"chunk {n}: {exc}")
-                await store.apply(ingestion_id, file_id, n, checksum, first, records, count, refused, tombstones)
-                stats["chunks_applied"] += 1
-                stats["records_applied"] += count - len(refused)
-                stats["records_refused"] += len(refused)
-            refusals = await store.refused(ingestion_id, n)  # a duplicate is answered as its first ACK was
-            if refusals:
-                ack = v1.Ack(ingestion_id, n, checksum, "ack", rejected=tuple(refusals)).body()
-        await self._ack(callback, ack, rule)
-        return web.json_response({"status": "received"}, status=202)
+                        if self.options.apply_ms:
+                            await asyncio.sleep(self.options.apply_ms * meta.records / 1000)
+                    finally:
+                        self.applies -= 1
+                    async with store.lock:
+                        state = await store.state(meta.ingestion_id)
+                        failed = await self._apply(meta, body, checksum, state, records)
+                        if failed is not None:
+                            return failed
+                        return await self._ack_body(meta, checksum)
+            finally:
+                for k in held:
+                    del self.keys_busy[k]
+        finally:
+            done.set()
+            del self.applying[slot]
+
+    def _hold_keys(
+        self, meta: v1.ChunkHeaders, records: list[dict[str, Any]] | None, key_field: str | None
+    ) -> list[tuple[str, str]]:
+        """by_key's order checks: a key already being applied by another chunk, or applied before at a later
+        place in the file, is a violation. Returns the keys this chunk now holds."""
+        if records is None or not key_field:
+            return []
+        held: list[tuple[str, str]] = []
+        for i, record in enumerate(records):
+            try:
+                k = (meta.ingestion_id, keys.extract(record, key_field))
+            except keys.NoKey:
+                continue
+            busy = self.keys_busy.get(k)
+            if busy is not None and busy != meta.n:
+                self.order_violations.append(f"{k[0]}: key {k[1]} applied by chunks {busy} and {meta.n} at once")
+            last = self.last_position.get(k)
+            if last is not None and last > (meta.n, i):
+                self.order_violations.append(
+                    f"{k[0]}: key {k[1]} at chunk {meta.n} record {i} applied after chunk {last[0]} record {last[1]}"
+                )
+            self.last_position[k] = (meta.n, i)
+            if busy is None:
+                self.keys_busy[k] = meta.n
+                held.append(k)
+        return held
+
+    async def _apply(
+        self,
+        meta: v1.ChunkHeaders,
+        body: bytes,
+        checksum: str,
+        state: tuple[int, int, bool] | None,
+        parsed: list[dict[str, Any]] | None = None,
+    ) -> web.Response | None:
+        """Apply a chunk whose turn it is (the caller holds the store's lock); an error answer when its records
+        cannot be read."""
+        stats, store = self.app[STATS], self.app[STORE]
+        records: list[str | None] = []
+        refused: list[RecordReject] = []
+        tombstones = 0
+        if self.mode == "store":
+            try:
+                parsed = parsed if parsed is not None else _parse_records(body, meta.records)
+                records, refused, tombstones = _sort(parsed, self.app[FAULTS].refusals())
+            except (ValueError, RecursionError, canonical.EncodeError) as exc:
+                return _error(400, f"chunk {meta.n}: {exc}")
+        await store.apply(
+            meta.ingestion_id,
+            meta.file_id,
+            meta.n,
+            checksum,
+            meta.first_record,
+            records,
+            meta.records,
+            refused,
+            tombstones,
+            state,
+        )
+        stats["chunks_applied"] += 1
+        stats["records_applied"] += meta.records - len(refused)
+        stats["records_refused"] += len(refused)
+        return None
+
+    async def _ack_body(self, meta: v1.ChunkHeaders, checksum: str) -> dict[str, Any]:
+        """The chunk's ACK: the same refused records every time (a duplicate is answered as its first ACK was)."""
+        refusals = await self.app[STORE].refused(meta.ingestion_id, meta.n)
+        return v1.Ack(meta.ingestion_id, meta.n, checksum, "ack", rejected=tuple(refusals)).body()
 
     async def _ack(self, callback: str, ack: dict[str, Any], rule: Rule | None) -> None:
         action = rule.action if rule is not None else None
@@ -283,6 +488,11 @@ class _Receiver:
         # Callbacks still being sent (or retried): a test that restarts the daemon waits for none.
         return web.json_response({**stats, "callbacks_pending": len(self.app[TASKS])})
 
+    async def violations(self, request: web.Request) -> web.Response:
+        """The order violations this receiver saw (by_key: a key out of file order or applied by two chunks
+        at once); empty is the only good answer."""
+        return web.json_response(self.order_violations)
+
     async def faults(self, request: web.Request) -> web.Response:
         try:
             self.app[FAULTS].set(await request.json())
@@ -291,16 +501,19 @@ class _Receiver:
         return web.json_response({"rules": len(self.app[FAULTS].rules)})
 
 
-def create_app(data_dir: Path, *, secret: str = "", mode: str = "store") -> web.Application:
+def create_app(
+    data_dir: Path, *, secret: str = "", mode: str = "store", options: Options | None = None
+) -> web.Application:
     """The receiver as an aiohttp app. ``mode``: "store" parses and stores every record;
-    "count" checks framing and order only (the fastest acknowledging mode)."""
-    if mode not in ("store", "count"):
-        raise ValueError("mode must be 'store' or 'count'")
+    "count" checks framing and order only (the fastest acknowledging mode). ``options`` (which carry their
+    own mode) say the rest (see Options)."""
+    options = options if options is not None else Options(mode=mode)
     app = web.Application(client_max_size=1 << 30)
     app[FAULTS] = Faults()
     app[STATS] = Counter[str]()
     app[TASKS] = set[asyncio.Task[Any]]()
-    recv = _Receiver(app, secret, mode)
+    recv = _Receiver(app, secret, options)
+    mode = options.mode
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = await ReceiverStore.open(data_dir, durable=mode == "store")
@@ -321,17 +534,28 @@ def create_app(data_dir: Path, *, secret: str = "", mode: str = "store") -> web.
     app.router.add_get("/ingestions/{id}/received", recv.received)
     app.router.add_get("/catalogue", recv.current)
     app.router.add_get("/stats", recv.stats)
+    app.router.add_get("/violations", recv.violations)
     app.router.add_put("/_faults", recv.faults)
     return app
 
 
-async def serve(host: str, port: int, data_dir: Path, secret: str = "", mode: str = "store") -> None:
+async def serve(host: str, port: int, data_dir: Path, secret: str = "", options: Options | None = None) -> None:
     """Run the receiver until cancelled (``pimingestd receiver``)."""
-    runner = web.AppRunner(create_app(data_dir, secret=secret, mode=mode), access_log=None)
+    options = options or Options()
+    runner = web.AppRunner(create_app(data_dir, secret=secret, options=options), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
-        log.info("reference receiver listening", url=f"http://{host}:{port}", data=str(data_dir), mode=mode)
+        log.info(
+            "reference receiver listening",
+            url=f"http://{host}:{port}",
+            data=str(data_dir),
+            mode=options.mode,
+            protocol=options.protocol,
+            window=options.window,
+            workers=options.workers,
+            apply_ms=options.apply_ms,
+        )
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

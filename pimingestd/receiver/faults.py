@@ -5,6 +5,8 @@ A rule: ``{"action": ..., "chunk": n (optional: any chunk), "times": k (default 
 times left is used up. Actions:
 
 - ``http_500``: answer the chunk POST with 500, apply nothing.
+- ``http_425``: answer 425 (too early), apply nothing.
+- ``http_429``: answer 429 with ``Retry-After: seconds`` (whole seconds), apply nothing (v2 back-pressure).
 - ``reject_retryable`` / ``reject_final``: take the POST, apply nothing, call back ``reject``.
 - ``drop_ack``: apply, but send no callback.
 - ``duplicate_ack``: apply, call back twice.
@@ -24,6 +26,8 @@ from typing import Any
 
 ACTIONS = (
     "http_500",
+    "http_425",
+    "http_429",
     "reject_retryable",
     "reject_final",
     "drop_ack",

@@ -111,6 +111,10 @@ class ReceiverStore:
             self._states[ingestion_id] = state
         return state
 
+    def cached_state(self, ingestion_id: str) -> tuple[int, int, bool] | None:
+        """The state as last read or written, without a database hop (None: not read yet)."""
+        return self._states.get(ingestion_id)
+
     async def checksum(self, ingestion_id: str, n: int) -> str | None:
         def read(con: sqlite3.Connection) -> str | None:
             row = con.execute(
@@ -131,9 +135,12 @@ class ReceiverStore:
         count: int,
         refused: Sequence[RecordReject] = (),
         tombstones: int = 0,
+        state: tuple[int, int, bool] | None = None,
     ) -> None:
         """Apply chunk ``n`` in one transaction (caller holds ``lock`` and checked the order). ``records``: each
-        one's canonical text, None for one refused (``refused`` says why), or empty (count mode)."""
+        one's canonical text, None for one refused (``refused`` says why), or empty (count mode). ``state``:
+        the ingestion's state before (None: nothing applied yet). The ingestion's next_chunk counts the chunks
+        applied plus one, next_record their records: in order (v1, strict) the next chunk and its offset."""
         gone = {r.index for r in refused}
         rows = [(ingestion_id, n, first_record + i, data) for i, data in enumerate(records) if i not in gone]
         listed = (
@@ -148,10 +155,10 @@ class ReceiverStore:
                 con.execute(
                     "INSERT INTO ingestions (id, file_id, next_chunk, next_record, rejected, deleted)"
                     " VALUES (?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET next_chunk = excluded.next_chunk,"
-                    " next_record = excluded.next_record, rejected = rejected + excluded.rejected,"
+                    " ON CONFLICT (id) DO UPDATE SET next_chunk = next_chunk + 1,"
+                    " next_record = next_record + excluded.next_record, rejected = rejected + excluded.rejected,"
                     " deleted = deleted + excluded.deleted",
-                    (ingestion_id, file_id, n + 1, first_record + count, len(refused), tombstones),
+                    (ingestion_id, file_id, 2, count, len(refused), tombstones),
                 )
                 con.execute(
                     "INSERT INTO chunks (ingestion_id, n, checksum, records, refused) VALUES (?, ?, ?, ?, ?)",
@@ -168,7 +175,8 @@ class ReceiverStore:
 
         self._states.pop(ingestion_id, None)
         await self._run(write)
-        self._states[ingestion_id] = (n + 1, first_record + count, False)
+        before = state if state is not None else (1, 0, False)
+        self._states[ingestion_id] = (before[0] + 1, before[1] + count, False)
 
     async def refused(self, ingestion_id: str, n: int) -> list[RecordReject]:
         """The records of applied chunk ``n`` that were refused (its ACK's ``rejected``, every time)."""

@@ -1,4 +1,5 @@
-"""An ingestion's record rules, as a profile, a request or an upload gives them.
+"""An ingestion's record rules, as a profile, a request or an upload gives them, and its two delivery
+rules (protocol v2's ``window`` and ``order``), which travel the same way.
 
 Every rule is optional; an ingestion without any behaves exactly as before this module existed. The
 rules travel as one JSON object (the ingestion's ``rules`` column), checked here wherever they enter, so
@@ -18,6 +19,8 @@ import orjson
 from ..errors import ConfigError
 
 ON_INVALID = ("fail", "skip")
+ORDERS = ("strict", "by_key")  # protocol v2's Pimingest-Order
+MAX_WINDOW = 256  # protocol/v1.py's MAX_WINDOW
 DELETIONS = ("off", "report", "send")
 # The keys a profile or a request may carry besides the format's options.
 NAMES = (
@@ -30,6 +33,8 @@ NAMES = (
     "delta_scope",
     "deletions",
     "max_deletions",
+    "window",
+    "order",
 )
 REJECTS_INFIX = ".rejects"  # products.rejects.csv: a reject file, whose delta scope is its source's
 
@@ -45,6 +50,8 @@ class RecordRules:
     delta_scope: str = ""  # the scope's name ("" until the submit fills in its default)
     deletions: str = "off"  # keys of the scope absent from a full file: "off", "report", "send"
     max_deletions: float = 20.0  # percent of the scope's keys a full file may delete; more fails it
+    window: int = 1  # chunks in flight at once (more than one: protocol v2, and the file is spooled)
+    order: str = "strict"  # "strict": PIM-Core applies in chunk order; "by_key": in file order per key
 
     @property
     def active(self) -> bool:
@@ -62,6 +69,16 @@ class RecordRules:
             value = getattr(self, f.name)
             if value != f.default and not (f.name == "required" and not value):
                 out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def with_delivery(self, window: int, order: str, given: Mapping[str, Any]) -> RecordRules:
+        """The ``[pimcore]`` defaults for what ``given`` (the request's rules) does not set. A default
+        ``by_key`` applies to ingestions whose records have a key; the others keep strict order."""
+        out = self
+        if "window" not in given:
+            out = dataclasses.replace(out, window=window)
+        if "order" not in given and (order != "by_key" or out.key is not None):
+            out = dataclasses.replace(out, order=order)
         return out
 
     def with_scope(self, default: str) -> RecordRules:
@@ -118,6 +135,12 @@ def parse(raw: Mapping[str, Any], where: str = "", base: Path | None = None) -> 
                 raise ConfigError(f"{where}{name} needs `key` (the field that names a record)")
         if scope:
             raise ConfigError(f"{where}delta_scope needs `key`")
+    window = given.get("window", 1)
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
+        raise ConfigError(f"{where}window must be a whole number of chunks between 1 and {MAX_WINDOW}")
+    order = _choice(given, "order", ORDERS, where)
+    if order == "by_key" and key is None:
+        raise ConfigError(f'{where}order = "by_key" needs `key` (the field whose values must keep file order)')
     if deletions != "off" and not flags["delta"]:
         raise ConfigError(f'{where}deletions = "{deletions}" needs delta = true')
     return RecordRules(
@@ -130,6 +153,8 @@ def parse(raw: Mapping[str, Any], where: str = "", base: Path | None = None) -> 
         delta_scope=scope,
         deletions=deletions,
         max_deletions=float(limit),
+        window=window,
+        order=order,
     )
 
 

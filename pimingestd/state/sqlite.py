@@ -842,6 +842,16 @@ class Store:
         )
         return [_chunk(r) for r in rows]
 
+    async def chunk_keys(self, ingestion_id: str, n: int) -> list[str]:
+        """The stored keys of chunk ``n``'s records (from its metadata, written by the spool pass); empty when
+        its records have no key."""
+        from ..records.meta import ChunkMeta
+
+        row = await self._one("SELECT meta FROM chunks WHERE ingestion_id = ? AND n = ?", (ingestion_id, n))
+        if row is None or row[0] is None:
+            return []
+        return ChunkMeta.decode(row[0]).keys or []
+
     async def chunk_pages(self, ingestion_id: str, page: int = 1000) -> AsyncIterator[ChunkRow]:
         """Every chunk row in order, read a page at a time (memory flat in the number of chunks)."""
         start = 1

@@ -30,10 +30,20 @@ final class IngestController
         private readonly AckSender $acks,
         private readonly string $secret,
         private readonly LoggerInterface $logger,
+        private readonly int $window = 4,
     ) {
     }
 
+    /** Every chunk answer announces the window (protocol v2): a v1 daemon ignores the header. */
     public function chunk(Request $request): JsonResponse
+    {
+        $response = $this->decide($request);
+        $response->headers->set('Pimingest-Window', (string) $this->window);
+
+        return $response;
+    }
+
+    private function decide(Request $request): JsonResponse
     {
         $body = $request->getContent();
         try {

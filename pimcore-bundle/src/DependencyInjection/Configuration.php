@@ -20,6 +20,8 @@ final class Configuration implements ConfigurationInterface
                 ->scalarNode('callback_url')->isRequired()->cannotBeEmpty()
                     ->info("the daemon's /callbacks/ack: the only URL ACKs go to")->end()
                 ->scalarNode('transport')->defaultValue('pimingest')->info('the Messenger transport chunks are queued on')->end()
+                ->integerNode('window')->defaultValue(4)->min(1)->max(256)
+                    ->info('protocol v2: the chunks in flight this PIM-Core announces (its worker count, or twice that)')->end()
                 ->scalarNode('default_applier')->defaultValue('table')->end()
                 ->arrayNode('appliers')
                     ->info('by file name (the Pimingest-File-Name header), first match wins')

@@ -72,7 +72,7 @@ final class PimingestdPimcoreExtension extends Extension implements PrependExten
             ->setArguments([new Reference(Ledger::class), new Reference(ApplierRegistry::class), new Reference(AckSender::class), new Reference('logger')])
             ->addTag('messenger.message_handler');
         $container->register(IngestController::class, IngestController::class)
-            ->setArguments([new Reference(Ledger::class), new Reference('messenger.default_bus'), new Reference(AckSender::class), $config['secret'], new Reference('logger')])
+            ->setArguments([new Reference(Ledger::class), new Reference('messenger.default_bus'), new Reference(AckSender::class), $config['secret'], new Reference('logger'), $config['window']])
             ->setPublic(true)
             ->addTag('controller.service_arguments');
         $container->register(RouteLoader::class, RouteLoader::class)

@@ -11,7 +11,8 @@ use Pimingestd\PimcoreBundle\Protocol\Manifest;
 use Pimingestd\PimcoreBundle\Protocol\ProtocolError;
 
 /**
- * The durable ledger: which chunk each ingestion expects next, which were taken, which applied.
+ * The durable ledger: which chunk each ingestion expects next (in order) or how many it took (by_key),
+ * which were taken, which applied.
  *
  * Every decision reads and writes under a row lock on the ingestion (SELECT ... FOR UPDATE where the
  * platform has it), inside the caller's transaction, so two POSTs of one ingestion cannot both take
@@ -58,10 +59,16 @@ final class Ledger
     }
 
     /**
-     * Decide a chunk POST by protocol v1's order rules, and take it when it is the next one (its body
-     * kept until applied). Call inside a transaction.
+     * Decide a chunk POST by the protocol's order rules, and take it when its turn has come (its body kept
+     * until applied). Call inside a transaction.
      *
-     * @throws ProtocolError 409 for a chunk ahead, a different checksum, or a wrong offset
+     * - v1: chunk n is taken when it is the next one; a chunk ahead is a 409.
+     * - v2 strict: chunk n is taken when it is the next one and chunk n-1 is applied (so workers running in
+     *   parallel still apply in chunk order); a chunk ahead of its turn is a 425, which the daemon re-sends.
+     * - v2 by_key: any chunk not taken yet is taken, in any order (the daemon never has two chunks that
+     *   share a key in flight); `next_chunk` then counts the chunks taken, plus one.
+     *
+     * @throws ProtocolError 409 for a different checksum, a v1 chunk ahead or a wrong offset; 425 (v2 strict)
      */
     public function take(ChunkHeaders $h, string $body, float $now): string
     {
@@ -81,6 +88,9 @@ final class Ledger
             \assert($ing !== null);
         }
         $next = (int) $ing['next_chunk'];
+        if ($h->byKey()) {
+            return $this->takeAnyOrder($h, $body, $now);
+        }
         if ($h->n < $next) {
             $row = $this->db->fetchAssociative(
                 'SELECT checksum, state FROM ' . Schema::CHUNK . ' WHERE ingestion_id = ? AND n = ?',
@@ -93,7 +103,11 @@ final class Ledger
             return $row['state'] === 'applied' ? self::APPLIED : self::QUEUED;
         }
         if ($h->n > $next) {
-            throw new ProtocolError(409, 'chunk ahead', "chunk {$h->n} arrived; chunk {$next} is next", ['expected_chunk' => $next]);
+            $status = $h->protocol === 2 ? 425 : 409;  // v2: an early chunk is normal; the daemon sends it again
+            throw new ProtocolError($status, 'chunk ahead', "chunk {$h->n} arrived; chunk {$next} is next", ['expected_chunk' => $next]);
+        }
+        if ($h->protocol === 2 && $h->n > 1 && $this->chunkState($h->ingestionId, $h->n - 1) !== 'applied') {
+            throw new ProtocolError(425, 'chunk ahead', "chunk {$h->n} arrived; chunk " . ($h->n - 1) . ' is not applied yet', ['expected_chunk' => $h->n - 1]);
         }
         if ($h->offset !== (int) $ing['records_taken']) {
             throw new ProtocolError(
@@ -102,6 +116,32 @@ final class Ledger
                 "chunk {$h->n} starts at record {$h->offset}; the chunks taken before hold {$ing['records_taken']}",
             );
         }
+        $this->insertChunk($h, $body, $now);
+
+        return self::TAKEN;
+    }
+
+    /** v2 by_key: a chunk taken before (in any state) is a duplicate; any other is taken now. */
+    private function takeAnyOrder(ChunkHeaders $h, string $body, float $now): string
+    {
+        $row = $this->db->fetchAssociative(
+            'SELECT checksum, state FROM ' . Schema::CHUNK . ' WHERE ingestion_id = ? AND n = ?',
+            [$h->ingestionId, $h->n],
+        );
+        if ($row !== false) {
+            if ($row['checksum'] !== $h->checksum) {
+                throw new ProtocolError(409, 'checksum differs', "chunk {$h->n} was taken with another checksum");
+            }
+
+            return $row['state'] === 'applied' ? self::APPLIED : self::QUEUED;
+        }
+        $this->insertChunk($h, $body, $now);
+
+        return self::TAKEN;
+    }
+
+    private function insertChunk(ChunkHeaders $h, string $body, float $now): void
+    {
         $this->db->insert(Schema::CHUNK, [
             'ingestion_id' => $h->ingestionId,
             'n' => $h->n,
@@ -112,31 +152,43 @@ final class Ledger
             'body' => $body,
             'received_at' => $now,
         ], ['body' => \Doctrine\DBAL\ParameterType::LARGE_OBJECT]);
+        // In order (v1, strict) this makes next_chunk n + 1; under by_key it counts the chunks taken.
         $this->db->executeStatement(
-            'UPDATE ' . Schema::INGESTION . ' SET next_chunk = ?, records_taken = records_taken + ?, updated_at = ? WHERE ingestion_id = ?',
-            [$next + 1, $h->records, $now, $h->ingestionId],
+            'UPDATE ' . Schema::INGESTION . ' SET next_chunk = next_chunk + 1, records_taken = records_taken + ?, updated_at = ? WHERE ingestion_id = ?',
+            [$h->records, $now, $h->ingestionId],
         );
+    }
 
-        return self::TAKEN;
+    private function chunkState(string $ingestionId, int $n): ?string
+    {
+        $state = $this->db->fetchOne('SELECT state FROM ' . Schema::CHUNK . ' WHERE ingestion_id = ? AND n = ?', [$ingestionId, $n]);
+
+        return $state === false ? null : (string) $state;
     }
 
     /**
-     * The chunk, locked for applying, or null when it is no longer taken (rejected and released).
+     * The chunk, locked for applying, or null when it is no longer taken (rejected and released). With
+     * `$ingestionToo` false only the chunk's row is locked, so workers apply different chunks of one
+     * ingestion in parallel (the order rules were kept when the chunks were taken).
      *
      * @return array{checksum: string, records: int, first_record: int, state: string, body: ?string, file_name: ?string, refused: list<array{index: int, reason: string, field: ?string}>}|null
      */
-    public function lockChunk(string $ingestionId, int $n): ?array
+    public function lockChunk(string $ingestionId, int $n, bool $ingestionToo = true): ?array
     {
-        $this->lockIngestion($ingestionId);
+        if ($ingestionToo) {
+            $this->lockIngestion($ingestionId);
+        }
+        // The chunk's row alone is locked (a join FOR UPDATE would lock the ingestion's row too); the file
+        // name is read without a lock: it never changes.
         $row = $this->db->fetchAssociative(
-            'SELECT c.checksum, c.records, c.first_record, c.state, c.body, c.refused, i.file_name FROM ' . Schema::CHUNK . ' c JOIN '
-            . Schema::INGESTION . ' i ON i.ingestion_id = c.ingestion_id WHERE c.ingestion_id = ? AND c.n = ?'
-            . $this->forUpdate(),
+            'SELECT checksum, records, first_record, state, body, refused FROM ' . Schema::CHUNK
+            . ' WHERE ingestion_id = ? AND n = ?' . $this->forUpdate(),
             [$ingestionId, $n],
         );
         if ($row === false) {
             return null;
         }
+        $row['file_name'] = $this->db->fetchOne('SELECT file_name FROM ' . Schema::INGESTION . ' WHERE ingestion_id = ?', [$ingestionId]);
         $body = $row['body'];
         if (\is_resource($body)) {
             $body = stream_get_contents($body);
@@ -179,9 +231,10 @@ final class Ledger
             return;
         }
         $this->db->executeStatement('DELETE FROM ' . Schema::CHUNK . ' WHERE ingestion_id = ? AND n = ?', [$ingestionId, $n]);
+        // In order, n was the last chunk taken, so next_chunk goes back to n; under by_key the count drops.
         $this->db->executeStatement(
-            'UPDATE ' . Schema::INGESTION . ' SET next_chunk = ?, records_taken = records_taken - ? WHERE ingestion_id = ? AND next_chunk = ?',
-            [$n, (int) $row['records'], $ingestionId, $n + 1],
+            'UPDATE ' . Schema::INGESTION . ' SET next_chunk = next_chunk - 1, records_taken = records_taken - ? WHERE ingestion_id = ?',
+            [(int) $row['records'], $ingestionId],
         );
     }
 

@@ -44,7 +44,9 @@ final class ApplyChunkHandler
         $n = $message->n;
         $db->beginTransaction();
         try {
-            $row = $this->ledger->lockChunk($id, $n);
+            // Only the chunk's row: workers apply different chunks of one ingestion at once (v2 by_key). The
+            // order was kept when the chunks were taken (strict takes chunk n only once n-1 is applied).
+            $row = $this->ledger->lockChunk($id, $n, false);
             if ($row === null) {
                 $db->commit();
                 $this->logger->info('pimingest: chunk no longer taken; nothing to do', ['ingestion' => $id, 'chunk' => $n]);

@@ -5,10 +5,13 @@ declare(strict_types=1);
 namespace Pimingestd\PimcoreBundle\Protocol;
 
 /**
- * A chunk POST as protocol v1 defines it: its headers checked, its body's digest verified.
+ * A chunk POST as protocol v1 defines it, with v2's negotiated headers (Pimingest-Protocol, -Window,
+ * -Order, -Key) when present: its headers checked, its body's digest verified.
  */
 final class ChunkHeaders
 {
+    public const MAX_WINDOW = 256;
+
     private function __construct(
         public readonly string $ingestionId,
         public readonly string $fileId,
@@ -19,7 +22,17 @@ final class ChunkHeaders
         public readonly string $callback,
         public readonly string $checksum,
         public readonly ?string $fileName,
+        public readonly int $protocol = 1,
+        public readonly int $window = 1,
+        public readonly string $order = 'strict',
+        public readonly ?string $key = null,
     ) {
+    }
+
+    /** Whether chunks of this ingestion may be applied in any order (v2 by_key). */
+    public function byKey(): bool
+    {
+        return $this->protocol === 2 && $this->order === 'by_key';
     }
 
     /**
@@ -48,6 +61,7 @@ final class ChunkHeaders
             throw new ProtocolError(400, 'bad headers', 'Pimingest-Chunk-Total must be a whole number');
         }
         $name = $header('Pimingest-File-Name');
+        [$protocol, $window, $order, $keyField] = self::v2($header);
 
         return new self(
             $ingestion,
@@ -59,7 +73,35 @@ final class ChunkHeaders
             self::required($header, 'Pimingest-Callback', '/^https?:\/\/\S+$/'),
             'sha256:' . bin2hex($raw),
             $name === null ? null : rawurldecode($name),
+            $protocol,
+            $window,
+            $order,
+            $keyField,
         );
+    }
+
+    /**
+     * @param callable(string): ?string $header
+     *
+     * @return array{0: int, 1: int, 2: string, 3: ?string} protocol, window, order, key field
+     */
+    private static function v2(callable $header): array
+    {
+        $version = $header('Pimingest-Protocol');
+        if ($version === null || $version === '1') {
+            return [1, 1, 'strict', null];
+        }
+        if ($version !== '2') {
+            throw new ProtocolError(400, 'bad headers', 'Pimingest-Protocol must be 1 or 2');
+        }
+        $window = self::required($header, 'Pimingest-Window', '/^[0-9]{1,3}$/');
+        if ((int) $window < 1 || (int) $window > self::MAX_WINDOW) {
+            throw new ProtocolError(400, 'bad headers', 'Pimingest-Window must be between 1 and ' . self::MAX_WINDOW);
+        }
+        $order = self::required($header, 'Pimingest-Order', '/^(strict|by_key)$/');
+        $key = $header('Pimingest-Key');
+
+        return [2, (int) $window, $order, $key === null ? null : rawurldecode($key)];
     }
 
     /** @param callable(string): ?string $header */

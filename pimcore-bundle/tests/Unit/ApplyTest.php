@@ -212,6 +212,7 @@ final class ApplyTest extends Databases
         $evil['pimingest-callback'] = 'http://169.254.169.254/latest/meta-data';
         $answer = $controller->chunk($this->request($evil, $body));
         self::assertSame(400, $answer->getStatusCode());
+        self::assertSame('4', $answer->headers->get('Pimingest-Window'));  // every chunk answer announces it (v2)
         self::assertStringContainsString('callback not allowed', (string) $answer->getContent());
         self::assertNull((new Ledger($db))->ingestion(self::ING));
         self::assertSame([], $dispatched);
@@ -219,6 +220,42 @@ final class ApplyTest extends Databases
         self::assertSame(202, $answer->getStatusCode());
         self::assertCount(1, $dispatched);
         self::assertSame(409, $controller->chunk($this->request(...Wire::chunk(self::ING, 3, ['{"x":1}'], 1)))->getStatusCode());
+    }
+
+    /**
+     * v2 by_key: two chunks taken out of order are applied by two workers at once. The first worker's
+     * transaction is still open when the second one applies its chunk: it does not wait for the first (only
+     * the chunk's own row is locked). Both ACK, and the completion takes them in chunk order. (MariaDB only:
+     * SQLite has one writer at a time.)
+     *
+     * @dataProvider servers
+     */
+    public function testByKeyChunksAreAppliedByWorkersInParallel(string $kind): void
+    {
+        $first = $this->connect($kind);
+        $ledger = new Ledger($first);
+        $v2 = ['pimingest-protocol' => '2', 'pimingest-window' => '8', 'pimingest-order' => 'by_key'];
+        $sums = [];
+        foreach ([2 => ['{"sku":"B"}'], 1 => ['{"sku":"A"}']] as $n => $records) {
+            [$headers, $body] = Wire::chunk(self::ING, $n, $records, $n - 1);
+            $h = Wire::parse($headers + $v2, $body);
+            self::assertSame(Ledger::TAKEN, $first->transactional(fn () => $ledger->take($h, $body, microtime(true))));
+            $sums[$n] = $h->checksum;
+        }
+        $second = $this->connect($kind, fresh: false);
+        $first->beginTransaction();
+        self::assertSame('queued', $ledger->lockChunk(self::ING, 2, false)['state'] ?? null);  // worker 1 holds chunk 2
+        $second->executeStatement('SET SESSION innodb_lock_wait_timeout = 2');
+        $this->handler($second)(new ApplyChunk(self::ING, 1));  // worker 2 applies chunk 1 meanwhile
+        $first->rollBack();
+        $this->handler($first)(new ApplyChunk(self::ING, 2));
+        self::assertSame(['ack', 'ack'], array_column($this->callbacks, 'status'));
+        self::assertSame([1, 2], array_column($this->callbacks, 'chunk'));
+        $first->transactional(fn () => $ledger->complete(
+            ['ingestion_id' => self::ING, 'chunks' => 2, 'records' => 2, 'manifest' => \Pimingestd\PimcoreBundle\Protocol\Manifest::of([$sums[1], $sums[2]])],
+            microtime(true),
+        ));
+        self::assertSame('completed', $ledger->ingestion(self::ING)['status']);
     }
 
     /** @param array<string, string> $headers */

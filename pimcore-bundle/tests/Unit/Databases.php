@@ -25,8 +25,21 @@ abstract class Databases extends TestCase
         return ['sqlite' => ['sqlite'], 'mariadb' => ['mariadb']];
     }
 
-    protected function connect(string $kind): Connection
+    /** @return array<string, array{string}> */
+    public static function servers(): array
     {
+        return ['mariadb' => ['mariadb']];
+    }
+
+    /** A database of `$kind`, with the ledger's tables; `$fresh` false: a second connection to the last one. */
+    protected function connect(string $kind, bool $fresh = true): Connection
+    {
+        if (!$fresh) {
+            $db = \Doctrine\DBAL\DriverManager::getConnection($this->opened[\count($this->opened) - 1]->getParams());
+            $this->opened[] = $db;
+
+            return $db;
+        }
         if ($kind === 'sqlite') {
             $file = tempnam(sys_get_temp_dir(), 'pimingest') . '.sqlite';
             $db = ConnectionFactory::create("sqlite:///{$file}");

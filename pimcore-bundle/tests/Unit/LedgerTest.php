@@ -84,6 +84,42 @@ final class LedgerTest extends Databases
         self::assertSame('completed', $ledger->ingestion(str_repeat('e', 32))['status']);  // an empty file
     }
 
+    /**
+     * The shared vectors' arrival sequences (v1, v2 strict, v2 by_key): each POST gets the vector's answer,
+     * each chunk taken is applied before the next POST, and a duplicate is answered without a second take.
+     *
+     * @dataProvider databases
+     */
+    public function testV2ArrivalsMatchTheSharedVectors(string $kind): void
+    {
+        $db = $this->connect($kind);
+        $ledger = new Ledger($db);
+        $vectors = json_decode((string) file_get_contents(\dirname(__DIR__, 3) . '/tests/vectors/protocol-v1.json'), true, 32, \JSON_THROW_ON_ERROR);
+        foreach ($vectors['v2_arrivals']['cases'] as $i => $case) {
+            $ing = sprintf('%032x', $i + 1);
+            foreach ($case['steps'] as $step) {
+                $n = $step['chunk'];
+                $records = array_map(static fn (int $k): array => ['i' => 10 * ($n - 1) + $k, 'n' => $n, 'v' => $step['variant']], range(0, 9));
+                [$headers, $body] = Wire::chunk($ing, $n, $records, 10 * ($n - 1));
+                if ($case['protocol'] === 2) {
+                    $headers += ['pimingest-protocol' => '2', 'pimingest-window' => '8', 'pimingest-order' => $case['order']];
+                }
+                $h = Wire::parse($headers, $body);
+                try {
+                    $decision = $db->transactional(fn () => $ledger->take($h, $body, microtime(true)));
+                } catch (ProtocolError $e) {
+                    self::assertSame($step['answer'], $e->status, "{$case['about']}: chunk {$n}: {$e->getMessage()}");
+                    continue;
+                }
+                self::assertSame(202, $step['answer'], "{$case['about']}: chunk {$n} was taken ({$decision})");
+                self::assertSame(($step['duplicate'] ?? false) ? Ledger::APPLIED : Ledger::TAKEN, $decision, "{$case['about']}: chunk {$n}");
+                if ($decision === Ledger::TAKEN) {
+                    $db->transactional(fn () => $ledger->markApplied($ing, $n, microtime(true)));
+                }
+            }
+        }
+    }
+
     /** @dataProvider databases */
     public function testSetupIsIdempotent(string $kind): void
     {

@@ -138,4 +138,27 @@ final class ProtocolTest extends TestCase
             self::assertSame(401, $e->status);
         }
     }
+
+    /** Protocol v2's chunk headers: what the bundle reads from each vector, or the 400 it answers. */
+    public function testV2ChunkHeadersMatchTheSharedVectors(): void
+    {
+        $cases = self::vectors()['v2_chunk_headers'];
+        self::assertGreaterThanOrEqual(8, \count($cases));
+        foreach ($cases as $case) {
+            [$headers, $body] = Wire::chunk(str_repeat('0', 32), 1, ['{"a":1}'], 0);
+            foreach ($case['headers'] as $name => $value) {
+                $headers[strtolower($name)] = $value;
+            }
+            try {
+                $h = Wire::parse($headers, $body);
+            } catch (ProtocolError $e) {
+                self::assertArrayHasKey('error', $case, $case['about'] . ': ' . $e->getMessage());
+                self::assertSame(400, $e->status, $case['about']);
+                self::assertStringContainsString($case['error'], $e->getMessage(), $case['about']);
+                continue;
+            }
+            self::assertArrayNotHasKey('error', $case, $case['about']);
+            self::assertSame([$case['protocol'], $case['window'], $case['order'], $case['key']], [$h->protocol, $h->window, $h->order, $h->key], $case['about']);
+        }
+    }
 }
