@@ -5,6 +5,7 @@ against that MariaDB. Skips, saying why, only where php is absent; `.ci/run` ins
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -355,12 +356,13 @@ async def test_a_window_by_key_keeps_three_workers_busy_and_applies_exactly_once
         ).splitlines()
         chunks = [(int(n), float(r), float(a)) for n, r, a in (line.split("\t") for line in rows)]
         assert [n for n, _, _ in chunks] == list(range(1, 31))
-        overlapping = sum(1 for (_, _, applied_at), (_, taken, _) in zip(chunks, chunks[1:]) if taken < applied_at)
+        overlapping = sum(1 for (_, _, applied_at), (_, taken, _) in itertools.pairwise(chunks) if taken < applied_at)
         assert overlapping > 0, "no chunk was taken before its predecessor was applied: one at a time"
         ledger = mariadb.sql(f"SELECT status, next_chunk FROM pimingest_ingestion WHERE ingestion_id = '{ing}'", db)
         assert ledger.split() == ["completed", "31"]
         report(
-            f"Pimcore bundle, window 8 by_key, 3 workers (1 killed): 3,000 records exactly once; {overlapping} of 29 chunks taken while their predecessor was applying"
+            "Pimcore bundle, window 8 by_key, 3 workers (1 killed): 3,000 records exactly once;"
+            f" {overlapping} of 29 chunks taken while their predecessor was applying"
         )
     finally:
         app.stop()
