@@ -187,3 +187,47 @@ async def test_a_crash_at_each_step_leaves_the_stored_versions_equal_to_what_pim
         assert two["records_deleted"] == 1 and two["records_unchanged"] == RECORDS - 1 - 3
     finally:
         rig.close()
+
+
+WINDOW_RECORDS = [product(i) for i in range(150)]  # 15 chunks: more than a window of 8
+
+
+class WindowRig(Rig):
+    """The rig with a window of 8 chunks (protocol v2) in ``order``; by_key files are keyed by sku."""
+
+    def __init__(self, root: Path, order: str) -> None:
+        super().__init__(root)
+        if order == "by_key":
+            self.inbox["profiles"] = [{"match": "*.json", "key": "sku"}]
+        from pimingestd.testing import write_config
+
+        self.cfg = write_config(
+            self.root / "d",
+            daemon_port=self.dport,
+            receiver_port=self.rport,
+            inbox=self.inbox,
+            delivery={"ack_timeout": 2.0, "backoff": 0.05, "max_attempts": 20},
+            pimcore={"window": 8, "order": order},
+        )
+        self.receiver_args = ["--workers", "4"]
+
+
+@pytest.mark.parametrize("order", ["strict", "by_key"])
+@pytest.mark.parametrize("step", ENGINE_STEPS)
+async def test_with_a_window_of_8_a_crash_at_each_step_applies_once(tmp_path: Path, step: str, order: str) -> None:
+    """Up to 8 chunks in flight when the daemon dies at ``step``: after the restart every chunk not ACKed is
+    sent again, every record is applied exactly once, in chunk order (strict) or in file order per key
+    (by_key), and the daemon's committed chunks are the receiver's applied ones."""
+    rig = WindowRig(tmp_path, order)
+    try:
+        await rig.start(crash_at=step)
+        drop(rig.inbox, "products.json", json.dumps(WINDOW_RECORDS))
+        await rig.wait_crash()
+        await rig.start()
+        [row] = await rig.settled()
+        assert row["status"] == "completed", row
+        await rig.verify(row["ingestion_id"], WINDOW_RECORDS, order=order)
+        _, stats = await rig.call("GET", rig.rurl + "/stats")
+        assert stats["max_concurrent_posts"] > 1, stats  # the window was used
+    finally:
+        rig.close()

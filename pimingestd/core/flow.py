@@ -38,6 +38,11 @@ class Lane:
     wanted: int  # the ingestion's own window (1: protocol v1)
     in_flight: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set when one of its chunks ends
+    sending: set[int] = field(default_factory=set)  # the numbers of its chunks in flight
+
+    def waits_on_earlier(self, n: int) -> bool:
+        """Whether a chunk before ``n`` is still in flight: then a 425 for ``n`` (strict) is expected."""
+        return bool(self.sending) and min(self.sending) < n
 
 
 class Flow:

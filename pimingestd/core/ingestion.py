@@ -354,13 +354,15 @@ class Runner:
         read: asyncio.Task[tuple[bytes, bytes]] | None = None
 
         async def send(row: ChunkRow, read: asyncio.Task[tuple[bytes, bytes]], held: frozenset[int]) -> None:
+            lane.sending.add(row.n)
             try:
-                await self._deliver_spooled_chunk(ing, rules, target, row, await read)
+                await self._deliver_spooled_chunk(ing, rules, lane, target, row, await read)
             except BaseException as exc:
                 if not isinstance(exc, asyncio.CancelledError):
                     failed.append(exc)
                 raise
             finally:
+                lane.sending.discard(row.n)
                 holding.subtract(held)
                 self.flow.release(lane)
 
@@ -409,7 +411,13 @@ class Runner:
         return await asyncio.to_thread(spool.read_chunk, fd, row.spool_offset, row.spool_length)
 
     async def _deliver_spooled_chunk(
-        self, ing: Ingestion, rules: record_rules.RecordRules, target: Path, row: ChunkRow, read: tuple[bytes, bytes]
+        self,
+        ing: Ingestion,
+        rules: record_rules.RecordRules,
+        lane: Lane,
+        target: Path,
+        row: ChunkRow,
+        read: tuple[bytes, bytes],
     ) -> None:
         body, digest = read
         if canonical.checksum(digest) != row.checksum or len(body) != row.spool_length:
@@ -430,7 +438,7 @@ class Runner:
             order=rules.order,
             key=rules.key if rules.order == "by_key" else None,
         )
-        await self._deliver_chunk(meta, body, digest)
+        await self._deliver_chunk(meta, body, digest, lane)
 
     async def _deliver_streaming(self, ing: Ingestion, path: Path) -> None:
         """Parse and send in one pass. Reads stop at the size recorded at submit, and the file's
@@ -456,7 +464,7 @@ class Runner:
             meta = ChunkHeaders(ing.id, ing.file_id, chunk.n, None, chunk.records, chunk.first_record, _sent_name(ing))
             await self.flow.acquire(lane)  # one chunk at a time (a window spools), counted in the shared budget
             try:
-                await self._deliver_chunk(meta, chunk.body, chunk.digest)
+                await self._deliver_chunk(meta, chunk.body, chunk.digest, lane)
             finally:
                 self.flow.release(lane)
         await known.close()
@@ -465,14 +473,14 @@ class Runner:
         if now != (ing.size, ing.mtime_ns):
             raise FileChangedError(f"{ing.file_name}: the file changed while it was being sent")
 
-    async def _deliver_chunk(self, meta: ChunkHeaders, body: bytes, digest: bytes) -> None:
+    async def _deliver_chunk(self, meta: ChunkHeaders, body: bytes, digest: bytes, lane: Lane) -> None:
         """One chunk, up to max_attempts; returns once its ACK is committed."""
         if self._draining.is_set():
             raise Paused()
         checksum = canonical.checksum(digest)
         with structlog.contextvars.bound_contextvars(chunk=meta.n):
             await retrying(
-                lambda attempt: self._chunk_attempt(meta, body, digest, checksum, attempt),
+                lambda attempt: self._chunk_attempt(meta, body, digest, checksum, attempt, lane),
                 self._retry,
                 self._draining,
                 what="chunk",
@@ -495,7 +503,9 @@ class Runner:
             records_done=meta.first_record + meta.records,
         )
 
-    async def _chunk_attempt(self, meta: ChunkHeaders, body: bytes, digest: bytes, checksum: str, attempt: int) -> None:
+    async def _chunk_attempt(
+        self, meta: ChunkHeaders, body: bytes, digest: bytes, checksum: str, attempt: int, lane: Lane
+    ) -> None:
         """Register the ACK Future, persist the attempt as sent, POST, await the ACK (committed by the
         callback handler before it answers). TryAgain for what another attempt may fix."""
         cfg, m = self._delivery, self.metrics
@@ -514,7 +524,7 @@ class Runner:
                 m.chunks_sent.inc()
                 m.bytes_sent.inc(len(body))
                 try:
-                    sent_at = await self._post(meta, body, digest)
+                    sent_at = await self._post(meta, body, digest, lane)
                     crash_point("engine.after-post")
                     async with asyncio.timeout(cfg.ack_timeout):
                         result = await fut
@@ -543,11 +553,12 @@ class Runner:
                 if not fut.done():
                     fut.cancel()
 
-    async def _post(self, meta: ChunkHeaders, body: bytes, digest: bytes) -> float:
+    async def _post(self, meta: ChunkHeaders, body: bytes, digest: bytes, lane: Lane) -> float:
         """POST the chunk until the receiver takes it; returns when (time.monotonic()) the POST that was taken
-        went out. Neither a 425 (v2 strict: ahead of its turn; sent again after a short backoff, for up to
-        ack_timeout) nor a 429 / 503 with Retry-After (every send to the receiver pauses) counts as a failed
-        attempt. Anything else the client raises is the attempt's outcome."""
+        went out. Neither a 425 (v2 strict: ahead of its turn; sent again after a short backoff) nor a 429 /
+        503 with Retry-After (every send to the receiver pauses) counts as a failed attempt. A 425 is expected
+        while an earlier chunk is still in flight (it may be retrying); with none left, 425s for longer than
+        ack_timeout make one failed attempt. Anything else the client raises is the attempt's outcome."""
         early = 0
         first_early = 0.0
         while True:
@@ -559,8 +570,8 @@ class Runner:
             except TooEarly as exc:
                 self.metrics.chunks_too_early.inc()
                 early += 1
-                first_early = first_early or sent_at
-                if time.monotonic() - first_early > self._delivery.ack_timeout:
+                first_early = 0.0 if lane.waits_on_earlier(meta.n) else (first_early or sent_at)
+                if first_early and time.monotonic() - first_early > self._delivery.ack_timeout:
                     raise DeliveryError(f"{exc} (still ahead of its turn after {early} tries)") from None
                 await pause(min(_EARLY_BACKOFF * 2 ** min(early - 1, 6), 1.0), self._draining)
             except Busy as exc:
