@@ -160,3 +160,16 @@ def write_catalogue(day1: Path, day2: Path, n: int, seed: int = 3) -> dict[str, 
         for i in range(n, n + n // 200):
             b.write(line(i, 7))
     return {"changed": len(changed), "removed": len(removed), "new": n // 200}
+
+
+def write_keyed(path: Path, n: int, repeat: float = 0.0, seed: int = 5) -> int:
+    """JSON Lines of ``n`` records; with ``repeat``, that share of them takes the sku of a random earlier record
+    (an update later in the same file: under by_key it must be applied after that one)."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8", buffering=1 << 20) as f:
+        for i in range(n):
+            text = _text(i, rng)
+            if repeat and i and rng.random() < repeat:
+                text = text.replace(f"SKU-{i:09d}", f"SKU-{rng.randrange(i):09d}", 1)
+            f.write(text + "\n")
+    return n

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -356,14 +356,18 @@ class Runner:
         async def send(row: ChunkRow, read: asyncio.Task[tuple[bytes, bytes]], held: frozenset[int]) -> None:
             lane.sending.add(row.n)
             try:
-                await self._deliver_spooled_chunk(ing, rules, lane, target, row, await read)
+                await self._deliver_spooled_chunk(ing, rules, lane, (fd, target), row, await read)
             except BaseException as exc:
                 if not isinstance(exc, asyncio.CancelledError):
                     failed.append(exc)
                 raise
             finally:
                 lane.sending.discard(row.n)
-                holding.subtract(held)
+                for k in held:  # (Counter.subtract would keep every key of the file, at zero)
+                    if holding[k] > 1:
+                        holding[k] -= 1
+                    else:
+                        del holding[k]
                 self.flow.release(lane)
 
         def check() -> None:
@@ -379,7 +383,7 @@ class Runner:
                 held = (
                     frozenset(hash(k) for k in await self._store.chunk_keys(ing.id, row.n)) if by_key else frozenset()
                 )
-                while any(holding[k] > 0 for k in held):
+                while any(k in holding for k in held):
                     lane.changed.clear()
                     await lane.changed.wait()
                     check()
@@ -415,16 +419,25 @@ class Runner:
         ing: Ingestion,
         rules: record_rules.RecordRules,
         lane: Lane,
-        target: Path,
+        spooled: tuple[int, Path],
         row: ChunkRow,
         read: tuple[bytes, bytes],
     ) -> None:
-        body, digest = read
-        if canonical.checksum(digest) != row.checksum or len(body) != row.spool_length:
-            raise SpoolError(
-                f"chunk {row.n}: spool bytes at offset {row.spool_offset} do not match the recorded checksum"
-                f" {row.checksum}; the spool file {target} is damaged. Resume re-spools from the source."
-            )
+        fd, target = spooled
+
+        def checked(read: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+            body, digest = read
+            if canonical.checksum(digest) != row.checksum or len(body) != row.spool_length:
+                raise SpoolError(
+                    f"chunk {row.n}: spool bytes at offset {row.spool_offset} do not match the recorded checksum"
+                    f" {row.checksum}; the spool file {target} is damaged. Resume re-spools from the source."
+                )
+            return read
+
+        async def again() -> tuple[bytes, bytes]:
+            return checked(await self._read_spooled(fd, row))
+
+        body, digest = checked(read)
         meta = ChunkHeaders(
             ing.id,
             ing.file_id,
@@ -438,7 +451,7 @@ class Runner:
             order=rules.order,
             key=rules.key if rules.order == "by_key" else None,
         )
-        await self._deliver_chunk(meta, body, digest, lane)
+        await self._deliver_chunk(meta, _Bytes(body, digest, again), lane)
 
     async def _deliver_streaming(self, ing: Ingestion, path: Path) -> None:
         """Parse and send in one pass. Reads stop at the size recorded at submit, and the file's
@@ -464,7 +477,7 @@ class Runner:
             meta = ChunkHeaders(ing.id, ing.file_id, chunk.n, None, chunk.records, chunk.first_record, _sent_name(ing))
             await self.flow.acquire(lane)  # one chunk at a time (a window spools), counted in the shared budget
             try:
-                await self._deliver_chunk(meta, chunk.body, chunk.digest, lane)
+                await self._deliver_chunk(meta, _Bytes(chunk.body, chunk.digest), lane)
             finally:
                 self.flow.release(lane)
         await known.close()
@@ -473,14 +486,14 @@ class Runner:
         if now != (ing.size, ing.mtime_ns):
             raise FileChangedError(f"{ing.file_name}: the file changed while it was being sent")
 
-    async def _deliver_chunk(self, meta: ChunkHeaders, body: bytes, digest: bytes, lane: Lane) -> None:
+    async def _deliver_chunk(self, meta: ChunkHeaders, data: _Bytes, lane: Lane) -> None:
         """One chunk, up to max_attempts; returns once its ACK is committed."""
         if self._draining.is_set():
             raise Paused()
-        checksum = canonical.checksum(digest)
+        checksum = canonical.checksum(data.digest)
         with structlog.contextvars.bound_contextvars(chunk=meta.n):
             await retrying(
-                lambda attempt: self._chunk_attempt(meta, body, digest, checksum, attempt, lane),
+                lambda attempt: self._chunk_attempt(meta, data, checksum, attempt, lane),
                 self._retry,
                 self._draining,
                 what="chunk",
@@ -503,9 +516,7 @@ class Runner:
             records_done=meta.first_record + meta.records,
         )
 
-    async def _chunk_attempt(
-        self, meta: ChunkHeaders, body: bytes, digest: bytes, checksum: str, attempt: int, lane: Lane
-    ) -> None:
+    async def _chunk_attempt(self, meta: ChunkHeaders, data: _Bytes, checksum: str, attempt: int, lane: Lane) -> None:
         """Register the ACK Future, persist the attempt as sent, POST, await the ACK (committed by the
         callback handler before it answers). TryAgain for what another attempt may fix."""
         cfg, m = self._delivery, self.metrics
@@ -522,9 +533,12 @@ class Runner:
                 if attempt > 1:
                     m.chunks_retried.inc()
                 m.chunks_sent.inc()
-                m.bytes_sent.inc(len(body))
                 try:
-                    sent_at = await self._post(meta, body, digest, lane)
+                    body = await data.get()
+                    m.bytes_sent.inc(len(body))
+                    sent_at = await self._post(meta, body, data.digest, lane)
+                    body = b""  # not held while the ACK is awaited (a window holds many): a retry reads it again
+                    data.release()
                     crash_point("engine.after-post")
                     async with asyncio.timeout(cfg.ack_timeout):
                         result = await fut
@@ -655,6 +669,29 @@ def _check_identity(ing: Ingestion, now: tuple[int, int]) -> None:
             f"{ing.file_name}: the source file changed since the ingestion began (it was {ing.size} bytes,"
             f" now {now[0]}; or its mtime changed); nothing more is sent. Drop it again once it is complete."
         )
+
+
+class _Bytes:
+    """A chunk's bytes, held only while a POST needs them when ``again`` can read them once more (from the
+    spool): with a window, many chunks await their ACKs at once, and none of them needs its body meanwhile."""
+
+    def __init__(
+        self, body: bytes, digest: bytes, again: Callable[[], Awaitable[tuple[bytes, bytes]]] | None = None
+    ) -> None:
+        self._body: bytes | None = body
+        self.digest = digest
+        self._again = again
+
+    async def get(self) -> bytes:
+        if self._body is None:
+            assert self._again is not None
+            self._body, digest = await self._again()
+            assert digest == self.digest
+        return self._body
+
+    def release(self) -> None:
+        if self._again is not None:
+            self._body = None
 
 
 class _Known:

@@ -214,7 +214,8 @@ class _Receiver:
             outcome = await self._apply_in_order(meta, body, checksum, callback, rule, v2)
         if isinstance(outcome, web.Response):
             return outcome
-        await self._ack(callback, outcome, rule)
+        if outcome is not None:
+            await self._ack(callback, outcome, rule)
         return web.json_response({"status": "received"}, status=202)
 
     def _refuse(self, meta: v1.ChunkHeaders, checksum: str, callback: str, rule: Rule | None) -> bool:
@@ -286,9 +287,10 @@ class _Receiver:
         checksum: str,
         callback: str,
         rule: Rule | None,
-    ) -> dict[str, Any] | web.Response:
+    ) -> dict[str, Any] | web.Response | None:
         """v2 by_key: chunks apply in any order, ``workers`` at a time. A chunk is applied once: a re-send while
-        it is being applied waits for that, then is answered as a duplicate."""
+        it is being applied waits for that, then is answered as a duplicate. None: taken, and the ACK follows
+        from its worker."""
         stats, store = self.app[STATS], self.app[STORE]
         slot = (meta.ingestion_id, meta.n)
         while (running := self.applying.get(slot)) is not None:
@@ -301,14 +303,34 @@ class _Receiver:
             return await self._ack_body(meta, checksum)
         if self._refuse(meta, checksum, callback, rule):
             return web.json_response({"status": "received"}, status=202)
+        records = None
+        if self.mode == "store":
+            try:
+                records = _parse_records(body, meta.records)
+            except (ValueError, RecursionError) as exc:
+                return _error(400, f"chunk {meta.n}: {exc}")
+        # Taken: answered 202 now, applied by a worker, ACKed once applied (as a queue-backed PIM-Core does).
         done = self.applying[slot] = asyncio.Event()
+        task = asyncio.create_task(self._apply_taken(meta, body, checksum, callback, rule, records, done))
+        self.app[TASKS].add(task)
+        task.add_done_callback(self.app[TASKS].discard)
+        if rule is not None and rule.action == "ack_before_response":
+            await asyncio.shield(task)
+        return None
+
+    async def _apply_taken(
+        self,
+        meta: v1.ChunkHeaders,
+        body: bytes,
+        checksum: str,
+        callback: str,
+        rule: Rule | None,
+        records: list[dict[str, Any]] | None,
+        done: asyncio.Event,
+    ) -> None:
+        """A by_key chunk's worker: wait for a free applier, apply, send the ACK."""
+        stats, store = self.app[STATS], self.app[STORE]
         try:
-            records = None
-            if self.mode == "store":
-                try:
-                    records = _parse_records(body, meta.records)
-                except (ValueError, RecursionError) as exc:
-                    return _error(400, f"chunk {meta.n}: {exc}")
             held = self._hold_keys(meta, records, meta.key)
             try:
                 async with self.workers:
@@ -322,15 +344,17 @@ class _Receiver:
                     async with store.lock:
                         state = await store.state(meta.ingestion_id)
                         failed = await self._apply(meta, body, checksum, state, records)
-                        if failed is not None:
-                            return failed
-                        return await self._ack_body(meta, checksum)
+                        ack = None if failed is not None else await self._ack_body(meta, checksum)
             finally:
                 for k in held:
                     del self.keys_busy[k]
         finally:
             done.set()
-            del self.applying[slot]
+            del self.applying[(meta.ingestion_id, meta.n)]
+        if ack is None:
+            stats["apply_errors"] += 1  # its records could not be applied: no ACK, the daemon sends it again
+            return
+        await self._ack(callback, ack, rule)
 
     def _hold_keys(
         self, meta: v1.ChunkHeaders, records: list[dict[str, Any]] | None, key_field: str | None
