@@ -476,7 +476,8 @@ async def window_case(tmp: Path, rows: list[Row]) -> None:
         src = tmp / f"keyed-{n}-{repeat}.jsonl"
         if not src.exists():
             data.write_keyed(src, n, repeat)
-        args = ["--workers", str(k), "--window", str(2 * k), "--apply-ms-per-record", str(r_ms)]
+        announced = max(2 * k, window)  # the receiver's limit never caps the window asked for
+        args = ["--workers", str(k), "--window", str(announced), "--apply-ms-per-record", str(r_ms)]
         stack = Stack(tmp / f"window-{k}-{window}-{repeat}-{chunk}", chunking=f"records = {chunk}")
         stack.receiver_args = args
         async with stack:
