@@ -82,24 +82,42 @@ def mark(body: bytes) -> tuple[bytes, int] | None:
 
 def unmark(encoded: list[bytes], marked: int) -> list[bytes] | None:
     """Records written from marked input, with the markers removed; None to decline."""
-    joined = b"\n".join(encoded)  # canonical JSON holds no raw newline
+    plain = _unmarked(encoded, marked)
+    # Split again even when nothing was marked: orjson's buffer for a small record is 4 KiB whatever its
+    # length, and a block's records are held together (a 512 KiB block of short records held 16 MiB).
+    return None if plain is None else plain.split(b"\n")
+
+
+def _unmarked(encoded: list[bytes], marked: int) -> bytes | None:
+    """The records, one per line (canonical JSON holds no raw newline), with the markers removed."""
+    joined = b"\n".join(encoded)
     if not marked:
-        # Split again all the same: orjson's buffer for a small record is 4 KiB whatever its length, and a
-        # block's records are held together (a 512 KiB block of short records held 16 MiB).
-        return joined.split(b"\n")
+        return joined
     opened = joined.replace(_OPEN, b"")
     if len(joined) - len(opened) != 2 * marked:
         return None
     plain = opened.replace(_CLOSE, b"")
     if len(opened) - len(plain) != 2 * marked or b"\x7f" in plain:
         return None
-    return plain.split(b"\n")
+    return plain
 
 
 def array_items(body: bytes, values: list[dict[str, Any]] | None = None) -> list[bytes] | None:
     """The canonical bytes of each object in ``body`` (an array's items, without the
     brackets); None when any item is not an object or this path declines. ``values``, when
     given, receives each object as parsed from the marked text (see ``Exact``)."""
+    encoded = _array_encoded(body, values)
+    return None if encoded is None else unmark(*encoded)
+
+
+def array_lines(body: bytes) -> bytes | None:
+    """``array_items`` as one bytes object, a record per line: what a parse worker sends back (one object to
+    pickle instead of one per record)."""
+    encoded = _array_encoded(body, None)
+    return None if encoded is None else _unmarked(*encoded)
+
+
+def _array_encoded(body: bytes, values: list[dict[str, Any]] | None) -> tuple[list[bytes], int] | None:
     m = mark(body)
     if m is None:
         return None
@@ -119,7 +137,7 @@ def array_items(body: bytes, values: list[dict[str, Any]] | None = None) -> list
         return None
     if values is not None:
         values.extend(items)
-    return unmark(encoded, count)
+    return encoded, count
 
 
 def line_items(block: bytes, values: list[dict[str, Any]] | None = None) -> list[bytes] | None:

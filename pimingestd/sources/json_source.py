@@ -15,6 +15,7 @@ import re
 import warnings
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -22,7 +23,7 @@ import ijson
 import orjson
 
 from ..errors import ParseError
-from . import DEFAULT_MAX_RECORD, describe, exact
+from . import DEFAULT_MAX_RECORD, describe, exact, parse_workers
 from . import json_path as json_path_mod
 from .json_guard import JsonGuard
 
@@ -105,25 +106,58 @@ class _FastArray:
         self.handoff: _Handoff | None = _Handoff()  # None once the whole array was read here
 
     def items(self) -> Iterator[list[bytes]]:
+        """Each window's records. Without ``values`` (a plain ingestion), every other window is parsed by the
+        parse worker (sources/parse_workers.py) while this thread parses the next, in order either way."""
+        pending: tuple[_Window, Future[bytes | None]] | None = None
+        records = 0
+        for w in self._windows():
+            if w.body is not None and pending is None and not w.eof and self._values is None:
+                fut = parse_workers.submit(w.body)
+                if fut is not None:
+                    pending = (w, fut)
+                    continue
+            local = exact.array_items(w.body, self._values) if w.body is not None else None
+            if pending is not None:
+                pw, fut = pending
+                pending = None
+                lines = parse_workers.result(fut, pw.body or b"")
+                if lines is None:  # from that window on, the ijson reader (it has every byte read since)
+                    self.handoff = _Handoff(pw.buffer[: pw.cut] + w.buffer, pw.offset, records)
+                    return
+                got = lines.split(b"\n")
+                records += len(got)
+                yield got
+            if local is None:
+                self.handoff = _Handoff(w.buffer, w.offset, records)
+                return
+            records += len(local)
+            yield local
+            if w.eof:
+                self.handoff = None
+                return
+
+    def _windows(self) -> Iterator[_Window]:
+        """The array's items cut into windows of whole records, in order; a window without a body stops the
+        fast path there (its buffer goes to the ijson reader). Nothing here parses."""
         raw = self._raw
         first = raw.read(self._block)
         skip = len(_BOM) if first.startswith(_BOM) else 0
         after = first[skip:].lstrip(_WS)
         if not after.startswith(b"["):
             raw.seek(0)
+            self.handoff = _Handoff()
             return
         after = after[1:].lstrip(_WS)
         key = _FIRST_KEY.match(after)
         if key is None:  # an empty array, or items that are not objects: the ijson reader words it
             raw.seek(0)
+            self.handoff = _Handoff()
             return
         offset = len(first) - len(after)  # file offset of window[0], always a record start
         window = after
         sep: bytes | None = None
-        records = 0
         eof = False
         while True:
-            rest = b""
             if not eof:
                 more = raw.read(self._block)
                 if more:
@@ -136,26 +170,27 @@ class _FastArray:
                 end = window.rstrip(_WS)
                 if not end.endswith(b"]"):
                     break
-                body = end[:-1].rstrip(_WS)
-            else:
-                cut = _cut(window, sep, key.group())
-                if cut is None:
-                    continue
-                comma, start = cut
-                body, rest = window[:comma], window[start:]
-            items = exact.array_items(body, self._values)
-            if items is None:
-                break
-            if sep is None and rest:
-                sep = window[comma:start] + key.group()
-            records += len(items)
-            yield items
-            if eof:
-                self.handoff = None
+                yield _Window(end[:-1].rstrip(_WS), window, offset, len(window), True)
                 return
-            offset += len(window) - len(rest)
-            window = rest
-        self.handoff = _Handoff(window, offset, records)
+            cut = _cut(window, sep, key.group())
+            if cut is None:
+                continue
+            comma, start = cut
+            if sep is None:  # (a cut inside a record would fail the window's parse: then ijson goes on)
+                sep = window[comma:start] + key.group()
+            yield _Window(window[:comma], window, offset, start, False)
+            offset += start
+            window = window[start:]
+        yield _Window(None, window, offset, 0, False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    body: bytes | None  # the records' bytes, without the separators around them; None: stop the fast path here
+    buffer: bytes  # every byte read from this window's first record on
+    offset: int  # file offset of buffer[0]
+    cut: int  # where the next window starts in buffer
+    eof: bool  # the array's last window
 
 
 def _cut(window: bytes, sep: bytes | None, key: bytes) -> tuple[int, int] | None:
