@@ -43,6 +43,7 @@ from .protocol.acks import AckRegistry
 from .protocol.v1 import PimcoreClient
 from .receiver.app import create_app as create_receiver
 from .retention import Retention
+from .sources import parse_workers
 from .state.sqlite import Store
 
 log = structlog.get_logger("pimingestd.app")
@@ -121,31 +122,36 @@ def create_app(config: Config) -> web.Application:
         await runner.cleanup()
 
     async def scheduler(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as session:
-            client = PimcoreClient(
-                session,
-                chunk_url=config.pimcore.chunk_url,
-                complete_url=config.pimcore.complete_url,
-                callback_url=config.callback_url,
-                secret=config.pimcore.secret,
-                timeout=config.pimcore.request_timeout,
-            )
-            app[api.SCHEDULER] = Scheduler(
-                app[api.STORE],
-                client,
-                AckRegistry(),
-                delivery=config.delivery,
-                chunking=config.chunking,
-                spool_dir=config.daemon.state_db.parent / "spool",
-                max_concurrent=config.daemon.max_concurrent,
-                max_record_bytes=config.max_record_bytes,
-                remote=remote,
-                progress_seconds=config.logging.progress_seconds,
-                window=config.pimcore.window,
-                order=config.pimcore.order,
-            )
-            yield
-            await app[api.SCHEDULER].close()
+        warming = asyncio.create_task(asyncio.to_thread(parse_workers.warm))  # the JSON parse worker, meanwhile
+        try:
+            async with aiohttp.ClientSession() as session:
+                client = PimcoreClient(
+                    session,
+                    chunk_url=config.pimcore.chunk_url,
+                    complete_url=config.pimcore.complete_url,
+                    callback_url=config.callback_url,
+                    secret=config.pimcore.secret,
+                    timeout=config.pimcore.request_timeout,
+                )
+                app[api.SCHEDULER] = Scheduler(
+                    app[api.STORE],
+                    client,
+                    AckRegistry(),
+                    delivery=config.delivery,
+                    chunking=config.chunking,
+                    spool_dir=config.daemon.state_db.parent / "spool",
+                    max_concurrent=config.daemon.max_concurrent,
+                    max_record_bytes=config.max_record_bytes,
+                    remote=remote,
+                    progress_seconds=config.logging.progress_seconds,
+                    window=config.pimcore.window,
+                    order=config.pimcore.order,
+                )
+                yield
+                await app[api.SCHEDULER].close()
+        finally:
+            await asyncio.gather(warming, return_exceptions=True)
+            await asyncio.to_thread(parse_workers.shutdown)
 
     async def retention(app: web.Application) -> AsyncIterator[None]:
         app[api.RETENTION] = Retention(config, app[api.STORE], app[api.SCHEDULER].metrics)

@@ -206,3 +206,34 @@ def test_exact_values_give_the_same_bytes_and_the_source_strings(tmp_path: Path)
                 real = json.loads(r.body)
                 assert r.value["sku"] == real["sku"] and r.value["n"] == real["n"] and r.value["tags"] == real["tags"]
                 assert r.value["price"] == "\x7f" + json.dumps(real["price"]) + "\x7f"  # the digits, marked
+
+
+@pytest.mark.parametrize("late", [5_000, 21_000, 37_000, 52_000, 59_999])
+def test_the_parse_worker_gives_the_same_records_and_hands_off_from_either_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, late: int
+) -> None:
+    """The fast path on two cores (sources/parse_workers.py) against one core and against ijson: the same
+    bytes, whether the window that declines (an exponent at record ``late``) went to the worker or stayed
+    here, and whether it is the first, a middle or the last one."""
+    from pimingestd.sources import parse_workers
+
+    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(60_000)]
+    path = tmp_path / "p.json"
+    text = "[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n"
+    path.write_text(text.replace(f'"n": {late}}}', f'"n": {late}e0}}'))
+    with open(path, "rb") as f:
+        reference = [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
+    submitted: list[int] = []
+    real = parse_workers.submit
+
+    def counting(body: bytes) -> Any:
+        submitted.append(len(body))
+        return real(body)
+
+    monkeypatch.setattr(parse_workers, "submit", counting)
+    assert _canonical(path) == reference
+    assert submitted, "no window went to the worker"
+    assert parse_workers._worker.enabled(), "the worker failed: the test compared one core with itself"
+    monkeypatch.setenv(parse_workers.ENV, "0")  # one core: the same bytes
+    assert real(b"{}") is None
+    assert _canonical(path) == reference
