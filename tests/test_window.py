@@ -244,3 +244,34 @@ async def test_a_cancelled_wait_gives_its_permit_back() -> None:
     flow.release(a)
     await asyncio.wait_for(flow.acquire(a), 1)  # nothing stuck in the queue
     assert flow.in_flight == 1
+
+
+def test_pimcore_defaults_fill_in_what_a_request_does_not_set() -> None:
+    from pimingestd.records import rules
+
+    plain = rules.parse({}).with_delivery(8, "by_key", {})
+    assert (plain.window, plain.order) == (8, "strict")  # a default by_key needs a key: the others keep strict
+    keyed = rules.parse({"key": "sku"}).with_delivery(8, "by_key", {"key": "sku"})
+    assert (keyed.window, keyed.order) == (8, "by_key")
+    asked = {"key": "sku", "window": 1, "order": "strict"}
+    own = rules.parse(asked).with_delivery(8, "by_key", asked)
+    assert (own.window, own.order) == (1, "strict")  # what the request says wins
+    assert rules.parse(asked).as_json() == {"key": "sku"}  # the v1 defaults are not stored
+
+
+def test_config_checks_window_and_order(tmp_path: Path) -> None:
+    from pimingestd.config import load
+    from pimingestd.errors import ConfigError
+
+    for body, words in (
+        ("window = 0", "pimcore.window"),
+        ("window = 300", "pimcore.window"),
+        ('order = "any"', "pimcore.order"),
+    ):
+        path = tmp_path / "c.toml"
+        path.write_text(f"[chunking]\nrecords = 100\n[pimcore]\n{body}\n")
+        with pytest.raises(ConfigError, match=words):
+            load(path)
+    path.write_text('[chunking]\nrecords = 100\n[pimcore]\nwindow = 8\norder = "by_key"\n')
+    cfg = load(path)
+    assert (cfg.pimcore.window, cfg.pimcore.order) == (8, "by_key")
