@@ -344,7 +344,20 @@ class Cluster:
             (ing,),
         )
         applied_chunks = [a["chunk"] for a in applied]
-        assert sorted(set(applied_chunks)) == [n for n, *_ in acked], "committed chunks != applied chunks"
+        committed = [n for n, *_ in acked]
+        only_applied = sorted(set(applied_chunks) - set(committed))
+        if st["status"] == Status.FAILED and order != "v1" and only_applied:
+            # With a window, a chunk whose ACK was lost may be applied while another chunk failed the run: it is
+            # still "sent" here, so a resume sends it again and PIM-Core answers it as a duplicate.
+            states = dict(self.read_state("SELECT n, state FROM chunks WHERE ingestion_id = ?", (ing,)))
+            assert all(states.get(n) == "sent" for n in only_applied), (only_applied, states)
+            applied = [a for a in applied if a["chunk"] in set(committed)]
+            got = [json.loads(a["record"]) for a in applied]
+            applied_chunks = [a["chunk"] for a in applied]
+        assert sorted(set(applied_chunks)) == committed, (
+            f"committed chunks != applied chunks: only applied {sorted(set(applied_chunks) - set(committed))},"
+            f" only committed {sorted(set(committed) - set(applied_chunks))}"
+        )
         if st["status"] == Status.COMPLETED:
             assert [n for n, *_ in acked] == list(range(1, len(acked) + 1)), "a chunk is missing"
         of_acked = [r for _, _, _, first, count in acked for r in expected[first : first + count]]
@@ -377,6 +390,10 @@ class Cluster:
                     )
         distinct = len(set(applied_chunks))
         return {"records": len(got), "received": len(received), "resends": len(received) - distinct}
+
+    async def resume(self, ing: str) -> None:
+        status, body = await self.call("POST", f"{self.durl}/api/ingestions/{ing}/resume")
+        assert status in (200, 202), (status, body)
 
     async def record_outcomes(self, ing: str, sent: list[Any], key: str = "sku") -> dict[str, int]:
         """Issue 15's invariants for an ingestion that completed: each record of ``sent`` (the file's records

@@ -275,3 +275,20 @@ def test_config_checks_window_and_order(tmp_path: Path) -> None:
     path.write_text('[chunking]\nrecords = 100\n[pimcore]\nwindow = 8\norder = "by_key"\n')
     cfg = load(path)
     assert (cfg.pimcore.window, cfg.pimcore.order) == (8, "by_key")
+
+
+def test_key_order_lets_a_chunk_go_only_after_every_earlier_holder_of_its_keys() -> None:
+    from pimingestd.core.flow import KeyOrder
+
+    order = KeyOrder()
+    a, b, c = frozenset({1, 2}), frozenset({3}), frozenset({2, 3})
+    for n, keys in ((1, a), (2, b), (3, c)):
+        order.join(n, keys)
+    assert order.free(1, a) and order.free(2, b)  # no earlier chunk holds their keys
+    assert not order.free(3, c)  # 2 is held by chunk 1, 3 by chunk 2
+    order.leave(2, b)
+    assert not order.free(3, c)  # chunk 1 still holds key 2
+    order.leave(1, a)
+    assert order.free(3, c)
+    order.leave(3, c)
+    assert len(order) == 0  # nothing kept once every chunk left

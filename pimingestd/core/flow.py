@@ -157,3 +157,30 @@ class Flow:
     def paused_for(self) -> float:
         """Seconds left of a receiver's pause (0: none)."""
         return max(self.paused_until - self._clock(), 0.0)
+
+
+class KeyOrder:
+    """by_key's rule: a chunk may go only once every earlier chunk not yet ended that shares one of its keys
+    has ended (been ACKed). Chunks join in file order; each key keeps the queue of the chunks holding it, so
+    a chunk is free when it heads the queue of every key it has. Keys are the hashes of the stored keys (a
+    collision only makes a chunk wait longer)."""
+
+    def __init__(self) -> None:
+        self._owners: dict[int, deque[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def join(self, n: int, keys: frozenset[int]) -> None:
+        for k in keys:
+            self._owners.setdefault(k, deque()).append(n)
+
+    def free(self, n: int, keys: frozenset[int]) -> bool:
+        return all(self._owners[k][0] == n for k in keys)
+
+    def leave(self, n: int, keys: frozenset[int]) -> None:
+        for k in keys:
+            queue = self._owners[k]
+            queue.remove(n)
+            if not queue:
+                del self._owners[k]

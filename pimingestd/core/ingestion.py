@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections import Counter
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from ..sources.fileid import identify, stat_identity
 from ..state import StateStore, lookups
 from . import canonical, spool
 from .chunking import Chunk, cut
-from .flow import Flow, Lane
+from .flow import Flow, KeyOrder, Lane
 from .retry import RetryPolicy, TryAgain, pause, retrying
 from .threads import iterate_in_thread
 
@@ -338,17 +338,19 @@ class Runner:
         return self._remote
 
     async def _deliver_spooled(self, ing: Ingestion) -> None:
-        """Send every chunk not ACKed yet, up to the window at once (one: protocol v1), in chunk order. Under
-        ``by_key`` a chunk that shares a key with a chunk in flight waits for that one's ACK. Each chunk's
-        spool bytes are read (in a thread) while it waits for its turn. The first chunk that fails ends the
-        delivery: the others are cancelled (their state stays resumable), or, when the daemon drains,
-        allowed to finish."""
+        """Send every chunk not ACKed yet, up to the window at once (one: protocol v1). Under ``by_key`` a chunk
+        that shares a key with an earlier chunk not yet ACKed waits for it (core/flow.py's KeyOrder), and up
+        to a window's worth of later chunks without a shared key may go past it; otherwise chunks go in
+        chunk order. A chunk's spool bytes are read (in a thread) while it waits for a permit. The first
+        chunk that fails ends the delivery: the others are cancelled (their state stays resumable), or,
+        when the daemon drains, allowed to finish."""
         rules = record_rules.stored(ing.rules)
         target = spool.spool_file(self._spool_dir, ing.id)
         fd = await asyncio.to_thread(os.open, target, os.O_RDONLY | os.O_CLOEXEC)
         lane = Lane(rules.window)
         by_key = rules.order == "by_key" and rules.window > 1
-        holding: Counter[int] = Counter()  # hash of a key -> chunks in flight with it (by_key)
+        order = KeyOrder()
+        waiting: deque[tuple[ChunkRow, frozenset[int]]] = deque()  # pulled, not started (by_key: held back)
         tasks: set[asyncio.Task[None]] = set()
         failed: list[BaseException] = []
         read: asyncio.Task[tuple[bytes, bytes]] | None = None
@@ -363,39 +365,50 @@ class Runner:
                 raise
             finally:
                 lane.sending.discard(row.n)
-                for k in held:  # (Counter.subtract would keep every key of the file, at zero)
-                    if holding[k] > 1:
-                        holding[k] -= 1
-                    else:
-                        del holding[k]
+                order.leave(row.n, held)
                 self.flow.release(lane)
 
         def check() -> None:
             if failed:
                 raise failed[0]
 
+        async def start_free(block: bool) -> None:
+            """Start the waiting chunks that are free, first first. Without ``block``, return when none is
+            free and there is room to look further ahead; with it, until none waits."""
+            nonlocal read
+            while waiting:
+                at = next((i for i, (row, held) in enumerate(waiting) if order.free(row.n, held)), None)
+                if at is None:
+                    if not block and len(waiting) < lane.wanted:
+                        return
+                    lane.changed.clear()
+                    await lane.changed.wait()
+                    check()
+                    continue
+                row, held = waiting[at]
+                del waiting[at]
+                read = asyncio.create_task(self._read_spooled(fd, row))
+                await self.flow.acquire(lane)
+                if failed:
+                    self.flow.release(lane)
+                    check()
+                task = asyncio.create_task(send(row, read, held))
+                read = None
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
         try:
             async for row in self._store.chunk_pages(ing.id, _PAGE):
                 if row.state == "acked":
                     continue
                 check()
-                read = asyncio.create_task(self._read_spooled(fd, row))
                 held = (
                     frozenset(hash(k) for k in await self._store.chunk_keys(ing.id, row.n)) if by_key else frozenset()
                 )
-                while any(k in holding for k in held):
-                    lane.changed.clear()
-                    await lane.changed.wait()
-                    check()
-                await self.flow.acquire(lane)
-                if failed:
-                    self.flow.release(lane)
-                    check()
-                holding.update(held)
-                task = asyncio.create_task(send(row, read, held))
-                read = None
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                order.join(row.n, held)
+                waiting.append((row, held))
+                await start_free(block=False)
+            await start_free(block=True)
             while tasks:
                 await asyncio.wait(list(tasks), return_when=asyncio.FIRST_COMPLETED)
                 check()
