@@ -99,7 +99,7 @@ async def test_chaos(tmp_path: Path, run: int, order: str) -> None:
             assert st["status"] == "completed", f"seed {seed}: {st}"
             await c.verify(ing, expected, order=order)
         report(
-            f"chaos seed {seed} ({order}): {outcome}, {counts['records']} records applied before the end,"
+            f"chaos seed {seed} ({order}): {outcome}, {counts['records']} records applied at the end of the first run,"
             f" {counts['resends']} re-sends,"
             f" {c.kills} daemon kills, {c.receiver_restarts} receiver restarts"
         )
