@@ -195,7 +195,7 @@ WINDOW_RECORDS = [product(i) for i in range(150)]  # 15 chunks: more than a wind
 class WindowRig(Rig):
     """The rig with a window of 8 chunks (protocol v2) in ``order``; by_key files are keyed by sku."""
 
-    def __init__(self, root: Path, order: str) -> None:
+    def __init__(self, root: Path, order: str, preflight: bool = True) -> None:
         super().__init__(root)
         if order == "by_key":
             self.inbox["profiles"] = [{"match": "*.json", "key": "sku"}]
@@ -206,19 +206,22 @@ class WindowRig(Rig):
             daemon_port=self.dport,
             receiver_port=self.rport,
             inbox=self.inbox,
-            delivery={"ack_timeout": 2.0, "backoff": 0.05, "max_attempts": 20},
+            delivery={"ack_timeout": 2.0, "backoff": 0.05, "max_attempts": 20, "preflight": preflight},
             pimcore={"window": 8, "order": order},
         )
         self.receiver_args = ["--workers", "4"]
 
 
-@pytest.mark.parametrize("order", ["strict", "by_key"])
+@pytest.mark.parametrize("order", ["strict", "by_key", "strict-streaming"])
 @pytest.mark.parametrize("step", ENGINE_STEPS)
 async def test_with_a_window_of_8_a_crash_at_each_step_applies_once(tmp_path: Path, step: str, order: str) -> None:
     """Up to 8 chunks in flight when the daemon dies at ``step``: after the restart every chunk not ACKed is
-    sent again, every record is applied exactly once, in chunk order (strict) or in file order per key
-    (by_key), and the daemon's committed chunks are the receiver's applied ones."""
-    rig = WindowRig(tmp_path, order)
+    sent again, every record is applied exactly once, in chunk order (strict, spooled or streamed without
+    preflight) or in file order per key (by_key), and the daemon's committed chunks are the receiver's
+    applied ones."""
+    streaming = order == "strict-streaming"
+    order = "strict" if streaming else order
+    rig = WindowRig(tmp_path, order, preflight=not streaming)
     try:
         await rig.start(crash_at=step)
         drop(rig.inbox, "products.json", json.dumps(WINDOW_RECORDS))

@@ -292,3 +292,23 @@ def test_key_order_lets_a_chunk_go_only_after_every_earlier_holder_of_its_keys()
     assert order.free(3, c)
     order.leave(3, c)
     assert len(order) == 0  # nothing kept once every chunk left
+
+
+async def test_a_window_streams_without_preflight_and_keeps_chunk_order(tmp_path: Path) -> None:
+    """preflight = false with a window of 8 (strict): chunks go out while the file is still being read, several
+    at once, and are applied in chunk order exactly once; no spool file is written."""
+    records = [product(i) for i in range(300)]
+    c = Cluster(
+        tmp_path,
+        chunking={"records": 10},
+        delivery={**FAST, "preflight": False},
+        receiver_args=["--workers", "4", "--window", "8"],
+    )
+    async with c:
+        ing = await c.ingest(write_json(c.data / "p.json", records), window=8)
+        st = await c.settle(ing)
+        assert st["status"] == "completed", st
+        assert st["total_chunks"] is None or st["total_chunks"] == 30, st
+        await c.verify(ing, records, order="strict")
+        assert (await stats(c))["max_concurrent_posts"] > 1
+        assert "spool pass started" not in c.log.read_text()

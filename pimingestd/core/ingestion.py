@@ -133,9 +133,9 @@ class Runner:
         log.info("ingestion started", phase="started", resumed=resumed, preflight=ing.preflight)
         spooled = started
         # A remote object is always spooled (nothing is sent before it is read whole), and so is a file with
-        # record rules (validation and delta decide over the whole file before anything is sent) or a window
-        # (chunks in flight at once are read back from the spool, and resume finds them there).
-        if ing.preflight or ing.remote or rules.active or rules.window > 1:
+        # record rules (validation and delta decide over the whole file before anything is sent). A window
+        # without them streams too (preflight = false): its chunks in flight keep their bodies until ACKed.
+        if ing.preflight or ing.remote or rules.active:
             ing = await self._ensure_spool(ing, path, rules)
             spooled = time.monotonic()
             await self._deliver_spooled(ing)
@@ -473,26 +473,71 @@ class Runner:
         ahead, so checking when a chunk is cut would be too early)."""
         known = _Known(self._store.chunk_pages(ing.id, _PAGE))
         spec, policy = self._spec(ing), self._policy(ing)
-        lane = Lane(1)
+        rules = record_rules.stored(ing.rules)
+        lane = Lane(rules.window)  # (by_key needs a key, and keyed records are spooled: strict order here)
+        tasks: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
         chunks = 0
         records = 0
-        chunk: Chunk
-        async for chunk in iterate_in_thread(lambda stop: cut(read_records(path, spec, size=ing.size), policy)):
-            _check_identity(ing, await asyncio.to_thread(stat_identity, path))
-            chunks, records = chunk.n, records + chunk.records
-            row = await known.get(chunk.n)
-            if row is not None and row.checksum != chunk.checksum:
-                raise FileChangedError(
-                    f"chunk {chunk.n}: the file re-read on resume gives different bytes than were sent before"
-                )
-            if row is not None and row.state == "acked":
-                continue
-            meta = ChunkHeaders(ing.id, ing.file_id, chunk.n, None, chunk.records, chunk.first_record, _sent_name(ing))
-            await self.flow.acquire(lane)  # one chunk at a time (a window spools), counted in the shared budget
-            try:
+
+        async def send(meta: ChunkHeaders, chunk: Chunk) -> None:
+            lane.sending.add(meta.n)
+            try:  # the body is kept until the ACK: there is no spool to read it again from
                 await self._deliver_chunk(meta, _Bytes(chunk.body, chunk.digest), lane)
+            except BaseException as exc:
+                if not isinstance(exc, asyncio.CancelledError):
+                    failed.append(exc)
+                raise
             finally:
+                lane.sending.discard(meta.n)
                 self.flow.release(lane)
+
+        def check() -> None:
+            if failed:
+                raise failed[0]
+
+        chunk: Chunk
+        try:
+            async for chunk in iterate_in_thread(lambda stop: cut(read_records(path, spec, size=ing.size), policy)):
+                check()
+                _check_identity(ing, await asyncio.to_thread(stat_identity, path))
+                chunks, records = chunk.n, records + chunk.records
+                row = await known.get(chunk.n)
+                if row is not None and row.checksum != chunk.checksum:
+                    raise FileChangedError(
+                        f"chunk {chunk.n}: the file re-read on resume gives different bytes than were sent before"
+                    )
+                if row is not None and row.state == "acked":
+                    continue
+                meta = ChunkHeaders(
+                    ing.id,
+                    ing.file_id,
+                    chunk.n,
+                    None,
+                    chunk.records,
+                    chunk.first_record,
+                    _sent_name(ing),
+                    protocol=2 if rules.window > 1 else 1,
+                    window=rules.window,
+                    order=rules.order,
+                )
+                await self.flow.acquire(lane)  # the window, counted in the shared budget
+                if failed:
+                    self.flow.release(lane)
+                    check()
+                task = asyncio.create_task(send(meta, chunk))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.wait(list(tasks), return_when=asyncio.FIRST_COMPLETED)
+                check()
+        except Paused:
+            await asyncio.gather(*tasks, return_exceptions=True)  # the drain lets chunks in flight finish
+            raise
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         await known.close()
         await self._store.set_totals(ing.id, chunks, records)
         now = await asyncio.to_thread(stat_identity, path)
