@@ -92,6 +92,27 @@ def tune_gc(young: int = 50_000) -> None:
     gc.set_threshold(young, older, oldest)
 
 
+GC_SECONDS = 30.0  # a full collection this often: see sweep_cycles
+
+
+async def sweep_cycles(app: web.Application) -> AsyncIterator[None]:
+    """A full garbage collection every GC_SECONDS. With tune_gc's high young threshold the older generations
+    are collected rarely, and the cycles a request or a failed attempt leaves (an exception and its
+    traceback, a closed connection's objects) piled up: a daemon taking a small file every 0.2 s grew by
+    about 0.6 MiB a minute, and by a sixth of that with this sweep. A sweep takes a few milliseconds."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(GC_SECONDS)
+            gc.collect()
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=routes.MIDDLEWARES, client_max_size=config.http.max_body_bytes)
     app[api.CONFIG] = config
@@ -165,7 +186,7 @@ def create_app(config: Config) -> web.Application:
         await app[api.REMOTE_INBOXES].stop()
         await app[api.INBOX].stop()
 
-    app.cleanup_ctx.extend([state_lock, store, receiver, scheduler, retention, inbox])
+    app.cleanup_ctx.extend([state_lock, store, receiver, scheduler, retention, inbox, sweep_cycles])
     routes.add_routes(app)
     return app
 
