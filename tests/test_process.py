@@ -15,14 +15,16 @@ from .conftest import MakeCluster
 from .helpers import product, report, write_json
 
 
-async def test_sigterm_drains_and_resumes_exactly(make_cluster: MakeCluster) -> None:
-    """SIGTERM mid-ingestion exits 0 within seconds; the next start resumes and applies each record once."""
-    c = make_cluster(chunking={"records": 20}, delivery={"ack_timeout": 10.0})
+@pytest.mark.parametrize("window", [1, 8])
+async def test_sigterm_drains_and_resumes_exactly(make_cluster: MakeCluster, window: int) -> None:
+    """SIGTERM mid-ingestion exits 0 within seconds, the chunks in flight (up to a window of 8) drained; the
+    next start resumes and applies each record once, in order."""
+    c = make_cluster(chunking={"records": 20}, delivery={"ack_timeout": 10.0}, receiver_args=["--workers", "4"])
     src = write_json(c.data / "p.json", [product(i) for i in range(600)])
     await c.start_receiver()
     await c.faults([{"action": "delay_ack", "seconds": 0.05, "times": 10000}])
     await c.start_daemon()
-    ing = await c.ingest(src)
+    ing = await c.ingest(src, window=window)
     while (await c.status(ing))["chunks_acked"] < 5:
         await asyncio.sleep(0.02)
     started = time.monotonic()
@@ -35,6 +37,7 @@ async def test_sigterm_drains_and_resumes_exactly(make_cluster: MakeCluster) -> 
     await c.start_daemon()
     assert (await c.settle(ing))["status"] == "completed"
     assert await c.applied(ing) == [product(i) for i in range(600)]
+    await c.verify(ing, [product(i) for i in range(600)], order="v1" if window == 1 else "strict")
 
 
 async def test_second_daemon_refuses_same_state(make_cluster: MakeCluster) -> None:

@@ -95,6 +95,9 @@ async def test_429_with_retry_after_pauses_sending_and_is_not_a_failed_attempt(t
         assert threes[1] - threes[0] >= 0.95 and threes[2] - threes[1] >= 0.95, threes
         metrics = await c.call("GET", c.durl + "/metrics")
         assert 'pimingestd_receiver_busy_total{status="429"} 2.0' in str(metrics[1]), metrics[1]
+        _, overview = await c.call("GET", c.durl + "/api/overview")
+        # The receiver announced 8; each 429 halved the window, and the ACKs since grew it back a little.
+        assert 1 <= overview["pimcore"]["window"] < 8 and overview["pimcore"]["paused_seconds"] == 0, overview
 
 
 async def test_425_is_sent_again_without_counting_as_a_failed_attempt(tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ async def overview(request: web.Request) -> web.Response:
                 "failures_last_hour": sum(series["failures"]),
                 "last_failure_at": iso_or_none(recent.last_failure_at),
                 "last_failure": recent.last_failure,
+                "window": scheduler.flow.window,  # None: no window announced (a v1 receiver, or none yet)
+                "paused_seconds": round(scheduler.flow.paused_for(), 3),  # what is left of a Retry-After
             },
             "folders": await _folders(request),
             "by_status": await store.count_by_status(),

@@ -228,7 +228,8 @@ async function renderHealth() {
   const facts = $("#health-facts");
   facts.replaceChildren();
   fact(facts, "running", String(o.running));
-  fact(facts, "chunks in flight", String(o.in_flight));
+  fact(facts, "chunks in flight", String(o.in_flight) + (o.pimcore.window ? " (window " + o.pimcore.window + ")" : ""));
+  if (o.pimcore.paused_seconds > 0) fact(facts, "PIM-Core asked to wait", o.pimcore.paused_seconds.toFixed(1) + " s more");
   fact(facts, "PIM-Core: last ACK", o.pimcore.last_ack_at ? o.pimcore.last_ack_at + " (" + age(o.pimcore.last_ack_at) + " ago)" : "none since the daemon started");
   fact(facts, "PIM-Core: failed attempts, last hour", String(o.pimcore.failures_last_hour));
   if (o.pimcore.last_failure) fact(facts, "PIM-Core: last failure", o.pimcore.last_failure);
