@@ -136,3 +136,37 @@ async def test_sigkill_loop_with_delta_and_refused_records(make_cluster: MakeClu
         assert outcomes[-1]["rejected"] == sum(1 for r in sent if r["sku"] in refused), f"seed {seed}: {outcomes}"
     report(f"SIGKILL loop with delta, seed {seed}: {c.kills} kills, {outcomes}; versions = receiver")
     assert c.kills >= 2
+
+
+def _descendants(pid: int) -> set[int]:
+    import psutil
+
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+async def test_the_daemon_leaves_no_process_behind(make_cluster: MakeCluster, how: str) -> None:
+    """The JSON parse worker, its forkserver and the resource tracker end with the daemon, however it ends.
+    (They used to outlive a SIGKILLed daemon, each holding its memory: one trio per kill.)"""
+    import psutil
+
+    c = make_cluster()
+    await c.start_receiver()
+    await c.start_daemon()
+    ing = await c.ingest(write_json(c.data / "p.json", [product(i) for i in range(3000)]))
+    assert (await c.settle(ing))["status"] == "completed"
+    assert c.daemon is not None
+    children = _descendants(c.daemon.pid)
+    assert len(children) >= 2, children  # the worker started (with its forkserver)
+    if how == "SIGKILL":
+        await c.kill_daemon()
+    else:
+        c.daemon.send_signal(signal.SIGTERM)
+        assert await c.exit_code(15) == 0
+    deadline = time.monotonic() + 10
+    while alive := [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]:
+        assert time.monotonic() < deadline, f"still running after the daemon ended: {alive}"
+        await asyncio.sleep(0.1)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import structlog
@@ -44,7 +46,9 @@ class _Worker:
                 if self._pool is None:
                     context = multiprocessing.get_context("forkserver")
                     context.set_forkserver_preload(["pimingestd.sources.exact"])  # not the whole daemon
-                    self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+                    self._pool = ProcessPoolExecutor(
+                        max_workers=1, mp_context=context, initializer=_follow, initargs=(os.getpid(),)
+                    )
                 return self._pool.submit(exact.array_lines, body)
             except Exception as exc:  # no worker can start here (a sandbox without fork, a broken pool)
                 self.off = True
@@ -67,6 +71,31 @@ class _Worker:
 
 
 _worker = _Worker()
+
+
+def _follow(daemon: int) -> None:
+    """In the worker, first thing: exit as soon as the daemon that started it is gone, a SIGKILL included.
+    The worker holds both ends of its pool's pipes itself, so it would otherwise wait for work forever, and
+    with it the forkserver and the resource tracker: one orphaned trio per killed daemon."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(daemon)  # readable once the process has exited
+        except ProcessLookupError:
+            os._exit(0)
+        except (AttributeError, OSError):  # no pidfd here (an old kernel): look every second
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(daemon, 0)
+                except ProcessLookupError:
+                    os._exit(0)
+                except PermissionError:
+                    continue
+        select.select([fd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-daemon", daemon=True).start()
 
 
 def submit(body: bytes) -> Future[bytes | None] | None:
