@@ -17,7 +17,7 @@ import dataclasses
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -351,26 +351,17 @@ class Runner:
         by_key = rules.order == "by_key" and rules.window > 1
         order = KeyOrder()
         waiting: deque[tuple[ChunkRow, frozenset[int]]] = deque()  # pulled, not started (by_key: held back)
-        tasks: set[asyncio.Task[None]] = set()
-        failed: list[BaseException] = []
+        flight = _InFlight()
         read: asyncio.Task[tuple[bytes, bytes]] | None = None
 
         async def send(row: ChunkRow, read: asyncio.Task[tuple[bytes, bytes]], held: frozenset[int]) -> None:
             lane.sending.add(row.n)
             try:
                 await self._deliver_spooled_chunk(ing, rules, lane, (fd, target), row, await read)
-            except BaseException as exc:
-                if not isinstance(exc, asyncio.CancelledError):
-                    failed.append(exc)
-                raise
             finally:
                 lane.sending.discard(row.n)
                 order.leave(row.n, held)
                 self.flow.release(lane)
-
-        def check() -> None:
-            if failed:
-                raise failed[0]
 
         async def start_free(block: bool) -> None:
             """Start the waiting chunks that are free, first first. Without ``block``, return when none is
@@ -383,25 +374,20 @@ class Runner:
                         return
                     lane.changed.clear()
                     await lane.changed.wait()
-                    check()
+                    flight.check()
                     continue
                 row, held = waiting[at]
                 del waiting[at]
                 read = asyncio.create_task(self._read_spooled(fd, row))
-                await self.flow.acquire(lane)
-                if failed:
-                    self.flow.release(lane)
-                    check()
-                task = asyncio.create_task(send(row, read, held))
+                await self._permit(lane, flight)
+                flight.start(send(row, read, held))
                 read = None
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
 
         try:
             async for row in self._store.chunk_pages(ing.id, _PAGE):
                 if row.state == "acked":
                     continue
-                check()
+                flight.check()
                 held = (
                     frozenset(hash(k) for k in await self._store.chunk_keys(ing.id, row.n)) if by_key else frozenset()
                 )
@@ -409,17 +395,12 @@ class Runner:
                 waiting.append((row, held))
                 await start_free(block=False)
             await start_free(block=True)
-            while tasks:
-                await asyncio.wait(list(tasks), return_when=asyncio.FIRST_COMPLETED)
-                check()
+            await flight.finish()
         except Paused:
-            await asyncio.gather(*tasks, return_exceptions=True)  # the drain lets chunks in flight finish
+            await flight.settle()  # the drain lets chunks in flight finish
             raise
         finally:
-            pending: list[asyncio.Task[Any]] = [*tasks, *([read] if read is not None else [])]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)  # no read in flight when its fd closes
+            await flight.cancel(*([read] if read is not None else []))  # no read in flight when its fd closes
             os.close(fd)
 
     @staticmethod
@@ -475,8 +456,7 @@ class Runner:
         spec, policy = self._spec(ing), self._policy(ing)
         rules = record_rules.stored(ing.rules)
         lane = Lane(rules.window)  # (by_key needs a key, and keyed records are spooled: strict order here)
-        tasks: set[asyncio.Task[None]] = set()
-        failed: list[BaseException] = []
+        flight = _InFlight()
         chunks = 0
         records = 0
 
@@ -484,22 +464,14 @@ class Runner:
             lane.sending.add(meta.n)
             try:  # the body is kept until the ACK: there is no spool to read it again from
                 await self._deliver_chunk(meta, _Bytes(chunk.body, chunk.digest), lane)
-            except BaseException as exc:
-                if not isinstance(exc, asyncio.CancelledError):
-                    failed.append(exc)
-                raise
             finally:
                 lane.sending.discard(meta.n)
                 self.flow.release(lane)
 
-        def check() -> None:
-            if failed:
-                raise failed[0]
-
         chunk: Chunk
         try:
             async for chunk in iterate_in_thread(lambda stop: cut(read_records(path, spec, size=ing.size), policy)):
-                check()
+                flight.check()
                 _check_identity(ing, await asyncio.to_thread(stat_identity, path))
                 chunks, records = chunk.n, records + chunk.records
                 row = await known.get(chunk.n)
@@ -521,28 +493,26 @@ class Runner:
                     window=rules.window,
                     order=rules.order,
                 )
-                await self.flow.acquire(lane)  # the window, counted in the shared budget
-                if failed:
-                    self.flow.release(lane)
-                    check()
-                task = asyncio.create_task(send(meta, chunk))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            while tasks:
-                await asyncio.wait(list(tasks), return_when=asyncio.FIRST_COMPLETED)
-                check()
+                await self._permit(lane, flight)  # the window, counted in the shared budget
+                flight.start(send(meta, chunk))
+            await flight.finish()
         except Paused:
-            await asyncio.gather(*tasks, return_exceptions=True)  # the drain lets chunks in flight finish
+            await flight.settle()  # the drain lets chunks in flight finish
             raise
         finally:
-            for task in list(tasks):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await flight.cancel()
         await known.close()
         await self._store.set_totals(ing.id, chunks, records)
         now = await asyncio.to_thread(stat_identity, path)
         if now != (ing.size, ing.mtime_ns):
             raise FileChangedError(f"{ing.file_name}: the file changed while it was being sent")
+
+    async def _permit(self, lane: Lane, flight: _InFlight) -> None:
+        """A permit for one more chunk of ``lane``; the first failure among its chunks in flight instead."""
+        await self.flow.acquire(lane)
+        if flight.failed:
+            self.flow.release(lane)
+            flight.check()
 
     async def _deliver_chunk(self, meta: ChunkHeaders, data: _Bytes, lane: Lane) -> None:
         """One chunk, up to max_attempts; returns once its ACK is committed."""
@@ -727,6 +697,47 @@ def _check_identity(ing: Ingestion, now: tuple[int, int]) -> None:
             f"{ing.file_name}: the source file changed since the ingestion began (it was {ing.size} bytes,"
             f" now {now[0]}; or its mtime changed); nothing more is sent. Drop it again once it is complete."
         )
+
+
+class _InFlight:
+    """The chunks of one delivery in flight (spooled or streamed): their tasks, and the first failure among
+    them, which ends the delivery."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.failed: list[BaseException] = []
+
+    def check(self) -> None:
+        if self.failed:
+            raise self.failed[0]
+
+    def start(self, send: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._run(send))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, send: Coroutine[Any, Any, None]) -> None:
+        try:
+            await send
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self.failed.append(exc)
+            raise
+
+    async def finish(self) -> None:
+        """Until every chunk ended; the first failure as soon as there is one."""
+        while self.tasks:
+            await asyncio.wait(list(self.tasks), return_when=asyncio.FIRST_COMPLETED)
+            self.check()
+
+    async def settle(self) -> None:
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def cancel(self, *more: asyncio.Task[Any]) -> None:
+        pending: list[asyncio.Task[Any]] = [*self.tasks, *more]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 class _Bytes:
