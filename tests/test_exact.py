@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,16 +225,78 @@ def test_the_parse_worker_gives_the_same_records_and_hands_off_from_either_windo
     with open(path, "rb") as f:
         reference = [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
     submitted: list[int] = []
-    real = parse_workers.submit
+    real = parse_workers.Worker.submit
 
-    def counting(body: bytes) -> Any:
-        submitted.append(len(body))
-        return real(body)
+    def counting(self: parse_workers.Worker, body: bytes) -> bool:
+        taken = real(self, body)
+        if taken:
+            submitted.append(len(body))
+        return taken
 
-    monkeypatch.setattr(parse_workers, "submit", counting)
+    monkeypatch.setattr(parse_workers.Worker, "submit", counting)
     assert _canonical(path) == reference
     assert submitted, "no window went to the worker"
-    assert parse_workers._worker.enabled(), "the worker failed: the test compared one core with itself"
+    assert parse_workers.enabled(), "the worker failed: the test compared one core with itself"
     monkeypatch.setenv(parse_workers.ENV, "0")  # one core: the same bytes
-    assert real(b"{}") is None
+    assert parse_workers.lease() is None
     assert _canonical(path) == reference
+
+
+def test_windows_too_large_for_shared_memory_go_by_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With slots smaller than the windows (and than their records), every window and every answer takes the
+    parse worker's pipe instead of its shared memory: the same bytes, and the worker still took windows."""
+    from pimingestd.sources import parse_workers
+
+    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(90_000)]
+    path = tmp_path / "p.json"
+    path.write_text("[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n")
+    with open(path, "rb") as f:
+        reference = [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
+    pool = parse_workers._Pool()
+    monkeypatch.setattr(parse_workers, "_pool", pool)
+    taken: list[int] = []
+    real = parse_workers.Worker.submit
+
+    def counting(self: parse_workers.Worker, body: bytes) -> bool:
+        ok = real(self, body)
+        taken.extend([len(body)] if ok else [])
+        return ok
+
+    monkeypatch.setattr(parse_workers.Worker, "submit", counting)
+    try:
+        parse_workers.warm()
+        taken.clear()
+        monkeypatch.setattr(parse_workers, "_SLOT", 1 << 12)  # 4 KiB: no window fits
+        assert _canonical(path) == reference
+        assert len(taken) >= 2 and min(taken) > 1 << 12, taken
+        assert pool.enabled()
+    finally:
+        pool.shutdown()
+
+
+def test_a_worker_that_dies_mid_file_leaves_the_records_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker is killed while the reader has windows at it: those windows are parsed here, the rest of the
+    file too, and the records are the same as with no worker at all. The worker is not used again."""
+    import signal
+
+    from pimingestd.sources import parse_workers
+
+    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(60_000)]
+    path = tmp_path / "p.json"
+    path.write_text("[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n")
+    with open(path, "rb") as f:
+        reference = [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
+    pool = parse_workers._Pool()
+    monkeypatch.setattr(parse_workers, "_pool", pool)
+    try:
+        parse_workers.warm()
+        assert pool._process is not None
+        records = iter(read_records(path, SourceSpec("json")))
+        first = [canonical.encode(next(records)) for _ in range(10)]  # the reader has windows at the worker now
+        os.kill(pool._process.pid, signal.SIGKILL)
+        pool._process.join(10)
+        rest = [canonical.encode(r) for r in records]
+        assert first + rest == reference
+        assert not pool.enabled() and parse_workers.lease() is None
+    finally:
+        pool.shutdown()

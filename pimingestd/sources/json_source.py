@@ -15,7 +15,6 @@ import re
 import warnings
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -33,6 +32,7 @@ _BOM = b"\xef\xbb\xbf"
 _WS = b" \t\r\n"
 _COMMA = ord(",")
 _BLOCK = 1 << 19  # the fast path's read size: windows of about half a MiB
+_LINE = 4  # windows read ahead of the one yielded at most (a few MiB)
 _TRIES = 4  # candidate record starts looked at per window before the first cut is learned
 _FIRST_KEY = re.compile(rb'\{[ \t\r\n]*"[^"\\]*"[ \t\r\n]*:')
 
@@ -106,35 +106,46 @@ class _FastArray:
         self.handoff: _Handoff | None = _Handoff()  # None once the whole array was read here
 
     def items(self) -> Iterator[list[bytes]]:
-        """Each window's records. Without ``values`` (a plain ingestion), every other window is parsed by the
-        parse worker (sources/parse_workers.py) while this thread parses the next, in order either way."""
-        pending: tuple[_Window, Future[bytes | None]] | None = None
+        """Each window's records, in order. Without ``values`` (a plain ingestion) the parse worker
+        (sources/parse_workers.py) is kept fed when this reader can lease it: while it has fewer than
+        parse_workers.SLOTS windows, the next goes to it, and this thread parses the others. Whatever is
+        done at the head of the line is yielded. The worker then takes more than half of the windows, and
+        this thread keeps the time the rest of the spool pass needs (cutting chunks, hashing, writing)."""
+        worker = parse_workers.lease() if self._values is None else None
+        line: deque[_Parsed] = deque()  # windows read and not yet yielded, in file order
         records = 0
-        for w in self._windows():
-            if w.body is not None and pending is None and not w.eof and self._values is None:
-                fut = parse_workers.submit(w.body)
-                if fut is not None:
-                    pending = (w, fut)
-                    continue
-            local = exact.array_items(w.body, self._values) if w.body is not None else None
-            if pending is not None:
-                pw, fut = pending
-                pending = None
-                lines = parse_workers.result(fut, pw.body or b"")
-                if lines is None:  # from that window on, the ijson reader (it has every byte read since)
-                    self.handoff = _Handoff(pw.buffer[: pw.cut] + w.buffer, pw.offset, records)
+        try:
+            for w in self._windows():
+                if w.body is not None and not w.eof and worker is not None and worker.submit(w.body):
+                    line.append(_Parsed(w, None, at_worker=True))
+                else:
+                    local = exact.array_items(w.body, self._values) if w.body is not None else None
+                    line.append(_Parsed(w, local, at_worker=False))
+                # What is ready at the head goes; block on the head only when the line is full or the file read.
+                while line and (
+                    not line[0].at_worker or worker is None or worker.ready() or len(line) > _LINE or w.eof
+                ):
+                    got = line[0].records(worker)
+                    if got is None:  # from that window on, the ijson reader (it has every byte read since)
+                        self.handoff = _Handoff(_joined(line), line[0].window.offset, records)
+                        return
+                    line.popleft()
+                    records += len(got)
+                    yield got
+                if w.eof:
+                    self.handoff = None
                     return
-                got = lines.split(b"\n")
+            while line:  # the windows ended on one the fast path cannot take (no body): it declines below
+                got = line[0].records(worker)
+                if got is None:
+                    self.handoff = _Handoff(_joined(line), line[0].window.offset, records)
+                    return
+                line.popleft()
                 records += len(got)
                 yield got
-            if local is None:
-                self.handoff = _Handoff(w.buffer, w.offset, records)
-                return
-            records += len(local)
-            yield local
-            if w.eof:
-                self.handoff = None
-                return
+        finally:
+            if worker is not None:  # (what is still at the worker, if the reader stopped early, is waited out)
+                parse_workers.give_back(worker)
 
     def _windows(self) -> Iterator[_Window]:
         """The array's items cut into windows of whole records, in order; a window without a body stops the
@@ -191,6 +202,33 @@ class _Window:
     offset: int  # file offset of buffer[0]
     cut: int  # where the next window starts in buffer
     eof: bool  # the array's last window
+
+
+class _Parsed:
+    """A window in the line: its records parsed here (``local``), or at the worker."""
+
+    __slots__ = ("at_worker", "local", "window")
+
+    def __init__(self, window: _Window, local: list[bytes] | None, *, at_worker: bool) -> None:
+        self.window = window
+        self.local = local
+        self.at_worker = at_worker
+
+    def records(self, worker: parse_workers.Worker | None) -> list[bytes] | None:
+        """The window's canonical records (waiting for the worker); None: the fast path declines it."""
+        if self.at_worker:
+            assert worker is not None
+            self.at_worker = False
+            lines = worker.result()
+            self.local = None if lines is None else lines.split(b"\n")
+        return self.local
+
+
+def _joined(line: deque[_Parsed]) -> bytes:
+    """Every byte read from the first record of the line's head on: each window up to where the next
+    starts, and the last one whole (its buffer holds what was read past it)."""
+    windows = [p.window for p in line]
+    return b"".join([w.buffer[: w.cut] for w in windows[:-1]] + [windows[-1].buffer])
 
 
 def _cut(window: bytes, sep: bytes | None, key: bytes) -> tuple[int, int] | None:

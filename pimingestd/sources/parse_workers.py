@@ -1,23 +1,36 @@
-"""A second core for the JSON fast path: one worker process parses a window while the reader parses the next.
+"""A second core for the JSON fast path: a worker process parses windows while the reader parses others.
 
 The JSON fast path (exact.py) is CPU-bound Python work that holds the GIL, so a second thread would not
 help; a process does. The worker is started when the daemon starts (or on first use), from a forkserver
-that preloads exact.py only (so it inherits neither the daemon's threads nor its modules), and it is shared
-by every spool pass; it holds nothing between windows. Anything wrong with it (it cannot start, it died)
-makes the reader parse every window itself from then on: the worker only ever makes reading faster, never
-different (tests/test_exact.py compares the two).
+that preloads exact.py only (so it inherits neither the daemon's threads nor its modules). One spool pass
+at a time leases it (``lease``); another pass meanwhile parses on its own core. Anything wrong with the
+worker (it cannot start, it died) makes the readers parse every window themselves from then on: the worker
+only ever makes reading faster, never different (tests/test_exact.py compares the two).
+
+How a window travels. The reader thread talks to the worker itself, over one pipe, with no helper thread:
+a pool's feeder and result threads each needed the GIL back from the reader (up to a switch interval each
+time), and the worker spent much of its time waiting on them. The window itself goes through shared memory
+(a memfd the daemon creates and the worker maps through /proc/<daemon>/fd): the reader copies it into a
+slot, the worker writes the window's records back over it, and the pipe carries three integers each way.
+A window larger than a slot, or a worker that cannot map the memory, goes through the pipe instead, and
+only when nothing else is at the worker: both sides then never write large messages at once.
 
 ``PIMINGESTD_PARSE_WORKERS=0`` turns it off; so does a machine with one CPU.
 """
 
 from __future__ import annotations
 
+import gc
+import mmap
 import multiprocessing
 import os
 import select
+import struct
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any
 
 import structlog
 
@@ -26,57 +39,210 @@ from . import exact
 log = structlog.get_logger("pimingestd.sources")
 
 ENV = "PIMINGESTD_PARSE_WORKERS"
+SLOTS = 2  # windows at the worker at once
+_SLOT = 3 << 19  # 1.5 MiB: a window (about half a MiB, more when a record straddles a read) and its records
+_ASK = struct.Struct("<qqq")  # slot offset (-1: the window follows by pipe), window length, room for records
+_ANSWER = struct.Struct("<q")  # records' length in the slot; _DECLINED; _PIPED: they follow by pipe
+_DECLINED = -1
+_PIPED = -2
 _WARM = b'{"a":1.5}'
 
 
-class _Worker:
+class Worker:
+    """The worker as one lease holder sees it: windows go in with ``submit`` and come back, in the same
+    order, from ``result``. Not thread-safe: one reader thread holds a lease."""
+
+    def __init__(self, conn: Connection, shared: mmap.mmap | None) -> None:
+        self._conn = conn
+        self._shared = shared
+        self._out: deque[tuple[int, bytes]] = deque()  # (slot or -1, window) submitted, not yet answered
+        self._free = list(range(SLOTS)) if shared is not None else []
+        self.broken = False
+
+    def submit(self, body: bytes) -> bool:
+        """Send the window to the worker; False when it takes no more now (parse it here)."""
+        if self.broken or len(self._out) >= SLOTS or any(slot < 0 for slot, _ in self._out):
+            return False
+        try:
+            if self._free and len(body) <= _SLOT:
+                slot = self._free.pop()
+                at = slot * _SLOT
+                assert self._shared is not None
+                self._shared[at : at + len(body)] = body
+                self._conn.send_bytes(_ASK.pack(at, len(body), _SLOT))
+            elif self._out:
+                return False  # by pipe only when nothing else is at the worker
+            else:
+                slot = -1
+                self._conn.send_bytes(_ASK.pack(-1, len(body), 0))
+                self._conn.send_bytes(body)
+        except OSError as exc:
+            self._broke(exc)
+            return False
+        self._out.append((slot, body))
+        return True
+
+    def waiting(self) -> int:
+        return len(self._out)
+
+    def ready(self) -> bool:
+        """The oldest window's answer has come (``result`` will not wait)."""
+        try:
+            return self.broken or self._conn.poll(0)
+        except OSError:
+            return True
+
+    def result(self) -> bytes | None:
+        """The oldest window's records (one per line), None when the fast path declines it; parsed here when
+        the worker failed."""
+        slot, body = self._out.popleft()
+        if slot >= 0:
+            self._free.append(slot)
+        if self.broken:
+            return exact.array_lines(body)
+        try:
+            (got,) = _ANSWER.unpack(self._conn.recv_bytes())
+            if got == _PIPED:
+                return self._conn.recv_bytes()
+        except (OSError, EOFError, struct.error) as exc:
+            self._broke(exc)
+            return exact.array_lines(body)
+        if got == _DECLINED:
+            return None
+        assert self._shared is not None and slot >= 0
+        at = slot * _SLOT
+        return self._shared[at : at + got]
+
+    def drain(self) -> None:
+        """Wait out what the worker still has (the reader stopped early), so the next lease starts clean."""
+        while self._out:
+            self.result()
+
+    def _broke(self, exc: BaseException) -> None:
+        if not self.broken:
+            log.warning("JSON parse worker failed; parsing on one core", error=f"{type(exc).__name__}: {exc}")
+        self.broken = True
+        _pool.failed()
+
+
+class _Pool:
+    """The daemon's one worker: started once, leased to one spool pass at a time."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
+        self._leased = threading.Lock()
+        self._process: Any = None
+        self._worker: Worker | None = None
+        self._memory: tuple[int, mmap.mmap] | None = None
         self.off = False  # set for good once the worker failed to start or to answer
 
     def enabled(self) -> bool:
         return not self.off and os.environ.get(ENV, "1") != "0" and (os.cpu_count() or 1) > 1
 
-    def submit(self, body: bytes) -> Future[bytes | None] | None:
-        if not self.enabled():
+    def lease(self) -> Worker | None:
+        """The worker for the caller alone (give it back with ``give_back``), or None: parse on this core."""
+        if not self.enabled() or not self._leased.acquire(blocking=False):
             return None
+        worker = self._started()
+        if worker is None or worker.broken:
+            self._leased.release()
+            return None
+        return worker
+
+    def give_back(self, worker: Worker) -> None:
+        worker.drain()
+        self._leased.release()
+
+    def _started(self) -> Worker | None:
         with self._lock:
+            if self._worker is not None or self.off:
+                return self._worker
             try:
-                if self._pool is None:
-                    context = multiprocessing.get_context("forkserver")
-                    context.set_forkserver_preload(["pimingestd.sources.exact"])  # not the whole daemon
-                    self._pool = ProcessPoolExecutor(
-                        max_workers=1, mp_context=context, initializer=_follow, initargs=(os.getpid(),)
-                    )
-                return self._pool.submit(exact.array_lines, body)
-            except Exception as exc:  # no worker can start here (a sandbox without fork, a broken pool)
+                self._worker = self._start()
+            except Exception as exc:  # no worker can start here (a sandbox without fork, say)
                 self.off = True
                 log.warning("JSON parse worker unavailable; parsing on one core", error=f"{type(exc).__name__}: {exc}")
-                return None
+            return self._worker
 
-    def result(self, fut: Future[bytes | None], body: bytes) -> bytes | None:
+    def _start(self) -> Worker:
+        path = None
         try:
-            return fut.result()
-        except Exception as exc:
-            self.off = True
-            log.warning("JSON parse worker failed; parsing on one core", error=f"{type(exc).__name__}: {exc}")
-            return exact.array_lines(body)
+            fd = os.memfd_create("pimingestd-parse", os.MFD_CLOEXEC)
+            os.ftruncate(fd, _SLOT * SLOTS)
+            self._memory = (fd, mmap.mmap(fd, _SLOT * SLOTS))
+            path = f"/proc/{os.getpid()}/fd/{fd}"
+        except (OSError, AttributeError) as exc:  # no memfd here: windows go by pipe
+            log.info("JSON parse worker without shared memory", error=f"{type(exc).__name__}: {exc}")
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["pimingestd.sources.exact"])  # not the whole daemon
+        mine, theirs = context.Pipe()
+        process = context.Process(target=_serve, args=(theirs, path, os.getpid()), name="pimingestd-parse", daemon=True)
+        process.start()
+        theirs.close()
+        self._process = process
+        if not mine.poll(30.0):
+            raise TimeoutError("the worker did not start within 30 s")
+        (mapped,) = _ANSWER.unpack(mine.recv_bytes())
+        if not mapped and self._memory is not None:
+            log.info("JSON parse worker cannot map the shared memory; windows go by pipe")
+        return Worker(mine, self._memory[1] if mapped and self._memory else None)
+
+    def failed(self) -> None:
+        self.off = True
 
     def shutdown(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            worker, process, self._worker, self._process = self._worker, self._process, None, None
+        if worker is not None:
+            worker._conn.close()  # the worker sees the end of its pipe and exits
+        if process is not None:
+            process.join(5.0)
+            if process.is_alive():
+                process.kill()
+                process.join(5.0)
 
 
-_worker = _Worker()
+_pool = _Pool()
+
+
+def _serve(conn: Connection, path: str | None, daemon: int) -> None:
+    """The worker: parse each window it is sent, in order, until the pipe ends."""
+    _follow(daemon)
+    gc.collect()  # what the forkserver preloaded lives as long as the worker: out of the collector's way
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)  # a dict per record, freed by reference counting (as app.tune_gc)
+    shared = None
+    if path is not None:
+        try:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                shared = mmap.mmap(fd, 0)
+            finally:
+                os.close(fd)
+        except OSError:
+            shared = None
+    conn.send_bytes(_ANSWER.pack(1 if shared is not None else 0))
+    while True:
+        try:
+            at, size, room = _ASK.unpack(conn.recv_bytes())
+            body = conn.recv_bytes() if at < 0 else shared[at : at + size]  # type: ignore[index]
+        except EOFError:
+            return
+        lines = exact.array_lines(body)
+        if lines is None:
+            conn.send_bytes(_ANSWER.pack(_DECLINED))
+        elif at >= 0 and len(lines) <= room:
+            shared[at : at + len(lines)] = lines  # type: ignore[index]
+            conn.send_bytes(_ANSWER.pack(len(lines)))
+        else:
+            conn.send_bytes(_ANSWER.pack(_PIPED))
+            conn.send_bytes(lines)
 
 
 def _follow(daemon: int) -> None:
     """In the worker, first thing: exit as soon as the daemon that started it is gone, a SIGKILL included.
-    The worker holds both ends of its pool's pipes itself, so it would otherwise wait for work forever, and
-    with it the forkserver and the resource tracker: one orphaned trio per killed daemon."""
+    Otherwise a worker could outlive its daemon, and with it the forkserver: an orphaned pair per killed
+    daemon."""
 
     def watch() -> None:
         try:
@@ -98,23 +264,30 @@ def _follow(daemon: int) -> None:
     threading.Thread(target=watch, name="follow-daemon", daemon=True).start()
 
 
-def submit(body: bytes) -> Future[bytes | None] | None:
-    """``exact.array_lines(body)`` on the worker; None when there is no worker (parse it here)."""
-    return _worker.submit(body)
+def lease() -> Worker | None:
+    """The worker for one reader (None: parse on this core); give it back with ``give_back``."""
+    return _pool.lease()
 
 
-def result(fut: Future[bytes | None], body: bytes) -> bytes | None:
-    """The worker's answer, or the same work done here when the worker failed."""
-    return _worker.result(fut, body)
+def give_back(worker: Worker) -> None:
+    _pool.give_back(worker)
+
+
+def enabled() -> bool:
+    return _pool.enabled()
 
 
 def warm() -> None:
     """Start the worker now (blocking; from a thread at the daemon's start), so the first file does not wait
     for it."""
-    fut = submit(_WARM)
-    if fut is not None:
-        result(fut, _WARM)
+    worker = lease()
+    if worker is not None:
+        try:
+            if worker.submit(_WARM):
+                worker.result()
+        finally:
+            give_back(worker)
 
 
 def shutdown() -> None:
-    _worker.shutdown()
+    _pool.shutdown()
