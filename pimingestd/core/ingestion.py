@@ -48,7 +48,7 @@ from ..records import reject_file
 from ..records import rules as record_rules
 from ..records.pipeline import Pipeline
 from ..sources import SourceSpec, read_records
-from ..sources.fileid import identify, stat_identity
+from ..sources.fileid import FileIdentity, identify, stat_identity
 from ..state import StateStore, lookups
 from . import canonical, spool
 from .chunking import Chunk, cut
@@ -135,20 +135,30 @@ class Runner:
         # A remote object is always spooled (nothing is sent before it is read whole), and so is a file with
         # record rules (validation and delta decide over the whole file before anything is sent). A window
         # without them streams too (preflight = false): its chunks in flight keep their bodies until ACKed.
-        if ing.preflight or ing.remote or rules.active:
-            ing = await self._ensure_spool(ing, path, rules)
-            spooled = time.monotonic()
-            await self._deliver_spooled(ing)
-        else:
-            await self._deliver_streaming(ing, path)
-        ing = await self._get(ing.id)
-        if ing.records_rejected:
-            await self._write_rejects(ing)
-        # The file may have grown or changed since it was read (a writer that paused longer than
-        # the inbox's settle time): then what was delivered is not the file, and it must not complete.
-        # (A remote object was checked when its spool pass ended: the spool holds that version.)
-        if not ing.remote:
-            await self._check_file(ing, full=True)
+        hashing: asyncio.Task[FileIdentity] | None = None
+        try:
+            if ing.preflight or ing.remote or rules.active:
+                ing = await self._ensure_spool(ing, path, rules)
+                spooled = time.monotonic()
+                hashing = None if ing.remote else asyncio.create_task(asyncio.to_thread(identify, path))
+                await self._deliver_spooled(ing)
+            else:
+                hashing = asyncio.create_task(asyncio.to_thread(identify, path))
+                await self._deliver_streaming(ing, path)
+            ing = await self._get(ing.id)
+            if ing.records_rejected:
+                await self._write_rejects(ing)
+            # The file may have grown or changed since it was read (a writer that paused longer than
+            # the inbox's settle time): then what was delivered is not the file, and it must not complete.
+            # Its bytes are hashed again while the chunks are delivered (hashing holds no GIL: it takes the
+            # core that delivery leaves idle), and its size and mtime are looked at once more after that.
+            # (A remote object was checked when its spool pass ended: the spool holds that version.)
+            if hashing is not None:
+                await self._check_file(ing, full=True, hashing=hashing)
+        finally:
+            if hashing is not None and not hashing.done():
+                hashing.cancel()  # the run failed or paused: the thread's result is not wanted
+                await asyncio.gather(hashing, return_exceptions=True)
         if not await self._store.claim_completion(ing.id):
             return  # cancelled meanwhile
         crash_point("engine.before-complete")
@@ -174,24 +184,29 @@ class Runner:
             **_record_counts(await self._get(ing.id)),
         )
 
-    async def _check_file(self, ing: Ingestion, *, full: bool) -> None:
-        """The file is still the one submitted: same size and mtime (and, when ``full``, same bytes).
-        A remote object: same size and version, unless its spool is complete (it is not read again)."""
+    async def _check_file(
+        self, ing: Ingestion, *, full: bool, hashing: asyncio.Task[FileIdentity] | None = None
+    ) -> None:
+        """The file is still the one submitted: same size and mtime (and, when ``full``, same bytes: hashed
+        now, or by ``hashing`` when given, which was started earlier). A remote object: same size and
+        version, unless its spool is complete (it is not read again)."""
         if ing.remote:
             if not (ing.spooled and await asyncio.to_thread(spool.spool_file(self._spool_dir, ing.id).is_file)):
                 remote = self._need_remote(ing)
                 await asyncio.to_thread(remote.check_unchanged, ing.path, ObjectIdentity(ing.size, ing.version))
             return
         path = Path(ing.path)
+        gone = FileChangedError(f"{ing.file_name}: the source file {readable(str(path))} is gone; nothing more is sent")
         try:
             now = await asyncio.to_thread(stat_identity, path)
         except FileNotFoundError:
-            raise FileChangedError(
-                f"{ing.file_name}: the source file {readable(str(path))} is gone; nothing more is sent"
-            ) from None
+            raise gone from None
         _check_identity(ing, now)
         if full:
-            ident = await asyncio.to_thread(identify, path)
+            try:
+                ident = await (hashing or asyncio.to_thread(identify, path))
+            except FileNotFoundError:
+                raise gone from None
             if ident.file_id != ing.file_id:
                 raise FileChangedError(
                     f"{ing.file_name}: the source file's bytes changed ({ident.file_id} != {ing.file_id}); nothing more is sent"
