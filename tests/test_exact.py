@@ -247,7 +247,7 @@ def test_windows_too_large_for_shared_memory_go_by_pipe(tmp_path: Path, monkeypa
     parse worker's pipe instead of its shared memory: the same bytes, and the worker still took windows."""
     from pimingestd.sources import parse_workers
 
-    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(90_000)]
+    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(150_000)]
     path = tmp_path / "p.json"
     path.write_text("[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n")
     with open(path, "rb") as f:
@@ -300,3 +300,69 @@ def test_a_worker_that_dies_mid_file_leaves_the_records_whole(tmp_path: Path, mo
         assert not pool.enabled() and parse_workers.lease() is None
     finally:
         pool.shutdown()
+
+
+def _priced_file(path: Path, n: int) -> list[bytes]:
+    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(n)]
+    path.write_text("[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n")
+    with open(path, "rb") as f:
+        return [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
+
+
+def test_without_shared_memory_every_window_goes_by_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No memfd on this system: the worker still takes windows (by pipe, one at a time) and the bytes are the
+    same."""
+    from pimingestd.sources import parse_workers
+
+    path = tmp_path / "p.json"
+    reference = _priced_file(path, 150_000)  # 14 windows: however slow the worker, it takes one in five at least
+    pool = parse_workers._Pool()
+    monkeypatch.setattr(parse_workers, "_pool", pool)
+
+    def no_memfd(*_: Any) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "memfd_create", no_memfd)
+    taken = 0
+    real = parse_workers.Worker.submit
+
+    def counting(self: parse_workers.Worker, body: bytes) -> bool:
+        nonlocal taken
+        assert self._shared is None
+        ok = real(self, body)
+        taken += ok
+        return ok
+
+    monkeypatch.setattr(parse_workers.Worker, "submit", counting)
+    try:
+        assert _canonical(path) == reference
+        assert taken >= 2 and pool.enabled()
+    finally:
+        pool.shutdown()
+
+
+def test_two_readers_at_once_share_the_worker_by_lease(tmp_path: Path) -> None:
+    """Two spool passes at once (threads): one leases the worker, the other parses on its own core; both get
+    their file's bytes, and the worker is free again afterwards."""
+    import threading
+
+    from pimingestd.sources import parse_workers
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    ref_a, ref_b = _priced_file(a, 60_000), _priced_file(b, 45_000)
+    results: dict[str, list[bytes]] = {}
+    start = threading.Barrier(2)
+
+    def read(name: str, path: Path) -> None:
+        start.wait()
+        results[name] = _canonical(path)
+
+    threads = [threading.Thread(target=read, args=(n, p)) for n, p in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results["a"] == ref_a and results["b"] == ref_b
+    worker = parse_workers.lease()
+    assert worker is not None, "the lease was not given back"
+    parse_workers.give_back(worker)

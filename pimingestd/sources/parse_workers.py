@@ -46,6 +46,7 @@ _ANSWER = struct.Struct("<q")  # records' length in the slot; _DECLINED; _PIPED:
 _DECLINED = -1
 _PIPED = -2
 _WARM = b'{"a":1.5}'
+_PATIENCE = 60.0  # seconds for one window's answer (it takes milliseconds): a worker that hangs is given up
 
 
 class Worker:
@@ -101,10 +102,12 @@ class Worker:
         if self.broken:
             return exact.array_lines(body)
         try:
+            if not self._conn.poll(_PATIENCE):
+                raise TimeoutError(f"no answer within {_PATIENCE:g} s")
             (got,) = _ANSWER.unpack(self._conn.recv_bytes())
             if got == _PIPED:
                 return self._conn.recv_bytes()
-        except (OSError, EOFError, struct.error) as exc:
+        except (OSError, EOFError, struct.error, TimeoutError) as exc:
             self._broke(exc)
             return exact.array_lines(body)
         if got == _DECLINED:
@@ -188,7 +191,10 @@ class _Pool:
         return Worker(mine, self._memory[1] if mapped and self._memory else None)
 
     def failed(self) -> None:
+        """The worker failed: never again (a hung one is killed; its pipe is out of step anyway)."""
         self.off = True
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
 
     def shutdown(self) -> None:
         with self._lock:
