@@ -288,3 +288,42 @@ def test_names_that_are_not_utf8_round_trip() -> None:
         text.encode("utf-8")  # storable
         assert from_text(text) == name
     assert readable("/in/M\udce4rz.json") == "/in/M\\xe4rz.json"
+
+
+async def test_acks_that_arrive_together_commit_together_and_each_as_before(tmp_path: Path) -> None:
+    """A window's ACKs arriving at once: each is answered as it would be on its own (accepted; a second ACK of
+    the same chunk a duplicate; a wrong checksum a mismatch; a chunk never sent never_sent), every accepted one
+    is committed when its answer comes (a second connection sees it), and they took fewer commits than ACKs."""
+    db = tmp_path / "s.db"
+    store = await Store.open(db)
+    try:
+        ing = await _new_ingestion(store, "sha256:" + "1" * 64)
+        for n in range(1, 21):
+            await store.mark_sent(ing.id, n, n - 1, 1, CHECK)
+        statements = 0
+        real = store._statement
+
+        async def counting(sql: str, params: Any, *, durable: bool) -> list[Any]:
+            nonlocal statements
+            statements += "acked_at" in sql
+            return await real(sql, params, durable=durable)
+
+        store._statement = counting  # type: ignore[method-assign]
+        wrong = "sha256:" + "d" * 64
+
+        async def ack(n: int, checksum: str = CHECK) -> tuple[int, str, list[tuple[object, ...]]]:
+            outcome = await store.commit_ack(ing.id, n, checksum)
+            seen = _committed(db, "SELECT state FROM chunks WHERE ingestion_id = ? AND n = ?", (ing.id, n))
+            return n, outcome, seen
+
+        calls = [ack(n) for n in range(1, 19)] + [ack(5), ack(19, wrong), ack(30)]
+        results = await asyncio.gather(*calls)
+        outcomes = [outcome for _, outcome, _ in results]
+        assert outcomes[:18] == ["accepted"] * 18
+        assert outcomes[18:] == ["duplicate", "mismatch", "never_sent"]
+        assert all(seen == [("acked",)] for n, outcome, seen in results if outcome == "accepted")
+        assert _committed(db, "SELECT state FROM chunks WHERE ingestion_id = ? AND n = 19", (ing.id,)) == [("sent",)]
+        assert 1 <= statements < 10, statements  # 18 accepted ACKs, in a few commits
+        assert not store._acking and store._ack_flush is None
+    finally:
+        await store.close()

@@ -214,6 +214,7 @@ def _ingestion(row: sqlite3.Row) -> Ingestion:
 
 
 _CHUNK_COLS = ", ".join(f.name for f in dataclasses.fields(ChunkRow))
+_ACK_BATCH = 256  # ACKs committed together at most (three parameters each)
 
 
 def _chunk(row: sqlite3.Row) -> ChunkRow:
@@ -246,6 +247,8 @@ class Store:
         self._lock = asyncio.Lock()
         self._sync = "FULL"
         self._ops: set[asyncio.Future[Any]] = set()  # operations under way (each shielded)
+        self._acking: list[tuple[str, int, str, asyncio.Future[bool]]] = []  # plain ACKs for the next commit
+        self._ack_flush: asyncio.Task[None] | None = None  # the task committing them
 
     @classmethod
     async def open(cls, path: Path, conditions: Conditions | None = None) -> Store:
@@ -949,16 +952,53 @@ class Store:
         refused records takes one statement and one fsync; otherwise the refused records, the versions of the
         accepted ones and the tombstones' effect commit in the same transaction as the ACK. The reasons for
         refusing are looked up only when it matched nothing."""
-        if not rejected:
-            updated = await self._statement(
-                "UPDATE chunks SET state = 'acked', acked_at = ?, reject_reason = NULL"
-                " WHERE ingestion_id = ? AND n = ? AND state = 'sent' AND checksum = ? AND meta IS NULL RETURNING n",
-                (time.time(), ingestion_id, n, checksum),
-                durable=True,
-            )
-            if updated:
-                return "accepted"
+        if not rejected and await self._commit_plain_ack(ingestion_id, n, checksum):
+            return "accepted"
         return await self._commit_ack_records(ingestion_id, n, checksum, rejected)
+
+    async def _commit_plain_ack(self, ingestion_id: str, n: int, checksum: str) -> bool:
+        """Group commit: True once the ACK of a sent chunk of a plain ingestion, with this checksum, is durably
+        committed; False when it matched no such chunk (the caller then classifies it). ACKs that arrive while
+        a commit is under way go together in the next one: one statement, one fsync, and each is answered
+        only after it (a window's ACKs come close together, and the store's one connection would otherwise
+        take them one fsync at a time). An ACK on its own goes at once, as before."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._acking.append((ingestion_id, n, checksum, done))
+        if self._ack_flush is None:
+            self._ack_flush = asyncio.ensure_future(self._flush_acks())
+            self._ops.add(self._ack_flush)
+            self._ack_flush.add_done_callback(self._ops.discard)
+        return await asyncio.shield(done)  # a caller cancelled meanwhile never splits the commit
+
+    async def _flush_acks(self) -> None:
+        try:
+            while self._acking:
+                batch, self._acking = self._acking[:_ACK_BATCH], self._acking[_ACK_BATCH:]
+                chunks = {(i, n): c for i, n, c, _ in reversed(batch)}  # each chunk once (its first ACK)
+                values = ", ".join(["(?, ?, ?)"] * len(chunks))
+                try:
+                    updated = await self._statement(
+                        "UPDATE chunks SET state = 'acked', acked_at = ?, reject_reason = NULL"
+                        f" FROM (VALUES {values}) AS b WHERE chunks.ingestion_id = b.column1 AND chunks.n = b.column2"
+                        " AND chunks.checksum = b.column3 AND chunks.state = 'sent' AND chunks.meta IS NULL"
+                        " RETURNING chunks.ingestion_id, chunks.n",
+                        (time.time(), *(v for (i, n), c in chunks.items() for v in (i, n, c))),
+                        durable=True,
+                    )
+                except BaseException as exc:  # nothing of this batch was committed
+                    for *_, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                acked = {(row[0], row[1]) for row in updated}
+                for i, n, _, fut in batch:  # a second ACK of the same chunk in the batch: a duplicate, classified
+                    if not fut.done():
+                        fut.set_result((i, n) in acked)
+                    acked.discard((i, n))
+        finally:
+            self._ack_flush = None
 
     @_atomic
     async def _commit_ack_records(
