@@ -205,6 +205,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="a model of PIM-Core's cost, for benchmarks: each record takes this long of a worker",
     )
+    rec.add_argument(
+        "--faults",
+        type=Path,
+        default=None,
+        help="a JSON file of fault rules (as PUT /_faults takes) held from the first request on: for tests",
+    )
     rec.add_argument("--log-format", choices=("json", "console"), default="json")
     return p
 
@@ -263,12 +269,21 @@ async def _prune(cfg: config_mod.Config, dry_run: bool) -> dict[str, Any]:
 
 def _receiver(args: argparse.Namespace) -> int:
     from .receiver.app import Options, serve
+    from .receiver.faults import Faults
 
     logs.setup(args.log_format, "info")
     secret = args.secret if args.secret is not None else os.environ.get(config_mod.SECRET_ENV, "")
+    faults = None
+    if args.faults is not None:
+        try:
+            faults = json.loads(args.faults.read_text(encoding="utf-8"))
+            Faults().set(faults)  # checked here, so a bad file is named before anything listens
+        except (OSError, ValueError) as exc:
+            print(f"pimingestd receiver: --faults {args.faults}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     with suppress(KeyboardInterrupt):
         options = Options(args.mode, args.protocol, args.window, args.workers, args.apply_ms_per_record)
-        asyncio.run(serve(args.host, args.port, args.data.resolve(), secret=secret, options=options))
+        asyncio.run(serve(args.host, args.port, args.data.resolve(), secret=secret, options=options, faults=faults))
     return EXIT_OK
 
 

@@ -216,10 +216,12 @@ class Cluster:
         if self.receiver_mode != "store":
             args += ["--mode", self.receiver_mode]
         args += self.receiver_args
+        if self.rules:  # held from its first request on: a chunk sent the moment it is up meets them too
+            rules = self.root / "receiver-faults.json"
+            rules.write_text(json.dumps(self.rules), encoding="utf-8")
+            args += ["--faults", str(rules)]
         self.receiver = spawn(args, log=self.root / "receiver.log")
         await wait_http(self.rurl + "/stats")
-        if self.rules:
-            await self.faults(self.rules)
 
     async def stop_receiver(self) -> None:
         assert self.receiver is not None

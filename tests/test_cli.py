@@ -181,3 +181,43 @@ async def test_completed_with_rejects_exits_4_and_rejects_writes_the_reject_file
     assert st["source"] == "upload" and st["delta_scope"] is not None
     code, _, err = await cli("rejects", "nope", "--url", d.url)
     assert code == 1 and "404" in err
+
+
+async def test_the_receiver_holds_its_faults_file_from_the_first_request(tmp_path: Path) -> None:
+    """`receiver --faults FILE`: the rules are there before anything is answered (a chunk sent the moment a
+    restarted receiver is up meets them); a malformed file is refused before it listens, naming the file."""
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"action": "explode"}]')
+    code, _, err = await cli("receiver", "--data", str(tmp_path / "r"), "--faults", str(bad))
+    assert code == 2 and str(bad) in err and "faults[0]: action must be one of" in err, err
+    good = tmp_path / "faults.json"
+    good.write_text(json.dumps([{"action": "http_500", "times": 3}]))
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pimingestd", "receiver", "--port", str(port), "--data", str(tmp_path / "r"),
+        "--faults", str(good), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import hashlib
+
+        import aiohttp
+
+        from pimingestd.protocol.v1 import ChunkHeaders
+
+        body = b'[{"sku":"A"}]'
+        meta = ChunkHeaders("ing-1", "sha256:" + "0" * 64, 1, 1, 1, 0, "p.json")
+        headers = meta.headers(hashlib.sha256(body).digest(), "http://127.0.0.1:9/callbacks/ack")
+        async with aiohttp.ClientSession() as s:
+            for _ in range(200):
+                try:
+                    async with s.post(f"http://127.0.0.1:{port}/ingest/chunks", data=body, headers=headers) as r:
+                        first = r.status
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the receiver did not start")
+        assert first == 500  # the very first request met the rule
+    finally:
+        proc.kill()
+        await proc.wait()

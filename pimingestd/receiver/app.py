@@ -526,14 +526,21 @@ class _Receiver:
 
 
 def create_app(
-    data_dir: Path, *, secret: str = "", mode: str = "store", options: Options | None = None
+    data_dir: Path,
+    *,
+    secret: str = "",
+    mode: str = "store",
+    options: Options | None = None,
+    faults: Any = None,
 ) -> web.Application:
     """The receiver as an aiohttp app. ``mode``: "store" parses and stores every record;
     "count" checks framing and order only (the fastest acknowledging mode). ``options`` (which carry their
-    own mode) say the rest (see Options)."""
+    own mode) say the rest (see Options). ``faults``: rules (as PUT /_faults takes) held from the start."""
     options = options if options is not None else Options(mode=mode)
     app = web.Application(client_max_size=1 << 30)
     app[FAULTS] = Faults()
+    if faults is not None:
+        app[FAULTS].set(faults)
     app[STATS] = Counter[str]()
     app[TASKS] = set[asyncio.Task[Any]]()
     recv = _Receiver(app, secret, options)
@@ -563,10 +570,12 @@ def create_app(
     return app
 
 
-async def serve(host: str, port: int, data_dir: Path, secret: str = "", options: Options | None = None) -> None:
+async def serve(
+    host: str, port: int, data_dir: Path, secret: str = "", options: Options | None = None, faults: Any = None
+) -> None:
     """Run the receiver until cancelled (``pimingestd receiver``)."""
     options = options or Options()
-    runner = web.AppRunner(create_app(data_dir, secret=secret, options=options), access_log=None)
+    runner = web.AppRunner(create_app(data_dir, secret=secret, options=options, faults=faults), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
