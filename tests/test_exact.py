@@ -209,6 +209,33 @@ def test_exact_values_give_the_same_bytes_and_the_source_strings(tmp_path: Path)
                 assert r.value["price"] == "\x7f" + json.dumps(real["price"]) + "\x7f"  # the digits, marked
 
 
+def _priced_file(path: Path, n: int) -> list[bytes]:
+    """A JSON array of ``n`` records with decimal prices written as numbers; the canonical bytes ijson reads."""
+    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(n)]
+    path.write_text("[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n")
+    with open(path, "rb") as f:
+        return [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
+
+
+def _windows_taken(monkeypatch: pytest.MonkeyPatch, shared: bool | None = None) -> list[int]:
+    """The sizes of the windows the parse worker takes from now on (``shared``: whether it must have the
+    shared memory, when given)."""
+    from pimingestd.sources import parse_workers
+
+    taken: list[int] = []
+    real = parse_workers.Worker.submit
+
+    def counting(self: parse_workers.Worker, body: bytes) -> bool:
+        if shared is not None:
+            assert (self._shared is not None) == shared
+        ok = real(self, body)
+        taken.extend([len(body)] if ok else [])
+        return ok
+
+    monkeypatch.setattr(parse_workers.Worker, "submit", counting)
+    return taken
+
+
 @pytest.mark.parametrize("late", [5_000, 21_000, 37_000, 52_000, 59_999])
 def test_the_parse_worker_gives_the_same_records_and_hands_off_from_either_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, late: int
@@ -224,16 +251,7 @@ def test_the_parse_worker_gives_the_same_records_and_hands_off_from_either_windo
     path.write_text(text.replace(f'"n": {late}}}', f'"n": {late}e0}}'))
     with open(path, "rb") as f:
         reference = [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
-    submitted: list[int] = []
-    real = parse_workers.Worker.submit
-
-    def counting(self: parse_workers.Worker, body: bytes) -> bool:
-        taken = real(self, body)
-        if taken:
-            submitted.append(len(body))
-        return taken
-
-    monkeypatch.setattr(parse_workers.Worker, "submit", counting)
+    submitted = _windows_taken(monkeypatch)
     assert _canonical(path) == reference
     assert submitted, "no window went to the worker"
     assert parse_workers.enabled(), "the worker failed: the test compared one core with itself"
@@ -247,22 +265,11 @@ def test_windows_too_large_for_shared_memory_go_by_pipe(tmp_path: Path, monkeypa
     parse worker's pipe instead of its shared memory: the same bytes, and the worker still took windows."""
     from pimingestd.sources import parse_workers
 
-    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(150_000)]
     path = tmp_path / "p.json"
-    path.write_text("[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n")
-    with open(path, "rb") as f:
-        reference = [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
+    reference = _priced_file(path, 150_000)  # 14 windows: however slow the worker, it takes one in five at least
     pool = parse_workers._Pool()
     monkeypatch.setattr(parse_workers, "_pool", pool)
-    taken: list[int] = []
-    real = parse_workers.Worker.submit
-
-    def counting(self: parse_workers.Worker, body: bytes) -> bool:
-        ok = real(self, body)
-        taken.extend([len(body)] if ok else [])
-        return ok
-
-    monkeypatch.setattr(parse_workers.Worker, "submit", counting)
+    taken = _windows_taken(monkeypatch)
     try:
         parse_workers.warm()
         taken.clear()
@@ -281,11 +288,8 @@ def test_a_worker_that_dies_mid_file_leaves_the_records_whole(tmp_path: Path, mo
 
     from pimingestd.sources import parse_workers
 
-    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(60_000)]
     path = tmp_path / "p.json"
-    path.write_text("[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n")
-    with open(path, "rb") as f:
-        reference = [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
+    reference = _priced_file(path, 60_000)
     pool = parse_workers._Pool()
     monkeypatch.setattr(parse_workers, "_pool", pool)
     try:
@@ -302,13 +306,6 @@ def test_a_worker_that_dies_mid_file_leaves_the_records_whole(tmp_path: Path, mo
         pool.shutdown()
 
 
-def _priced_file(path: Path, n: int) -> list[bytes]:
-    recs: list[dict[str, Any]] = [{"sku": f"S{i}", "price": f"{i}.{i % 10}0", "n": i} for i in range(n)]
-    path.write_text("[\n" + ",\n".join(json.dumps(r).replace(f'"{r["price"]}"', r["price"]) for r in recs) + "\n]\n")
-    with open(path, "rb") as f:
-        return [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
-
-
 def test_without_shared_memory_every_window_goes_by_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No memfd on this system: the worker still takes windows (by pipe, one at a time) and the bytes are the
     same."""
@@ -323,20 +320,10 @@ def test_without_shared_memory_every_window_goes_by_pipe(tmp_path: Path, monkeyp
         raise OSError(38, "Function not implemented")
 
     monkeypatch.setattr(os, "memfd_create", no_memfd)
-    taken = 0
-    real = parse_workers.Worker.submit
-
-    def counting(self: parse_workers.Worker, body: bytes) -> bool:
-        nonlocal taken
-        assert self._shared is None
-        ok = real(self, body)
-        taken += ok
-        return ok
-
-    monkeypatch.setattr(parse_workers.Worker, "submit", counting)
+    taken = _windows_taken(monkeypatch, shared=False)
     try:
         assert _canonical(path) == reference
-        assert taken >= 2 and pool.enabled()
+        assert len(taken) >= 2 and pool.enabled()
     finally:
         pool.shutdown()
 

@@ -447,19 +447,7 @@ class Runner:
             return checked(await self._read_spooled(fd, row))
 
         body, digest = checked(read)
-        meta = ChunkHeaders(
-            ing.id,
-            ing.file_id,
-            row.n,
-            ing.total_chunks,
-            row.records,
-            row.first_record,
-            _sent_name(ing),
-            protocol=2 if rules.window > 1 else 1,
-            window=rules.window,
-            order=rules.order,
-            key=rules.key if rules.order == "by_key" else None,
-        )
+        meta = _headers(ing, rules, row.n, ing.total_chunks, row.records, row.first_record)
         await self._deliver_chunk(meta, _Bytes(body, digest, again), lane)
 
     async def _deliver_streaming(self, ing: Ingestion, path: Path) -> None:
@@ -496,18 +484,7 @@ class Runner:
                     )
                 if row is not None and row.state == "acked":
                     continue
-                meta = ChunkHeaders(
-                    ing.id,
-                    ing.file_id,
-                    chunk.n,
-                    None,
-                    chunk.records,
-                    chunk.first_record,
-                    _sent_name(ing),
-                    protocol=2 if rules.window > 1 else 1,
-                    window=rules.window,
-                    order=rules.order,
-                )
+                meta = _headers(ing, rules, chunk.n, None, chunk.records, chunk.first_record)
                 await self._permit(lane, flight)  # the window, counted in the shared budget
                 flight.start(send(meta, chunk))
             await flight.finish()
@@ -704,6 +681,25 @@ def _sent_name(ing: Ingestion) -> str:
     """The file's own name (its last path segment; the inbox records the path inside the inbox), for
     PIM-Core's choice of applier."""
     return ing.file_name.rsplit("/", 1)[-1]
+
+
+def _headers(
+    ing: Ingestion, rules: record_rules.RecordRules, n: int, total: int | None, records: int, first_record: int
+) -> ChunkHeaders:
+    """A chunk's protocol headers: v1, or v2 with the ingestion's window and order (and key, under by_key)."""
+    return ChunkHeaders(
+        ing.id,
+        ing.file_id,
+        n,
+        total,
+        records,
+        first_record,
+        _sent_name(ing),
+        protocol=2 if rules.window > 1 else 1,
+        window=rules.window,
+        order=rules.order,
+        key=rules.key if rules.order == "by_key" else None,
+    )
 
 
 def _check_identity(ing: Ingestion, now: tuple[int, int]) -> None:
