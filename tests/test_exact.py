@@ -328,7 +328,7 @@ def test_without_shared_memory_every_window_goes_by_pipe(tmp_path: Path, monkeyp
         pool.shutdown()
 
 
-def test_two_readers_at_once_share_the_worker_by_lease(tmp_path: Path) -> None:
+def test_two_readers_at_once_share_the_worker_by_lease(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two spool passes at once (threads): one leases the worker, the other parses on its own core; both get
     their file's bytes, and the worker is free again afterwards."""
     import threading
@@ -339,6 +339,15 @@ def test_two_readers_at_once_share_the_worker_by_lease(tmp_path: Path) -> None:
     ref_a, ref_b = _priced_file(a, 60_000), _priced_file(b, 45_000)
     results: dict[str, list[bytes]] = {}
     start = threading.Barrier(2)
+    leased: list[bool] = []
+    real = parse_workers.lease
+
+    def lease() -> parse_workers.Worker | None:
+        worker = real()
+        leased.append(worker is not None)
+        return worker
+
+    monkeypatch.setattr(parse_workers, "lease", lease)
 
     def read(name: str, path: Path) -> None:
         start.wait()
@@ -350,6 +359,7 @@ def test_two_readers_at_once_share_the_worker_by_lease(tmp_path: Path) -> None:
     for t in threads:
         t.join(60)
     assert results["a"] == ref_a and results["b"] == ref_b
-    worker = parse_workers.lease()
+    assert sorted(leased) == [False, True], leased  # one had the worker, the other read on its own core
+    worker = real()
     assert worker is not None, "the lease was not given back"
     parse_workers.give_back(worker)

@@ -83,9 +83,6 @@ class Worker:
         self._out.append((slot, body))
         return True
 
-    def waiting(self) -> int:
-        return len(self._out)
-
     def ready(self) -> bool:
         """The oldest window's answer has come (``result`` will not wait)."""
         try:
@@ -199,6 +196,7 @@ class _Pool:
     def shutdown(self) -> None:
         with self._lock:
             worker, process, self._worker, self._process = self._worker, self._process, None, None
+            memory, self._memory = self._memory, None
         if worker is not None:
             worker._conn.close()  # the worker sees the end of its pipe and exits
         if process is not None:
@@ -206,6 +204,9 @@ class _Pool:
             if process.is_alive():
                 process.kill()
                 process.join(5.0)
+        if memory is not None:  # (the worker is gone: nothing writes into it any more)
+            memory[1].close()
+            os.close(memory[0])
 
 
 _pool = _Pool()

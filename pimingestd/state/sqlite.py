@@ -217,6 +217,11 @@ _CHUNK_COLS = ", ".join(f.name for f in dataclasses.fields(ChunkRow))
 _ACK_BATCH = 256  # ACKs committed together at most (three parameters each)
 
 
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _chunk(row: sqlite3.Row) -> ChunkRow:
     return ChunkRow(**dict(zip(row.keys(), tuple(row), strict=True)))
 
@@ -963,6 +968,7 @@ class Store:
         only after it (a window's ACKs come close together, and the store's one connection would otherwise
         take them one fsync at a time). An ACK on its own goes at once, as before."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieved)  # a failed commit whose caller was cancelled logs nothing more
         self._acking.append((ingestion_id, n, checksum, done))
         if self._ack_flush is None:
             self._ack_flush = asyncio.ensure_future(self._flush_acks())
