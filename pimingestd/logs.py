@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 import time
+import warnings
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -37,6 +38,15 @@ def _readable(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappin
     return event
 
 
+def _log_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any
+) -> None:
+    """A warning the filters let through is one structured line, not free text on stderr."""
+    structlog.get_logger("pimingestd.warnings").warning(
+        "python_warning", category=category.__name__, message=str(message), where=f"{filename}:{lineno}"
+    )
+
+
 def setup(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     console = fmt == "console" or (fmt == "json" and stream.isatty())
@@ -52,6 +62,7 @@ def setup(fmt: str = "json", level: str = "info", stream: TextIO | None = None) 
         processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
     else:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    warnings.showwarning = _log_warning
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from .. import libraries
 from ..config import RemoteConfig
 from ..errors import FileChangedError, PimIngestError, RemoteError, RemoteNotFound, UrlNotAllowed
 from ..model import REMOTE_SCHEMES
@@ -158,7 +159,7 @@ class Remote:
     def _make(self, scheme: str, parts: Any) -> Any:
         if scheme == "s3":
             try:
-                import s3fs  # imported when first used: botocore is large
+                s3fs = libraries.load("s3fs")  # imported when first used: botocore is large
             except ImportError as exc:
                 raise RemoteError(f"S3 needs the s3fs package: {exc}") from None
 
@@ -179,7 +180,7 @@ class Remote:
             )
         if scheme == "sftp":
             try:
-                import sshfs
+                sshfs = libraries.load("sshfs")
             except ImportError as exc:  # a dependency; say which if an install lacks it
                 raise RemoteError(f"SFTP needs the sshfs package: {exc}") from None
 
@@ -193,9 +194,8 @@ class Remote:
             if c2.known_hosts is None:
                 kwargs.pop("known_hosts")  # asyncssh's default: ~/.ssh/known_hosts
             return sshfs.SSHFileSystem(parts.hostname, **kwargs)
-        from fsspec.implementations.http import HTTPFileSystem
-
-        return HTTPFileSystem(
+        http = libraries.load("fsspec.implementations.http")
+        return http.HTTPFileSystem(
             headers=dict(self.cfg.http.headers), skip_instance_cache=True, client_kwargs={"trust_env": False}
         )
 
