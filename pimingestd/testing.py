@@ -29,9 +29,8 @@ from typing import Any
 import aiohttp
 
 from . import sources
-from .core import canonical
-from .model import Status
-from .records import meta
+from .model import HASH_BYTES, Status
+from .protocol import canonical
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -434,7 +433,7 @@ class Cluster:
         """What the receiver holds, key -> the hash the daemon stores for a version."""
         code, current = await self.call("GET", f"{self.rurl}/catalogue?key={key}")
         assert code == 200, current
-        return {k: hashlib.sha256(v.encode()).digest()[: meta.HASH_BYTES] for k, v in current.items()}
+        return {k: hashlib.sha256(v.encode()).digest()[:HASH_BYTES] for k, v in current.items()}
 
     def read_state(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of the daemon's state database as a second, read-only connection sees them: only what

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from pimingestd.core import canonical
+from pimingestd.protocol import canonical
 from pimingestd.testing import scope_versions as versions
 
 from .conftest import MakeDaemon

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from pimingestd.core import canonical
+from pimingestd.protocol import canonical
 
 from .conftest import MakeCluster, MakeDaemon
 from .helpers import Receiver, committed_state, daemon_process, product, write_json

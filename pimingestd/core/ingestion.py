@@ -42,7 +42,9 @@ from ..locations.remote import ObjectIdentity, Remote
 from ..metrics import Metrics
 from ..model import DUPLICATE, ChunkRow, Ingestion, SpoolPage, Status
 from ..names import readable
+from ..protocol import canonical
 from ..protocol.acks import AckRegistry
+from ..protocol.chunk import Chunk
 from ..protocol.v1 import ChunkHeaders, PimcoreClient
 from ..records import reject_file
 from ..records import rules as record_rules
@@ -50,8 +52,8 @@ from ..records.pipeline import Pipeline
 from ..sources import SourceSpec, read_records
 from ..sources.fileid import FileIdentity, identify, stat_identity
 from ..state import StateStore, lookups
-from . import canonical, spool
-from .chunking import Chunk, cut
+from . import spool
+from .chunking import cut
 from .flow import Flow, KeyOrder, Lane
 from .retry import RetryPolicy, TryAgain, pause, retrying
 from .threads import iterate_in_thread

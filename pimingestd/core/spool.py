@@ -20,10 +20,10 @@ from ..errors import DiskFull, FileChangedError
 from ..locations.remote import ObjectIdentity, Remote, stage
 from ..model import Invalid, SpooledChunk, SpoolPage
 from ..names import readable
+from ..protocol.chunk import Chunk
 from ..records.pipeline import Absent, Unchanged
 from ..sources import Record, SourceSpec, read_records, read_stream
 from ..sources.fileid import stat_identity
-from .chunking import Chunk
 
 _PAGE_META = 2 << 20  # a page's chunk metadata (keys, hashes, positions) is bounded by bytes too
 

@@ -8,7 +8,7 @@ flat whatever the scope's size. Then each record is:
   goes to the reject file with its reason;
 - unchanged (delta): its canonical bytes hash to the version PIM-Core last ACKed for its key: not sent;
 - sent: cut into chunks as any other ingestion's, each chunk carrying its records' file positions, keys and
-  hashes (records/meta.py) for the moment its ACK commits.
+  hashes (model.ChunkMeta) for the moment its ACK commits.
 
 After the last record of a full file, the scope's keys it did not hold are its deletions: listed, or sent
 as tombstones in chunks of their own at the end.
@@ -25,15 +25,13 @@ from typing import Any
 import orjson
 
 from ..config import ChunkPolicy
-from ..core import canonical
-from ..core.chunking import Chunk
 from ..errors import ChunkError, InvalidRecord, TooManyDeletions
-from ..model import Invalid
+from ..model import HASH_BYTES, ChunkMeta, Invalid
+from ..protocol import canonical, keys
+from ..protocol.chunk import Chunk
 from ..sources import Record
 from ..sources.exact import Exact
 from ..state.lookups import ScopeView
-from . import keys
-from .meta import HASH_BYTES, ChunkMeta
 from .rules import RecordRules
 from .validate import Validator
 

@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import orjson
 
-from ..core.canonical import _default
+from ..protocol.canonical import json_default
 from ..sources import Record, compression
 from ..sources.json_path import ITEMS
 from ..sources.json_path import parse as parse_json_path
@@ -104,7 +104,7 @@ def _pick(
 
 
 def _json(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default)
+    return orjson.dumps(value, default=json_default)
 
 
 def _with_reject(record: dict[str, Any], reason: str, field: str | None) -> dict[str, Any]:

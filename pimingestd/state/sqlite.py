@@ -39,6 +39,7 @@ from ..errors import StateError
 from ..model import (
     TRANSITIONS,
     AckOutcome,
+    ChunkMeta,
     ChunkRow,
     Ingestion,
     Progress,
@@ -853,7 +854,6 @@ class Store:
     async def chunk_keys(self, ingestion_id: str, n: int) -> list[str]:
         """The stored keys of chunk ``n``'s records (from its metadata, written by the spool pass); empty when
         its records have no key."""
-        from ..records.meta import ChunkMeta
 
         row = await self._one("SELECT meta FROM chunks WHERE ingestion_id = ? AND n = ?", (ingestion_id, n))
         if row is None or row[0] is None:
@@ -1010,7 +1010,6 @@ class Store:
     async def _commit_ack_records(
         self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject]
     ) -> AckOutcome:
-        from ..records.meta import ChunkMeta
 
         async with self._tx() as db:
             refused = await self._classify(db, ingestion_id, n, checksum)
