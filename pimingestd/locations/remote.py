@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from .. import libraries
+from .. import config, libraries
 from ..config import RemoteConfig
 from ..errors import FileChangedError, PimIngestError, RemoteError, RemoteNotFound, UrlNotAllowed
 from ..model import REMOTE_SCHEMES
@@ -479,3 +479,10 @@ __all__ = [
     "redact",
     "stage",
 ]
+
+
+def _allowed_at_load(url: str, allowed: tuple[str, ...]) -> None:
+    check_allowed(url, allowed, resolve=False)  # names only: configuration is checked without DNS
+
+
+config.register(config.UrlChecks(check_allowed=_allowed_at_load))

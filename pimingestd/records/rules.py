@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from .. import config
 from ..errors import ConfigError
 
 ON_INVALID = ("fail", "skip")
@@ -200,3 +201,10 @@ def _check_schema(schema: Any, where: str) -> Mapping[str, Any]:
         path = "/".join(str(p) for p in exc.path) or "(root)"
         raise ConfigError(f"{where}schema is not a valid Draft 2020-12 schema at {path}: {exc.message}") from None
     return schema
+
+
+def _parsed(raw: Mapping[str, Any], where: str, base: Path) -> Mapping[str, Any]:
+    return parse(raw, where, base).as_json()
+
+
+config.register(config.RuleChecks(names=NAMES, parse=_parsed))
