@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -38,6 +39,7 @@ from ..errors import (
     TooEarly,
     UnknownIngestion,
 )
+from ..locations.local import open_source
 from ..locations.remote import ObjectIdentity, Remote
 from ..metrics import Metrics
 from ..model import DUPLICATE, ChunkRow, Ingestion, SpoolPage, Status
@@ -147,7 +149,7 @@ class Runner:
                 await self._deliver_streaming(ing, path)
             ing = await self._get(ing.id)
             if ing.records_rejected:
-                await self._write_rejects(ing)
+                await self._reject_report(ing)
             # The file may have grown or changed since it was read (a writer that paused longer than
             # the inbox's settle time): then what was delivered is not the file, and it must not complete.
             # Its bytes are hashed again while the chunks are delivered (hashing holds no GIL: it takes the
@@ -297,25 +299,51 @@ class Runner:
         )
         return ing
 
+    async def _reject_report(self, ing: Ingestion) -> None:
+        """Write the reject file; one that cannot be written is logged and the run goes on. It is a report of
+        what PIM-Core refused, kept in the state too (GET .../rejects says it is missing): every chunk is ACKed
+        by now, and nothing about the report may keep the completion from being sent."""
+        try:
+            await self._write_rejects(ing)
+        except Paused:
+            raise
+        except Exception as exc:
+            log.error(
+                "reject file not written; the ingestion completes without it",
+                error=f"{type(exc).__name__}: {exc}",
+                path=str(self.reject_file(ing)),
+                records_rejected=ing.records_rejected,
+            )
+
     async def _write_rejects(self, ing: Ingestion) -> None:
         """Write the reject file (again, after a crash: it is replaced whole) from a second read of the source."""
         spec = SourceSpec(ing.format, _raw_options(ing), self._max_record_bytes)
         target = self.reject_file(ing)
+        raw: Callable[[], BinaryIO]
         if ing.remote:
             stage = self._spool_dir / f"{ing.id}.stage"
-            src = spool.RemoteSource(
-                self._need_remote(ing), ing.path, ObjectIdentity(ing.size, ing.version), spec, stage, ing.file_name
-            )
+            remote, ident = self._need_remote(ing), ObjectIdentity(ing.size, ing.version)
+            src = spool.RemoteSource(remote, ing.path, ident, spec, stage, ing.file_name)
             records_of = src.records
+            raw = lambda: io.BufferedReader(remote.open(ing.path, ident), 1 << 16)  # noqa: E731
         else:
             path = Path(ing.path)
             records_of = lambda: spool.local_records(path, spec, (ing.size, ing.mtime_ns))  # noqa: E731
+            raw = lambda: open_source(path, ing.size)  # noqa: E731
+        options = dict(ing.options)
+        if ing.format == "csv" and options.get("delimiter", "auto") == "auto":
+
+            def delimiter() -> str:  # the one the reader took, which the reject file keeps
+                with raw() as fh:
+                    return reject_file.csv_delimiter(fh, ing.file_name, options.get("encoding", "utf-8"))
+
+            options["delimiter"] = await asyncio.to_thread(delimiter)
 
         def write() -> int:
             records = records_of()
             try:
                 return reject_file.write(
-                    records, lookups.rejects(self._store.path, ing.id), ing.format, ing.options, target
+                    records, lookups.rejects(self._store.path, ing.id), ing.format, options, target
                 )
             finally:
                 close = getattr(records, "close", None)
