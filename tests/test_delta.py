@@ -225,3 +225,50 @@ async def test_repeated_keys_apply_in_file_order_and_the_last_version_is_stored(
     _, body = await d.ingest(path=str(_write(data_dir / "r2.jsonl", [a2, b])), key="sku", delta=True, delta_scope="r")
     st = await d.wait(body["ingestion_id"])
     assert st["status"] == "completed" and st["records_unchanged"] == 2 and st["chunks_acked"] == 0, st
+
+
+PRICED = {
+    **DELTA,
+    "deletions": "send",
+    "on_invalid": "skip",
+    "schema": {"type": "object", "properties": {"price": {"type": "number"}}},
+}
+
+
+async def test_a_record_not_sent_is_still_in_the_file_and_is_never_tombstoned(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Absent means "not in the file": a record that fails validation (B's price is "1,50") or repeats a key
+    under unique_key goes to the reject file, and its key is not deleted, nor counted against max_deletions
+    (two invalid of five would be 40%). A record whose key cannot be read could be any absent key: then the
+    full file fails before anything is sent, unless no key is absent."""
+    skus = ["A", "B", "C", "D", "E"]
+    d = await make_daemon()
+    base = [{"sku": s, "price": 1.5} for s in skus]
+    _, body = await d.ingest(path=str(_write(data_dir / "p1.jsonl", base)), **PRICED)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    received = (await receiver.stats())["chunks_received"]
+
+    day2 = [dict(r) for r in base]
+    day2[1]["price"] = "1,50"  # B: invalid
+    day2[3]["price"] = "2,00"  # D: invalid
+    day2.append({"sku": "C", "price": 1.5})  # a repeat of C
+    _, body = await d.ingest(path=str(_write(data_dir / "p2.jsonl", day2)), **PRICED, unique_key=True)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert (st["records_invalid"], st["deletions"], st["records_deleted"]) == (3, 0, 0), st
+    assert (await receiver.stats())["chunks_received"] == received  # nothing changed, nothing deleted
+    assert sorted(json.loads(k) for k in versions(d.config.daemon.state_db, "products")) == skus
+    assert set(await receiver.get("/catalogue?key=sku")) == {json.dumps(s) for s in skus}
+
+    # A record without a usable key, while B is absent: B may be that record. Nothing is sent.
+    day3 = [r for r in base if r["sku"] != "B"] + [{"sku": "", "price": 1.5}]
+    _, body = await d.ingest(path=str(_write(data_dir / "p3.jsonl", day3)), **PRICED)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "failed" and "record 4 has no usable key" in st["error"], st
+    assert "nothing was sent" in st["error"] and (await receiver.stats())["chunks_received"] == received
+    # The same without an absent key: it completes, the keyless records in the reject file.
+    day4 = [*base, {"price": 2.5}, {"sku": 1.5, "price": "x"}]
+    _, body = await d.ingest(path=str(_write(data_dir / "p4.jsonl", day4)), **PRICED)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_invalid"] == 2 and st["deletions"] == 0, st
