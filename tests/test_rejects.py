@@ -461,3 +461,18 @@ async def test_a_csv_reject_file_keeps_the_delimiter_the_reader_found(
         back = data_dir / f"back-{name}.csv"
         back.write_bytes(raw)
         assert _read(back, "csv") == [{"sku": "B", "name": "z"}]
+
+
+def test_an_xml_reject_file_keeps_a_carriage_return_in_text(tmp_path: Path) -> None:
+    """A CR the source held as ``&#13;`` (in text and in an attribute) reads back as a CR, not as the LF that
+    XML's line-end handling would make of a bare one."""
+    from pimingestd.records import reject_file
+
+    src = tmp_path / "feed.xml"
+    src.write_text('<feed><p code="a&#13;b"><name>x&#13;\ny</name></p></feed>')
+    options = {"record_path": "feed/p"}
+    records = _read(src, "xml", **options)
+    assert records == [{"@code": "a\rb", "name": "x\r\ny"}]
+    target = tmp_path / "feed.rejects.xml"
+    assert reject_file.write(iter(records), iter([(0, "no\r", None)]), "xml", options, target) == 1
+    assert _read(target, "xml", **options) == records

@@ -326,19 +326,22 @@ def _xml_chars(text: str) -> str:
     return _NOT_XML.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
+_CR = {"\r": "&#13;"}  # a CR in text is read back as LF unless it is a character reference (XML 1.0, 2.11)
+
+
 def _element(name: str, value: Any) -> str:
     """One element from the shape the XML reader gives (xmltodict's): ``@`` attributes, ``#text``, children."""
     if value is None:
         return f"<{name}/>"
     if not isinstance(value, dict):
-        return f"<{name}>{escape(_text(value))}</{name}>"
+        return f"<{name}>{escape(_text(value), _CR)}</{name}>"
     attrs = "".join(f" {k[1:]}={quoteattr(_text(v))}" for k, v in value.items() if k.startswith("@"))
     inner = []
     for key, child in value.items():
         if key.startswith("@"):
             continue
         if key == "#text":
-            inner.append(escape(_text(child)))
+            inner.append(escape(_text(child), _CR))
         elif isinstance(child, list):
             inner.extend(_element(key, c) for c in child)
         else:
