@@ -272,3 +272,106 @@ async def test_a_record_not_sent_is_still_in_the_file_and_is_never_tombstoned(
     _, body = await d.ingest(path=str(_write(data_dir / "p4.jsonl", day4)), **PRICED)
     st = await d.wait(body["ingestion_id"])
     assert st["status"] == "completed" and st["records_invalid"] == 2 and st["deletions"] == 0, st
+
+
+async def test_an_older_full_file_never_resumes_over_a_newer_one_of_its_scope(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Monday's full file (E dropped) fails during delivery; Tuesday's (E back) completes. Resuming Monday is
+    refused (409, saying why and what to do): it would send Monday's prices and a tombstone for E. Dropping
+    Monday's file again is a new ingestion, compared with what PIM-Core holds now."""
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    d = await make_daemon(chunking={"records": 2}, delivery={"max_attempts": 1, "backoff": 0.05, "preflight": True})
+    skus = ["A", "B", "C", "D", "E"]
+    _, body = await d.ingest(path=str(_write(data_dir / "base.jsonl", [{"sku": s, "p": 1} for s in skus])), **rules)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    monday_file = _write(data_dir / "monday.jsonl", [{"sku": s, "p": 2} for s in skus[:4]])
+    await receiver.faults([{"action": "reject_final", "chunk": 2}])
+    _, body = await d.ingest(path=str(monday_file), **rules)
+    monday = body["ingestion_id"]
+    st = await d.wait(monday)
+    assert st["status"] == "failed" and st["chunks_acked"] == 1, st
+    await receiver.faults([])
+    tuesday = [{"sku": s, "p": 3} for s in skus]
+    _, body = await d.ingest(path=str(_write(data_dir / "tuesday.jsonl", tuesday)), **rules)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    want = {json.dumps(r["sku"]): hashlib.sha256(canonical.encode(r)).digest()[:16] for r in tuesday}
+    assert await held(receiver) == want
+
+    code, answer = await d.request("POST", f"/api/ingestions/{monday}/resume", json={})
+    assert code == 409, answer
+    assert "submitted after it, delivered records since (completed)" in answer["detail"], answer
+    assert "Drop the file again" in answer["detail"]
+    assert (await d.status(monday))["status"] == "failed"
+    assert await held(receiver) == want  # nothing of Monday's was sent again
+    assert versions(d.config.daemon.state_db, "products") == want
+
+    # The same bytes submitted again: not a resume of Monday's ingestion, but a new one (its delta is now's).
+    _, body = await d.ingest(path=str(monday_file), **rules)
+    assert body["ingestion_id"] != monday
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_deleted"] == 1 and st["records_acked"] == 5, st
+
+
+async def test_an_older_file_waiting_for_its_scope_fails_once_a_newer_one_delivered(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """The resume is taken while Tuesday's ingestion runs and has delivered nothing yet; Monday waits for the
+    scope, and once Tuesday completed, its run refuses to start, saying why."""
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    d = await make_daemon(chunking={"records": 2}, delivery={"max_attempts": 1, "backoff": 0.05, "preflight": True})
+    await receiver.faults([{"action": "reject_final", "chunk": 1}])
+    _, body = await d.ingest(path=str(_write(data_dir / "monday.jsonl", [product(i) for i in range(4)])), **rules)
+    monday = body["ingestion_id"]
+    assert (await d.wait(monday))["status"] == "failed"
+    await receiver.faults([{"action": "delay_ack", "chunk": 1, "seconds": 1.0}])
+    _, body = await d.ingest(path=str(_write(data_dir / "tuesday.jsonl", [product(i) for i in range(5)])), **rules)
+    tuesday = body["ingestion_id"]
+    await d.wait(tuesday, statuses=("running",))
+    code, answer = await d.request("POST", f"/api/ingestions/{monday}/resume", json={})
+    assert code == 202 and answer["status"] in ("queued", "running"), answer
+    assert (await d.wait(tuesday))["status"] == "completed"
+    st = await d.wait(monday)
+    assert st["status"] == "failed" and f"ingestion {tuesday} (tuesday.jsonl)" in st["error"], st
+    assert [json.loads(r["record"])["sku"] for r in await receiver.records(monday)] == []
+
+
+async def test_a_late_ack_during_a_newer_spool_pass_makes_it_spool_again(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path, monkeypatch: Any
+) -> None:
+    """Monday's only changed record (A = 2) is applied by PIM-Core, but its ACK comes only after Monday failed,
+    while Tuesday's spool pass (A = 1 again) has just found A unchanged against the stored A = 1. The ACK is
+    committed (PIM-Core applied it), and Tuesday's pass is done again against it: A = 1 is sent."""
+    import asyncio
+
+    from pimingestd.state import lookups
+
+    d = await make_daemon(delivery={"max_attempts": 1, "ack_timeout": 0.5, "backoff": 0.05, "preflight": True})
+    base = [{"sku": s, "p": 1} for s in "ABCD"]
+    _, body = await d.ingest(path=str(_write(data_dir / "base.jsonl", base)), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    await receiver.faults([{"action": "drop_ack", "chunk": 1}])
+    _, body = await d.ingest(path=str(_write(data_dir / "monday.jsonl", [{"sku": "A", "p": 2}, *base[1:]])), **DELTA)
+    monday = body["ingestion_id"]
+    assert (await d.wait(monday))["status"] == "failed"
+    (chunk,) = (await d.request("GET", f"/api/ingestions/{monday}/chunks"))[1]["chunks"]
+    late = {"ingestion_id": monday, "chunk": 1, "checksum": chunk["checksum"], "status": "ack"}
+    loop = asyncio.get_running_loop()
+    original = lookups.ScopeView.changed
+    answers: list[Any] = []
+
+    def changed(self: Any, keys: Any, hashes: Any) -> list[bool]:
+        out = original(self, keys, hashes)
+        if not answers:  # the first lookup of Tuesday's pass is made; now Monday's ACK arrives
+            answers.append(asyncio.run_coroutine_threadsafe(d.ack(late), loop).result(timeout=30))
+        return out
+
+    monkeypatch.setattr(lookups.ScopeView, "changed", changed)
+    await receiver.faults([])
+    tuesday = [*base, {"sku": "E", "p": 1}]  # (other bytes than base.jsonl, which was ingested already)
+    _, body = await d.ingest(path=str(_write(data_dir / "tuesday.jsonl", tuesday)), **DELTA)
+    st = await d.wait(body["ingestion_id"])
+    assert answers and answers[0][0] == 200, answers
+    assert st["status"] == "completed", st
+    assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [base[0], tuesday[4]]
+    assert versions(d.config.daemon.state_db, "products") == await held(receiver)

@@ -32,6 +32,7 @@ from ..errors import (
     DiskFull,
     Duplicate,
     FileChangedError,
+    NotAllowed,
     Paused,
     Rejected,
     SpoolError,
@@ -61,6 +62,7 @@ from .threads import iterate_in_thread
 log = structlog.get_logger("pimingestd.core")
 
 _PAGE = 1000  # chunk rows read or written per store call: memory stays flat in the number of chunks
+_SPOOL_PASSES = 4  # spool passes at most while late ACKs keep changing the scope (see _ensure_spool)
 _EARLY_BACKOFF = 0.02  # seconds before a chunk answered 425 goes again; doubling, at most 1 s
 
 
@@ -125,9 +127,27 @@ class Runner:
     def reject_file(self, ing: Ingestion) -> Path:
         return self.rejects_dir / f"{ing.id}{reject_file.suffix(ing.format, ing.file_name)}"
 
+    async def superseded(self, ing: Ingestion) -> NotAllowed | None:
+        """Why ``ing`` must not run: an ingestion of its delta scope submitted after it delivered records (its
+        spool, or a new spool pass, would send older values, and tombstones for keys the newer file holds).
+        A delta computed again is no way out: chunks already ACKed must be cut identically."""
+        newer = await self._store.newer_delivered(ing.id) if ing.scope else None
+        if newer is None:
+            return None
+        what = "completed" if newer.status == Status.COMPLETED else f"{newer.status}, with chunks ACKed"
+        return NotAllowed(
+            f"ingestion {ing.id} ({ing.file_name}) cannot run: ingestion {newer.id} ({newer.file_name}) of the same"
+            f" delta scope {ing.scope!r}, submitted after it, delivered records since ({what}); this one would send"
+            " older values and deletions over them. Drop the file again if its content is still wanted: a new"
+            " ingestion compares it with what PIM-Core holds now"
+        )
+
     async def _run(self, ing: Ingestion, resumed: bool) -> None:
         path = Path(ing.path)
         rules = record_rules.stored(ing.rules)
+        stale = await self.superseded(ing)  # checked under the scope's lock: the newer one may just have ended
+        if stale is not None:
+            raise stale
         await self._check_file(ing, full=resumed)
         # Lifecycle events carry a stable ``phase`` (started, spooled, completed) and the completed one
         # the durations measured here: tools (the bench) read those fields, never the wording.
@@ -221,11 +241,27 @@ class Runner:
         return SourceSpec(ing.format, ing.options, self._max_record_bytes)
 
     async def _ensure_spool(self, ing: Ingestion, path: Path, rules: record_rules.RecordRules) -> Ingestion:
+        """Spool the file unless its spool is there. A pass during which a late ACK (of a failed ingestion of
+        the scope) changed the scope's versions decided on versions that are no longer PIM-Core's: it is done
+        again (nothing was sent from it yet), up to a few times."""
         target = spool.spool_file(self._spool_dir, ing.id)
         if ing.spooled and await asyncio.to_thread(target.is_file):
             return ing
         if ing.spooled:
             log.warning("spool file missing; spooling the file again", spool=str(target))
+        for _ in range(_SPOOL_PASSES - 1):
+            late = self._store.late_acks(ing.scope) if rules.versions else 0
+            done = await self._spool_pass(ing, path, rules, target)
+            if not rules.versions or self._store.late_acks(ing.scope) == late:
+                return done
+            log.warning(
+                "late ACKs of another ingestion changed the delta scope during the spool pass; spooling again",
+                delta_scope=ing.scope,
+            )
+            ing = done
+        return await self._spool_pass(ing, path, rules, target)  # the last try stands (the next full file heals)
+
+    async def _spool_pass(self, ing: Ingestion, path: Path, rules: record_rules.RecordRules, target: Path) -> Ingestion:
         log.info("spool pass started")
         await self._store.start_spool(ing.id)
         chunks = records = 0
