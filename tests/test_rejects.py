@@ -476,3 +476,15 @@ def test_an_xml_reject_file_keeps_a_carriage_return_in_text(tmp_path: Path) -> N
     target = tmp_path / "feed.rejects.xml"
     assert reject_file.write(iter(records), iter([(0, "no\r", None)]), "xml", options, target) == 1
     assert _read(target, "xml", **options) == records
+
+
+def test_an_excel_reject_file_holds_any_text_a_source_cell_held(tmp_path: Path) -> None:
+    """A source cell may hold what a worksheet cannot hold as it is (a control character, a CR: the reader
+    decoded them from ``_xHHHH_``) and text that looks like an escape: written escaped, they read back as they
+    were, and text cells starting with = or holding an error code stay text."""
+    from pimingestd.records import reject_file
+
+    record = {"sku": "B", "note": "a\x01b _x0041_ c\rd\ne\tf", "f": "=1+1", "e": "#DIV/0!", "n": 1.5}
+    target = tmp_path / "p.rejects.xlsx"
+    assert reject_file.write(iter([record]), iter([(0, "-1", "note")]), "excel", {}, target) == 1
+    assert _read(target, "excel") == [record]
