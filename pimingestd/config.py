@@ -33,20 +33,22 @@ MAX_CHUNK_BYTES = 64 << 20
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    state_db: Path
-    max_concurrent: int = 2
-    drain_seconds: float = 10.0
+    state_db: Path  # the SQLite state database (ingestions, chunks, versions); relative to the config file
+    max_concurrent: int = 2  # ingestions running at once; chunks inside one follow the window
+    drain_seconds: float = 10.0  # on SIGTERM, how long in-flight chunks may wait for their ACKs
 
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = "127.0.0.1"  # the API's listen address; beyond loopback it needs [pimcore] secret and api_token
+    port: int = 8080  # the API's port
+    # how PIM-Core reaches this daemon: ACKs come to <public_url>/callbacks/ack
     public_url: str = "http://127.0.0.1:8080"
+    # when set, /api/* needs Authorization: Bearer <token>; masked by check-config
     api_token: str = field(default="", repr=False)
-    allowed_roots: tuple[Path, ...] = ()
-    max_body_bytes: int = 1 << 20
-    max_upload_bytes: int = 10 << 30
+    allowed_roots: tuple[Path, ...] = ()  # folders POST /api/ingest may read files from (empty: none)
+    max_body_bytes: int = 1 << 20  # largest JSON request body the API reads
+    max_upload_bytes: int = 10 << 30  # PUT /api/files/{name} answers 413 above this
     insecure: bool = False  # listen beyond loopback without a secret or a token (warned at every start)
 
     @property
@@ -56,10 +58,11 @@ class HttpConfig:
 
 @dataclass(frozen=True, slots=True)
 class PimcoreConfig:
-    chunk_url: str
-    complete_url: str
+    chunk_url: str  # where chunks are POSTed (the bundle's /pimingest/chunks)
+    complete_url: str  # where the completion is POSTed (the bundle's /pimingest/complete)
+    # the HMAC secret both sides share; PIMINGESTD_PIMCORE_SECRET or the pimcore-secret credential override it
     secret: str = field(default="", repr=False)
-    request_timeout: float = 60.0
+    request_timeout: float = 60.0  # seconds a request to PIM-Core may take
     window: int = 1  # chunks of one ingestion in flight at once (more than one: protocol v2)
     order: str = "strict"  # "strict" or "by_key" (for ingestions whose records have a key)
 
@@ -68,8 +71,8 @@ class PimcoreConfig:
 class ChunkPolicy:
     """Exactly one of ``records`` and ``bytes`` is set."""
 
-    records: int | None = None
-    bytes: int | None = None
+    records: int | None = None  # records per chunk (at most 100000); exactly one of records and bytes
+    bytes: int | None = None  # bytes per chunk body (at most 64 MiB); exactly one of records and bytes
 
     def __post_init__(self) -> None:
         if (self.records is None) == (self.bytes is None):
@@ -85,9 +88,10 @@ class ChunkPolicy:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
-    ack_timeout: float = 30.0
-    max_attempts: int = 3
-    backoff: float = 1.0
+    ack_timeout: float = 30.0  # seconds to wait for a chunk's ACK before it is sent again
+    max_attempts: int = 3  # attempts per chunk before the ingestion fails (resumable)
+    backoff: float = 1.0  # seconds before the second attempt; doubles each time, with jitter
+    # validate, cut and spool the whole file before the first chunk is sent; false: one pass
     preflight: bool = True
 
 
@@ -95,40 +99,42 @@ class DeliveryConfig:
 class Profile:
     """Ingestion options for inbox files whose path (relative to the inbox) matches ``match``."""
 
-    match: str
-    format: str | None = None
-    chunk_records: int | None = None
-    chunk_bytes: int | None = None
-    re_ingestion: bool = False
+    match: str  # glob on the path relative to the inbox (* within a folder, ** across folders); the first match wins
+    format: str | None = None  # the format, when the file's extension does not tell it
+    chunk_records: int | None = None  # records per chunk for these files, instead of [chunking]
+    chunk_bytes: int | None = None  # bytes per chunk for these files, instead of [chunking]
+    re_ingestion: bool = False  # deliver again a file whose bytes were delivered before
     options: Mapping[str, Any] = field(default_factory=dict)  # format options (json_path, sheet...)
     rules: Mapping[str, Any] = field(default_factory=dict)  # record rules (records/rules.py), checked
 
 
 @dataclass(frozen=True, slots=True)
 class InboxConfig:
-    dir: Path
-    processing_dir: Path
-    done_dir: Path
-    failed_dir: Path
-    settle_seconds: float = 2.0
+    dir: Path  # drop files here (or rename them in); the four folders must be on one filesystem
+    processing_dir: Path  # files being delivered
+    done_dir: Path  # delivered files, done/<token>/<file>, with their reject files
+    failed_dir: Path  # failed files, failed/<token>/<file>, with failed/<token>.error.json
+    settle_seconds: float = 2.0  # a file written in place is taken once unchanged (and closed) this long
+    # globs never taken: hidden files, partial uploads, Office lock files
     ignore: tuple[str, ...] = (".*", "*.part", "*.tmp", "~$*")
     watch: str = "auto"  # "auto" (inotify, polling if unavailable), "poll", or "off"
-    poll_interval: float = 2.0
+    poll_interval: float = 2.0  # seconds between scans when polling
     profiles: tuple[Profile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class S3Config:
     endpoint_url: str = ""  # empty: AWS itself
-    key: str = field(default="", repr=False)
+    key: str = field(default="", repr=False)  # the access key; better as the s3-key credential or PIMINGESTD_S3_KEY
+    # the secret key; better as the s3-secret credential or PIMINGESTD_S3_SECRET
     secret: str = field(default="", repr=False)
-    region: str = ""
+    region: str = ""  # the region, when the endpoint needs one
 
 
 @dataclass(frozen=True, slots=True)
 class SftpConfig:
-    username: str = ""
-    key_file: Path | None = None
+    username: str = ""  # the SFTP user (empty: the daemon's own user name, as ssh does)
+    key_file: Path | None = None  # the private key file (unset: the user's SSH keys and agent, as ssh does)
     known_hosts: Path | None = None  # None: ~/.ssh/known_hosts; an unknown host always fails
 
 
@@ -141,16 +147,16 @@ class HttpSourceConfig:
 class RemoteWatch:
     """A remote inbox: new objects under ``url`` (an S3 prefix or an SFTP folder), polled."""
 
-    url: str
-    poll_interval: float = 60.0
-    format: str | None = None
-    chunk_records: int | None = None
-    chunk_bytes: int | None = None
-    re_ingestion: bool = False
+    url: str  # an s3:// prefix or an sftp:// folder, under allowed_urls
+    poll_interval: float = 60.0  # seconds between listings
+    format: str | None = None  # the format, when the object's name does not tell it
+    chunk_records: int | None = None  # records per chunk for these objects, instead of [chunking]
+    chunk_bytes: int | None = None  # bytes per chunk for these objects, instead of [chunking]
+    re_ingestion: bool = False  # deliver again an object whose bytes were delivered before
     options: Mapping[str, Any] = field(default_factory=dict)
     rules: Mapping[str, Any] = field(default_factory=dict)  # record rules (records/rules.py), checked
     done_prefix: str | None = None  # where an object goes once ingested (rename; copy and delete on S3)
-    failed_prefix: str | None = None
+    failed_prefix: str | None = None  # where an object goes when it fails, with <name>.error.json beside it
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +183,8 @@ class RetentionConfig:
 
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
-    format: str = "json"
-    level: str = "info"
+    format: str = "json"  # "json" (one object per line) or "console" (readable, for a terminal)
+    level: str = "info"  # "debug", "info", "warning" or "error"
     progress_seconds: float = 30.0  # at info, a running ingestion logs one progress line at most this often
 
 
@@ -186,9 +192,9 @@ class LoggingConfig:
 class ReceiverConfig:
     """The bundled reference receiver, served by the daemon's own process."""
 
-    host: str = "127.0.0.1"
-    port: int = 8081
-    data: Path = Path("var/receiver")
+    host: str = "127.0.0.1"  # the reference receiver's listen address
+    port: int = 8081  # its port
+    data: Path = Path("var/receiver")  # its SQLite database folder
 
 
 @dataclass(frozen=True, slots=True)

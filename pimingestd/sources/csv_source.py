@@ -51,10 +51,10 @@ _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    delimiter: str = "auto"
-    encoding: str = "utf-8"
-    short_rows: str = "fail"
-    types: Mapping[str, str] = field(default_factory=dict)
+    delimiter: str = "auto"  # one character, or "auto": whichever of DELIMITERS the header line holds most
+    encoding: str = "utf-8"  # the text encoding (a BOM, when present, is honoured and checked)
+    short_rows: str = "fail"  # a row with fewer cells than the header: "fail", or "pad" with nulls
+    types: Mapping[str, str] = field(default_factory=dict)  # column = "decimal" | "int" | "bool" | "date"
 
     def __post_init__(self) -> None:
         if self.delimiter != "auto" and (not isinstance(self.delimiter, str) or len(self.delimiter) != 1):

@@ -43,7 +43,7 @@ _BLOCK = 1 << 16
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    record_path: str = ""
+    record_path: str = ""  # required: the record elements' names from the root, such as products/product
 
     def __post_init__(self) -> None:
         if not isinstance(self.record_path, str) or not self.record_path.strip("/"):
