@@ -34,11 +34,27 @@ final class StandIn
     public const PIMCORE_11 = 'utf8mb4_general_ci';
     public const PIMCORE_12 = 'utf8mb4_unicode_520_ci';
 
+    /**
+     * A connection as Pimcore configures its default one: utf8mb4, and `SET sql_mode = ''` on every
+     * connect (bundles/CoreBundle/config/pimcore/default.yaml:148), so MariaDB truncates an over-long
+     * value and turns what a column cannot hold into `?`, silently, where strict mode would refuse.
+     */
+    public static function connect(string $url): Connection
+    {
+        $params = (new \Doctrine\DBAL\Tools\DsnParser(['mysql' => 'pdo_mysql', 'mariadb' => 'pdo_mysql']))->parse($url);
+        $params['charset'] ??= 'utf8mb4';
+        $params['driverOptions'] = [\PDO::MYSQL_ATTR_INIT_COMMAND => "SET sql_mode = ''"];
+
+        return \Doctrine\DBAL\DriverManager::getConnection($params);
+    }
+
+    /** `$db` becomes Pimcore's default connection (its sql_mode set as Pimcore sets it, see connect()). */
     public static function boot(Connection $db, string $projectDir, string $collation = self::PIMCORE_11): void
     {
         if (!$db->getDatabasePlatform() instanceof \Doctrine\DBAL\Platforms\AbstractMySQLPlatform) {
             throw new \LogicException('the Pimcore stand-ins run on MariaDB (Pimcore does)');
         }
+        $db->executeStatement("SET SESSION sql_mode = ''");
         $container = new Container();
         $container->set('doctrine.dbal.default_connection', $db);
         $container->setParameter('kernel.project_dir', $projectDir);

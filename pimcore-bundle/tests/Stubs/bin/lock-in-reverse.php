@@ -13,13 +13,13 @@ declare(strict_types=1);
 // Usage: php lock-in-reverse.php <DBAL URL> <JSON {first: [sql...], second: sql, ballast: n}>
 
 use Doctrine\DBAL\Exception\DeadlockException;
-use Pimingestd\PimcoreBundle\Tests\Application\src\ConnectionFactory;
+use Pimingestd\PimcoreBundle\Tests\Stubs\StandIn;
 
 require \dirname(__DIR__, 2) . '/bootstrap.php';
 
 [, $url, $json] = $argv;
 $plan = json_decode($json, true, 512, \JSON_THROW_ON_ERROR);
-$db = ConnectionFactory::create($url);
+$db = StandIn::connect($url);
 $db->executeStatement('SET SESSION innodb_lock_wait_timeout = 50');
 $db->executeStatement('CREATE TABLE IF NOT EXISTS stub_ballast (id int unsigned NOT NULL AUTO_INCREMENT PRIMARY KEY, pad varchar(100)) ENGINE=InnoDB');
 $db->beginTransaction();

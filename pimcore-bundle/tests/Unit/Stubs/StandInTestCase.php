@@ -9,7 +9,6 @@ use PHPUnit\Framework\TestCase;
 use Pimcore\Event\DataObjectEvents;
 use Pimcore\Model\DataObject;
 use Pimcore\Model\DataObject\Folder;
-use Pimingestd\PimcoreBundle\Tests\Application\src\ConnectionFactory;
 use Pimingestd\PimcoreBundle\Tests\Stubs\StandIn;
 
 /**
@@ -34,7 +33,7 @@ abstract class StandInTestCase extends TestCase
 
     protected function boot(string $collation): void
     {
-        $this->db = ConnectionFactory::create(self::url());
+        $this->db = StandIn::connect(self::url());
         $this->project = sys_get_temp_dir() . '/pimingest-stubs-' . bin2hex(random_bytes(6));
         mkdir($this->project);
         StandIn::boot($this->db, $this->project, $collation);
@@ -60,7 +59,7 @@ abstract class StandInTestCase extends TestCase
     /** Another connection to the same database: another worker, or an admin. */
     protected function other(): Connection
     {
-        $db = ConnectionFactory::create(self::url());
+        $db = StandIn::connect(self::url());
         $this->others[] = $db;
 
         return $db;
