@@ -9,6 +9,7 @@ use Pimcore\Model\DataObject;
 use Pimcore\Model\DataObject\Product;
 use Pimcore\Model\Element\ValidationException;
 use Pimcore\Model\Factory;
+use Pimingestd\PimcoreBundle\Tests\Stubs\OverriddenProduct;
 
 /**
  * The RuntimeCache (lib/Cache/RuntimeCache.php): getById() returns the registered instance
@@ -82,7 +83,3 @@ final class RuntimeCacheTest extends StandInTestCase
     }
 }
 
-/** A project's override of the generated class (pimcore.models.class_overrides). */
-final class OverriddenProduct extends Product
-{
-}
