@@ -43,7 +43,9 @@ final class StandIn
     {
         $params = (new \Doctrine\DBAL\Tools\DsnParser(['mysql' => 'pdo_mysql', 'mariadb' => 'pdo_mysql']))->parse($url);
         $params['charset'] ??= 'utf8mb4';
-        $params['driverOptions'] = [\PDO::MYSQL_ATTR_INIT_COMMAND => "SET sql_mode = ''"];
+        // PHP 8.4 names the attribute Pdo\Mysql::ATTR_INIT_COMMAND (PDO::MYSQL_* is deprecated from 8.5).
+        $init = class_exists(\Pdo\Mysql::class) ? \Pdo\Mysql::ATTR_INIT_COMMAND : \PDO::MYSQL_ATTR_INIT_COMMAND;
+        $params['driverOptions'] = [$init => "SET sql_mode = ''"];
 
         return \Doctrine\DBAL\DriverManager::getConnection($params);
     }
