@@ -83,7 +83,7 @@ final class StandIn
         $classes = array_map(static fn (string $name): ClassDefinition => ClassDefinition::getByName($name) ?? throw new \LogicException($name), ClassDefinition::files());
         // Creating the tables costs more than the rest of a test: when they are there, as this definition
         // of them and in this collation, only their rows are cleared.
-        $fingerprint = hash('sha256', $collation . serialize(array_map(static fn (ClassDefinition $c): array => [$c->getId(), array_map(static fn ($fd): array => [$fd->getName(), $fd->getColumns(), $fd instanceof Localizedfields ? array_map(static fn ($f): array => $f->getColumns(), $fd->getFieldDefinitions()) : null], $c->getFieldDefinitions())], $classes)) . filemtime(__FILE__));
+        $fingerprint = hash('sha256', $collation . serialize(array_map(static fn (ClassDefinition $c): array => [$c->getId(), array_map(static fn ($fd): array => [$fd->getName(), $fd->getColumns(), $fd->getUnique(), $fd instanceof Localizedfields ? array_map(static fn ($f): array => $f->getColumns(), $fd->getFieldDefinitions()) : null], $c->getFieldDefinitions())], $classes)) . filemtime(__FILE__));
         $db->executeStatement('CREATE TABLE IF NOT EXISTS stub_schema (fingerprint char(64) NOT NULL)');
         if ($db->fetchOne('SELECT fingerprint FROM stub_schema') === $fingerprint) {
             $db->executeStatement('DELETE FROM objects WHERE id > 1');  // the class's rows go by their foreign keys
@@ -158,6 +158,9 @@ final class StandIn
                 } else {
                     foreach ($fd->getColumns() as $name => $type) {
                         $columns[] = "`{$name}` {$type} DEFAULT NULL";
+                        if ($fd->getUnique()) {
+                            $columns[] = "UNIQUE KEY `u_index_{$name}` (`{$name}`)";
+                        }
                     }
                 }
             }

@@ -173,6 +173,28 @@ final class SaveTransactionTest extends StandInTestCase
     }
 
     /**
+     * A field marked unique (Pimcore: a unique index on its column): a second object with the same value,
+     * in the table's case-insensitive collation, is refused as ValidationException('unique constraint
+     * violation') (AbstractObject.php:553-555), after its `objects` row was inserted and rolled back.
+     */
+    public function testAUniqueFieldsDuplicateIsAValidationExceptionInTheCollationsSense(): void
+    {
+        $a = $this->product('A');
+        $a->setGtin('ABC-1');
+        $a->save();
+        $b = $this->product('B');
+        $b->setGtin('abc-1');
+        try {
+            $b->save();
+            self::fail('the second abc-1 is refused');
+        } catch (ValidationException $e) {
+            self::assertSame('unique constraint violation', $e->getMessage());
+        }
+        self::assertNull($this->db->fetchOne('SELECT gtin FROM object_store_prod WHERE oo_id = ?', [$b->getId()]));
+        self::assertSame(0, $this->db->getTransactionNestingLevel());
+    }
+
+    /**
      * correctPath() checks the path before the transaction; a second process inserting the same path in
      * between makes the insert fail on the unique (path, key) index, which save() turns into
      * ValidationException('unique constraint violation'): two workers creating one key (or one folder) collide.
