@@ -185,7 +185,7 @@ final class DataObjectApplier implements ApplierInterface
 
     /**
      * The field a ValidationException names. Pimcore writes `[ name ]` (Input.php:222, Data.php:127), and for
-     * a localized field appends the context, `[ name ][ localizedfields-de ]` (Localizedfields.php:702 and
+     * a localized field appends the context, `[ name ][ localizedfields-de ]` (Localizedfields.php:703 and
      * ValidationException::getAggregatedMessage()): that one is reported as `name.de`.
      */
     private function fieldOf(ValidationException $e): ?string
