@@ -50,9 +50,22 @@ final class StandIn
         return \Doctrine\DBAL\DriverManager::getConnection($params);
     }
 
-    /** `$db` becomes Pimcore's default connection (its sql_mode set as Pimcore sets it, see connect()). */
-    public static function boot(Connection $db, string $projectDir, string $collation = self::PIMCORE_11): void
+    /**
+     * The collation of the Pimcore this platform's DBAL belongs to: Pimcore 11 requires DBAL 3, Pimcore 12 and
+     * 2026 require DBAL 4 (bookworm runs the first, trixie and sid the second).
+     */
+    public static function pimcoreCollation(): string
     {
+        return self::dbalMajor() === 3 ? self::PIMCORE_11 : self::PIMCORE_12;
+    }
+
+    /**
+     * `$db` becomes Pimcore's default connection (its sql_mode set as Pimcore sets it, see connect()), and
+     * the class tables take `$collation`, by default the one of this platform's Pimcore.
+     */
+    public static function boot(Connection $db, string $projectDir, ?string $collation = null): void
+    {
+        $collation ??= self::pimcoreCollation();
         if (!$db->getDatabasePlatform() instanceof \Doctrine\DBAL\Platforms\AbstractMySQLPlatform) {
             throw new \LogicException('the Pimcore stand-ins run on MariaDB (Pimcore does)');
         }
