@@ -60,12 +60,26 @@ final class StandIn
     }
 
     /**
-     * `$db` becomes Pimcore's default connection (its sql_mode set as Pimcore sets it, see connect()), and
-     * the class tables take `$collation`, by default the one of this platform's Pimcore.
+     * For a test: attach() and install(), and every object but the root removed, with the versions and the
+     * cache rows: each test starts from an empty Pimcore.
      */
     public static function boot(Connection $db, string $projectDir, ?string $collation = null): void
     {
-        $collation ??= self::pimcoreCollation();
+        self::attach($db, $projectDir);
+        if (!self::install($db, $collation)) {
+            $db->executeStatement('DELETE FROM objects WHERE id > 1');  // the class's rows go by their foreign keys
+            $db->executeStatement('DELETE FROM versions');
+            $db->executeStatement('DELETE FROM cache_items');
+        }
+    }
+
+    /**
+     * `$db` becomes Pimcore's default connection (its sql_mode set as Pimcore sets it, see connect()), with
+     * a fresh event dispatcher, RuntimeCache and log, versioning on and no class overrides; the tables are
+     * left as they are (a long-running process, such as the test application's worker, attaches once).
+     */
+    public static function attach(Connection $db, string $projectDir): void
+    {
         if (!$db->getDatabasePlatform() instanceof \Doctrine\DBAL\Platforms\AbstractMySQLPlatform) {
             throw new \LogicException('the Pimcore stand-ins run on MariaDB (Pimcore does)');
         }
@@ -81,7 +95,6 @@ final class StandIn
         AbstractObject::setHideUnpublished(false);
         Factory::configure([]);
         Localizedfield::$defaultLanguage = 'en';
-        self::install($db, $collation);
     }
 
     public static function shutdown(): void
@@ -91,19 +104,20 @@ final class StandIn
         RuntimeCache::clear();
     }
 
-    private static function install(Connection $db, string $collation): void
+    /**
+     * Pimcore's tables, created unless they are there already as the class definitions and `$collation`
+     * (by default the platform's) make them, which leaves them and their rows alone. True if it created them.
+     */
+    public static function install(Connection $db, ?string $collation = null): bool
     {
+        $collation ??= self::pimcoreCollation();
         $classes = array_map(static fn (string $name): ClassDefinition => ClassDefinition::getByName($name) ?? throw new \LogicException($name), ClassDefinition::files());
-        // Creating the tables costs more than the rest of a test: when they are there, as this definition
-        // of them and in this collation, only their rows are cleared.
+        // Creating the tables costs more than the rest of a test: they are created again only when this
+        // definition of them or this collation differs from the one they were made with.
         $fingerprint = hash('sha256', $collation . serialize(array_map(static fn (ClassDefinition $c): array => [$c->getId(), array_map(static fn ($fd): array => [$fd->getName(), $fd->getColumns(), $fd->getUnique(), $fd instanceof Localizedfields ? array_map(static fn ($f): array => $f->getColumns(), $fd->getFieldDefinitions()) : null], $c->getFieldDefinitions())], $classes)) . filemtime(__FILE__));
         $db->executeStatement('CREATE TABLE IF NOT EXISTS stub_schema (fingerprint char(64) NOT NULL)');
         if ($db->fetchOne('SELECT fingerprint FROM stub_schema') === $fingerprint) {
-            $db->executeStatement('DELETE FROM objects WHERE id > 1');  // the class's rows go by their foreign keys
-            $db->executeStatement('DELETE FROM versions');
-            $db->executeStatement('DELETE FROM cache_items');
-
-            return;
+            return false;
         }
         $db->executeStatement('DELETE FROM stub_schema');
         foreach ($classes as $class) {
@@ -182,6 +196,8 @@ final class StandIn
             $db->executeStatement("CREATE VIEW `object_{$id}` AS SELECT s.*, o.* FROM `object_store_{$id}` s JOIN objects o ON o.id = s.oo_id");
         }
         $db->executeStatement('INSERT INTO stub_schema VALUES (?)', [$fingerprint]);
+
+        return true;
     }
 
     /** The DBAL major version this suite runs on: 3 (bookworm) or 4 (trixie, sid). */
