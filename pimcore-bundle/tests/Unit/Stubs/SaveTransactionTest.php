@@ -136,6 +136,10 @@ final class SaveTransactionTest extends StandInTestCase
         if (StandIn::dbalMajor() === 3) {
             self::assertInstanceOf(ConnectionException::class, $thrown, 'DBAL 3: the retry\'s commit meets the rollback-only mark');
             self::assertStringContainsString('marked for rollback only', $thrown->getMessage());
+            self::assertSame(1, $this->db->getTransactionNestingLevel());
+        } else {
+            self::assertNotNull($thrown, 'DBAL 4: the savepoints the deadlock erased cannot be released or rolled back to');
+            self::assertGreaterThan(1, $this->db->getTransactionNestingLevel(), 'DBAL 4: a failed rollback to a savepoint leaves the nesting level up');
         }
         $watcher = $this->other();
         self::assertSame('MINE', $watcher->fetchOne("SELECT ean FROM object_store_prod WHERE oo_id = {$id}"), 'committed while the caller still thinks its transaction is open');
