@@ -571,3 +571,247 @@ async def test_a_remote_objects_reject_file_is_read_again_from_the_object(
     assert st["status"] == "completed" and st["records_rejected"] == 1 and st["delta_scope"] == "refused.jsonl", st
     code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
     assert code == 200 and {k: v for k, v in raw.items() if k != "_reject"} == wanted, raw
+
+
+# ---- SSRF: every request checked before it is made (issue 27, items 11-13) -------------------------------
+
+
+@pytest.fixture
+async def elsewhere() -> AsyncIterator[HttpFiles]:
+    """A second server on loopback: the service a redirect or a crafted URL must never reach."""
+    async with http_files() as f:
+        f.files["p.jsonl"] = b'{"sku": "internal-only"}\n'
+        f.files["admin/users.jsonl"] = b'{"user": "root"}\n'
+        yield f
+
+
+KEY = {"X-Api-Key": "k-7f3a9c-feed-key"}
+
+
+async def test_a_get_redirected_out_of_allowed_urls_is_refused_before_it_is_made(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """The feed server answers HEAD with 200 and GET with a 302 to a loopback service that allowed_urls does
+    not name: the redirected GET is never made, nothing reaches PIM-Core, and the failure says why."""
+    files.files["p.jsonl"] = jsonl(5)
+    files.redirect_get["p.jsonl"] = elsewhere.url("p.jsonl")
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"], http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "not under any of [remote] allowed_urls" in st["error"], st
+    assert elsewhere.requests == []
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+
+
+async def test_a_head_redirected_out_of_allowed_urls_never_reaches_the_other_host(
+    make_daemon: MakeDaemon, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """Refusing the redirect after the HEAD followed it is too late: the other host has had the request, and
+    the configured header with it."""
+    files.redirect["p.jsonl"] = elsewhere.url("p.jsonl")
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"], http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 400 and "not under any of [remote] allowed_urls" in answer["detail"], answer
+    assert elsewhere.requests == []
+
+
+async def test_a_ranged_read_redirected_out_of_allowed_urls_is_refused(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """The transfer is cut, and the ranged GET that continues it is redirected: that hop is checked too."""
+    data = jsonl(200)
+    files.files["p.jsonl"] = data
+    files.cut_after = len(data) // 2
+    elsewhere.files["p.jsonl"] = data  # the same bytes: only the check can tell
+    files.redirect_ranged["p.jsonl"] = elsewhere.url("p.jsonl")
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"], http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "not under any of [remote] allowed_urls" in st["error"], st
+    assert elsewhere.requests == []
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+
+
+async def test_configured_headers_go_to_the_requested_origin_only(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """A redirect to another allowed origin is followed, but the [remote.http] headers stay with the origin
+    the URL names; asked for directly, the other origin gets them."""
+    files.files["p.jsonl"] = jsonl(5)
+    elsewhere.files["p.jsonl"] = jsonl(5)
+    files.redirect_get["p.jsonl"] = elsewhere.url("p.jsonl")
+    allowed = [f"http://127.0.0.1:{files.port}/", f"http://127.0.0.1:{elsewhere.port}/"]
+    d = await make_daemon(remote=remote_section(allowed, http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert await records(receiver, st["ingestion_id"]) == canonical(5)
+    assert files.requests and all(h.get("X-Api-Key") == KEY["X-Api-Key"] for _, _, h in files.requests)
+    assert [m for m, _, _ in elsewhere.requests] == ["GET"]
+    assert all("X-Api-Key" not in h for _, _, h in elsewhere.requests), elsewhere.requests
+    elsewhere.files["q.jsonl"] = jsonl(2)
+    code, answer = await d.ingest(url=elsewhere.url("q.jsonl"))
+    assert code == 202, answer
+    assert (await d.wait(answer["ingestion_id"]))["status"] == "completed"
+    assert elsewhere.requests[-1][2].get("X-Api-Key") == KEY["X-Api-Key"]
+
+
+def _own_non_loopback() -> list[str]:
+    import psutil
+
+    return [
+        a.address.split("%")[0]
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family.name in ("AF_INET", "AF_INET6") and not a.address.startswith(("127.", "::1"))
+    ]
+
+
+def test_addresses_that_reach_this_machine_are_internal_in_every_spelling() -> None:
+    """IPv4-mapped, IPv4-compatible, 6to4 and NAT64 spellings of loopback and link-local addresses, 0.0.0.0/8
+    and the machine's own non-loopback addresses (a service bound to 0.0.0.0 answers there) need an entry
+    that names them; nothing is connected to here."""
+    allowed = ["http://"]
+    for host in (
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[::ffff:169.254.169.254]",
+        "[::127.0.0.1]",
+        "[2002:7f00:1::]",
+        "[2002:a9fe:a9fe::1]",
+        "[64:ff9b::7f00:1]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[fe80::1]",
+        "0.1.2.3",
+        *(f"[{a}]" if ":" in a else a for a in _own_non_loopback()),
+    ):
+        with pytest.raises(UrlNotAllowed, match="must be listed by name"):
+            check_allowed(f"http://{host}:8080/p.jsonl", allowed, resolve=False)
+    assert _own_non_loopback(), "this machine has no address but loopback: the last check above proved nothing"
+    check_allowed("http://[2001:db8::1]/p.jsonl", allowed, resolve=False)  # an ordinary address passes
+    check_allowed("http://[::ffff:127.0.0.1]:8080/p.jsonl", ["http://[::ffff:127.0.0.1]:8080/"], resolve=False)
+
+
+async def test_an_ipv4_mapped_loopback_url_is_refused_and_nothing_is_fetched(
+    make_daemon: MakeDaemon, files: HttpFiles
+) -> None:
+    files.files["p.jsonl"] = jsonl(3)
+    d = await make_daemon(remote=remote_section(["http://"], http={"headers": KEY}))
+    for host in ("[::ffff:127.0.0.1]", "[::ffff:7f00:1]"):
+        code, answer = await d.ingest(url=f"http://{host}:{files.port}/p.jsonl")
+        assert code == 400 and "must be listed by name" in answer["detail"], answer
+    assert files.requests == []
+
+
+async def test_a_name_that_resolves_elsewhere_at_connect_time_is_refused(
+    make_daemon: MakeDaemon, files: HttpFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name resolves to an outside address when allowed_urls is checked, then to
+    127.0.0.1. The connection goes to the addresses the check saw at connect time, never a later answer."""
+    import socket
+
+    files.files["p.jsonl"] = jsonl(3)
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        """An outside address to the check (which asks without a port), loopback to the connection."""
+        if host == "feed.rebind.test":
+            address = "203.0.113.7" if port is None else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port or 0))]
+        return real(host, port, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    d = await make_daemon(remote=remote_section(["http://"]))
+    code, answer = await d.ingest(url=f"http://feed.rebind.test:{files.port}/p.jsonl")
+    assert code == 400 and "resolves to 127.0.0.1" in answer["detail"], answer
+    assert files.requests == []
+
+
+async def test_dot_segments_never_leave_the_allowed_prefix_over_http(make_daemon: MakeDaemon, files: HttpFiles) -> None:
+    """``/feeds/../admin/users.jsonl`` is ``/admin/users.jsonl`` to the server (and to aiohttp): refused before
+    any request, percent-encoded too, and the API key never goes there."""
+    files.files["admin/users.jsonl"] = b'{"user": "root"}\n'
+    files.files["feeds/p.jsonl"] = jsonl(2)
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/feeds/"], http={"headers": KEY}))
+    base = f"http://127.0.0.1:{files.port}"
+    for path in (
+        "/feeds/../admin/users.jsonl",
+        "/feeds/%2e%2e/admin/users.jsonl",
+        "/feeds/.%2E/admin/users.jsonl",
+        "/feeds/%252e%252e/admin/users.jsonl",
+        "/feeds/./../admin/users.jsonl",
+        "/feeds/..%2fadmin/users.jsonl",
+    ):
+        code, answer = await d.ingest(url=base + path)
+        assert code == 400 and "'..' segment" in answer["detail"], (path, answer)
+    assert files.requests == []
+    code, answer = await d.ingest(url=base + "/feeds/p.jsonl")  # the control: allowed, and read
+    assert code == 202, answer
+
+
+async def test_dot_segments_never_leave_the_allowed_folder_over_sftp(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer
+) -> None:
+    (sshd.root / "exports").mkdir(exist_ok=True)
+    (sshd.root / "private").mkdir(exist_ok=True)
+    (sshd.root / "private" / "salaries.jsonl").write_bytes(b'{"name": "x", "salary": 1}\n')
+    (sshd.root / "exports" / "p.jsonl").write_bytes(jsonl(2))
+    d = await make_daemon(remote=remote_section([sshd.url("exports/")], sshd=sshd))
+    for rel in ("exports/../private/salaries.jsonl", "exports/%2e%2e/private/salaries.jsonl"):
+        code, answer = await d.ingest(url=sshd.url(rel))
+        assert code == 400 and "'..' segment" in answer["detail"], (rel, answer)
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+    code, answer = await d.ingest(url=sshd.url("exports/p.jsonl"))  # the control
+    assert code == 202, answer
+    assert (await d.wait(answer["ingestion_id"]))["status"] == "completed"
+
+
+def test_urls_with_dot_segments_are_refused_whatever_the_prefix() -> None:
+    for url in (
+        "s3://feeds/in/../out/x.json",
+        "sftp://h/srv/exports/../private/x",
+        "https://cdn.example.com/feeds/%2E%2E/admin",
+        "https://cdn.example.com/feeds/..\\admin/x",
+        "https://cdn.example.com/feeds/./x.json",
+    ):
+        with pytest.raises(UrlNotAllowed, match=r"'\.\.' segment"):
+            check_allowed(url, ["s3://feeds/in/", "sftp://h/srv/exports/", "https://"], resolve=False)
+
+
+# ---- secrets in error texts (issue 27, item 14) --------------------------------------------------------
+
+
+async def test_a_presigned_urls_signature_never_reaches_errors_the_api_the_page_or_the_log(
+    make_cluster: Any, files: HttpFiles
+) -> None:
+    """aiohttp's exception text quotes the URL it fetched, query and all: a presigned URL's credential and
+    signature. The real daemon fails the read; neither appears in the error, the API, the status page or
+    the log."""
+    credential, signature = "AKIDPRESIGN7Q", "5ee7f1c0ffee5ignature"
+    files.files["p.jsonl"] = jsonl(3)
+    files.fail_get["p.jsonl"] = 500
+    query = (
+        f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
+        f"&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature={signature}"
+    )
+    c = make_cluster(remote={"allowed_urls": [f"http://127.0.0.1:{files.port}/"], "read_attempts": 2})
+    await c.start_receiver()
+    await c.start_daemon()
+    code, answer = await c.call("POST", c.durl + "/api/ingest", json={"url": files.url("p.jsonl") + query})
+    assert code == 202, answer
+    st = await c.settle(answer["ingestion_id"], timeout=60)
+    assert st["status"] == "failed" and "500" in st["error"], st  # the failure is still said
+    assert any(signature in path for _, path, _ in files.requests)  # the server did get the signed URL
+    shown = [json.dumps(st)]
+    for path in ("/api/ingestions?limit=100", f"/api/ingestions/{st['ingestion_id']}", "/"):
+        code, body = await c.call("GET", c.durl + path)
+        assert code == 200, body
+        shown.append(body if isinstance(body, str) else json.dumps(body))
+    c.close()
+    shown.append(c.log.read_text())
+    assert "remote read failed; reconnecting" in shown[-1]
+    for text in shown:
+        assert credential not in text and signature not in text, text[:2000]
