@@ -815,3 +815,110 @@ async def test_a_presigned_urls_signature_never_reaches_errors_the_api_the_page_
     assert "remote read failed; reconnecting" in shown[-1]
     for text in shown:
         assert credential not in text and signature not in text, text[:2000]
+
+
+# ---- a remote inbox acts on the version it ingested (issue 27, item 4) --------------------------------
+
+
+async def _replace_while_delivered(d: Any, receiver: Receiver, put_new: Any) -> dict[str, Any]:
+    """Wait for the remote inbox's first ingestion to be delivering, then ``put_new()``; its status once ended."""
+    import asyncio
+
+    for _ in range(600):
+        _, listing = await d.request("GET", "/api/ingestions")
+        mine = [i for i in listing["ingestions"] if i["source"] == "remote_inbox"]
+        if mine and mine[0]["chunks_acked"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the remote inbox's ingestion never started delivering")
+    assert mine[0]["status"] == "running", mine
+    put_new()
+    await receiver.faults([])
+    return await d.wait(mine[0]["ingestion_id"])
+
+
+async def test_a_new_s3_version_uploaded_during_delivery_is_left_in_place_and_taken(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    """The exporter re-uploads in/products.jsonl while the first version is delivered: on completion the first
+    is done, but the corrected one is not moved to done/ unread. It stays, is taken at the next poll, is
+    delivered, and only then moved."""
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key="v/products.jsonl", Body=jsonl(12, 700))
+    await receiver.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
+    watch = {
+        "url": f"s3://{BUCKET}/v/",
+        "poll_interval": 4,  # the new version is uploaded after a poll, and the first completes before the next
+        "chunk_records": 2,
+        "done_prefix": f"s3://{BUCKET}/v-done/",
+        "failed_prefix": f"s3://{BUCKET}/v-failed/",
+    }
+    d = await make_daemon(remote={**remote_section([f"s3://{BUCKET}/"], s3=s3), "watch": [watch]})
+    corrected = jsonl(5, 800)
+    first = await _replace_while_delivered(
+        d, receiver, lambda: client.put_object(Bucket=BUCKET, Key="v/products.jsonl", Body=corrected)
+    )
+    assert first["status"] == "completed", first
+    assert await records(receiver, first["ingestion_id"]) == canonical(12, 700)
+
+    async def second() -> list[dict[str, Any]]:
+        _, listing = await d.request("GET", "/api/ingestions")
+        return [
+            i
+            for i in listing["ingestions"]
+            if i["source"] == "remote_inbox" and i["ingestion_id"] != first["ingestion_id"]
+        ]
+
+    import asyncio
+
+    for _ in range(1200):
+        later = await second()
+        if later and later[0]["status"] == "completed" and _keys(s3, "v/") == set():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the corrected version was not ingested: {await second()}, {_keys(s3, 'v-done/')}")
+    assert await records(receiver, later[0]["ingestion_id"]) == canonical(5, 800)
+    moved = client.get_object(Bucket=BUCKET, Key="v-done/products.jsonl")["Body"].read()
+    assert moved == corrected
+
+
+async def test_a_new_sftp_version_written_during_delivery_is_left_in_place_and_taken(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer
+) -> None:
+    import asyncio
+    import os
+
+    folder = sshd.root / "vinbox"
+    folder.mkdir()
+    (folder / "products.jsonl").write_bytes(jsonl(12, 700))
+    await receiver.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
+    watch = {
+        "url": f"sftp://127.0.0.1:{sshd.port}{folder}",
+        "poll_interval": 3,  # the new version is written after a poll, and the first completes before the next
+        "chunk_records": 2,
+        "done_prefix": f"sftp://127.0.0.1:{sshd.port}{sshd.root}/vdone",
+    }
+    d = await make_daemon(remote={**remote_section([f"sftp://127.0.0.1:{sshd.port}/"], sshd=sshd), "watch": [watch]})
+    corrected = jsonl(5, 800)
+
+    def put_new() -> None:
+        tmp = folder / ".products.jsonl.part"
+        tmp.write_bytes(corrected)
+        os.utime(tmp, (2_000_000_000, 2_000_000_000))
+        tmp.rename(folder / "products.jsonl")
+
+    first = await _replace_while_delivered(d, receiver, put_new)
+    assert first["status"] == "completed", first
+    for _ in range(1200):
+        done = sshd.root / "vdone" / "products.jsonl"
+        if done.exists() and not (folder / "products.jsonl").exists() and done.read_bytes() == corrected:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the corrected version was not ingested and moved")
+    _, listing = await d.request("GET", "/api/ingestions")
+    later = [i for i in listing["ingestions"] if i["ingestion_id"] != first["ingestion_id"]]
+    assert [i["status"] for i in later] == ["completed"], later
+    assert await records(receiver, later[0]["ingestion_id"]) == canonical(5, 800)

@@ -564,18 +564,76 @@ class Remote:
             out.append(Listed(url, self._identity(url, info)))
         return out
 
-    def move(self, url: str, folder: str) -> str:
+    def move(self, url: str, folder: str, expected: ObjectIdentity | None = None) -> str:
         """Move an object into ``folder`` (a prefix or folder URL on the same server): a rename on SFTP,
-        a copy and delete on S3. Returns the new URL."""
+        a copy and delete on S3. Returns the new URL.
+
+        With ``expected``, only that version of the object is moved: FileChangedError if another one is at
+        the URL (an exporter uploaded a new version under the same name), which is left where it is. S3
+        copies the expected version (by version id, or on the condition that the ETag still matches) and
+        deletes that version only; SFTP checks the renamed file and renames it back if it is another one."""
         target = folder.rstrip("/") + "/" + name_of(url)
+        scheme = urlsplit(url).scheme
         try:
+            if expected is not None:
+                self._check_version(url, expected)
             fs = self._filesystem(url)
-            if urlsplit(url).scheme == "sftp":
+            if scheme == "sftp":
                 fs.makedirs(self._path(folder), exist_ok=True)
-            fs.mv(self._path(url), self._path(target))
+            if scheme == "s3" and expected is not None:
+                self._move_s3_version(fs, url, target, expected)
+            else:
+                fs.mv(self._path(url), self._path(target))
+            if scheme == "sftp" and expected is not None:
+                self._check_moved_back(fs, url, target, expected)
         except Exception as exc:
             raise self._failure(url, exc, f"moving it to {redact(folder)}") from None
         return target
+
+    def _check_version(self, url: str, expected: ObjectIdentity) -> None:
+        now = self.stat(url)
+        if now != expected:
+            raise FileChangedError(
+                f"{redact(url)}: another version is there now ({now.size} bytes, {now.version or 'no version'};"
+                f" the one ingested was {expected.size} bytes, {expected.version or 'no version'}); it is left in"
+                " place, to be taken as a new object"
+            )
+
+    def _move_s3_version(self, fs: Any, url: str, target: str, expected: ObjectIdentity) -> None:
+        bucket, key = self._path(url).split("/", 1)
+        tbucket, tkey = self._path(target).split("/", 1)
+        source: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        condition: dict[str, Any] = {}
+        if expected.version.startswith("version:"):
+            source["VersionId"] = expected.version.removeprefix("version:")
+        elif expected.version.startswith("etag:"):
+            condition["CopySourceIfMatch"] = expected.version.removeprefix("etag:")
+        try:
+            fs.call_s3("copy_object", Bucket=tbucket, Key=tkey, CopySource=source, **condition)
+        except Exception as exc:
+            if "PreconditionFailed" in str(exc) or getattr(exc, "status", None) == 412:
+                raise FileChangedError(f"{redact(url)}: another version is there now; it is left in place") from None
+            raise
+        if "VersionId" in source:  # that version only: a newer one stays the object's current version
+            fs.call_s3("delete_object", Bucket=bucket, Key=key, VersionId=source["VersionId"])
+            return
+        self._check_version(url, expected)  # copied; deleted only while the expected version is still there
+        fs.call_s3("delete_object", Bucket=bucket, Key=key)
+
+    def _check_moved_back(self, fs: Any, url: str, target: str, expected: ObjectIdentity) -> None:
+        """SFTP: the file renamed into the folder is the expected version, or it goes back (a rename does not
+        replace a file that a newer upload put there meanwhile; then it stays, and the error says so)."""
+        moved = self._identity(target, fs.info(self._path(target)))
+        if moved == expected:
+            return
+        try:
+            fs.mv(self._path(target), self._path(url))
+        except Exception:
+            raise FileChangedError(
+                f"{redact(url)}: a new version replaced it while it was moved; that version is now at"
+                f" {redact(target)}, not ingested: put it back to have it taken"
+            ) from None
+        raise FileChangedError(f"{redact(url)}: another version is there now; it is left in place")
 
     def write(self, url: str, data: bytes) -> None:
         """Write a small object (a remote inbox's error report)."""
