@@ -922,3 +922,114 @@ async def test_a_new_sftp_version_written_during_delivery_is_left_in_place_and_t
     later = [i for i in listing["ingestions"] if i["ingestion_id"] != first["ingestion_id"]]
     assert [i["status"] for i in later] == ["completed"], later
     assert await records(receiver, later[0]["ingestion_id"]) == canonical(5, 800)
+
+
+# ---- the reject file's second read is checked against what was delivered (issue 27, item 2) ----------
+
+
+async def _rejects_after_replacing(
+    d: Any, receiver: Receiver, url: str, refused: dict[str, Any], replace: Any
+) -> dict[str, Any]:
+    """Ingest ``url`` (30 records, 3 chunks) with PIM-Core refusing ``refused``; once two chunks are ACKed (the
+    object was read whole by then), ``replace()`` it, then let the last ACK come. The status once ended."""
+    import asyncio
+
+    await receiver.faults(
+        [
+            {"action": "delay_ack", "chunk": 3, "seconds": 2.0},
+            {"action": "reject_records", "field": "sku", "values": [refused["sku"]], "reason": "no"},
+        ]
+    )
+    code, answer = await d.ingest(url=url, chunk_records=10)
+    assert code == 202, answer
+    for _ in range(400):
+        st = await d.status(answer["ingestion_id"])
+        if st["chunks_acked"] >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert st["chunks_acked"] == 2 and st["status"] == "running", st
+    replace()
+    return await d.wait(answer["ingestion_id"])
+
+
+@pytest.mark.parametrize("replacement", ["longer", "shorter"])
+async def test_a_reject_file_is_never_read_from_an_object_replaced_after_delivery(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server, replacement: str
+) -> None:
+    """The exporter replaces the object once its chunks are delivered. A longer one would put its own record
+    at the refused position into the reject file (a record PIM-Core never saw); a shorter one made the
+    ingestion fail with every chunk ACKed, and every resume fail the same way. Now no reject file is
+    written from the new object, and the ingestion completes."""
+    data = jsonl(30)
+    key = f"in/replaced-{replacement}.jsonl"
+    s3.client().put_object(Bucket=BUCKET, Key=key, Body=data)
+    refused = json.loads(data.splitlines()[7])
+    new = jsonl(40, 100) if replacement == "longer" else jsonl(3, 100)
+    d = await make_daemon(remote=remote_section([f"s3://{BUCKET}/in/"], s3=s3))
+    st = await _rejects_after_replacing(
+        d, receiver, f"s3://{BUCKET}/{key}", refused, lambda: s3.client().put_object(Bucket=BUCKET, Key=key, Body=new)
+    )
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
+    assert code != 200, raw  # no reject file: the source it would be read from is not the one delivered
+    assert not list((d.config.daemon.state_db.parent / "rejects").glob("*unverified*"))
+
+
+async def test_a_versioned_objects_reject_file_is_read_from_the_version_delivered(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    """The control: with S3 versioning the second read is pinned to the version id, so a replaced object
+    still gives the refused record, checked by its bytes."""
+    client = s3.client()
+    client.create_bucket(Bucket="versioned")
+    client.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    data = jsonl(30)
+    client.put_object(Bucket="versioned", Key="in/p.jsonl", Body=data)
+    refused = json.loads(data.splitlines()[7])
+    d = await make_daemon(remote=remote_section(["s3://versioned/in/"], s3=s3))
+    st = await _rejects_after_replacing(
+        d,
+        receiver,
+        "s3://versioned/in/p.jsonl",
+        refused,
+        lambda: client.put_object(Bucket="versioned", Key="in/p.jsonl", Body=jsonl(3, 100)),
+    )
+    assert st["status"] == "completed" and st["version"].startswith("version:"), st
+    code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
+    assert code == 200 and {k: v for k, v in raw.items() if k != "_reject"} == refused, raw
+
+
+def test_a_second_read_of_a_local_file_is_checked_against_its_bytes(tmp_path: Path) -> None:
+    """The sibling for local files: the reject file's read of a file replaced (same size, same mtime, other
+    bytes) after it was identified raises FileChangedError at ``verify``, whether the records it needed came
+    before the change or not; the unchanged file verifies."""
+    import os
+
+    from pimingestd.core.spool import SecondRead
+    from pimingestd.errors import FileChangedError
+    from pimingestd.sources import SourceSpec
+
+    src = tmp_path / "p.jsonl"
+    data = jsonl(30)
+    src.write_bytes(data)
+
+    def second(name: str = "p.jsonl") -> SecondRead:
+        return SecondRead(str(src), size=len(data), file_id=file_id(data), spec=SourceSpec("jsonl"), name=name)
+
+    read = second()
+    first = next(iter(read.records()))
+    read.verify()  # unchanged: the rest is read and hashed, and matches
+    read.close()
+    import orjson
+
+    assert orjson.loads(orjson.dumps(first)) == json.loads(data.splitlines()[0])
+    stat = src.stat()
+    changed = data[:-3] + b"7}\n" if data.endswith(b"}\n") else data[::-1]
+    assert len(changed) == len(data) and changed != data
+    src.write_bytes(changed)  # rewritten in place; the last record differs, the first does not
+    os.utime(src, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    read = second()
+    next(iter(read.records()))
+    with pytest.raises(FileChangedError, match="not the one delivered"):
+        read.verify()
+    read.close()
