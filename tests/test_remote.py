@@ -1033,3 +1033,29 @@ def test_a_second_read_of_a_local_file_is_checked_against_its_bytes(tmp_path: Pa
     with pytest.raises(FileChangedError, match="not the one delivered"):
         read.verify()
     read.close()
+
+
+async def test_http_reads_are_pinned_to_the_version_seen_at_submit(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    """Every GET carries If-Match with the ETag the HEAD gave at submit: an object replaced in between is
+    answered 412 by a server that honours it, and never read; the ingestion fails saying it changed."""
+    files.files["p.jsonl"] = jsonl(50)
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed", st
+    etag = st["version"].removeprefix("etag:")
+    gets = [h for m, _, h in files.requests if m == "GET"]
+    assert gets and all(h.get("If-Match") == etag for h in gets), gets
+    received = (await receiver.stats())["chunks_received"]
+    files.files["q.jsonl"] = jsonl(50)
+    # Replaced after the second HEAD (at submit, then as the run starts), before the GET.
+    files.replace_after_head["q.jsonl"] = (2, jsonl(50, 1))
+    code, answer = await d.ingest(url=files.url("q.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "answered 412" in st["error"], st
+    assert (await receiver.stats())["chunks_received"] == received
+    assert [m for m, p, _ in files.requests if p == "/q.jsonl"][:3] == ["HEAD", "HEAD", "GET"]

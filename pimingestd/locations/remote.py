@@ -517,15 +517,16 @@ class Remote:
         path = self._path(url)
         block = self.cfg.block_size
         if scheme in ("http", "https"):
+            pin = _precondition(identity)  # a server that honours it answers 412 for another version
             if offset == 0:
-                f = fs.open(path, "rb", block_size=0)  # one streamed GET
+                f = fs.open(path, "rb", block_size=0, size=identity.size, headers=pin)  # one streamed GET
             else:
                 if not identity.version:
                     raise RemoteError(
                         f"{redact(url)}: the transfer was cut at byte {offset}, and the server gives no ETag or"
                         " Last-Modified, so a ranged read could splice two versions; the ingestion stops here"
                     )
-                f = fs.open(path, "rb", block_size=block, cache_type="readahead", size=identity.size)
+                f = fs.open(path, "rb", block_size=block, cache_type="readahead", size=identity.size, headers=pin)
                 f.seek(offset)
             return f  # type: ignore[no-any-return]
         kwargs: dict[str, Any] = {"block_size": block}
@@ -643,6 +644,17 @@ class Remote:
             raise self._failure(url, exc, "writing") from None
 
 
+def _precondition(identity: ObjectIdentity) -> dict[str, str]:
+    """HTTP request headers that pin a read to ``identity``'s version: If-Match for a strong ETag (a weak one
+    never matches If-Match), else If-Unmodified-Since for a Last-Modified date."""
+    version = identity.version
+    if version.startswith("etag:") and not version.startswith("etag:W/"):
+        return {"If-Match": version.removeprefix("etag:")}
+    if version.startswith("modified:") and not version[9:10].isdigit():  # an HTTP date, not an SFTP mtime
+        return {"If-Unmodified-Since": version.removeprefix("modified:")}
+    return {}
+
+
 class HashingStream(io.RawIOBase):
     """Exactly ``size`` bytes of a remote object, read in order; SHA-256 over what was read.
 
@@ -716,6 +728,11 @@ class HashingStream(io.RawIOBase):
                 own = _cause(exc)
                 if own is not None:  # refused by the session's check (a redirect out of allowed_urls, say)
                     raise own from None
+                if getattr(exc, "status", None) == 412:  # the pinned version is not the one there now
+                    raise FileChangedError(
+                        f"{name_of(self._url)}: the remote object changed since it was submitted (the server"
+                        f" answered 412 to a read pinned to {self._identity.version}); nothing more is read"
+                    ) from None
                 last = exc
             self._close_fh()
             if attempt == attempts:
