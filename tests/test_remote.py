@@ -1059,3 +1059,32 @@ async def test_http_reads_are_pinned_to_the_version_seen_at_submit(
     assert st["status"] == "failed" and "answered 412" in st["error"], st
     assert (await receiver.stats())["chunks_received"] == received
     assert [m for m, p, _ in files.requests if p == "/q.jsonl"][:3] == ["HEAD", "HEAD", "GET"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_url_in_any_log_text_is_redacted_tracebacks_included(fmt: str) -> None:
+    """The log's last line of defence: a presigned URL in an event's text, in a list, or in the traceback of
+    a logged exception (where a library quoted it) is written without its query."""
+    import structlog
+
+    from pimingestd import logs
+
+    saved = structlog.get_config()
+    out = io.StringIO()
+    try:
+        logs.setup(fmt, "info", out)
+        log = structlog.get_logger("test")
+        url = "https://bucket.example.com/p.jsonl?X-Amz-Credential=AKIDLOG1&X-Amz-Signature=s1gnatur3"
+        log.warning("read failed", error=f"ClientResponseError: 500, url='{url}'", urls=[url])
+        try:
+            raise ValueError(f"cannot read {url}")
+        except ValueError:
+            log.exception("poll failed")
+        log.info("query outside a URL", detail="X-Amz-Signature=s1gnatur3&token=t0k3n")
+    finally:
+        structlog.configure(**saved)
+    text = out.getvalue()
+    assert "read failed" in text and "poll failed" in text and "ValueError" in text, text
+    for secret in ("AKIDLOG1", "s1gnatur3", "t0k3n"):
+        assert secret not in text, text
+    assert "https://bucket.example.com/p.jsonl?" in text  # where, still said
