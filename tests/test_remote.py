@@ -1088,3 +1088,46 @@ def test_a_url_in_any_log_text_is_redacted_tracebacks_included(fmt: str) -> None
     for secret in ("AKIDLOG1", "s1gnatur3", "t0k3n"):
         assert secret not in text, text
     assert "https://bucket.example.com/p.jsonl?" in text  # where, still said
+
+
+async def test_an_sftp_host_name_is_checked_and_connected_at_the_address_checked(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer
+) -> None:
+    """``localhost`` under a bare ``sftp://`` entry is refused (it reaches this machine); named by an entry, it
+    is resolved once, connected at that address, and its host key still matched (known_hosts names
+    127.0.0.1, the address)."""
+    (sshd.root / "n.jsonl").write_bytes(jsonl(4))
+    url = f"sftp://localhost:{sshd.port}{sshd.root}/n.jsonl"
+    d = await make_daemon(remote=remote_section(["sftp://"], sshd=sshd))
+    code, answer = await d.ingest(url=url)
+    assert code == 400 and "must be listed by name" in answer["detail"], answer
+    await d.stop()
+    d = await make_daemon(remote=remote_section([f"sftp://localhost:{sshd.port}/"], sshd=sshd))
+    code, answer = await d.ingest(url=url)
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert await records(receiver, st["ingestion_id"]) == canonical(4)
+
+
+async def test_an_sftp_name_that_resolves_elsewhere_at_connect_time_is_refused(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding over SFTP: an outside address to the check, 127.0.0.1 to the connection. The connection
+    is made to the address that was checked, so it never reaches the machine's own sshd."""
+    import socket
+
+    (sshd.root / "r.jsonl").write_bytes(jsonl(2))
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        if host == "sftp.rebind.test":
+            address = "203.0.113.7" if port is None else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port or 0))]
+        return real(host, port, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    d = await make_daemon(remote=remote_section(["sftp://"], sshd=sshd))
+    code, answer = await d.ingest(url=f"sftp://sftp.rebind.test:{sshd.port}{sshd.root}/r.jsonl")
+    assert code == 400 and "resolves to 127.0.0.1" in answer["detail"], answer
+    assert (await receiver.stats()).get("chunks_received", 0) == 0

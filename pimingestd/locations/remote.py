@@ -434,7 +434,10 @@ class Remote:
                         f"{host}: resolves to {a}, an address of this machine or a link-local one; loopback and"
                         " link-local hosts must be listed by name in [remote] allowed_urls"
                     )
-        return str(addresses[0])
+        for a in dict.fromkeys(addresses):  # the first that answers, as a client trying each address would
+            with contextlib.suppress(OSError), socket.create_connection((str(a), port), timeout=10):
+                return str(a)
+        return str(addresses[0])  # none answers: the connection fails, saying so
 
     @staticmethod
     def _path(url: str) -> str:
