@@ -402,7 +402,7 @@ def _profile(index: int, raw: Any, base: Path, where: str = "") -> Profile:
 
 
 def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
-    from .locations.remote import SCHEMES, check_allowed  # URL rules live with the remote location
+    from .locations.remote import SCHEMES, check_allowed, dot_segment  # URL rules live with the remote location
 
     s = _Section("remote", raw, base)
     allowed = tuple(s.strings("allowed_urls", []))
@@ -413,6 +413,8 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
                 f"remote.allowed_urls[{i}] = {prefix!r}: must start with one of"
                 f" {', '.join(s + '://' for s in SCHEMES)}, without credentials"
             )
+        if dot_segment(parts.path):
+            raise ConfigError(f"remote.allowed_urls[{i}] = {prefix!r}: a path with a '.' or '..' segment")
     raw_s3 = s.table("s3")
     s.used.add("s3")
     t = _Section("remote.s3", raw_s3, base)
@@ -477,8 +479,8 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
                 re_ingestion=opts.re_ingestion,
                 options=opts.options,
                 rules=opts.rules,
-                done_prefix=ws.optional_string("done_prefix"),
-                failed_prefix=ws.optional_string("failed_prefix"),
+                done_prefix=_move_prefix(ws, "done_prefix", url),
+                failed_prefix=_move_prefix(ws, "failed_prefix", url),
             )
         )
         ws.finish()
@@ -497,6 +499,25 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
 
 
 _WATCH_KEYS = ("url", "poll_interval", "done_prefix", "failed_prefix")
+
+
+def _move_prefix(ws: _Section, key: str, url: str) -> str | None:
+    """A remote inbox's done or failed prefix: on the inbox's own server (an object is renamed, or copied
+    within the store), and without dot segments (the server would resolve them somewhere else)."""
+    from .locations.remote import dot_segment
+
+    value = ws.optional_string(key)
+    if value is None:
+        return None
+    parts, inbox = urlsplit(value), urlsplit(url)
+    same = parts.scheme == inbox.scheme and (parts.scheme == "s3" or parts.netloc.lower() == inbox.netloc.lower())
+    if not same or not parts.netloc:
+        raise ConfigError(
+            f"{ws.name}.{key} = {value!r}: must be on the inbox's server ({inbox.scheme}://{inbox.netloc})"
+        )
+    if dot_segment(parts.path):
+        raise ConfigError(f"{ws.name}.{key} = {value!r}: a path with a '.' or '..' segment")
+    return value
 
 
 def _resolve(base: Path, value: str) -> Path:
