@@ -1131,3 +1131,33 @@ async def test_an_sftp_name_that_resolves_elsewhere_at_connect_time_is_refused(
     code, answer = await d.ingest(url=f"sftp://sftp.rebind.test:{sshd.port}{sshd.root}/r.jsonl")
     assert code == 400 and "resolves to 127.0.0.1" in answer["detail"], answer
     assert (await receiver.stats()).get("chunks_received", 0) == 0
+
+
+async def test_a_remote_workbooks_reject_file_comes_from_a_checked_staged_copy(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    """Excel needs random access: the second read stages the object again, checks its bytes, reads the refused
+    row from that copy, and removes it."""
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["sku", "qty"])
+    for i in range(12):
+        ws.append([f"S{i}", i])
+    buf = io.BytesIO()
+    wb.save(buf)
+    s3.client().put_object(Bucket=BUCKET, Key="in/refused.xlsx", Body=buf.getvalue())
+    await receiver.faults([{"action": "reject_records", "field": "sku", "values": ["S5"], "reason": "no"}])
+    d = await make_daemon(remote=remote_section([f"s3://{BUCKET}/in/"], s3=s3))
+    code, answer = await d.ingest(url=f"s3://{BUCKET}/in/refused.xlsx")
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    spool = d.config.daemon.state_db.parent / "spool"
+    assert not list(spool.glob("*.stage"))
+    from openpyxl import load_workbook
+
+    book = load_workbook(d.config.daemon.state_db.parent / "rejects" / f"{st['ingestion_id']}.xlsx")
+    assert book.active is not None
+    rows = list(book.active.iter_rows(values_only=True))
+    assert rows[1][:2] == ("S5", 5), rows
