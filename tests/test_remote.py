@@ -1161,3 +1161,47 @@ async def test_a_remote_workbooks_reject_file_comes_from_a_checked_staged_copy(
     assert book.active is not None
     rows = list(book.active.iter_rows(values_only=True))
     assert rows[1][:2] == ("S5", 5), rows
+
+
+def test_an_s3_move_copies_only_the_version_expected(s3: S3Server) -> None:
+    """The copy is conditional on the ETag that was ingested: with another one at the key (uploaded between
+    the check and the copy), nothing is copied or deleted, and FileChangedError says the object stays."""
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.errors import FileChangedError
+    from pimingestd.locations.remote import ObjectIdentity, Remote
+
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key="mv/p.jsonl", Body=jsonl(3))
+    remote = Remote(RemoteConfig(allowed_urls=(f"s3://{BUCKET}/",), s3=S3Config(**s3.config())))
+    url = f"s3://{BUCKET}/mv/p.jsonl"
+    now = remote.stat(url)
+    fs = remote._filesystem(url)
+    stale = ObjectIdentity(now.size, 'etag:"00000000000000000000000000000000"')
+    with pytest.raises(FileChangedError, match="left in place"):
+        remote._move_s3_version(fs, url, f"s3://{BUCKET}/mv-done/p.jsonl", stale)
+    assert _keys(s3, "mv") == {"mv/p.jsonl"}
+    assert remote.move(url, f"s3://{BUCKET}/mv-done/", now) == f"s3://{BUCKET}/mv-done/p.jsonl"
+    assert _keys(s3, "mv") == {"mv-done/p.jsonl"}
+
+
+def test_an_s3_move_in_a_versioned_bucket_takes_that_version_only(s3: S3Server) -> None:
+    """With versioning, the version ingested is copied and that version deleted: a newer one uploaded meanwhile
+    stays the object's current version, where the inbox takes it."""
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.errors import FileChangedError
+    from pimingestd.locations.remote import Remote
+
+    client = s3.client()
+    client.create_bucket(Bucket="vmove")
+    client.put_bucket_versioning(Bucket="vmove", VersioningConfiguration={"Status": "Enabled"})
+    client.put_object(Bucket="vmove", Key="in/p.jsonl", Body=jsonl(3))
+    remote = Remote(RemoteConfig(allowed_urls=("s3://vmove/",), s3=S3Config(**s3.config())))
+    url = "s3://vmove/in/p.jsonl"
+    first = remote.stat(url)
+    assert first.version.startswith("version:")
+    client.put_object(Bucket="vmove", Key="in/p.jsonl", Body=jsonl(4))
+    with pytest.raises(FileChangedError, match=r"left in\s+place"):
+        remote.move(url, "s3://vmove/done/", first)  # the check sees the new version first
+    remote._move_s3_version(remote._filesystem(url), url, "s3://vmove/done/p.jsonl", first)  # past the check
+    assert client.get_object(Bucket="vmove", Key="in/p.jsonl")["Body"].read() == jsonl(4)
+    assert client.get_object(Bucket="vmove", Key="done/p.jsonl")["Body"].read() == jsonl(3)

@@ -615,13 +615,17 @@ class Remote:
         try:
             fs.call_s3("copy_object", Bucket=tbucket, Key=tkey, CopySource=source, **condition)
         except Exception as exc:
-            if "PreconditionFailed" in str(exc) or getattr(exc, "status", None) == 412:
+            if _precondition_failed(exc):
                 raise FileChangedError(f"{redact(url)}: another version is there now; it is left in place") from None
             raise
         if "VersionId" in source:  # that version only: a newer one stays the object's current version
             fs.call_s3("delete_object", Bucket=bucket, Key=key, VersionId=source["VersionId"])
             return
-        self._check_version(url, expected)  # copied; deleted only while the expected version is still there
+        try:  # deleted only while the expected version is still there (a store may ignore the copy's condition)
+            self._check_version(url, expected)
+        except FileChangedError:
+            fs.call_s3("delete_object", Bucket=tbucket, Key=tkey)  # the copy may be of the new version
+            raise
         fs.call_s3("delete_object", Bucket=bucket, Key=key)
 
     def _check_moved_back(self, fs: Any, url: str, target: str, expected: ObjectIdentity) -> None:
@@ -645,6 +649,24 @@ class Remote:
             self._filesystem(url).pipe_file(self._path(url), data)
         except Exception as exc:
             raise self._failure(url, exc, "writing") from None
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause: s3fs turns botocore's error into an OSError) is a 412 answer."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {})
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error.get("Code") == "PreconditionFailed" or status == 412:
+                return True
+        if getattr(current, "status", None) == 412:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _precondition(identity: ObjectIdentity) -> dict[str, str]:
@@ -731,7 +753,7 @@ class HashingStream(io.RawIOBase):
                 own = _cause(exc)
                 if own is not None:  # refused by the session's check (a redirect out of allowed_urls, say)
                     raise own from None
-                if getattr(exc, "status", None) == 412:  # the pinned version is not the one there now
+                if _precondition_failed(exc):  # the pinned version is not the one there now
                     raise FileChangedError(
                         f"{name_of(self._url)}: the remote object changed since it was submitted (the server"
                         f" answered 412 to a read pinned to {self._identity.version}); nothing more is read"
