@@ -1205,3 +1205,31 @@ def test_an_s3_move_in_a_versioned_bucket_takes_that_version_only(s3: S3Server) 
     remote._move_s3_version(remote._filesystem(url), url, "s3://vmove/done/p.jsonl", first)  # past the check
     assert client.get_object(Bucket="vmove", Key="in/p.jsonl")["Body"].read() == jsonl(4)
     assert client.get_object(Bucket="vmove", Key="done/p.jsonl")["Body"].read() == jsonl(3)
+
+
+def test_an_sftp_move_that_renamed_another_version_puts_it_back(sshd: SshServer) -> None:
+    """The rename took a version written between the check and the rename: it is renamed back to the inbox
+    (a rename never replaces a file, so one written there since is kept, and the error says where the
+    other is)."""
+    from pimingestd.config import RemoteConfig, SftpConfig
+    from pimingestd.errors import FileChangedError
+    from pimingestd.locations.remote import ObjectIdentity, Remote
+
+    (sshd.root / "mb").mkdir()
+    (sshd.root / "mb-done").mkdir()
+    remote = Remote(
+        RemoteConfig(allowed_urls=(f"sftp://127.0.0.1:{sshd.port}/",), sftp=SftpConfig(**sshd.config()))  # type: ignore[arg-type]
+    )
+    url, target = sshd.url("mb/p.jsonl"), sshd.url("mb-done/p.jsonl")
+    ingested = ObjectIdentity(5, "modified:2001-01-01T00:00:00")
+    (sshd.root / "mb-done" / "p.jsonl").write_bytes(jsonl(2))  # what the rename took: not the one ingested
+    fs = remote._filesystem(url)
+    with pytest.raises(FileChangedError, match="left in place"):
+        remote._check_moved_back(fs, url, target, ingested)
+    assert (sshd.root / "mb" / "p.jsonl").read_bytes() == jsonl(2)
+    assert not (sshd.root / "mb-done" / "p.jsonl").exists()
+    (sshd.root / "mb-done" / "p.jsonl").write_bytes(jsonl(3))  # and once more, with the inbox name taken
+    with pytest.raises(FileChangedError, match="not ingested: put it back"):
+        remote._check_moved_back(fs, url, target, ingested)
+    assert (sshd.root / "mb" / "p.jsonl").read_bytes() == jsonl(2)
+    assert (sshd.root / "mb-done" / "p.jsonl").read_bytes() == jsonl(3)

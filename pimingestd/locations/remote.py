@@ -635,7 +635,7 @@ class Remote:
         if moved == expected:
             return
         try:
-            fs.mv(self._path(target), self._path(url))
+            _sftp_rename_no_replace(fs, self._path(target), self._path(url))
         except Exception:
             raise FileChangedError(
                 f"{redact(url)}: a new version replaced it while it was moved; that version is now at"
@@ -649,6 +649,17 @@ class Remote:
             self._filesystem(url).pipe_file(self._path(url), data)
         except Exception as exc:
             raise self._failure(url, exc, "writing") from None
+
+
+def _sftp_rename_no_replace(fs: Any, source: str, target: str) -> None:
+    """SFTP's own rename, which fails if ``target`` exists (sshfs's ``mv`` uses posix-rename, which replaces)."""
+    from fsspec.asyn import sync
+
+    async def rename() -> None:
+        async with fs._pool.get() as channel:
+            await channel.rename(source, target)
+
+    sync(fs.loop, rename)
 
 
 def _precondition_failed(exc: BaseException) -> bool:
