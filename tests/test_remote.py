@@ -1217,9 +1217,8 @@ def test_an_sftp_move_that_renamed_another_version_puts_it_back(sshd: SshServer)
 
     (sshd.root / "mb").mkdir()
     (sshd.root / "mb-done").mkdir()
-    remote = Remote(
-        RemoteConfig(allowed_urls=(f"sftp://127.0.0.1:{sshd.port}/",), sftp=SftpConfig(**sshd.config()))  # type: ignore[arg-type]
-    )
+    sftp = SftpConfig(username=sshd.user, key_file=sshd.user_key, known_hosts=sshd.known_hosts)
+    remote = Remote(RemoteConfig(allowed_urls=(f"sftp://127.0.0.1:{sshd.port}/",), sftp=sftp))
     url, target = sshd.url("mb/p.jsonl"), sshd.url("mb-done/p.jsonl")
     ingested = ObjectIdentity(5, "modified:2001-01-01T00:00:00")
     (sshd.root / "mb-done" / "p.jsonl").write_bytes(jsonl(2))  # what the rename took: not the one ingested
