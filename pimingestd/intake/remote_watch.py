@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from .. import redaction
 from ..config import RemoteConfig, RemoteWatch
 from ..core.scheduler import Scheduler
 from ..errors import FileChangedError, PimIngestError
@@ -187,7 +188,7 @@ class RemoteInboxes:
                 last = exc
                 continue
             if error is not None:
-                report = {"error": error, "ingestion_id": ingestion_id, "url": redact(url)}
+                report = {"error": redaction.text(error), "ingestion_id": ingestion_id, "url": redact(url)}
                 with contextlib.suppress(PimIngestError):
                     await asyncio.to_thread(self._write_report, target + ".error.json", report)
             await self._store.remember_remote(url, version, size, ingestion_id, "moved")
