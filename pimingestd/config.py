@@ -389,6 +389,7 @@ class UrlChecks:
     """Registered by ``locations.remote``: the rule for a URL against ``[remote] allowed_urls``."""
 
     check_allowed: Callable[[str, tuple[str, ...]], None]  # raises a PimIngestError saying why not
+    dot_segment: Callable[[str], bool]  # whether a URL path has a '.' or '..' segment, percent-encoded or not
 
 
 _Checks = FormatChecks | RuleChecks | UrlChecks
@@ -469,6 +470,8 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
                 f"remote.allowed_urls[{i}] = {prefix!r}: must start with one of"
                 f" {', '.join(s + '://' for s in REMOTE_SCHEMES)}, without credentials"
             )
+        if urls.dot_segment(parts.path):
+            raise ConfigError(f"remote.allowed_urls[{i}] = {prefix!r}: a path with a '.' or '..' segment")
     raw_s3 = s.table("s3")
     s.used.add("s3")
     t = _Section("remote.s3", raw_s3, base)
@@ -533,8 +536,8 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
                 re_ingestion=opts.re_ingestion,
                 options=opts.options,
                 rules=opts.rules,
-                done_prefix=ws.optional_string("done_prefix"),
-                failed_prefix=ws.optional_string("failed_prefix"),
+                done_prefix=_move_prefix(ws, "done_prefix", url),
+                failed_prefix=_move_prefix(ws, "failed_prefix", url),
             )
         )
         ws.finish()
@@ -553,6 +556,23 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
 
 
 _WATCH_KEYS = ("url", "poll_interval", "done_prefix", "failed_prefix")
+
+
+def _move_prefix(ws: _Section, key: str, url: str) -> str | None:
+    """A remote inbox's done or failed prefix: on the inbox's own server (an object is renamed, or copied
+    within the store), and without dot segments (the server would resolve them somewhere else)."""
+    value = ws.optional_string(key)
+    if value is None:
+        return None
+    parts, inbox = urlsplit(value), urlsplit(url)
+    same = parts.scheme == inbox.scheme and (parts.scheme == "s3" or parts.netloc.lower() == inbox.netloc.lower())
+    if not same or not parts.netloc:
+        raise ConfigError(
+            f"{ws.name}.{key} = {value!r}: must be on the inbox's server ({inbox.scheme}://{inbox.netloc})"
+        )
+    if _checks(UrlChecks).dot_segment(parts.path):
+        raise ConfigError(f"{ws.name}.{key} = {value!r}: a path with a '.' or '..' segment")
+    return value
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -15,6 +15,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from .. import redaction
 from ..errors import PimIngestError
 from .keys import CONFIG
 
@@ -44,7 +45,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except ApiError:
         raise
     except PimIngestError as exc:
-        raise ApiError(exc.http_status, exc.title, str(exc)) from None
+        raise ApiError(exc.http_status, exc.title, redaction.text(str(exc))) from None
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
