@@ -91,7 +91,7 @@ async def test_aborted_upload_leaves_nothing(make_daemon: MakeDaemon, tmp_path: 
     port = d.config.http.port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        b"PUT /api/files/p.json HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        b"PUT /api/files/p.json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
         b"Content-Length: 10000000\r\n\r\n" + b"[" + b" " * 1_000_000
     )
     await writer.drain()
