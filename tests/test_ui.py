@@ -351,6 +351,38 @@ async def test_the_page_is_static_strict_and_serves_nothing_else(cluster: Cluste
             assert r.status == 401  # the data needs the token
 
 
+async def test_the_upload_view_follows_the_dropped_files_ingestion_until_it_ends(
+    cluster: Cluster, browser: WebDriver
+) -> None:
+    """After a drop, the upload view itself shows the ingestion live, without a reload or a click: its status
+    (running, then completed) and records delivered, until it ends; never "queued" forever."""
+    await cluster.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
+    data = "".join(json.dumps(product(i)) + "\n" for i in range(120)).encode()
+    sign_in(browser, cluster.durl)
+    until("the list", lambda: visible(browser, "#list"))
+    browser.find_element(By.LINK_TEXT, "Upload").click()
+    until("the upload view", lambda: visible(browser, "#dropzone"))
+    drop(browser, "followed.jsonl", data)
+    until("the upload's answer", lambda: "Taken" in text(browser, "#upload-message"))
+    url = browser.current_url
+    seen: list[str] = []
+    bars: list[float] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen.append(text(browser, "#upload-message"))
+        if visible(browser, "#upload-ingestion"):
+            bars.append(float(browser.find_element(By.ID, "upload-ingestion").get_attribute("aria-valuenow") or 0))
+        if "completed" in seen[-1]:
+            break
+        await asyncio.sleep(0.2)
+    assert "completed" in seen[-1] and "120 / 120 records" in seen[-1], seen[-5:]
+    assert any("running" in s for s in seen), f"never shown running: {sorted(set(seen))}"
+    assert any(0 < b < 100 for b in bars) and bars[-1] == 100.0, sorted(set(bars))
+    assert browser.current_url == url and visible(browser, "#dropzone")  # still the upload view, no reload
+    [row] = await cluster.ingestions()
+    assert row["status"] == "completed" and row["records_acked"] == 120
+
+
 @contextlib.contextmanager
 def _serve(page: str) -> Iterator[int]:
     """``page`` as text/html at / on a port of 127.0.0.1 (another origin than the daemon's), from a thread."""
