@@ -341,3 +341,21 @@ async def test_allowed_hosts_names_the_daemon_behind_a_proxy(make_daemon: MakeDa
     for bad in ("https://ingest.example.com", "ingest.example.com:443", "*.example.com", ""):
         with pytest.raises(config_mod.ConfigError, match=r"http\.allowed_hosts"):
             config_mod.parse({"http": {"allowed_hosts": [bad]}}, data_dir / "config.toml", env={})
+
+
+async def test_a_file_still_open_for_writing_is_refused_by_path(make_daemon: MakeDaemon, data_dir: Path) -> None:
+    """POST /api/ingest of a file another process still has open for writing (an export in progress) is 409
+    naming it, and starts nothing; once its writer closed it, it is taken whole."""
+    d = await make_daemon()
+    target = data_dir / "export.jsonl"
+    with open(target, "w") as f:
+        f.write("".join(json.dumps(product(i)) + "\n" for i in range(50)))
+        f.flush()
+        code, answer = await d.ingest(path=str(target))
+        assert code == 409 and "export.jsonl is still open for writing" in answer["detail"], answer
+        assert (await d.request("GET", "/api/ingestions"))[1]["ingestions"] == []
+        f.write("".join(json.dumps(product(i)) + "\n" for i in range(50, 150)))
+    code, answer = await d.ingest(path=str(target))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed" and st["records_acked"] == 150
