@@ -237,6 +237,8 @@ async def test_a_failed_ingestions_error_shows_its_place_and_resume_from_the_pag
     until("completed", lambda: text(browser, "#detail-status") == "completed", timeout=30)
     assert not visible(browser, "#detail-error") and not visible(browser, "#resume")
     assert (await cluster.status(ing))["records_acked"] == 40
+    message = text(browser, "#detail-message")  # what was done, never a status left stale beside the badge
+    assert message == "Resumed after chunk 1." and "queued" not in message, message
 
 
 async def test_the_reject_file_downloads_byte_for_byte(cluster: Cluster, browser: WebDriver) -> None:

@@ -205,7 +205,8 @@ async function act(what) {
   if (!window.confirm(question)) return;
   try {
     const st = await json("/api/ingestions/" + id + "/" + what, { method: "POST" });
-    $("#detail-message").textContent = "Ingestion " + st.status + ".";
+    // What was done, not the status it left (that one changes: the badge above follows it live).
+    $("#detail-message").textContent = what === "cancel" ? "Cancelled." : "Resumed after chunk " + fmt(st.chunks_acked) + ".";
   } catch (e) {
     $("#detail-message").textContent = "Refused: " + e.message;
   }
