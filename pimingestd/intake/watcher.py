@@ -174,6 +174,11 @@ class Watcher:
         self._pending[path] = (signature, time.monotonic())
         self._wake.set()
 
+    async def again(self, path: Path) -> None:
+        """Look at ``path`` again (a take that failed for want of space): taken, as any file, once it has
+        settled and no writer has it open."""
+        await self._note(path)
+
     def _forget(self, path: Path) -> None:
         self._pending.pop(path, None)
         self._written.discard(path)
