@@ -113,7 +113,7 @@ def _is_address(host: str) -> bool:
 def known_host(host: str, allowed: frozenset[str]) -> bool:
     """Whether a request naming ``host`` can come from the operator's own browser or tools, not from a
     page whose DNS name was rebound to this machine: an IP address, localhost, or a configured name."""
-    return not host or _is_address(host) or host == "localhost" or host.endswith(".localhost") or host in allowed
+    return _is_address(host) or host == "localhost" or host.endswith(".localhost") or host in allowed
 
 
 def allowed_hosts(http: HttpConfig) -> frozenset[str]:
@@ -130,7 +130,7 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
     http = request.app[CONFIG].http
     allowed = allowed_hosts(http)
     given = request.headers.get("Host", "")
-    if request.path not in ANY_HOST and not known_host(_hostname(given), allowed):
+    if "Host" in request.headers and request.path not in ANY_HOST and not known_host(_hostname(given), allowed):
         raise ApiError(
             403,
             "unknown Host",
