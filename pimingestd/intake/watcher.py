@@ -31,6 +31,7 @@ import structlog
 
 from ..config import InboxConfig
 from ..locations.local import stat_identity
+from ..names import readable
 from .inotify import Inotify, InotifyUnavailable
 from .writers import Writers, writers
 
@@ -202,7 +203,7 @@ class Watcher:
                     "cannot tell from a lease whether inbox files are still open for writing; "
                     + ("using inotify's close events" if self.watching == "inotify" else "only settle_seconds counts"),
                     reason=answer.why,
-                    file=str(path),
+                    file=readable(str(path)),
                 )
             held = path in self._written
         else:
@@ -211,7 +212,7 @@ class Watcher:
                 self._written.discard(path)  # the lease knows better (a truncate(2) by path, say)
         if held and path not in self._waiting:
             self._waiting.add(path)
-            log.info("inbox file still open for writing; waiting for its writer to close it", file=str(path))
+            log.info("inbox file still open for writing; waiting for its writer to close it", file=readable(str(path)))
         return held
 
     async def _settle(self) -> None:
