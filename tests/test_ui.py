@@ -47,10 +47,16 @@ def _chromium() -> tuple[str, str]:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    yield from _browser(tmp_path)
+
+
+def _browser(tmp_path: Path, *extra: str) -> Iterator[WebDriver]:
     binary, driver_path = _chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,800"):
+        options.add_argument(arg)
+    for arg in extra:
         options.add_argument(arg)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -473,3 +479,41 @@ async def test_a_page_on_another_origin_starts_resumes_and_cancels_nothing(tmp_p
         browser.switch_to.alert.accept()
         until("completed", lambda: text(browser, "#detail-status") == "completed", timeout=30)
         assert (await c.status(failed))["records_acked"] == 40
+
+
+@pytest.fixture
+def rebinding_browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """A browser in which rebind.test resolves to 127.0.0.1, as a DNS rebinding attacker's name would."""
+    yield from _browser(tmp_path, "--host-resolver-rules=MAP rebind.test 127.0.0.1")
+
+
+async def test_a_page_whose_name_was_rebound_to_the_daemon_reads_and_starts_nothing(
+    tmp_path: Path, rebinding_browser: WebDriver
+) -> None:
+    """A daemon without a token. A page at http://rebind.test:<daemon port>/ (its name now resolving to
+    127.0.0.1) is same-origin with the daemon for the browser, but its Host names it: the page, the API and
+    an ingestion started from its script are refused (403). The same browser at 127.0.0.1 gets the page."""
+    c = Cluster(tmp_path, inbox=inbox_config(tmp_path, settle_seconds=0.2), chunking={"records": 10})
+    async with c:
+        src = c.data / "p.json"
+        src.write_text(json.dumps([product(1)]))
+        rebound = f"http://rebind.test:{c.dport}"
+        rebinding_browser.get(rebound + "/api/ingestions")
+        until("the refusal", lambda: "unknown Host" in rebinding_browser.page_source)
+        answer = json.loads(rebinding_browser.find_element(By.TAG_NAME, "body").text)
+        assert answer["error"] == "unknown Host" and "allowed_hosts" in answer["detail"], answer
+        rebinding_browser.get(rebound + "/")
+        until("the refusal", lambda: "unknown Host" in rebinding_browser.page_source)
+        codes = rebinding_browser.execute_async_script(
+            """
+            const [path, done] = arguments;
+            const post = fetch("/api/ingest", {method: "POST", headers: {"Content-Type": "application/json"},
+                                               body: JSON.stringify({path})}).then((r) => r.status);
+            Promise.all([post, fetch("/api/ingestions").then((r) => r.status)]).then(done, (e) => done(String(e)));
+            """,
+            str(src),
+        )
+        assert codes == [403, 403], codes
+        assert await c.ingestions() == []
+        rebinding_browser.get(c.durl + "/")
+        until("the list", lambda: visible(rebinding_browser, "#list"))
