@@ -293,6 +293,7 @@ async def test_other_web_pages_start_resume_and_cancel_nothing(
                 body,
             ),
             (path, "Origin only", {**json_type, "Origin": "http://evil.example"}, body),
+            (path, "another port, Origin only", {"Origin": f"http://127.0.0.1:{port + 1}"}, b""),
             (path, "opaque Origin", {**json_type, "Origin": "null"}, body),
             (path, "Sec-Fetch-Site only", {**json_type, "Sec-Fetch-Site": "cross-site"}, body),
             (

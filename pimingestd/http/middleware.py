@@ -125,6 +125,21 @@ def allowed_hosts(http: HttpConfig) -> frozenset[str]:
     return frozenset(n for n in names if n)
 
 
+def _own_origin(origin: str, host: str, http: HttpConfig) -> bool:
+    """Whether a page at ``origin`` is the daemon's own: the host (and port) the request was sent to,
+    ``public_url``'s origin, or a name in ``[http] allowed_hosts`` (a proxy's). Only the port tells
+    another page on the same machine apart: 127.0.0.1 is not enough."""
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https"):
+        return False  # "null" (a sandboxed frame, a file), or worse
+    public = urlsplit(http.public_url)
+    return (
+        parts.netloc.lower() == host.lower()
+        or (parts.scheme, parts.netloc.lower()) == (public.scheme, public.netloc.lower())
+        or _hostname(parts.netloc) in {n.rstrip(".").lower() for n in http.allowed_hosts}
+    )
+
+
 @web.middleware
 async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     http = request.app[CONFIG].http
@@ -143,11 +158,8 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
     if site is not None and site not in ("same-origin", "none"):
         raise ApiError(403, "cross-origin request refused", f"Sec-Fetch-Site: {site[:50]}")
     origin = request.headers.get("Origin")
-    if origin is not None:
-        parts = urlsplit(origin)
-        same = parts.netloc.lower() == given.lower() or _hostname(parts.netloc) in allowed
-        if parts.scheme not in ("http", "https") or not same:
-            raise ApiError(403, "cross-origin request refused", f"Origin: {origin[:200]}")
+    if origin is not None and not _own_origin(origin, given, http):
+        raise ApiError(403, "cross-origin request refused", f"Origin: {origin[:200]}")
     if request.path.startswith("/api/") and request.match_info.http_exception is None:  # else 404/405 says it
         ctype = request.content_type  # without its parameters, lower case
         if ctype in FORM_TYPES:
