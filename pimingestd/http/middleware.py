@@ -163,7 +163,8 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
     if request.path.startswith("/api/") and request.match_info.http_exception is None:  # else 404/405 says it
         ctype = request.content_type  # without its parameters, lower case
         if ctype in FORM_TYPES:
-            raise ApiError(415, "form content types are refused", f"{ctype}; send application/json")
+            wanted = "application/octet-stream" if request.method == "PUT" else "application/json"
+            raise ApiError(415, "form content types are refused", f"{ctype}; send {wanted}")
         if request.path in JSON_BODY and ctype != "application/json":
             raise ApiError(415, "the body must be JSON", "send Content-Type: application/json")
     return await handler(request)
