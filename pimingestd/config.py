@@ -48,6 +48,7 @@ class HttpConfig:
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 10 << 30
     insecure: bool = False  # listen beyond loopback without a secret or a token (warned at every start)
+    allowed_hosts: tuple[str, ...] = ()  # more names in the Host header (a DNS name or a proxy's); see middleware.py
 
     @property
     def loopback(self) -> bool:
@@ -580,6 +581,14 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
+def _host_name(value: str, s: _Section, key: str) -> str:
+    """A bare host name for the Host check: no scheme, port, path or wildcard."""
+    name = value.strip().rstrip(".").lower()
+    if not name or any(c in name for c in "/:*@ []"):
+        raise ConfigError(f"{s._where(key)}: {value!r} must be a bare host name, like ingest.example.com")
+    return name
+
+
 SECTIONS = ("daemon", "http", "pimcore", "chunking", "delivery", "inbox", "logging", "receiver", "remote", "retention")
 
 
@@ -614,6 +623,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         max_body_bytes=s.integer("max_body_bytes", 1 << 20, minimum=1024) or (1 << 20),
         max_upload_bytes=s.integer("max_upload_bytes", 10 << 30, minimum=1) or (10 << 30),
         insecure=s.boolean("insecure", False),
+        allowed_hosts=tuple(_host_name(h, s, "allowed_hosts") for h in s.strings("allowed_hosts", [])),
     )
     s.finish()
 
