@@ -321,10 +321,16 @@ class Cluster:
         assert code == 200, body
         return dict(body)
 
-    async def ingestions(self) -> list[dict[str, Any]]:
-        code, body = await self.call("GET", self.durl + "/api/ingestions?limit=1000")
-        assert code == 200, body
-        return list(body["ingestions"])
+    async def ingestions(self, every: bool = False, page: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``page`` ingestions (1000: the API's largest page), newest first; ``every``: all of them,
+        a page at a time (a long soak makes thousands)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            code, body = await self.call("GET", f"{self.durl}/api/ingestions?limit={page}&offset={len(out)}")
+            assert code == 200, body
+            out += body["ingestions"]
+            if not every or not body["ingestions"] or len(out) >= body["total"]:
+                return out
 
     async def applied(self, ing: str) -> list[Any]:
         """The records the receiver applied for ``ing``, in order."""

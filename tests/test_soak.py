@@ -1,7 +1,10 @@
 """The long soak (tests/soak.py --long), in CI: about 4 minutes of many files of every format, inbox drops and
 API triggers, receiver faults and daemon SIGKILLs, with retention on. Every file arrives exactly once, and
 after a warm-up RSS, fds and threads stay within their bounds and the database does not grow with the number
-of completed ingestions. PIMINGESTD_SOAK_MINUTES sets the length."""
+of completed ingestions. PIMINGESTD_SOAK_MINUTES sets the length.
+
+And the soak's check itself (Cluster.verify): exact for each state an ingestion can be in when the soak
+looks, its chunk rows pruned by retention included, and a failure shows the ingestion's history."""
 
 from __future__ import annotations
 
@@ -65,6 +68,10 @@ async def test_a_completed_ingestion_whose_chunk_rows_were_pruned_is_checked_aga
         ing, records = await _two_chunks(c)
         await _pruned(c, ing)
         counts = await c.verify(ing, records)
+        # The soak finds a file's ingestion in the newest 1000, or, while waiting for the last files, in all.
+        later = await c.ingest(write_json(c.data / "later.json", [product(99)]))
+        assert [i["ingestion_id"] for i in await c.ingestions(page=1)] == [later]
+        assert [i["ingestion_id"] for i in await c.ingestions(every=True, page=1)] == [later, ing]
     assert (counts["records"], counts["pruned"]) == (30, 1), counts
 
 
