@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import zipfile
 from decimal import Decimal
@@ -24,7 +25,9 @@ from hypothesis import strategies as st
 from openpyxl import Workbook
 
 from pimingestd.core import canonical
-from pimingestd.sources import SourceSpec, read_records
+from pimingestd.errors import ParseError
+from pimingestd.sources import SourceSpec, read_records, read_stream
+from pimingestd.sources.json_guard import JsonGuard
 
 # ---- JSON -------------------------------------------------------------------------------------------
 
@@ -177,6 +180,98 @@ def test_json_lines_deliver_what_json_loads_reads(tmp_path_factory: Any, lines: 
     path.write_text(text, encoding="utf-8", newline="")
     expected = [canonical.encode(json.loads(r, parse_float=Decimal)) for _, r, _, _ in lines]
     assert _delivered(path, "jsonl") == expected
+
+
+# Backslashes and surrogate escapes where a read can split them: an escaped backslash then the text "ud83d" (no
+# escape), pairs in either case, an escaped backslash before a pair, DEL raw and escaped (which send the window to
+# the exact reader, and so through the guard).
+BACKSLASHY = st.sampled_from(
+    ["\\\\", "\\ud83d\\ude00", "\\uDBFF\\uDFFF", "ud83d", "\\\\ud83d", "\\\\\\ud800\\udc00", "\\\\u",
+     "\x7f", "\\u007f", "\\\"", "a", "\\u0041", "\\/", "😀"]
+)  # fmt: skip
+LONE = st.sampled_from(["\\ud83d", "\\uDE00", "\\udbff\\u0041", "\\ude00\\ud83d"])
+PAIRED_STRING = st.lists(BACKSLASHY, max_size=8).map(lambda parts: '"' + "".join(parts) + '"')
+
+
+@st.composite
+def paired_document(draw: Any) -> str:
+    """An array of objects whose keys repeat, holding PAIRED_STRING keys and values among the usual records."""
+    keys = draw(st.lists(PAIRED_STRING, min_size=1, max_size=3))
+    value = st.one_of(PAIRED_STRING, _value(WS, 1))
+    member = st.tuples(st.sampled_from(keys), value).map(lambda m: f"{m[0]}:{m[1]}")
+    record = st.one_of(st.lists(member, max_size=6).map(lambda ms: "{" + ",".join(ms) + "}"), _records(WS))
+    return "[" + ",".join(draw(st.lists(record, min_size=1, max_size=12))) + "]"
+
+
+class _Pieces(io.RawIOBase):
+    """A file read in pieces of the sizes given, in turn (as a network stream returns what has arrived)."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+        self._sizes = sizes
+        self._turn = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._data.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._data.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), self._sizes[self._turn % len(self._sizes)])
+        self._turn += 1
+        data = self._data.read(size)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(paired_document(), st.lists(st.integers(1, 40), min_size=1, max_size=6))
+def test_json_read_in_any_pieces_delivers_what_json_loads_reads(doc: str, sizes: list[int]) -> None:
+    """Valid JSON is never refused, wherever the reads split it: the guard refused an escaped backslash at the end
+    of one read and "ud83d" at the start of the next as an unpaired surrogate."""
+    spec = SourceSpec("json", {}, 4096)
+    got = [canonical.encode(r) for r in read_stream(_Pieces(doc.encode(), sizes), "doc.json", spec)]
+    assert got == _reference(doc)
+
+
+def _lone_surrogate(text: str) -> bool:
+    """Whether any string of the document, keys and the values of duplicate keys included, holds a lone surrogate."""
+    try:
+        json.dumps(json.loads(text, object_pairs_hook=list), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    st.lists(st.one_of(BACKSLASHY, BACKSLASHY, LONE), max_size=10).map(lambda parts: '"' + "".join(parts) + '"'),
+    st.lists(st.integers(1, 12), min_size=1, max_size=6),
+)
+def test_the_guard_refuses_exactly_the_unpaired_surrogates(string: str, sizes: list[int]) -> None:
+    """The guard, fed in pieces, against json.loads: refused (naming a surrogate) if and only if a string holds a
+    lone surrogate, high or low (yajl would turn a lone low one into bytes that fail as "invalid UTF-8")."""
+    doc = f'[{{"k":{string},"k":"x"}}]'.encode()
+    guard = JsonGuard("doc.json", 1 << 20)
+    at, turn = 0, 0
+    try:
+        while at < len(doc):
+            size = sizes[turn % len(sizes)]
+            guard.feed(doc[at : at + size])
+            at, turn = at + size, turn + 1
+        guard.finish()
+    except ParseError as exc:
+        assert _lone_surrogate(doc.decode()) and "surrogate" in str(exc), (doc, str(exc))
+    else:
+        assert not _lone_surrogate(doc.decode()), doc
 
 
 # ---- Excel ------------------------------------------------------------------------------------------
