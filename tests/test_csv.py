@@ -119,6 +119,23 @@ def test_utf16_without_a_bom_is_refused_asking_for_the_byte_order(tmp_path: Path
         _read(path, encoding=other)
 
 
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+@pytest.mark.parametrize(
+    ("bom", "codec"), [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")]
+)
+def test_a_byte_order_mark_under_a_single_byte_encoding_is_refused(
+    tmp_path: Path, encoding: str, bom: bytes, codec: str
+) -> None:
+    """cp1252 and Latin-1 decode any byte: a UTF-8 BOM became "ï»¿" in the first header name, silently."""
+    path = tmp_path / "b.csv"
+    path.write_bytes(bom + "sku;city\nA;Köln\n".encode(codec))
+    with pytest.raises(
+        ParseError,
+        match=rf"b\.csv: the file starts with a UTF-(8|16).* byte order mark, but the encoding is {encoding}",
+    ):
+        _read(path, encoding=encoding)
+
+
 @pytest.mark.parametrize(
     "text", ["2021-W52-1", "2021W521", "2021-W52", "2021-365", "2021-12-3\u0661", "\uff12021-12-31", "+2021-12-31"]
 )

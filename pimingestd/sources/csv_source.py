@@ -95,7 +95,7 @@ class _Lines:
         while True:
             block = self._fh.read(_BLOCK)
             if first and block:
-                self._byte_order(block)
+                self._byte_order(block)  # (a BOM is 2 or 3 bytes: a first read is never shorter but at the end)
                 first = False
             buffered = self._decoder.getstate()[0]
             try:
@@ -133,8 +133,15 @@ class _Lines:
 
     def _byte_order(self, block: bytes) -> None:
         """UTF-16 needs the byte order. Python's utf-16 codec takes a file without a BOM for little-endian, which
-        silently garbled a big-endian one: ask for it instead. A BOM contradicting the named order is refused."""
+        silently garbled a big-endian one: ask for it instead. A BOM contradicting the named order is refused, and
+        so is a BOM under a single-byte encoding, which would decode it into the first header name ("ï»¿sku")."""
         bom = {codecs.BOM_UTF16_LE: "little", codecs.BOM_UTF16_BE: "big"}.get(block[:2])
+        if self._label in ("cp1252", "latin-1") and (bom is not None or block.startswith(codecs.BOM_UTF8)):
+            which = "UTF-8" if bom is None else f"UTF-16 ({bom}-endian)"
+            raise ParseError(
+                f"{self._name}: the file starts with a {which} byte order mark, but the encoding is {self._label};"
+                f' name it with encoding = "{"utf-8" if bom is None else "utf-16"}"'
+            )
         if self._label == "utf-16" and bom is None:
             raise ParseError(
                 f"{self._name}: no byte order mark, so the UTF-16 byte order is unknown; name it with"
