@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from xml.dom import minidom
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook
@@ -27,6 +28,7 @@ from openpyxl import Workbook
 from pimingestd.core import canonical
 from pimingestd.errors import ParseError
 from pimingestd.sources import SourceSpec, read_records, read_stream
+from pimingestd.sources.exact import Exact
 from pimingestd.sources.json_guard import JsonGuard
 
 # ---- JSON -------------------------------------------------------------------------------------------
@@ -272,6 +274,35 @@ def test_the_guard_refuses_exactly_the_unpaired_surrogates(string: str, sizes: l
         assert _lone_surrogate(doc.decode()) and "surrogate" in str(exc), (doc, str(exc))
     else:
         assert not _lone_surrogate(doc.decode()), doc
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        '{"sku":"A","sku":"B","p":1.50,"p":2}',  # the fast path: the dropped marked number makes it decline
+        '{"sku":"A","p":2,"sku":"B","p":1.50}',  # the fast path takes it
+        '{"sku":"A","sku":"B\x7f","p":"\\ud83d\\ude00","p":"x"}',  # a DEL: the exact reader (ijson)
+        '{"\\ud83d\\ude00":1,"\\uD83D\\uDE00":2.5,"sku":"B"}',  # one key, escaped twice
+    ],
+)
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+@pytest.mark.parametrize("exact_values", [False, True])
+def test_the_last_of_duplicate_keys_wins_on_every_path(
+    tmp_path: Path, record: str, fmt: str, exact_values: bool
+) -> None:
+    """As json.loads: the fast paths, the exact readers and the parsed objects the record pipeline keys records by
+    (exact_values) all keep the last value of a repeated key, where the first one stood."""
+    path = tmp_path / f"d.{fmt}"
+    path.write_text(f"[{record},{record}]" if fmt == "json" else f"{record}\n{record}\n", encoding="utf-8")
+    expected = json.loads(record, parse_float=Decimal)
+    for got in read_records(path, SourceSpec(fmt, exact_values=exact_values)):
+        if isinstance(got, Exact):  # the canonical bytes, and the object (a fraction as a marked string)
+            assert got.body == canonical.encode(expected)
+            assert {k: v.strip("\x7f") if isinstance(v, str) else v for k, v in got.value.items()} == {
+                k: str(v) if isinstance(v, Decimal) else v for k, v in expected.items()
+            }
+        else:
+            assert canonical.encode(got) == canonical.encode(expected)
 
 
 # ---- Excel ------------------------------------------------------------------------------------------
