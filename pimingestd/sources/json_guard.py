@@ -33,7 +33,9 @@ _KEEP = b'[]{}"'
 _DELETE = bytes(b for b in range(256) if b not in _KEEP)
 _STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _LONE_HIGH = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
-_LONE_LOW = re.compile(rb"(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_HIGH = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
+_LOW = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")  # (not a lookbehind: that makes re try it at every byte)
+_PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 _LOOKAHEAD = 11  # bytes a lone-surrogate match needs after its start to be judged
 
 
@@ -131,8 +133,12 @@ class JsonGuard:
         # A low one needs only the high escape before it, which the kept bytes hold. One that ended inside them
         # was judged with the buffer before (where that high escape may be out of sight now).
         kept = len(self._tail)
-        for m in _LONE_LOW.finditer(scan):
-            if m.end() > kept:
+        if _LOW.search(_PAIR.sub(b"", scan)) is None:  # in C: no low one outside a pair
+            self._tail = scan[-_LOOKAHEAD:]
+            return
+        for m in _LOW.finditer(scan):
+            at = m.start()
+            if m.end() > kept and not (at >= 6 and _HIGH.fullmatch(scan, at - 6, at)):
                 self._lone(m, start - kept)
         self._tail = scan[-_LOOKAHEAD:]
 
