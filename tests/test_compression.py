@@ -63,7 +63,7 @@ def test_zstd_frames_one_after_another_are_one_file(tmp_path: Path) -> None:
 
 
 def test_the_json_fast_path_can_start_over_in_a_compressed_file(tmp_path: Path) -> None:
-    """It looks at the first window, declines, and seeks back to the start for the exact reader."""
+    """It looks at the first window, declines, and hands the bytes it read to the exact reader."""
     path = tmp_path / "o.json.gz"
     path.write_bytes(gzip.compress(json.dumps({"p": RECORDS[:5]}).encode()))
     assert len(_read(path, json_path="p.item")) == 5

@@ -95,7 +95,9 @@ class _Lines:
         while True:
             block = self._fh.read(_BLOCK)
             if first and block:
-                self._byte_order(block)  # (a BOM is 2 or 3 bytes: a first read is never shorter but at the end)
+                while len(block) < len(codecs.BOM_UTF8) and (more := self._fh.read(_BLOCK)):  # a short read
+                    block += more
+                self._byte_order(block)
                 first = False
             buffered = self._decoder.getstate()[0]
             try:

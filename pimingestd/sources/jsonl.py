@@ -80,6 +80,8 @@ def read(
     lineno = 0  # lines before the block
     block_size = _BLOCK_WITH_VALUES if exact_values else _BLOCK
     carry = f.read(len(_BOM))
+    while 0 < len(carry) < len(_BOM) and (more := f.read(len(_BOM) - len(carry))):  # a stream's short read
+        carry += more
     if carry == _BOM:
         carry = b""
     while True:
