@@ -189,7 +189,7 @@ class _Streams:
                 f"{self._padding} NUL bytes before compressed byte {at}: xz stream padding is a multiple of four"
             )
         if not self._streams and self._padding:
-            raise _Damaged(f"the file starts with {self._padding} NUL bytes, not an {self._codec} stream")
+            raise _Damaged(f"the file starts with {self._padding} NUL bytes: no {self._codec} stream starts there")
         self._streams += 1
         self._padding = 0
         self._start = at
