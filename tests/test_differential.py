@@ -305,6 +305,27 @@ def test_the_last_of_duplicate_keys_wins_on_every_path(
             assert canonical.encode(got) == canonical.encode(expected)
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        '{"a":"\\ud800"}',
+        '{"a":"x\\udc00y","b":1e3}',
+        '{"a":"\\ud83d\\\\\\ude00"}',  # an escaped backslash between the two halves: no pair
+        '{"a":"\\ud800","a":"kept"}',  # json.loads drops it silently with the duplicate
+        '{"\\udbff":1}',
+    ],
+)
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_a_lone_surrogate_is_refused_alike_in_json_and_json_lines(tmp_path: Path, record: str, fmt: str) -> None:
+    """JSON (the guard) refused a lone surrogate escape anywhere; JSON Lines' exact path (json.loads) kept it, and
+    then failed at encoding without naming the line, or dropped it with a duplicate key without a word."""
+    path = tmp_path / f"s.{fmt}"
+    path.write_text(f"[{record}]" if fmt == "json" else f'{{"ok":1}}\n{record}\n', encoding="utf-8")
+    where = r"s\.json: an" if fmt == "json" else r"s\.jsonl: line 2 \(record 1\): invalid JSON: an"
+    with pytest.raises(ParseError, match=rf"{where} unpaired surrogate escape \\u[dD][89a-fA-F]"):
+        [canonical.encode(r) for r in read_records(path, SourceSpec(fmt))]
+
+
 # ---- Excel ------------------------------------------------------------------------------------------
 
 _NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"

@@ -39,6 +39,16 @@ _PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}
 _LOOKAHEAD = 11  # bytes a lone-surrogate match needs after its start to be judged
 
 
+def lone_surrogate(text: bytes) -> str | None:
+    """The first unpaired surrogate escape in a whole JSON text, or None: for a text the standard library parses
+    (JSON Lines' exact path), which keeps lone surrogates where the guard refuses them."""
+    plain = text.replace(b"\\\\", b"//")
+    high = _LONE_HIGH.search(plain)
+    low = _LOW.search(_PAIR.sub(b"", plain))
+    found = high or low
+    return None if found is None else found.group().decode()
+
+
 class JsonGuard:
     def __init__(self, name: str, max_string_bytes: int, offset: int = 0) -> None:
         """``offset``: the file offset of the first byte fed (when a parse starts mid-file)."""
