@@ -1,6 +1,7 @@
 """CSV (.csv, .tsv): the first row is the header, each row an object ``{header: field text}``.
 
-The contract is what Python's ``csv.DictReader`` gives for the same dialect:
+The contract is what Python's ``csv.DictReader`` gives for the same dialect
+over the file opened with ``newline=""`` (lines end at LF, CRLF or a CR alone):
 fields are the text exactly as in the file (RFC 4180 quoting with ``"``,
 newlines inside quoted fields kept), an empty field is ``""``, rows that are
 completely empty are skipped, and (with ``short_rows = "pad"``) a missing
@@ -9,7 +10,8 @@ convert (``decimal``, ``int``, ``bool``, ``date``), an empty field in such a
 column being ``null``.
 
 Refused, naming the line (and the byte or column): a byte sequence that is not
-valid in the encoding, an empty or duplicate header name, a row with more
+valid in the encoding, UTF-16 without a byte order mark (name utf-16-le or
+utf-16-be), a byte order mark contradicting the encoding, an empty or duplicate header name, a row with more
 fields than the header, a row with fewer (unless ``short_rows = "pad"``), a
 value that does not convert to its column's type, a field over the record
 size limit.
