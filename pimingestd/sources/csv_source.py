@@ -11,9 +11,10 @@ column being ``null``.
 
 Refused, naming the line (and the byte or column): a byte sequence that is not
 valid in the encoding, UTF-16 without a byte order mark (name utf-16-le or
-utf-16-be), a byte order mark contradicting the encoding, an empty or duplicate header name, a row with more
-fields than the header, a row with fewer (unless ``short_rows = "pad"``), a
-value that does not convert to its column's type, a field over the record
+utf-16-be), a byte order mark contradicting the encoding, an empty or
+duplicate header name, a row with more fields than the header, a row with
+fewer (unless ``short_rows = "pad"``), a value that does not convert to its
+column's type, a field over the record
 size limit.
 
 Options: ``delimiter`` ("auto": the one of ``,`` ``;`` tab ``|`` that occurs
