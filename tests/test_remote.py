@@ -781,6 +781,34 @@ def test_urls_with_dot_segments_are_refused_whatever_the_prefix() -> None:
             check_allowed(url, ["s3://feeds/in/", "sftp://h/srv/exports/", "https://"], resolve=False)
 
 
+def test_dot_segments_in_the_spellings_servers_resolve_are_refused() -> None:
+    """Servers resolve more than ``..``: Tomcat and Spring drop a path parameter (``..;/`` is ``../``), a
+    server that NFKC-normalises turns fullwidth dots (U+FF0E) into ``..``, old IIS decoded overlong UTF-8
+    (``%c0%ae``), and C code stops at a NUL. Each of these leaves ``/feeds/`` for ``/admin``."""
+    allowed = ["https://cdn.example.com/feeds/", "sftp://h/srv/exports/", "s3://feeds/in/"]
+    for url in (
+        "https://cdn.example.com/feeds/..;/admin/users.jsonl",
+        "https://cdn.example.com/feeds/..;jsessionid=x/admin/users.jsonl",
+        "https://cdn.example.com/feeds/..%3b/admin/users.jsonl",
+        "https://cdn.example.com/feeds/%EF%BC%8E%EF%BC%8E/admin/users.jsonl",
+        "https://cdn.example.com/feeds/\uff0e\uff0e/admin/users.jsonl",
+        "https://cdn.example.com/feeds/%c0%ae%c0%ae/admin/users.jsonl",
+        "https://cdn.example.com/feeds/%e0%80%ae%e0%80%ae/admin/users.jsonl",
+        "https://cdn.example.com/feeds/.%00./admin/users.jsonl",
+        "https://cdn.example.com/feeds/x/..;",
+        "sftp://h/srv/exports/\uff0e\uff0e/private/x",
+    ):
+        with pytest.raises(UrlNotAllowed, match=r"'\.\.' segment"):
+            check_allowed(url, allowed, resolve=False)
+    for url in (  # the controls: names that only look like dots
+        "https://cdn.example.com/feeds/..x/p.jsonl",
+        "https://cdn.example.com/feeds/x;..;/p.jsonl",
+        "https://cdn.example.com/feeds/v1.2/p.jsonl",
+        "s3://feeds/in/.../x",
+    ):
+        check_allowed(url, allowed, resolve=False)
+
+
 # ---- secrets in error texts (issue 27, item 14) --------------------------------------------------------
 
 

@@ -7,8 +7,9 @@ thread, never on the daemon's loop.
 - **Which URLs.** ``check_allowed``: a URL must start with one of ``[remote]
   allowed_urls`` (scheme, host and path compared as parts, so
   ``https://cdn.example.com`` does not allow ``https://cdn.example.com.evil``).
-  A path with a ``.`` or ``..`` segment is refused, percent-encoded too (a
-  server resolves them: ``/feeds/../admin`` is ``/admin``). A host that is, or
+  A path with a ``.`` or ``..`` segment is refused, in any spelling a server
+  resolves (percent-encoded, ``..;``, fullwidth, overlong UTF-8; a server
+  resolves them: ``/feeds/../admin`` is ``/admin``). A host that is, or
   resolves to, an address of this machine (loopback, unspecified, 0.0.0.0/8,
   any of its interfaces' addresses) or a link-local one is allowed only by an
   entry that names that host: a bare ``https://`` entry never reaches
@@ -42,10 +43,11 @@ import ipaddress
 import socket
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import structlog
 
@@ -177,21 +179,44 @@ def _internal(host: str, resolve_names: bool) -> bool:
 # ---- which URLs ---------------------------------------------------------------------------------------
 
 
+# Overlong UTF-8 spellings of ".", "/" and "\\", which old servers (IIS) decoded as those characters.
+_OVERLONG = (
+    (b"\xc0\xae", b"."),
+    (b"\xe0\x80\xae", b"."),
+    (b"\xc0\xaf", b"/"),
+    (b"\xe0\x80\xaf", b"/"),
+    (b"\xc1\x9c", b"\\"),
+)
+
+
 def _segments(path: str) -> list[str]:
-    """The path's segments once every percent-encoding is undone (``%252e`` is ``%2e`` is ``.``), split at
-    ``/`` and ``\\`` (a server may take either, or decode twice)."""
+    """The path's segments once every percent-encoding is undone (``%252e`` is ``%2e`` is ``.``), overlong
+    UTF-8 read as the character it spells, split at ``/`` and ``\\`` (a server may take either, or decode
+    twice)."""
+    raw = path.encode("utf-8", "surrogateescape")
     for _ in range(4):
-        decoded = unquote(path)
-        if decoded == path:
+        decoded = unquote_to_bytes(raw)
+        if decoded == raw:
             break
-        path = decoded
-    return path.replace("\\", "/").split("/")
+        raw = decoded
+    for overlong, plain in _OVERLONG:
+        raw = raw.replace(overlong, plain)
+    return raw.decode("utf-8", "replace").replace("\\", "/").split("/")
+
+
+def _is_dot(segment: str) -> bool:
+    """Whether a server may take ``segment`` as ``.`` or ``..``: after dropping a path parameter (Tomcat and
+    Spring resolve ``..;x`` as ``..``), NUL bytes and white space around it, and in NFKC form (fullwidth
+    dots, U+FF0E, become ``.``)."""
+    segment = unicodedata.normalize("NFKC", segment.split(";", 1)[0]).replace("\x00", "").strip()
+    return segment in (".", "..")
 
 
 def dot_segment(path: str) -> bool:
-    """Whether the path has a ``.`` or ``..`` segment, percent-encoded or not: a server resolves them, so
-    ``/feeds/../admin`` is ``/admin``, outside a ``/feeds/`` prefix."""
-    return any(s in (".", "..") for s in _segments(path))
+    """Whether the path has a ``.`` or ``..`` segment in any spelling a server resolves (percent-encoded,
+    with a path parameter, fullwidth, overlong): a server resolves them, so ``/feeds/../admin`` is ``/admin``,
+    outside a ``/feeds/`` prefix."""
+    return any(_is_dot(s) for s in _segments(path))
 
 
 def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bool = True) -> None:
@@ -209,7 +234,9 @@ def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bo
     if not parts.netloc or not parts.path.strip("/"):
         raise UrlNotAllowed(f"{shown}: names no object (expected {parts.scheme}://host/path)")
     if dot_segment(parts.path):
-        raise UrlNotAllowed(f"{shown}: a path with a '.' or '..' segment (also percent-encoded) is refused")
+        raise UrlNotAllowed(
+            f"{shown}: a path with a '.' or '..' segment (in any spelling a server resolves) is refused"
+        )
     if not allowed:
         raise UrlNotAllowed(f"{shown}: [remote] allowed_urls is empty, so no remote URL is allowed")
     host = (parts.hostname or "").lower()
