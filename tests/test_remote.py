@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yarl
 from openpyxl import Workbook
 
 from pimingestd.errors import UrlNotAllowed
@@ -728,6 +729,34 @@ async def test_a_name_that_resolves_elsewhere_at_connect_time_is_refused(
     code, answer = await d.ingest(url=f"http://feed.rebind.test:{files.port}/p.jsonl")
     assert code == 400 and "resolves to 127.0.0.1" in answer["detail"], answer
     assert files.requests == []
+
+
+async def test_an_allowed_url_stays_allowed_as_aiohttp_spells_each_request(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    """The session checks each request as aiohttp spells it: non-ASCII path characters percent-encoded,
+    ``%7E`` decoded to ``~``, a default port dropped, an IDN host in punycode. An entry and a URL written
+    the other way are the same place, and the read is made (it was refused at the first hop)."""
+    files.files["Exporte/Größen/p.jsonl"] = jsonl(3)
+    files.files["~shop/p.jsonl"] = jsonl(2)
+    base = f"http://127.0.0.1:{files.port}"
+    d = await make_daemon(remote=remote_section([f"{base}/Exporte/Größen/", f"{base}/%7Eshop/"]))
+    for url, n in ((f"{base}/Exporte/Größen/p.jsonl", 3), (f"{base}/%7Eshop/p.jsonl", 2)):
+        code, answer = await d.ingest(url=url)
+        assert code == 202, (url, answer)
+        st = await d.wait(answer["ingestion_id"])
+        assert st["status"] == "completed", (url, st)
+        assert await records(receiver, st["ingestion_id"]) == canonical(n)
+    for entry, url in (  # spellings no test server can take: checked as the session sees them
+        ("https://cdn.example.com:443/feeds/", "https://cdn.example.com/feeds/p.jsonl"),
+        ("https://cdn.example.com/feeds/", "https://cdn.example.com:443/feeds/p.jsonl"),
+        ("https://bücher.example/feeds/", "https://xn--bcher-kva.example/feeds/p.jsonl"),
+        ("https://xn--bcher-kva.example/feeds/", "https://BÜCHER.example/feeds/p.jsonl"),
+    ):
+        check_allowed(url, [entry], resolve=False)
+        check_allowed(str(yarl.URL(url)), [entry], resolve=False)
+    with pytest.raises(UrlNotAllowed):  # the control: another port is another origin
+        check_allowed("https://cdn.example.com:8443/feeds/p.jsonl", ["https://cdn.example.com/feeds/"], resolve=False)
 
 
 async def test_dot_segments_never_leave_the_allowed_prefix_over_http(make_daemon: MakeDaemon, files: HttpFiles) -> None:

@@ -50,6 +50,7 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import structlog
+import yarl
 
 from .. import config, libraries, redaction
 from ..config import RemoteConfig
@@ -240,19 +241,22 @@ def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bo
     if not allowed:
         raise UrlNotAllowed(f"{shown}: [remote] allowed_urls is empty, so no remote URL is allowed")
     host = (parts.hostname or "").lower()
-    # The path is compared as given, undecoded: S3 and SFTP take it literally, and what an HTTP client
-    # normalises (aiohttp resolves dot segments) is checked again at every request (``_guard``).
-    path = parts.path
+    here = _place(url)
+    if here is None:
+        raise UrlNotAllowed(f"{shown}: not a valid URL")
     for prefix in allowed:
         p = urlsplit(prefix)
         if p.scheme != parts.scheme:
             continue
+        entry = _place(prefix)
+        if entry is None:
+            continue
         if p.netloc:
-            if p.netloc.lower() != parts.netloc.lower():
+            if entry[:2] != here[:2]:
                 continue
         elif parts.scheme != "s3" and _internal(host, resolve):
             continue  # a bare scheme never reaches this machine or its link-local neighbours
-        want = p.path
+        want, path = entry[2], here[2]
         if want and not (path == want or path.startswith(want if want.endswith("/") else want + "/")):
             continue
         return
@@ -260,6 +264,31 @@ def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bo
         f"{shown}: not under any of [remote] allowed_urls"
         + (" (loopback and link-local hosts must be listed by name)" if _internal(host, False) else "")
     )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "sftp": 22}
+
+
+def _place(url: str) -> tuple[str, tuple[str, int | None], str] | None:
+    """(scheme, (host, port), path) as the request spells it, to compare a URL with an entry written another
+    way; None for a URL that cannot be spelled so. HTTP: as aiohttp sends it (yarl's form: a default port
+    dropped, an IDN host in punycode, an IPv6 address compressed, the path's percent-encoding normalised),
+    which is also what the session checks at each hop. SFTP and S3 take the path literally: only the host is
+    compared case-insensitively, with SFTP's default port."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        try:
+            u = yarl.URL(url)
+            return parts.scheme, ((u.raw_host or "").lower(), u.port), u.raw_path
+        except (ValueError, UnicodeError):
+            return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme == "s3":
+        return parts.scheme, (parts.netloc, None), parts.path
+    return parts.scheme, ((parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(parts.scheme)), parts.path
 
 
 def named_hosts(
@@ -270,9 +299,20 @@ def named_hosts(
     out = set()
     for prefix in allowed:
         p = urlsplit(prefix)
-        if p.scheme in schemes and p.hostname:
-            out.add((p.hostname.lower(), p.port or {"https": 443, "http": 80, "sftp": 22}.get(p.scheme, 0)))
+        place = _place(prefix) if p.scheme in schemes and p.hostname else None
+        if place is not None:
+            host, port = place[1]
+            out.add((host_key(host), port or 0))
     return frozenset(out)
+
+
+def host_key(host: str) -> str:
+    """A host name as ``named_hosts`` holds it and a resolver is asked for it: punycode, lower case, without
+    a trailing dot (``Bücher.example.`` is ``xn--bcher-kva.example``)."""
+    host = host.strip("[]")
+    with contextlib.suppress(ValueError, UnicodeError):
+        host = yarl.URL.build(scheme="http", host=host).raw_host or host
+    return host.lower().rstrip(".")
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +371,7 @@ def _http_session_factory(origin: str, allowed: tuple[str, ...], headers: dict[s
             self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
         ) -> list[ResolveResult]:
             results = await self._inner.resolve(host, port, family)
-            if (host.lower().rstrip("."), port) not in named:
+            if (host_key(host), port) not in named:
                 for r in results:
                     if internal_address(r["host"]):
                         raise UrlNotAllowed(
@@ -453,7 +493,7 @@ class Remote:
         addresses = addresses_of(host, port)
         if not addresses:
             return host  # does not resolve: the connection fails, saying so
-        if (host.lower().rstrip("."), port) not in named_hosts(self.cfg.allowed_urls, ("sftp",)):
+        if (host_key(host), port) not in named_hosts(self.cfg.allowed_urls, ("sftp",)):
             for a in addresses:
                 if internal_address(a):
                     raise UrlNotAllowed(
