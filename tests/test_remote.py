@@ -1167,6 +1167,33 @@ async def test_an_sftp_host_name_is_checked_and_connected_at_the_address_checked
     assert await records(receiver, st["ingestion_id"]) == canonical(4)
 
 
+async def test_sftp_never_follows_an_ssh_config_file(
+    make_daemon: MakeDaemon,
+    receiver: Receiver,
+    sshd: SshServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncssh reads ``~/.ssh/config`` unless told not to, and obeys its ``ProxyCommand``, ``ProxyJump`` and
+    ``HostName``: the connection would go where that file says, not to the address that was checked. The
+    daemon configures SFTP in [remote.sftp] only; a config file in the daemon user's home changes nothing."""
+    marker = tmp_path / "proxy-command-ran"
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host *\n  ProxyCommand /bin/sh -c 'echo %h:%p > {marker}; exit 1'\n  HostName 192.0.2.1\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    (sshd.root / "c.jsonl").write_bytes(jsonl(3))
+    d = await make_daemon(remote=remote_section([sshd.url("")], sshd=sshd))
+    code, answer = await d.ingest(url=sshd.url("c.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert await records(receiver, st["ingestion_id"]) == canonical(3)
+    assert not marker.exists()
+
+
 async def test_an_sftp_name_that_resolves_elsewhere_at_connect_time_is_refused(
     make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

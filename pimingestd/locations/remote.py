@@ -23,7 +23,8 @@ thread, never on the daemon's loop.
   and the read); ``[remote.http] headers`` go to the URL's own origin only,
   never to a host a redirect names. SFTP: the host name is resolved and
   checked once, and the connection made to that address (known_hosts still
-  matched by name).
+  matched by name); no ssh config file is read (its ProxyCommand or HostName
+  would connect elsewhere).
 - **Identity.** ``stat`` gives the size and a version: the S3 version id or
   ETag, the HTTP ETag or Last-Modified, the SFTP mtime.
 - **Reads.** ``open`` gives a sequential stream of exactly ``size`` bytes that
@@ -462,7 +463,9 @@ class Remote:
 
             c2 = self.cfg.sftp
             port = parts.port or 22
-            kwargs: dict[str, Any] = {"port": port, "skip_instance_cache": True, "timeout": 30}
+            # config=None: no ~/.ssh/config, whose ProxyCommand, ProxyJump or HostName would send the connection
+            # elsewhere than the address checked; SFTP is configured in [remote.sftp] only.
+            kwargs: dict[str, Any] = {"port": port, "skip_instance_cache": True, "timeout": 30, "config": None}
             if c2.username:
                 kwargs["username"] = c2.username
             if c2.key_file is not None:
