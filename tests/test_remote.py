@@ -874,6 +874,37 @@ async def test_a_presigned_urls_signature_never_reaches_errors_the_api_the_page_
         assert credential not in text and signature not in text, text[:2000]
 
 
+async def test_a_configured_header_echoed_by_the_server_never_reaches_errors_the_api_the_page_or_the_log(
+    make_cluster: Any, files: HttpFiles
+) -> None:
+    """A feed server answers the GET with a 500 whose reason phrase echoes the request's X-Api-Key (a debug
+    build, a proxy's error page): aiohttp's exception text quotes the reason. The [remote.http] header values
+    are secrets like the others: masked in the error, the API, the status page and the log."""
+    files.files["p.jsonl"] = jsonl(3)
+    files.fail_get["p.jsonl"] = 500
+    files.fail_reason = lambda request: "bad key " + request.headers.get("X-Api-Key", "none")
+    c = make_cluster(
+        remote={"allowed_urls": [f"http://127.0.0.1:{files.port}/"], "read_attempts": 2, "http": {"headers": KEY}}
+    )
+    await c.start_receiver()
+    await c.start_daemon()
+    code, answer = await c.call("POST", c.durl + "/api/ingest", json={"url": files.url("p.jsonl")})
+    assert code == 202, answer
+    st = await c.settle(answer["ingestion_id"], timeout=60)
+    assert st["status"] == "failed" and "500" in st["error"] and "bad key" in st["error"], st  # still said
+    assert files.requests[-1][2].get("X-Api-Key") == KEY["X-Api-Key"]  # the server had it, and echoed it
+    shown = [json.dumps(st)]
+    for path in ("/api/ingestions?limit=100", f"/api/ingestions/{st['ingestion_id']}", "/"):
+        code, body = await c.call("GET", c.durl + path)
+        assert code == 200, body
+        shown.append(body if isinstance(body, str) else json.dumps(body))
+    c.close()
+    shown.append(c.log.read_text())
+    assert "remote read failed; reconnecting" in shown[-1]
+    for text in shown:
+        assert KEY["X-Api-Key"] not in text, text[:2000]
+
+
 # ---- a remote inbox acts on the version it ingested (issue 27, item 4) --------------------------------
 
 

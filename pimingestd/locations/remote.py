@@ -404,6 +404,8 @@ class Remote:
 
     def __init__(self, cfg: RemoteConfig) -> None:
         self.cfg = cfg
+        # What a server may echo and a library quote in its exception text: masked in every error and log line.
+        self.secrets = redaction.secret_values([*cfg.http.headers.values(), cfg.s3.key or "", cfg.s3.secret or ""])
         self._lock = threading.Lock()
         self._fs: dict[tuple[str, str], Any] = {}
 
@@ -526,7 +528,7 @@ class Remote:
         shown = redact(url)
         if isinstance(exc, FileNotFoundError):
             return RemoteNotFound(f"{shown}: no such object")
-        text = redaction.text(str(exc) or type(exc).__name__)  # a library's text quotes the URL, query and all
+        text = redaction.text(str(exc) or type(exc).__name__, self.secrets)  # a library's text quotes the URL
         kind = type(exc).__name__
         if "HostKeyNotVerifiable" in kind or "host key" in text.lower():
             return RemoteError(f"{shown}: the server's host key is not in [remote.sftp] known_hosts ({text})")
@@ -847,7 +849,7 @@ class HashingStream(io.RawIOBase):
                 url=redact(self._url),
                 at_byte=self._pos,
                 attempt=attempt,
-                error=redaction.text(f"{type(last).__name__}: {last}"),
+                error=redaction.text(f"{type(last).__name__}: {last}", self._remote.secrets),
             )
             time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
             self.reconnects += 1
@@ -859,7 +861,8 @@ class HashingStream(io.RawIOBase):
                 last = exc
         raise RemoteError(
             f"{redact(self._url)}: reading failed at byte {self._pos} of {self._identity.size} after"
-            f" {attempts} attempts; last error: " + redaction.text(f"{type(last).__name__}: {last}")
+            f" {attempts} attempts; last error: "
+            + redaction.text(f"{type(last).__name__}: {last}", self._remote.secrets)
         )
 
     def _close_fh(self) -> None:
