@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yarl
 from openpyxl import Workbook
 
 from pimingestd.errors import UrlNotAllowed
+from pimingestd.http import keys as api
 from pimingestd.locations.remote import check_allowed, redact
 
 from .conftest import MakeDaemon
@@ -408,6 +410,42 @@ async def test_an_s3_prefix_is_watched_and_objects_move_to_done_or_failed(
     client.put_object(Bucket=BUCKET, Key="w/a.jsonl", Body=jsonl(12, 500))
     await _until(lambda: _keys(s3, "w-done/") == {"w-done/a.jsonl"})
     assert (await receiver.stats())["chunks_received"] == received
+
+
+async def test_an_inbox_object_whose_name_a_url_cannot_carry_is_left_and_said(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    """S3 keys and SFTP names are literal, and may hold ``#`` or ``?``, which end a URL's path: the URL made
+    for ``in/Export #2.jsonl`` named ``in/Export `` (another object, read and moved in its place) while the
+    object itself stayed, marked as taken, never delivered and never said. It is left in place, and a warning
+    names it and says to rename it; the other objects are taken as before."""
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key="wq/Export ", Body=jsonl(2, 700))  # what the cut URL names
+    client.put_object(Bucket=BUCKET, Key="wq/Export #2.jsonl", Body=jsonl(3, 800))
+    client.put_object(Bucket=BUCKET, Key="wq/why?.jsonl", Body=jsonl(3, 900))
+    watch = {
+        "url": f"s3://{BUCKET}/wq/",
+        "format": "jsonl",
+        "poll_interval": 0.2,
+        "done_prefix": f"s3://{BUCKET}/wq-done/",
+        "failed_prefix": f"s3://{BUCKET}/wq-failed/",
+    }
+    with structlog.testing.capture_logs() as events:
+        d = await make_daemon(remote={**remote_section([f"s3://{BUCKET}/"], s3=s3), "watch": [watch]})
+        await _until(lambda: _keys(s3, "wq-done/") == {"wq-done/Export "})
+        await _until(lambda: sum("cannot be named by a URL" in e["event"] for e in events) >= 2)
+        for _ in range(3):  # more polls: said once per object, not at every poll
+            await d.app[api.REMOTE_INBOXES].poll(d.config.remote.watch[0])
+    assert _keys(s3, "wq/") == {"wq/Export #2.jsonl", "wq/why?.jsonl"}
+    said = [e for e in events if "cannot be named by a URL" in e["event"]]
+    assert sorted(e["name"] for e in said) == ["Export #2.jsonl", "why?.jsonl"], said
+    code, listing = await d.request("GET", "/api/ingestions")
+    mine = [i for i in listing["ingestions"] if i["source"] == "remote_inbox"]
+    assert [i["file_name"] for i in mine] == ["Export "], mine
+    assert await records(receiver, mine[0]["ingestion_id"]) == canonical(2, 700)
+    for url in (f"s3://{BUCKET}/wq/Export #2.jsonl", f"s3://{BUCKET}/wq/why?.jsonl", f"s3://{BUCKET}/wq/Export ?"):
+        code, answer = await d.ingest(url=url)  # nor through the API: it would read wq/Export
+        assert code == 400 and "cannot be given in a URL" in answer["detail"], (url, answer)
 
 
 async def test_an_sftp_folder_is_watched_and_its_ledger_survives_a_restart(

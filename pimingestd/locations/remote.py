@@ -235,6 +235,11 @@ def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bo
         raise UrlNotAllowed(f"{shown}: credentials in a URL are refused; configure them in [remote.{parts.scheme}]")
     if not parts.netloc or not parts.path.strip("/"):
         raise UrlNotAllowed(f"{shown}: names no object (expected {parts.scheme}://host/path)")
+    if parts.scheme in ("s3", "sftp") and (parts.query or parts.fragment or url.endswith(("?", "#"))):
+        raise UrlNotAllowed(
+            f"{shown}: an S3 key or SFTP path is taken literally, so a '?' or '#' in it cannot be given in a URL"
+            " (it would end the path and name another object)"
+        )
     if dot_segment(parts.path):
         raise UrlNotAllowed(
             f"{shown}: a path with a '.' or '..' segment (in any spelling a server resolves) is refused"
