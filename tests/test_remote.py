@@ -1337,6 +1337,40 @@ def test_an_s3_move_copies_only_the_version_expected(s3: S3Server) -> None:
     assert _keys(s3, "mv") == {"mv-done/p.jsonl"}
 
 
+def test_an_s3_move_never_deletes_a_version_uploaded_after_its_last_check(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without versioning, the copy is checked and then the source deleted: an upload that lands between
+    that check and the delete was deleted unread. The delete is conditional on the ETag ingested (S3's
+    If-Match on DeleteObject), so the new version stays at its key, to be taken; the copy in done/ is the
+    version ingested."""
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.errors import FileChangedError
+    from pimingestd.locations.remote import Remote
+
+    client = s3.client()
+    old, new = jsonl(3), jsonl(4, 50)
+    client.put_object(Bucket=BUCKET, Key="mvr/p.jsonl", Body=old)
+    remote = Remote(RemoteConfig(allowed_urls=(f"s3://{BUCKET}/",), s3=S3Config(**s3.config())))
+    url = f"s3://{BUCKET}/mvr/p.jsonl"
+    ingested = remote.stat(url)
+    check = Remote._check_version
+    checks: list[str] = []
+
+    def check_then_upload(self: Remote, u: str, expected: Any) -> None:
+        check(self, u, expected)
+        checks.append(u)
+        if len(checks) == 2:  # the check after the copy: the exporter's upload lands right after it
+            client.put_object(Bucket=BUCKET, Key="mvr/p.jsonl", Body=new)
+
+    monkeypatch.setattr(Remote, "_check_version", check_then_upload)
+    with pytest.raises(FileChangedError, match="left in place"):
+        remote.move(url, f"s3://{BUCKET}/mvr-done/", ingested)
+    assert len(checks) == 2
+    assert client.get_object(Bucket=BUCKET, Key="mvr/p.jsonl")["Body"].read() == new
+    assert client.get_object(Bucket=BUCKET, Key="mvr-done/p.jsonl")["Body"].read() == old
+
+
 def test_an_s3_move_in_a_versioned_bucket_takes_that_version_only(s3: S3Server) -> None:
     """With versioning, the version ingested is copied and that version deleted: a newer one uploaded meanwhile
     stays the object's current version, where the inbox takes it."""

@@ -702,7 +702,21 @@ class Remote:
         except FileChangedError:
             fs.call_s3("delete_object", Bucket=tbucket, Key=tkey)  # the copy may be of the new version
             raise
-        fs.call_s3("delete_object", Bucket=bucket, Key=key)
+        etag = condition.get("CopySourceIfMatch")
+        if etag is None:  # no ETag to pin the delete to (a store that gives none): checked just above
+            fs.call_s3("delete_object", Bucket=bucket, Key=key)
+            return
+        try:  # an upload that lands after that check must not be deleted unread: If-Match on the delete too
+            fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
+        except Exception as exc:
+            if _precondition_failed(exc):
+                raise FileChangedError(
+                    f"{redact(url)}: another version was uploaded while the one ingested was moved; it is left in"
+                    f" place (the one ingested is at {redact(target)})"
+                ) from None
+            if not _not_implemented(exc):
+                raise
+            fs.call_s3("delete_object", Bucket=bucket, Key=key)  # a store without conditional deletes
 
     def _check_moved_back(self, fs: Any, url: str, target: str, expected: ObjectIdentity) -> None:
         """SFTP: the file renamed into the folder is the expected version, or it goes back (a rename does not
@@ -752,6 +766,23 @@ def _precondition_failed(exc: BaseException) -> bool:
                 return True
         if getattr(current, "status", None) == 412:
             return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _not_implemented(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) says the store does not implement what was asked (a conditional delete,
+    on an S3-compatible store that predates it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NotImplemented", "InvalidArgument") or status == 501:
+                return True
         current = current.__cause__ or current.__context__
     return False
 
