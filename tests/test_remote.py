@@ -1161,6 +1161,44 @@ def test_a_second_read_of_a_local_file_is_checked_against_its_bytes(tmp_path: Pa
     read.close()
 
 
+def test_a_local_workbook_rewritten_in_place_after_its_hash_fails_the_second_read(tmp_path: Path) -> None:
+    """A local workbook is hashed, then parsed from the same descriptor: a rename cannot reach it, but a
+    rewrite in place (same inode) between the hash and the parse, or during it, can. ``verify`` hashes the
+    descriptor again once the records are read, so records from other bytes are never kept; the unchanged
+    workbook verifies."""
+    from pimingestd.core.spool import SecondRead
+    from pimingestd.errors import FileChangedError
+    from pimingestd.sources import SourceSpec
+
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["sku", "qty"])
+    for i in range(20):
+        ws.append([f"S{i}", i])
+    src = tmp_path / "book.xlsx"
+    wb.save(src)
+    data = src.read_bytes()
+
+    def second() -> SecondRead:
+        return SecondRead(str(src), size=len(data), file_id=file_id(data), spec=SourceSpec("excel"), name="book.xlsx")
+
+    read = second()
+    assert len(list(read.records())) == 20
+    read.verify()  # the control: unchanged
+    read.close()
+    read = second()
+    rows = read.records()
+    next(rows)  # hashed (it matched), and being parsed
+    with open(src, "r+b") as f:  # rewritten in place: the same inode, the same size, other bytes
+        f.seek(len(data) - 30)
+        f.write(bytes(b ^ 0xFF for b in data[-30:-20]))
+    list(rows)
+    with pytest.raises(FileChangedError, match="not the one delivered"):
+        read.verify()
+    read.close()
+
+
 async def test_http_reads_are_pinned_to_the_version_seen_at_submit(
     make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
 ) -> None:
