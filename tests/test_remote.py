@@ -698,6 +698,28 @@ async def test_configured_headers_go_to_the_requested_origin_only(
     assert elsewhere.requests[-1][2].get("X-Api-Key") == KEY["X-Api-Key"]
 
 
+async def test_a_redirect_that_echoes_a_configured_header_never_shows_it_in_the_refusal(
+    make_daemon: MakeDaemon, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """The feed server redirects to a host allowed_urls does not name, with the X-Api-Key it was sent in the
+    Location's path (or as a subdomain): the refusal names the URL it refused, and the key in it is masked,
+    in the API's answer (HEAD at submit) and in the ingestion's error (GET), as in any other error text."""
+    secret = KEY["X-Api-Key"]
+    files.redirect["head.jsonl"] = elsewhere.url(f"{secret}/p.jsonl")
+    files.files["get.jsonl"] = jsonl(2)
+    files.redirect_get["get.jsonl"] = f"http://{secret}.localhost:{elsewhere.port}/p.jsonl"
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"], http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("head.jsonl"))
+    assert code == 400 and "not under any of [remote] allowed_urls" in answer["detail"], answer
+    assert secret not in json.dumps(answer), answer
+    code, answer = await d.ingest(url=files.url("get.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "not under any of [remote] allowed_urls" in st["error"], st
+    assert secret not in json.dumps(st), st
+    assert elsewhere.requests == []
+
+
 def _own_non_loopback() -> list[str]:
     import psutil
 

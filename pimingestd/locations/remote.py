@@ -524,10 +524,21 @@ class Remote:
             return parts.path
         return url
 
+    def masked(self, err: PimIngestError) -> PimIngestError:
+        """``err`` with the configured secrets masked in its text: the daemon's own refusal quotes the URL a
+        redirect named, and a server can put what it was sent (a header's value) in that URL."""
+        text = redaction.text(str(err), self.secrets)
+        if text == str(err):
+            return err
+        try:
+            return type(err)(text)
+        except TypeError:  # a class whose constructor takes more than the message
+            return RemoteError(text)
+
     def _failure(self, url: str, exc: BaseException, doing: str) -> PimIngestError:
         own = _cause(exc)
         if own is not None:
-            return own
+            return self.masked(own)
         if not isinstance(exc, FileNotFoundError):
             self._forget(url)
         shown = redact(url)
@@ -562,7 +573,10 @@ class Remote:
         if scheme in {"http", "https"}:
             final = info.get("url")
             if final and final != url:
-                check_allowed(final, self.cfg.allowed_urls)  # a redirect must stay where the operator allowed
+                try:  # a redirect must stay where the operator allowed
+                    check_allowed(final, self.cfg.allowed_urls)
+                except UrlNotAllowed as exc:
+                    raise self.masked(exc) from None
         version = ""
         if info.get("VersionId") and info.get("VersionId") != "null":
             version = f"version:{info['VersionId']}"
@@ -858,8 +872,11 @@ class HashingStream(io.RawIOBase):
                 if data:
                     return bytes(data)
                 last = EOFError(f"the transfer ended at byte {self._pos} of {self._identity.size}")
-            except PimIngestError:
-                raise
+            except PimIngestError as exc:
+                masked = self._remote.masked(exc)  # the session's refusal quotes the URL a redirect named
+                if masked is exc:
+                    raise
+                raise masked from None
             except ValueError as exc:
                 if "range" in str(exc).lower():  # fsspec: the HTTP server ignores Range
                     raise RemoteError(
@@ -870,7 +887,7 @@ class HashingStream(io.RawIOBase):
             except Exception as exc:
                 own = _cause(exc)
                 if own is not None:  # refused by the session's check (a redirect out of allowed_urls, say)
-                    raise own from None
+                    raise self._remote.masked(own) from None
                 if _precondition_failed(exc):  # the pinned version is not the one there now
                     raise FileChangedError(
                         f"{name_of(self._url)}: the remote object changed since it was submitted (the server"
