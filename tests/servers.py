@@ -161,7 +161,8 @@ class HttpFiles:
     """Objects served at /<name> (a name may hold slashes). Faults: ``cut_after`` closes the first GET after
     that many bytes; ``replace_after_first`` swaps an object's bytes once its first GET has begun, and
     ``replace_after_head`` (n, bytes) once its n-th HEAD is answered; ``ranges`` False ignores Range;
-    ``etag`` False sends neither ETag nor Last-Modified; ``redirect`` answers every request for a name with
+    ``etag`` False sends neither ETag nor Last-Modified, and ``weak_etag`` sends that weak ETag for every
+    version (a server that deems them equivalent); ``redirect`` answers every request for a name with
     a 302 to a URL, ``redirect_get`` only a GET without Range, ``redirect_ranged`` only a GET with Range;
     ``fail_get`` answers a GET with that status (and the reason phrase ``fail_reason`` makes of the request:
     a server that echoes what it was sent). A GET with If-Match that is not the object's ETag is
@@ -174,6 +175,7 @@ class HttpFiles:
     replace_after_head: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     ranges: bool = True
     etag: bool = True
+    weak_etag: str | None = None
     redirect: dict[str, str] = field(default_factory=dict)
     redirect_get: dict[str, str] = field(default_factory=dict)
     redirect_ranged: dict[str, str] = field(default_factory=dict)
@@ -190,6 +192,8 @@ class HttpFiles:
     def _tag(self, data: bytes) -> dict[str, str]:
         if not self.etag:
             return {}
+        if self.weak_etag is not None:
+            return {"ETag": self.weak_etag}
         return {"ETag": '"' + hashlib.sha256(data).hexdigest()[:16] + '"'}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

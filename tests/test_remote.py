@@ -348,6 +348,25 @@ async def test_without_a_version_a_cut_is_not_spliced(
     assert st["version"] is None
 
 
+async def test_with_only_a_weak_etag_a_cut_is_not_spliced(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    """A weak ETag (``W/"…"``) says two versions are equivalent, not that their bytes are the same: it cannot
+    pin a read (If-Match never matches it) nor a range (RFC 9110 13.1.5 refuses it in If-Range). The object
+    is replaced by other bytes of the same size under the same weak ETag while the first GET is cut: a ranged
+    read continued it with the new object's second half. The cut now fails the ingestion, as without a
+    version, and nothing is sent."""
+    data = jsonl(200)
+    other = data.replace(b'"SKU-00', b'"SKU-99')  # other products, the same size
+    assert len(other) == len(data) and other != data
+    files.files["p.jsonl"] = data
+    files.replace_after_first["p.jsonl"] = other
+    files.cut_after = len(data) // 2
+    files.weak_etag = 'W/"equivalent"'
+    st = await fails_sending_nothing(make_daemon, receiver, files, "only a weak ETag")
+    assert st["version"] == 'etag:W/"equivalent"', st
+
+
 async def test_a_redirect_must_stay_within_allowed_urls(make_daemon: MakeDaemon, files: HttpFiles) -> None:
     files.files["real.jsonl"] = jsonl(3)
     files.redirect["away.jsonl"] = f"http://localhost:{files.port}/real.jsonl"

@@ -619,6 +619,12 @@ class Remote:
                         f"{redact(url)}: the transfer was cut at byte {offset}, and the server gives no ETag or"
                         " Last-Modified, so a ranged read could splice two versions; the ingestion stops here"
                     )
+                if identity.version.startswith("etag:W/"):  # "equivalent", not the same bytes (RFC 9110 8.8.1)
+                    raise RemoteError(
+                        f"{redact(url)}: the transfer was cut at byte {offset}, and the server gives only a weak ETag"
+                        f" ({identity.version.removeprefix('etag:')}), which two versions with other bytes may share,"
+                        " so a ranged read could splice them; the ingestion stops here"
+                    )
                 f = fs.open(path, "rb", block_size=block, cache_type="readahead", size=identity.size, headers=pin)
                 f.seek(offset)
             return f  # type: ignore[no-any-return]
