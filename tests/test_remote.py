@@ -775,6 +775,19 @@ def test_addresses_that_reach_this_machine_are_internal_in_every_spelling() -> N
     check_allowed("http://[::ffff:127.0.0.1]:8080/p.jsonl", ["http://[::ffff:127.0.0.1]:8080/"], resolve=False)
 
 
+def test_cloud_metadata_services_outside_link_local_need_an_entry_that_names_them() -> None:
+    """The README promises a bare entry never reaches a cloud metadata service. Most answer at 169.254.169.254
+    (link-local), but AWS's IPv6 endpoint is fd00:ec2::254 (unique-local) and Alibaba Cloud's is
+    100.100.100.200 (shared address space): both passed a bare ``http://`` entry, in every spelling."""
+    allowed = ["http://"]
+    for host in ("[fd00:ec2::254]", "[FD00:EC2:0::254]", "[::ffff:100.100.100.200]", "100.100.100.200"):
+        with pytest.raises(UrlNotAllowed, match="must be listed by name"):
+            check_allowed(f"http://{host}/latest/meta-data/iam", allowed, resolve=False)
+    check_allowed("http://100.100.100.201/p.jsonl", allowed, resolve=False)  # its neighbours are ordinary
+    check_allowed("http://[fd00:ec2::253]/p.jsonl", allowed, resolve=False)
+    check_allowed("http://[fd00:ec2::254]/latest/x", ["http://[fd00:ec2::254]/"], resolve=False)  # when named
+
+
 async def test_an_ipv4_mapped_loopback_url_is_refused_and_nothing_is_fetched(
     make_daemon: MakeDaemon, files: HttpFiles
 ) -> None:

@@ -80,6 +80,9 @@ def name_of(url: str) -> str:
 
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # RFC 6052, RFC 8215
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this host on this network": Linux connects it locally
+# Cloud metadata services outside link-local (169.254.169.254 is link-local): AWS's IPv6 endpoint and
+# Alibaba Cloud's. They hand out the machine's credentials, so they are treated as this machine's own.
+_METADATA = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
 _OWN_TTL = 10.0  # seconds the machine's own addresses are cached (an interface may get a new one)
 _own_lock = threading.Lock()
 
@@ -142,12 +145,13 @@ def own_addresses() -> frozenset[Address]:
 def internal_address(address: str | Address) -> bool:
     """Whether connecting to ``address`` reaches this machine or a link-local neighbour (169.254.169.254,
     the cloud's metadata service): loopback, link-local, unspecified, 0.0.0.0/8, one of the machine's own
-    addresses, or an IPv6 address that carries one of those (``::ffff:127.0.0.1``, 6to4, NAT64)."""
+    addresses, a metadata service outside link-local (fd00:ec2::254, 100.100.100.200), or an IPv6 address
+    that carries one of those (``::ffff:127.0.0.1``, 6to4, NAT64)."""
     if isinstance(address, str):
         address = ipaddress.ip_address(address.strip("[]").split("%")[0])
     own = own_addresses()
     for a in _embedded(address):
-        if a.is_loopback or a.is_link_local or a.is_unspecified or a in own:
+        if a.is_loopback or a.is_link_local or a.is_unspecified or a in own or a in _METADATA:
             return True
         if isinstance(a, ipaddress.IPv4Address) and a in _THIS_NETWORK:
             return True
