@@ -34,8 +34,17 @@ final class PimingestdPimcoreExtension extends Extension implements PrependExten
         return 'pimingest';
     }
 
+    /** The migrations' namespace and folder, as `doctrine_migrations.migrations_paths` takes them. */
+    public const MIGRATIONS = ['Pimingestd\\PimcoreBundle\\Migrations' => __DIR__ . '/../Migrations'];
+
     public function prepend(ContainerBuilder $container): void
     {
+        // Pimcore runs bundles' migrations through DoctrineMigrationsBundle, from the paths configured in
+        // `doctrine_migrations.migrations_paths` (Pimcore's docs: Extending Pimcore > Bundle Developers Guide >
+        // Installers); the bundle adds its own where that bundle is installed, as Pimcore's own bundles do.
+        if ($container->hasExtension('doctrine_migrations')) {
+            $container->prependExtensionConfig('doctrine_migrations', ['migrations_paths' => self::MIGRATIONS]);
+        }
         $container->setParameter('env(PIMINGEST_TRANSPORT_DSN)', 'doctrine://default?queue_name=pimingest&redeliver_timeout=300');
         $container->prependExtensionConfig('framework', [
             'messenger' => [
