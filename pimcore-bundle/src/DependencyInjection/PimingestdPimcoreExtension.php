@@ -90,6 +90,9 @@ final class PimingestdPimcoreExtension extends Extension implements PrependExten
         $container->register(SetupCommand::class, SetupCommand::class)
             ->setArguments([new Reference(Ledger::class), [new Reference('messenger.transport.' . $config['transport'], ContainerBuilder::IGNORE_ON_INVALID_REFERENCE)]])
             ->addTag('console.command', ['command' => 'pimingest:setup']);
+        $container->register(TransportGuard::class, TransportGuard::class)
+            ->setArguments([$config['transport'], new Reference('messenger.transport.' . $config['transport'], ContainerBuilder::NULL_ON_INVALID_REFERENCE), $db])
+            ->setPublic(true);
         $container->register(StatusCommand::class, StatusCommand::class)
             ->setArguments([new Reference(Ledger::class)])
             ->addTag('console.command', ['command' => 'pimingest:status']);
