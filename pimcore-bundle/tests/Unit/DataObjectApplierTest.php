@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace Pimingestd\PimcoreBundle\Tests\Unit;
 
+use PHPUnit\Framework\Attributes\DataProvider;
 use PHPUnit\Framework\TestCase;
 use Pimcore\Model\DataObject\Category;
 use Pimcore\Model\DataObject\Concrete;
@@ -103,6 +104,7 @@ final class DataObjectApplierTest extends TestCase
      *
      * @dataProvider refusals
      */
+    #[DataProvider('refusals')]
     public function testARefusedRecordIsListedWithItsFieldAndTheOthersAreApplied(array $record, ?string $field, string $reason): void
     {
         Product::$mandatory = ['name.de'];  // the German name, a localized field
