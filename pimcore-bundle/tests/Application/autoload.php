@@ -34,4 +34,4 @@ spl_autoload_register(static function (string $class): void {
 });
 
 require_once __DIR__ . '/composer.php';
-\Pimingestd\PimcoreBundle\Tests\Application\ComposerMetadata::load($_SERVER['PIMINGEST_APP_VAR'] ?? __DIR__ . '/var');
+\Pimingestd\PimcoreBundle\Tests\Application\ComposerMetadata::load(\is_string($var = $_SERVER['PIMINGEST_APP_VAR'] ?? getenv('PIMINGEST_APP_VAR')) && $var !== '' ? $var : __DIR__ . '/var');
