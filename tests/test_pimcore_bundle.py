@@ -154,6 +154,21 @@ def test_an_absent_platform_is_skipped_and_under_ci_fails(monkeypatch: pytest.Mo
         _platform("trixie")
 
 
+def test_a_platform_runs_its_own_php_and_leaves_no_mount_behind(platform: Platform) -> None:
+    """A command run in a chroot sees the chroot's Debian and PHP, the repository and /tmp at the host's
+    paths, and leaves nothing mounted on the host once it exits."""
+    probe = "echo PHP_VERSION, ' ', file_exists($argv[1]) ? 'repo' : 'no repo';"
+    out = subprocess.run(
+        platform.argv("php", "-r", probe, str(BUNDLE / "composer.json")),
+        capture_output=True, text=True, timeout=60, check=True, start_new_session=True,
+    )  # fmt: skip
+    version, seen = out.stdout.split()
+    expected = {"host": "8.2.", "trixie": "8.4.", "sid": "8.4."}[platform.name]
+    assert version.startswith(expected) and seen == "repo", out.stdout
+    if platform.root is not None:
+        assert str(platform.root) not in Path("/proc/self/mounts").read_text()
+
+
 def test_the_bundles_phpunit_suite_passes_on_sqlite_and_mariadb(
     platform: Platform, mariadb: MariaDb, tmp_path: Path
 ) -> None:
