@@ -647,3 +647,40 @@ async def test_without_a_lease_inotify_close_events_keep_an_open_file(make_clust
     await _write_in_bursts(c, target, first="a")
     await _all_150_delivered(c, cfg)
     assert "neither owns the file nor has CAP_LEASE" in c.log.read_text()
+
+
+async def test_a_copy_following_a_running_ingestion_still_follows_it_after_a_crash(
+    make_cluster: Any, tmp_path: Path
+) -> None:
+    """The same bytes dropped again while the first file is delivered follow its ingestion. The daemon is killed
+    and started again: the ingestion resumes from its own file (still first.jsonl, not the copy), every record
+    is applied once, and both files leave processing/ for done/ (none is left there with no ingestion)."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.2)
+    c = make_cluster(inbox=cfg, chunking={"records": 10})
+    await c.start_receiver()
+    await c.start_daemon()
+    await c.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
+    inbox, processing, done = Path(cfg["dir"]), Path(cfg["processing_dir"]), Path(cfg["done_dir"])
+    for taken, name in enumerate(("first.jsonl", "again.jsonl"), 1):
+        (inbox / ".export.tmp").write_text(_lines(range(60)))
+        os.rename(inbox / ".export.tmp", inbox / name)
+        await wait_for(lambda n=taken: _count(processing, n), what=f"{name} taken")
+
+    async def following() -> bool:
+        return "same bytes already being ingested; will follow it" in c.log.read_text()
+
+    await wait_for(following, what="the copy following the first file's ingestion")
+    [row] = await c.ingestions()
+    assert row["status"] == "running", row
+    await c.kill_daemon()
+    await c.start_daemon()
+    st = await c.settle(row["ingestion_id"])
+    assert st["status"] == "completed" and st["file_name"] == "first.jsonl" and st["records_acked"] == 60, st
+    await c.verify(row["ingestion_id"], [product(i) for i in range(60)])
+
+    async def both_done() -> bool:
+        return files_under(done) != [] and len(files_under(done)) == 2 and files_under(processing) == []
+
+    await wait_for(both_done, what="both files in done/ and processing/ empty")
+    assert sorted(p.name for p in done.glob("*/*.jsonl")) == ["again.jsonl", "first.jsonl"]
+    assert [r["ingestion_id"] for r in await c.ingestions()] == [row["ingestion_id"]]
