@@ -519,32 +519,38 @@ async def test_a_page_whose_name_was_rebound_to_the_daemon_reads_and_starts_noth
         until("the list", lambda: visible(rebinding_browser, "#list"))
 
 
-def drop_many(driver: WebDriver, files: dict[str, bytes]) -> None:
-    """Several real files in one DataTransfer, dropped at once on the page's drop zone."""
+def drop_many(driver: WebDriver, drops: list[dict[str, bytes]]) -> None:
+    """Drops of several real files each (a DataTransfer per drop) on the page's drop zone, one right after
+    the other in one script: a drop comes while the files of the one before are still being uploaded."""
     driver.execute_script(
         """
-        const [files] = arguments;
-        const dt = new DataTransfer();
-        for (const [name, b64] of files) {
-          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-          dt.items.add(new File([bytes], name, {type: "application/octet-stream"}));
-        }
+        const [drops] = arguments;
         const zone = document.querySelector("#dropzone");
-        for (const type of ["dragenter", "dragover", "drop"]) {
-          zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: dt}));
+        for (const files of drops) {
+          const dt = new DataTransfer();
+          for (const [name, b64] of files) {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            dt.items.add(new File([bytes], name, {type: "application/octet-stream"}));
+          }
+          for (const type of ["dragenter", "dragover", "drop"]) {
+            zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: dt}));
+          }
         }
         """,
-        [[name, base64.b64encode(data).decode()] for name, data in files.items()],  # a list keeps the order
+        [
+            [[name, base64.b64encode(data).decode()] for name, data in drop.items()] for drop in drops
+        ],  # lists keep the order
     )
 
 
 async def test_every_file_of_a_drop_is_uploaded_and_followed_also_after_a_reload(
     cluster: Cluster, browser: WebDriver
 ) -> None:
-    """Four files dropped at once: each is uploaded (not only the first), a refused one says so in its own line
-    and the others go on, the same bytes under another name follow the ingestion that has them, and every
-    taken file is followed live on the upload view. The page reloaded in the middle picks them up again and
-    follows them until they end, through a crash and restart of the daemon too."""
+    """Three files dropped at once, and a fourth dropped while they upload: each is uploaded (not only the
+    first), a refused one says so in its own line and the others go on, the same bytes under another name
+    follow the ingestion that has them, and every taken file is followed live on the upload view. The page
+    reloaded in the middle picks them up again and follows them until they end, through a crash and restart
+    of the daemon too."""
     await cluster.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
     one = "".join(json.dumps(product(i)) + "\n" for i in range(60)).encode()
     two = "".join(json.dumps(product(i)) + "\n" for i in range(100, 140)).encode()
@@ -552,7 +558,7 @@ async def test_every_file_of_a_drop_is_uploaded_and_followed_also_after_a_reload
     until("the list", lambda: visible(browser, "#list"))
     browser.find_element(By.LINK_TEXT, "Upload").click()
     until("the upload view", lambda: visible(browser, "#dropzone"))
-    drop_many(browser, {"one.jsonl": one, "refused.parquet": b"PAR1", "two.jsonl": two, "again.jsonl": one})
+    drop_many(browser, [{"one.jsonl": one, "refused.parquet": b"PAR1", "two.jsonl": two}, {"again.jsonl": one}])
 
     async def names() -> set[str]:
         return {r["file_name"] for r in await cluster.ingestions()}

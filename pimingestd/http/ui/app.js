@@ -3,7 +3,7 @@
 "use strict";
 
 const PAGE = 50;
-const STATE = { view: "list", id: null, offset: 0, timer: null, busy: false, following: null, batch: 0 };
+const STATE = { view: "list", id: null, offset: 0, timer: null, busy: false, following: null, queue: [], uploading: false };
 const ENDED = ["completed", "failed", "cancelled"];
 const $ = (sel) => document.querySelector(sel);
 
@@ -265,27 +265,37 @@ async function renderHealth() {
 const FOLLOWED = "pimingestd.following";
 
 function uploadAll(files) {
-  const batch = (STATE.batch = (STATE.batch || 0) + 1); // a new drop replaces what is followed
-  STATE.following = [];
-  keepFollowed();
-  stop();
-  $("#upload-taken").replaceChildren();
-  $("#upload-taken").hidden = true;
-  $("#upload-ingestion").hidden = true;
-  (async () => {
-    for (let i = 0; i < files.length; i++) {
-      if (STATE.batch !== batch) return; // dropped again meanwhile: the rest of this drop is not sent
-      const of = files.length > 1 ? " (" + (i + 1) + " of " + files.length + ")" : "";
-      const body = await upload(files[i], of);
-      if (STATE.batch !== batch) return;
+  if (!STATE.uploading) {
+    // A new drop: the files still running stay followed, the ended ones make room.
+    STATE.following = (STATE.following || []).filter((f) => !f.ended);
+    for (const f of STATE.following) { f.node = null; f.shown = ""; }
+    keepFollowed();
+    $("#upload-taken").replaceChildren();
+    $("#upload-taken").hidden = true;
+    $("#upload-ingestion").hidden = true;
+  }
+  STATE.queue.push(...files); // dropped while others upload: sent after them, none is lost
+  if (!STATE.uploading) drain();
+}
+
+async function drain() {
+  STATE.uploading = true;
+  try {
+    while (STATE.queue.length) {
+      const file = STATE.queue.shift();
+      const more = STATE.queue.length ? " (" + STATE.queue.length + " more after it)" : "";
+      const body = await upload(file, more);
       if (body === null) continue; // refused or failed: said in its line, the next file goes on
-      const f = { id: body.ingestion_id, name: files[i].name, shown: "", ended: false };
+      restoreFollowed();
+      const f = { id: body.ingestion_id, name: file.name, shown: "", ended: false };
       STATE.following.push(f);
       keepFollowed();
       taken(f, body);
       if (STATE.view === "upload" && !STATE.timer) poll(follow);
     }
-  })();
+  } finally {
+    STATE.uploading = false;
+  }
 }
 
 function keepFollowed() {
