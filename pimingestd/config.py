@@ -730,6 +730,12 @@ def _secret(from_file: str, env: Mapping[str, str], credential: str, variable: s
     return from_file
 
 
+def pimcore_secret(env: Mapping[str, str]) -> str:
+    """The PIM-Core secret from the environment alone (the credential, then the variable), by the daemon's
+    precedence: for the reference receiver, which reads no config file."""
+    return _secret("", env, SECRET_CREDENTIAL, SECRET_ENV, "pimcore.secret")
+
+
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file."""
     p = Path(path)
