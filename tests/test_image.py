@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,12 @@ def image() -> Iterator[Image]:
         pytest.skip(why)
     # A session of its own: no signal meant for the build's process group reaches the suite.
     built = subprocess.run(
-        [str(BUILD)], capture_output=True, text=True, stdin=subprocess.DEVNULL, start_new_session=True
+        [str(BUILD)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PYTHON": sys.executable},  # its pip fetches the locked wheels
     )
     assert built.returncode == 0, built.stderr[-6000:]
     fields = dict(kv.split("=", 1) for kv in built.stdout.strip().splitlines()[-1].split())

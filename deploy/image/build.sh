@@ -14,7 +14,8 @@
 # $PIMINGESTD_IMAGE_STORE, /var/cache/pimingestd-image by default. PIMINGESTD_IMAGE_REBUILD=1
 # rebuilds both anyway (the mirror's packages move on while the sources stay the same).
 #
-# Needs root, buildah, mmdebstrap and python3. The last line of its output is machine-readable:
+# Needs root, buildah, mmdebstrap and python3; $PYTHON names a python with pip for the wheelhouse (the test
+# passes its own, as Debian's python3 has no pip). The last line of its output is machine-readable:
 #   image=<name> root=<storage root> runroot=<run root>
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -135,7 +136,7 @@ if [ ! -f "$wheels/.complete" ]; then
   rm -rf "$store/wheels"
   mkdir -p "$wheels"
   # Binary wheels only: a wheel built here would not match the lock's hashes in the image.
-  python3 -m pip download --quiet --require-hashes --only-binary=:all: --no-deps \
+  "${PYTHON:-python3}" -m pip download --quiet --require-hashes --only-binary=:all: --no-deps \
     -r requirements/run.txt -r requirements/build.txt -d "$wheels" \
     2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
   touch "$wheels/.complete"
