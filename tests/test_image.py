@@ -38,6 +38,7 @@ pytestmark = pytest.mark.timeout(1800)  # a cold build makes the base with mmdeb
 BUILD = REPO / "deploy" / "image" / "build.sh"
 VOLUME = "/var/lib/pimingestd"
 SECRET = "s3cr3t-from-a-docker-secret"
+TOKEN = "t0ken-from-a-docker-secret"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,8 @@ class ImageCluster(Cluster):
         self.state_db = self.volume / "ingestion_state.db"
         self.secrets.mkdir()
         (self.secrets / "pimcore-secret").write_text(SECRET + "\n")  # as `secrets:` mounts a file
+        (self.secrets / "api-token").write_text(TOKEN + "\n")
+        self.token = TOKEN  # the harness sends it on /api/* calls
 
     def argv(self, mounts: dict[str, tuple[Path, str]], command: list[str] | None = None) -> list[str]:
         return container(self.image, {**mounts, "/run/secrets": (self.secrets, "ro")}, command)
@@ -188,6 +191,13 @@ class ImageCluster(Cluster):
         mounts = {VOLUME: (self.volume, "rw"), "/etc/pimingestd/config.toml": (self.cfg, "ro")}
         daemon = self.daemon = start(self.argv(mounts), self.log)
         await wait_http(self.durl + "/healthz", ok=lambda s: s == 200, timeout=60, alive=lambda: daemon.poll() is None)
+
+    def client(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A `pimingestd` client command in a container of the image beside the daemon, as `docker compose exec`
+        runs one: the same config and secrets, no URL or token given."""
+        mounts = {"/etc/pimingestd/config.toml": (self.cfg, "ro"), "/run/secrets": (self.secrets, "ro")}
+        argv = container(self.image, mounts, ["pimingestd", *args])
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
     def healthcheck(self) -> int:
         """The image's HEALTHCHECK command, run in the image as the engine runs it; its exit code."""
@@ -246,6 +256,8 @@ async def test_the_image_delivers_a_file_and_drains_on_sigterm_as_pid_1(
     nspid = next(ln for ln in Path(f"/proc/{init.pid}/status").read_text().splitlines() if ln.startswith("NSpid:"))
     assert nspid.split()[-1] == "1", nspid  # PID 1 in its container: SIGTERM reaches it only through a handler
     assert c.healthcheck() == 0
+    code, _ = await c.call("GET", c.durl + "/api/ingestions", headers={})
+    assert code == 401  # the API token came from /run/secrets/api-token
 
     ing = await c.ingest(Path(f"{VOLUME}/data/p.json"))
     while (await c.status(ing))["chunks_acked"] < 3:
@@ -263,3 +275,6 @@ async def test_the_image_delivers_a_file_and_drains_on_sigterm_as_pid_1(
     assert (await c.settle(ing))["status"] == "completed"
     assert await c.applied(ing) == records
     await c.verify(ing, records)
+    status = c.client("status", ing, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["status"] == "completed"
