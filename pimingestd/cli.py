@@ -5,7 +5,7 @@ Exit codes:
   1   failure: the ingestion failed or was cancelled, or the daemon refused the request
   2   bad command line
   3   the daemon could not be reached
-  74  the state database is unusable, or another daemon holds it (`run`)
+  74  the state database is unusable or its folder unwritable, or another daemon holds it (`run`)
   78  configuration error
 """
 
