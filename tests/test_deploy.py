@@ -214,3 +214,9 @@ def test_supervisord_runs_the_worker_program(tmp_path: Path) -> None:
         if daemon.poll() is None:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
+
+
+def test_docker_and_podman_read_the_same_ignore_file() -> None:
+    """The build context's ignore file exists for both engines (.dockerignore for docker, .containerignore for
+    podman and buildah) and says the same, so a build leaves out the same files whichever engine runs it."""
+    assert (REPO / ".dockerignore").read_text() == (REPO / ".containerignore").read_text()
