@@ -90,8 +90,11 @@ def image() -> Iterator[Image]:
     buildah = ("buildah", "--root", fields["root"], "--runroot", fields["runroot"], "--storage-driver", "vfs")
     inspect = subprocess.run([*buildah, "inspect", "--type", "image", fields["image"]], capture_output=True, check=True)
     config = json.loads(inspect.stdout)["Docker"]["config"]
+    listed = subprocess.run([*buildah, "containers", "--format", "{{.ContainerName}}"], capture_output=True, text=True)
+    for old in listed.stdout.split():  # left by runs that were killed (vfs: a full copy of the image each)
+        if old.startswith("pimingestd-test-") and not psutil.pid_exists(int(old.rsplit("-", 1)[1])):
+            subprocess.run([*buildah, "rm", old], capture_output=True)
     name = f"pimingestd-test-{os.getpid()}"
-    subprocess.run([*buildah, "rm", name], capture_output=True)  # left by a run that was killed
     subprocess.run([*buildah, "from", "--pull=never", "--name", name, fields["image"]], capture_output=True, check=True)
     try:
         mounted = subprocess.run([*buildah, "mount", name], capture_output=True, text=True, check=True)

@@ -43,7 +43,12 @@ prune() {
 
 # ---- 1. the base ----------------------------------------------------------------------------
 sources=$(mktemp -d)
-trap 'rm -rf "$sources"' EXIT
+ctr=  # the base's working container while it is made; removed whatever stops the script
+cleanup() {
+  rm -rf "$sources"
+  if [ -n "$ctr" ]; then "${bah[@]}" rm "$ctr" >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
 # The host's Debian entries for the suite, as one deb822 file: apt reads /etc/apt/sources.list and
 # /etc/apt/sources.list.d/*.list and *.sources; anything else there (third-party repositories whose
 # keys the new system would not have, or files switched off by renaming) is left out.
@@ -114,7 +119,6 @@ if [ "${PIMINGESTD_IMAGE_REBUILD:-0}" = 1 ] || ! exists "$base"; then
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     "$suite" "$tarball" "$sources/debian.sources" </dev/null; then
-    "${bah[@]}" rm "$ctr" >/dev/null
     log "mmdebstrap failed"
     exit 1
   fi
@@ -124,6 +128,7 @@ if [ "${PIMINGESTD_IMAGE_REBUILD:-0}" = 1 ] || ! exists "$base"; then
   "${bah[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --env LANG=C.UTF-8 --cmd /bin/bash --label "org.opencontainers.image.description=Debian $suite with $packages" "$ctr"
   "${bah[@]}" commit --quiet --rm "$ctr" "$base" >/dev/null
+  ctr=
   prune localhost/pimingestd-base "$base"
   log "base built in $(($(date +%s) - start)) s"
 fi
