@@ -15,12 +15,16 @@ use Doctrine\DBAL\Types\Types;
  * - pimingest_chunk: one row per chunk taken; `state` is queued (taken, its body kept until applied) or
  *   applied (in the same transaction as the records' effect).
  * - pimingest_record: the `table` applier's output.
+ * - pimingest_mark: the per-record appliers' progress (data_object): one row per record of a chunk not
+ *   applied yet, written right after the record's own Pimcore save, in a short transaction of its own;
+ *   dropped when the chunk is marked applied. Position -1 says the chunk's apply has begun.
  */
 final class Schema
 {
     public const INGESTION = 'pimingest_ingestion';
     public const CHUNK = 'pimingest_chunk';
     public const RECORD = 'pimingest_record';
+    public const MARK = 'pimingest_mark';
 
     public static function define(DbalSchema $schema): void
     {
@@ -55,6 +59,27 @@ final class Schema
         $r->addColumn('position', Types::BIGINT);
         $r->addColumn('data', Types::TEXT, ['length' => 4294967295]);
         $r->setPrimaryKey(['ingestion_id', 'chunk', 'position']);
+
+        self::marks($schema);
+    }
+
+    /**
+     * One record's outcome (applied, refused, or `begun` at position -1), for the chunk with `checksum`: a
+     * chunk released and taken again is the same bytes, and its marks still count.
+     */
+    public static function marks(DbalSchema $schema): void
+    {
+        $m = $schema->createTable(self::MARK);
+        $m->addColumn('ingestion_id', Types::STRING, ['length' => 32]);
+        $m->addColumn('n', Types::INTEGER);
+        $m->addColumn('position', Types::INTEGER);
+        $m->addColumn('checksum', Types::STRING, ['length' => 71]);
+        $m->addColumn('outcome', Types::STRING, ['length' => 16]);
+        $m->addColumn('field', Types::STRING, ['length' => 255, 'notnull' => false]);
+        $m->addColumn('reason', Types::TEXT, ['notnull' => false]);
+        $m->addColumn('content_hash', Types::STRING, ['length' => 64, 'notnull' => false]);
+        $m->addColumn('marked_at', Types::FLOAT);
+        $m->setPrimaryKey(['ingestion_id', 'n', 'position']);
     }
 
     /** Protocol v1.1: the records refused in the chunk's ACK (JSON), and its tombstones taken. */
