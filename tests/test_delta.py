@@ -225,3 +225,34 @@ async def test_repeated_keys_apply_in_file_order_and_the_last_version_is_stored(
     _, body = await d.ingest(path=str(_write(data_dir / "r2.jsonl", [a2, b])), key="sku", delta=True, delta_scope="r")
     st = await d.wait(body["ingestion_id"])
     assert st["status"] == "completed" and st["records_unchanged"] == 2 and st["chunks_acked"] == 0, st
+
+
+async def test_an_integer_key_and_its_text_are_one_key_and_a_file_writes_them_one_way(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Keys are text (docs/protocol.md, "Keys"): a catalogue that wrote SKU 100234 as a number yesterday and as
+    text today updates one product; no tombstone goes out for the number (PIM-Core would delete the product it
+    just updated). Within one file, a digit key written the other way than the file's first is refused into
+    the reject file, naming both records."""
+    d = await make_daemon(chunking={"records": 2})
+    day1 = [{"sku": 100234, "v": 1}, {"sku": "A-1", "v": 1}]
+    _, body = await d.ingest(path=str(_write(data_dir / "k1.jsonl", day1)), **DELTA, deletions="send")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_acked"] == 2, st
+    assert set(versions(d.config.daemon.state_db, "products")) == {'"100234"', '"A-1"'}
+    day2 = [{"sku": "100234", "v": 2}, {"sku": "A-1", "v": 1}, {"sku": 100235, "v": 1}, {"sku": 7, "v": 1}]
+    _, body = await d.ingest(
+        path=str(_write(data_dir / "k2.jsonl", day2)), **DELTA, deletions="send", on_invalid="skip"
+    )
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert (st["deletions"], st["records_deleted"], st["records_unchanged"]) == (0, 0, 1), st
+    sent = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
+    assert sent == [{"sku": "100234", "v": 2}], "the number keys after the text one are refused"
+    catalogue = await receiver.get("/catalogue?key=sku")
+    assert catalogue == {'"100234"': '{"sku":"100234","v":2}', '"A-1"': '{"sku":"A-1","v":1}'}, catalogue
+    code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
+    lines = [json.loads(line) for line in raw.splitlines()] if isinstance(raw, str) else [raw]
+    assert code == 200 and [r["sku"] for r in lines] == [100235, 7], lines
+    assert all(r["_reject"]["field"] == "sku" for r in lines), lines
+    assert "record 0 wrote a digit key as text" in lines[0]["_reject"]["reason"]

@@ -79,6 +79,7 @@ class Pipeline:
         self._full_deletions = rules.deletions != "off" and full_file
         key = rules.key
         self._key_of = (lambda value: keys.extract(value, key)) if key is not None else None
+        self._digit_keys = keys.DigitKeys()  # per pass: each pass reads the file in the same order
 
     def run(self, records: Iterator[Record]) -> Iterator[Item]:
         numbered = enumerate(records)
@@ -96,8 +97,9 @@ class Pipeline:
         rules = self._rules
         kept: list[_Kept] = []
         check = self._validator.check if rules.schema is not None or rules.required else None
-        key_of, loads, dumps = self._key_of, orjson.loads, orjson.dumps
+        key_of, loads, dumps, forms = self._key_of, orjson.loads, orjson.dumps, self._digit_keys
         top = rules.key if rules.key is not None and "." not in rules.key else None
+        key_field = rules.key or ""
         for position, record in batch:
             # The hot loop of a delta pass: the common case (a fast path's canonical bytes, a top-level string
             # key, no schema) is written out inline; anything else takes the general calls.
@@ -116,9 +118,14 @@ class Pipeline:
                 found = value.get(top) if top is not None else None
                 if type(found) is str and found and "\x7f" not in found:  # a DEL: a marked number, not a string
                     key = dumps(found).decode()
+                    if found[-1] in _DIGITS and (form := forms.check(found, position)) is not None:
+                        bad = (form, rules.key)
                 else:
                     try:
-                        key = key_of(loads(body) if type(record) is Exact else value)
+                        plain = loads(body) if type(record) is Exact else value
+                        key = key_of(plain)
+                        if (form := forms.check(keys.lookup(plain, key_field), position)) is not None:
+                            bad = (form, rules.key)
                     except keys.NoKey as exc:
                         bad = (str(exc), rules.key)
             if bad is not None:
@@ -186,6 +193,9 @@ class Pipeline:
                     yield from self._cutter.add(_encode(keys.tombstone(rules.key, key), -1), None, key, None)
         if rules.deletions == "send":
             yield from self._cutter.flush()
+
+
+_DIGITS = frozenset("0123456789")
 
 
 def _encode(record: Any, position: int) -> bytes:

@@ -106,6 +106,26 @@ final class Chunk
     }
 
     /**
+     * A record's key as PIM-Core compares it: text, byte for byte (docs/protocol.md, "Keys"). An integer is
+     * its decimal text, so 100234 and "100234" are one key (the daemon sends them so, and refuses a file that
+     * writes digit keys both ways); null for a key that is missing, empty, or neither text nor an integer.
+     *
+     * @param array<string, mixed> $record
+     */
+    public static function key(array $record, string $field): ?string
+    {
+        $key = $record[$field] ?? null;
+        if (\is_int($key)) {
+            return (string) $key;
+        }
+        if (\is_string($key) && $key !== '') {
+            return $key;
+        }
+
+        return null;
+    }
+
+    /**
      * A record as PHP values (big integers as strings; other numbers as floats: use the text where
      * exactness matters).
      *
