@@ -256,3 +256,21 @@ async def test_an_integer_key_and_its_text_are_one_key_and_a_file_writes_them_on
     assert code == 200 and [r["sku"] for r in lines] == [100235, 7], lines
     assert all(r["_reject"]["field"] == "sku" for r in lines), lines
     assert "record 0 wrote a digit key as text" in lines[0]["_reject"]["reason"]
+
+
+async def test_a_key_repeated_in_a_delta_file_ends_as_its_last_record(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Delta compares a record with the version PIM-Core holds for its key; once an earlier record of the key
+    was sent in this file, PIM-Core no longer holds that version, so the later records of the key are sent
+    too, even one equal to the stored version: the key ends as its last record in file order."""
+    a1, a2, a3, b = {"sku": "A", "v": 1}, {"sku": "A", "v": 2}, {"sku": "A", "v": 3}, {"sku": "B", "v": 1}
+    d = await make_daemon(chunking={"records": 2})
+    _, body = await d.ingest(path=str(_write(data_dir / "r1.jsonl", [a1, a2, b])), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    _, body = await d.ingest(path=str(_write(data_dir / "r2.jsonl", [a3, b, a2])), **DELTA)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_unchanged"] == 1, st
+    assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [a3, a2]
+    assert json.loads((await receiver.get("/catalogue?key=sku"))['"A"']) == a2
+    assert versions(d.config.daemon.state_db, "products")['"A"'] == hashlib.sha256(canonical.encode(a2)).digest()[:16]

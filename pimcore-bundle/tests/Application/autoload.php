@@ -30,3 +30,7 @@ spl_autoload_register(static function (string $class): void {
         }
     }
 });
+
+if (Pimingestd\PimcoreBundle\Tests\Application\src\PimcoreStandIns::enabled()) {
+    Pimingestd\PimcoreBundle\Tests\Application\src\PimcoreStandIns::autoload();
+}
