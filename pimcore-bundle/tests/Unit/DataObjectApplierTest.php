@@ -16,9 +16,11 @@ use Pimingestd\PimcoreBundle\Apply\ApplierRegistry;
 use Pimingestd\PimcoreBundle\Apply\Chunk;
 use Pimingestd\PimcoreBundle\Apply\DataObjectApplier;
 use Pimingestd\PimcoreBundle\Apply\TableApplier;
+use Pimingestd\PimcoreBundle\Messenger\CheckAppliersOnStart;
 use Pimingestd\PimcoreBundle\Tests\Stubs\StandIn;
 use Pimingestd\PimcoreBundle\Tests\Unit\Stubs\StandInTestCase;
 use Symfony\Component\DependencyInjection\ServiceLocator;
+use Symfony\Component\Messenger\Event\WorkerStartedEvent;
 
 /**
  * The data_object applier against the Pimcore stand-ins on MariaDB (tests/Stubs/: Pimcore's save
@@ -225,11 +227,12 @@ final class DataObjectApplierTest extends StandInTestCase
      */
     public function testKeysThatGetValidKeyMakeOneAreRefusedSayingWhy(): void
     {
-        $chunk = self::chunk([['sku' => 'A/1'], ['sku' => 'A-1'], ['sku' => "B\u{1F600}"], ['sku' => 'B-'], ['sku' => 'C<1>']]);
+        $chunk = self::chunk([['sku' => 'A/1'], ['sku' => 'A-1'], ['sku' => "B\u{1F600}"], ['sku' => 'B-'], ['sku' => 'C<1>'], ['sku' => "\u{200B}"]]);
         $this->applier()->apply($chunk);
         $refused = $chunk->refused();
-        self::assertSame([1, 3], array_column($refused, 'index'));
-        self::assertSame(['sku', 'sku'], array_column($refused, 'field'));
+        self::assertSame([1, 3, 5], array_column($refused, 'index'));
+        self::assertSame(['sku', 'sku', 'sku'], array_column($refused, 'field'));
+        self::assertStringContainsString("gives no object key (Pimcore's getValidKey leaves nothing of it)", $refused[2]['reason']);
         self::assertStringContainsString('the object key "A-1" (from sku "A-1") is taken in /Products/Import', $refused[0]['reason']);
         self::assertStringContainsString('getValidKey', $refused[0]['reason']);
         self::assertSame(3, $this->products());
@@ -359,6 +362,21 @@ final class DataObjectApplierTest extends StandInTestCase
             'a relation by a misspelt key' => [$base + ['fields' => ['category' => ['type' => 'relation', 'class' => 'Category', 'key' => 'kode']]], 'fields.category.key: Category has no field kode'],
             'an unknown deletions option' => [$base + ['deletions' => 'purge'], 'option deletions: purge'],
         ];
+    }
+
+    /** The worker's start runs the check: a misconfigured applier stops it before it takes a message. */
+    public function testTheWorkersStartChecksTheAppliers(): void
+    {
+        $registry = new ApplierRegistry(
+            [['match' => 'products*', 'applier' => 'data_object', 'options' => ['class' => 'Product', 'key' => 'sku', 'folder' => '/P', 'fields' => ['pirce' => ['type' => 'number']]]]],
+            'table',
+            new ServiceLocator([]),
+            new TableApplier($this->db),
+            Factory::instance(),
+        );
+        self::assertSame([WorkerStartedEvent::class => 'check'], CheckAppliersOnStart::getSubscribedEvents());
+        $this->expectExceptionMessage('pimingest.appliers[0] (products*): fields.pirce: Product has no field pirce (no setPirce())');
+        (new CheckAppliersOnStart($registry))->check();
     }
 
     /**

@@ -150,4 +150,31 @@ final class DataObjectChunkTest extends StandInTestCase
         self::assertArrayNotHasKey(DataObjectEvents::POST_ADD, $this->events, 'B was not saved again');
         self::assertSame('ack', $this->callbacks[0]['status'] ?? null);
     }
+
+    /**
+     * Issue 26, item 7: every Pimcore save clears a cache tag, a `cache_items` row on the shared connection.
+     * No transaction is held across the chunk, so between two records an admin's save (another connection)
+     * takes that row at once; before, the chunk's transaction held it until the whole chunk committed.
+     */
+    public function testAnAdminSaveIsNotHeldUpByAChunkBeingApplied(): void
+    {
+        $this->product('P', 'P');
+        $this->take([['sku' => 'A', 'stock' => 1], ['sku' => 'B', 'stock' => 2]]);
+        $admin = $this->other();
+        $admin->executeStatement('SET SESSION innodb_lock_wait_timeout = 1');
+        $tag = "pimcore\0tags\0object_properties";
+        $took = [];
+        $between = function ($event) use ($admin, $tag, &$took): void {
+            if ($event->getObject() instanceof Product && $event->getObject()->getSku() === 'A') {
+                // The admin's save, while the worker is between record 0 and record 1 of the chunk.
+                $took[] = $admin->executeStatement('UPDATE cache_items SET item_time = item_time + 1 WHERE item_id = ?', [$tag]);
+                $took[] = $admin->executeStatement("UPDATE object_store_prod s JOIN objects o ON o.id = s.oo_id SET s.ean = 'ADMIN' WHERE o.`key` = 'P'");
+            }
+        };
+        \Pimcore::getEventDispatcher()->addListener(DataObjectEvents::POST_ADD, $between);
+        $this->handler()(new ApplyChunk(self::ING, 1));
+        self::assertSame([1, 1], $took, 'the admin saved without waiting');
+        self::assertSame(['A' => [null, 1], 'B' => [null, 2], 'P' => ['ADMIN', null]], $this->products());
+        self::assertSame('ack', $this->callbacks[0]['status'] ?? null);
+    }
 }
