@@ -43,13 +43,42 @@ final class StandIn
     {
         $params = (new \Doctrine\DBAL\Tools\DsnParser(['mysql' => 'pdo_mysql', 'mariadb' => 'pdo_mysql']))->parse($url);
         $params['charset'] ??= 'utf8mb4';
-        $params['driverOptions'] = [\PDO::MYSQL_ATTR_INIT_COMMAND => "SET sql_mode = ''"];
+        // PHP 8.4 names the attribute Pdo\Mysql::ATTR_INIT_COMMAND (PDO::MYSQL_* is deprecated from 8.5).
+        $init = class_exists(\Pdo\Mysql::class) ? \Pdo\Mysql::ATTR_INIT_COMMAND : \PDO::MYSQL_ATTR_INIT_COMMAND;
+        $params['driverOptions'] = [$init => "SET sql_mode = ''"];
 
         return \Doctrine\DBAL\DriverManager::getConnection($params);
     }
 
-    /** `$db` becomes Pimcore's default connection (its sql_mode set as Pimcore sets it, see connect()). */
-    public static function boot(Connection $db, string $projectDir, string $collation = self::PIMCORE_11): void
+    /**
+     * The collation of the Pimcore this platform's DBAL belongs to: Pimcore 11 requires DBAL 3, Pimcore 12 and
+     * 2026 require DBAL 4 (bookworm runs the first, trixie and sid the second).
+     */
+    public static function pimcoreCollation(): string
+    {
+        return self::dbalMajor() === 3 ? self::PIMCORE_11 : self::PIMCORE_12;
+    }
+
+    /**
+     * For a test: attach() and install(), and every object but the root removed, with the versions and the
+     * cache rows: each test starts from an empty Pimcore.
+     */
+    public static function boot(Connection $db, string $projectDir, ?string $collation = null): void
+    {
+        self::attach($db, $projectDir);
+        if (!self::install($db, $collation)) {
+            $db->executeStatement('DELETE FROM objects WHERE id > 1');  // the class's rows go by their foreign keys
+            $db->executeStatement('DELETE FROM versions');
+            $db->executeStatement('DELETE FROM cache_items');
+        }
+    }
+
+    /**
+     * `$db` becomes Pimcore's default connection (its sql_mode set as Pimcore sets it, see connect()), with
+     * a fresh event dispatcher, RuntimeCache and log, versioning on and no class overrides; the tables are
+     * left as they are (a long-running process, such as the test application's worker, attaches once).
+     */
+    public static function attach(Connection $db, string $projectDir): void
     {
         if (!$db->getDatabasePlatform() instanceof \Doctrine\DBAL\Platforms\AbstractMySQLPlatform) {
             throw new \LogicException('the Pimcore stand-ins run on MariaDB (Pimcore does)');
@@ -66,7 +95,6 @@ final class StandIn
         AbstractObject::setHideUnpublished(false);
         Factory::configure([]);
         Localizedfield::$defaultLanguage = 'en';
-        self::install($db, $collation);
     }
 
     public static function shutdown(): void
@@ -76,9 +104,22 @@ final class StandIn
         RuntimeCache::clear();
     }
 
-    private static function install(Connection $db, string $collation): void
+    /**
+     * Pimcore's tables, created unless they are there already as the class definitions and `$collation`
+     * (by default the platform's) make them, which leaves them and their rows alone. True if it created them.
+     */
+    public static function install(Connection $db, ?string $collation = null): bool
     {
+        $collation ??= self::pimcoreCollation();
         $classes = array_map(static fn (string $name): ClassDefinition => ClassDefinition::getByName($name) ?? throw new \LogicException($name), ClassDefinition::files());
+        // Creating the tables costs more than the rest of a test: they are created again only when this
+        // definition of them or this collation differs from the one they were made with.
+        $fingerprint = hash('sha256', $collation . serialize(array_map(static fn (ClassDefinition $c): array => [$c->getId(), array_map(static fn ($fd): array => [$fd->getName(), $fd->getColumns(), $fd->getUnique(), $fd instanceof Localizedfields ? array_map(static fn ($f): array => $f->getColumns(), $fd->getFieldDefinitions()) : null], $c->getFieldDefinitions())], $classes)) . filemtime(__FILE__));
+        $db->executeStatement('CREATE TABLE IF NOT EXISTS stub_schema (fingerprint char(64) NOT NULL)');
+        if ($db->fetchOne('SELECT fingerprint FROM stub_schema') === $fingerprint) {
+            return false;
+        }
+        $db->executeStatement('DELETE FROM stub_schema');
         foreach ($classes as $class) {
             $db->executeStatement("DROP VIEW IF EXISTS `object_{$class->getId()}`");
             $db->executeStatement("DROP TABLE IF EXISTS `object_localized_data_{$class->getId()}`, `object_store_{$class->getId()}`");
@@ -144,6 +185,9 @@ final class StandIn
                 } else {
                     foreach ($fd->getColumns() as $name => $type) {
                         $columns[] = "`{$name}` {$type} DEFAULT NULL";
+                        if ($fd->getUnique()) {
+                            $columns[] = "UNIQUE KEY `u_index_{$name}` (`{$name}`)";
+                        }
                     }
                 }
             }
@@ -151,6 +195,9 @@ final class StandIn
                 . ", PRIMARY KEY (`oo_id`), FOREIGN KEY (`oo_id`) REFERENCES objects (`id`) ON DELETE CASCADE) {$charset}");
             $db->executeStatement("CREATE VIEW `object_{$id}` AS SELECT s.*, o.* FROM `object_store_{$id}` s JOIN objects o ON o.id = s.oo_id");
         }
+        $db->executeStatement('INSERT INTO stub_schema VALUES (?)', [$fingerprint]);
+
+        return true;
     }
 
     /** The DBAL major version this suite runs on: 3 (bookworm) or 4 (trixie, sid). */

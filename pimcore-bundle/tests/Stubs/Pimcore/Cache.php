@@ -8,7 +8,7 @@ namespace Pimcore;
  * Stand-in for Pimcore\Cache (lib/Cache.php at v11.4.1; tests only), reduced to what a save does to the
  * database. Pimcore's default pool is Symfony's DoctrineDbalAdapter on the default connection
  * (bundles/CoreBundle/config/cache.yaml:19) behind a TagAwareAdapter. Every object save and delete
- * clears the tags object_<id>, object_properties and output (AbstractObject.php:718-731), and
+ * clears the tags object_<id>, object_properties and output (AbstractObject.php:708-731), and
  * CoreCacheHandler::clearTags() first takes its write lock, then writes each tag's new version: upserts
  * of rows in `cache_items` on Db::get(). Inside a transaction someone else opened, those row locks are
  * held until that transaction ends, so every other save waits on the `object_properties` row.

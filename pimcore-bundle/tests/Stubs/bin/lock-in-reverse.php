@@ -46,6 +46,7 @@ for ($polls = 0; ; ++$polls) {
 try {
     $db->executeQuery($plan['second'])->fetchAllAssociative();
     $db->commit();
+    $db->executeStatement('DELETE FROM stub_ballast');
     echo "committed\n";
 } catch (DeadlockException $e) {
     $db->close();

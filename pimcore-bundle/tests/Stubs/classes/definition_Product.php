@@ -12,6 +12,7 @@ use Pimcore\Model\DataObject\ClassDefinition\Data;
 return ClassDefinition::make('prod', 'Product', [
     Data\Input::named('sku'),
     Data\Input::sized('ean', 13),
+    Data\Input::unique('gtin', 14),
     Data\Localizedfields::of([Data\Input::named('name'), Data\Input::sized('description', 255)]),
     Data\Numeric::named('price'),
     Data\Numeric::decimal('weight', 10, 3),

@@ -136,6 +136,10 @@ final class SaveTransactionTest extends StandInTestCase
         if (StandIn::dbalMajor() === 3) {
             self::assertInstanceOf(ConnectionException::class, $thrown, 'DBAL 3: the retry\'s commit meets the rollback-only mark');
             self::assertStringContainsString('marked for rollback only', $thrown->getMessage());
+            self::assertSame(1, $this->db->getTransactionNestingLevel());
+        } else {
+            self::assertNotNull($thrown, 'DBAL 4: the savepoints the deadlock erased cannot be released or rolled back to');
+            self::assertGreaterThan(1, $this->db->getTransactionNestingLevel(), 'DBAL 4: a failed rollback to a savepoint leaves the nesting level up');
         }
         $watcher = $this->other();
         self::assertSame('MINE', $watcher->fetchOne("SELECT ean FROM object_store_prod WHERE oo_id = {$id}"), 'committed while the caller still thinks its transaction is open');
@@ -170,6 +174,28 @@ final class SaveTransactionTest extends StandInTestCase
         self::assertSame(0, $this->db->getTransactionNestingLevel());
         self::assertSame('OLD', $this->db->fetchOne('SELECT ean FROM object_store_prod WHERE oo_id = ?', [$p->getId()]));
         self::assertSame([DataObjectEvents::PRE_UPDATE => 1, DataObjectEvents::PRE_UPDATE_VALIDATION_EXCEPTION => 5, DataObjectEvents::POST_UPDATE_FAILURE => 1], $this->events);
+    }
+
+    /**
+     * A field marked unique (Pimcore: a unique index on its column): a second object with the same value,
+     * in the table's case-insensitive collation, is refused as ValidationException('unique constraint
+     * violation') (AbstractObject.php:553-555), after its `objects` row was inserted and rolled back.
+     */
+    public function testAUniqueFieldsDuplicateIsAValidationExceptionInTheCollationsSense(): void
+    {
+        $a = $this->product('A');
+        $a->setGtin('ABC-1');
+        $a->save();
+        $b = $this->product('B');
+        $b->setGtin('abc-1');
+        try {
+            $b->save();
+            self::fail('the second abc-1 is refused');
+        } catch (ValidationException $e) {
+            self::assertSame('unique constraint violation', $e->getMessage());
+        }
+        self::assertNull($this->db->fetchOne('SELECT gtin FROM object_store_prod WHERE oo_id = ?', [$b->getId()]));
+        self::assertSame(0, $this->db->getTransactionNestingLevel());
     }
 
     /**

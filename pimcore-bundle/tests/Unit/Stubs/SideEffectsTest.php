@@ -13,7 +13,7 @@ use Pimcore\Model\Version;
 /**
  * What a save does besides its rows (issue 26, items 7 and 8): events per save, a version file written
  * under var/versions before the commit (Concrete.php:219, Version.php:126-187), and the cache tags
- * cleared on the shared connection (AbstractObject.php:718-731), whose row locks a caller's open
+ * cleared on the shared connection (AbstractObject.php:708-731), whose row locks a caller's open
  * transaction holds.
  */
 final class SideEffectsTest extends StandInTestCase

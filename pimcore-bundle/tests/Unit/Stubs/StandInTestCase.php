@@ -28,7 +28,7 @@ abstract class StandInTestCase extends TestCase
 
     protected function setUp(): void
     {
-        $this->boot(StandIn::PIMCORE_11);
+        $this->boot(StandIn::pimcoreCollation());
     }
 
     protected function boot(string $collation): void

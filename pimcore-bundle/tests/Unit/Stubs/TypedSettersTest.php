@@ -38,7 +38,7 @@ final class TypedSettersTest extends StandInTestCase
                 ++$checked;
             }
         }
-        self::assertSame(15, $checked);
+        self::assertSame(16, $checked);
     }
 
     public function testTheClassDefinitionNamesEachFieldsTypeAndLimits(): void
@@ -46,7 +46,7 @@ final class TypedSettersTest extends StandInTestCase
         $class = ClassDefinition::getByName('Product');
         self::assertNotNull($class);
         $types = array_map(static fn (Data $fd): string => $fd->getFieldType(), $class->getFieldDefinitions());
-        self::assertSame(['sku' => 'input', 'ean' => 'input', 'localizedfields' => 'localizedfields', 'price' => 'numeric', 'weight' => 'numeric',
+        self::assertSame(['sku' => 'input', 'ean' => 'input', 'gtin' => 'input', 'localizedfields' => 'localizedfields', 'price' => 'numeric', 'weight' => 'numeric',
             'stock' => 'numeric', 'active' => 'checkbox', 'released' => 'date', 'color' => 'select', 'sizes' => 'multiselect',
             'category' => 'manyToOneRelation', 'related' => 'manyToManyObjectRelation'], $types);
         self::assertSame('?float', $class->getFieldDefinition('price')?->getParameterTypeDeclaration());

@@ -86,7 +86,7 @@ abstract class Concrete extends \Pimcore\Model\DataObject
         return $this->localizedfields ??= new Localizedfield();
     }
 
-    /** Pimcore's static getters, Product::getBySku($value, $limit, ...) (Concrete::__callStatic(), Concrete.php:560-665) */
+    /** Pimcore's static getters, Product::getBySku($value, $limit, ...) (Concrete::__callStatic(), Concrete.php:540-650) */
     public static function __callStatic(string $method, array $arguments): mixed
     {
         if (!str_starts_with($method, 'getBy')) {

@@ -18,6 +18,7 @@ class Product extends Concrete
     protected $className = 'Product';
     protected $sku;
     protected $ean;
+    protected $gtin;
     protected $price;
     protected $weight;
     protected $stock;
@@ -48,6 +49,18 @@ class Product extends Concrete
     public function setEan(?string $ean): static
     {
         $this->ean = $ean;
+
+        return $this;
+    }
+
+    public function getGtin(): ?string
+    {
+        return $this->gtin;
+    }
+
+    public function setGtin(?string $gtin): static
+    {
+        $this->gtin = $gtin;
 
         return $this;
     }

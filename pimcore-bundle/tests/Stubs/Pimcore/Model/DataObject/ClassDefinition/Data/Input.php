@@ -26,6 +26,15 @@ class Input extends Data implements TypeDeclarationSupportInterface
         return $fd;
     }
 
+    /** A field marked unique: Pimcore adds a unique index on its column (compared in the table's collation). */
+    public static function unique(string $name, int $columnLength): self
+    {
+        $fd = self::sized($name, $columnLength);
+        $fd->unique = true;
+
+        return $fd;
+    }
+
     public function getFieldType(): string
     {
         return 'input';

@@ -12,7 +12,7 @@ use Pimcore\Model\Element\ValidationException;
  * Stand-in for ClassDefinition\Data\Localizedfields (Localizedfields.php at v11.4.1; tests only): the
  * container of the localized fields, stored one row per language in `object_localized_data_<classId>`.
  *
- * checkValidity() (Localizedfields.php:646-712) checks its fields for every required language ONLY when
+ * checkValidity() (Localizedfields.php:646-719) checks its fields for every required language ONLY when
  * the mandatory check is not omitted, that is only for published objects: an unpublished object may
  * carry a localized Input longer than its column. Each refusal gets the context `localizedfields-<lang>`,
  * and they are joined into one ValidationException whose message reads, for example,
