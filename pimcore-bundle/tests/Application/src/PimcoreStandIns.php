@@ -5,11 +5,8 @@ declare(strict_types=1);
 namespace Pimingestd\PimcoreBundle\Tests\Application\src;
 
 use Doctrine\DBAL\Connection;
-use Pimcore\Model\DataObject\AbstractObject;
-use Pimcore\Model\DataObject\Localizedfield;
 use Pimcore\Model\Factory;
 use Pimingestd\PimcoreBundle\Tests\Stubs\StandIn;
-use Symfony\Component\DependencyInjection\Container;
 use Symfony\Component\DependencyInjection\Loader\Configurator\ServicesConfigurator;
 
 /**
@@ -65,13 +62,7 @@ final class PimcoreStandIns
     /** Each kernel boot: the app's connection becomes Pimcore's, as Pimcore's kernel makes its own. */
     public static function boot(Connection $db, string $varDir): void
     {
-        $db->executeStatement("SET SESSION sql_mode = ''");  // as Pimcore sets it on every connect
-        $container = new Container();
-        $container->set('doctrine.dbal.default_connection', $db);
-        $container->setParameter('kernel.project_dir', $varDir);
-        \Pimcore::setContainer($container);
-        AbstractObject::setHideUnpublished(false);
-        Localizedfield::$defaultLanguage = 'en';
+        StandIn::attach($db, $varDir);
     }
 
     /** Pimcore's tables, as an install makes them (drops what a run before left). */
