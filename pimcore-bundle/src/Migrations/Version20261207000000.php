@@ -12,7 +12,7 @@ use Pimingestd\PimcoreBundle\Ledger\Schema as LedgerSchema;
  * The data_object applier records its progress per record (README.md, "Exactly once"): the marks table.
  * `pimingest:setup` creates the same table.
  */
-final class Version20261206000000 extends AbstractMigration
+final class Version20261207000000 extends AbstractMigration
 {
     public function getDescription(): string
     {
