@@ -20,6 +20,11 @@ final class ConnectionFactory
             $params['charset'] ??= 'utf8mb4';  // as Pimcore configures its connection; the server default may be latin1
         }
         $db = DriverManager::getConnection($params);
+        if (($params['driver'] ?? '') === 'pdo_mysql') {
+            // As a Pimcore project maps them (doctrine.dbal mapping_types): Pimcore's own tables (`objects`) hold
+            // enum columns, which schema introspection (the migrations, setup) must read.
+            $db->getDatabasePlatform()->registerDoctrineTypeMapping('enum', 'string');
+        }
         if (($params['driver'] ?? '') === 'pdo_sqlite') {
             $db->executeStatement('PRAGMA journal_mode = WAL');
             $db->executeStatement('PRAGMA busy_timeout = 10000');
