@@ -12,34 +12,39 @@ import json
 import random
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import test_pimcore_bundle as bundle
 from .helpers import report
-from .servers import MariaDb, start_mariadb
-from .test_pimcore_bundle import APP, PHP, PhpApp, daemon_for
-from .test_pimcore_bundle import pytestmark as bundle_needs  # skipped where php or mariadbd is absent
+from .servers import MariaDb
+from .test_pimcore_bundle import APP, PhpApp, Platform, daemon_for
 
-pytestmark = [bundle_needs, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
+
+# The bundle suite's fixtures: each platform (host, trixie, sid; an absent one skipped, saying why), its
+# MariaDB, and the check after each test that no PHP process is left behind.
+platform = bundle.platform
+mariadb = bundle.mariadb
+_no_process_left_behind = bundle._no_process_left_behind
 
 KEYS = 300
 RECORDS = 1200
 
 
-@pytest.fixture(scope="module")
-def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDb]:
-    server = start_mariadb(tmp_path_factory.mktemp("mariadb"))
-    yield server
-    server.stop()
-
-
 def contend(app: PhpApp, log: Path) -> subprocess.Popen[bytes]:
-    """bin/contend: a second connection locking the product rows in the reverse order of a save, until killed."""
+    """bin/contend: a second connection locking the product rows in the reverse order of a save, until killed
+    (its own process group, like every PHP process of the app)."""
     with open(log, "wb") as out:
-        return subprocess.Popen([str(PHP), str(APP / "bin" / "contend")], env=app.env, stdout=out, stderr=out)
+        return subprocess.Popen(
+            app.platform.argv("php", str(APP / "bin" / "contend")),
+            env=app.env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
 
 
 def catalogue(path: Path) -> tuple[dict[str, tuple[int, str, float]], dict[int, str]]:
@@ -67,8 +72,8 @@ def catalogue(path: Path) -> tuple[dict[str, tuple[int, str, float]], dict[int, 
     return final, refused
 
 
-def products(mariadb: MariaDb, db: str) -> dict[str, tuple[int, str, float, bool]]:
-    rows = mariadb.sql(
+def products(server: MariaDb, db: str) -> dict[str, tuple[int, str, float, bool]]:
+    rows = server.sql(
         "SELECT s.sku, s.stock, l.name, s.price, o.published FROM object_store_prod s JOIN objects o ON o.id = s.oo_id"
         " LEFT JOIN object_localized_data_prod l ON l.ooo_id = s.oo_id AND l.language = 'de' ORDER BY s.sku",
         db,
@@ -80,12 +85,12 @@ def products(mariadb: MariaDb, db: str) -> dict[str, tuple[int, str, float, bool
     return out
 
 
-def deadlocks(mariadb: MariaDb) -> int:
-    return int(mariadb.sql("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'").split()[1])
+def deadlocks(server: MariaDb) -> int:
+    return int(server.sql("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'").split()[1])
 
 
 async def test_objects_end_as_each_keys_last_record_through_refusals_deadlocks_kills_and_four_workers(
-    make_cluster: Any, mariadb: MariaDb, tmp_path: Path
+    make_cluster: Any, platform: Platform, mariadb: MariaDb, tmp_path: Path
 ) -> None:
     """1,200 records of 300 products (each key four times), by_key with a window of 8 on four workers, 20
     records a chunk. A second connection keeps locking the product rows in the reverse order of Pimcore's
@@ -94,9 +99,11 @@ async def test_objects_end_as_each_keys_last_record_through_refusals_deadlocks_k
     Pimcore or the field map refused are exactly the reject file's, every chunk is applied, no per-record
     mark is left. The next full file, without ten keys, unpublishes those ten by tombstones."""
     db = "pimingest_objects"
-    app = PhpApp(tmp_path / "php", mariadb.url(db))
+    app = PhpApp(platform, tmp_path / "php", mariadb.url(db))
     app.env["PIMINGEST_STAND_INS"] = "1"
-    subprocess.run([str(PHP), str(APP / "bin" / "stand-ins"), "install"], env=app.env, check=True, capture_output=True)
+    subprocess.run(
+        platform.argv("php", str(APP / "bin" / "stand-ins"), "install"), env=app.env, check=True, capture_output=True
+    )
     c = daemon_for(make_cluster, app, 20)
     app.point_at(c)
     contender: subprocess.Popen[bytes] | None = None
@@ -163,12 +170,12 @@ async def test_objects_end_as_each_keys_last_record_through_refusals_deadlocks_k
         assert sorted(k for k, v in after.items() if not v[3]) == gone
         assert {k: v[:3] for k, v in after.items()} == final
         report(
-            f"data_object end to end: {RECORDS:,} records of {KEYS} products, by_key on 4 workers, {len(refused)} refused,"
+            f"data_object end to end on {platform.name}: {RECORDS:,} records of {KEYS} products, by_key on 4 workers,"
+            f" {len(refused)} refused,"
             f" {seen} deadlocks, {worker_kills} worker and {daemon_kills} daemon kills: every product its key's last"
             f" record, in {took:.1f}s"
         )
     finally:
         if contender is not None:
-            contender.kill()
-            contender.wait()
+            PhpApp._kill(contender)
         app.stop()

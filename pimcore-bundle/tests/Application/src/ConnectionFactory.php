@@ -20,9 +20,10 @@ final class ConnectionFactory
             $params['charset'] ??= 'utf8mb4';  // as Pimcore configures its connection; the server default may be latin1
         }
         $db = DriverManager::getConnection($params);
-        if (($params['driver'] ?? '') === 'pdo_mysql') {
-            // As a Pimcore project maps them (doctrine.dbal mapping_types): Pimcore's own tables (`objects`) hold
-            // enum columns, which schema introspection (the migrations, setup) must read.
+        if (($params['driver'] ?? '') === 'pdo_mysql' && !\Doctrine\DBAL\Types\Type::hasType('enum')) {
+            // As a Pimcore 11 project maps them (doctrine.dbal mapping_types): Pimcore's own tables (`objects`)
+            // hold enum columns, which schema introspection (the migrations, setup) must read. DBAL 4.2 and later
+            // know the enum type themselves.
             $db->getDatabasePlatform()->registerDoctrineTypeMapping('enum', 'string');
         }
         if (($params['driver'] ?? '') === 'pdo_sqlite') {
