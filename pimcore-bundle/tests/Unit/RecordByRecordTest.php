@@ -214,6 +214,55 @@ final class RecordByRecordTest extends Databases
     }
 
     /**
+     * A mark that waits too long for a lock (another connection holds the range its insert needs) is retried
+     * in a short transaction of its own until it is written: the record is never left saved without its mark,
+     * and the chunk completes.
+     *
+     * @dataProvider servers
+     */
+    #[DataProvider('servers')]
+    public function testAMarkThatHitsALockWaitTimeoutIsRetriedUntilWritten(string $kind): void
+    {
+        $db = $this->connectWithObjects($kind);
+        $this->take($db, 1, self::records(), 0);
+        $db->executeStatement('SET SESSION innodb_lock_wait_timeout = 1');
+        [$fromChild] = [self::pipe()];
+        $params = $db->getParams();
+        $pid = pcntl_fork();
+        if ($pid === 0) {  // holds the marks' range of this ingestion until the worker has waited on it
+            $ok = false;
+            try {
+                $other = \Doctrine\DBAL\DriverManager::getConnection($params);
+                $other->beginTransaction();
+                $other->fetchAllAssociative('SELECT * FROM pimingest_mark WHERE ingestion_id = ? FOR UPDATE', [self::ING]);
+                fwrite($fromChild[1], "locked\n");
+                $me = (int) $other->fetchOne('SELECT CONNECTION_ID()');
+                for ($polls = 0; $polls < 200; ++$polls) {
+                    $waiting = (int) $other->fetchOne("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT' AND trx_mysql_thread_id <> ?", [$me]);
+                    if ($waiting > 0) {
+                        break;
+                    }
+                    usleep(150000);  // InnoDB refreshes INNODB_TRX only when it was not read for 0.1 s
+                }
+                usleep(2500000);  // longer than the worker's lock wait timeout: it times out at least once
+                $other->commit();
+                $ok = $waiting > 0;
+            } finally {
+                pcntl_exec($ok ? '/bin/true' : '/bin/false');  // no PHP shutdown: it would close the parent's connection
+            }
+        }
+        self::assertSame("locked\n", fgets($fromChild[0]));
+        $applier = new SavesLikePimcore($db);
+        $this->handler($db, $applier)(new ApplyChunk(self::ING, 1));
+        pcntl_waitpid($pid, $status);
+        self::assertSame(0, pcntl_wexitstatus($status), 'the worker waited on the held range');
+        self::assertSame(self::expected(), $this->objects($db));
+        self::assertSame(4, $applier->saves);
+        self::assertSame('ack', $this->callbacks[0]['status']);
+        self::assertSame(0, (int) $db->fetchOne('SELECT COUNT(*) FROM pimingest_mark'));
+    }
+
+    /**
      * A save that still deadlocks after Pimcore's 5 attempts: the chunk is rejected as retryable and released
      * with the records before it marked; the daemon's re-send resumes after them (nothing saved twice).
      *
