@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ijson
 
-from pimingestd.core import canonical
+from pimingestd.protocol import canonical
 
 
 def json_pipeline(path: Path, size: int = 1000) -> int:

@@ -28,7 +28,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from . import __version__
+from . import __version__, checks  # noqa: F401  (checks: each layer registers its config checks)
 from .config import Config
 from .core.scheduler import Scheduler
 from .errors import StateError

@@ -21,7 +21,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs
+from . import __version__, checks, logs  # noqa: F401  (checks: before any config is parsed)
 from . import config as config_mod
 from .errors import ConfigError, StateError
 from .model import REMOTE_SCHEMES, STATUSES, Status

@@ -14,13 +14,14 @@ import json
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, PimIngestError
+from .model import REMOTE_SCHEMES
 
 SECRET_ENV = "PIMINGESTD_PIMCORE_SECRET"
 SECRET_CREDENTIAL = "pimcore-secret"
@@ -47,6 +48,7 @@ class HttpConfig:
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 10 << 30
     insecure: bool = False  # listen beyond loopback without a secret or a token (warned at every start)
+    allowed_hosts: tuple[str, ...] = ()  # more names in the Host header (a DNS name or a proxy's); see middleware.py
 
     @property
     def loopback(self) -> bool:
@@ -359,32 +361,89 @@ PROFILE_KEYS = (
 )  # and record rules; the rest: format options
 
 
-def _profile(index: int, raw: Any, base: Path, where: str = "") -> Profile:
-    from . import sources  # its registry knows each format's options
-    from .records import rules as record_rules
+# ---- checks the layers above register ---------------------------------------------------------------
+# Configuration is read by everyone and imports no one. What only another layer knows (a format's options,
+# the record rules, which remote URLs may be read) is checked by that layer, which registers its check here
+# when it is imported: the import points down. parse() refuses to run while a check is missing, so none can
+# be skipped; the daemon's composition root (app.py) imports all three owners.
 
+
+@dataclass(frozen=True, slots=True)
+class FormatChecks:
+    """Registered by ``sources``: the formats, each one's option names, and the check of given options."""
+
+    formats: tuple[str, ...]
+    option_names: Callable[[str], tuple[str, ...]]
+    check: Callable[[str, Mapping[str, Any], str], dict[str, Any]]  # (format, given, "where.") -> options
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChecks:
+    """Registered by ``records.rules``: the rule names, and their parse to the stored JSON form."""
+
+    names: tuple[str, ...]
+    parse: Callable[[Mapping[str, Any], str, Path], Mapping[str, Any]]  # (raw, "where.", base) -> as JSON
+
+
+@dataclass(frozen=True, slots=True)
+class UrlChecks:
+    """Registered by ``locations.remote``: the rule for a URL against ``[remote] allowed_urls``."""
+
+    check_allowed: Callable[[str, tuple[str, ...]], None]  # raises a PimIngestError saying why not
+    dot_segment: Callable[[str], bool]  # whether a URL path has a '.' or '..' segment, percent-encoded or not
+
+
+_Checks = FormatChecks | RuleChecks | UrlChecks
+_C = TypeVar("_C", FormatChecks, RuleChecks, UrlChecks)
+_OWNERS: dict[type[Any], str] = {
+    FormatChecks: "pimingestd.sources",
+    RuleChecks: "pimingestd.records.rules",
+    UrlChecks: "pimingestd.locations.remote",
+}
+_registered: dict[type[Any], Any] = {}
+
+
+def register(checks: _Checks) -> None:
+    """Called once by each owner at import; a second registration replaces the first (a reload)."""
+    _registered[type(checks)] = checks
+
+
+def _checks(kind: type[_C]) -> _C:
+    try:
+        found: _C = _registered[kind]
+    except KeyError:
+        raise RuntimeError(
+            f"configuration is parsed before {_OWNERS[kind]} registered its {kind.__name__}:"
+            " import pimingestd.checks (as every entry point does) first"
+        ) from None
+    return found
+
+
+def _profile(index: int, raw: Any, base: Path, where: str = "") -> Profile:
+    formats = _checks(FormatChecks)
+    record_rules = _checks(RuleChecks)
     where = where or f"inbox.profiles[{index}]"
     s = _Section(where, raw, base)
-    rules = record_rules.parse(s.raw, where + ".", base).as_json()
-    s.used.update(k for k in record_rules.NAMES if k in s.raw)
+    rules = record_rules.parse(s.raw, where + ".", base)
+    s.used.update(k for k in record_rules.names if k in s.raw)
     match = s.string("match", "")
     if not match:
         raise ConfigError(f"{where}.match is required (a glob on the path relative to the inbox)")
     fmt = s.optional_string("format")
-    if fmt is not None and fmt not in sources.FORMATS:
-        raise ConfigError(f"{where}.format must be one of {', '.join(sources.FORMATS)}; got {fmt!r}")
-    given = {k: v for k, v in s.raw.items() if k not in PROFILE_KEYS and k not in record_rules.NAMES}
+    if fmt is not None and fmt not in formats.formats:
+        raise ConfigError(f"{where}.format must be one of {', '.join(formats.formats)}; got {fmt!r}")
+    given = {k: v for k, v in s.raw.items() if k not in PROFILE_KEYS and k not in record_rules.names}
     s.used.update(given)
     if fmt is not None:
-        options = sources.format_options(fmt, given, where + ".")
+        options = formats.check(fmt, given, where + ".")
     else:  # the profile may match files of several formats: each option must belong to one, and be valid there
-        unknown = sorted(set(given) - sources.all_option_names())
+        unknown = sorted(set(given).difference(*(formats.option_names(name) for name in formats.formats)))
         if unknown:
             raise ConfigError(f"unknown key(s): {', '.join(where + '.' + k for k in unknown)}")
-        for name in sources.FORMATS:
-            mine = {k: v for k, v in given.items() if k in sources.option_names(name)}
+        for name in formats.formats:
+            mine = {k: v for k, v in given.items() if k in formats.option_names(name)}
             if mine:  # a format none of whose options are given is checked when a file of it arrives
-                sources.format_options(name, mine, where + ".")
+                formats.check(name, mine, where + ".")
         options = given
     profile = Profile(
         match=match,
@@ -402,17 +461,18 @@ def _profile(index: int, raw: Any, base: Path, where: str = "") -> Profile:
 
 
 def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
-    from .locations.remote import SCHEMES, check_allowed  # URL rules live with the remote location
-
+    urls = _checks(UrlChecks)
     s = _Section("remote", raw, base)
     allowed = tuple(s.strings("allowed_urls", []))
     for i, prefix in enumerate(allowed):
         parts = urlsplit(prefix)
-        if parts.scheme not in SCHEMES or parts.username or parts.password:
+        if parts.scheme not in REMOTE_SCHEMES or parts.username or parts.password:
             raise ConfigError(
                 f"remote.allowed_urls[{i}] = {prefix!r}: must start with one of"
-                f" {', '.join(s + '://' for s in SCHEMES)}, without credentials"
+                f" {', '.join(s + '://' for s in REMOTE_SCHEMES)}, without credentials"
             )
+        if urls.dot_segment(parts.path):
+            raise ConfigError(f"remote.allowed_urls[{i}] = {prefix!r}: a path with a '.' or '..' segment")
     raw_s3 = s.table("s3")
     s.used.add("s3")
     t = _Section("remote.s3", raw_s3, base)
@@ -461,7 +521,7 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
         if urlsplit(url).scheme not in ("s3", "sftp"):
             raise ConfigError(f"{where}.url = {url!r}: a remote inbox is an s3:// prefix or an sftp:// folder")
         try:
-            check_allowed(url, allowed, resolve=False)
+            urls.check_allowed(url, allowed)
         except PimIngestError as exc:
             raise ConfigError(f"{where}.url: {exc}") from None
         ws.used.add("url")
@@ -477,8 +537,8 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
                 re_ingestion=opts.re_ingestion,
                 options=opts.options,
                 rules=opts.rules,
-                done_prefix=ws.optional_string("done_prefix"),
-                failed_prefix=ws.optional_string("failed_prefix"),
+                done_prefix=_move_prefix(ws, "done_prefix", url),
+                failed_prefix=_move_prefix(ws, "failed_prefix", url),
             )
         )
         ws.finish()
@@ -499,9 +559,34 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
 _WATCH_KEYS = ("url", "poll_interval", "done_prefix", "failed_prefix")
 
 
+def _move_prefix(ws: _Section, key: str, url: str) -> str | None:
+    """A remote inbox's done or failed prefix: on the inbox's own server (an object is renamed, or copied
+    within the store), and without dot segments (the server would resolve them somewhere else)."""
+    value = ws.optional_string(key)
+    if value is None:
+        return None
+    parts, inbox = urlsplit(value), urlsplit(url)
+    same = parts.scheme == inbox.scheme and (parts.scheme == "s3" or parts.netloc.lower() == inbox.netloc.lower())
+    if not same or not parts.netloc:
+        raise ConfigError(
+            f"{ws.name}.{key} = {value!r}: must be on the inbox's server ({inbox.scheme}://{inbox.netloc})"
+        )
+    if _checks(UrlChecks).dot_segment(parts.path):
+        raise ConfigError(f"{ws.name}.{key} = {value!r}: a path with a '.' or '..' segment")
+    return value
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
+
+
+def _host_name(value: str, s: _Section, key: str) -> str:
+    """A bare host name for the Host check: no scheme, port, path or wildcard."""
+    name = value.strip().rstrip(".").lower()
+    if not name or any(c in name for c in "/:*@ []"):
+        raise ConfigError(f"{s._where(key)}: {value!r} must be a bare host name, like ingest.example.com")
+    return name
 
 
 SECTIONS = ("daemon", "http", "pimcore", "chunking", "delivery", "inbox", "logging", "receiver", "remote", "retention")
@@ -509,6 +594,8 @@ SECTIONS = ("daemon", "http", "pimcore", "chunking", "delivery", "inbox", "loggi
 
 def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = None) -> Config:
     """Build a Config from parsed TOML; ``path`` is the file it came from."""
+    for kind in _OWNERS:  # every check, whether this file needs it or not: none is ever skipped
+        _checks(kind)
     env = os.environ if env is None else env
     base = path.parent.resolve()
     unknown = sorted(set(raw) - set(SECTIONS))
@@ -536,6 +623,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         max_body_bytes=s.integer("max_body_bytes", 1 << 20, minimum=1024) or (1 << 20),
         max_upload_bytes=s.integer("max_upload_bytes", 10 << 30, minimum=1) or (10 << 30),
         insecure=s.boolean("insecure", False),
+        allowed_hosts=tuple(_host_name(h, s, "allowed_hosts") for h in s.strings("allowed_hosts", [])),
     )
     s.finish()
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pimingestd.config import ChunkPolicy
-from pimingestd.core import canonical
 from pimingestd.core.chunking import cut
+from pimingestd.protocol import canonical
 
 # Integers strictly inside ±2^53 (RFC 8785 refuses the bounds). Keys and strings
 # without surrogates: sorting by code point (ours) and by UTF-16

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import zstandard
 
-from pimingestd.core import canonical
 from pimingestd.errors import ParseError, UnsupportedFormat
+from pimingestd.protocol import canonical
 from pimingestd.sources import SourceSpec, compression, detect_format, read_records
 
 CODECS: dict[str, Callable[[bytes], bytes]] = {

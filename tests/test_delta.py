@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from pimingestd.core import canonical
+from pimingestd.protocol import canonical
 from pimingestd.testing import scope_versions as versions
 
 from .conftest import MakeDaemon
@@ -258,6 +258,24 @@ async def test_an_integer_key_and_its_text_are_one_key_and_a_file_writes_them_on
     assert "record 0 wrote a digit key as text" in lines[0]["_reject"]["reason"]
 
 
+async def test_a_key_refused_for_its_form_is_still_in_the_file_and_is_not_tombstoned(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """A record refused because it writes a digit key the other way than the file's first is in the file all the
+    same: its key is not absent, so no tombstone deletes the product it names."""
+    d = await make_daemon(chunking={"records": 2})
+    _, body = await d.ingest(path=str(_write(data_dir / "f1.jsonl", [{"sku": "100234"}, {"sku": "7"}])), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    day2 = [{"sku": 7, "v": 2}, {"sku": "100234", "v": 2}]
+    _, body = await d.ingest(
+        path=str(_write(data_dir / "f2.jsonl", day2)), **DELTA, deletions="send", on_invalid="skip"
+    )
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_invalid"] == 1, st
+    assert (st["deletions"], st["records_deleted"]) == (0, 0), st
+    assert '"100234"' in await receiver.get("/catalogue?key=sku")
+
+
 async def test_a_key_repeated_in_a_delta_file_ends_as_its_last_record(
     make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
 ) -> None:
@@ -274,3 +292,153 @@ async def test_a_key_repeated_in_a_delta_file_ends_as_its_last_record(
     assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [a3, a2]
     assert json.loads((await receiver.get("/catalogue?key=sku"))['"A"']) == a2
     assert versions(d.config.daemon.state_db, "products")['"A"'] == hashlib.sha256(canonical.encode(a2)).digest()[:16]
+
+
+PRICED = {
+    **DELTA,
+    "deletions": "send",
+    "on_invalid": "skip",
+    "schema": {"type": "object", "properties": {"price": {"type": "number"}}},
+}
+
+
+async def test_a_record_not_sent_is_still_in_the_file_and_is_never_tombstoned(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Absent means "not in the file": a record that fails validation (B's price is "1,50") or repeats a key
+    under unique_key goes to the reject file, and its key is not deleted, nor counted against max_deletions
+    (two invalid of five would be 40%). A record whose key cannot be read could be any absent key: then the
+    full file fails before anything is sent, unless no key is absent."""
+    skus = ["A", "B", "C", "D", "E"]
+    d = await make_daemon()
+    base = [{"sku": s, "price": 1.5} for s in skus]
+    _, body = await d.ingest(path=str(_write(data_dir / "p1.jsonl", base)), **PRICED)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    received = (await receiver.stats())["chunks_received"]
+
+    day2 = [dict(r) for r in base]
+    day2[1]["price"] = "1,50"  # B: invalid
+    day2[3]["price"] = "2,00"  # D: invalid
+    day2.append({"sku": "C", "price": 1.5})  # a repeat of C
+    _, body = await d.ingest(path=str(_write(data_dir / "p2.jsonl", day2)), **PRICED, unique_key=True)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert (st["records_invalid"], st["deletions"], st["records_deleted"]) == (3, 0, 0), st
+    assert (await receiver.stats())["chunks_received"] == received  # nothing changed, nothing deleted
+    assert sorted(json.loads(k) for k in versions(d.config.daemon.state_db, "products")) == skus
+    assert set(await receiver.get("/catalogue?key=sku")) == {json.dumps(s) for s in skus}
+
+    # A record without a usable key, while B is absent: B may be that record. Nothing is sent.
+    day3 = [r for r in base if r["sku"] != "B"] + [{"sku": "", "price": 1.5}]
+    _, body = await d.ingest(path=str(_write(data_dir / "p3.jsonl", day3)), **PRICED)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "failed" and "record 4 has no usable key" in st["error"], st
+    assert "nothing was sent" in st["error"] and (await receiver.stats())["chunks_received"] == received
+    # The same without an absent key: it completes, the keyless records in the reject file.
+    day4 = [*base, {"price": 2.5}, {"sku": 1.5, "price": "x"}]
+    _, body = await d.ingest(path=str(_write(data_dir / "p4.jsonl", day4)), **PRICED)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_invalid"] == 2 and st["deletions"] == 0, st
+
+
+async def test_an_older_full_file_never_resumes_over_a_newer_one_of_its_scope(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Monday's full file (E dropped) fails during delivery; Tuesday's (E back) completes. Resuming Monday is
+    refused (409, saying why and what to do): it would send Monday's prices and a tombstone for E. Dropping
+    Monday's file again is a new ingestion, compared with what PIM-Core holds now."""
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    d = await make_daemon(chunking={"records": 2}, delivery={"max_attempts": 1, "backoff": 0.05, "preflight": True})
+    skus = ["A", "B", "C", "D", "E"]
+    _, body = await d.ingest(path=str(_write(data_dir / "base.jsonl", [{"sku": s, "p": 1} for s in skus])), **rules)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    monday_file = _write(data_dir / "monday.jsonl", [{"sku": s, "p": 2} for s in skus[:4]])
+    await receiver.faults([{"action": "reject_final", "chunk": 2}])
+    _, body = await d.ingest(path=str(monday_file), **rules)
+    monday = body["ingestion_id"]
+    st = await d.wait(monday)
+    assert st["status"] == "failed" and st["chunks_acked"] == 1, st
+    await receiver.faults([])
+    tuesday = [{"sku": s, "p": 3} for s in skus]
+    _, body = await d.ingest(path=str(_write(data_dir / "tuesday.jsonl", tuesday)), **rules)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    want = {json.dumps(r["sku"]): hashlib.sha256(canonical.encode(r)).digest()[:16] for r in tuesday}
+    assert await held(receiver) == want
+
+    code, answer = await d.request("POST", f"/api/ingestions/{monday}/resume", json={})
+    assert code == 409, answer
+    assert "submitted after it, delivered records since (completed)" in answer["detail"], answer
+    assert "Drop the file again" in answer["detail"]
+    assert (await d.status(monday))["status"] == "failed"
+    assert await held(receiver) == want  # nothing of Monday's was sent again
+    assert versions(d.config.daemon.state_db, "products") == want
+
+    # The same bytes submitted again: not a resume of Monday's ingestion, but a new one (its delta is now's).
+    _, body = await d.ingest(path=str(monday_file), **rules)
+    assert body["ingestion_id"] != monday
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_deleted"] == 1 and st["records_acked"] == 5, st
+
+
+async def test_an_older_file_waiting_for_its_scope_fails_once_a_newer_one_delivered(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """The resume is taken while Tuesday's ingestion runs and has delivered nothing yet; Monday waits for the
+    scope, and once Tuesday completed, its run refuses to start, saying why."""
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    d = await make_daemon(chunking={"records": 2}, delivery={"max_attempts": 1, "backoff": 0.05, "preflight": True})
+    await receiver.faults([{"action": "reject_final", "chunk": 1}])
+    _, body = await d.ingest(path=str(_write(data_dir / "monday.jsonl", [product(i) for i in range(4)])), **rules)
+    monday = body["ingestion_id"]
+    assert (await d.wait(monday))["status"] == "failed"
+    await receiver.faults([{"action": "delay_ack", "chunk": 1, "seconds": 1.0}])
+    _, body = await d.ingest(path=str(_write(data_dir / "tuesday.jsonl", [product(i) for i in range(5)])), **rules)
+    tuesday = body["ingestion_id"]
+    await d.wait(tuesday, statuses=("running",))
+    code, answer = await d.request("POST", f"/api/ingestions/{monday}/resume", json={})
+    assert code == 202 and answer["status"] in ("queued", "running"), answer
+    assert (await d.wait(tuesday))["status"] == "completed"
+    st = await d.wait(monday)
+    assert st["status"] == "failed" and f"ingestion {tuesday} (tuesday.jsonl)" in st["error"], st
+    assert [json.loads(r["record"])["sku"] for r in await receiver.records(monday)] == []
+
+
+async def test_a_late_ack_during_a_newer_spool_pass_makes_it_spool_again(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path, monkeypatch: Any
+) -> None:
+    """Monday's only changed record (A = 2) is applied by PIM-Core, but its ACK comes only after Monday failed,
+    while Tuesday's spool pass (A = 1 again) has just found A unchanged against the stored A = 1. The ACK is
+    committed (PIM-Core applied it), and Tuesday's pass is done again against it: A = 1 is sent."""
+    import asyncio
+
+    from pimingestd.state import lookups
+
+    d = await make_daemon(delivery={"max_attempts": 1, "ack_timeout": 0.5, "backoff": 0.05, "preflight": True})
+    base = [{"sku": s, "p": 1} for s in "ABCD"]
+    _, body = await d.ingest(path=str(_write(data_dir / "base.jsonl", base)), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    await receiver.faults([{"action": "drop_ack", "chunk": 1}])
+    _, body = await d.ingest(path=str(_write(data_dir / "monday.jsonl", [{"sku": "A", "p": 2}, *base[1:]])), **DELTA)
+    monday = body["ingestion_id"]
+    assert (await d.wait(monday))["status"] == "failed"
+    (chunk,) = (await d.request("GET", f"/api/ingestions/{monday}/chunks"))[1]["chunks"]
+    late = {"ingestion_id": monday, "chunk": 1, "checksum": chunk["checksum"], "status": "ack"}
+    loop = asyncio.get_running_loop()
+    original = lookups.ScopeView.changed
+    answers: list[Any] = []
+
+    def changed(self: Any, keys: Any, hashes: Any) -> list[bool]:
+        out = original(self, keys, hashes)
+        if not answers:  # the first lookup of Tuesday's pass is made; now Monday's ACK arrives
+            answers.append(asyncio.run_coroutine_threadsafe(d.ack(late), loop).result(timeout=30))
+        return out
+
+    monkeypatch.setattr(lookups.ScopeView, "changed", changed)
+    await receiver.faults([])
+    tuesday = [*base, {"sku": "E", "p": 1}]  # (other bytes than base.jsonl, which was ingested already)
+    _, body = await d.ingest(path=str(_write(data_dir / "tuesday.jsonl", tuesday)), **DELTA)
+    st = await d.wait(body["ingestion_id"])
+    assert answers and answers[0][0] == 200, answers
+    assert st["status"] == "completed", st
+    assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [base[0], tuesday[4]]
+    assert versions(d.config.daemon.state_db, "products") == await held(receiver)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook
 
-from pimingestd.core import canonical
+from pimingestd.protocol import canonical
 from pimingestd.sources import SourceSpec, read_records
 
 # ---- JSON -------------------------------------------------------------------------------------------

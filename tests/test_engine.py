@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pimingestd.core import canonical
+from pimingestd.protocol import canonical
 
 from .conftest import MakeDaemon
 from .helpers import Receiver, committed_state, free_port, product, write_json

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pimingestd.core import canonical
 from pimingestd.errors import ParseError
+from pimingestd.protocol import canonical
 from pimingestd.sources import SourceSpec, exact, jsonl, read_records
 
 
@@ -185,7 +185,7 @@ def test_exact_values_give_the_same_bytes_and_the_source_strings(tmp_path: Path)
     as without, and each object as parsed, where strings, integers and structure are the source's and a
     number with a fraction is a marked string. Both JSON Lines and a top-level JSON array, over several
     blocks and a record the fast path declines."""
-    from pimingestd.core import canonical
+    from pimingestd.protocol import canonical
     from pimingestd.sources import SourceSpec, read_records
     from pimingestd.sources.exact import Exact
 

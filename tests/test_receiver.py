@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pimingestd.core import canonical
-from pimingestd.protocol import signing
+from pimingestd.protocol import canonical, signing
 
 from .helpers import Receiver, free_port
 

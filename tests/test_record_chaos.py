@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pimingestd.core import canonical
+from pimingestd.protocol import canonical
 from pimingestd.testing import Cluster
 
 from .helpers import product, report

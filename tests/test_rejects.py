@@ -232,3 +232,259 @@ async def test_a_long_reason_is_cut_to_2000_characters_and_a_re_ack_repeats_the_
     _code, raw, _ = await _rejects(d, st["ingestion_id"])
     (line,) = raw.decode().splitlines()
     assert json.loads(line)["sku"] == "SKU-000001" and len(json.loads(line)["_reject"]["reason"]) == 2000
+
+
+async def _wait_for(pattern: str, folder: Path) -> Path:
+    import asyncio
+
+    for _ in range(400):
+        found = sorted(folder.rglob(pattern))
+        if found:
+            return found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {pattern} under {folder}: {sorted(folder.rglob('*'))}")
+
+
+async def _completed(d: Any, name: str) -> dict[str, Any]:
+    """The newest ingestion whose file name ends with ``name``, once it has ended."""
+    import asyncio
+
+    rows: list[dict[str, Any]] = []
+    for _ in range(400):
+        rows = [
+            r for r in (await d.request("GET", "/api/ingestions"))[1]["ingestions"] if r["file_name"].endswith(name)
+        ]
+        if rows and rows[0]["status"] in ("completed", "failed", "cancelled"):
+            return rows[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} did not end: {rows}")
+
+
+async def test_an_excel_reject_file_keeps_text_cells_text_and_goes_round_the_fix_and_re_drop_loop(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
+) -> None:
+    """Text that openpyxl's append would turn into a formula (``=…``) or an error (``#N/A``), in a source cell
+    and in PIM-Core's reason (with a control character a worksheet cannot hold), stays text in the reject file;
+    the operator fixes the row in that file and drops it in again, and it is read and applied as it was."""
+    from .test_inbox import inbox_config
+
+    cfg = inbox_config(tmp_path)
+    inbox, done = Path(cfg["dir"]), Path(cfg["done_dir"])
+    (inbox / "incoming").mkdir(parents=True)
+    link = '=HYPERLINK("http://example.invalid/b","b")'
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["sku", "category", "link", "note"])
+    sheet.append(["A", "shoes", "plain", "x"])
+    sheet.append(["B", "X", None, None])
+    for column, text in ((3, link), (4, "#N/A")):  # text cells (a formula or an error if typed by openpyxl)
+        cell = sheet.cell(row=3, column=column)
+        cell.value = text
+        cell.data_type = "s"
+    staged = tmp_path / "cat.xlsx"
+    book.save(staged)
+    reason = "=2+3 \x01 refused"
+    await receiver.faults([{"action": "reject_records", "field": "category", "values": ["X"], "reason": reason}])
+    d = await make_daemon(inbox=cfg)
+    staged.rename(inbox / "incoming" / "cat.xlsx")
+    rejects = await _wait_for("cat.rejects.xlsx", done)
+    got = openpyxl.load_workbook(rejects)
+    ws = got.worksheets[0]
+    rows = list(ws.iter_rows(values_only=False))
+    assert [c.value for c in rows[0]] == ["sku", "category", "link", "note", "_reject_reason", "_reject_field"]
+    row = rows[1]
+    assert [(c.value, c.data_type) for c in row[:4]] == [("B", "s"), ("X", "s"), (link, "s"), ("#N/A", "s")]
+    assert row[4].data_type == "s" and row[4].value.startswith("=2+3 ") and row[4].value.endswith(" refused")
+    assert [r for r in read_records(rejects, SourceSpec("excel", {}))] == [
+        {"sku": "B", "category": "X", "link": link, "note": "#N/A"}
+    ]
+    # The fix: the category of the refused row, in the reject file itself; then dropped in again.
+    await receiver.faults([])
+    ws.cell(row=2, column=2).value = "bags"
+    fixed = tmp_path / "cat.rejects.xlsx"
+    got.save(fixed)
+    fixed.rename(inbox / "incoming" / "cat.rejects.xlsx")
+    st = await _completed(d, "cat.rejects.xlsx")
+    assert st["status"] == "completed" and st["records_rejected"] == 0, st
+    applied = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
+    assert applied == [{"sku": "B", "category": "bags", "link": link, "note": "#N/A"}]
+
+
+async def test_a_re_dropped_reject_file_never_overwrites_its_source_in_done(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
+) -> None:
+    """``cat.rejects.csv`` dropped in again and refused again: done/ keeps it as delivered, and its own reject
+    file takes another name (``cat.rejects-2.csv``), in the same delta scope as the original file."""
+    from pimingestd.records import rules as record_rules
+
+    from .test_inbox import inbox_config
+
+    cfg = inbox_config(tmp_path)
+    inbox, done = Path(cfg["dir"]), Path(cfg["done_dir"])
+    (inbox / "incoming").mkdir(parents=True)
+    await receiver.faults(
+        [{"action": "reject_records", "field": "category", "values": ["X"], "reason": "unknown category 'X'"}]
+    )
+    d = await make_daemon(inbox=cfg)
+    (inbox / "incoming" / "cat.csv").write_text("sku,category\nA,shoes\nB,X\n")
+    first = await _wait_for("cat.rejects.csv", done)
+    text = first.read_text()
+    (inbox / "incoming" / "cat.rejects.csv").write_text(text)  # as it is: PIM-Core refuses B again
+    st = await _completed(d, "cat.rejects.csv")
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    again = await _wait_for("cat.rejects-2.csv", done)
+    assert again.parent != first.parent
+    assert (again.parent / "cat.rejects.csv").read_text() == text  # the delivered file, whole
+    assert again.read_text().splitlines() == text.splitlines()
+    assert record_rules.default_scope("cat.rejects-2.csv") == "cat.csv"
+    assert record_rules.is_reject_file("incoming/cat.rejects-2.csv")
+    # And that one, dropped in again, gets a reject file named as the first (no file of that name is there).
+    third = again.read_bytes() + b"C,X,,\r\n"  # other bytes (the same would be answered as ingested already)
+    (inbox / "incoming" / "cat.rejects-2.csv").write_bytes(third)
+    st = await _completed(d, "cat.rejects-2.csv")
+    assert st["status"] == "completed" and st["records_rejected"] == 2, st
+    for _ in range(200):
+        folders = [p.parent for p in done.rglob("cat.rejects-2.csv") if p.parent != again.parent]
+        if folders and (folders[0] / "cat.rejects.csv").exists():
+            break
+        import asyncio
+
+        await asyncio.sleep(0.05)
+    assert sorted(p.name for p in folders[0].iterdir()) == ["cat.rejects-2.csv", "cat.rejects.csv"]
+    assert (folders[0] / "cat.rejects-2.csv").read_bytes() == third
+
+
+def test_the_daemons_own_csv_columns_are_never_live_formulas(tmp_path: Path) -> None:
+    """A reason or field starting with = + - @, a tab or a CR gets a leading ``'``; the source's cells stay
+    verbatim (by contract: a fixed file must read as the original did)."""
+    from pimingestd.records import reject_file
+
+    starts = ['=HYPERLINK("http://x")', "+1", "-1", "@SUM(A1)", "\tx", "\rx"]
+    records = [{"sku": f"=S{i}", "v": "-3"} for i in range(len(starts))]
+    target = tmp_path / "p.rejects.csv"
+    rejects = [(i, text, text) for i, text in enumerate(starts)]
+    assert reject_file.write(iter(records), iter(rejects), "csv", {}, target) == len(starts)
+    rows = list(csv.reader(io.StringIO(target.read_bytes().decode(), newline="")))
+    assert rows[0] == ["sku", "v", "_reject_reason", "_reject_field"]
+    assert [r[2] for r in rows[1:]] == ["'" + t for t in starts] == [r[3] for r in rows[1:]]
+    assert [r[:2] for r in rows[1:]] == [[f"=S{i}", "-3"] for i in range(len(starts))]
+    assert _read(target, "csv") == records  # the reject columns are dropped, the source's cells as they were
+
+
+def test_a_reason_the_reject_file_cannot_hold_as_it_is_is_written_escaped(tmp_path: Path) -> None:
+    """A cp1252 CSV cannot encode ``→``, a worksheet cannot hold a control character, XML 1.0 neither (nor
+    a lone surrogate, which JSON text can carry): each reject file is written, valid, with the reason spelled
+    as it can hold it, and reads back as the refused record."""
+    import xml.etree.ElementTree as ET
+
+    from pimingestd.records import reject_file
+
+    reason = "category → unknown \x01 \udc00 end"
+    record = {"sku": "B", "name": "Näme"}
+    cases = {
+        "csv": ({"encoding": "cp1252"}, "p.rejects.csv"),
+        "excel": ({}, "p.rejects.xlsx"),
+        "xml": ({"record_path": "feed/product"}, "p.rejects.xml"),
+        "jsonl": ({}, "p.rejects.jsonl"),
+        "json": ({}, "p.rejects.json"),
+    }
+    for fmt, (options, name) in cases.items():
+        target = tmp_path / name
+        assert reject_file.write(iter([record]), iter([(0, reason, "name\x02")]), fmt, options, target) == 1, fmt
+        assert _read(target, fmt, **options) == [record], fmt
+        if fmt == "csv":
+            assert "category \\u2192 unknown" in target.read_bytes().decode("cp1252")
+        if fmt == "xml":
+            root = ET.parse(target).getroot()  # well-formed
+            assert root.find("product/_reject/reason").text.startswith("category → unknown \\x01 \\udc00")  # type: ignore[union-attr]
+
+
+async def test_a_reject_file_that_cannot_be_written_never_keeps_the_completion_from_being_sent(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """A cp1252 CSV whose refusal reason holds ``→`` completes with the reason escaped in its reject file; and
+    when the reject file cannot be written at all (its folder cannot be made), the ingestion completes all
+    the same (every chunk is ACKed: the report is not worth the completion), and the API says so."""
+    src = data_dir / "win.csv"
+    src.write_bytes("sku;name\nA;Näme\nB;Bé\n".encode("cp1252"))
+    await receiver.faults(_refuse("B", reason="category → unknown"))
+    d = await make_daemon()
+    _, body = await d.ingest(path=str(src), encoding="cp1252")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    code, raw, _ = await _rejects(d, st["ingestion_id"])
+    assert code == 200 and raw.decode("cp1252").splitlines()[1] == "B;Bé;category \\u2192 unknown;sku", raw
+    assert (await receiver.stats())["completions"] == 1
+
+    rejects_dir = d.scheduler._runner.rejects_dir
+    for old in rejects_dir.iterdir():
+        old.unlink()
+    rejects_dir.rmdir()
+    rejects_dir.write_text("not a folder")  # every reject file's write fails from here on
+    src2 = data_dir / "win2.csv"
+    src2.write_bytes("sku;name\nC;Näme\nB;Bé\n".encode("cp1252"))
+    _, body = await d.ingest(path=str(src2), encoding="cp1252")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    assert (await receiver.stats())["completions"] == 2
+    code, raw, _ = await _rejects(d, st["ingestion_id"])
+    assert code == 410 and b"could not be written" in raw, raw
+
+
+async def test_a_csv_reject_file_keeps_the_delimiter_the_reader_found(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """With ``delimiter = "auto"`` (the default), a ``;`` file (plain or gzip'd) and a ``|`` file get reject
+    files delimited as they are, which read back with "auto" as the refused records."""
+    import gzip
+
+    files = {
+        "semi.csv": b"sku;name\nA;x,y\nB;z\n",
+        "semi.csv.gz": gzip.compress(b"sku;name\nA;x,y\nB;z\n"),
+        "pipe.csv": b"sku|name\nA|x;y\nB|z\n",
+    }
+    await receiver.faults(_refuse("B", reason="no"))
+    d = await make_daemon()
+    for name, data in files.items():
+        src = data_dir / name
+        src.write_bytes(data)
+        _, body = await d.ingest(path=str(src))
+        st = await d.wait(body["ingestion_id"])
+        assert st["status"] == "completed" and st["records_rejected"] == 1, (name, st)
+        code, raw, _ = await _rejects(d, st["ingestion_id"])
+        sep = "|" if name.startswith("pipe") else ";"
+        assert code == 200 and raw.decode().splitlines() == [
+            sep.join(["sku", "name", "_reject_reason", "_reject_field"]),
+            sep.join(["B", "z", "no", "sku"]),
+        ], (name, raw)
+        back = data_dir / f"back-{name}.csv"
+        back.write_bytes(raw)
+        assert _read(back, "csv") == [{"sku": "B", "name": "z"}]
+
+
+def test_an_xml_reject_file_keeps_a_carriage_return_in_text(tmp_path: Path) -> None:
+    """A CR the source held as ``&#13;`` (in text and in an attribute) reads back as a CR, not as the LF that
+    XML's line-end handling would make of a bare one."""
+    from pimingestd.records import reject_file
+
+    src = tmp_path / "feed.xml"
+    src.write_text('<feed><p code="a&#13;b"><name>x&#13;\ny</name></p></feed>')
+    options = {"record_path": "feed/p"}
+    records = _read(src, "xml", **options)
+    assert records == [{"@code": "a\rb", "name": "x\r\ny"}]
+    target = tmp_path / "feed.rejects.xml"
+    assert reject_file.write(iter(records), iter([(0, "no\r", None)]), "xml", options, target) == 1
+    assert _read(target, "xml", **options) == records
+
+
+def test_an_excel_reject_file_holds_any_text_a_source_cell_held(tmp_path: Path) -> None:
+    """A source cell may hold what a worksheet cannot hold as it is (a control character, a CR: the reader
+    decoded them from ``_xHHHH_``) and text that looks like an escape: written escaped, they read back as they
+    were, and text cells starting with = or holding an error code stay text."""
+    from pimingestd.records import reject_file
+
+    record = {"sku": "B", "note": "a\x01b _x0041_ c\rd\ne\tf", "f": "=1+1", "e": "#DIV/0!", "n": 1.5}
+    target = tmp_path / "p.rejects.xlsx"
+    assert reject_file.write(iter([record]), iter([(0, "-1", "note")]), "excel", {}, target) == 1
+    assert _read(target, "excel") == [record]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from openpyxl import Workbook
 
-from pimingestd.core import canonical
 from pimingestd.errors import ParseError, UnsupportedFormat
+from pimingestd.protocol import canonical
 from pimingestd.sources import SourceSpec, detect_format, read_records
 from pimingestd.sources.json_guard import JsonGuard
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from pimingestd.core import canonical
 from pimingestd.errors import StateError
 from pimingestd.model import Ingestion, SpooledChunk, Status
 from pimingestd.names import from_text, readable, to_text
+from pimingestd.protocol import canonical
 from pimingestd.sources.fileid import identify
 from pimingestd.state.sqlite import Store
 

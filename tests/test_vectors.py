@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from pimingestd.core import canonical
-from pimingestd.protocol import signing, v1
+from pimingestd.protocol import canonical, signing, v1
 
 from .helpers import REPO
 
@@ -75,7 +74,7 @@ def test_v1_1_ack_bodies_parse_as_the_vectors_say() -> None:
 
 
 def test_tombstones_match_the_vectors() -> None:
-    from pimingestd.records import keys
+    from pimingestd.protocol import keys
 
     for case in VECTORS["tombstones"]:
         assert canonical.encode(keys.tombstone(case["key"], case["stored"])).decode() == case["text"]
@@ -88,7 +87,7 @@ def test_keys_are_text_as_the_vectors_say() -> None:
     """A key is text end to end: the daemon stores each record's key as the vectors say (an integer as its
     decimal text), refuses the records the vectors refuse, and refuses a file's digit key written the other
     way (the bundle checks the same cases in ProtocolTest.php)."""
-    from pimingestd.records import keys
+    from pimingestd.protocol import keys
 
     for case in VECTORS["keys"]["cases"]:
         if case["stored"] is None:

@@ -3,34 +3,20 @@
 By record count: a chunk holds ``records`` records (the last one fewer). By
 bytes: a chunk is flushed when the next record would push its body over
 ``bytes``; a single record that cannot fit alone is an error. Chunk bodies are
-canonical JSON arrays (see canonical.py), so the same records always give the
+canonical JSON arrays (see protocol/canonical.py), so the same records always give the
 same chunk bytes and the same checksum.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from ..config import ChunkPolicy
 from ..errors import ChunkError
+from ..protocol import canonical
+from ..protocol.chunk import Chunk
 from ..sources import Record
-from . import canonical
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    n: int  # 1-based, contiguous
-    first_record: int  # 0-based index in the file of its first record
-    records: int
-    body: bytes
-    digest: bytes  # SHA-256 of body
-    meta: bytes | None = None  # what its row keeps of its records (records/meta.py); None for plain ingestions
-
-    @property
-    def checksum(self) -> str:
-        return canonical.checksum(self.digest)
 
 
 def _make(n: int, first: int, count: int, body: bytes) -> Chunk:

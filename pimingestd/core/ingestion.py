@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -31,6 +32,7 @@ from ..errors import (
     DiskFull,
     Duplicate,
     FileChangedError,
+    NotAllowed,
     Paused,
     Rejected,
     SpoolError,
@@ -38,11 +40,14 @@ from ..errors import (
     TooEarly,
     UnknownIngestion,
 )
+from ..locations.local import open_source
 from ..locations.remote import ObjectIdentity, Remote
 from ..metrics import Metrics
 from ..model import DUPLICATE, ChunkRow, Ingestion, SpoolPage, Status
 from ..names import readable
+from ..protocol import canonical
 from ..protocol.acks import AckRegistry
+from ..protocol.chunk import Chunk
 from ..protocol.v1 import ChunkHeaders, PimcoreClient
 from ..records import reject_file
 from ..records import rules as record_rules
@@ -50,8 +55,8 @@ from ..records.pipeline import Pipeline
 from ..sources import SourceSpec, read_records
 from ..sources.fileid import FileIdentity, identify, stat_identity
 from ..state import StateStore, lookups
-from . import canonical, spool
-from .chunking import Chunk, cut
+from . import spool
+from .chunking import cut
 from .flow import Flow, KeyOrder, Lane
 from .retry import RetryPolicy, TryAgain, pause, retrying
 from .threads import iterate_in_thread
@@ -59,6 +64,7 @@ from .threads import iterate_in_thread
 log = structlog.get_logger("pimingestd.core")
 
 _PAGE = 1000  # chunk rows read or written per store call: memory stays flat in the number of chunks
+_SPOOL_PASSES = 4  # spool passes at most while late ACKs keep changing the scope (see _ensure_spool)
 _EARLY_BACKOFF = 0.02  # seconds before a chunk answered 425 goes again; doubling, at most 1 s
 
 
@@ -123,9 +129,27 @@ class Runner:
     def reject_file(self, ing: Ingestion) -> Path:
         return self.rejects_dir / f"{ing.id}{reject_file.suffix(ing.format, ing.file_name)}"
 
+    async def superseded(self, ing: Ingestion) -> NotAllowed | None:
+        """Why ``ing`` must not run: an ingestion of its delta scope submitted after it delivered records (its
+        spool, or a new spool pass, would send older values, and tombstones for keys the newer file holds).
+        A delta computed again is no way out: chunks already ACKed must be cut identically."""
+        newer = await self._store.newer_delivered(ing.id) if ing.scope else None
+        if newer is None:
+            return None
+        what = "completed" if newer.status == Status.COMPLETED else f"{newer.status}, with chunks ACKed"
+        return NotAllowed(
+            f"ingestion {ing.id} ({ing.file_name}) cannot run: ingestion {newer.id} ({newer.file_name}) of the same"
+            f" delta scope {ing.scope!r}, submitted after it, delivered records since ({what}); this one would send"
+            " older values and deletions over them. Drop the file again if its content is still wanted: a new"
+            " ingestion compares it with what PIM-Core holds now"
+        )
+
     async def _run(self, ing: Ingestion, resumed: bool) -> None:
         path = Path(ing.path)
         rules = record_rules.stored(ing.rules)
+        stale = await self.superseded(ing)  # checked under the scope's lock: the newer one may just have ended
+        if stale is not None:
+            raise stale
         await self._check_file(ing, full=resumed)
         # Lifecycle events carry a stable ``phase`` (started, spooled, completed) and the completed one
         # the durations measured here: tools (the bench) read those fields, never the wording.
@@ -147,7 +171,7 @@ class Runner:
                 await self._deliver_streaming(ing, path)
             ing = await self._get(ing.id)
             if ing.records_rejected:
-                await self._write_rejects(ing)
+                await self._reject_report(ing)
             # The file may have grown or changed since it was read (a writer that paused longer than
             # the inbox's settle time): then what was delivered is not the file, and it must not complete.
             # Its bytes are hashed again while the chunks are delivered (hashing holds no GIL: it takes the
@@ -219,11 +243,27 @@ class Runner:
         return SourceSpec(ing.format, ing.options, self._max_record_bytes)
 
     async def _ensure_spool(self, ing: Ingestion, path: Path, rules: record_rules.RecordRules) -> Ingestion:
+        """Spool the file unless its spool is there. A pass during which a late ACK (of a failed ingestion of
+        the scope) changed the scope's versions decided on versions that are no longer PIM-Core's: it is done
+        again (nothing was sent from it yet), up to a few times."""
         target = spool.spool_file(self._spool_dir, ing.id)
         if ing.spooled and await asyncio.to_thread(target.is_file):
             return ing
         if ing.spooled:
             log.warning("spool file missing; spooling the file again", spool=str(target))
+        for _ in range(_SPOOL_PASSES - 1):
+            late = self._store.late_acks(ing.scope) if rules.versions else 0
+            done = await self._spool_pass(ing, path, rules, target)
+            if not rules.versions or self._store.late_acks(ing.scope) == late:
+                return done
+            log.warning(
+                "late ACKs of another ingestion changed the delta scope during the spool pass; spooling again",
+                delta_scope=ing.scope,
+            )
+            ing = done
+        return await self._spool_pass(ing, path, rules, target)  # the last try stands (the next full file heals)
+
+    async def _spool_pass(self, ing: Ingestion, path: Path, rules: record_rules.RecordRules, target: Path) -> Ingestion:
         log.info("spool pass started")
         await self._store.start_spool(ing.id)
         chunks = records = 0
@@ -297,32 +337,74 @@ class Runner:
         )
         return ing
 
+    async def _reject_report(self, ing: Ingestion) -> None:
+        """Write the reject file; one that cannot be written is logged and the run goes on. It is a report of
+        what PIM-Core refused, kept in the state too (GET .../rejects says it is missing): every chunk is ACKed
+        by now, and nothing about the report may keep the completion from being sent."""
+        try:
+            await self._write_rejects(ing)
+        except Paused:
+            raise
+        except Exception as exc:
+            log.error(
+                "reject file not written; the ingestion completes without it",
+                error=f"{type(exc).__name__}: {exc}",
+                path=str(self.reject_file(ing)),
+                records_rejected=ing.records_rejected,
+            )
+
     async def _write_rejects(self, ing: Ingestion) -> None:
-        """Write the reject file (again, after a crash: it is replaced whole) from a second read of the source."""
+        """Write the reject file (again, after a crash: it is replaced whole) from a second read of the source,
+        checked against the bytes that were delivered (spool.SecondRead). If the source was replaced since, no
+        reject file is written (the refused records are not those of the source now), a warning says so, and
+        the run goes on: every chunk is ACKed, and the completion must be sent."""
         spec = SourceSpec(ing.format, _raw_options(ing), self._max_record_bytes)
         target = self.reject_file(ing)
-        if ing.remote:
-            stage = self._spool_dir / f"{ing.id}.stage"
-            src = spool.RemoteSource(
-                self._need_remote(ing), ing.path, ObjectIdentity(ing.size, ing.version), spec, stage, ing.file_name
-            )
-            records_of = src.records
-        else:
-            path = Path(ing.path)
-            records_of = lambda: spool.local_records(path, spec, (ing.size, ing.mtime_ns))  # noqa: E731
+        pending = target.with_name(f"{ing.id}.unverified{target.suffix}")  # renamed once the source is checked
+        src = spool.SecondRead(
+            ing.path,
+            size=ing.size,
+            file_id=ing.file_id,
+            spec=spec,
+            name=ing.file_name,
+            remote=self._need_remote(ing) if ing.remote else None,
+            version=ing.version,
+            stage_path=self._spool_dir / f"{ing.id}.stage",
+        )
+        options = dict(ing.options)
+        if ing.format == "csv" and options.get("delimiter", "auto") == "auto":
+
+            def delimiter() -> str:
+                """The delimiter the reader took, which the reject file keeps. This reads the header line once
+                more; a source changed since delivery is caught by ``src.verify`` before the file is kept."""
+                fh: BinaryIO
+                if ing.remote:
+                    ident = ObjectIdentity(ing.size, ing.version)
+                    fh = io.BufferedReader(self._need_remote(ing).open(ing.path, ident), 1 << 16)
+                else:
+                    fh = open_source(Path(ing.path), ing.size)
+                with fh:
+                    return reject_file.csv_delimiter(fh, ing.file_name, options.get("encoding", "utf-8"))
+
+            options["delimiter"] = await asyncio.to_thread(delimiter)
 
         def write() -> int:
-            records = records_of()
             try:
-                return reject_file.write(
-                    records, lookups.rejects(self._store.path, ing.id), ing.format, ing.options, target
+                written = reject_file.write(
+                    src.records(), lookups.rejects(self._store.path, ing.id), ing.format, options, pending
                 )
+                src.verify()
+                os.replace(pending, target)
+                return written
             finally:
-                close = getattr(records, "close", None)
-                if close is not None:
-                    close()
+                src.close()
+                pending.unlink(missing_ok=True)
 
-        written = await asyncio.to_thread(write)
+        try:
+            written = await asyncio.to_thread(write)
+        except FileChangedError as exc:
+            log.warning("reject file not written: the source changed after delivery", error=str(exc))
+            return
         log.info("reject file written", records=written, path=str(target))
 
     async def _identified(self, ing: Ingestion, source: spool.RemoteSource) -> None:

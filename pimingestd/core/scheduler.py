@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from .. import redaction
 from ..config import ChunkPolicy, DeliveryConfig
 from ..crashpoints import crash_point
 from ..errors import (
@@ -199,8 +200,13 @@ class Scheduler:
                 if existing.id in self._tasks:
                     return Submitted(existing, created=False)
                 # Not running (failed, or queued by a crash): it resumes, reading this copy, which has
-                # the same bytes (same file_id). The copy it read before may be gone by now.
-                if await self._store.adopt_copy(existing.id, str(path), name, ident.size, ident.mtime_ns):
+                # the same bytes (same file_id). The copy it read before may be gone by now. Unless a newer
+                # file of its delta scope was delivered since: then this copy is a new ingestion, whose delta
+                # is computed against what PIM-Core holds now.
+                superseded = await self._runner.superseded(existing) is not None
+                if not superseded and await self._store.adopt_copy(
+                    existing.id, str(path), name, ident.size, ident.mtime_ns
+                ):
                     try:
                         return Submitted(await self._requeue(existing), created=False, adopted=True)
                     except NotAllowed:
@@ -299,6 +305,9 @@ class Scheduler:
             ing = await self._get(ingestion_id)
             if ing.id in self._tasks and ing.status in UNFINISHED and ing.id not in self.unrecorded:
                 return ing
+            stale = await self._runner.superseded(ing)
+            if stale is not None and ing.status not in (Status.COMPLETED, Status.CANCELLED):
+                raise stale
             return await self._requeue(ing)
 
     async def cancel(self, ingestion_id: str) -> Ingestion:
@@ -411,6 +420,7 @@ class Scheduler:
 
     async def _fail(self, ing: Ingestion, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, PimIngestError) else f"internal error: {type(exc).__name__}: {exc}"
+        message = redaction.text(message)  # a library's text may quote a presigned URL, signature and all
         try:
             if not await self._store.transition(ing.id, Status.FAILED, message):
                 return  # cancelled meanwhile: the cancel stands

@@ -67,7 +67,11 @@ async def rejects(request: web.Request) -> web.StreamResponse:
     if not await asyncio.to_thread(path.is_file):
         if ing.status in UNFINISHED or ing.status == Status.FAILED:
             raise ApiError(409, "the reject file is written once every chunk is ACKed", {"status": ing.status})
-        raise ApiError(410, "the reject file is gone (removed by retention)", {"ingestion_id": ing.id})
+        raise ApiError(
+            410,
+            "the reject file is gone (removed by retention), or it could not be written (the daemon's log says why)",
+            {"ingestion_id": ing.id},
+        )
     name = reject_file.download_name(ing.file_name, ing.format)
     return web.FileResponse(
         path,

@@ -217,7 +217,7 @@ class Inbox:
             await asyncio.sleep(delay)
             self._retries.pop(src, None)
             if await asyncio.to_thread(src.exists):
-                await self.take(src)
+                await self.watcher.again(src)  # settle and open-for-writing checks again: it may be in use now
 
         self._retries[src] = asyncio.create_task(again(), name=f"inbox-retry-{src.name}")
 
@@ -290,12 +290,25 @@ class Inbox:
             )
 
     async def _place_rejects(self, ing: Ingestion, beside: Path) -> None:
-        """The reject file beside the file in done/, as ``<name>.rejects.<ext>``: the operator fixes those rows
-        and drops that file in again. (Lost only if the daemon dies between the two moves: the API keeps it.)"""
+        """The reject file beside the file in done/, as ``<name>.rejects.<ext>`` (``<name>.rejects-2.<ext>`` beside
+        a source of that name: a reject file dropped in again): the operator fixes those rows and drops that
+        file in again. (Lost only if the daemon dies between the two moves: the API keeps it.)"""
         source = self._engine.reject_file(ing)
+
+        def place() -> Path:  # never over the source, nor over any other file there ("x": created, or refused)
+            taken = {p.name for p in beside.parent.iterdir()}
+            target = beside.parent / reject_file.placed_name(beside.name, ing.format, taken)
+            with open(source, "rb") as src, open(target, "xb") as out:
+                try:
+                    shutil.copyfileobj(src, out)
+                except BaseException:
+                    target.unlink(missing_ok=True)
+                    raise
+            return target
+
         target = beside.parent / reject_file.download_name(beside.name, ing.format)
         try:
-            await asyncio.to_thread(shutil.copyfile, source, target)
+            target = await asyncio.to_thread(place)
         except OSError as exc:
             log.error("reject file not placed in done/", error=str(exc), path=str(target))
             return

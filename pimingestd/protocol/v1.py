@@ -26,10 +26,9 @@ from urllib.parse import quote, unquote
 import aiohttp
 import orjson
 
-from ..core import canonical
 from ..errors import Busy, DeliveryError, Rejected, TooEarly
 from ..model import RecordReject
-from . import signing
+from . import canonical, signing
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 CONTENT_DIGEST = "Content-Digest"

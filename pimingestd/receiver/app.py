@@ -41,10 +41,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ..core import canonical
 from ..model import RecordReject
-from ..protocol import signing, v1
-from ..records import keys
+from ..protocol import canonical, keys, signing, v1
 from .faults import Faults, Rule
 from .store import ReceiverStore
 

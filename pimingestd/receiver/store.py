@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ..model import RecordReject
-from ..records import keys
+from ..protocol import keys
 
 T = TypeVar("T")
 

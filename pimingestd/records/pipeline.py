@@ -8,10 +8,13 @@ flat whatever the scope's size. Then each record is:
   goes to the reject file with its reason;
 - unchanged (delta): its canonical bytes hash to the version PIM-Core last ACKed for its key: not sent;
 - sent: cut into chunks as any other ingestion's, each chunk carrying its records' file positions, keys and
-  hashes (records/meta.py) for the moment its ACK commits.
+  hashes (model.ChunkMeta) for the moment its ACK commits.
 
 After the last record of a full file, the scope's keys it did not hold are its deletions: listed, or sent
-as tombstones in chunks of their own at the end.
+as tombstones in chunks of their own at the end. A key is absent only when no record of the file holds it:
+the keys of records that are not sent (invalid, or a repeat under ``unique_key``) are marked found too. A
+record whose key cannot be read at all could be any of the absent keys, so then none is sent as a tombstone:
+the file fails before anything is sent, as with too many deletions.
 """
 
 from __future__ import annotations
@@ -25,15 +28,13 @@ from typing import Any
 import orjson
 
 from ..config import ChunkPolicy
-from ..core import canonical
-from ..core.chunking import Chunk
 from ..errors import ChunkError, InvalidRecord, TooManyDeletions
-from ..model import Invalid
+from ..model import HASH_BYTES, ChunkMeta, Invalid
+from ..protocol import canonical, keys
+from ..protocol.chunk import Chunk
 from ..sources import Record
 from ..sources.exact import Exact
 from ..state.lookups import ScopeView
-from . import keys
-from .meta import HASH_BYTES, ChunkMeta
 from .rules import RecordRules
 from .validate import Validator
 
@@ -77,6 +78,7 @@ class Pipeline:
         self._full = full_file  # False: a reject file (never a whole catalogue), so it deletes nothing
         self._delta = rules.delta and dedup  # re_ingestion sends everything (versions are still recorded)
         self._full_deletions = rules.deletions != "off" and full_file
+        self._keyless: tuple[int, str] | None = None  # the first record whose key cannot be read, and why
         key = rules.key
         self._key_of = (lambda value: keys.extract(value, key)) if key is not None else None
         self._digit_keys = keys.DigitKeys()  # per pass: each pass reads the file in the same order
@@ -96,6 +98,7 @@ class Pipeline:
         """Encode, validate and key each record of the batch; invalid ones are yielded, the rest returned."""
         rules = self._rules
         kept: list[_Kept] = []
+        held_back: list[str] = []  # keys of records not sent, which the file holds all the same
         check = self._validator.check if rules.schema is not None or rules.required else None
         key_of, loads, dumps, forms = self._key_of, orjson.loads, orjson.dumps, self._digit_keys
         top = rules.key if rules.key is not None and "." not in rules.key else None
@@ -120,14 +123,22 @@ class Pipeline:
                     key = dumps(found).decode()
                     if found[-1] in _DIGITS and (form := forms.check(found, position)) is not None:
                         bad = (form, rules.key)
+                        held_back.append(key)  # refused for its form, but the file holds the key
                 else:
                     try:
                         plain = loads(body) if type(record) is Exact else value
                         key = key_of(plain)
                         if (form := forms.check(keys.lookup(plain, key_field), position)) is not None:
                             bad = (form, rules.key)
+                            held_back.append(key)
                     except keys.NoKey as exc:
                         bad = (str(exc), rules.key)
+                        self._keyless = self._keyless or (position, str(exc))
+            elif bad is not None and key_of is not None:
+                try:
+                    held_back.append(key_of(value))
+                except keys.NoKey as exc:
+                    self._keyless = self._keyless or (position, str(exc))
             if bad is not None:
                 yield from self._invalid(position, *bad)
                 continue
@@ -145,6 +156,8 @@ class Pipeline:
                 unique.append((position, body, key))
             kept = unique
             self._view.hold([k for _, _, k in kept if k is not None])
+        if held_back and self._full_deletions and self._view is not None:
+            self._view.mark(held_back)
         return kept
 
     def _lookup(self, kept: list[_Kept], hashes: list[bytes]) -> list[bool] | None:
@@ -180,6 +193,13 @@ class Pipeline:
         view, rules = self._view, self._rules
         assert view is not None and rules.key is not None
         total, size = view.absent_count(self._id), view.scope_size()
+        if total and self._keyless is not None and rules.deletions == "send":
+            position, why = self._keyless
+            raise TooManyDeletions(
+                f"{self._name}: record {position} has no usable key ({why}), so this full file cannot say which"
+                f" of the {total} keys of delta scope {rules.delta_scope!r} it no longer holds; nothing was sent."
+                ' Give that record its key, or use deletions = "report"'
+            )
         if total and size and 100.0 * total / size > rules.max_deletions:
             raise TooManyDeletions(
                 f"{self._name}: {total} of the {size} keys of delta scope {rules.delta_scope!r} are absent from this"

@@ -11,21 +11,30 @@ text), so a fixed file dropped into the inbox is read as the original was:
 - XML: the same elements from the root to the records (``record_path``), each record with a ``_reject`` child.
 
 Every reader drops these fields (sources/__init__.py), so they never reach PIM-Core.
+
+A writer never changes a cell's type: an Excel text cell stays text whatever it starts with (openpyxl would
+take ``=…`` for a formula and ``#N/A`` for an error), and characters a worksheet cannot hold are written as
+SpreadsheetML's ``_xHHHH_`` escapes, which the reader decodes. The daemon's own columns (the reason and the
+field, whose text comes from PIM-Core) are made inert in CSV (a leading ``= + - @``, tab or CR gets a ``'``)
+and written in whatever the file's encoding can hold (``\\u2192`` for a character it cannot), and in XML
+without the characters XML 1.0 cannot hold: a reject file is a report, and writing it must not fail on a reason.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
 import orjson
 
-from ..core.canonical import _default
+from ..protocol.canonical import json_default
 from ..sources import Record, compression
 from ..sources.json_path import ITEMS
 from ..sources.json_path import parse as parse_json_path
@@ -55,6 +64,20 @@ def download_name(file_name: str, fmt: str) -> str:
     return base.partition(".")[0] + ".rejects" + suffix(fmt, base)
 
 
+def placed_name(file_name: str, fmt: str, taken: Collection[str]) -> str:
+    """The name of the reject file placed beside its source: ``download_name``, unless that is the source's own
+    name (a reject file dropped in again) or another name in ``taken`` (the folder's entries): then
+    ``<name>.rejects-2.<ext>``, ``-3``..., which keep the source's delta scope (records/rules.py)."""
+    base = file_name.rsplit("/", 1)[-1]
+    name = download_name(base, fmt)
+    stem, _, ext = name.partition(".rejects")
+    n = 1
+    while name == base or name in taken:
+        n += 1
+        name = f"{stem}.rejects-{n}{ext}"
+    return name
+
+
 def write(
     records: Iterator[Record],
     rejects: Iterator[tuple[int, str, str | None]],
@@ -70,7 +93,7 @@ def write(
     written = 0
     try:
         for record, reason, field in _pick(records, rejects):
-            writer.add(record, reason, field)
+            writer.add(record, _reported(reason), None if field is None else _reported(field))
             written += 1
         writer.close()
         with open(tmp, "rb+") as fh:
@@ -103,8 +126,37 @@ def _pick(
                 return
 
 
+def csv_delimiter(fh: BinaryIO, name: str, encoding: str) -> str:
+    """The delimiter the CSV reader takes under ``delimiter = "auto"`` (sources/csv_source.py): the one its
+    header line holds most. ``fh`` is the source's raw bytes (compressed when its name says so); at most the
+    first 4 MiB are read, and the header line ends at the first CR or LF."""
+    from ..sources.csv_source import ENCODINGS
+    from ..sources.csv_source import _delimiter as header_delimiter
+
+    codec = compression.codec_of(PurePosixPath(name))
+    stream: BinaryIO = compression.decompressed(fh, codec, name) if codec is not None else fh
+    decoder = codecs.getincrementaldecoder(ENCODINGS[encoding])(errors="replace")
+    text = ""
+    while len(text) < _SNIFF_CHARS and not _LINE_END.search(text):
+        block = stream.read(1 << 16)
+        text += decoder.decode(block, final=not block)
+        if not block:
+            break
+    return header_delimiter(_LINE_END.split(text, maxsplit=1)[0])
+
+
+_SNIFF_CHARS = 4 << 20
+_LINE_END = re.compile(r"[\r\n]")
+
+
+def _reported(text: str) -> str:
+    """PIM-Core's text (a reason, a field name) as a report can always write it: a lone surrogate (which
+    JSON text may carry as an escape) becomes its ``\\udXXX`` spelling."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _json(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default)
+    return orjson.dumps(value, default=json_default)
 
 
 def _with_reject(record: dict[str, Any], reason: str, field: str | None) -> dict[str, Any]:
@@ -157,10 +209,11 @@ class _Csv(_Writer):
         super().__init__(path, options, suffix)
         from ..sources.csv_source import ENCODINGS
 
-        delimiter = options.get("delimiter", "auto")
+        delimiter = options.get("delimiter", "auto")  # the caller gives the one found for "auto" (csv_delimiter)
         self._delimiter = ("\t" if suffix == ".tsv" else ",") if delimiter == "auto" else delimiter
         codec = ENCODINGS[options.get("encoding", "utf-8")]
-        self._text = io.TextIOWrapper(self.fh, encoding="utf-8" if codec == "utf-8-sig" else codec, newline="")
+        self._codec = "utf-8" if codec == "utf-8-sig" else codec
+        self._text = io.TextIOWrapper(self.fh, encoding=self._codec, newline="")
         self._csv = csv.writer(self._text, delimiter=self._delimiter, quotechar='"', lineterminator="\r\n")
         self._header: list[str] | None = None
 
@@ -168,13 +221,24 @@ class _Csv(_Writer):
         if self._header is None:
             self._header = list(record)
             self._csv.writerow([*self._header, REASON, FIELD])
-        self._csv.writerow([_cell(record.get(name)) for name in self._header] + [reason, field or ""])
+        own = [self._own(reason), self._own(field or "")]
+        self._csv.writerow([_cell(record.get(name)) for name in self._header] + own)
+
+    def _own(self, text: str) -> str:
+        """The daemon's own column: never a live formula (OWASP's CSV injection advice: a leading ``'``), and
+        in characters the file's encoding holds (the source's cells hold only those: they were read in it)."""
+        if text[:1] in _FORMULA_START:
+            text = "'" + text
+        return text.encode(self._codec, "backslashreplace").decode(self._codec)
 
     def close(self) -> None:
         self._text.close()
 
     def abort(self) -> None:
         self._text.close()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value: Any) -> str:
@@ -197,14 +261,34 @@ class _Excel(_Writer):
     def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
         if self._header is None:
             self._header = list(record)
-            self._sheet.append([*self._header, REASON, FIELD])
-        self._sheet.append([_excel_cell(record.get(name)) for name in self._header] + [reason, field])
+            self._sheet.append([self._text(name) for name in [*self._header, REASON, FIELD]])
+        cells = [_excel_cell(record.get(name)) for name in self._header] + [reason, field]
+        self._sheet.append([self._text(c) if isinstance(c, str) else c for c in cells])
+
+    def _text(self, value: str) -> Any:
+        """A text cell, whatever its text: openpyxl's ``append`` would make a str starting with ``=`` a formula
+        and one of its error codes (``#N/A``) an error; a cell whose data_type is set after its value is
+        written as an inline string (openpyxl/cell/_writer.py). What XML cannot hold is ``_xHHHH_``-escaped."""
+        from openpyxl.cell import WriteOnlyCell
+
+        cell = WriteOnlyCell(self._sheet, value=_ooxml_escape(value))
+        cell.data_type = "s"
+        return cell
 
     def close(self) -> None:
         self._book.save(self._path)
 
     def abort(self) -> None:
         pass
+
+
+# What a worksheet's text cannot hold as it is (openpyxl refuses these; XML normalises a CR away), and an
+# underscore that would start an escape (ECMA-376 Part 1, 22.9.2.19: written as _x005F_).
+_OOXML_ESCAPE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\r\ufffe\uffff]|_(?=x[0-9A-Fa-f]{4}_)")
+
+
+def _ooxml_escape(text: str) -> str:
+    return _OOXML_ESCAPE.sub(lambda m: f"_x{ord(m.group(0)):04X}_", text)
 
 
 def _excel_cell(value: Any) -> Any:
@@ -222,6 +306,7 @@ class _Xml(_Writer):
         self.fh.write("".join(f"<{n}>" for n in self._outer).encode() + b"\n")
 
     def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
+        reason, field = _xml_chars(reason), None if field is None else _xml_chars(field)
         reject = {"reason": reason, **({"field": field} if field is not None else {})}
         value = dict(record) if isinstance(record, dict) else {"#text": record}
         value["_reject"] = reject
@@ -232,19 +317,31 @@ class _Xml(_Writer):
         super().close()
 
 
+# Characters XML 1.0 cannot hold, not even as a character reference (its Char production).
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml_chars(text: str) -> str:
+    """PIM-Core's text as XML can hold it: a character it cannot is written as its ``\\xNN`` spelling."""
+    return _NOT_XML.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
+_CR = {"\r": "&#13;"}  # a CR in text is read back as LF unless it is a character reference (XML 1.0, 2.11)
+
+
 def _element(name: str, value: Any) -> str:
     """One element from the shape the XML reader gives (xmltodict's): ``@`` attributes, ``#text``, children."""
     if value is None:
         return f"<{name}/>"
     if not isinstance(value, dict):
-        return f"<{name}>{escape(_text(value))}</{name}>"
+        return f"<{name}>{escape(_text(value), _CR)}</{name}>"
     attrs = "".join(f" {k[1:]}={quoteattr(_text(v))}" for k, v in value.items() if k.startswith("@"))
     inner = []
     for key, child in value.items():
         if key.startswith("@"):
             continue
         if key == "#text":
-            inner.append(escape(_text(child)))
+            inner.append(escape(_text(child), _CR))
         elif isinstance(child, list):
             inner.extend(_element(key, c) for c in child)
         else:

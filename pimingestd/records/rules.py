@@ -9,6 +9,7 @@ a bad one is refused (ConfigError naming the key) before any work is done.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from .. import config
 from ..errors import ConfigError
 
 ON_INVALID = ("fail", "skip")
@@ -89,20 +91,27 @@ class RecordRules:
         return dataclasses.replace(self, delta_scope=default)
 
 
+# ``.rejects.``, or ``.rejects-<n>.`` (the name a reject file takes beside a source already called
+# ``<name>.rejects.<ext>``: intake/lifecycle.py never lets a derived name be its source's).
+_REJECTS = re.compile(re.escape(REJECTS_INFIX) + r"(?:-[0-9]+)?\.")
+
+
 def default_scope(name: str) -> str:
-    """An API call's scope: the file's name, with a reject file's ``.rejects`` infix taken out (so a fixed
-    reject file lands in its source's scope)."""
+    """An API call's scope: the file's name, with a reject file's ``.rejects`` (or ``.rejects-<n>``) infix
+    taken out (so a fixed reject file lands in its source's scope)."""
     base = name.rsplit("/", 1)[-1]
     stem, dot, ext = base.partition(".")
     rest = "." + ext if dot else ""
-    if rest.startswith(REJECTS_INFIX + "."):
-        rest = rest[len(REJECTS_INFIX) :]
+    infix = _REJECTS.match(rest)
+    if infix is not None:
+        rest = "." + rest[infix.end() :]
     return stem + rest
 
 
 def is_reject_file(name: str) -> bool:
-    """A reject file (``<name>.rejects.<ext>``) holds only some of the records: it is never a full file."""
-    return REJECTS_INFIX + "." in name.rsplit("/", 1)[-1]
+    """A reject file (``<name>.rejects.<ext>``, ``<name>.rejects-<n>.<ext>``) holds only some of the records:
+    it is never a full file."""
+    return _REJECTS.search(name.rsplit("/", 1)[-1]) is not None
 
 
 def parse(raw: Mapping[str, Any], where: str = "", base: Path | None = None) -> RecordRules:
@@ -200,3 +209,10 @@ def _check_schema(schema: Any, where: str) -> Mapping[str, Any]:
         path = "/".join(str(p) for p in exc.path) or "(root)"
         raise ConfigError(f"{where}schema is not a valid Draft 2020-12 schema at {path}: {exc.message}") from None
     return schema
+
+
+def _parsed(raw: Mapping[str, Any], where: str, base: Path) -> Mapping[str, Any]:
+    return parse(raw, where, base).as_json()
+
+
+config.register(config.RuleChecks(names=NAMES, parse=_parsed))

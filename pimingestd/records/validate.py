@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import keys
+from ..protocol import keys
 from .rules import RecordRules
 
 

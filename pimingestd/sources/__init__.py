@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from .. import config
 from ..errors import ConfigError, UnsupportedFormat
 from ..locations.local import open_source
 from ..names import readable
@@ -176,3 +177,6 @@ def describe(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return "a number"
+
+
+config.register(config.FormatChecks(formats=tuple(FORMATS), option_names=option_names, check=format_options))

@@ -95,6 +95,22 @@ class ScopeView:
                 out.append(False)
         return out
 
+    def mark(self, keys: Sequence[str]) -> None:
+        """Mark ``keys`` found without deciding anything about them: records the file holds that are not sent
+        (invalid, refused by the rules): absent means "not in the file", never "not looked up"."""
+        if not keys:
+            return
+        rows = self._con.execute(
+            f"SELECT id FROM st.delta_versions WHERE scope = ? AND key IN ({_IN})",
+            (self._scope, orjson.dumps(list(keys)).decode()),
+        ).fetchall()
+        found = self._found
+        top = max((r[0] for r in rows), default=0) >> 3
+        if top >= len(found):
+            found.extend(bytes(top + 1 - len(found) + (len(found) >> 1)))
+        for (rowid,) in rows:
+            found[rowid >> 3] |= 1 << (rowid & 7)
+
     def _in_range(self, keys: Sequence[str]) -> list[Any] | None:
         """The stored rows of the batch's keys by one range scan, or None (not in order, or a sparse range)."""
         if any(a > b for a, b in itertools.pairwise(keys)):  # str order is SQLite's BINARY order for UTF-8 text

@@ -39,6 +39,7 @@ from ..errors import StateError
 from ..model import (
     TRANSITIONS,
     AckOutcome,
+    ChunkMeta,
     ChunkRow,
     Ingestion,
     Progress,
@@ -193,7 +194,7 @@ _MIGRATIONS: dict[int, str] = {
     "ALTER TABLE ingestions ADD COLUMN deletions INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE ingestions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE chunks ADD COLUMN meta BLOB;" + _RECORD_TABLES,
-    # 5 -> 6: keys are text (records/keys.py): an integer key stored as its JSON number becomes its JSON
+    # 5 -> 6: keys are text (protocol/keys.py): an integer key stored as its JSON number becomes its JSON
     # string. Where a scope held both forms of one key, the text one stays (the next file re-sends it if
     # it differs); the same for the keys an ingestion listed as absent or deleted.
     5: "DELETE FROM delta_versions WHERE substr(key, 1, 1) <> '\"' AND EXISTS (SELECT 1 FROM delta_versions t"
@@ -263,6 +264,9 @@ class Store:
         self._ops: set[asyncio.Future[Any]] = set()  # operations under way (each shielded)
         self._acking: list[tuple[str, int, str, asyncio.Future[bool]]] = []  # plain ACKs for the next commit
         self._ack_flush: asyncio.Task[None] | None = None  # the task committing them
+        # Per delta scope: how many ACKs of an ingestion that was not running (a late ACK of a failed one)
+        # changed its versions. A spool pass of the scope compares it before and after (core/ingestion.py).
+        self._late_acks: dict[str, int] = {}
 
     @classmethod
     async def open(cls, path: Path, conditions: Conditions | None = None) -> Store:
@@ -446,6 +450,23 @@ class Store:
             (file_id, exclude),
         )
         return None if row is None else _ingestion(row)
+
+    async def newer_delivered(self, ingestion_id: str) -> Ingestion | None:
+        """The newest ingestion of the same delta scope submitted after this one that delivered anything (it
+        completed, or PIM-Core ACKed some of its chunks): then what this one would send is older than what
+        PIM-Core holds. None when there is none, or the ingestion has no scope."""
+        row = await self._one(
+            "SELECT n.* FROM ingestions o JOIN ingestions n ON n.scope = o.scope AND n.rowid > o.rowid"
+            " WHERE o.id = ? AND o.scope != '' AND (n.status = 'completed' OR n.pruned_chunks > 0"
+            " OR EXISTS (SELECT 1 FROM chunks c WHERE c.ingestion_id = n.id AND c.state = 'acked'))"
+            " ORDER BY n.rowid DESC LIMIT 1",
+            (ingestion_id,),
+        )
+        return None if row is None else _ingestion(row)
+
+    def late_acks(self, scope: str) -> int:
+        """How many ACKs of ingestions that were not running have changed ``scope``'s versions so far."""
+        return self._late_acks.get(scope, 0)
 
     async def latest_for_object(self, url: str, size: int, version: str) -> Ingestion | None:
         """The newest ingestion of this remote object, at this size and version, that was not cancelled."""
@@ -862,7 +883,6 @@ class Store:
     async def chunk_keys(self, ingestion_id: str, n: int) -> list[str]:
         """The stored keys of chunk ``n``'s records (from its metadata, written by the spool pass); empty when
         its records have no key."""
-        from ..records.meta import ChunkMeta
 
         row = await self._one("SELECT meta FROM chunks WHERE ingestion_id = ? AND n = ?", (ingestion_id, n))
         if row is None or row[0] is None:
@@ -965,7 +985,9 @@ class Store:
         """Commit an ACK durably when it matches a chunk that was sent. A chunk of a plain ingestion without
         refused records takes one statement and one fsync; otherwise the refused records, the versions of the
         accepted ones and the tombstones' effect commit in the same transaction as the ACK. The reasons for
-        refusing are looked up only when it matched nothing."""
+        refusing are looked up only when it matched nothing. A late ACK (its ingestion no longer running) that
+        changed a scope's versions is counted for that scope (``late_acks``): it is what PIM-Core applied, so it
+        commits all the same."""
         if not rejected and await self._commit_plain_ack(ingestion_id, n, checksum):
             return "accepted"
         return await self._commit_ack_records(ingestion_id, n, checksum, rejected)
@@ -1019,22 +1041,31 @@ class Store:
     async def _commit_ack_records(
         self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject]
     ) -> AckOutcome:
-        from ..records.meta import ChunkMeta
+        outcome, late = await self._commit_ack_in_tx(ingestion_id, n, checksum, rejected)
+        if late:  # committed (still under the shield of _atomic, whatever happened to the caller)
+            self._late_acks[late] = self._late_acks.get(late, 0) + 1
+        return outcome
+
+    async def _commit_ack_in_tx(
+        self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject]
+    ) -> tuple[AckOutcome, str]:
+        """The outcome, and the scope whose versions a late ACK changed ("" when none did)."""
 
         async with self._tx() as db:
             refused = await self._classify(db, ingestion_id, n, checksum)
             if refused is not None:
-                return refused
+                return refused, ""
             async with db.execute(
-                "SELECT c.first_record, c.records, c.meta, i.scope, i.rowid FROM chunks c"
+                "SELECT c.first_record, c.records, c.meta, i.scope, i.rowid, i.status FROM chunks c"
                 " JOIN ingestions i ON i.id = c.ingestion_id WHERE c.ingestion_id = ? AND c.n = ?",
                 (ingestion_id, n),
             ) as cur:
                 row = await cur.fetchone()
             assert row is not None
             first, count, raw, scope, writer = row[0], row[1], row[2], row[3], row[4]
+            late = scope if scope and row[5] != Status.RUNNING else ""
             if any(r.index >= count for r in rejected):
-                return "bad_rejected"
+                return "bad_rejected", ""
             meta = ChunkMeta.decode(raw) if raw is not None else None
             refused_at = {r.index: r for r in rejected}
             await db.execute(
@@ -1043,7 +1074,7 @@ class Store:
             )
             if meta is not None and meta.tombstones:
                 await self._ack_tombstones(db, ingestion_id, scope, meta, refused_at)
-                return "accepted"
+                return "accepted", late
             if rejected:
                 positions = meta.positions if meta is not None else None
                 await db.executemany(
@@ -1071,7 +1102,8 @@ class Store:
                     " ON CONFLICT (scope, key) DO UPDATE SET hash = excluded.hash, writer = excluded.writer",
                     [(scope, key, meta.hash(i), writer) for i, key in enumerate(meta.keys) if i not in refused_at],
                 )
-        return "accepted"
+                return "accepted", late
+        return "accepted", ""
 
     @staticmethod
     async def _ack_tombstones(

@@ -29,7 +29,8 @@ class EncodeError(ValueError):
     """A value has no canonical JSON form (NaN, lone surrogate, unsupported type)."""
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """orjson's ``default``: a Decimal is written as its exact text; anything else is not JSON."""
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise TypeError(f"{value} is not a JSON number")
@@ -58,12 +59,12 @@ def encode(value: Any) -> bytes:
     would cost a walk over every record.
     """
     try:
-        return orjson.dumps(value, default=_default, option=_OPTS)
+        return orjson.dumps(value, default=json_default, option=_OPTS)
     except orjson.JSONEncodeError as exc:
         if "64-bit" not in str(exc):
             raise EncodeError(str(exc)) from None
     try:
-        return orjson.dumps(_widen(value), default=_default, option=_OPTS)
+        return orjson.dumps(_widen(value), default=json_default, option=_OPTS)
     except orjson.JSONEncodeError as exc:
         raise EncodeError(str(exc)) from None
 
