@@ -154,6 +154,21 @@ def test_an_absent_platform_is_skipped_and_under_ci_fails(monkeypatch: pytest.Mo
         _platform("trixie")
 
 
+def test_a_platform_runs_its_own_php_and_leaves_no_mount_behind(platform: Platform) -> None:
+    """A command run in a chroot sees the chroot's Debian and PHP, the repository and /tmp at the host's
+    paths, and leaves nothing mounted on the host once it exits."""
+    probe = "echo PHP_VERSION, ' ', file_exists($argv[1]) ? 'repo' : 'no repo';"
+    out = subprocess.run(
+        platform.argv("php", "-r", probe, str(BUNDLE / "composer.json")),
+        capture_output=True, text=True, timeout=60, check=True, start_new_session=True,
+    )  # fmt: skip
+    version, seen = out.stdout.split()
+    expected = {"host": "8.2.", "trixie": "8.4.", "sid": "8.4."}[platform.name]
+    assert version.startswith(expected) and seen == "repo", out.stdout
+    if platform.root is not None:
+        assert str(platform.root) not in Path("/proc/self/mounts").read_text()
+
+
 def test_the_bundles_phpunit_suite_passes_on_sqlite_and_mariadb(
     platform: Platform, mariadb: MariaDb, tmp_path: Path
 ) -> None:
@@ -445,6 +460,60 @@ async def test_receiver_side_faults_are_handled_as_the_protocol_says(
         assert st["status"] == "completed", st
         assert applied(mariadb, db, ing) == expected
     finally:
+        app.stop()
+
+
+async def test_a_chunk_that_waits_for_a_lock_is_a_503_the_daemon_waits_out(
+    make_cluster: Any, platform: Platform, mariadb: MariaDb, tmp_path: Path
+) -> None:
+    """While another MariaDB session holds the ingestion's row (as an admin's long save or a worker would),
+    the app answers the chunk POSTs that need it 503 with Retry-After after its lock wait timeout, instead of
+    a 500. The daemon pauses and sends again, the file completes exactly once once the lock is gone, and
+    the app logged one warning per 503."""
+    db = "pimingest_busy"
+    app = PhpApp(platform, tmp_path / "php", mariadb.url(db))
+    c = daemon_for(make_cluster, app, 50)
+    app.point_at(c)
+    mariadb.sql("SET GLOBAL innodb_lock_wait_timeout = 2")  # for the app's connections, opened per request
+    holder: asyncio.subprocess.Process | None = None
+    try:
+        await app.start(workers=1)
+        await c.start_daemon()
+        expected = source(c.data / "busy.jsonl", 500)
+        ing = await c.ingest(c.data / "busy.jsonl")
+        while (await c.status(ing))["chunks_acked"] < 1:
+            await asyncio.sleep(0.05)
+        holder = await asyncio.create_subprocess_exec(
+            "mariadb", "--no-defaults", f"--socket={mariadb.socket}", "-uroot", db,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert holder.stdin is not None
+        holder.stdin.write(
+            f"BEGIN; SELECT * FROM pimingest_ingestion WHERE ingestion_id = '{ing}' FOR UPDATE;\n".encode()
+        )
+        await holder.stdin.drain()
+        deadline = time.monotonic() + 60
+        log = app.root / "php-server.log"
+        while b"[503]: POST /pimingest/chunks" not in log.read_bytes():
+            assert time.monotonic() < deadline, "no 503 while the ingestion's row was locked"
+            await asyncio.sleep(0.2)
+        holder.stdin.write(b"ROLLBACK;\n")
+        holder.stdin.close()
+        await asyncio.wait_for(holder.wait(), 10)
+        st = await c.settle(ing, timeout=120)
+        assert st["status"] == "completed", st
+        assert applied(mariadb, db, ing) == expected
+        _, metrics = await c.call("GET", c.durl + "/metrics")
+        assert 'pimingestd_receiver_busy_total{status="503"}' in str(metrics), "the daemon did not see a 503"
+        answered = log.read_text().count("[503]: POST /pimingest/chunks")
+        app_log = (app.root / "var" / "log" / "app.log").read_text()
+        assert app_log.count("pimingest: chunk answered 503") == answered, app_log[-3000:]
+        report(f"Pimcore bundle on {platform.name}: {answered} chunk POSTs answered 503 during a held lock, waited out")
+    finally:
+        mariadb.sql("SET GLOBAL innodb_lock_wait_timeout = 50")
+        if holder is not None and holder.returncode is None:
+            holder.kill()
+            await holder.wait()
         app.stop()
 
 

@@ -50,7 +50,12 @@ final class Kernel extends BaseKernel
 
     public function getLogDir(): string
     {
-        return $this->varDir() . '/log';
+        $dir = $this->varDir() . '/log';
+        if (!is_dir($dir)) {
+            @mkdir($dir, 0777, true);  // Symfony 7.4's logger opens its file before the kernel makes the folder
+        }
+
+        return $dir;
     }
 
     private function varDir(): string
@@ -86,6 +91,10 @@ final class Kernel extends BaseKernel
             'appliers' => [['match' => 'refuse-*', 'applier' => 'test.refusing'], ...(PimcoreStandIns::enabled() ? [PimcoreStandIns::RULE] : [])],
         ]);
         $services = $c->services();
+        // The app's log, notices and up, in its log folder (Symfony's default logger, for want of Monolog,
+        // keeps only errors, on stderr): what a Pimcore project's Monolog would keep of this bundle.
+        $services->set('logger', \Symfony\Component\HttpKernel\Log\Logger::class)
+            ->args(['notice', $this->getLogDir() . '/app.log']);
         if (PimcoreStandIns::enabled()) {  // files named products-* into the Pimcore stand-ins (data_object)
             PimcoreStandIns::services($services);
         }
