@@ -227,6 +227,73 @@ async def test_repeated_keys_apply_in_file_order_and_the_last_version_is_stored(
     assert st["status"] == "completed" and st["records_unchanged"] == 2 and st["chunks_acked"] == 0, st
 
 
+async def test_an_integer_key_and_its_text_are_one_key_and_a_file_writes_them_one_way(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Keys are text (docs/protocol.md, "Keys"): a catalogue that wrote SKU 100234 as a number yesterday and as
+    text today updates one product; no tombstone goes out for the number (PIM-Core would delete the product it
+    just updated). Within one file, a digit key written the other way than the file's first is refused into
+    the reject file, naming both records."""
+    d = await make_daemon(chunking={"records": 2})
+    day1 = [{"sku": 100234, "v": 1}, {"sku": "A-1", "v": 1}]
+    _, body = await d.ingest(path=str(_write(data_dir / "k1.jsonl", day1)), **DELTA, deletions="send")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_acked"] == 2, st
+    assert set(versions(d.config.daemon.state_db, "products")) == {'"100234"', '"A-1"'}
+    day2 = [{"sku": "100234", "v": 2}, {"sku": "A-1", "v": 1}, {"sku": 100235, "v": 1}, {"sku": 7, "v": 1}]
+    _, body = await d.ingest(
+        path=str(_write(data_dir / "k2.jsonl", day2)), **DELTA, deletions="send", on_invalid="skip"
+    )
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert (st["deletions"], st["records_deleted"], st["records_unchanged"]) == (0, 0, 1), st
+    sent = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
+    assert sent == [{"sku": "100234", "v": 2}], "the number keys after the text one are refused"
+    catalogue = await receiver.get("/catalogue?key=sku")
+    assert catalogue == {'"100234"': '{"sku":"100234","v":2}', '"A-1"': '{"sku":"A-1","v":1}'}, catalogue
+    code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
+    lines = [json.loads(line) for line in raw.splitlines()] if isinstance(raw, str) else [raw]
+    assert code == 200 and [r["sku"] for r in lines] == [100235, 7], lines
+    assert all(r["_reject"]["field"] == "sku" for r in lines), lines
+    assert "record 0 wrote a digit key as text" in lines[0]["_reject"]["reason"]
+
+
+async def test_a_key_refused_for_its_form_is_still_in_the_file_and_is_not_tombstoned(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """A record refused because it writes a digit key the other way than the file's first is in the file all the
+    same: its key is not absent, so no tombstone deletes the product it names."""
+    d = await make_daemon(chunking={"records": 2})
+    _, body = await d.ingest(path=str(_write(data_dir / "f1.jsonl", [{"sku": "100234"}, {"sku": "7"}])), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    day2 = [{"sku": 7, "v": 2}, {"sku": "100234", "v": 2}]
+    _, body = await d.ingest(
+        path=str(_write(data_dir / "f2.jsonl", day2)), **DELTA, deletions="send", on_invalid="skip"
+    )
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_invalid"] == 1, st
+    assert (st["deletions"], st["records_deleted"]) == (0, 0), st
+    assert '"100234"' in await receiver.get("/catalogue?key=sku")
+
+
+async def test_a_key_repeated_in_a_delta_file_ends_as_its_last_record(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Delta compares a record with the version PIM-Core holds for its key; once an earlier record of the key
+    was sent in this file, PIM-Core no longer holds that version, so the later records of the key are sent
+    too, even one equal to the stored version: the key ends as its last record in file order."""
+    a1, a2, a3, b = {"sku": "A", "v": 1}, {"sku": "A", "v": 2}, {"sku": "A", "v": 3}, {"sku": "B", "v": 1}
+    d = await make_daemon(chunking={"records": 2})
+    _, body = await d.ingest(path=str(_write(data_dir / "r1.jsonl", [a1, a2, b])), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    _, body = await d.ingest(path=str(_write(data_dir / "r2.jsonl", [a3, b, a2])), **DELTA)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_unchanged"] == 1, st
+    assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [a3, a2]
+    assert json.loads((await receiver.get("/catalogue?key=sku"))['"A"']) == a2
+    assert versions(d.config.daemon.state_db, "products")['"A"'] == hashlib.sha256(canonical.encode(a2)).digest()[:16]
+
+
 PRICED = {
     **DELTA,
     "deletions": "send",

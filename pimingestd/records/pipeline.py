@@ -81,6 +81,7 @@ class Pipeline:
         self._keyless: tuple[int, str] | None = None  # the first record whose key cannot be read, and why
         key = rules.key
         self._key_of = (lambda value: keys.extract(value, key)) if key is not None else None
+        self._digit_keys = keys.DigitKeys()  # per pass: each pass reads the file in the same order
 
     def run(self, records: Iterator[Record]) -> Iterator[Item]:
         numbered = enumerate(records)
@@ -99,8 +100,9 @@ class Pipeline:
         kept: list[_Kept] = []
         held_back: list[str] = []  # keys of records not sent, which the file holds all the same
         check = self._validator.check if rules.schema is not None or rules.required else None
-        key_of, loads, dumps = self._key_of, orjson.loads, orjson.dumps
+        key_of, loads, dumps, forms = self._key_of, orjson.loads, orjson.dumps, self._digit_keys
         top = rules.key if rules.key is not None and "." not in rules.key else None
+        key_field = rules.key or ""
         for position, record in batch:
             # The hot loop of a delta pass: the common case (a fast path's canonical bytes, a top-level string
             # key, no schema) is written out inline; anything else takes the general calls.
@@ -119,9 +121,16 @@ class Pipeline:
                 found = value.get(top) if top is not None else None
                 if type(found) is str and found and "\x7f" not in found:  # a DEL: a marked number, not a string
                     key = dumps(found).decode()
+                    if found[-1] in _DIGITS and (form := forms.check(found, position)) is not None:
+                        bad = (form, rules.key)
+                        held_back.append(key)  # refused for its form, but the file holds the key
                 else:
                     try:
-                        key = key_of(loads(body) if type(record) is Exact else value)
+                        plain = loads(body) if type(record) is Exact else value
+                        key = key_of(plain)
+                        if (form := forms.check(keys.lookup(plain, key_field), position)) is not None:
+                            bad = (form, rules.key)
+                            held_back.append(key)
                     except keys.NoKey as exc:
                         bad = (str(exc), rules.key)
                         self._keyless = self._keyless or (position, str(exc))
@@ -204,6 +213,9 @@ class Pipeline:
                     yield from self._cutter.add(_encode(keys.tombstone(rules.key, key), -1), None, key, None)
         if rules.deletions == "send":
             yield from self._cutter.flush()
+
+
+_DIGITS = frozenset("0123456789")
 
 
 def _encode(record: Any, position: int) -> bytes:

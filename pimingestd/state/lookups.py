@@ -49,6 +49,7 @@ class ScopeView:
         self._con.execute("ATTACH ? AS st", (_uri(state, "?mode=ro"),))
         self._seen = seen is not None
         self._found = bytearray()
+        self._sent = bytearray()  # stored keys a record of this file was sent for (a bit per row id, as found)
 
     def close(self) -> None:
         self._con.close()
@@ -66,16 +67,33 @@ class ScopeView:
                 f"SELECT key, hash, writer, id FROM st.delta_versions WHERE scope = ? AND key IN ({_IN})",
                 (self._scope, orjson.dumps(list(keys)).decode()),
             ).fetchall()
-        stored = {}
-        found, me = self._found, self._writer
+        stored: dict[str, tuple[bytes | None, int]] = {}
+        found, sent, me = self._found, self._sent, self._writer
         top = max((r[3] for r in rows), default=0) >> 3
         if top >= len(found):
             found.extend(bytes(top + 1 - len(found) + (len(found) >> 1)))
+        if len(sent) < len(found):
+            sent.extend(bytes(len(found) - len(sent)))
         for key, digest, writer, rowid in rows:
-            stored[key] = digest if writer != me else None  # a version it wrote itself: sent by it, send again
+            # a version it wrote itself (None): sent by it, send again
+            stored[key] = (digest if writer != me else None, rowid)
             found[rowid >> 3] |= 1 << (rowid & 7)
-        get = stored.get
-        return [(known := get(key, b"")) is None or known != digest for key, digest in zip(keys, hashes, strict=True)]
+        # A key repeated in the file: once one of its records is sent, PIM-Core no longer holds the stored
+        # version, so every later record of that key is sent too, and the key ends as its last record.
+        out = []
+        for key, digest in zip(keys, hashes, strict=True):
+            known = stored.get(key)
+            if known is None:
+                out.append(True)  # new in the scope
+                continue
+            version, rowid = known
+            byte, bit = rowid >> 3, 1 << (rowid & 7)
+            if version is None or version != digest or sent[byte] & bit:
+                sent[byte] |= bit
+                out.append(True)
+            else:
+                out.append(False)
+        return out
 
     def mark(self, keys: Sequence[str]) -> None:
         """Mark ``keys`` found without deciding anything about them: records the file holds that are not sent

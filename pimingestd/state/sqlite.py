@@ -52,7 +52,7 @@ from ..names import from_text, to_text
 
 __all__ = ["Store"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Record-level outcomes (schema 5): refused and invalid records, keys a full file no longer holds, and each
 # delta scope's ACKed versions.
@@ -194,6 +194,15 @@ _MIGRATIONS: dict[int, str] = {
     "ALTER TABLE ingestions ADD COLUMN deletions INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE ingestions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE chunks ADD COLUMN meta BLOB;" + _RECORD_TABLES,
+    # 5 -> 6: keys are text (protocol/keys.py): an integer key stored as its JSON number becomes its JSON
+    # string. Where a scope held both forms of one key, the text one stays (the next file re-sends it if
+    # it differs); the same for the keys an ingestion listed as absent or deleted.
+    5: "DELETE FROM delta_versions WHERE substr(key, 1, 1) <> '\"' AND EXISTS (SELECT 1 FROM delta_versions t"
+    " WHERE t.scope = delta_versions.scope AND t.key = '\"' || delta_versions.key || '\"');"
+    "UPDATE delta_versions SET key = '\"' || key || '\"' WHERE substr(key, 1, 1) <> '\"';"
+    "DELETE FROM deletions WHERE substr(key, 1, 1) <> '\"' AND EXISTS (SELECT 1 FROM deletions t"
+    " WHERE t.ingestion_id = deletions.ingestion_id AND t.key = '\"' || deletions.key || '\"');"
+    "UPDATE deletions SET key = '\"' || key || '\"' WHERE substr(key, 1, 1) <> '\"';",
 }
 
 

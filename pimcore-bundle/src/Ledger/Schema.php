@@ -18,6 +18,9 @@ use Doctrine\DBAL\Types\Types;
  * - pimingest_chunk: one row per chunk taken; `state` is queued (taken, its body kept until applied) or
  *   applied (in the same transaction as the records' effect).
  * - pimingest_record: the `table` applier's output.
+ * - pimingest_mark: the per-record appliers' progress (data_object): one row per record of a chunk not
+ *   applied yet, written right after the record's own Pimcore save, in a short transaction of its own;
+ *   dropped when the chunk is marked applied. Position -1 says the chunk's apply has begun.
  *
  * On MySQL and MariaDB every table is utf8mb4 and InnoDB, with the collation the app's connection configures
  * (DoctrineBundle's `default_table_options`, as a Pimcore project sets them) when that is a utf8mb4 one, else
@@ -34,6 +37,7 @@ final class Schema
     public const INGESTION = 'pimingest_ingestion';
     public const CHUNK = 'pimingest_chunk';
     public const RECORD = 'pimingest_record';
+    public const MARK = 'pimingest_mark';
 
     public const CHARSET = 'utf8mb4';
     public const COLLATION = 'utf8mb4_unicode_520_ci';
@@ -79,6 +83,7 @@ final class Schema
             $r->addColumn('data', Types::TEXT, ['length' => 4294967295]);
             $r->setPrimaryKey(['ingestion_id', 'chunk', 'position']);
         }
+        self::marks($schema);
     }
 
     /** Protocol v1.1: the records refused in the chunk's ACK (JSON), and its tombstones taken; where missing. */
@@ -90,6 +95,28 @@ final class Schema
         if (!$c->hasColumn('tombstones')) {
             $c->addColumn('tombstones', Types::INTEGER, ['default' => 0]);
         }
+    }
+
+    /**
+     * One record's outcome (applied, refused, or `begun` at position -1), for the chunk with `checksum`: a
+     * chunk released and taken again is the same bytes, and its marks still count. Added where missing.
+     */
+    public static function marks(DbalSchema $schema): void
+    {
+        if ($schema->hasTable(self::MARK)) {
+            return;
+        }
+        $m = self::create($schema, self::MARK);
+        $m->addColumn('ingestion_id', Types::STRING, ['length' => 32]);
+        $m->addColumn('n', Types::INTEGER);
+        $m->addColumn('position', Types::INTEGER);
+        $m->addColumn('checksum', Types::STRING, ['length' => 71]);
+        $m->addColumn('outcome', Types::STRING, ['length' => 16]);
+        $m->addColumn('field', Types::STRING, ['length' => 255, 'notnull' => false]);
+        $m->addColumn('reason', Types::TEXT, ['notnull' => false]);
+        $m->addColumn('content_hash', Types::STRING, ['length' => 64, 'notnull' => false]);
+        $m->addColumn('marked_at', Types::FLOAT);
+        $m->setPrimaryKey(['ingestion_id', 'n', 'position']);
     }
 
     /**
@@ -105,8 +132,8 @@ final class Schema
         }
         $rows = $db->fetchAllAssociative(
             'SELECT TABLE_NAME AS name, TABLE_COLLATION AS tc FROM information_schema.TABLES'
-            . ' WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?, ?) ORDER BY TABLE_NAME',
-            [self::INGESTION, self::CHUNK, self::RECORD],
+            . ' WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?, ?, ?) ORDER BY TABLE_NAME',
+            [self::INGESTION, self::CHUNK, self::RECORD, self::MARK],
         );
         $fixes = [];
         foreach ($rows as $row) {

@@ -35,3 +35,7 @@ spl_autoload_register(static function (string $class): void {
 
 require_once __DIR__ . '/composer.php';
 \Pimingestd\PimcoreBundle\Tests\Application\ComposerMetadata::load(\is_string($var = $_SERVER['PIMINGEST_APP_VAR'] ?? getenv('PIMINGEST_APP_VAR')) && $var !== '' ? $var : __DIR__ . '/var');
+
+if (Pimingestd\PimcoreBundle\Tests\Application\src\PimcoreStandIns::enabled()) {
+    Pimingestd\PimcoreBundle\Tests\Application\src\PimcoreStandIns::autoload();
+}

@@ -52,7 +52,7 @@ abstract class Databases extends TestCase
                 self::markTestSkipped('PIMINGEST_TEST_MYSQL_URL is not set (tests/test_pimcore_bundle.py starts MariaDB and sets it)');
             }
             $db = ConnectionFactory::create($url);
-            foreach (['pimingest_record', 'pimingest_chunk', 'pimingest_ingestion', 'migration_versions'] as $table) {
+            foreach (['pimingest_mark', 'pimingest_record', 'pimingest_chunk', 'pimingest_ingestion', 'migration_versions'] as $table) {
                 $db->executeStatement("DROP TABLE IF EXISTS {$table}");
             }
         }

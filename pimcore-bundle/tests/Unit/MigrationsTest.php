@@ -23,6 +23,7 @@ final class MigrationsTest extends Databases
     private const V1 = 'Pimingestd\PimcoreBundle\Migrations\Version20261201000000';
     private const V2 = 'Pimingestd\PimcoreBundle\Migrations\Version20261202000000';
     private const V3 = 'Pimingestd\PimcoreBundle\Migrations\Version20261206000000';
+    private const V4 = 'Pimingestd\PimcoreBundle\Migrations\Version20261207000000';
 
     /** @return array<string, string> namespace => folder, as the app's DoctrineMigrationsBundle receives them */
     private static function registeredPaths(bool $withMigrationsBundle = true): array
@@ -78,7 +79,7 @@ final class MigrationsTest extends Databases
         $dir = realpath($paths['Pimingestd\PimcoreBundle\Migrations']);
         self::assertNotFalse($dir);
         $found = array_map(static fn (string $f): string => basename($f, '.php'), glob($dir . '/Version*.php') ?: []);
-        self::assertSame(['Version20261201000000', 'Version20261202000000', 'Version20261206000000'], $found);
+        self::assertSame(['Version20261201000000', 'Version20261202000000', 'Version20261206000000', 'Version20261207000000'], $found);
         self::assertSame([], self::registeredPaths(false), 'no doctrine_migrations configuration without its bundle');
     }
 
@@ -89,7 +90,7 @@ final class MigrationsTest extends Databases
     public function testOnAFreshDatabaseTheMigrationsMakeTheLedgerSetupWould(string $kind): void
     {
         $db = $this->connect($kind, setup: false);
-        self::assertSame([self::V1, self::V2, self::V3], self::migrate($db));
+        self::assertSame([self::V1, self::V2, self::V3, self::V4], self::migrate($db));
         self::assertSame([], (new Ledger($db))->setup(), 'setup finds nothing left to create or convert');
         self::assertContains('refused', self::chunkColumns($db));
         self::assertSame([], self::migrate($db), 'a second migrate runs nothing');
@@ -104,6 +105,7 @@ final class MigrationsTest extends Databases
         $db = $this->connect($kind);  // then taken back to what Version20261201000000 created before v1.1
         $db->executeStatement('ALTER TABLE ' . Schema::CHUNK . ' DROP COLUMN refused');
         $db->executeStatement('ALTER TABLE ' . Schema::CHUNK . ' DROP COLUMN tombstones');
+        $db->executeStatement('DROP TABLE ' . Schema::MARK);  // the data_object applier's marks came later
         if ($kind === 'mariadb') {
             foreach ([Schema::INGESTION, Schema::CHUNK, Schema::RECORD] as $table) {
                 $db->executeStatement("ALTER TABLE {$table} CONVERT TO CHARACTER SET utf8mb3 COLLATE utf8mb3_unicode_ci");
@@ -112,8 +114,9 @@ final class MigrationsTest extends Databases
         MigrationRunner::markDone($db, self::V1);
         self::assertNotContains('refused', self::chunkColumns($db));
 
-        self::assertSame([self::V2, self::V3], self::migrate($db));
+        self::assertSame([self::V2, self::V3, self::V4], self::migrate($db));
         self::assertContains('refused', self::chunkColumns($db));
+        self::assertTrue($db->createSchemaManager()->tablesExist([Schema::MARK]), 'Version20261207000000 adds the marks');
         self::assertContains('tombstones', self::chunkColumns($db));
         self::assertSame([], Schema::charsetFixes($db));
         self::assertSame([], (new Ledger($db))->setup());
@@ -127,7 +130,7 @@ final class MigrationsTest extends Databases
     {
         $db = $this->connect($kind);
         $before = self::chunkColumns($db);
-        self::assertSame([self::V1, self::V2, self::V3], self::migrate($db));
+        self::assertSame([self::V1, self::V2, self::V3, self::V4], self::migrate($db));
         self::assertSame($before, self::chunkColumns($db));
     }
 }

@@ -54,7 +54,7 @@ final class SchemaTest extends Databases
     {
         $db = $this->connect($kind);
         self::assertSame(bin2hex(self::RECORD), bin2hex($this->roundTrip($db)));
-        $expected = [Schema::CHUNK => [Schema::COLLATION, 'InnoDB'], Schema::INGESTION => [Schema::COLLATION, 'InnoDB'], Schema::RECORD => [Schema::COLLATION, 'InnoDB']];
+        $expected = [Schema::CHUNK => [Schema::COLLATION, 'InnoDB'], Schema::INGESTION => [Schema::COLLATION, 'InnoDB'], Schema::MARK => [Schema::COLLATION, 'InnoDB'], Schema::RECORD => [Schema::COLLATION, 'InnoDB']];
         self::assertSame($expected, $this->options($db));
     }
 
@@ -69,7 +69,7 @@ final class SchemaTest extends Databases
             $db->executeStatement("ALTER TABLE {$table} CONVERT TO CHARACTER SET utf8mb3 COLLATE utf8mb3_unicode_ci");
         }
         self::assertNotSame(self::RECORD, $this->roundTrip($db));  // the loss this guards against: `?` for each
-        self::assertSame([Schema::CHUNK, Schema::INGESTION, Schema::RECORD], array_keys($this->options($db)));
+        self::assertSame([Schema::CHUNK, Schema::INGESTION, Schema::MARK, Schema::RECORD], array_keys($this->options($db)));
         self::assertCount(3, Schema::charsetFixes($db));
 
         (new Ledger($db))->setup();
