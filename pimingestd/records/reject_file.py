@@ -25,17 +25,21 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import os
 import re
 from collections.abc import Collection, Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
 import orjson
 
+from ..protocol import canonical
 from ..protocol.canonical import json_default
 from ..sources import Record, compression
+from ..sources.exact import Exact
 from ..sources.json_path import ITEMS
 from ..sources.json_path import parse as parse_json_path
 
@@ -119,11 +123,19 @@ def _pick(
         if wanted is None:
             return
         if wanted[0] == position:
-            value = record if isinstance(record, dict) else orjson.loads(orjson.dumps(record))
-            yield value, wanted[1], wanted[2]
+            yield _as_read(record), wanted[1], wanted[2]
             wanted = next(rejects, None)
             if wanted is None:
                 return
+
+
+def _as_read(record: Record) -> Any:
+    """The record as an object whose numbers are as the source wrote them: a fast path's canonical bytes
+    (``orjson.Fragment``, ``Exact``) are parsed with Decimals, never through binary floats (``19.90`` stays)."""
+    if isinstance(record, dict):
+        return record
+    body = record.body if isinstance(record, Exact) else orjson.dumps(record)
+    return json.loads(body, parse_float=Decimal)
 
 
 def csv_delimiter(fh: BinaryIO, name: str, encoding: str) -> str:
@@ -156,7 +168,13 @@ def _reported(text: str) -> str:
 
 
 def _json(value: Any) -> bytes:
-    return orjson.dumps(value, default=json_default)
+    """JSON text of a value as read: Decimals exact, integers of any size (beyond 64 bits as their digits)."""
+    try:
+        return orjson.dumps(value, default=json_default)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+    return orjson.dumps(canonical.widen(value), default=json_default)
 
 
 def _with_reject(record: dict[str, Any], reason: str, field: str | None) -> dict[str, Any]:
