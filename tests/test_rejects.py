@@ -528,3 +528,30 @@ async def test_a_reject_file_keeps_every_number_as_written(
         back.write_bytes(raw)
         spec = SourceSpec(fmt, options.get(name, {}))
         assert _canonical(read_records(back, spec)) == _canonical(read_records(src, spec)), name
+
+
+async def test_a_csv_reject_file_reads_back_with_auto_whatever_its_header_names_hold(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """``delimiter = "auto"`` finds the delimiter in the header line outside quotes: a ``;`` file whose quoted
+    header names hold commas (``"size (l, w, h, d)"``) or pipes is read with ``;``, and its reject file must
+    read the same way when dropped in again. A name the writer left unquoted (it holds no ``;``) made the
+    commas count, and the fixed file was read with ``,`` and refused."""
+    files = {
+        "commas.csv": b'sku;"size (l, w, h, d)";"a, b"\nA;1;2\nB;3;4\n',
+        "pipes.csv": b'sku,"x|y|z|w|v"\nA,1\nB,3\n',
+        "tabs.csv": b'sku|"a\tb\tc"|"d\te"\nA|1|2\nB|3|4\n',
+    }
+    await receiver.faults(_refuse("B", reason="no"))
+    d = await make_daemon()
+    for name, data in files.items():
+        src = data_dir / name
+        src.write_bytes(data)
+        _, body = await d.ingest(path=str(src))
+        st = await d.wait(body["ingestion_id"])
+        assert st["status"] == "completed" and st["records_rejected"] == 1, (name, st)
+        code, raw, _ = await _rejects(d, st["ingestion_id"])
+        assert code == 200, (name, raw)
+        back = data_dir / f"back-{name}"
+        back.write_bytes(raw)
+        assert _read(back, "csv") == _read(src, "csv")[1:], (name, raw)

@@ -238,7 +238,9 @@ class _Csv(_Writer):
     def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
         if self._header is None:
             self._header = list(record)
-            self._csv.writerow([*self._header, REASON, FIELD])
+            self._text.write(
+                self._delimiter.join(_header_name(n, self._delimiter) for n in [*self._header, REASON, FIELD]) + "\r\n"
+            )
         own = [self._own(reason), self._own(field or "")]
         self._csv.writerow([_cell(record.get(name)) for name in self._header] + own)
 
@@ -257,6 +259,17 @@ class _Csv(_Writer):
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _header_name(name: str, delimiter: str) -> str:
+    """A header name quoted whenever it holds a candidate delimiter (or a quote or line break), so that
+    ``delimiter = "auto"``, which counts them in the header line outside quotes, finds in the reject file the
+    delimiter it found in the source; the name reads back as it was."""
+    from ..sources.csv_source import DELIMITERS
+
+    if any(c in name for c in (delimiter, *DELIMITERS, '"', "\r", "\n")):
+        return '"' + name.replace('"', '""') + '"'
+    return name
 
 
 def _cell(value: Any) -> str:
