@@ -280,7 +280,7 @@ async def test_an_older_full_file_never_resumes_over_a_newer_one_of_its_scope(
     """Monday's full file (E dropped) fails during delivery; Tuesday's (E back) completes. Resuming Monday is
     refused (409, saying why and what to do): it would send Monday's prices and a tombstone for E. Dropping
     Monday's file again is a new ingestion, compared with what PIM-Core holds now."""
-    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100, "on_invalid": "skip"}
     d = await make_daemon(chunking={"records": 2}, delivery={"max_attempts": 1, "backoff": 0.05, "preflight": True})
     skus = ["A", "B", "C", "D", "E"]
     _, body = await d.ingest(path=str(_write(data_dir / "base.jsonl", [{"sku": s, "p": 1} for s in skus])), **rules)
@@ -318,7 +318,7 @@ async def test_an_older_file_waiting_for_its_scope_fails_once_a_newer_one_delive
 ) -> None:
     """The resume is taken while Tuesday's ingestion runs and has delivered nothing yet; Monday waits for the
     scope, and once Tuesday completed, its run refuses to start, saying why."""
-    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100, "on_invalid": "skip"}
     d = await make_daemon(chunking={"records": 2}, delivery={"max_attempts": 1, "backoff": 0.05, "preflight": True})
     await receiver.faults([{"action": "reject_final", "chunk": 1}])
     _, body = await d.ingest(path=str(_write(data_dir / "monday.jsonl", [product(i) for i in range(4)])), **rules)
@@ -375,3 +375,38 @@ async def test_a_late_ack_during_a_newer_spool_pass_makes_it_spool_again(
     assert st["status"] == "completed", st
     assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [base[0], tuesday[4]]
     assert versions(d.config.daemon.state_db, "products") == await held(receiver)
+
+
+async def test_a_key_spelled_as_a_number_instead_of_a_string_is_never_tombstoned(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """``"1"`` and ``1`` are two keys in the scope, but one object in PIM-Core: the bundle finds and names an
+    object by ``(string) $key`` (pimcore-bundle/src/Apply/DataObjectApplier.php). An exporter that writes
+    yesterday's ``"sku": "1"`` as ``"sku": 1`` today still has product 1 in its file: the record is sent,
+    and no tombstone for ``"1"`` follows it (which deleted the object just upserted). Either way round, and
+    with the repeat held back by validation too. A key whose other spelling is not the same text (``"01"``,
+    ``"-0"``) is another object, and is deleted as any absent key."""
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100, "on_invalid": "skip"}
+    d = await make_daemon()
+    day1 = [
+        {"sku": "1", "v": 1},
+        {"sku": 2, "v": 1},
+        {"sku": "01", "v": 1},
+        {"sku": "-0", "v": 1},
+        {"sku": "A", "v": 1},
+    ]
+    _, body = await d.ingest(path=str(_write(data_dir / "d1.jsonl", day1)), **rules)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+
+    day2 = [{"sku": 1, "v": 1}, {"sku": "2", "v": 1}, {"sku": 1, "v": 2}, {"sku": "A", "v": 1}]
+    _, body = await d.ingest(path=str(_write(data_dir / "d2.jsonl", day2)), **rules, unique_key=True)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    sent = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
+    assert sent == [
+        {"sku": 1, "v": 1},
+        {"sku": "2", "v": 1},
+        {"sku": "-0", "_deleted": True},
+        {"sku": "01", "_deleted": True},
+    ], sent
+    assert (st["deletions"], st["records_invalid"]) == (2, 1), st

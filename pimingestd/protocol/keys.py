@@ -4,10 +4,15 @@
 name holds the dot wins, so a tombstone ``{"product.sku": …}`` names its key the same way). A key is a
 string or an integer: what a catalogue names products by. It is stored as its canonical JSON text, so
 ``"1"`` and ``1`` stay two keys.
+
+PIM-Core, though, names an object by its key's text (the bundle's ``(string) $key``): ``"1"`` and ``1`` are
+one object there. ``other_spelling`` gives a key's other form, so that a full file holding one of them never
+deletes the other (records/pipeline.py).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -32,6 +37,20 @@ def extract(record: Any, key: str) -> str:
 
 
 _MISSING = object()
+
+# An integer's text, as PHP's (string) writes it: no leading zero, no "-0".
+_INT_TEXT = r"(0|-?[1-9][0-9]*)"
+_STRING_INT = re.compile(f'"{_INT_TEXT}"')
+_INT = re.compile(_INT_TEXT)
+
+
+def other_spelling(stored: str) -> str | None:
+    """The stored form of the same key spelled as the other type, when PIM-Core takes both for one object:
+    ``"1"`` for ``1`` and ``1`` for ``"1"``; None when there is none (``"01"``, ``"-0"``, ``"A"``)."""
+    if stored[:1] == '"':
+        m = _STRING_INT.fullmatch(stored)
+        return None if m is None else m.group(1)
+    return f'"{stored}"' if _INT.fullmatch(stored) else None
 
 
 def lookup(record: Any, path: str) -> Any:

@@ -12,7 +12,8 @@ flat whatever the scope's size. Then each record is:
 
 After the last record of a full file, the scope's keys it did not hold are its deletions: listed, or sent
 as tombstones in chunks of their own at the end. A key is absent only when no record of the file holds it:
-the keys of records that are not sent (invalid, or a repeat under ``unique_key``) are marked found too. A
+the keys of records that are not sent (invalid, or a repeat under ``unique_key``) are marked found too, and
+so is each key's other spelling (``"1"`` for ``1``: one object in PIM-Core, see protocol/keys.py). A
 record whose key cannot be read at all could be any of the absent keys, so then none is sent as a tombstone:
 the file fails before anything is sent, as with too many deletions.
 """
@@ -79,6 +80,7 @@ class Pipeline:
         self._delta = rules.delta and dedup  # re_ingestion sends everything (versions are still recorded)
         self._full_deletions = rules.deletions != "off" and full_file
         self._keyless: tuple[int, str] | None = None  # the first record whose key cannot be read, and why
+        self._key_types: tuple[bool, bool] | None = None  # whether the scope holds string keys, integer keys
         key = rules.key
         self._key_of = (lambda value: keys.extract(value, key)) if key is not None else None
 
@@ -147,9 +149,26 @@ class Pipeline:
                 unique.append((position, body, key))
             kept = unique
             self._view.hold([k for _, _, k in kept if k is not None])
-        if held_back and self._full_deletions and self._view is not None:
+        if self._full_deletions and self._view is not None:
             self._view.mark(held_back)
+            self._mark_other_spellings([k for _, _, k in kept if k is not None] + held_back)
         return kept
+
+    def _mark_other_spellings(self, held: list[str]) -> None:
+        """Mark found the other spelling of each key the batch holds (``"1"`` for ``1``, and back): one object
+        in PIM-Core (protocol/keys.py), so a file holding either never deletes the other. Only the spellings
+        of a type the scope holds are looked up: a scope of one type, fed keys of that type, costs nothing."""
+        assert self._view is not None
+        if self._key_types is None:
+            self._key_types = self._view.key_types()
+        strings, integers = self._key_types
+        if strings and integers:
+            spelled = held
+        elif strings or integers:  # keys of the other type: their other spelling is of the scope's type
+            spelled = [k for k in held if (k[0] == '"') == integers]
+        else:
+            return
+        self._view.mark([o for k in spelled if (o := keys.other_spelling(k)) is not None])
 
     def _lookup(self, kept: list[_Kept], hashes: list[bytes]) -> list[bool] | None:
         """Whether each record is new or changed in the scope (marking the keys found); None: not looked up.

@@ -93,6 +93,13 @@ class ScopeView:
         for (rowid,) in rows:
             found[rowid >> 3] |= 1 << (rowid & 7)
 
+    def key_types(self) -> tuple[bool, bool]:
+        """Whether the scope holds string keys, and whether it holds integer keys (their stored JSON text
+        starts with a quote, or with a digit or minus): two range probes of the index."""
+        one = "SELECT 1 FROM st.delta_versions WHERE scope = ? AND key >= ? AND key < ? LIMIT 1"
+        strings = self._con.execute(one, (self._scope, '"', "#")).fetchone() is not None
+        return strings, self._con.execute(one, (self._scope, "-", ":")).fetchone() is not None
+
     def _in_range(self, keys: Sequence[str]) -> list[Any] | None:
         """The stored rows of the batch's keys by one range scan, or None (not in order, or a sparse range)."""
         if any(a > b for a, b in itertools.pairwise(keys)):  # str order is SQLite's BINARY order for UTF-8 text
