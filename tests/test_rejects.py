@@ -555,3 +555,37 @@ async def test_a_csv_reject_file_reads_back_with_auto_whatever_its_header_names_
         back = data_dir / f"back-{name}"
         back.write_bytes(raw)
         assert _read(back, "csv") == _read(src, "csv")[1:], (name, raw)
+
+
+def test_a_reject_files_name_keeps_every_part_of_its_sources_name() -> None:
+    """``my.products.v2.jsonl``'s reject file was ``my.rejects.jsonl``: another delta scope (``my.jsonl``) and a
+    name a profile matching ``*.v2.jsonl`` no longer matched, so the fixed file dropped in again was read
+    without the profile's options and rules. The ``.rejects`` infix goes after the first part of the name, as
+    the scope rule reads it, and the rest is kept; a reject file's name is its own (and beside a source of that
+    name, ``-2``...)."""
+    from pimingestd.intake.profiles import glob_match
+    from pimingestd.records import reject_file
+    from pimingestd.records.rules import default_scope, is_reject_file
+
+    cases = {
+        ("my.products.v2.jsonl", "jsonl"): "my.rejects.products.v2.jsonl",
+        ("catalog.full.json.gz", "json"): "catalog.rejects.full.json",
+        ("products.csv.gz", "csv"): "products.rejects.csv",
+        ("export.2024-06-01.tsv", "csv"): "export.rejects.2024-06-01.tsv",
+        ("products", "csv"): "products.rejects.csv",
+        ("products.v2", "xml"): "products.rejects.v2.xml",
+        ("in/products.rejects.csv", "csv"): "products.rejects.csv",
+        ("my.rejects.products.v2.jsonl", "jsonl"): "my.rejects.products.v2.jsonl",
+        ("my.rejects-2.products.v2.jsonl", "jsonl"): "my.rejects.products.v2.jsonl",
+        ("p.rejects-3.xlsx", "excel"): "p.rejects.xlsx",
+    }
+    for (name, fmt), want in cases.items():
+        got = reject_file.download_name(name, fmt)
+        assert got == want, (name, got)
+        assert is_reject_file(got), got
+    for name, fmt in (("my.products.v2.jsonl", "jsonl"), ("export.2024-06-01.tsv", "csv"), ("p.xml", "xml")):
+        assert default_scope(reject_file.download_name(name, fmt)) == default_scope(name), name
+    assert glob_match("*.v2.jsonl", reject_file.download_name("my.products.v2.jsonl", "jsonl"))
+    placed = reject_file.placed_name("my.rejects.products.v2.jsonl", "jsonl", {"my.rejects.products.v2.jsonl"})
+    assert placed == "my.rejects-2.products.v2.jsonl" and default_scope(placed) == "my.products.v2.jsonl"
+    assert reject_file.placed_name("x.rejectsy.csv", "csv", set()) == "x.rejects.rejectsy.csv"

@@ -38,7 +38,7 @@ import orjson
 
 from ..protocol import canonical
 from ..protocol.canonical import json_default
-from ..sources import Record, compression
+from ..sources import FORMATS, Record, compression
 from ..sources.exact import Exact
 from ..sources.json_path import ITEMS
 from ..sources.json_path import parse as parse_json_path
@@ -63,9 +63,26 @@ def suffix(fmt: str, file_name: str) -> str:
 
 
 def download_name(file_name: str, fmt: str) -> str:
-    """``products.csv.gz`` -> ``products.rejects.csv``; a reject file's own name is kept as it is."""
+    """``products.csv.gz`` -> ``products.rejects.csv``, ``my.products.v2.jsonl`` -> ``my.rejects.products.v2.jsonl``:
+    the infix after the name's first part (where records/rules.py takes it out again for the delta scope), the
+    rest of the name kept but for its compression and format suffixes (a profile's glob such as ``*.v2.jsonl``
+    still matches); a reject file's own name is kept as it is (``-2``... taken out)."""
     base = file_name.rsplit("/", 1)[-1]
-    return base.partition(".")[0] + ".rejects" + suffix(fmt, base)
+    stem, dot, rest = base.partition(".")
+    rest = dot + rest
+    if rest and compression.codec_of(PurePosixPath(base)) is not None:
+        rest = rest[: rest.rindex(".")]
+    cut = rest.rfind(".")
+    if cut >= 0 and rest[cut:].lower() in _FORMAT_SUFFIXES:
+        rest = rest[:cut]
+    infix = _INFIX.match(rest)
+    if infix is not None:
+        rest = rest[infix.end() :]
+    return stem + ".rejects" + rest + suffix(fmt, base)
+
+
+_FORMAT_SUFFIXES = frozenset(s for f in FORMATS.values() for s in f.suffixes)
+_INFIX = re.compile(r"\.rejects(?:-[0-9]+)?(?=\.|$)")
 
 
 def placed_name(file_name: str, fmt: str, taken: Collection[str]) -> str:
@@ -74,7 +91,7 @@ def placed_name(file_name: str, fmt: str, taken: Collection[str]) -> str:
     ``<name>.rejects-2.<ext>``, ``-3``..., which keep the source's delta scope (records/rules.py)."""
     base = file_name.rsplit("/", 1)[-1]
     name = download_name(base, fmt)
-    stem, _, ext = name.partition(".rejects")
+    stem, _, ext = name.partition(".rejects")  # the first: the infix goes right after the first part
     n = 1
     while name == base or name in taken:
         n += 1
