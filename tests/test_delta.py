@@ -410,3 +410,22 @@ async def test_a_key_spelled_as_a_number_instead_of_a_string_is_never_tombstoned
         {"sku": "01", "_deleted": True},
     ], sent
     assert (st["deletions"], st["records_invalid"]) == (2, 1), st
+
+
+async def test_a_record_that_is_not_an_object_has_no_key_and_is_refused_by_name(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """An XML record element holding only text is a string record, not an object: with a key it has none.
+    Under ``on_invalid = "skip"`` it goes to the reject file with that reason (and, with keys absent from a
+    full file under ``deletions = "send"``, the file fails naming it); it never crashes the spool pass."""
+    src = data_dir / "feed.xml"
+    src.write_text("<feed><p><sku>A</sku></p><p>just text</p><p><sku>B</sku></p></feed>")
+    d = await make_daemon()
+    rules = {**DELTA, "on_invalid": "skip", "record_path": "feed/p"}
+    _, body = await d.ingest(path=str(src), **rules)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_invalid"] == 1 and st["records_acked"] == 2, st
+    src.write_text("<feed><p><sku>A</sku></p><p>just text</p></feed>")
+    _, body = await d.ingest(path=str(src), **rules, deletions="send")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "failed" and "record 1 has no usable key" in st["error"], st
