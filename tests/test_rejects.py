@@ -589,3 +589,32 @@ def test_a_reject_files_name_keeps_every_part_of_its_sources_name() -> None:
     placed = reject_file.placed_name("my.rejects.products.v2.jsonl", "jsonl", {"my.rejects.products.v2.jsonl"})
     assert placed == "my.rejects-2.products.v2.jsonl" and default_scope(placed) == "my.products.v2.jsonl"
     assert reject_file.placed_name("x.rejectsy.csv", "csv", set()) == "x.rejects.rejectsy.csv"
+
+
+async def test_a_csv_reject_file_keeps_the_byte_order_mark_of_its_source(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM, which the reader strips; without one in the reject file, Excel
+    opens it as cp1252 (``Näme`` shows as ``NÃ¤me``) and the fix is saved garbled. The reject file of a
+    source that starts with a BOM starts with one (plain or gzip'd, whatever the delimiter option); one of a
+    source without stays without; both read back as the refused records."""
+    import gzip
+
+    bom = b"\xef\xbb\xbf"
+    body = "sku;name\nA;Näme\nB;Bé\n".encode()
+    files = {"bom.csv": (bom + body, {}), "bom.csv.gz": (gzip.compress(bom + body), {"delimiter": ";"})}
+    files["plain.csv"] = (body, {})
+    await receiver.faults(_refuse("B", reason="no"))
+    d = await make_daemon()
+    for name, (data, options) in files.items():
+        src = data_dir / name
+        src.write_bytes(data)
+        _, answer = await d.ingest(path=str(src), **options)
+        st = await d.wait(answer["ingestion_id"])
+        assert st["status"] == "completed" and st["records_rejected"] == 1, (name, st)
+        code, raw, _ = await _rejects(d, st["ingestion_id"])
+        assert code == 200 and raw.startswith(bom) == name.startswith("bom"), (name, raw)
+        assert raw.removeprefix(bom).decode().splitlines() == ["sku;name;_reject_reason;_reject_field", "B;Bé;no;sku"]
+        back = data_dir / f"back-{name}.csv"
+        back.write_bytes(raw)
+        assert _read(back, "csv") == [{"sku": "B", "name": "Bé"}]

@@ -369,13 +369,16 @@ class Runner:
             records_of = lambda: spool.local_records(path, spec, (ing.size, ing.mtime_ns))  # noqa: E731
             raw = lambda: open_source(path, ing.size)  # noqa: E731
         options = dict(ing.options)
-        if ing.format == "csv" and options.get("delimiter", "auto") == "auto":
+        if ing.format == "csv":
 
-            def delimiter() -> str:  # the one the reader took, which the reject file keeps
+            def head() -> reject_file.CsvHead:  # the delimiter the reader took, and the BOM: the reject file keeps them
                 with raw() as fh:
-                    return reject_file.csv_delimiter(fh, ing.file_name, options.get("encoding", "utf-8"))
+                    return reject_file.csv_head(fh, ing.file_name, options.get("encoding", "utf-8"))
 
-            options["delimiter"] = await asyncio.to_thread(delimiter)
+            found = await asyncio.to_thread(head)
+            if options.get("delimiter", "auto") == "auto":
+                options["delimiter"] = found.delimiter
+            options["bom"] = found.bom
 
         def write() -> int:
             records = records_of()

@@ -29,6 +29,7 @@ import json
 import os
 import re
 from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -155,10 +156,20 @@ def _as_read(record: Record) -> Any:
     return json.loads(body, parse_float=Decimal)
 
 
-def csv_delimiter(fh: BinaryIO, name: str, encoding: str) -> str:
+@dataclass(frozen=True, slots=True)
+class CsvHead:
+    """What a CSV reject file takes from its source's first bytes: the delimiter ``delimiter = "auto"`` found,
+    and whether the source started with a UTF-8 byte order mark (which the reader strips)."""
+
+    delimiter: str
+    bom: bool
+
+
+def csv_head(fh: BinaryIO, name: str, encoding: str) -> CsvHead:
     """The delimiter the CSV reader takes under ``delimiter = "auto"`` (sources/csv_source.py): the one its
-    header line holds most. ``fh`` is the source's raw bytes (compressed when its name says so); at most the
-    first 4 MiB are read, and the header line ends at the first CR or LF."""
+    header line holds most; and whether the text starts with a UTF-8 BOM. ``fh`` is the source's raw bytes
+    (compressed when its name says so); at most the first 4 MiB are read, and the header line ends at the
+    first CR or LF."""
     from ..sources.csv_source import ENCODINGS
     from ..sources.csv_source import _delimiter as header_delimiter
 
@@ -166,12 +177,15 @@ def csv_delimiter(fh: BinaryIO, name: str, encoding: str) -> str:
     stream: BinaryIO = compression.decompressed(fh, codec, name) if codec is not None else fh
     decoder = codecs.getincrementaldecoder(ENCODINGS[encoding])(errors="replace")
     text = ""
+    first = b""
     while len(text) < _SNIFF_CHARS and not _LINE_END.search(text):
         block = stream.read(1 << 16)
+        first = first or block[:3]
         text += decoder.decode(block, final=not block)
         if not block:
             break
-    return header_delimiter(_LINE_END.split(text, maxsplit=1)[0])
+    bom = ENCODINGS[encoding] == "utf-8-sig" and first.startswith(codecs.BOM_UTF8)
+    return CsvHead(header_delimiter(_LINE_END.split(text, maxsplit=1)[0]), bom)
 
 
 _SNIFF_CHARS = 4 << 20
@@ -248,6 +262,8 @@ class _Csv(_Writer):
         self._delimiter = ("\t" if suffix == ".tsv" else ",") if delimiter == "auto" else delimiter
         codec = ENCODINGS[options.get("encoding", "utf-8")]
         self._codec = "utf-8" if codec == "utf-8-sig" else codec
+        if options.get("bom") and codec == "utf-8-sig":  # the source's (csv_head): Excel reads UTF-8 by it
+            self.fh.write(codecs.BOM_UTF8)
         self._text = io.TextIOWrapper(self.fh, encoding=self._codec, newline="")
         self._csv = csv.writer(self._text, delimiter=self._delimiter, quotechar='"', lineterminator="\r\n")
         self._header: list[str] | None = None
