@@ -37,7 +37,7 @@ from ..sources import Record
 from ..sources.exact import Exact
 from ..state.lookups import ScopeView
 from .rules import RecordRules
-from .validate import Validator
+from .validate import Validator, as_written
 
 BATCH = 1000  # records looked up together
 _Kept = tuple[int, bytes, "str | None"]  # a record to send (unless unchanged): file position, canonical bytes, key
@@ -115,7 +115,9 @@ class Pipeline:
             else:
                 body = bytes(memoryview(dumps(record)))  # canonical already; out of orjson's 4 KiB buffer
                 value = loads(body)
-            bad = check(value) if check is not None else None
+            # Checked on what is sent, numbers as written (Decimals from the canonical bytes): never on binary
+            # floats (19.90 is no multiple of 0.01 as a float), whichever reader gave the record.
+            bad = check(as_written(body)) if check is not None else None
             key = None
             if bad is None and key_of is not None:
                 found = value.get(top) if top is not None else None
