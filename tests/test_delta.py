@@ -429,3 +429,65 @@ async def test_a_record_that_is_not_an_object_has_no_key_and_is_refused_by_name(
     _, body = await d.ingest(path=str(src), **rules, deletions="send")
     st = await d.wait(body["ingestion_id"])
     assert st["status"] == "failed" and "record 1 has no usable key" in st["error"], st
+
+
+async def test_a_late_ack_committed_just_before_a_spool_pass_ends_makes_it_spool_again(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path, monkeypatch: Any
+) -> None:
+    """The late ACK's count moved only once its commit had returned to the event loop: a spool pass that found
+    A = 1 unchanged, during which Monday's A = 2 committed, but which was compared before the count moved,
+    stood, and Tuesday's A = 1 never reached PIM-Core, which holds Monday's A = 2. The count moves before the
+    commit too (a pass that began, or ended, with a late ACK's commit under way is done again)."""
+    import asyncio
+    import threading
+
+    from pimingestd.core.ingestion import Runner
+    from pimingestd.state import lookups
+    from pimingestd.state.sqlite import Store
+
+    d = await make_daemon(delivery={"max_attempts": 1, "ack_timeout": 0.5, "backoff": 0.05, "preflight": True})
+    base = [{"sku": s, "p": 1} for s in "ABCD"]
+    _, body = await d.ingest(path=str(_write(data_dir / "base.jsonl", base)), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    await receiver.faults([{"action": "drop_ack", "chunk": 1}])
+    _, body = await d.ingest(path=str(_write(data_dir / "monday.jsonl", [{"sku": "A", "p": 2}, *base[1:]])), **DELTA)
+    monday = body["ingestion_id"]
+    assert (await d.wait(monday))["status"] == "failed"
+    (chunk,) = (await d.request("GET", f"/api/ingestions/{monday}/chunks"))[1]["chunks"]
+    late = {"ingestion_id": monday, "chunk": 1, "checksum": chunk["checksum"], "status": "ack"}
+    loop = asyncio.get_running_loop()
+    committed, passed = threading.Event(), asyncio.Event()
+    commit_in_tx, spool_pass, changed = Store._commit_ack_in_tx, Runner._spool_pass, lookups.ScopeView.changed
+
+    async def slow_return(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = await commit_in_tx(self, *args, **kwargs)  # committed: Monday's A = 2 is the stored version
+        committed.set()
+        await passed.wait()  # the ACK's coroutine goes on only once a spool pass was compared
+        return out
+
+    async def compared(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await spool_pass(self, *args, **kwargs)
+        finally:
+            passed.set()  # the caller compares the count right after this returns, in the same step
+
+    acks: list[Any] = []
+
+    def looked_up(self: Any, keys: Any, hashes: Any) -> list[bool]:
+        out = changed(self, keys, hashes)
+        if not acks:  # Tuesday's pass has found A unchanged; now Monday's ACK commits
+            acks.append(asyncio.run_coroutine_threadsafe(d.ack(late), loop))
+            assert committed.wait(timeout=30)
+        return out
+
+    monkeypatch.setattr(Store, "_commit_ack_in_tx", slow_return)
+    monkeypatch.setattr(Runner, "_spool_pass", compared)
+    monkeypatch.setattr(lookups.ScopeView, "changed", looked_up)
+    await receiver.faults([])
+    tuesday = [*base, {"sku": "E", "p": 1}]
+    _, body = await d.ingest(path=str(_write(data_dir / "tuesday.jsonl", tuesday)), **DELTA)
+    st = await d.wait(body["ingestion_id"])
+    assert acks and (await asyncio.wrap_future(acks[0]))[0] == 200
+    assert st["status"] == "completed", st
+    assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [base[0], tuesday[4]]
+    assert versions(d.config.daemon.state_db, "products") == await held(receiver)

@@ -254,8 +254,8 @@ class Runner:
         for _ in range(_SPOOL_PASSES - 1):
             late = self._store.late_acks(ing.scope) if rules.versions else 0
             done = await self._spool_pass(ing, path, rules, target)
-            if not rules.versions or self._store.late_acks(ing.scope) == late:
-                return done
+            if not rules.versions or (self._store.late_acks(ing.scope) == late and late % 2 == 0):
+                return done  # no late ACK committed during the pass, nor was one under way at its start
             log.warning(
                 "late ACKs of another ingestion changed the delta scope during the spool pass; spooling again",
                 delta_scope=ing.scope,
