@@ -618,3 +618,33 @@ async def test_a_csv_reject_file_keeps_the_byte_order_mark_of_its_source(
         back = data_dir / f"back-{name}.csv"
         back.write_bytes(raw)
         assert _read(back, "csv") == [{"sku": "B", "name": "Bé"}]
+
+
+async def test_the_reject_file_of_a_file_whose_name_is_not_utf8_downloads_and_is_placed(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
+) -> None:
+    """A file dropped in under a name that is not UTF-8 (``caf\\xe9.csv``, written by a latin-1 system):
+    its reject file is placed beside it in done/ under the derived name, with the same bytes, and the API
+    serves it under the name's readable form (the undecodable byte as the text ``\\xe9``, as everywhere in
+    the API), never failing on the name's lone surrogate."""
+    import os
+    from urllib.parse import unquote
+
+    from .test_inbox import inbox_config
+
+    cfg = inbox_config(tmp_path)
+    inbox, done = Path(cfg["dir"]), Path(cfg["done_dir"])
+    (inbox / "incoming").mkdir(parents=True)
+    await receiver.faults(_refuse("B", reason="no"))
+    d = await make_daemon(inbox=cfg)
+    staged = tmp_path / "staged.csv"
+    staged.write_bytes(b"sku,name\nA,x\nB,y\n")
+    os.rename(staged, os.path.join(os.fsencode(inbox / "incoming"), b"caf\xe9.csv"))
+    placed = await _wait_for("caf*.rejects.csv", done)
+    assert os.fsencode(placed.name) == b"caf\xe9.rejects.csv"
+    st = await _completed(d, ".csv")
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    code, raw, headers = await _rejects(d, st["ingestion_id"])
+    assert code == 200 and raw == placed.read_bytes(), (code, raw)
+    encoded = headers["Content-Disposition"].split("filename*=UTF-8''", 1)[1]
+    assert unquote(encoded) == "caf\\xe9.rejects.csv"
