@@ -48,6 +48,7 @@ class HttpConfig:
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 10 << 30
     insecure: bool = False  # listen beyond loopback without a secret or a token (warned at every start)
+    allowed_hosts: tuple[str, ...] = ()  # more names in the Host header (a DNS name or a proxy's); see middleware.py
 
     @property
     def loopback(self) -> bool:
@@ -389,6 +390,7 @@ class UrlChecks:
     """Registered by ``locations.remote``: the rule for a URL against ``[remote] allowed_urls``."""
 
     check_allowed: Callable[[str, tuple[str, ...]], None]  # raises a PimIngestError saying why not
+    dot_segment: Callable[[str], bool]  # whether a URL path has a '.' or '..' segment, percent-encoded or not
 
 
 _Checks = FormatChecks | RuleChecks | UrlChecks
@@ -469,6 +471,8 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
                 f"remote.allowed_urls[{i}] = {prefix!r}: must start with one of"
                 f" {', '.join(s + '://' for s in REMOTE_SCHEMES)}, without credentials"
             )
+        if urls.dot_segment(parts.path):
+            raise ConfigError(f"remote.allowed_urls[{i}] = {prefix!r}: a path with a '.' or '..' segment")
     raw_s3 = s.table("s3")
     s.used.add("s3")
     t = _Section("remote.s3", raw_s3, base)
@@ -533,8 +537,8 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
                 re_ingestion=opts.re_ingestion,
                 options=opts.options,
                 rules=opts.rules,
-                done_prefix=ws.optional_string("done_prefix"),
-                failed_prefix=ws.optional_string("failed_prefix"),
+                done_prefix=_move_prefix(ws, "done_prefix", url),
+                failed_prefix=_move_prefix(ws, "failed_prefix", url),
             )
         )
         ws.finish()
@@ -555,9 +559,34 @@ def _remote(raw: Any, base: Path, env: Mapping[str, str]) -> RemoteConfig:
 _WATCH_KEYS = ("url", "poll_interval", "done_prefix", "failed_prefix")
 
 
+def _move_prefix(ws: _Section, key: str, url: str) -> str | None:
+    """A remote inbox's done or failed prefix: on the inbox's own server (an object is renamed, or copied
+    within the store), and without dot segments (the server would resolve them somewhere else)."""
+    value = ws.optional_string(key)
+    if value is None:
+        return None
+    parts, inbox = urlsplit(value), urlsplit(url)
+    same = parts.scheme == inbox.scheme and (parts.scheme == "s3" or parts.netloc.lower() == inbox.netloc.lower())
+    if not same or not parts.netloc:
+        raise ConfigError(
+            f"{ws.name}.{key} = {value!r}: must be on the inbox's server ({inbox.scheme}://{inbox.netloc})"
+        )
+    if _checks(UrlChecks).dot_segment(parts.path):
+        raise ConfigError(f"{ws.name}.{key} = {value!r}: a path with a '.' or '..' segment")
+    return value
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
+
+
+def _host_name(value: str, s: _Section, key: str) -> str:
+    """A bare host name for the Host check: no scheme, port, path or wildcard."""
+    name = value.strip().rstrip(".").lower()
+    if not name or any(c in name for c in "/:*@ []"):
+        raise ConfigError(f"{s._where(key)}: {value!r} must be a bare host name, like ingest.example.com")
+    return name
 
 
 SECTIONS = ("daemon", "http", "pimcore", "chunking", "delivery", "inbox", "logging", "receiver", "remote", "retention")
@@ -594,6 +623,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         max_body_bytes=s.integer("max_body_bytes", 1 << 20, minimum=1024) or (1 << 20),
         max_upload_bytes=s.integer("max_upload_bytes", 10 << 30, minimum=1) or (10 << 30),
         insecure=s.boolean("insecure", False),
+        allowed_hosts=tuple(_host_name(h, s, "allowed_hosts") for h in s.strings("allowed_hosts", [])),
     )
     s.finish()
 

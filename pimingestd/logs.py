@@ -2,8 +2,11 @@
 
 Timestamps are ISO 8601 UTC. Context bound with structlog.contextvars (the
 ingestion, file, chunk and attempt) appears on every event of that task.
-Secrets never reach here: no code logs config values that hold them, and the
-``redact`` processor masks any key named like one as a second line of defence.
+Secrets never reach here: no code logs config values that hold them, the
+``redact`` processor masks any key named like one as a second line of defence,
+and every text (exception tracebacks included, which quote the URLs libraries
+were given) goes through ``redaction.text``, so a presigned URL's signature is
+never written.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from . import redaction
 from .names import readable
 
 _SECRET_KEYS = {"secret", "api_token", "token", "authorization", "password", "signature"}
@@ -31,10 +35,13 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
 
 
 def _readable(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """File names that are not UTF-8 (lone surrogates) as ``\\xHH``: a stream cannot encode them."""
+    """File names that are not UTF-8 (lone surrogates) as ``\\xHH``: a stream cannot encode them. URLs
+    without their query or user info, wherever they appear (an exception's text, a traceback)."""
     for key, value in event.items():
         if isinstance(value, str):
-            event[key] = readable(value)
+            event[key] = redaction.text(readable(value))
+        elif isinstance(value, list | tuple) and any(isinstance(v, str) for v in value):
+            event[key] = [redaction.text(readable(v)) if isinstance(v, str) else v for v in value]
     return event
 
 
@@ -55,13 +62,16 @@ def setup(fmt: str = "json", level: str = "info", stream: TextIO | None = None) 
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
-        _readable,
         structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,  # a traceback as text, so that _readable redacts it too
+        _readable,
     ]
     if console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+        processors.append(
+            structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
+        )
     else:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        processors.append(structlog.processors.JSONRenderer())
     warnings.showwarning = _log_warning
     structlog.configure(
         processors=processors,

@@ -6,7 +6,13 @@ Each step is opt-in (``[retention]``, 0 days = keep):
   their refused records, deletions and reject files (the copy placed in done/ goes with its folder); the
   ingestion's row stays as its summary (counts ACKed and rejected, manifest, error, times), so the API
   still answers for it;
-- token folders in done/ and failed/ older than ``files_days`` are removed, with their reports;
+- token folders in done/ and failed/ older than ``files_days`` are removed, with their reports, unless an
+  ingestion still needs them: never the file of an ingestion that is queued or running (a failed file that
+  was resumed is delivered from failed/), nor of a failed one (resumable: ``resume`` reads that file; cancel
+  the ingestion to let its file go), and a completed or cancelled ingestion's file only ``files_days`` after
+  it ended. A folder with no ingestion (a refused file, a copy of bytes ingested already) goes by its mtime.
+  The check is made for each folder right before it is removed, against the state database, so it holds
+  for ``pimingestd prune`` run beside the daemon too;
 - after a prune the database gives its freed pages back (incremental vacuum; a database made before
   schema 4 is switched over once by a VACUUM), so the file shrinks.
 
@@ -29,6 +35,7 @@ import structlog
 
 from .config import Config
 from .metrics import Metrics
+from .model import FINAL
 from .state import StateStore
 
 log = structlog.get_logger("pimingestd.retention")
@@ -41,6 +48,7 @@ class Plan:
     ingestions: int = 0  # whose chunk rows go
     chunk_rows: int = 0
     folders: int = 0  # token folders in done/ and failed/
+    kept: int = 0  # old folders kept: their ingestion is running, resumable (failed) or ended recently
     files: int = 0
     bytes: int = 0
     vacuumed_bytes: int = 0
@@ -108,14 +116,27 @@ class Retention:
         if self.cfg.chunk_rows_days > 0:
             plan.ingestions, plan.chunk_rows = await self._store.prunable(now - self.cfg.chunk_rows_days * DAY)
         if self.cfg.files_days > 0:
-            old = await asyncio.to_thread(
-                _old_folders, [self.inbox.done_dir, self.inbox.failed_dir], now - self.cfg.files_days * DAY
-            )
-            plan.folders = len(old)
-            plan.files = sum(o[2] for o in old)
-            plan.bytes = sum(o[3] for o in old)
-            plan.paths = [str(o[0]) for o in old]
+            cutoff = now - self.cfg.files_days * DAY
+            old = await asyncio.to_thread(_old_folders, [self.inbox.done_dir, self.inbox.failed_dir], cutoff)
+            for folder, _reports, files, size in old:
+                if await self._needed(folder.name, cutoff):
+                    plan.kept += 1
+                    continue
+                plan.folders += 1
+                plan.files += files
+                plan.bytes += size
+                plan.paths.append(str(folder))
         return plan
+
+    async def _needed(self, token: str, cutoff: float) -> bool:
+        """Whether an ingestion still needs the token folder ``token``: one recorded under it (in processing,
+        done or failed: a path left stale by a crash counts too) is not completed or cancelled, or ended
+        after ``cutoff``."""
+        for root in (self.inbox.processing_dir, self.inbox.done_dir, self.inbox.failed_dir):
+            for ing in await self._store.under(str(root / token)):
+                if ing.status not in FINAL or ing.updated_at >= cutoff:
+                    return True
+        return False
 
     async def run(self, now: float | None = None) -> Plan:
         """Remove what the plan names; vacuum when rows went."""
@@ -129,10 +150,12 @@ class Retention:
             if plan.chunk_rows and self.cfg.vacuum:
                 plan.vacuumed_bytes = await self._store.vacuum()
         if self.cfg.files_days > 0:
-            old = await asyncio.to_thread(
-                _old_folders, [self.inbox.done_dir, self.inbox.failed_dir], now - self.cfg.files_days * DAY
-            )
+            cutoff = now - self.cfg.files_days * DAY
+            old = await asyncio.to_thread(_old_folders, [self.inbox.done_dir, self.inbox.failed_dir], cutoff)
             for folder, reports, files, size in old:
+                if await self._needed(folder.name, cutoff):  # checked now, not when the list was made
+                    plan.kept += 1
+                    continue
                 await asyncio.to_thread(_remove, folder, reports)
                 plan.folders += 1
                 plan.files += files

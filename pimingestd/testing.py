@@ -140,6 +140,28 @@ async def wait_http(
             await asyncio.sleep(0.05)
 
 
+_LOG_KEYS = {"timestamp", "level", "event", "ingestion_id", "file_id", "file"}  # said once per line by history
+
+
+def _clock(t: float | None) -> str:
+    """A time.time() value as the daemon's log writes it (UTC, ISO 8601), to line both up in a history."""
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+def _short(checksum: str) -> str:
+    """A chunk checksum's first hex digits: enough to tell two apart in a history."""
+    return checksum.removeprefix("sha256:")[:12]
+
+
+def _ends(lines: list[str], most: int) -> list[str]:
+    """The first and last of ``lines``, ``most`` in all, with "..." between when some were left out."""
+    if len(lines) <= most:
+        return lines
+    return [*lines[: most // 2], f"... ({len(lines) - most} more)", *lines[-(most - most // 2) :]]
+
+
 def per_key(records: list[Any], key: str) -> dict[Any, list[bytes]]:
     """Each key's records (canonical bytes) in the order given: what by_key keeps."""
     out: dict[Any, list[bytes]] = {}
@@ -299,10 +321,16 @@ class Cluster:
         assert code == 200, body
         return dict(body)
 
-    async def ingestions(self) -> list[dict[str, Any]]:
-        code, body = await self.call("GET", self.durl + "/api/ingestions?limit=1000")
-        assert code == 200, body
-        return list(body["ingestions"])
+    async def ingestions(self, every: bool = False, page: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``page`` ingestions (1000: the API's largest page), newest first; ``every``: all of them,
+        a page at a time (a long soak makes thousands)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            code, body = await self.call("GET", f"{self.durl}/api/ingestions?limit={page}&offset={len(out)}")
+            assert code == 200, body
+            out += body["ingestions"]
+            if not every or not body["ingestions"] or len(out) >= body["total"]:
+                return out
 
     async def applied(self, ing: str) -> list[Any]:
         """The records the receiver applied for ``ing``, in order."""
@@ -323,40 +351,66 @@ class Cluster:
             await asyncio.sleep(0.05)
 
     async def verify(self, ing: str, expected: list[Any], order: str = "v1", key: str = "sku") -> dict[str, int]:
-        """The invariants, for ``order`` "v1" (a window of one), "strict" or "by_key" (a window, protocol v2):
+        """The invariants, for ``order`` "v1" (a window of one), "strict" or "by_key" (a window, protocol v2).
+        What must hold depends on the ingestion's state, as one read of the state database sees it:
 
-        - the daemon's committed chunks are the receiver's applied chunks, checksum for checksum (and every
-          chunk, when the ingestion completed);
-        - every record of those chunks is applied exactly once, and nothing else;
+        - completed, its chunk rows kept: the daemon's committed chunks are the receiver's applied chunks,
+          checksum for checksum, and they are every chunk (1..N);
+        - completed, its chunk rows pruned by retention (``[retention] chunk_rows_days``): the rows are gone,
+          legitimately, and what the daemon keeps is its summary (chunks and records ACKed, counted when the
+          rows went, and the completion's manifest). The receiver applied exactly chunks 1..N for the N of
+          that summary, every record of the file, and the manifest over the checksums it received for them
+          is the daemon's. (Whether a chunk was sent before its predecessor's ACK was committed can no longer
+          be told: the ACK times went with the rows.);
+        - failed: the committed chunks are the applied ones (v1 and strict: a prefix 1..k), except that with a
+          window a chunk still "sent" (its ACK lost while another chunk failed the run) may be applied too;
+        - every record of the committed chunks is applied exactly once, and nothing else;
         - v1 and strict: in file order, and no chunk applied before its predecessor; v1 also: no chunk sent
           before its predecessor's ACK was committed;
         - by_key: each key's records in file order, and the receiver saw no violation.
+
+        Returns the counts (``pruned``: 1 when the summary was checked instead of the chunk rows). A broken
+        invariant raises AssertionError saying which state's check failed, followed by the ingestion's
+        history (``history``).
         """
+        try:
+            return await self._verify(ing, expected, order, key)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await self.history(ing)}") from exc
+
+    async def _verify(self, ing: str, expected: list[Any], order: str, key: str) -> dict[str, int]:
         st = await self.status(ing)
         assert st["status"] in (Status.COMPLETED, Status.FAILED), st
         if st["status"] == Status.FAILED:
             assert st["error"], st
         await self.callbacks_settled()  # a failed run's last ACKs may still be on their way
         _, applied = await self.call("GET", f"{self.rurl}/ingestions/{ing}/records")
+        _, received = await self.call("GET", f"{self.rurl}/ingestions/{ing}/received")
+        row, rows = self.snapshot(ing)
+        assert row is not None, f"ingestion {ing} is not in the state database"
+        first_checksum: dict[int, str] = {}
+        for r in received:
+            first_checksum.setdefault(r["chunk"], r["checksum"])
+        if row["pruned_at"] is not None:
+            return await self._verify_pruned(ing, row, rows, applied, received, first_checksum, expected, order, key)
         got = [json.loads(a["record"]) for a in applied]
-        acked = self.read_state(
-            "SELECT n, checksum, acked_at, first_record, records FROM chunks"
-            " WHERE ingestion_id = ? AND state = 'acked' ORDER BY n",
-            (ing,),
-        )
+        acked = [
+            (n, checksum, at, first, count) for n, checksum, at, first, count, state, _ in rows if state == "acked"
+        ]
         applied_chunks = [a["chunk"] for a in applied]
         committed = [n for n, *_ in acked]
         only_applied = sorted(set(applied_chunks) - set(committed))
         if st["status"] == Status.FAILED and order != "v1" and only_applied:
             # With a window, a chunk whose ACK was lost may be applied while another chunk failed the run: it is
             # still "sent" here, so a resume sends it again and PIM-Core answers it as a duplicate.
-            states = dict(self.read_state("SELECT n, state FROM chunks WHERE ingestion_id = ?", (ing,)))
+            states = {n: state for n, *_, state, _ in rows}
             assert all(states.get(n) == "sent" for n in only_applied), (only_applied, states)
             applied = [a for a in applied if a["chunk"] in set(committed)]
             got = [json.loads(a["record"]) for a in applied]
             applied_chunks = [a["chunk"] for a in applied]
         assert sorted(set(applied_chunks)) == committed, (
-            f"committed chunks != applied chunks: only applied {sorted(set(applied_chunks) - set(committed))},"
+            f"ingestion {ing} {st['status']}, its chunk rows kept: committed chunks != applied chunks:"
+            f" only applied {sorted(set(applied_chunks) - set(committed))},"
             f" only committed {sorted(set(committed) - set(applied_chunks))}"
         )
         if st["status"] == Status.COMPLETED:
@@ -364,6 +418,61 @@ class Cluster:
         of_acked = [r for _, _, _, first, count in acked for r in expected[first : first + count]]
         if st["status"] == Status.COMPLETED:
             assert of_acked == expected, "the ACKed chunks do not hold the file's records"
+        await self._applied_once(got, of_acked, applied_chunks, order, key)
+        if order != "by_key":  # (by_key: a failed run may have had a later chunk ACKed than the one that failed)
+            assert [n for n, *_ in acked] == list(range(1, len(acked) + 1)), "the ACKed chunks are not a prefix"
+        assert all(first_checksum[n] == c for n, c, *_ in acked), "a committed checksum differs from what was sent"
+        if order == "v1":  # No chunk reached PIM-Core before its predecessor's ACK was committed.
+            acked_at = {n: at for n, _, at, *_ in acked}
+            for r in received:
+                if r["chunk"] > 1:
+                    prev = acked_at.get(r["chunk"] - 1)
+                    assert prev is not None and prev <= r["at"], (
+                        f"chunk {r['chunk']} sent before chunk {r['chunk'] - 1} was committed"
+                    )
+        distinct = len(set(applied_chunks))
+        return {"records": len(got), "received": len(received), "resends": len(received) - distinct, "pruned": 0}
+
+    async def _verify_pruned(
+        self,
+        ing: str,
+        row: dict[str, Any],
+        rows: list[tuple[Any, ...]],
+        applied: list[dict[str, Any]],
+        received: list[dict[str, Any]],
+        first_checksum: dict[int, str],
+        expected: list[Any],
+        order: str,
+        key: str,
+    ) -> dict[str, int]:
+        """``verify`` for an ingestion whose chunk rows retention removed: against its summary."""
+        what = f"ingestion {ing} {row['status']}, its chunk rows pruned by retention"
+        # Retention prunes only completed and cancelled ingestions, and all of their rows in one transaction.
+        assert row["status"] == Status.COMPLETED, f"{what}: only completed or cancelled ones are pruned"
+        assert not rows, f"{what}: yet {len(rows)} chunk rows are left"
+        n = row["pruned_chunks"]
+        applied_chunks = [a["chunk"] for a in applied]
+        assert sorted(set(applied_chunks)) == list(range(1, n + 1)), (
+            f"{what}: committed chunks != applied chunks: its summary counts {n} chunks ACKed (1..{n}),"
+            f" the receiver applied {sorted(set(applied_chunks))}"
+        )
+        assert n == row["total_chunks"], f"{what}: {n} chunks ACKed of {row['total_chunks']}"
+        assert row["pruned_records"] == len(expected), (
+            f"{what}: its summary counts {row['pruned_records']} records ACKed; the file holds {len(expected)}"
+        )
+        got = [json.loads(a["record"]) for a in applied]
+        await self._applied_once(got, expected, applied_chunks, order, key)
+        sent = canonical.manifest(first_checksum[i] for i in range(1, n + 1))
+        assert row["manifest"] == sent, (
+            f"{what}: its manifest {row['manifest']} is not the one over the checksums PIM-Core received ({sent})"
+        )
+        return {"records": len(got), "received": len(received), "resends": len(received) - n, "pruned": 1}
+
+    async def _applied_once(
+        self, got: list[Any], of_acked: list[Any], applied_chunks: list[int], order: str, key: str
+    ) -> None:
+        """Every record of the committed chunks (``of_acked``) applied exactly once, nothing else, in the order
+        ``order`` asks for."""
         if order == "by_key":
             canon = sorted(canonical.encode(r) for r in got)
             assert canon == sorted(canonical.encode(r) for r in of_acked), (
@@ -375,22 +484,103 @@ class Cluster:
         else:
             assert got == of_acked, f"applied {len(got)} records, expected {len(of_acked)} exactly once in order"
             assert applied_chunks == sorted(applied_chunks), "a chunk was applied before its predecessor"
-            assert [n for n, *_ in acked] == list(range(1, len(acked) + 1)), "the ACKed chunks are not a prefix"
-        _, received = await self.call("GET", f"{self.rurl}/ingestions/{ing}/received")
-        first_checksum: dict[int, str] = {}
-        for r in received:
-            first_checksum.setdefault(r["chunk"], r["checksum"])
-        assert all(first_checksum[n] == c for n, c, *_ in acked), "a committed checksum differs from what was sent"
-        if order == "v1":  # No chunk reached PIM-Core before its predecessor's ACK was committed.
-            acked_at = {n: at for n, _, at, *_ in acked}
+
+    def snapshot(self, ing: str) -> tuple[dict[str, Any] | None, list[tuple[Any, ...]]]:
+        """The ingestion's row and its chunk rows ``(n, checksum, acked_at, first_record, records, state,
+        attempts)``, read in one read transaction, so both are as of the same commit: retention removes a
+        completed ingestion's chunk rows and marks it pruned in one transaction, at any moment."""
+        con = sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        try:
+            con.execute("BEGIN")
+            row = con.execute("SELECT * FROM ingestions WHERE id = ?", (ing,)).fetchone()
+            rows = con.execute(
+                "SELECT n, checksum, acked_at, first_record, records, state, attempts FROM chunks"
+                " WHERE ingestion_id = ? ORDER BY n",
+                (ing,),
+            ).fetchall()
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        return (None if row is None else dict(row)), [tuple(r) for r in rows]
+
+    async def history(self, ing: str, events: int = 60, chunks: int = 40) -> str:
+        """What is known of ``ing``, for a check that failed: its status as the API shows it, its row and chunk
+        rows in the state database, what the receiver received, applied and completed, and the daemon's
+        last ``events`` log events that name it, with the daemon's starts and retention's prunes among them
+        (at the level the daemon logs). Each part that cannot be read says why instead."""
+        out = [f"--- history of ingestion {ing}"]
+
+        async def part(title: str, read: Callable[[], Any]) -> None:
+            try:
+                lines = await read() if asyncio.iscoroutinefunction(read) else read()
+            except Exception as exc:  # a diagnosis: a daemon that is down must not hide the rest
+                lines = [f"(cannot read: {type(exc).__name__}: {exc})"]
+            out.append(f"{title}:")
+            out.extend(f"  {line}" for line in lines)
+
+        async def api() -> list[str]:
+            code, body = await self.call("GET", f"{self.durl}/api/ingestions/{ing}")
+            return [f"{code} {json.dumps(body, sort_keys=True)}"]
+
+        def state() -> list[str]:
+            row, rows = self.snapshot(ing)
+            if row is None:
+                return ["(no row)"]
+            keep = ("status", "error", "completing", "total_chunks", "total_records", "spooled", "manifest")
+            lines = [", ".join(f"{k}={row[k]!r}" for k in keep if k in row)]
+            lines.append(f"created {_clock(row['created_at'])}, updated {_clock(row['updated_at'])}")
+            if row.get("pruned_at") is not None:
+                lines.append(
+                    f"chunk rows pruned by retention at {_clock(row['pruned_at'])}: {row['pruned_chunks']} chunks,"
+                    f" {row['pruned_records']} records ACKed then"
+                )
+            lines.append(f"{len(rows)} chunk rows (n state attempts checksum first_record+records acked_at):")
+            return lines + _ends(
+                [
+                    f"{n} {st} {attempts} {_short(checksum)} {first}+{count} {_clock(at)}"
+                    for n, checksum, at, first, count, st, attempts in rows
+                ],
+                chunks,
+            )
+
+        async def receiver() -> list[str]:
+            code, summary = await self.call("GET", f"{self.rurl}/ingestions/{ing}")
+            _, received = await self.call("GET", f"{self.rurl}/ingestions/{ing}/received")
+            _, applied = await self.call("GET", f"{self.rurl}/ingestions/{ing}/records")
+            posts: dict[int, list[str]] = {}
             for r in received:
-                if r["chunk"] > 1:
-                    prev = acked_at.get(r["chunk"] - 1)
-                    assert prev is not None and prev <= r["at"], (
-                        f"chunk {r['chunk']} sent before chunk {r['chunk'] - 1} was committed"
+                posts.setdefault(r["chunk"], []).append(f"{_short(r['checksum'])}@{_clock(r['at'])}")
+            per_chunk = sorted({a["chunk"] for a in applied})
+            lines = [f"summary: {code} {json.dumps(summary, sort_keys=True)}"]
+            lines.append(f"applied chunks {per_chunk} ({len(applied)} records)")
+            lines.append(f"{len(received)} chunk POSTs (chunk: checksum@when, ...):")
+            return lines + _ends([f"{n}: {', '.join(p)}" for n, p in sorted(posts.items())], chunks)
+
+        def log() -> list[str]:
+            picked: list[str] = []
+            since = None
+            for line in self.log.read_text(errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                mine = event.get("ingestion_id") == ing
+                since = since or (event.get("timestamp") if mine else None)
+                if mine or (since and event.get("event") in ("pimingestd started", "retention pruned")):
+                    rest = {k: v for k, v in event.items() if k not in _LOG_KEYS}
+                    picked.append(
+                        f"{event.get('timestamp')} {event.get('level')} {event.get('event')} {json.dumps(rest)}"[:400]
                     )
-        distinct = len(set(applied_chunks))
-        return {"records": len(got), "received": len(received), "resends": len(received) - distinct}
+            return ([f"... ({len(picked) - events} earlier)"] if len(picked) > events else []) + picked[-events:]
+
+        await part("daemon API", api)
+        await part("state database", state)
+        await part("receiver", receiver)
+        await part(f"daemon log ({self.log})", log)
+        return "\n".join(out)
 
     async def resume(self, ing: str) -> None:
         status, body = await self.call("POST", f"{self.durl}/api/ingestions/{ing}/resume")

@@ -158,18 +158,28 @@ def start_sshd(base: Path) -> SshServer:
 
 @dataclass
 class HttpFiles:
-    """Objects served at /<name>. Faults: ``cut_after`` closes the first GET after that many bytes;
-    ``replace_after_first`` swaps an object's bytes once its first GET has begun; ``ranges`` False
-    ignores Range; ``etag`` False sends neither ETag nor Last-Modified."""
+    """Objects served at /<name> (a name may hold slashes). Faults: ``cut_after`` closes the first GET after
+    that many bytes; ``replace_after_first`` swaps an object's bytes once its first GET has begun, and
+    ``replace_after_head`` (n, bytes) once its n-th HEAD is answered; ``ranges`` False ignores Range;
+    ``etag`` False sends neither ETag nor Last-Modified; ``redirect`` answers every request for a name with
+    a 302 to a URL, ``redirect_get`` only a GET without Range, ``redirect_ranged`` only a GET with Range;
+    ``fail_get`` answers a GET with that status. A GET with If-Match that is not the object's ETag is
+    answered 412. ``requests`` lists every request that arrived, whatever it asked for: (method, path with
+    query, headers)."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     cut_after: int | None = None
     replace_after_first: dict[str, bytes] = field(default_factory=dict)
+    replace_after_head: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     ranges: bool = True
     etag: bool = True
     redirect: dict[str, str] = field(default_factory=dict)
+    redirect_get: dict[str, str] = field(default_factory=dict)
+    redirect_ranged: dict[str, str] = field(default_factory=dict)
+    fail_get: dict[str, int] = field(default_factory=dict)
     gets: list[tuple[str, str | None]] = field(default_factory=list)  # (name, Range header)
     headers_seen: list[dict[str, str]] = field(default_factory=list)
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     port: int = 0
 
     def url(self, name: str) -> str:
@@ -182,9 +192,17 @@ class HttpFiles:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
+        self.requests.append((request.method, request.path_qs, dict(request.headers)))
         self.headers_seen.append(dict(request.headers))
         if name in self.redirect:
             raise web.HTTPFound(self.redirect[name])
+        if request.method == "GET":
+            ranged = request.headers.get("Range") is not None
+            to = (self.redirect_ranged if ranged else self.redirect_get).get(name)
+            if to is not None:
+                raise web.HTTPFound(to)
+            if name in self.fail_get:
+                return web.Response(status=self.fail_get[name], text="fault")
         data = self.files.get(name)
         if data is None:
             raise web.HTTPNotFound()
@@ -193,9 +211,18 @@ class HttpFiles:
             head = web.StreamResponse(headers=headers)
             head.content_length = len(data)
             await head.prepare(request)
+            if name in self.replace_after_head:
+                heads, new = self.replace_after_head[name]
+                if heads <= 1:
+                    self.files[name] = self.replace_after_head.pop(name)[1]
+                else:
+                    self.replace_after_head[name] = (heads - 1, new)
             return head
         rng = request.headers.get("Range")
         self.gets.append((name, rng))
+        match = request.headers.get("If-Match")
+        if match is not None and match != headers.get("ETag"):  # as a server that honours preconditions
+            return web.Response(status=412, text="precondition failed")
         if name in self.replace_after_first:
             self.files[name] = self.replace_after_first.pop(name)
         start, end, status = 0, len(data), 200
@@ -226,7 +253,7 @@ class HttpFiles:
 async def http_files() -> AsyncIterator[HttpFiles]:
     files = HttpFiles()
     app = web.Application()
-    app.router.add_get("/{name}", files.handle)  # and HEAD, through the same handler
+    app.router.add_get("/{name:.*}", files.handle)  # and HEAD, through the same handler
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -11,7 +11,7 @@ import pytest
 from pimingestd.protocol import signing
 
 from .conftest import MakeDaemon
-from .helpers import Receiver, product, write_json
+from .helpers import Daemon, Receiver, product, write_json
 
 
 async def test_ingest_validation(make_daemon: MakeDaemon, tmp_path: Path, data_dir: Path) -> None:
@@ -40,9 +40,10 @@ async def test_ingest_validation(make_daemon: MakeDaemon, tmp_path: Path, data_d
         code, answer = await d.ingest(**body)
         assert code == expected, (body, answer)
         assert isinstance(answer, dict) and answer["error"], answer
-    code, answer = await d.request("POST", "/api/ingest", data=b"{not json")
+    as_json = {"Content-Type": "application/json"}
+    code, answer = await d.request("POST", "/api/ingest", data=b"{not json", headers=as_json)
     assert code == 400 and answer["error"] == "body is not valid JSON"
-    code, answer = await d.request("POST", "/api/ingest", data=b"[1]")
+    code, answer = await d.request("POST", "/api/ingest", data=b"[1]", headers=as_json)
     assert code == 400
     code, answer = await d.request("GET", "/api/ingestions/nope")
     assert code == 404 and answer["error"] == "unknown ingestion"
@@ -244,3 +245,119 @@ async def test_the_list_searches_by_file_name_counts_and_pages_and_stays_on_an_i
     for literal in ("d%253", "e_d"):  # as LIKE wildcards these would match every row
         code, page = await d.request("GET", f"/api/ingestions?q={literal}")
         assert code == 200 and page["total"] == 0, (literal, page["total"])
+
+
+async def _failed_ingestion(d: Daemon, receiver: Receiver, data_dir: Path) -> str:
+    await receiver.faults([{"action": "reject_final", "chunk": 2}])
+    code, body = await d.ingest(path=str(write_json(data_dir / "resumable.json", [product(i) for i in range(25)])))
+    assert code == 202, body
+    assert (await d.wait(body["ingestion_id"], ("failed",)))["status"] == "failed"
+    await receiver.faults([])
+    return str(body["ingestion_id"])
+
+
+async def test_other_web_pages_start_resume_and_cancel_nothing(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """A daemon without a token (the example config). A form's text/plain body that parses as JSON, a request
+    whose Origin or Sec-Fetch-Site is another site, and one whose Host is a rebound DNS name start, resume and
+    cancel nothing (403/415); the operator's own calls, and the page's same-origin ones, still work."""
+    d = await make_daemon()
+    failed = await _failed_ingestion(d, receiver, data_dir)
+    src = write_json(data_dir / "p=.json", [product(i) for i in range(5)])
+    # A form whose input is named '{"path": ".../p' with the value '.json", ...}': sent as text/plain, name=value
+    # is this JSON body (a path with "=" in it keeps the "=" inside a string).
+    form = json.dumps({"path": str(src), "re_ingestion": True})
+    port = d.config.http.port
+    me = f"127.0.0.1:{port}"
+    hostile: list[tuple[str, str, dict[str, str], bytes]] = [
+        ("/api/ingest", "text/plain form", {"Content-Type": "text/plain"}, form.encode()),
+        ("/api/ingest", "urlencoded form", {"Content-Type": "application/x-www-form-urlencoded"}, b"a=b"),
+        ("/api/ingest", "multipart form", {"Content-Type": "multipart/form-data; boundary=x"}, b"--x--"),
+        ("/api/ingest", "no type", {}, json.dumps({"path": str(src)}).encode()),
+    ]
+    for path in ("/api/ingest", f"/api/ingestions/{failed}/resume", f"/api/ingestions/{failed}/cancel"):
+        body = json.dumps({"path": str(src), "re_ingestion": True}).encode() if path == "/api/ingest" else b""
+        json_type = {"Content-Type": "application/json"}
+        hostile += [
+            (
+                path,
+                "cross-site page",
+                {**json_type, "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+                body,
+            ),
+            (
+                path,
+                "another port",
+                {**json_type, "Origin": f"http://127.0.0.1:{port + 1}", "Sec-Fetch-Site": "same-site"},
+                body,
+            ),
+            (path, "Origin only", {**json_type, "Origin": "http://evil.example"}, body),
+            (path, "another port, Origin only", {"Origin": f"http://127.0.0.1:{port + 1}"}, b""),
+            (path, "opaque Origin", {**json_type, "Origin": "null"}, body),
+            (path, "Sec-Fetch-Site only", {**json_type, "Sec-Fetch-Site": "cross-site"}, body),
+            (
+                path,
+                "DNS rebinding",
+                {**json_type, "Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"},
+                body,
+            ),
+            (path, "form to a bodiless route", {"Content-Type": "text/plain"}, b"x"),
+        ]
+    for path, what, headers, body in hostile:
+        code, answer = await d.request("POST", path, data=body, headers=headers)
+        assert code in (403, 415), (what, path, code, answer)
+        assert answer["error"], answer
+    for where in ("/api/ingestions", f"/api/ingestions/{failed}", "/", "/ui/app.js"):
+        for host in (f"evil.example:{port}", "evil.example.", "@", ":1"):
+            code, _ = await d.request("GET", where, headers={"Host": host})
+            assert code == 403, (where, host)  # a rebound page reads nothing either
+    assert [r["ingestion_id"] for r in (await d.request("GET", "/api/ingestions"))[1]["ingestions"]] == [failed]
+    assert (await d.status(failed))["status"] == "failed"
+    # Probes and scrapers answer any Host; the page's own calls and the operator's work.
+    assert (await d.request("GET", "/healthz", headers={"Host": "monitor.internal"}))[0] == 200
+    same = {"Origin": f"http://{me}", "Sec-Fetch-Site": "same-origin"}
+    code, answer = await d.request("POST", f"/api/ingestions/{failed}/resume", headers=same)
+    assert code == 202, answer
+    assert (await d.wait(failed))["status"] == "completed"
+    code, answer = await d.request("POST", "/api/ingest", json={"path": str(src)}, headers=same)
+    assert code == 202, answer
+    code, answer = await d.request(
+        "POST", "/api/ingest", json={"path": str(src), "re_ingestion": True}, headers={"Host": f"localhost:{port}"}
+    )
+    assert code == 202, answer
+
+
+async def test_allowed_hosts_names_the_daemon_behind_a_proxy(make_daemon: MakeDaemon, data_dir: Path) -> None:
+    """A name in [http] allowed_hosts is answered, as the Host and as the page's Origin (a TLS proxy in
+    front); any other name is not. A bad entry is a config error naming the key."""
+    d = await make_daemon(http={"allowed_hosts": ["Ingest.Example.COM."]})
+    src = write_json(data_dir / "p.json", [product(1)])
+    proxied = {"Host": "ingest.example.com", "Origin": "https://ingest.example.com", "Sec-Fetch-Site": "same-origin"}
+    code, answer = await d.request("POST", "/api/ingest", json={"path": str(src)}, headers=proxied)
+    assert code == 202, answer
+    code, _ = await d.request("GET", "/api/ingestions", headers={"Host": "other.example.com"})
+    assert code == 403
+    from pimingestd import config as config_mod
+
+    for bad in ("https://ingest.example.com", "ingest.example.com:443", "*.example.com", ""):
+        with pytest.raises(config_mod.ConfigError, match=r"http\.allowed_hosts"):
+            config_mod.parse({"http": {"allowed_hosts": [bad]}}, data_dir / "config.toml", env={})
+
+
+async def test_a_file_still_open_for_writing_is_refused_by_path(make_daemon: MakeDaemon, data_dir: Path) -> None:
+    """POST /api/ingest of a file another process still has open for writing (an export in progress) is 409
+    naming it, and starts nothing; once its writer closed it, it is taken whole."""
+    d = await make_daemon()
+    target = data_dir / "export.jsonl"
+    with open(target, "w") as f:
+        f.write("".join(json.dumps(product(i)) + "\n" for i in range(50)))
+        f.flush()
+        code, answer = await d.ingest(path=str(target))
+        assert code == 409 and "export.jsonl is still open for writing" in answer["detail"], answer
+        assert (await d.request("GET", "/api/ingestions"))[1]["ingestions"] == []
+        f.write("".join(json.dumps(product(i)) + "\n" for i in range(50, 150)))
+    code, answer = await d.ingest(path=str(target))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed" and st["records_acked"] == 150

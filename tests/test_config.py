@@ -78,6 +78,20 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
             MINIMAL + '[remote]\nallowed_urls = ["s3://b/"]\n[[remote.watch]]\nurl = "s3://b/in/"\nfoo = 1\n',
             "unknown key(s): remote.watch[0].foo",
         ),
+        (
+            MINIMAL + '[remote]\nallowed_urls = ["https://x/feeds/../admin/"]\n',
+            "remote.allowed_urls[0] = 'https://x/feeds/../admin/': a path with a '.' or '..' segment",
+        ),
+        (
+            MINIMAL + '[remote]\nallowed_urls = ["sftp://h/in/"]\n[[remote.watch]]\nurl = "sftp://h/in/"\n'
+            'done_prefix = "sftp://other/done/"\n',
+            "remote.watch[0].done_prefix = 'sftp://other/done/': must be on the inbox's server (sftp://h)",
+        ),
+        (
+            MINIMAL + '[remote]\nallowed_urls = ["s3://b/in/"]\n[[remote.watch]]\nurl = "s3://b/in/"\n'
+            'failed_prefix = "s3://b/in/%2e%2e/private/"\n',
+            "remote.watch[0].failed_prefix = 's3://b/in/%2e%2e/private/': a path with a '.' or '..' segment",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -198,3 +198,48 @@ async def test_an_inbox_without_inodes_keeps_the_file_and_takes_it_once_there_ar
         assert [i["status"] for i in ingestions] == ["completed"]
         await c.verify(ingestions[0]["ingestion_id"], expected)
         assert_clean_log(c)
+
+
+async def test_an_inbox_file_retried_after_a_full_disk_is_not_taken_while_reopened_for_writing(
+    make_cluster: MakeCluster, tmp_path: Path
+) -> None:
+    """The retry of a file that could not be taken for want of inodes goes through the same checks as a first
+    take: the exporter opened it again meanwhile and appends in bursts, so it waits for the close, then all
+    150 records are delivered (the retry five seconds later, and the watcher, take it only once closed)."""
+    with tmpfs(tmp_path / "inbox-fs", "8m", inodes=64) as fs:
+        folders = {k: str(fs / k) for k in ("dir", "processing_dir", "done_dir", "failed_dir")}
+        c = make_cluster(inbox={**folders, "settle_seconds": 1.5})
+        await c.start_receiver()
+        await c.start_daemon()
+        target = fs / "dir" / "p.jsonl"
+        expected = jsonl(target, 50)  # written in place and closed: taken once it settles
+        fillers = []
+        with contextlib.suppress(OSError):
+            for i in range(1000):  # meanwhile no inodes are left: its token folder cannot be made
+                (fs / f"f{i}").touch()
+                fillers.append(fs / f"f{i}")
+
+        async def complained() -> bool:
+            return "inbox file not taken: the disk is full" in c.log.read_text()
+
+        await until(complained, 30)
+        with open(target, "a") as f:  # the exporter again, before the retry
+            for burst in (1, 2):
+                records = [product(i) for i in range(burst * 50, burst * 50 + 50)]
+                f.write("".join(json.dumps(r) + "\n" for r in records))
+                f.flush()
+                expected += records
+                if burst == 1:
+                    for filler in fillers:
+                        filler.unlink()
+                await asyncio.sleep(6)  # past the retry (5 s) and several settle times
+                assert target.exists() and await c.ingestions() == [], "taken while its writer had it open"
+
+        async def done() -> bool:
+            return any((fs / "done_dir").rglob("p.jsonl"))
+
+        await until(done, 60)
+        [row] = await c.ingestions()
+        assert row["status"] == "completed" and row["records_acked"] == 150
+        await c.verify(row["ingestion_id"], expected)
+        assert_clean_log(c)

@@ -59,7 +59,9 @@ async def test_oversized_and_malformed_bodies(make_daemon: MakeDaemon, tmp_path:
             (b"null", 400),
             (b'"x"', 400),
         ):
-            code, answer = await d.request("POST", path, data=io.BytesIO(body))
+            code, answer = await d.request(
+                "POST", path, data=io.BytesIO(body), headers={"Content-Type": "application/json"}
+            )
             assert code == expected, (path, body[:10], code, answer)
             assert isinstance(answer, dict) and answer["error"], answer
     for path in ("/api/ingestions/x/resume", "/api/ingestions/x/cancel"):

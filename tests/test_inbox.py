@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 
 from pimingestd.intake.profiles import glob_match
 from pimingestd.intake.upload import check_relative_name
+from pimingestd.testing import wait_http
 
 from .conftest import MakeDaemon
 from .helpers import Daemon, Receiver, product
@@ -430,9 +434,9 @@ async def test_same_bytes_again_resume_from_the_new_copy(
 async def test_a_file_that_grows_after_it_was_read_never_completes(
     make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
 ) -> None:
-    """A JSON Lines export written in bursts with a pause longer than settle_seconds: what was there at the
-    spool pass is delivered, but the ingestion fails saying the file changed, never completes, and the file
-    goes to failed/ with its report."""
+    """A writer that opens the file again while the daemon delivers it (where it lies now, in processing/) and
+    appends: what was there at the spool pass is delivered, but the final check sees the change, the ingestion
+    fails saying the file changed, never completes, and the file goes to failed/ with its report."""
     cfg = inbox_config(tmp_path, settle_seconds=0.3)
     d = await make_daemon(inbox=cfg)
     await receiver.faults([{"action": "delay_ack", "seconds": 0.3, "times": 100}])
@@ -440,13 +444,14 @@ async def test_a_file_that_grows_after_it_was_read_never_completes(
     with open(target, "w") as f:
         for i in range(30):
             f.write(json.dumps(product(i)) + "\n")
-        f.flush()
 
-        async def taken() -> bool:
-            return len(await all_ingestions(d)) == 1
+    async def taken() -> bool:
+        return len(await all_ingestions(d)) == 1
 
-        await wait_for(taken, what="the first burst taken")
-        await asyncio.sleep(0.5)  # the spool pass has read the first burst; chunks are in flight
+    await wait_for(taken, what="the first burst taken")
+    await asyncio.sleep(0.5)  # the spool pass has read the first burst; chunks are in flight
+    [moved] = Path(cfg["processing_dir"]).glob("*/export.jsonl")
+    with open(moved, "a") as f:
         for i in range(30, 60):
             f.write(json.dumps(product(i)) + "\n")  # the writer's second burst, into the moved file
     [row] = await wait_all_done(d, 1, timeout=30)
@@ -507,3 +512,99 @@ def test_every_rename_is_made_durable(tmp_path: Path, monkeypatch: pytest.Monkey
         str(tmp_path),
         str(tmp_path / "in"),
     }, synced
+
+
+def _lines(records: range) -> str:
+    return "".join(json.dumps(product(i)) + "\n" for i in records)
+
+
+async def _one_finished(c: Any) -> dict[str, Any]:
+    async def finished() -> bool:
+        rows = await c.ingestions()
+        return len(rows) == 1 and rows[0]["status"] in ("completed", "failed")
+
+    await wait_for(finished, timeout=40, what="one finished ingestion")
+    [row] = await c.ingestions()
+    return dict(row)
+
+
+async def _write_in_bursts(c: Any, target: Path, first: str = "w") -> None:
+    """Three bursts of 50 JSON Lines records, 2 s apart, to a file held open; the daemon must not take it
+    until it is closed (checked after a last pause, four times settle_seconds)."""
+    with open(target, first) as f:
+        for burst in range(3):
+            if burst:
+                await asyncio.sleep(2)
+            f.write(_lines(range(burst * 50, burst * 50 + 50)))
+            f.flush()
+        await asyncio.sleep(2)
+        assert target.exists() and await c.ingestions() == [], "taken while its writer still had it open"
+
+
+async def _all_150_delivered(c: Any, cfg: dict[str, Any]) -> None:
+    row = await _one_finished(c)
+    assert row["status"] == "completed" and row["records_acked"] == 150, row
+    assert await c.applied(row["ingestion_id"]) == [product(i) for i in range(150)]
+    await wait_for(lambda: _count(Path(cfg["done_dir"]), 1), what="the file in done/")
+    [done] = Path(cfg["done_dir"]).glob("*/export.jsonl")
+    assert done.read_text() == _lines(range(150))
+
+
+@pytest.mark.parametrize("watch", ["auto", "poll"])
+async def test_a_file_still_open_for_writing_is_not_taken_during_a_pause(
+    make_cluster: Any, tmp_path: Path, watch: str
+) -> None:
+    """A JSON Lines export written in 3 bursts 2 s apart to a file its writer keeps open (settle_seconds 0.5)
+    is taken only once the writer closed it: all 150 records delivered, completed, the whole file in done/.
+    The daemon's read lease is refused while the file is open for writing (the real daemon process, root:
+    CAP_LEASE), with inotify and with polling alike."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.5, watch=watch)
+    c = make_cluster(inbox=cfg)
+    await c.start_receiver()
+    await c.start_daemon()
+    await _write_in_bursts(c, Path(cfg["dir"]) / "export.jsonl")
+    await _all_150_delivered(c, cfg)
+
+
+async def test_a_file_renamed_in_while_its_writer_holds_it_waits_for_the_close(
+    make_cluster: Any, tmp_path: Path
+) -> None:
+    """A writer that renames its file into the inbox before it has finished writing (and closing) it: the
+    rename is no promise then; the file is taken after the close, whole."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.5)
+    c = make_cluster(inbox=cfg)
+    await c.start_receiver()
+    await c.start_daemon()
+    inbox = Path(cfg["dir"])
+    with open(inbox / ".export.tmp", "w") as f:
+        f.write(_lines(range(50)))
+        f.flush()
+        os.rename(inbox / ".export.tmp", inbox / "export.jsonl")
+        await asyncio.sleep(2)
+        assert await c.ingestions() == [], "taken at its rename while its writer still had it open"
+        f.write(_lines(range(50, 150)))
+    await _all_150_delivered(c, cfg)
+
+
+async def test_without_a_lease_inotify_close_events_keep_an_open_file(make_cluster: Any, tmp_path: Path) -> None:
+    """The daemon as it usually runs: the exporter's file is not its own and it has no CAP_LEASE, so the lease
+    cannot tell (EACCES). With inotify it still knows the file was written and not closed since: the same
+    paused writer is taken only after its close, all 150 records."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is needed to start the daemon without CAP_LEASE")
+    cfg = inbox_config(tmp_path, settle_seconds=0.5)
+    c = make_cluster(inbox=cfg)
+    await c.start_receiver()
+    command = [setpriv, "--bounding-set", "-lease", "--inh-caps", "-lease", "--", sys.executable, "-m", "pimingestd"]
+    with open(c.log, "ab") as out:  # the child keeps its own descriptor
+        c.daemon = daemon = await asyncio.to_thread(
+            subprocess.Popen, [*command, "run", "--config", str(c.cfg)], stdout=out, stderr=subprocess.STDOUT
+        )
+    await wait_http(c.durl + "/healthz", ok=lambda s: s == 200, timeout=30, alive=lambda: daemon.poll() is None)
+    target = Path(cfg["dir"]) / "export.jsonl"
+    target.touch()
+    os.chown(target, 65534, 65534)  # the exporter's file (nobody's), not the daemon's
+    await _write_in_bursts(c, target, first="a")
+    await _all_150_delivered(c, cfg)
+    assert "neither owns the file nor has CAP_LEASE" in c.log.read_text()

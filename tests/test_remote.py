@@ -571,3 +571,664 @@ async def test_a_remote_objects_reject_file_is_read_again_from_the_object(
     assert st["status"] == "completed" and st["records_rejected"] == 1 and st["delta_scope"] == "refused.jsonl", st
     code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
     assert code == 200 and {k: v for k, v in raw.items() if k != "_reject"} == wanted, raw
+
+
+# ---- SSRF: every request checked before it is made (issue 27, items 11-13) -------------------------------
+
+
+@pytest.fixture
+async def elsewhere() -> AsyncIterator[HttpFiles]:
+    """A second server on loopback: the service a redirect or a crafted URL must never reach."""
+    async with http_files() as f:
+        f.files["p.jsonl"] = b'{"sku": "internal-only"}\n'
+        f.files["admin/users.jsonl"] = b'{"user": "root"}\n'
+        yield f
+
+
+KEY = {"X-Api-Key": "k-7f3a9c-feed-key"}
+
+
+async def test_a_get_redirected_out_of_allowed_urls_is_refused_before_it_is_made(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """The feed server answers HEAD with 200 and GET with a 302 to a loopback service that allowed_urls does
+    not name: the redirected GET is never made, nothing reaches PIM-Core, and the failure says why."""
+    files.files["p.jsonl"] = jsonl(5)
+    files.redirect_get["p.jsonl"] = elsewhere.url("p.jsonl")
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"], http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "not under any of [remote] allowed_urls" in st["error"], st
+    assert elsewhere.requests == []
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+
+
+async def test_a_head_redirected_out_of_allowed_urls_never_reaches_the_other_host(
+    make_daemon: MakeDaemon, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """Refusing the redirect after the HEAD followed it is too late: the other host has had the request, and
+    the configured header with it."""
+    files.redirect["p.jsonl"] = elsewhere.url("p.jsonl")
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"], http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 400 and "not under any of [remote] allowed_urls" in answer["detail"], answer
+    assert elsewhere.requests == []
+
+
+async def test_a_ranged_read_redirected_out_of_allowed_urls_is_refused(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """The transfer is cut, and the ranged GET that continues it is redirected: that hop is checked too."""
+    data = jsonl(200)
+    files.files["p.jsonl"] = data
+    files.cut_after = len(data) // 2
+    elsewhere.files["p.jsonl"] = data  # the same bytes: only the check can tell
+    files.redirect_ranged["p.jsonl"] = elsewhere.url("p.jsonl")
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"], http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "not under any of [remote] allowed_urls" in st["error"], st
+    assert elsewhere.requests == []
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+
+
+async def test_configured_headers_go_to_the_requested_origin_only(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """A redirect to another allowed origin is followed, but the [remote.http] headers stay with the origin
+    the URL names; asked for directly, the other origin gets them."""
+    files.files["p.jsonl"] = jsonl(5)
+    elsewhere.files["p.jsonl"] = jsonl(5)
+    files.redirect_get["p.jsonl"] = elsewhere.url("p.jsonl")
+    allowed = [f"http://127.0.0.1:{files.port}/", f"http://127.0.0.1:{elsewhere.port}/"]
+    d = await make_daemon(remote=remote_section(allowed, http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert await records(receiver, st["ingestion_id"]) == canonical(5)
+    assert files.requests and all(h.get("X-Api-Key") == KEY["X-Api-Key"] for _, _, h in files.requests)
+    assert [m for m, _, _ in elsewhere.requests] == ["GET"]
+    assert all("X-Api-Key" not in h for _, _, h in elsewhere.requests), elsewhere.requests
+    elsewhere.files["q.jsonl"] = jsonl(2)
+    code, answer = await d.ingest(url=elsewhere.url("q.jsonl"))
+    assert code == 202, answer
+    assert (await d.wait(answer["ingestion_id"]))["status"] == "completed"
+    assert elsewhere.requests[-1][2].get("X-Api-Key") == KEY["X-Api-Key"]
+
+
+def _own_non_loopback() -> list[str]:
+    import psutil
+
+    return [
+        a.address.split("%")[0]
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family.name in ("AF_INET", "AF_INET6") and not a.address.startswith(("127.", "::1"))
+    ]
+
+
+def test_addresses_that_reach_this_machine_are_internal_in_every_spelling() -> None:
+    """IPv4-mapped, IPv4-compatible, 6to4 and NAT64 spellings of loopback and link-local addresses, 0.0.0.0/8
+    and the machine's own non-loopback addresses (a service bound to 0.0.0.0 answers there) need an entry
+    that names them; nothing is connected to here."""
+    allowed = ["http://"]
+    for host in (
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[::ffff:169.254.169.254]",
+        "[::127.0.0.1]",
+        "[2002:7f00:1::]",
+        "[2002:a9fe:a9fe::1]",
+        "[64:ff9b::7f00:1]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[fe80::1]",
+        "0.1.2.3",
+        *(f"[{a}]" if ":" in a else a for a in _own_non_loopback()),
+    ):
+        with pytest.raises(UrlNotAllowed, match="must be listed by name"):
+            check_allowed(f"http://{host}:8080/p.jsonl", allowed, resolve=False)
+    assert _own_non_loopback(), "this machine has no address but loopback: the last check above proved nothing"
+    check_allowed("http://[2001:db8::1]/p.jsonl", allowed, resolve=False)  # an ordinary address passes
+    check_allowed("http://[::ffff:127.0.0.1]:8080/p.jsonl", ["http://[::ffff:127.0.0.1]:8080/"], resolve=False)
+
+
+async def test_an_ipv4_mapped_loopback_url_is_refused_and_nothing_is_fetched(
+    make_daemon: MakeDaemon, files: HttpFiles
+) -> None:
+    files.files["p.jsonl"] = jsonl(3)
+    d = await make_daemon(remote=remote_section(["http://"], http={"headers": KEY}))
+    for host in ("[::ffff:127.0.0.1]", "[::ffff:7f00:1]"):
+        code, answer = await d.ingest(url=f"http://{host}:{files.port}/p.jsonl")
+        assert code == 400 and "must be listed by name" in answer["detail"], answer
+    assert files.requests == []
+
+
+async def test_a_name_that_resolves_elsewhere_at_connect_time_is_refused(
+    make_daemon: MakeDaemon, files: HttpFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name resolves to an outside address when allowed_urls is checked, then to
+    127.0.0.1. The connection goes to the addresses the check saw at connect time, never a later answer."""
+    import socket
+
+    files.files["p.jsonl"] = jsonl(3)
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        """An outside address to the check (which asks without a port), loopback to the connection."""
+        if host == "feed.rebind.test":
+            address = "203.0.113.7" if port is None else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port or 0))]
+        return real(host, port, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    d = await make_daemon(remote=remote_section(["http://"]))
+    code, answer = await d.ingest(url=f"http://feed.rebind.test:{files.port}/p.jsonl")
+    assert code == 400 and "resolves to 127.0.0.1" in answer["detail"], answer
+    assert files.requests == []
+
+
+async def test_dot_segments_never_leave_the_allowed_prefix_over_http(make_daemon: MakeDaemon, files: HttpFiles) -> None:
+    """``/feeds/../admin/users.jsonl`` is ``/admin/users.jsonl`` to the server (and to aiohttp): refused before
+    any request, percent-encoded too, and the API key never goes there."""
+    files.files["admin/users.jsonl"] = b'{"user": "root"}\n'
+    files.files["feeds/p.jsonl"] = jsonl(2)
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/feeds/"], http={"headers": KEY}))
+    base = f"http://127.0.0.1:{files.port}"
+    for path in (
+        "/feeds/../admin/users.jsonl",
+        "/feeds/%2e%2e/admin/users.jsonl",
+        "/feeds/.%2E/admin/users.jsonl",
+        "/feeds/%252e%252e/admin/users.jsonl",
+        "/feeds/./../admin/users.jsonl",
+        "/feeds/..%2fadmin/users.jsonl",
+    ):
+        code, answer = await d.ingest(url=base + path)
+        assert code == 400 and "'..' segment" in answer["detail"], (path, answer)
+    assert files.requests == []
+    code, answer = await d.ingest(url=base + "/feeds/p.jsonl")  # the control: allowed, and read
+    assert code == 202, answer
+
+
+async def test_dot_segments_never_leave_the_allowed_folder_over_sftp(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer
+) -> None:
+    (sshd.root / "exports").mkdir(exist_ok=True)
+    (sshd.root / "private").mkdir(exist_ok=True)
+    (sshd.root / "private" / "salaries.jsonl").write_bytes(b'{"name": "x", "salary": 1}\n')
+    (sshd.root / "exports" / "p.jsonl").write_bytes(jsonl(2))
+    d = await make_daemon(remote=remote_section([sshd.url("exports/")], sshd=sshd))
+    for rel in ("exports/../private/salaries.jsonl", "exports/%2e%2e/private/salaries.jsonl"):
+        code, answer = await d.ingest(url=sshd.url(rel))
+        assert code == 400 and "'..' segment" in answer["detail"], (rel, answer)
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+    code, answer = await d.ingest(url=sshd.url("exports/p.jsonl"))  # the control
+    assert code == 202, answer
+    assert (await d.wait(answer["ingestion_id"]))["status"] == "completed"
+
+
+def test_urls_with_dot_segments_are_refused_whatever_the_prefix() -> None:
+    for url in (
+        "s3://feeds/in/../out/x.json",
+        "sftp://h/srv/exports/../private/x",
+        "https://cdn.example.com/feeds/%2E%2E/admin",
+        "https://cdn.example.com/feeds/..\\admin/x",
+        "https://cdn.example.com/feeds/./x.json",
+    ):
+        with pytest.raises(UrlNotAllowed, match=r"'\.\.' segment"):
+            check_allowed(url, ["s3://feeds/in/", "sftp://h/srv/exports/", "https://"], resolve=False)
+
+
+# ---- secrets in error texts (issue 27, item 14) --------------------------------------------------------
+
+
+async def test_a_presigned_urls_signature_never_reaches_errors_the_api_the_page_or_the_log(
+    make_cluster: Any, files: HttpFiles
+) -> None:
+    """aiohttp's exception text quotes the URL it fetched, query and all: a presigned URL's credential and
+    signature. The real daemon fails the read; neither appears in the error, the API, the status page or
+    the log."""
+    credential, signature = "AKIDPRESIGN7Q", "5ee7f1c0ffee5ignature"
+    files.files["p.jsonl"] = jsonl(3)
+    files.fail_get["p.jsonl"] = 500
+    query = (
+        f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
+        f"&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature={signature}"
+    )
+    c = make_cluster(remote={"allowed_urls": [f"http://127.0.0.1:{files.port}/"], "read_attempts": 2})
+    await c.start_receiver()
+    await c.start_daemon()
+    code, answer = await c.call("POST", c.durl + "/api/ingest", json={"url": files.url("p.jsonl") + query})
+    assert code == 202, answer
+    st = await c.settle(answer["ingestion_id"], timeout=60)
+    assert st["status"] == "failed" and "500" in st["error"], st  # the failure is still said
+    assert any(signature in path for _, path, _ in files.requests)  # the server did get the signed URL
+    shown = [json.dumps(st)]
+    for path in ("/api/ingestions?limit=100", f"/api/ingestions/{st['ingestion_id']}", "/"):
+        code, body = await c.call("GET", c.durl + path)
+        assert code == 200, body
+        shown.append(body if isinstance(body, str) else json.dumps(body))
+    c.close()
+    shown.append(c.log.read_text())
+    assert "remote read failed; reconnecting" in shown[-1]
+    for text in shown:
+        assert credential not in text and signature not in text, text[:2000]
+
+
+# ---- a remote inbox acts on the version it ingested (issue 27, item 4) --------------------------------
+
+
+async def _replace_while_delivered(d: Any, receiver: Receiver, put_new: Any) -> dict[str, Any]:
+    """Wait for the remote inbox's first ingestion to be delivering, then ``put_new()``; its status once ended."""
+    import asyncio
+
+    for _ in range(600):
+        _, listing = await d.request("GET", "/api/ingestions")
+        mine = [i for i in listing["ingestions"] if i["source"] == "remote_inbox"]
+        if mine and mine[0]["chunks_acked"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the remote inbox's ingestion never started delivering")
+    assert mine[0]["status"] == "running", mine
+    put_new()
+    await receiver.faults([])
+    return await d.wait(mine[0]["ingestion_id"])
+
+
+async def test_a_new_s3_version_uploaded_during_delivery_is_left_in_place_and_taken(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    """The exporter re-uploads in/products.jsonl while the first version is delivered: on completion the first
+    is done, but the corrected one is not moved to done/ unread. It stays, is taken at the next poll, is
+    delivered, and only then moved."""
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key="v/products.jsonl", Body=jsonl(12, 700))
+    await receiver.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
+    watch = {
+        "url": f"s3://{BUCKET}/v/",
+        "poll_interval": 4,  # the new version is uploaded after a poll, and the first completes before the next
+        "chunk_records": 2,
+        "done_prefix": f"s3://{BUCKET}/v-done/",
+        "failed_prefix": f"s3://{BUCKET}/v-failed/",
+    }
+    d = await make_daemon(remote={**remote_section([f"s3://{BUCKET}/"], s3=s3), "watch": [watch]})
+    corrected = jsonl(5, 800)
+    first = await _replace_while_delivered(
+        d, receiver, lambda: client.put_object(Bucket=BUCKET, Key="v/products.jsonl", Body=corrected)
+    )
+    assert first["status"] == "completed", first
+    assert await records(receiver, first["ingestion_id"]) == canonical(12, 700)
+
+    async def second() -> list[dict[str, Any]]:
+        _, listing = await d.request("GET", "/api/ingestions")
+        return [
+            i
+            for i in listing["ingestions"]
+            if i["source"] == "remote_inbox" and i["ingestion_id"] != first["ingestion_id"]
+        ]
+
+    import asyncio
+
+    for _ in range(1200):
+        later = await second()
+        if later and later[0]["status"] == "completed" and _keys(s3, "v/") == set():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the corrected version was not ingested: {await second()}, {_keys(s3, 'v-done/')}")
+    assert await records(receiver, later[0]["ingestion_id"]) == canonical(5, 800)
+    moved = client.get_object(Bucket=BUCKET, Key="v-done/products.jsonl")["Body"].read()
+    assert moved == corrected
+
+
+async def test_a_new_sftp_version_written_during_delivery_is_left_in_place_and_taken(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer
+) -> None:
+    import asyncio
+    import os
+
+    folder = sshd.root / "vinbox"
+    folder.mkdir()
+    (folder / "products.jsonl").write_bytes(jsonl(12, 700))
+    await receiver.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
+    watch = {
+        "url": f"sftp://127.0.0.1:{sshd.port}{folder}",
+        "poll_interval": 3,  # the new version is written after a poll, and the first completes before the next
+        "chunk_records": 2,
+        "done_prefix": f"sftp://127.0.0.1:{sshd.port}{sshd.root}/vdone",
+    }
+    d = await make_daemon(remote={**remote_section([f"sftp://127.0.0.1:{sshd.port}/"], sshd=sshd), "watch": [watch]})
+    corrected = jsonl(5, 800)
+
+    def put_new() -> None:
+        tmp = folder / ".products.jsonl.part"
+        tmp.write_bytes(corrected)
+        os.utime(tmp, (2_000_000_000, 2_000_000_000))
+        tmp.rename(folder / "products.jsonl")
+
+    first = await _replace_while_delivered(d, receiver, put_new)
+    assert first["status"] == "completed", first
+    for _ in range(1200):
+        done = sshd.root / "vdone" / "products.jsonl"
+        if done.exists() and not (folder / "products.jsonl").exists() and done.read_bytes() == corrected:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the corrected version was not ingested and moved")
+    _, listing = await d.request("GET", "/api/ingestions")
+    later = [i for i in listing["ingestions"] if i["ingestion_id"] != first["ingestion_id"]]
+    assert [i["status"] for i in later] == ["completed"], later
+    assert await records(receiver, later[0]["ingestion_id"]) == canonical(5, 800)
+
+
+# ---- the reject file's second read is checked against what was delivered (issue 27, item 2) ----------
+
+
+async def _rejects_after_replacing(
+    d: Any, receiver: Receiver, url: str, refused: dict[str, Any], replace: Any
+) -> dict[str, Any]:
+    """Ingest ``url`` (30 records, 3 chunks) with PIM-Core refusing ``refused``; once two chunks are ACKed (the
+    object was read whole by then), ``replace()`` it, then let the last ACK come. The status once ended."""
+    import asyncio
+
+    await receiver.faults(
+        [
+            {"action": "delay_ack", "chunk": 3, "seconds": 2.0},
+            {"action": "reject_records", "field": "sku", "values": [refused["sku"]], "reason": "no"},
+        ]
+    )
+    code, answer = await d.ingest(url=url, chunk_records=10)
+    assert code == 202, answer
+    for _ in range(400):
+        st = await d.status(answer["ingestion_id"])
+        if st["chunks_acked"] >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert st["chunks_acked"] == 2 and st["status"] == "running", st
+    replace()
+    return await d.wait(answer["ingestion_id"])
+
+
+@pytest.mark.parametrize("replacement", ["longer", "shorter"])
+async def test_a_reject_file_is_never_read_from_an_object_replaced_after_delivery(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server, replacement: str
+) -> None:
+    """The exporter replaces the object once its chunks are delivered. A longer one would put its own record
+    at the refused position into the reject file (a record PIM-Core never saw); a shorter one made the
+    ingestion fail with every chunk ACKed, and every resume fail the same way. Now no reject file is
+    written from the new object, and the ingestion completes."""
+    data = jsonl(30)
+    key = f"in/replaced-{replacement}.jsonl"
+    s3.client().put_object(Bucket=BUCKET, Key=key, Body=data)
+    refused = json.loads(data.splitlines()[7])
+    new = jsonl(40, 100) if replacement == "longer" else jsonl(3, 100)
+    d = await make_daemon(remote=remote_section([f"s3://{BUCKET}/in/"], s3=s3))
+    st = await _rejects_after_replacing(
+        d, receiver, f"s3://{BUCKET}/{key}", refused, lambda: s3.client().put_object(Bucket=BUCKET, Key=key, Body=new)
+    )
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
+    assert code != 200, raw  # no reject file: the source it would be read from is not the one delivered
+    assert not list((d.config.daemon.state_db.parent / "rejects").glob("*unverified*"))
+
+
+async def test_a_versioned_objects_reject_file_is_read_from_the_version_delivered(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    """The control: with S3 versioning the second read is pinned to the version id, so a replaced object
+    still gives the refused record, checked by its bytes."""
+    client = s3.client()
+    client.create_bucket(Bucket="versioned")
+    client.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    data = jsonl(30)
+    client.put_object(Bucket="versioned", Key="in/p.jsonl", Body=data)
+    refused = json.loads(data.splitlines()[7])
+    d = await make_daemon(remote=remote_section(["s3://versioned/in/"], s3=s3))
+    st = await _rejects_after_replacing(
+        d,
+        receiver,
+        "s3://versioned/in/p.jsonl",
+        refused,
+        lambda: client.put_object(Bucket="versioned", Key="in/p.jsonl", Body=jsonl(3, 100)),
+    )
+    assert st["status"] == "completed" and st["version"].startswith("version:"), st
+    code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
+    assert code == 200 and {k: v for k, v in raw.items() if k != "_reject"} == refused, raw
+
+
+def test_a_second_read_of_a_local_file_is_checked_against_its_bytes(tmp_path: Path) -> None:
+    """The sibling for local files: the reject file's read of a file replaced (same size, same mtime, other
+    bytes) after it was identified raises FileChangedError at ``verify``, whether the records it needed came
+    before the change or not; the unchanged file verifies."""
+    import os
+
+    from pimingestd.core.spool import SecondRead
+    from pimingestd.errors import FileChangedError
+    from pimingestd.sources import SourceSpec
+
+    src = tmp_path / "p.jsonl"
+    data = jsonl(30)
+    src.write_bytes(data)
+
+    def second(name: str = "p.jsonl") -> SecondRead:
+        return SecondRead(str(src), size=len(data), file_id=file_id(data), spec=SourceSpec("jsonl"), name=name)
+
+    read = second()
+    first = next(iter(read.records()))
+    read.verify()  # unchanged: the rest is read and hashed, and matches
+    read.close()
+    import orjson
+
+    assert orjson.loads(orjson.dumps(first)) == json.loads(data.splitlines()[0])
+    stat = src.stat()
+    changed = data[:-3] + b"7}\n" if data.endswith(b"}\n") else data[::-1]
+    assert len(changed) == len(data) and changed != data
+    src.write_bytes(changed)  # rewritten in place; the last record differs, the first does not
+    os.utime(src, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    read = second()
+    next(iter(read.records()))
+    with pytest.raises(FileChangedError, match="not the one delivered"):
+        read.verify()
+    read.close()
+
+
+async def test_http_reads_are_pinned_to_the_version_seen_at_submit(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    """Every GET carries If-Match with the ETag the HEAD gave at submit: an object replaced in between is
+    answered 412 by a server that honours it, and never read; the ingestion fails saying it changed."""
+    files.files["p.jsonl"] = jsonl(50)
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"]))
+    code, answer = await d.ingest(url=files.url("p.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed", st
+    etag = st["version"].removeprefix("etag:")
+    gets = [h for m, _, h in files.requests if m == "GET"]
+    assert gets and all(h.get("If-Match") == etag for h in gets), gets
+    received = (await receiver.stats())["chunks_received"]
+    files.files["q.jsonl"] = jsonl(50)
+    # Replaced after the second HEAD (at submit, then as the run starts), before the GET.
+    files.replace_after_head["q.jsonl"] = (2, jsonl(50, 1))
+    code, answer = await d.ingest(url=files.url("q.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "answered 412" in st["error"], st
+    assert (await receiver.stats())["chunks_received"] == received
+    assert [m for m, p, _ in files.requests if p == "/q.jsonl"][:3] == ["HEAD", "HEAD", "GET"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_url_in_any_log_text_is_redacted_tracebacks_included(fmt: str) -> None:
+    """The log's last line of defence: a presigned URL in an event's text, in a list, or in the traceback of
+    a logged exception (where a library quoted it) is written without its query."""
+    import structlog
+
+    from pimingestd import logs
+
+    saved = structlog.get_config()
+    out = io.StringIO()
+    try:
+        logs.setup(fmt, "info", out)
+        log = structlog.get_logger("test")
+        url = "https://bucket.example.com/p.jsonl?X-Amz-Credential=AKIDLOG1&X-Amz-Signature=s1gnatur3"
+        log.warning("read failed", error=f"ClientResponseError: 500, url='{url}'", urls=[url])
+        try:
+            raise ValueError(f"cannot read {url}")
+        except ValueError:
+            log.exception("poll failed")
+        log.info("query outside a URL", detail="X-Amz-Signature=s1gnatur3&token=t0k3n")
+    finally:
+        structlog.configure(**saved)
+    text = out.getvalue()
+    assert "read failed" in text and "poll failed" in text and "ValueError" in text, text
+    for secret in ("AKIDLOG1", "s1gnatur3", "t0k3n"):
+        assert secret not in text, text
+    assert "https://bucket.example.com/p.jsonl?" in text  # where, still said
+
+
+async def test_an_sftp_host_name_is_checked_and_connected_at_the_address_checked(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer
+) -> None:
+    """``localhost`` under a bare ``sftp://`` entry is refused (it reaches this machine); named by an entry, it
+    is resolved once, connected at that address, and its host key still matched (known_hosts names
+    127.0.0.1, the address)."""
+    (sshd.root / "n.jsonl").write_bytes(jsonl(4))
+    url = f"sftp://localhost:{sshd.port}{sshd.root}/n.jsonl"
+    d = await make_daemon(remote=remote_section(["sftp://"], sshd=sshd))
+    code, answer = await d.ingest(url=url)
+    assert code == 400 and "must be listed by name" in answer["detail"], answer
+    await d.stop()
+    d = await make_daemon(remote=remote_section([f"sftp://localhost:{sshd.port}/"], sshd=sshd))
+    code, answer = await d.ingest(url=url)
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert await records(receiver, st["ingestion_id"]) == canonical(4)
+
+
+async def test_an_sftp_name_that_resolves_elsewhere_at_connect_time_is_refused(
+    make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding over SFTP: an outside address to the check, 127.0.0.1 to the connection. The connection
+    is made to the address that was checked, so it never reaches the machine's own sshd."""
+    import socket
+
+    (sshd.root / "r.jsonl").write_bytes(jsonl(2))
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        if host == "sftp.rebind.test":
+            address = "203.0.113.7" if port is None else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port or 0))]
+        return real(host, port, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    d = await make_daemon(remote=remote_section(["sftp://"], sshd=sshd))
+    code, answer = await d.ingest(url=f"sftp://sftp.rebind.test:{sshd.port}{sshd.root}/r.jsonl")
+    assert code == 400 and "resolves to 127.0.0.1" in answer["detail"], answer
+    assert (await receiver.stats()).get("chunks_received", 0) == 0
+
+
+async def test_a_remote_workbooks_reject_file_comes_from_a_checked_staged_copy(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    """Excel needs random access: the second read stages the object again, checks its bytes, reads the refused
+    row from that copy, and removes it."""
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["sku", "qty"])
+    for i in range(12):
+        ws.append([f"S{i}", i])
+    buf = io.BytesIO()
+    wb.save(buf)
+    s3.client().put_object(Bucket=BUCKET, Key="in/refused.xlsx", Body=buf.getvalue())
+    await receiver.faults([{"action": "reject_records", "field": "sku", "values": ["S5"], "reason": "no"}])
+    d = await make_daemon(remote=remote_section([f"s3://{BUCKET}/in/"], s3=s3))
+    code, answer = await d.ingest(url=f"s3://{BUCKET}/in/refused.xlsx")
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    spool = d.config.daemon.state_db.parent / "spool"
+    assert not list(spool.glob("*.stage"))
+    from openpyxl import load_workbook
+
+    book = load_workbook(d.config.daemon.state_db.parent / "rejects" / f"{st['ingestion_id']}.xlsx")
+    assert book.active is not None
+    rows = list(book.active.iter_rows(values_only=True))
+    assert rows[1][:2] == ("S5", 5), rows
+
+
+def test_an_s3_move_copies_only_the_version_expected(s3: S3Server) -> None:
+    """The copy is conditional on the ETag that was ingested: with another one at the key (uploaded between
+    the check and the copy), nothing is copied or deleted, and FileChangedError says the object stays."""
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.errors import FileChangedError
+    from pimingestd.locations.remote import ObjectIdentity, Remote
+
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key="mv/p.jsonl", Body=jsonl(3))
+    remote = Remote(RemoteConfig(allowed_urls=(f"s3://{BUCKET}/",), s3=S3Config(**s3.config())))
+    url = f"s3://{BUCKET}/mv/p.jsonl"
+    now = remote.stat(url)
+    fs = remote._filesystem(url)
+    stale = ObjectIdentity(now.size, 'etag:"00000000000000000000000000000000"')
+    with pytest.raises(FileChangedError, match="left in place"):
+        remote._move_s3_version(fs, url, f"s3://{BUCKET}/mv-done/p.jsonl", stale)
+    assert _keys(s3, "mv") == {"mv/p.jsonl"}
+    assert remote.move(url, f"s3://{BUCKET}/mv-done/", now) == f"s3://{BUCKET}/mv-done/p.jsonl"
+    assert _keys(s3, "mv") == {"mv-done/p.jsonl"}
+
+
+def test_an_s3_move_in_a_versioned_bucket_takes_that_version_only(s3: S3Server) -> None:
+    """With versioning, the version ingested is copied and that version deleted: a newer one uploaded meanwhile
+    stays the object's current version, where the inbox takes it."""
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.errors import FileChangedError
+    from pimingestd.locations.remote import Remote
+
+    client = s3.client()
+    client.create_bucket(Bucket="vmove")
+    client.put_bucket_versioning(Bucket="vmove", VersioningConfiguration={"Status": "Enabled"})
+    client.put_object(Bucket="vmove", Key="in/p.jsonl", Body=jsonl(3))
+    remote = Remote(RemoteConfig(allowed_urls=("s3://vmove/",), s3=S3Config(**s3.config())))
+    url = "s3://vmove/in/p.jsonl"
+    first = remote.stat(url)
+    assert first.version.startswith("version:")
+    client.put_object(Bucket="vmove", Key="in/p.jsonl", Body=jsonl(4))
+    with pytest.raises(FileChangedError, match=r"left in\s+place"):
+        remote.move(url, "s3://vmove/done/", first)  # the check sees the new version first
+    remote._move_s3_version(remote._filesystem(url), url, "s3://vmove/done/p.jsonl", first)  # past the check
+    assert client.get_object(Bucket="vmove", Key="in/p.jsonl")["Body"].read() == jsonl(4)
+    assert client.get_object(Bucket="vmove", Key="done/p.jsonl")["Body"].read() == jsonl(3)
+
+
+def test_an_sftp_move_that_renamed_another_version_puts_it_back(sshd: SshServer) -> None:
+    """The rename took a version written between the check and the rename: it is renamed back to the inbox
+    (a rename never replaces a file, so one written there since is kept, and the error says where the
+    other is)."""
+    from pimingestd.config import RemoteConfig, SftpConfig
+    from pimingestd.errors import FileChangedError
+    from pimingestd.locations.remote import ObjectIdentity, Remote
+
+    (sshd.root / "mb").mkdir()
+    (sshd.root / "mb-done").mkdir()
+    sftp = SftpConfig(username=sshd.user, key_file=sshd.user_key, known_hosts=sshd.known_hosts)
+    remote = Remote(RemoteConfig(allowed_urls=(f"sftp://127.0.0.1:{sshd.port}/",), sftp=sftp))
+    url, target = sshd.url("mb/p.jsonl"), sshd.url("mb-done/p.jsonl")
+    ingested = ObjectIdentity(5, "modified:2001-01-01T00:00:00")
+    (sshd.root / "mb-done" / "p.jsonl").write_bytes(jsonl(2))  # what the rename took: not the one ingested
+    fs = remote._filesystem(url)
+    with pytest.raises(FileChangedError, match="left in place"):
+        remote._check_moved_back(fs, url, target, ingested)
+    assert (sshd.root / "mb" / "p.jsonl").read_bytes() == jsonl(2)
+    assert not (sshd.root / "mb-done" / "p.jsonl").exists()
+    (sshd.root / "mb-done" / "p.jsonl").write_bytes(jsonl(3))  # and once more, with the inbox name taken
+    with pytest.raises(FileChangedError, match="not ingested: put it back"):
+        remote._check_moved_back(fs, url, target, ingested)
+    assert (sshd.root / "mb" / "p.jsonl").read_bytes() == jsonl(2)
+    assert (sshd.root / "mb-done" / "p.jsonl").read_bytes() == jsonl(3)

@@ -202,3 +202,74 @@ async def test_metrics_report_disk_use(make_daemon: MakeDaemon, receiver: Receiv
     )
     assert size > 0
     assert "pimingestd_spool_bytes 0.0" in text
+
+
+async def test_retention_never_removes_the_file_of_a_running_or_resumable_ingestion(
+    make_cluster: Any, tmp_path: Path
+) -> None:
+    """files_days = 1 and every folder ten days old, retention running all the time in the daemon and
+    `pimingestd prune` beside it: a failed inbox file resumed from failed/ is delivered whole (not removed
+    mid-delivery), a failed one stays (resumable), a cancelled one goes only files_days after its cancel, and
+    a refused file (no ingestion) goes by its age."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.2)
+    c = make_cluster(inbox=cfg, retention={"files_days": 1, "interval_minutes": 0.001})
+    await c.start_receiver()
+    await c.start_daemon()
+    inbox, failed = Path(cfg["dir"]), Path(cfg["failed_dir"])
+    await c.faults([{"action": "reject_final", "chunk": 2, "times": 1000}])
+    ids = {}
+    for name in ("resumed", "kept", "cancelled"):
+        write_json(inbox / f".{name}.tmp", [product(i) for i in range(30)] + [{"sku": name}])
+        os.rename(inbox / f".{name}.tmp", inbox / f"{name}.json")
+        for _ in range(400):
+            rows = {r["file_name"]: r for r in await c.ingestions()}
+            if (
+                rows.get(f"{name}.json", {}).get("status") == "failed"
+                and len(list(failed.glob("*.error.json"))) == len(ids) + 1
+            ):
+                break
+            await asyncio.sleep(0.05)
+        ids[name] = rows[f"{name}.json"]["ingestion_id"]
+    (inbox / "refused.parquet").write_bytes(b"PAR1")  # a format the daemon does not read: failed/, no ingestion
+    for _ in range(400):
+        if len(list(failed.glob("*.error.json"))) == 4:
+            break
+        await asyncio.sleep(0.05)
+    folders = {p.name: p for p in failed.iterdir() if p.is_dir()}
+    assert len(folders) == 4, sorted(folders)
+    ten_days = time.time() - 10 * DAY
+    for folder in folders.values():
+        os.utime(folder, (ten_days, ten_days))
+    code, _ = await c.call("POST", f"{c.durl}/api/ingestions/{ids['cancelled']}/cancel")
+    assert code == 200
+    await c.faults([{"action": "delay_ack", "seconds": 0.1, "times": 1000}])
+    code, _ = await c.call("POST", f"{c.durl}/api/ingestions/{ids['resumed']}/resume")
+    assert code == 202
+
+    async def prune() -> dict[str, Any]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pimingestd", "prune", "--config", str(c.cfg),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return dict(json.loads(out))
+
+    while (await c.status(ids["resumed"]))["status"] in ("queued", "running"):
+        await prune()  # beside the daemon's own retention, every 0.06 s
+    st = await c.settle(ids["resumed"])
+    assert st["status"] == "completed" and st["records_acked"] == 31, st
+    assert await c.applied(ids["resumed"]) == [product(i) for i in range(30)] + [{"sku": "resumed"}]
+    assert (await c.status(ids["kept"]))["status"] == "failed"
+    kept = [f for f in folders.values() if (f / "kept.json").exists()]
+    assert len(kept) == 1, "the failed (resumable) file was removed"
+    assert [f for f in folders.values() if (f / "cancelled.json").exists()], "removed right after its cancel"
+    assert not [f for f in folders.values() if (f / "refused.parquet").exists()], "an old refused file stays"
+    # Cancelled ten days ago: now it goes, with its report; the resumable one still stays.
+    _age(c.state_db, ids["cancelled"], 10)
+    plan = await prune()
+    assert plan["kept"] >= 1 and not [f for f in folders.values() if (f / "cancelled.json").exists()]
+    assert (kept[0] / "kept.json").exists() and (failed / f"{kept[0].name}.error.json").exists()
+    code, _ = await c.call("POST", f"{c.durl}/api/ingestions/{ids['kept']}/resume")
+    assert code == 202
+    assert (await c.settle(ids["kept"]))["status"] == "completed"

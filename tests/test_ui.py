@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import http.server
 import io
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from pimingestd.testing import Cluster
+from pimingestd.testing import Cluster, free_port
 
 from .helpers import REPO, product, report
 from .test_inbox import inbox_config
@@ -43,10 +47,16 @@ def _chromium() -> tuple[str, str]:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    yield from _browser(tmp_path)
+
+
+def _browser(tmp_path: Path, *extra: str) -> Iterator[WebDriver]:
     binary, driver_path = _chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,800"):
+        options.add_argument(arg)
+    for arg in extra:
         options.add_argument(arg)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -233,6 +243,8 @@ async def test_a_failed_ingestions_error_shows_its_place_and_resume_from_the_pag
     until("completed", lambda: text(browser, "#detail-status") == "completed", timeout=30)
     assert not visible(browser, "#detail-error") and not visible(browser, "#resume")
     assert (await cluster.status(ing))["records_acked"] == 40
+    message = text(browser, "#detail-message")  # what was done, never a status left stale beside the badge
+    assert message == "Resumed after chunk 1." and "queued" not in message, message
 
 
 async def test_the_reject_file_downloads_byte_for_byte(cluster: Cluster, browser: WebDriver) -> None:
@@ -345,3 +357,163 @@ async def test_the_page_is_static_strict_and_serves_nothing_else(cluster: Cluste
                 assert r.status == 404, bad
         async with s.get(cluster.durl + "/api/overview") as r:
             assert r.status == 401  # the data needs the token
+
+
+async def test_the_upload_view_follows_the_dropped_files_ingestion_until_it_ends(
+    cluster: Cluster, browser: WebDriver
+) -> None:
+    """After a drop, the upload view itself shows the ingestion live, without a reload or a click: its status
+    (running, then completed) and records delivered, until it ends; never "queued" forever."""
+    await cluster.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
+    data = "".join(json.dumps(product(i)) + "\n" for i in range(120)).encode()
+    sign_in(browser, cluster.durl)
+    until("the list", lambda: visible(browser, "#list"))
+    browser.find_element(By.LINK_TEXT, "Upload").click()
+    until("the upload view", lambda: visible(browser, "#dropzone"))
+    drop(browser, "followed.jsonl", data)
+    until("the upload's answer", lambda: "Taken" in text(browser, "#upload-message"))
+    url = browser.current_url
+    seen: list[str] = []
+    bars: list[float] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen.append(text(browser, "#upload-message"))
+        if visible(browser, "#upload-ingestion"):
+            bars.append(float(browser.find_element(By.ID, "upload-ingestion").get_attribute("aria-valuenow") or 0))
+        if "completed" in seen[-1]:
+            break
+        await asyncio.sleep(0.2)
+    assert "completed" in seen[-1] and "120 / 120 records" in seen[-1], seen[-5:]
+    assert any("running" in s for s in seen), f"never shown running: {sorted(set(seen))}"
+    assert any(0 < b < 100 for b in bars) and bars[-1] == 100.0, sorted(set(bars))
+    assert browser.current_url == url and visible(browser, "#dropzone")  # still the upload view, no reload
+    [row] = await cluster.ingestions()
+    assert row["status"] == "completed" and row["records_acked"] == 120
+
+
+@contextlib.contextmanager
+def _serve(page: str) -> Iterator[int]:
+    """``page`` as text/html at / on a port of 127.0.0.1 (another origin than the daemon's), from a thread."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = page.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _attacker_page(daemon: str, ingest_path: Path, failed: str) -> str:
+    """A page on another origin that submits text/plain forms to the daemon at once, and sends the same with
+    fetch (no-cors): an ingestion of ``ingest_path`` (its name holds a "=", so name=value is valid JSON),
+    a resume and a cancel of ``failed``."""
+    body = json.dumps({"path": str(ingest_path), "re_ingestion": True})
+    name, _, value = body.partition("=")
+    forms = [
+        ("/api/ingest", name, value),
+        (f"/api/ingestions/{failed}/resume", '{"a": "', '"}'),
+        (f"/api/ingestions/{failed}/cancel", '{"a": "', '"}'),
+    ]
+    html_forms = "".join(
+        f'<iframe name="f{i}"></iframe><form id="form{i}" action="{daemon}{path}" method="POST" enctype="text/plain"'
+        f' target="f{i}"><input name="{escape(n)}" value="{escape(v)}"></form>'
+        for i, (path, n, v) in enumerate(forms)
+    )
+    script = (
+        "window.loads = 0; window.fetched = 0;"
+        "for (const f of document.querySelectorAll('iframe')) f.addEventListener('load', () => window.loads++);"
+        "for (const f of document.querySelectorAll('form')) f.submit();"
+        f"for (const [path, n, v] of {json.dumps(forms)})"
+        f"  fetch({json.dumps(daemon)} + path, {{method: 'POST', mode: 'no-cors', body: n + '=' + v}})"
+        "    .then(() => window.fetched++, () => window.fetched++);"
+    )
+    return f"<!doctype html><html><body>{html_forms}<script>{script}</script></body></html>"
+
+
+async def test_a_page_on_another_origin_starts_resumes_and_cancels_nothing(tmp_path: Path, browser: WebDriver) -> None:
+    """A daemon without a token (the example config). A page served from another origin (another port on
+    127.0.0.1) auto-submits text/plain forms that parse as JSON, and sends them with fetch: no ingestion is
+    started, the failed one is neither resumed nor cancelled. The status page's own calls still work: its
+    Resume completes the failed ingestion."""
+    c = Cluster(
+        tmp_path,
+        inbox=inbox_config(tmp_path, settle_seconds=0.2),
+        delivery={"ack_timeout": 5.0, "backoff": 0.05, "max_attempts": 5},
+        chunking={"records": 10},
+    )
+    async with c:
+        await c.faults([{"action": "reject_final", "chunk": 2}])
+        src = c.data / "resumable.jsonl"
+        src.write_text("".join(json.dumps(product(i)) + "\n" for i in range(40)))
+        failed = await c.ingest(src)
+        assert (await c.settle(failed))["status"] == "failed"
+        target = c.data / "p=.json"
+        target.write_text(json.dumps([product(1)]))
+        page = _attacker_page(c.durl, target, failed)
+
+        with _serve(page) as port:  # in a thread: selenium's calls block this test's event loop
+            browser.get(f"http://127.0.0.1:{port}/")
+            until("the forms and fetches sent", lambda: browser.execute_script("return window.fetched") == 3)
+            until("the forms answered", lambda: browser.execute_script("return window.loads") >= 3)
+            await asyncio.sleep(1)  # an ingestion started by them would be listed by now
+        assert [r["ingestion_id"] for r in await c.ingestions()] == [failed]
+        assert (await c.status(failed))["status"] == "failed"
+        browser.get(f"{c.durl}/#/ingestion/{failed}")  # the page itself: same origin, no token needed
+        until("the resume button", lambda: visible(browser, "#resume"))
+        browser.find_element(By.ID, "resume").click()
+        browser.switch_to.alert.accept()
+        until("completed", lambda: text(browser, "#detail-status") == "completed", timeout=30)
+        assert (await c.status(failed))["records_acked"] == 40
+
+
+@pytest.fixture
+def rebinding_browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """A browser in which rebind.test resolves to 127.0.0.1, as a DNS rebinding attacker's name would."""
+    yield from _browser(tmp_path, "--host-resolver-rules=MAP rebind.test 127.0.0.1")
+
+
+async def test_a_page_whose_name_was_rebound_to_the_daemon_reads_and_starts_nothing(
+    tmp_path: Path, rebinding_browser: WebDriver
+) -> None:
+    """A daemon without a token. A page at http://rebind.test:<daemon port>/ (its name now resolving to
+    127.0.0.1) is same-origin with the daemon for the browser, but its Host names it: the page, the API and
+    an ingestion started from its script are refused (403). The same browser at 127.0.0.1 gets the page."""
+    c = Cluster(tmp_path, inbox=inbox_config(tmp_path, settle_seconds=0.2), chunking={"records": 10})
+    async with c:
+        src = c.data / "p.json"
+        src.write_text(json.dumps([product(1)]))
+        rebound = f"http://rebind.test:{c.dport}"
+        rebinding_browser.get(rebound + "/api/ingestions")
+        until("the refusal", lambda: "unknown Host" in rebinding_browser.page_source)
+        answer = json.loads(rebinding_browser.find_element(By.TAG_NAME, "body").text)
+        assert answer["error"] == "unknown Host" and "allowed_hosts" in answer["detail"], answer
+        rebinding_browser.get(rebound + "/")
+        until("the refusal", lambda: "unknown Host" in rebinding_browser.page_source)
+        codes = rebinding_browser.execute_async_script(
+            """
+            const [path, done] = arguments;
+            const post = fetch("/api/ingest", {method: "POST", headers: {"Content-Type": "application/json"},
+                                               body: JSON.stringify({path})}).then((r) => r.status);
+            Promise.all([post, fetch("/api/ingestions").then((r) => r.status)]).then(done, (e) => done(String(e)));
+            """,
+            str(src),
+        )
+        assert codes == [403, 403], codes
+        assert await c.ingestions() == []
+        rebinding_browser.get(c.durl + "/")
+        until("the list", lambda: visible(rebinding_browser, "#list"))

@@ -91,7 +91,7 @@ async def test_aborted_upload_leaves_nothing(make_daemon: MakeDaemon, tmp_path: 
     port = d.config.http.port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        b"PUT /api/files/p.json HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        b"PUT /api/files/p.json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
         b"Content-Length: 10000000\r\n\r\n" + b"[" + b" " * 1_000_000
     )
     await writer.drain()
@@ -190,3 +190,21 @@ async def test_an_upload_finished_during_the_drain_is_503_and_not_kept(
     assert await c.exit_code(20) == 0
     for folder in ("processing_dir", "failed_dir", "done_dir"):
         assert not any(f.endswith("late.json") for f in files_under(Path(cfg[folder]))), folder
+
+
+async def test_an_upload_sent_as_a_form_is_refused_and_says_what_to_send(
+    make_daemon: MakeDaemon, tmp_path: Path
+) -> None:
+    """A body sent with a form's content type (curl --data-binary says urlencoded unless told) is 415, naming
+    the type to send, and nothing is kept or started; application/octet-stream is taken."""
+    cfg = inbox_config(tmp_path, watch="off")
+    d = await make_daemon(inbox=cfg)
+    body = json.dumps([product(1)]).encode()
+    for ctype in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"):
+        code, answer = await put(d.url + "/api/files/p.json", body, headers={"Content-Type": ctype})
+        assert code == 415 and "application/octet-stream" in answer["detail"], (ctype, answer)
+    assert (
+        files_under(Path(cfg["processing_dir"])) == [] and (await d.request("GET", "/api/ingestions"))[1]["total"] == 0
+    )
+    code, answer = await put(d.url + "/api/files/p.json", body, headers={"Content-Type": "application/octet-stream"})
+    assert code == 202, answer

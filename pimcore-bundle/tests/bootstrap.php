@@ -6,8 +6,12 @@ declare(strict_types=1);
 // the Pimcore classes the data_object applier calls (tests/Stubs/, loaded by the tests only).
 require __DIR__ . '/Application/autoload.php';
 
+if (is_file('/usr/share/php/Carbon/autoload.php')) {
+    require_once '/usr/share/php/Carbon/autoload.php';  // Debian's php-nesbot-carbon, when installed
+}
+
 spl_autoload_register(static function (string $class): void {
-    if (str_starts_with($class, 'Pimcore\\')) {
+    if ($class === 'Pimcore' || str_starts_with($class, 'Pimcore\\') || str_starts_with($class, 'Carbon\\')) {
         $file = __DIR__ . '/Stubs/' . str_replace('\\', '/', $class) . '.php';
         if (is_file($file)) {
             require $file;

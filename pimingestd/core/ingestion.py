@@ -354,25 +354,37 @@ class Runner:
             )
 
     async def _write_rejects(self, ing: Ingestion) -> None:
-        """Write the reject file (again, after a crash: it is replaced whole) from a second read of the source."""
+        """Write the reject file (again, after a crash: it is replaced whole) from a second read of the source,
+        checked against the bytes that were delivered (spool.SecondRead). If the source was replaced since, no
+        reject file is written (the refused records are not those of the source now), a warning says so, and
+        the run goes on: every chunk is ACKed, and the completion must be sent."""
         spec = SourceSpec(ing.format, _raw_options(ing), self._max_record_bytes)
         target = self.reject_file(ing)
-        raw: Callable[[], BinaryIO]
-        if ing.remote:
-            stage = self._spool_dir / f"{ing.id}.stage"
-            remote, ident = self._need_remote(ing), ObjectIdentity(ing.size, ing.version)
-            src = spool.RemoteSource(remote, ing.path, ident, spec, stage, ing.file_name)
-            records_of = src.records
-            raw = lambda: io.BufferedReader(remote.open(ing.path, ident), 1 << 16)  # noqa: E731
-        else:
-            path = Path(ing.path)
-            records_of = lambda: spool.local_records(path, spec, (ing.size, ing.mtime_ns))  # noqa: E731
-            raw = lambda: open_source(path, ing.size)  # noqa: E731
+        pending = target.with_name(f"{ing.id}.unverified{target.suffix}")  # renamed once the source is checked
+        src = spool.SecondRead(
+            ing.path,
+            size=ing.size,
+            file_id=ing.file_id,
+            spec=spec,
+            name=ing.file_name,
+            remote=self._need_remote(ing) if ing.remote else None,
+            version=ing.version,
+            stage_path=self._spool_dir / f"{ing.id}.stage",
+        )
         options = dict(ing.options)
         if ing.format == "csv":
 
-            def head() -> reject_file.CsvHead:  # the delimiter the reader took, and the BOM: the reject file keeps them
-                with raw() as fh:
+            def head() -> reject_file.CsvHead:
+                """The delimiter the reader took and the source's BOM, which the reject file keeps. This reads
+                the header line once more; a source changed since delivery is caught by ``src.verify`` before
+                the file is kept."""
+                fh: BinaryIO
+                if ing.remote:
+                    ident = ObjectIdentity(ing.size, ing.version)
+                    fh = io.BufferedReader(self._need_remote(ing).open(ing.path, ident), 1 << 16)
+                else:
+                    fh = open_source(Path(ing.path), ing.size)
+                with fh:
                     return reject_file.csv_head(fh, ing.file_name, options.get("encoding", "utf-8"))
 
             found = await asyncio.to_thread(head)
@@ -381,17 +393,22 @@ class Runner:
             options["bom"] = found.bom
 
         def write() -> int:
-            records = records_of()
             try:
-                return reject_file.write(
-                    records, lookups.rejects(self._store.path, ing.id), ing.format, options, target
+                written = reject_file.write(
+                    src.records(), lookups.rejects(self._store.path, ing.id), ing.format, options, pending
                 )
+                src.verify()
+                os.replace(pending, target)
+                return written
             finally:
-                close = getattr(records, "close", None)
-                if close is not None:
-                    close()
+                src.close()
+                pending.unlink(missing_ok=True)
 
-        written = await asyncio.to_thread(write)
+        try:
+            written = await asyncio.to_thread(write)
+        except FileChangedError as exc:
+            log.warning("reject file not written: the source changed after delivery", error=str(exc))
+            return
         log.info("reject file written", records=written, path=str(target))
 
     async def _identified(self, ing: Ingestion, source: spool.RemoteSource) -> None:

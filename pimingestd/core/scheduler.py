@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from .. import redaction
 from ..config import ChunkPolicy, DeliveryConfig
 from ..crashpoints import crash_point
 from ..errors import (
@@ -419,6 +420,7 @@ class Scheduler:
 
     async def _fail(self, ing: Ingestion, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, PimIngestError) else f"internal error: {type(exc).__name__}: {exc}"
+        message = redaction.text(message)  # a library's text may quote a presigned URL, signature and all
         try:
             if not await self._store.transition(ing.id, Status.FAILED, message):
                 return  # cancelled meanwhile: the cancel stands

@@ -8,12 +8,14 @@ construction and resume seeks straight to the next chunk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..diskspace import disk_full, is_full
 from ..errors import DiskFull, FileChangedError
@@ -151,6 +153,143 @@ class RemoteSource:
 
     def finish(self) -> None:
         self._remote.check_unchanged(self._url, self._identity)
+
+
+class _Tap(io.RawIOBase):
+    """Reads through to ``raw`` (at most ``size`` bytes), hashing them. Closing it (as a parser does) leaves
+    ``raw`` open: ``rest`` then reads what the parser left, so that the whole source is hashed."""
+
+    def __init__(self, raw: Any, size: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._size = size
+        self._pos = 0
+        self._hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0:
+            return 0
+        view = memoryview(buffer)[:want]
+        n = self._raw.readinto(view) or 0
+        self._hash.update(view[:n])
+        self._pos += n
+        return n
+
+    def rest(self) -> str:
+        """Read (and hash) the rest; the SHA-256 of every byte, as a file_id."""
+        buf = bytearray(1 << 20)
+        while self._pos < self._size:
+            n = self._raw.readinto(memoryview(buf)[: self._size - self._pos]) or 0
+            if not n:
+                break
+            self._hash.update(memoryview(buf)[:n])
+            self._pos += n
+        return "sha256:" + self._hash.hexdigest()
+
+
+class SecondRead:
+    """A source read again after delivery (the reject file's records), checked against the bytes the spool
+    pass read: every byte is hashed and compared with the ingestion's ``file_id``, and ``verify`` raises
+    FileChangedError if they differ. The exporter may have replaced the object (or file) meanwhile; its
+    records must never be written as the refused ones. What the records were written to is to be kept only
+    once ``verify`` has returned.
+
+    Reads are also pinned where the store can: an S3 object by its version id, a local file by the one open
+    descriptor. A remote object whose version is seen to have changed is not downloaded at all. Excel (random
+    access) is hashed whole before it is parsed: staged, for a remote object; a local workbook is read from
+    the same open descriptor that was hashed."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        size: int,
+        file_id: str,
+        spec: SourceSpec,
+        name: str,
+        remote: Remote | None = None,
+        version: str = "",
+        stage_path: Path | None = None,
+    ) -> None:
+        self._source = source
+        self._size = size
+        self._file_id = file_id
+        self._spec = spec
+        self._name = name
+        self._remote = remote
+        self._identity = ObjectIdentity(size, version)
+        self._stage_path = stage_path
+        self._handles: list[Any] = []  # closed by close()
+        self._staged = False
+        self._records: Iterator[Record] | None = None
+        self._tap: _Tap | None = None
+
+    def _changed(self, now: str) -> FileChangedError:
+        return FileChangedError(
+            f"{self._name}: the source is not the one delivered any more ({now} != {self._file_id}): it was"
+            " replaced or rewritten since it was read"
+        )
+
+    def records(self) -> Iterator[Record]:
+        if not self._file_id:
+            raise FileChangedError(f"{self._name}: its bytes were never identified, so a second read cannot be checked")
+        self._records = self._open()
+        return self._records
+
+    def _open(self) -> Iterator[Record]:
+        if self._remote is not None:
+            if not self._identity.version.startswith("version:"):  # not pinned: one that changed is not read
+                self._remote.check_unchanged(self._source, self._identity)
+            stream = self._remote.open(self._source, self._identity)
+            self._handles.append(stream)
+            if self._spec.format == "excel":
+                assert self._stage_path is not None
+                self._staged = True
+                stage(stream, self._stage_path, self._remote.cfg.stage_max_bytes, self._name)
+                if stream.file_id != self._file_id:
+                    raise self._changed(stream.file_id)
+                return read_records(self._stage_path, self._spec)
+            raw: Any = stream
+        else:
+            from ..locations.local import open_source
+
+            raw = open_source(Path(self._source), self._size)
+            self._handles.append(raw)
+            if self._spec.format == "excel":
+                now = _Tap(raw, self._size).rest()
+                if now != self._file_id:
+                    raise self._changed(now)
+                raw.seek(0)
+                return read_stream(raw, readable(self._name), self._spec)
+        self._tap = _Tap(raw, self._size)
+        return read_stream(io.BufferedReader(self._tap, 1 << 16), self._name, self._spec)
+
+    def verify(self) -> None:
+        """FileChangedError unless every byte of the source (read now, to the end) is the one delivered."""
+        if self._records is not None:
+            close = getattr(self._records, "close", None)
+            if close is not None:
+                close()  # the parser is done: what it left unread is read (and hashed) below
+        if self._tap is not None:
+            now = self._tap.rest()
+            if now != self._file_id:
+                raise self._changed(now)
+
+    def close(self) -> None:
+        if self._records is not None:
+            close = getattr(self._records, "close", None)
+            if close is not None:
+                close()
+        for handle in self._handles:
+            with contextlib.suppress(Exception):
+                handle.close()
+        self._handles.clear()
+        if self._staged and self._stage_path is not None:
+            self._stage_path.unlink(missing_ok=True)
 
 
 def read_chunk(fd: int, offset: int, length: int) -> tuple[bytes, bytes]:

@@ -11,11 +11,13 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import web
 
-from ..errors import Draining, UploadTooLarge
+from ..errors import Draining, FileChangedError, UploadTooLarge
 from ..intake import upload as upload_mod
 from ..intake.upload import check_relative_name
+from ..intake.writers import Writers, writers
 from ..locations.remote import check_allowed
 from ..model import IngestRequest, Status
+from ..names import readable
 from ..records import rules as record_rules
 from ..sources import detect_format
 from .keys import CONFIG, INBOX, SCHEDULER
@@ -61,6 +63,7 @@ async def ingest(request: web.Request) -> web.Response:
         path = await asyncio.to_thread(resolve_allowed, request.app[CONFIG], raw_path)
         if not await asyncio.to_thread(path.is_file):
             raise ApiError(404, "no such file", raw_path)
+        await _not_being_written(path, raw_path)
         named, target = path, {"path": path}
     check_options(detect_format(named, fmt), options, records, size)
     record_rules.parse(rules)  # 400 naming the rule before any work
@@ -79,6 +82,20 @@ async def ingest(request: web.Request) -> web.Response:
     except FileNotFoundError:  # a file removed between the check above and the hashing
         raise ApiError(404, "no such file", raw_path) from None
     return _accepted(submitted.ingestion.id, submitted.ingestion.file_id, submitted.ingestion.status)
+
+
+async def _not_being_written(path: Path, given: str) -> None:
+    """A file another process still has open for writing is not complete yet: 409, as the inbox waits for
+    its writer to close it (intake/writers.py). Where the lease cannot tell, the checks at completion
+    (size, mtime and hash) remain."""
+    try:
+        answer = await asyncio.to_thread(writers, path)
+    except FileNotFoundError:
+        raise ApiError(404, "no such file", given) from None
+    if answer.writers == Writers.OPEN:
+        raise FileChangedError(
+            f"{readable(given)} is still open for writing by another process; ingest it once its writer closed it"
+        )
 
 
 def _accepted(ingestion_id: str, file_id: str, status: Status) -> web.Response:

@@ -1,7 +1,8 @@
 """The HTTP routes: one table. Each view lives in the module of its concern.
 
-``/api/*`` needs ``Authorization: Bearer <api_token>`` when a token is set
-(middleware.py); every error is JSON ``{"error": ..., "detail": ...}``.
+``/api/*`` needs ``Authorization: Bearer <api_token>`` when a token is set; other
+web pages are kept out by Host, Origin and content type (middleware.py); every
+error is JSON ``{"error": ..., "detail": ...}``.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import callbacks, health, ingest, ingestions, overview, ui
-from .middleware import auth_middleware, errors_middleware
+from .middleware import auth_middleware, errors_middleware, origin_middleware
 
-MIDDLEWARES = [errors_middleware, auth_middleware]
+MIDDLEWARES = [errors_middleware, origin_middleware, auth_middleware]
 
 
 def add_routes(app: web.Application) -> None:

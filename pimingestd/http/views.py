@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .. import redaction
 from ..core.scheduler import Scheduler
 from ..locations.remote import redact
 from ..model import UNFINISHED, ChunkRow, Ingestion, Progress, Status
@@ -55,7 +56,7 @@ def _ingestion(ing: Ingestion, p: Progress, scheduler: Scheduler) -> dict[str, A
         "records_acked": p.records_acked,
         "total_chunks": ing.total_chunks,
         "total_records": ing.total_records,
-        "error": error,
+        "error": redaction.text(error) if error else error,  # also an error recorded before redaction
         "source": ing.source,
         "records_per_second": None if rate is None else round(rate, 1),
         "eta_seconds": eta,

@@ -2,8 +2,9 @@
 
 Watches a folder tree: subfolders created or moved in get their own watch.
 Yields (kind, path) events: "moved_in" (renamed into a watched folder: the file
-is complete now), "changed" (created, written, closed), "dir" (a folder
-appeared: rescan it), "overflow" (events were lost: rescan everything).
+is complete now), "written" (IN_MODIFY: data written, so a writer has it open),
+"closed" (IN_CLOSE_WRITE: a writer closed it), "changed" (created), "dir" (a
+folder appeared: rescan it), "overflow" (events were lost: rescan everything).
 
 Why not watchfiles or asyncinotify: watchfiles reports a file renamed into the
 folder as "added", like one being created and written, and batches events
@@ -107,6 +108,10 @@ class Inotify:
                     self._queue.put_nowait(("dir", path))
             elif mask & IN_MOVED_TO:
                 self._queue.put_nowait(("moved_in", path))
+            elif mask & IN_CLOSE_WRITE:
+                self._queue.put_nowait(("closed", path))
+            elif mask & IN_MODIFY:
+                self._queue.put_nowait(("written", path))
             else:
                 self._queue.put_nowait(("changed", path))
 

@@ -217,7 +217,7 @@ class Inbox:
             await asyncio.sleep(delay)
             self._retries.pop(src, None)
             if await asyncio.to_thread(src.exists):
-                await self.take(src)
+                await self.watcher.again(src)  # settle and open-for-writing checks again: it may be in use now
 
         self._retries[src] = asyncio.create_task(again(), name=f"inbox-retry-{src.name}")
 

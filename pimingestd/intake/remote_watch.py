@@ -11,7 +11,11 @@ size and mtime on two polls in a row before it is taken, since it may still
 be being written; an S3 object appears whole. Names that the local inbox
 ignores (hidden files, ``*.part``, ``*.tmp``) are ignored here too.
 
-When the ingestion ends, the object is moved when a prefix is configured:
+When the ingestion ends, the object is moved when a prefix is configured, but
+only if the object at its URL is still the version that was ingested (same
+size and version; S3 moves that very version, SFTP checks the renamed file):
+a new version uploaded under the same name meanwhile is left in place, said in
+the log, and taken at the next poll as a new object. Otherwise it goes
 completed (or ingested already by another ingestion) to ``done_prefix``,
 failed or cancelled to ``failed_prefix`` with ``<name>.error.json`` beside it,
 saying why. A rename on SFTP, a copy and delete on S3. A failed ingestion that
@@ -28,10 +32,11 @@ from typing import Any
 
 import structlog
 
+from .. import redaction
 from ..config import RemoteConfig, RemoteWatch
 from ..core.scheduler import Scheduler
-from ..errors import PimIngestError
-from ..locations.remote import Listed, Remote, name_of, redact
+from ..errors import FileChangedError, PimIngestError
+from ..locations.remote import Listed, ObjectIdentity, Remote, name_of, redact
 from ..model import DUPLICATE, FINAL, Ingestion, IngestRequest, Status
 from ..state import StateStore
 from .profiles import glob_match
@@ -163,13 +168,27 @@ class RemoteInboxes:
             sources.append(watch.failed_prefix.rstrip("/") + "/" + name)
         last: PimIngestError | None = None
         for source in sources:
+            # The object at the inbox URL is moved only if it is still the version that was ingested: an
+            # exporter may have uploaded a corrected one under the same name meanwhile, which must be taken.
+            # (The copy in failed_prefix is the daemon's own.) Without a known version (refused at submit),
+            # whatever is there is moved.
+            expected = ObjectIdentity(size, version) if source == url and ingestion_id is not None else None
             try:
-                target = await asyncio.to_thread(self._remote.move, source, prefix)
+                target = await asyncio.to_thread(self._remote.move, source, prefix, expected)
+            except FileChangedError as exc:
+                await self._store.remember_remote(url, version, size, ingestion_id, "moved")  # that one has ended
+                log.warning(
+                    "remote object not moved: a new version is at its URL; it is taken at the next poll",
+                    url=redact(url),
+                    ingestion_id=ingestion_id,
+                    error=str(exc),
+                )
+                return
             except PimIngestError as exc:
                 last = exc
                 continue
             if error is not None:
-                report = {"error": error, "ingestion_id": ingestion_id, "url": redact(url)}
+                report = {"error": redaction.text(error), "ingestion_id": ingestion_id, "url": redact(url)}
                 with contextlib.suppress(PimIngestError):
                     await asyncio.to_thread(self._write_report, target + ".error.json", report)
             await self._store.remember_remote(url, version, size, ingestion_id, "moved")

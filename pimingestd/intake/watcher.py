@@ -7,6 +7,15 @@ once. Any other file is taken once its size and mtime have held still for
 are seen by lstat, so links, FIFOs and the like are handed over too (intake
 refuses them). Ignored names (hidden files, partial uploads, lock files) are
 never handed over.
+
+A file still open for writing is never taken, however long it has held still
+(writers.py): not when it settled, not when it was renamed in while its writer
+still holds it. It is looked at again after another ``settle_seconds`` (and at
+once when inotify reports its IN_CLOSE_WRITE). Where the lease cannot tell, the
+watcher knows a writer holds the file from inotify: written (IN_MODIFY) and not
+closed since (IN_CLOSE_WRITE). Polling has only the lease; on a network
+filesystem neither sees another machine's writer, and only the writer can say
+when a file is complete (write then rename, see the README).
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ import structlog
 
 from ..config import InboxConfig
 from ..locations.local import stat_identity
+from ..names import readable
 from .inotify import Inotify, InotifyUnavailable
+from .writers import Writers, writers
 
 log = structlog.get_logger("pimingestd.intake")
 
@@ -37,6 +48,9 @@ class Watcher:
         self._take = take
         self._ignored = ignored
         self._pending: dict[Path, tuple[Signature, float]] = {}  # path -> (signature, unchanged since)
+        self._written: set[Path] = set()  # inotify: written (IN_MODIFY) and not closed (IN_CLOSE_WRITE) since
+        self._waiting: set[Path] = set()  # held back because a writer has them open (logged once each)
+        self._blind = ""  # why the lease could not tell (logged once)
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()  # set once events (or polling) cover the inbox
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -105,7 +119,7 @@ class Watcher:
             found = await asyncio.to_thread(self._scan)
             for path in list(self._pending):
                 if path not in found:
-                    del self._pending[path]
+                    self._forget(path)
             now = time.monotonic()
             for path, signature in found.items():
                 seen = self._pending.get(path)
@@ -121,6 +135,7 @@ class Watcher:
         await self._note_all()
         async for kind, path in ino.events():
             if kind == "overflow":
+                self._written.clear()  # closes may be among the lost events: only the lease can tell now
                 await self._note_all()
                 continue
             if not path.is_relative_to(self.cfg.dir):
@@ -132,9 +147,17 @@ class Watcher:
                 await self._note_all()
             elif kind == "moved_in":
                 self._pending.pop(path, None)
+                self._written.discard(path)
                 if not await asyncio.to_thread(os.path.isdir, path) or await asyncio.to_thread(os.path.islink, path):
-                    await self._take(path)
+                    if await self._held_open(path):
+                        await self._note(path)  # renamed in by a writer that still holds it: wait for it
+                    else:
+                        await self._hand_over(path)
             else:
+                if kind == "written":
+                    self._written.add(path)
+                elif kind == "closed":
+                    self._written.discard(path)
                 await self._note(path)
 
     async def _note_all(self) -> None:
@@ -147,10 +170,50 @@ class Watcher:
         try:
             signature = await asyncio.to_thread(stat_identity, path)
         except FileNotFoundError:
-            self._pending.pop(path, None)
+            self._forget(path)
             return
         self._pending[path] = (signature, time.monotonic())
         self._wake.set()
+
+    async def again(self, path: Path) -> None:
+        """Look at ``path`` again (a take that failed for want of space): taken, as any file, once it has
+        settled and no writer has it open."""
+        await self._note(path)
+
+    def _forget(self, path: Path) -> None:
+        self._pending.pop(path, None)
+        self._written.discard(path)
+        self._waiting.discard(path)
+
+    async def _hand_over(self, path: Path) -> None:
+        self._forget(path)
+        await self._take(path)
+
+    async def _held_open(self, path: Path) -> bool:
+        """Whether a writer still has ``path`` open: the lease's answer, else inotify's (written, not
+        closed since). Logged once per file, and once when the lease cannot tell."""
+        try:
+            answer = await asyncio.to_thread(writers, path)
+        except FileNotFoundError:
+            return False  # the take finds it gone
+        if answer.writers == Writers.UNKNOWN:
+            if answer.why != self._blind:
+                self._blind = answer.why
+                log.warning(
+                    "cannot tell from a lease whether inbox files are still open for writing; "
+                    + ("using inotify's close events" if self.watching == "inotify" else "only settle_seconds counts"),
+                    reason=answer.why,
+                    file=readable(str(path)),
+                )
+            held = path in self._written
+        else:
+            held = answer.writers == Writers.OPEN
+            if not held:
+                self._written.discard(path)  # the lease knows better (a truncate(2) by path, say)
+        if held and path not in self._waiting:
+            self._waiting.add(path)
+            log.info("inbox file still open for writing; waiting for its writer to close it", file=readable(str(path)))
+        return held
 
     async def _settle(self) -> None:
         """Take pending files once their size and mtime held still for settle_seconds (both modes)."""
@@ -177,10 +240,9 @@ class Watcher:
                 try:
                     current = await asyncio.to_thread(stat_identity, path)
                 except FileNotFoundError:
-                    self._pending.pop(path, None)
+                    self._forget(path)
                     continue
-                if current != signature:
-                    self._pending[path] = (current, time.monotonic())
+                if current != signature or await self._held_open(path):
+                    self._pending[path] = (current, time.monotonic())  # again after settle_seconds
                     continue
-                self._pending.pop(path, None)
-                await self._take(path)
+                await self._hand_over(path)

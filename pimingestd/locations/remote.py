@@ -7,10 +7,22 @@ thread, never on the daemon's loop.
 - **Which URLs.** ``check_allowed``: a URL must start with one of ``[remote]
   allowed_urls`` (scheme, host and path compared as parts, so
   ``https://cdn.example.com`` does not allow ``https://cdn.example.com.evil``).
-  A host that is, or resolves to, a loopback, link-local or unspecified
-  address is allowed only by an entry that names that host: a bare
-  ``https://`` entry never reaches 127.0.0.1 or 169.254.169.254. Credentials
-  in a URL are refused (they belong in ``[remote.*]``, which is masked).
+  A path with a ``.`` or ``..`` segment is refused, percent-encoded too (a
+  server resolves them: ``/feeds/../admin`` is ``/admin``). A host that is, or
+  resolves to, an address of this machine (loopback, unspecified, 0.0.0.0/8,
+  any of its interfaces' addresses) or a link-local one is allowed only by an
+  entry that names that host: a bare ``https://`` entry never reaches
+  127.0.0.1 or 169.254.169.254, in any spelling (``[::ffff:127.0.0.1]``,
+  6to4, NAT64). Credentials in a URL are refused (they belong in
+  ``[remote.*]``, which is masked).
+- **Every request is checked before it is made.** HTTP: each hop (HEAD, GET,
+  ranged reads, and every redirect) passes ``check_allowed`` in the session's
+  middleware; names are resolved by a resolver that checks each address, and
+  the connection goes to those addresses (no DNS rebinding between the check
+  and the read); ``[remote.http] headers`` go to the URL's own origin only,
+  never to a host a redirect names. SFTP: the host name is resolved and
+  checked once, and the connection made to that address (known_hosts still
+  matched by name).
 - **Identity.** ``stat`` gives the size and a version: the S3 version id or
   ETag, the HTTP ETag or Last-Modified, the SFTP mtime.
 - **Reads.** ``open`` gives a sequential stream of exactly ``size`` bytes that
@@ -33,11 +45,11 @@ import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from .. import config, libraries
+from .. import config, libraries, redaction
 from ..config import RemoteConfig
 from ..errors import FileChangedError, PimIngestError, RemoteError, RemoteNotFound, UrlNotAllowed
 from ..model import REMOTE_SCHEMES
@@ -53,40 +65,142 @@ def is_remote(path: str) -> bool:
     return urlsplit(path).scheme in SCHEMES
 
 
-def redact(url: str) -> str:
-    """The URL without credentials or query (a presigned URL's signature is a secret), for logs and errors."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
+redact = redaction.url  # the URL without credentials or query (a presigned URL's signature is a secret)
 
 
 def name_of(url: str) -> str:
     return PurePosixPath(urlsplit(url).path).name or urlsplit(url).netloc
 
 
-def _internal(host: str, resolve: bool) -> bool:
-    """Whether ``host`` is (or, when ``resolve``, resolves to) a loopback, link-local or unspecified address."""
+# ---- addresses that reach this machine ---------------------------------------------------------------
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # RFC 6052, RFC 8215
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this host on this network": Linux connects it locally
+_OWN_TTL = 10.0  # seconds the machine's own addresses are cached (an interface may get a new one)
+_own_lock = threading.Lock()
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _embedded(a: Address) -> list[Address]:
+    """``a`` and every IPv4 address it carries: IPv4-mapped (``::ffff:127.0.0.1``, which a dual-stack socket
+    connects to 127.0.0.1), IPv4-compatible, 6to4, NAT64 and Teredo's client."""
+    out: list[Address] = [a]
+    if isinstance(a, ipaddress.IPv6Address):
+        if a.ipv4_mapped is not None:
+            out.append(a.ipv4_mapped)
+        if a.sixtofour is not None:
+            out.append(a.sixtofour)
+        if a.teredo is not None:
+            out.extend(a.teredo)
+        if any(a in net for net in _NAT64) or (int(a) >> 32 == 0 and int(a) > 1):  # NAT64; ::a.b.c.d
+            out.append(ipaddress.IPv4Address(int(a) & 0xFFFFFFFF))
+    return out
+
+
+def _proc_addresses() -> set[Address]:
+    """Linux: every address of every interface, from /proc (IPv4: the LOCAL host routes of fib_trie)."""
+    found: set[Address] = set()
+    with contextlib.suppress(OSError), open("/proc/net/if_inet6") as f:
+        for line in f:
+            hexa = line.split()[0]
+            found.add(ipaddress.IPv6Address(int(hexa, 16)))
+    with contextlib.suppress(OSError), open("/proc/net/fib_trie") as f:
+        last = ""
+        for line in f:
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("|--", "+--"):
+                last = words[1].split("/")[0]
+            elif "/32 host LOCAL" in line and last:
+                with contextlib.suppress(ValueError):
+                    found.add(ipaddress.IPv4Address(last))
+    return found
+
+
+_own: list[tuple[float, frozenset[Address]]] = [(0.0, frozenset())]  # (when read, addresses), one entry
+
+
+def own_addresses() -> frozenset[Address]:
+    """The machine's own addresses (cached for a few seconds): a service bound to 0.0.0.0 answers on each."""
+    with _own_lock:
+        when, addresses = _own[0]
+        if time.monotonic() - when < _OWN_TTL and addresses:
+            return addresses
+        found = _proc_addresses()
+        with contextlib.suppress(OSError, UnicodeError):
+            for info in socket.getaddrinfo(socket.gethostname(), None, proto=socket.IPPROTO_TCP):
+                with contextlib.suppress(ValueError):
+                    found.add(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
+        _own[0] = (time.monotonic(), frozenset(found))
+        return _own[0][1]
+
+
+def internal_address(address: str | Address) -> bool:
+    """Whether connecting to ``address`` reaches this machine or a link-local neighbour (169.254.169.254,
+    the cloud's metadata service): loopback, link-local, unspecified, 0.0.0.0/8, one of the machine's own
+    addresses, or an IPv6 address that carries one of those (``::ffff:127.0.0.1``, 6to4, NAT64)."""
+    if isinstance(address, str):
+        address = ipaddress.ip_address(address.strip("[]").split("%")[0])
+    own = own_addresses()
+    for a in _embedded(address):
+        if a.is_loopback or a.is_link_local or a.is_unspecified or a in own:
+            return True
+        if isinstance(a, ipaddress.IPv4Address) and a in _THIS_NETWORK:
+            return True
+    return False
+
+
+def addresses_of(host: str, port: int | None = None) -> list[Address]:
+    """Every address ``host`` resolves to (blocking); [] when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def _internal(host: str, resolve_names: bool) -> bool:
+    """Whether ``host`` is (or, when ``resolve_names``, resolves to) an address that reaches this machine."""
     host = host.strip("[]")
     try:
-        addresses = [ipaddress.ip_address(host)]
+        return internal_address(host)
     except ValueError:
-        if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
-            return True
-        if not resolve:
-            return False
-        try:
-            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        except OSError:
-            return False  # it will fail to connect, and say so then
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    return any(a.is_loopback or a.is_link_local or a.is_unspecified for a in addresses)
+        pass
+    lowered = host.lower().rstrip(".")
+    if lowered in ("localhost", "localhost.localdomain") or lowered.endswith(".localhost"):
+        return True
+    if not resolve_names:
+        return False
+    return any(internal_address(a) for a in addresses_of(host))  # one that does not resolve fails to connect later
+
+
+# ---- which URLs ---------------------------------------------------------------------------------------
+
+
+def _segments(path: str) -> list[str]:
+    """The path's segments once every percent-encoding is undone (``%252e`` is ``%2e`` is ``.``), split at
+    ``/`` and ``\\`` (a server may take either, or decode twice)."""
+    for _ in range(4):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    return path.replace("\\", "/").split("/")
+
+
+def dot_segment(path: str) -> bool:
+    """Whether the path has a ``.`` or ``..`` segment, percent-encoded or not: a server resolves them, so
+    ``/feeds/../admin`` is ``/admin``, outside a ``/feeds/`` prefix."""
+    return any(s in (".", "..") for s in _segments(path))
 
 
 def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bool = True) -> None:
     """UrlNotAllowed unless ``url`` lies under one of the ``allowed`` prefixes (see the module's doc)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise UrlNotAllowed(f"{redact(url)}: not a valid URL") from None
     shown = redact(url)
     if parts.scheme not in SCHEMES:
         raise UrlNotAllowed(f"{shown}: not a remote URL; use one of {', '.join(s + '://' for s in SCHEMES)}")
@@ -94,9 +208,14 @@ def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bo
         raise UrlNotAllowed(f"{shown}: credentials in a URL are refused; configure them in [remote.{parts.scheme}]")
     if not parts.netloc or not parts.path.strip("/"):
         raise UrlNotAllowed(f"{shown}: names no object (expected {parts.scheme}://host/path)")
+    if dot_segment(parts.path):
+        raise UrlNotAllowed(f"{shown}: a path with a '.' or '..' segment (also percent-encoded) is refused")
     if not allowed:
         raise UrlNotAllowed(f"{shown}: [remote] allowed_urls is empty, so no remote URL is allowed")
     host = (parts.hostname or "").lower()
+    # The path is compared as given, undecoded: S3 and SFTP take it literally, and what an HTTP client
+    # normalises (aiohttp resolves dot segments) is checked again at every request (``_guard``).
+    path = parts.path
     for prefix in allowed:
         p = urlsplit(prefix)
         if p.scheme != parts.scheme:
@@ -106,15 +225,27 @@ def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bo
                 continue
         elif parts.scheme != "s3" and _internal(host, resolve):
             continue  # a bare scheme never reaches this machine or its link-local neighbours
-        if p.path and not (
-            parts.path == p.path or parts.path.startswith(p.path if p.path.endswith("/") else p.path + "/")
-        ):
+        want = p.path
+        if want and not (path == want or path.startswith(want if want.endswith("/") else want + "/")):
             continue
         return
     raise UrlNotAllowed(
         f"{shown}: not under any of [remote] allowed_urls"
         + (" (loopback and link-local hosts must be listed by name)" if _internal(host, False) else "")
     )
+
+
+def named_hosts(
+    allowed: tuple[str, ...] | list[str], schemes: tuple[str, ...] = ("http", "https")
+) -> frozenset[tuple[str, int]]:
+    """(host, port) of every ``allowed`` entry of ``schemes`` that names its host: only those may resolve to
+    an address of this machine."""
+    out = set()
+    for prefix in allowed:
+        p = urlsplit(prefix)
+        if p.scheme in schemes and p.hostname:
+            out.add((p.hostname.lower(), p.port or {"https": 443, "http": 80, "sftp": 22}.get(p.scheme, 0)))
+    return frozenset(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +260,77 @@ class Listed:
     identity: ObjectIdentity
 
 
+_MAX_ORIGINS = 32  # HTTP filesystems (each its own session and connection pool) kept, one per origin
+
+
+def _cause(exc: BaseException) -> PimIngestError | None:
+    """The daemon's own error among ``exc``'s causes: fsspec turns a refused request (raised in the
+    session, see ``_guard``) into FileNotFoundError ``from`` it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PimIngestError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _http_session_factory(origin: str, allowed: tuple[str, ...], headers: dict[str, str]) -> Any:
+    """fsspec's ``get_client`` for one origin's HTTPFileSystem: an aiohttp session that checks every request
+    before it is made, redirects included (aiohttp calls a session's middlewares once per hop), and pins
+    what a host name resolves to.
+
+    - Each hop's URL must pass ``check_allowed`` (scheme, host, path, no dot segments; an IP literal, which
+      aiohttp connects to without resolving, must not be this machine's unless named).
+    - The configured headers go to ``origin`` only: they are added per hop, and removed on any other.
+    - The connector resolves names through ``_CheckingResolver``, which refuses an address of this machine
+      or a link-local one (unless an entry names the host), and the connection is made to exactly the
+      addresses it checked: a DNS answer that changes between the check and the read changes nothing.
+    """
+    import aiohttp
+    import yarl
+    from aiohttp.abc import AbstractResolver, ResolveResult
+    from aiohttp.resolver import ThreadedResolver
+
+    named = named_hosts(allowed)
+    own_origin = yarl.URL(origin).origin()
+
+    class _CheckingResolver(AbstractResolver):
+        def __init__(self) -> None:
+            self._inner = ThreadedResolver()
+
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            results = await self._inner.resolve(host, port, family)
+            if (host.lower().rstrip("."), port) not in named:
+                for r in results:
+                    if internal_address(r["host"]):
+                        raise UrlNotAllowed(
+                            f"{host}: resolves to {r['host']}, an address of this machine or a link-local one;"
+                            " loopback and link-local hosts must be listed by name in [remote] allowed_urls"
+                        )
+            return results
+
+        async def close(self) -> None:
+            await self._inner.close()
+
+    async def guard(req: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        check_allowed(str(req.url), allowed, resolve=False)
+        for name in headers:
+            req.headers.popall(name, None)
+        if req.url.origin() == own_origin:
+            req.headers.update(headers)
+        return await handler(req)  # type: ignore[no-any-return]
+
+    async def get_client(**_: Any) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(resolver=_CheckingResolver())
+        return aiohttp.ClientSession(connector=connector, middlewares=(guard,), trust_env=False)
+
+    return get_client
+
+
 class Remote:
     """The configured remote backends; one per daemon."""
 
@@ -139,22 +341,29 @@ class Remote:
 
     # ---- filesystems ---------------------------------------------------------------
 
+    @staticmethod
+    def _key(parts: Any) -> tuple[str, str]:
+        """One filesystem per SFTP server and per HTTP origin (its session sends the headers to it alone)."""
+        return (parts.scheme, "" if parts.scheme == "s3" else parts.netloc.lower())
+
     def _filesystem(self, url: str, fresh: bool = False) -> Any:
         parts = urlsplit(url)
-        scheme = parts.scheme
-        key = (scheme, parts.netloc if scheme == "sftp" else "")
+        key = self._key(parts)
         with self._lock:
             if not fresh and key in self._fs:
                 return self._fs[key]
-            fs = self._make(scheme, parts)
+        fs = self._make(parts.scheme, parts)  # outside the lock: an SFTP host name is resolved here
+        with self._lock:
+            self._fs.pop(key, None)
             self._fs[key] = fs
+            while len(self._fs) > _MAX_ORIGINS:
+                self._fs.pop(next(iter(self._fs)))  # the oldest; fsspec closes its session once unused
             return fs
 
     def _forget(self, url: str) -> None:
         """Drop a cached filesystem after a failure: a broken connection is not reused."""
-        parts = urlsplit(url)
         with self._lock:
-            self._fs.pop((parts.scheme, parts.netloc if parts.scheme == "sftp" else ""), None)
+            self._fs.pop(self._key(urlsplit(url)), None)
 
     def _make(self, scheme: str, parts: Any) -> Any:
         if scheme == "s3":
@@ -185,7 +394,8 @@ class Remote:
                 raise RemoteError(f"SFTP needs the sshfs package: {exc}") from None
 
             c2 = self.cfg.sftp
-            kwargs: dict[str, Any] = {"port": parts.port or 22, "skip_instance_cache": True, "timeout": 30}
+            port = parts.port or 22
+            kwargs: dict[str, Any] = {"port": port, "skip_instance_cache": True, "timeout": 30}
             if c2.username:
                 kwargs["username"] = c2.username
             if c2.key_file is not None:
@@ -193,11 +403,40 @@ class Remote:
             kwargs["known_hosts"] = str(c2.known_hosts) if c2.known_hosts is not None else ()
             if c2.known_hosts is None:
                 kwargs.pop("known_hosts")  # asyncssh's default: ~/.ssh/known_hosts
-            return sshfs.SSHFileSystem(parts.hostname, **kwargs)
+            host = self._pinned_sftp_host(parts.hostname or "", port)
+            if host != parts.hostname:
+                kwargs["host_key_alias"] = parts.hostname  # known_hosts names the host, not its address
+            return sshfs.SSHFileSystem(host, **kwargs)
         http = libraries.load("fsspec.implementations.http")
+        origin = f"{scheme}://{parts.netloc}"
         return http.HTTPFileSystem(
-            headers=dict(self.cfg.http.headers), skip_instance_cache=True, client_kwargs={"trust_env": False}
+            skip_instance_cache=True,
+            get_client=_http_session_factory(origin, self.cfg.allowed_urls, dict(self.cfg.http.headers)),
         )
+
+    def _pinned_sftp_host(self, host: str, port: int) -> str:
+        """The address to connect to for an SFTP host name: resolved once, checked (an address of this machine
+        or a link-local one only for a host that an entry names), and used for the connection, so that the
+        name cannot resolve elsewhere between the check and the connection."""
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            return host  # a literal: check_allowed has judged it already
+        except ValueError:
+            pass
+        addresses = addresses_of(host, port)
+        if not addresses:
+            return host  # does not resolve: the connection fails, saying so
+        if (host.lower().rstrip("."), port) not in named_hosts(self.cfg.allowed_urls, ("sftp",)):
+            for a in addresses:
+                if internal_address(a):
+                    raise UrlNotAllowed(
+                        f"{host}: resolves to {a}, an address of this machine or a link-local one; loopback and"
+                        " link-local hosts must be listed by name in [remote] allowed_urls"
+                    )
+        for a in dict.fromkeys(addresses):  # the first that answers, as a client trying each address would
+            with contextlib.suppress(OSError), socket.create_connection((str(a), port), timeout=10):
+                return str(a)
+        return str(addresses[0])  # none answers: the connection fails, saying so
 
     @staticmethod
     def _path(url: str) -> str:
@@ -209,14 +448,15 @@ class Remote:
         return url
 
     def _failure(self, url: str, exc: BaseException, doing: str) -> PimIngestError:
-        if isinstance(exc, PimIngestError):
-            return exc
+        own = _cause(exc)
+        if own is not None:
+            return own
         if not isinstance(exc, FileNotFoundError):
             self._forget(url)
         shown = redact(url)
         if isinstance(exc, FileNotFoundError):
             return RemoteNotFound(f"{shown}: no such object")
-        text = str(exc) or type(exc).__name__
+        text = redaction.text(str(exc) or type(exc).__name__)  # a library's text quotes the URL, query and all
         kind = type(exc).__name__
         if "HostKeyNotVerifiable" in kind or "host key" in text.lower():
             return RemoteError(f"{shown}: the server's host key is not in [remote.sftp] known_hosts ({text})")
@@ -279,15 +519,16 @@ class Remote:
         path = self._path(url)
         block = self.cfg.block_size
         if scheme in ("http", "https"):
+            pin = _precondition(identity)  # a server that honours it answers 412 for another version
             if offset == 0:
-                f = fs.open(path, "rb", block_size=0)  # one streamed GET
+                f = fs.open(path, "rb", block_size=0, size=identity.size, headers=pin)  # one streamed GET
             else:
                 if not identity.version:
                     raise RemoteError(
                         f"{redact(url)}: the transfer was cut at byte {offset}, and the server gives no ETag or"
                         " Last-Modified, so a ranged read could splice two versions; the ingestion stops here"
                     )
-                f = fs.open(path, "rb", block_size=block, cache_type="readahead", size=identity.size)
+                f = fs.open(path, "rb", block_size=block, cache_type="readahead", size=identity.size, headers=pin)
                 f.seek(offset)
             return f  # type: ignore[no-any-return]
         kwargs: dict[str, Any] = {"block_size": block}
@@ -326,18 +567,80 @@ class Remote:
             out.append(Listed(url, self._identity(url, info)))
         return out
 
-    def move(self, url: str, folder: str) -> str:
+    def move(self, url: str, folder: str, expected: ObjectIdentity | None = None) -> str:
         """Move an object into ``folder`` (a prefix or folder URL on the same server): a rename on SFTP,
-        a copy and delete on S3. Returns the new URL."""
+        a copy and delete on S3. Returns the new URL.
+
+        With ``expected``, only that version of the object is moved: FileChangedError if another one is at
+        the URL (an exporter uploaded a new version under the same name), which is left where it is. S3
+        copies the expected version (by version id, or on the condition that the ETag still matches) and
+        deletes that version only; SFTP checks the renamed file and renames it back if it is another one."""
         target = folder.rstrip("/") + "/" + name_of(url)
+        scheme = urlsplit(url).scheme
         try:
+            if expected is not None:
+                self._check_version(url, expected)
             fs = self._filesystem(url)
-            if urlsplit(url).scheme == "sftp":
+            if scheme == "sftp":
                 fs.makedirs(self._path(folder), exist_ok=True)
-            fs.mv(self._path(url), self._path(target))
+            if scheme == "s3" and expected is not None:
+                self._move_s3_version(fs, url, target, expected)
+            else:
+                fs.mv(self._path(url), self._path(target))
+            if scheme == "sftp" and expected is not None:
+                self._check_moved_back(fs, url, target, expected)
         except Exception as exc:
             raise self._failure(url, exc, f"moving it to {redact(folder)}") from None
         return target
+
+    def _check_version(self, url: str, expected: ObjectIdentity) -> None:
+        now = self.stat(url)
+        if now != expected:
+            raise FileChangedError(
+                f"{redact(url)}: another version is there now ({now.size} bytes, {now.version or 'no version'};"
+                f" the one ingested was {expected.size} bytes, {expected.version or 'no version'}); it is left in"
+                " place, to be taken as a new object"
+            )
+
+    def _move_s3_version(self, fs: Any, url: str, target: str, expected: ObjectIdentity) -> None:
+        bucket, key = self._path(url).split("/", 1)
+        tbucket, tkey = self._path(target).split("/", 1)
+        source: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        condition: dict[str, Any] = {}
+        if expected.version.startswith("version:"):
+            source["VersionId"] = expected.version.removeprefix("version:")
+        elif expected.version.startswith("etag:"):
+            condition["CopySourceIfMatch"] = expected.version.removeprefix("etag:")
+        try:
+            fs.call_s3("copy_object", Bucket=tbucket, Key=tkey, CopySource=source, **condition)
+        except Exception as exc:
+            if _precondition_failed(exc):
+                raise FileChangedError(f"{redact(url)}: another version is there now; it is left in place") from None
+            raise
+        if "VersionId" in source:  # that version only: a newer one stays the object's current version
+            fs.call_s3("delete_object", Bucket=bucket, Key=key, VersionId=source["VersionId"])
+            return
+        try:  # deleted only while the expected version is still there (a store may ignore the copy's condition)
+            self._check_version(url, expected)
+        except FileChangedError:
+            fs.call_s3("delete_object", Bucket=tbucket, Key=tkey)  # the copy may be of the new version
+            raise
+        fs.call_s3("delete_object", Bucket=bucket, Key=key)
+
+    def _check_moved_back(self, fs: Any, url: str, target: str, expected: ObjectIdentity) -> None:
+        """SFTP: the file renamed into the folder is the expected version, or it goes back (a rename does not
+        replace a file that a newer upload put there meanwhile; then it stays, and the error says so)."""
+        moved = self._identity(target, fs.info(self._path(target)))
+        if moved == expected:
+            return
+        try:
+            _sftp_rename_no_replace(fs, self._path(target), self._path(url))
+        except Exception:
+            raise FileChangedError(
+                f"{redact(url)}: a new version replaced it while it was moved; that version is now at"
+                f" {redact(target)}, not ingested: put it back to have it taken"
+            ) from None
+        raise FileChangedError(f"{redact(url)}: another version is there now; it is left in place")
 
     def write(self, url: str, data: bytes) -> None:
         """Write a small object (a remote inbox's error report)."""
@@ -345,6 +648,46 @@ class Remote:
             self._filesystem(url).pipe_file(self._path(url), data)
         except Exception as exc:
             raise self._failure(url, exc, "writing") from None
+
+
+def _sftp_rename_no_replace(fs: Any, source: str, target: str) -> None:
+    """SFTP's own rename, which fails if ``target`` exists (sshfs's ``mv`` uses posix-rename, which replaces)."""
+    from fsspec.asyn import sync
+
+    async def rename() -> None:
+        async with fs._pool.get() as channel:
+            await channel.rename(source, target)
+
+    sync(fs.loop, rename)
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause: s3fs turns botocore's error into an OSError) is a 412 answer."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {})
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error.get("Code") == "PreconditionFailed" or status == 412:
+                return True
+        if getattr(current, "status", None) == 412:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _precondition(identity: ObjectIdentity) -> dict[str, str]:
+    """HTTP request headers that pin a read to ``identity``'s version: If-Match for a strong ETag (a weak one
+    never matches If-Match), else If-Unmodified-Since for a Last-Modified date."""
+    version = identity.version
+    if version.startswith("etag:") and not version.startswith("etag:W/"):
+        return {"If-Match": version.removeprefix("etag:")}
+    if version.startswith("modified:") and not version[9:10].isdigit():  # an HTTP date, not an SFTP mtime
+        return {"If-Unmodified-Since": version.removeprefix("modified:")}
+    return {}
 
 
 class HashingStream(io.RawIOBase):
@@ -417,6 +760,14 @@ class HashingStream(io.RawIOBase):
                     ) from None
                 last = exc
             except Exception as exc:
+                own = _cause(exc)
+                if own is not None:  # refused by the session's check (a redirect out of allowed_urls, say)
+                    raise own from None
+                if _precondition_failed(exc):  # the pinned version is not the one there now
+                    raise FileChangedError(
+                        f"{name_of(self._url)}: the remote object changed since it was submitted (the server"
+                        f" answered 412 to a read pinned to {self._identity.version}); nothing more is read"
+                    ) from None
                 last = exc
             self._close_fh()
             if attempt == attempts:
@@ -426,7 +777,7 @@ class HashingStream(io.RawIOBase):
                 url=redact(self._url),
                 at_byte=self._pos,
                 attempt=attempt,
-                error=f"{type(last).__name__}: {last}",
+                error=redaction.text(f"{type(last).__name__}: {last}"),
             )
             time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
             self.reconnects += 1
@@ -438,7 +789,7 @@ class HashingStream(io.RawIOBase):
                 last = exc
         raise RemoteError(
             f"{redact(self._url)}: reading failed at byte {self._pos} of {self._identity.size} after"
-            f" {attempts} attempts; last error: {type(last).__name__}: {last}"
+            f" {attempts} attempts; last error: " + redaction.text(f"{type(last).__name__}: {last}")
         )
 
     def _close_fh(self) -> None:
@@ -485,4 +836,4 @@ def _allowed_at_load(url: str, allowed: tuple[str, ...]) -> None:
     check_allowed(url, allowed, resolve=False)  # names only: configuration is checked without DNS
 
 
-config.register(config.UrlChecks(check_allowed=_allowed_at_load))
+config.register(config.UrlChecks(check_allowed=_allowed_at_load, dot_segment=dot_segment))

@@ -258,7 +258,7 @@ class _Csv(_Writer):
         super().__init__(path, options, suffix)
         from ..sources.csv_source import ENCODINGS
 
-        delimiter = options.get("delimiter", "auto")  # the caller gives the one found for "auto" (csv_delimiter)
+        delimiter = options.get("delimiter", "auto")  # the caller gives the one found for "auto" (csv_head)
         self._delimiter = ("\t" if suffix == ".tsv" else ",") if delimiter == "auto" else delimiter
         codec = ENCODINGS[options.get("encoding", "utf-8")]
         self._codec = "utf-8" if codec == "utf-8-sig" else codec

@@ -161,10 +161,11 @@ final class DataObjectApplier implements ApplierInterface
         };
     }
 
-    private function date(mixed $value, int $offset, string $field): \DateTimeImmutable
+    /** Pimcore's generated date setters take `?\Carbon\Carbon` and nothing else (Date.php:339 at v11.4.1). */
+    private function date(mixed $value, int $offset, string $field): \Carbon\Carbon
     {
         try {
-            return new \DateTimeImmutable((string) $value);
+            return new \Carbon\Carbon((string) $value);
         } catch (\Exception) {
             throw new RecordRejected($offset, $field, 'not a date');
         }
@@ -182,14 +183,19 @@ final class DataObjectApplier implements ApplierInterface
         return $found;
     }
 
+    /**
+     * The field a ValidationException names. Pimcore writes `[ name ]` (Input.php:222, Data.php:127), and for
+     * a localized field appends the context, `[ name ][ localizedfields-de ]` (Localizedfields.php:703 and
+     * ValidationException::getAggregatedMessage()): that one is reported as `name.de`.
+     */
     private function fieldOf(ValidationException $e): ?string
     {
-        foreach ($e->getSubItems() as $item) {
-            if ($item instanceof ValidationException && preg_match('/field \[\s*([\w.]+)\s*\]/', $item->getMessage(), $m)) {
-                return $m[1];
+        foreach ([...$e->getSubItems(), $e] as $item) {
+            if ($item instanceof ValidationException && preg_match('/\[\s*([\w.]+)\s*\](?:\[\s*localizedfields-([\w-]+)\s*\])?/', $item->getMessage(), $m)) {
+                return isset($m[2]) ? "{$m[1]}.{$m[2]}" : $m[1];
             }
         }
 
-        return preg_match('/field \[\s*([\w.]+)\s*\]/', $e->getMessage(), $m) ? $m[1] : null;
+        return null;
     }
 }

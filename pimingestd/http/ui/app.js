@@ -3,7 +3,8 @@
 "use strict";
 
 const PAGE = 50;
-const STATE = { view: "list", id: null, offset: 0, timer: null, busy: false };
+const STATE = { view: "list", id: null, offset: 0, timer: null, busy: false, following: null };
+const ENDED = ["completed", "failed", "cancelled"];
 const $ = (sel) => document.querySelector(sel);
 
 function token() { return sessionStorage.getItem("pimingestd.token") || ""; }
@@ -111,7 +112,11 @@ function route() {
   const hash = location.hash || "#/";
   const m = hash.match(/^#\/ingestion\/([0-9a-f]+)$/);
   if (m) { STATE.view = "detail"; STATE.id = m[1]; show("detail"); poll(renderDetail); return; }
-  if (hash === "#/upload") { STATE.view = "upload"; stop(); show("upload"); return; }
+  if (hash === "#/upload") {
+    STATE.view = "upload"; show("upload");
+    if (STATE.following) poll(follow); else stop(); // back on the view: the dropped file's ingestion, live again
+    return;
+  }
   if (hash === "#/health") { STATE.view = "health"; show("health"); poll(renderHealth); return; }
   STATE.view = "list"; show("list"); poll(renderList);
 }
@@ -200,7 +205,8 @@ async function act(what) {
   if (!window.confirm(question)) return;
   try {
     const st = await json("/api/ingestions/" + id + "/" + what, { method: "POST" });
-    $("#detail-message").textContent = "Ingestion " + st.status + ".";
+    // What was done, not the status it left (that one changes: the badge above follows it live).
+    $("#detail-message").textContent = what === "cancel" ? "Cancelled." : "Resumed after chunk " + fmt(st.chunks_acked) + ".";
   } catch (e) {
     $("#detail-message").textContent = "Refused: " + e.message;
   }
@@ -268,6 +274,9 @@ function upload(file) {
   if ($("#opt-reingest").checked) params.set("re_ingestion", "true");
   const bar = $("#upload-progress");
   const message = $("#upload-message");
+  STATE.following = null;
+  stop();
+  $("#upload-ingestion").hidden = true;
   bar.hidden = false;
   progress(bar, 0, 100, "running");
   message.textContent = "Uploading " + file.name + "…";
@@ -292,10 +301,39 @@ function upload(file) {
     }
     progress(bar, 100, 100, "completed");
     window.__uploadProgress.push(100);
-    message.replaceChildren("Taken: ", el("a", { href: "#/ingestion/" + body.ingestion_id, text: file.name }), " is " + body.status + ".");
+    STATE.following = { id: body.ingestion_id, name: file.name, shown: "" };
+    taken(body);
+    if (STATE.view === "upload") poll(follow);
   };
   xhr.onerror = () => { progress(bar, 0, 100, "failed"); message.textContent = "The upload failed: the daemon could not be reached."; };
   xhr.send(file);
+}
+
+// The dropped file's ingestion, followed live on the upload view until it ends: status, records, error.
+function taken(st) {
+  const f = STATE.following;
+  const status = el("span");
+  badge(status, st.status);
+  const counts = st.total_records === undefined ? "" : " " + fmt(st.records_acked) + " / " + fmt(st.total_records) + " records";
+  const parts = ["Taken: ", el("a", { href: "#/ingestion/" + f.id, text: f.name }), " ", status, counts + (st.error ? ": " + st.error : "") + "."];
+  const text = parts.map((p) => (typeof p === "string" ? p : p.textContent)).join("");
+  if (text === f.shown) return; // the live region speaks only when something changed
+  f.shown = text;
+  $("#upload-message").replaceChildren(...parts);
+  if (st.total_records !== undefined) {
+    const bar = $("#upload-ingestion");
+    bar.hidden = false;
+    progress(bar, st.records_acked, st.total_records, st.status);
+  }
+}
+
+async function follow() {
+  const f = STATE.following;
+  if (!f || STATE.view !== "upload") { stop(); return; }
+  const st = await json("/api/ingestions/" + f.id);
+  if (STATE.following !== f) return; // another file was dropped meanwhile
+  taken(st);
+  if (ENDED.includes(st.status)) { STATE.following = null; stop(); }
 }
 
 // ---- wiring --------------------------------------------------------------------------------

@@ -4,11 +4,16 @@ declare(strict_types=1);
 
 namespace Pimcore\Model\DataObject\Category;
 
-/** Stand-in for Category\Listing (tests only). */
-final class Listing extends \Pimcore\Model\DataObject\StubListing
+use Pimcore\Model\DataObject;
+
+/**
+ * Stand-in for the generated Category\Listing (tests only).
+ *
+ * @method DataObject\Category[] load()
+ * @method DataObject\Category|false current()
+ */
+class Listing extends DataObject\Listing\Concrete
 {
-    protected function of(): string
-    {
-        return \Pimcore\Model\DataObject\Category::class;
-    }
+    protected string $classId = 'cat';
+    protected string $className = 'Category';
 }

@@ -4,11 +4,16 @@ declare(strict_types=1);
 
 namespace Pimcore\Model\DataObject\Product;
 
-/** Stand-in for Product\Listing (tests only). */
-final class Listing extends \Pimcore\Model\DataObject\StubListing
+use Pimcore\Model\DataObject;
+
+/**
+ * Stand-in for the generated Product\Listing (tests only).
+ *
+ * @method DataObject\Product[] load()
+ * @method DataObject\Product|false current()
+ */
+class Listing extends DataObject\Listing\Concrete
 {
-    protected function of(): string
-    {
-        return \Pimcore\Model\DataObject\Product::class;
-    }
+    protected string $classId = 'prod';
+    protected string $className = 'Product';
 }
