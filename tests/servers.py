@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +161,11 @@ class HttpFiles:
     """Objects served at /<name> (a name may hold slashes). Faults: ``cut_after`` closes the first GET after
     that many bytes; ``replace_after_first`` swaps an object's bytes once its first GET has begun, and
     ``replace_after_head`` (n, bytes) once its n-th HEAD is answered; ``ranges`` False ignores Range;
-    ``etag`` False sends neither ETag nor Last-Modified; ``redirect`` answers every request for a name with
+    ``etag`` False sends neither ETag nor Last-Modified, and ``weak_etag`` sends that weak ETag for every
+    version (a server that deems them equivalent); ``redirect`` answers every request for a name with
     a 302 to a URL, ``redirect_get`` only a GET without Range, ``redirect_ranged`` only a GET with Range;
-    ``fail_get`` answers a GET with that status. A GET with If-Match that is not the object's ETag is
+    ``fail_get`` answers a GET with that status (and the reason phrase ``fail_reason`` makes of the request:
+    a server that echoes what it was sent). A GET with If-Match that is not the object's ETag is
     answered 412. ``requests`` lists every request that arrived, whatever it asked for: (method, path with
     query, headers)."""
 
@@ -173,10 +175,12 @@ class HttpFiles:
     replace_after_head: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     ranges: bool = True
     etag: bool = True
+    weak_etag: str | None = None
     redirect: dict[str, str] = field(default_factory=dict)
     redirect_get: dict[str, str] = field(default_factory=dict)
     redirect_ranged: dict[str, str] = field(default_factory=dict)
     fail_get: dict[str, int] = field(default_factory=dict)
+    fail_reason: Callable[[web.Request], str] | None = None
     gets: list[tuple[str, str | None]] = field(default_factory=list)  # (name, Range header)
     headers_seen: list[dict[str, str]] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
@@ -188,6 +192,8 @@ class HttpFiles:
     def _tag(self, data: bytes) -> dict[str, str]:
         if not self.etag:
             return {}
+        if self.weak_etag is not None:
+            return {"ETag": self.weak_etag}
         return {"ETag": '"' + hashlib.sha256(data).hexdigest()[:16] + '"'}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -202,7 +208,8 @@ class HttpFiles:
             if to is not None:
                 raise web.HTTPFound(to)
             if name in self.fail_get:
-                return web.Response(status=self.fail_get[name], text="fault")
+                reason = self.fail_reason(request) if self.fail_reason is not None else None
+                return web.Response(status=self.fail_get[name], reason=reason, text="fault")
         data = self.files.get(name)
         if data is None:
             raise web.HTTPNotFound()

@@ -180,7 +180,7 @@ def csv_head(fh: BinaryIO, name: str, encoding: str) -> CsvHead:
     first = b""
     while len(text) < _SNIFF_CHARS and not _LINE_END.search(text):
         block = stream.read(1 << 16)
-        first = first or block[:3]
+        first += block[: 3 - len(first)]  # (a short read may hold less than the BOM)
         text += decoder.decode(block, final=not block)
         if not block:
             break
