@@ -491,3 +491,26 @@ async def test_a_late_ack_committed_just_before_a_spool_pass_ends_makes_it_spool
     assert st["status"] == "completed", st
     assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [base[0], tuesday[4]]
     assert versions(d.config.daemon.state_db, "products") == await held(receiver)
+
+
+async def test_a_key_respelled_as_pim_core_compares_it_is_never_tombstoned(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Pimcore finds an object by its key field through MySQL's collation (utf8mb4_general_ci for Pimcore 11,
+    utf8mb4_unicode_520_ci for 12: case and accents ignored, trailing spaces too), so ``abc`` today is the
+    object ``ABC`` was yesterday: the upsert updates it, and a tombstone for ``ABC`` then deleted it. A key
+    absent from the file is not deleted while the file holds a key that folds to the same text (case, accents,
+    trailing spaces, "1" and 1); a key with no such twin is deleted as before."""
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    d = await make_daemon()
+    day1 = [{"sku": s, "v": 1} for s in ("ABC", "Café", "x ", "gone", "Straße", "keep")]
+    _, body = await d.ingest(path=str(_write(data_dir / "f1.jsonl", day1)), **rules)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+
+    day2 = [{"sku": s, "v": 1} for s in ("abc", "CAFE", "x", "STRASSE", "keep")]
+    _, body = await d.ingest(path=str(_write(data_dir / "f2.jsonl", day2)), **rules)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    sent = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
+    assert sent == [*day2[:4], {"sku": "gone", "_deleted": True}], sent
+    assert (st["deletions"], st["records_deleted"]) == (1, 1), st

@@ -281,7 +281,9 @@ class Runner:
                 lambda: spool.local_records(path, spec, identity),
                 spool.local_unchanged(path, identity),
             )
-        seen = self._spool_dir / f"{ing.id}.seen" if rules.unique_key else None
+        # A scratch database beside the spool: the keys held (unique_key), a full file's new keys as PIM-Core
+        # compares them (deletions); on disk, so that memory stays flat whatever the file's size.
+        seen = self._spool_dir / f"{ing.id}.seen" if rules.unique_key or rules.deletions != "off" else None
         view: lookups.ScopeView | None = None
         if rules.versions:
             writer = await asyncio.to_thread(lookups.writer_of, self._store.path, ing.id)

@@ -7,12 +7,14 @@ string or an integer: what a catalogue names products by. It is stored as its ca
 
 PIM-Core, though, names an object by its key's text (the bundle's ``(string) $key``): ``"1"`` and ``1`` are
 one object there. ``other_spelling`` gives a key's other form, so that a full file holding one of them never
-deletes the other (records/pipeline.py).
+deletes the other (records/pipeline.py); ``text_fold`` goes further, to what PIM-Core's collation compares
+(case, accents, trailing spaces).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 import orjson
@@ -42,6 +44,15 @@ _MISSING = object()
 _INT_TEXT = r"(0|-?[1-9][0-9]*)"
 _STRING_INT = re.compile(f'"{_INT_TEXT}"')
 _INT = re.compile(_INT_TEXT)
+
+
+def text_fold(stored: str) -> str:
+    """A stored key as PIM-Core's database compares it, approximately and erring towards "the same": its text
+    (an integer's digits), accents and case folded (NFKD without combining marks, casefold) and trailing
+    spaces dropped, as MySQL's utf8mb4_general_ci and utf8mb4_unicode_520_ci (Pimcore 11 and 12) ignore them."""
+    value = orjson.loads(stored)
+    text = unicodedata.normalize("NFKD", value if isinstance(value, str) else str(value))
+    return "".join(c for c in text if not unicodedata.combining(c)).casefold().rstrip(" ")
 
 
 def other_spelling(stored: str) -> str | None:

@@ -81,6 +81,7 @@ class Pipeline:
         self._full_deletions = rules.deletions != "off" and full_file
         self._keyless: tuple[int, str] | None = None  # the first record whose key cannot be read, and why
         self._key_types: tuple[bool, bool] | None = None  # whether the scope holds string keys, integer keys
+        self._fold: bool | None = None  # whether new keys are noted as PIM-Core compares them (_folding)
         key = rules.key
         self._key_of = (lambda value: keys.extract(value, key)) if key is not None else None
 
@@ -153,6 +154,8 @@ class Pipeline:
             self._view.hold([k for _, _, k in kept if k is not None])
         if self._full_deletions and self._view is not None:
             self._view.mark(held_back)
+            if self._folding():
+                self._view.hold_folds([keys.text_fold(k) for k in held_back])
             self._mark_other_spellings([k for _, _, k in kept if k is not None] + held_back)
         return kept
 
@@ -179,7 +182,30 @@ class Pipeline:
         view = self._view
         if view is None or not kept or not (self._delta or self._full_deletions):
             return None
-        return view.changed([k for _, _, k in kept if k is not None], hashes)
+        changed = view.changed([k for _, _, k in kept if k is not None], hashes)
+        if self._full_deletions and view.last_new and self._folding():
+            view.hold_folds([keys.text_fold(k) for k in view.last_new])
+        return changed
+
+    def _folding(self) -> bool:
+        """Whether this full file's new keys are noted as PIM-Core compares them (``keys.text_fold``): only when
+        the scope held keys as the pass began (an empty scope, a first load, has none to delete)."""
+        if self._fold is None:
+            assert self._view is not None
+            self._fold = self._view.scope_size() > 0
+        return self._fold
+
+    def _spare_respelled(self) -> None:
+        """Mark found each absent key whose fold a key of this file has: PIM-Core's collation takes them for
+        one object (``ABC`` yesterday, ``abc`` today), which the upsert has just updated, so a tombstone would
+        delete a product the file holds. Errs towards keeping: a fold is wider than either collation."""
+        view = self._view
+        assert view is not None
+        for page in view.absent(self._id):
+            folds = [keys.text_fold(k) for k in page]
+            held = view.folds_held(folds)
+            if held:
+                view.mark([k for k, f in zip(page, folds, strict=True) if f in held])
 
     def _emit(self, kept: list[_Kept], hashes: list[bytes], changed: list[bool] | None) -> Iterator[Item]:
         if self._rules.key is None:
@@ -204,6 +230,8 @@ class Pipeline:
     def _deletions(self) -> Iterator[Item]:
         view, rules = self._view, self._rules
         assert view is not None and rules.key is not None
+        if self._fold and view.holds_folds:
+            self._spare_respelled()
         total, size = view.absent_count(self._id), view.scope_size()
         if total and self._keyless is not None and rules.deletions == "send":
             position, why = self._keyless

@@ -46,9 +46,12 @@ class ScopeView:
                 "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
                 " DROP TABLE IF EXISTS seen; CREATE TABLE seen (key TEXT PRIMARY KEY) WITHOUT ROWID;"
             )
+        self._con.executescript("DROP TABLE IF EXISTS folds; CREATE TABLE folds (fold TEXT PRIMARY KEY) WITHOUT ROWID;")
         self._con.execute("ATTACH ? AS st", (_uri(state, "?mode=ro"),))
         self._seen = seen is not None
         self._found = bytearray()
+        self.last_new: list[str] = []  # the keys of the last ``changed`` batch that the scope does not hold
+        self._folds = False  # whether any fold was held
 
     def close(self) -> None:
         self._con.close()
@@ -75,6 +78,7 @@ class ScopeView:
             stored[key] = digest if writer != me else None  # a version it wrote itself: sent by it, send again
             found[rowid >> 3] |= 1 << (rowid & 7)
         get = stored.get
+        self.last_new = [key for key in keys if key not in stored]
         return [(known := get(key, b"")) is None or known != digest for key, digest in zip(keys, hashes, strict=True)]
 
     def mark(self, keys: Sequence[str]) -> None:
@@ -92,6 +96,25 @@ class ScopeView:
             found.extend(bytes(top + 1 - len(found) + (len(found) >> 1)))
         for (rowid,) in rows:
             found[rowid >> 3] |= 1 << (rowid & 7)
+
+    def hold_folds(self, folds: Sequence[str]) -> None:
+        """Note ``folds`` (keys as PIM-Core compares them, records/pipeline.py) as held by this file."""
+        if folds:
+            self._folds = True
+            self._con.execute("BEGIN")
+            self._con.executemany("INSERT OR IGNORE INTO folds (fold) VALUES (?)", [(f,) for f in folds])
+            self._con.execute("COMMIT")
+
+    @property
+    def holds_folds(self) -> bool:
+        return self._folds
+
+    def folds_held(self, folds: Sequence[str]) -> set[str]:
+        """Which of ``folds`` this file held (``hold_folds``); nothing to look up when none was held."""
+        if not self._folds or not folds:
+            return set()
+        rows = self._con.execute(f"SELECT fold FROM folds WHERE fold IN ({_IN})", (orjson.dumps(list(folds)).decode(),))
+        return {r[0] for r in rows}
 
     def key_types(self) -> tuple[bool, bool]:
         """Whether the scope holds string keys, and whether it holds integer keys (their stored JSON text
