@@ -10,6 +10,7 @@ import getpass
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -361,28 +362,43 @@ class MariaDb:
         return out.stdout
 
     def stop(self) -> None:
-        _stop(self.proc, 20)
+        """SIGTERM to mariadbd's whole process group (it may run under a wrapper such as a chroot's bwrap,
+        which does not pass signals on), SIGKILL after 20 s."""
+        _stop_group(self.proc, 20)
 
 
-def start_mariadb(base: Path) -> MariaDb:
-    """mariadb-install-db into ``base``, then mariadbd on a socket there (no TCP), as the current user."""
+def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM to the process group ``proc`` leads (started with start_new_session), then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def start_mariadb(base: Path, prefix: tuple[str, ...] = ()) -> MariaDb:
+    """mariadb-install-db into ``base``, then mariadbd on a socket there (no TCP), as the current user.
+    ``prefix`` runs both inside another platform (a chroot: tests/test_pimcore_bundle.py's Platform)."""
     base.mkdir(parents=True, exist_ok=True)
     data, socket = base / "data", base / "mysqld.sock"
     user = getpass.getuser()
     subprocess.run(
-        ["mariadb-install-db", "--no-defaults", f"--datadir={data}", f"--user={user}", "--auth-root-authentication-method=normal",
-         "--skip-test-db"],
+        [*prefix, "mariadb-install-db", "--no-defaults", f"--datadir={data}", f"--user={user}",
+         "--auth-root-authentication-method=normal", "--skip-test-db"],
         capture_output=True,
         check=True,
     )  # fmt: skip
     with open(base / "mariadb.log", "wb") as log:
         proc = subprocess.Popen(
-            ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={socket}", "--skip-networking",
+            [*prefix, "mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={socket}", "--skip-networking",
              f"--user={user}", f"--pid-file={base / 'mariadb.pid'}", "--innodb-buffer-pool-size=64M",
              "--innodb-flush-log-at-trx-commit=1", "--max-allowed-packet=128M", "--character-set-server=utf8mb4",
              "--collation-server=utf8mb4_bin"],
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
     deadline = time.monotonic() + 60
     while True:
@@ -394,6 +410,6 @@ def start_mariadb(base: Path) -> MariaDb:
         if ping.returncode == 0:
             return MariaDb(proc, socket, base)
         if time.monotonic() > deadline:
-            proc.kill()
+            _stop_group(proc, 0)
             raise RuntimeError("mariadbd did not answer within 60 s")
         time.sleep(0.2)

@@ -34,8 +34,17 @@ final class PimingestdPimcoreExtension extends Extension implements PrependExten
         return 'pimingest';
     }
 
+    /** The migrations' namespace and folder, as `doctrine_migrations.migrations_paths` takes them. */
+    public const MIGRATIONS = ['Pimingestd\\PimcoreBundle\\Migrations' => __DIR__ . '/../Migrations'];
+
     public function prepend(ContainerBuilder $container): void
     {
+        // Pimcore runs bundles' migrations through DoctrineMigrationsBundle, from the paths configured in
+        // `doctrine_migrations.migrations_paths` (Pimcore's docs: Extending Pimcore > Bundle Developers Guide >
+        // Installers); the bundle adds its own where that bundle is installed, as Pimcore's own bundles do.
+        if ($container->hasExtension('doctrine_migrations')) {
+            $container->prependExtensionConfig('doctrine_migrations', ['migrations_paths' => self::MIGRATIONS]);
+        }
         $container->setParameter('env(PIMINGEST_TRANSPORT_DSN)', 'doctrine://default?queue_name=pimingest&redeliver_timeout=300');
         $container->prependExtensionConfig('framework', [
             'messenger' => [
@@ -81,6 +90,9 @@ final class PimingestdPimcoreExtension extends Extension implements PrependExten
         $container->register(SetupCommand::class, SetupCommand::class)
             ->setArguments([new Reference(Ledger::class), [new Reference('messenger.transport.' . $config['transport'], ContainerBuilder::IGNORE_ON_INVALID_REFERENCE)]])
             ->addTag('console.command', ['command' => 'pimingest:setup']);
+        $container->register(TransportGuard::class, TransportGuard::class)
+            ->setArguments([$config['transport'], new Reference('messenger.transport.' . $config['transport'], ContainerBuilder::NULL_ON_INVALID_REFERENCE), $db])
+            ->setPublic(true);
         $container->register(StatusCommand::class, StatusCommand::class)
             ->setArguments([new Reference(Ledger::class)])
             ->addTag('console.command', ['command' => 'pimingest:status']);

@@ -38,7 +38,7 @@ final class Ledger
     {
         $manager = $this->db->createSchemaManager();
         $have = array_map('strtolower', $manager->listTableNames());
-        $schema = new DbalSchema();
+        $schema = new DbalSchema([], [], $manager->createSchemaConfig());  // the app's default table options
         Schema::define($schema);
         $created = [];
         foreach ($schema->getTables() as $table) {
@@ -53,6 +53,11 @@ final class Ledger
             $this->db->executeStatement('ALTER TABLE ' . Schema::CHUNK . ' ADD COLUMN refused TEXT NULL');
             $this->db->executeStatement('ALTER TABLE ' . Schema::CHUNK . ' ADD COLUMN tombstones INTEGER NOT NULL DEFAULT 0');
             $created[] = Schema::CHUNK . '.refused, ' . Schema::CHUNK . '.tombstones';
+        }
+        // A ledger an earlier setup made utf8mb3 (DBAL 3's default) becomes utf8mb4 (as Version20261206000000).
+        foreach (Schema::charsetFixes($this->db) as $sql) {
+            $this->db->executeStatement($sql);
+            $created[] = $sql;
         }
 
         return $created;

@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace Pimingestd\PimcoreBundle\Tests\Unit;
 
+use PHPUnit\Framework\Attributes\DataProvider;
 use PHPUnit\Framework\TestCase;
 use Pimingestd\PimcoreBundle\Ack\AckSender;
 use Pimingestd\PimcoreBundle\Apply\Chunk;
@@ -96,6 +97,7 @@ final class ProtocolTest extends TestCase
     }
 
     /** @dataProvider badSignatures */
+    #[DataProvider('badSignatures')]
     public function testEveryBadSignatureIsA401(?string $header, int $now, string $why): void
     {
         try {

@@ -35,14 +35,40 @@ final class Kernel extends BaseKernel
         return \dirname(__DIR__);
     }
 
+    /**
+     * Per database and per platform: the same checkout runs on bookworm, trixie and sid, whose Symfony
+     * versions compile incompatible containers. The variables are read from the environment as well, which
+     * is where they are under `php -S` (its $_SERVER holds the request).
+     */
     public function getCacheDir(): string
     {
-        return ($_SERVER['PIMINGEST_APP_VAR'] ?? $this->getProjectDir() . '/var') . '/cache/' . $this->environment . '-' . substr(hash('sha256', (string) ($_SERVER['DATABASE_URL'] ?? '')), 0, 8);
+        $key = hash('sha256', self::env('DATABASE_URL') . '|' . \PHP_VERSION . '|' . BaseKernel::VERSION);
+
+        return $this->varDir() . '/cache/' . $this->environment . '-' . substr($key, 0, 12);
     }
 
     public function getLogDir(): string
     {
-        return ($_SERVER['PIMINGEST_APP_VAR'] ?? $this->getProjectDir() . '/var') . '/log';
+        $dir = $this->varDir() . '/log';
+        if (!is_dir($dir)) {
+            @mkdir($dir, 0777, true);  // Symfony 7.4's logger opens its file before the kernel makes the folder
+        }
+
+        return $dir;
+    }
+
+    private function varDir(): string
+    {
+        $var = self::env('PIMINGEST_APP_VAR');
+
+        return $var !== '' ? $var : $this->getProjectDir() . '/var';
+    }
+
+    private static function env(string $name): string
+    {
+        $value = $_SERVER[$name] ?? $_ENV[$name] ?? getenv($name);
+
+        return \is_string($value) ? $value : '';
     }
 
     protected function configureContainer(ContainerConfigurator $c): void
@@ -64,6 +90,10 @@ final class Kernel extends BaseKernel
             'appliers' => [['match' => 'refuse-*', 'applier' => 'test.refusing']],
         ]);
         $services = $c->services();
+        // The app's log, notices and up, in its log folder (Symfony's default logger, for want of Monolog,
+        // keeps only errors, on stderr): what a Pimcore project's Monolog would keep of this bundle.
+        $services->set('logger', \Symfony\Component\HttpKernel\Log\Logger::class)
+            ->args(['notice', $this->getLogDir() . '/app.log']);
         $services->set('database_connection', \Doctrine\DBAL\Connection::class)
             ->factory([ConnectionFactory::class, 'create'])
             ->args([env('DATABASE_URL')])
