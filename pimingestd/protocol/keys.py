@@ -9,10 +9,15 @@ and ``"100234"`` are one key, as they are one object in PIM-Core, whose key fiel
 as the canonical JSON text of that string (``"100234"``), and a tombstone carries it as a string. One
 file writes its digit keys one way (DigitKeys): a record whose key is a number where an earlier record
 wrote a digit key as text, or the reverse, is refused, so two forms of one key never meet unnoticed.
+
+PIM-Core's own lookups may still be looser than that: a key field under a case- and accent-insensitive
+collation takes ``ABC``, ``abc `` and ``Abç`` for one value. ``text_fold`` gives what such a collation
+compares, so that a full file holding one spelling never deletes another (records/pipeline.py).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import orjson
@@ -70,6 +75,15 @@ class DigitKeys:
 
 
 _MISSING = object()
+
+
+def text_fold(stored: str) -> str:
+    """A stored key as PIM-Core's database compares it, approximately and erring towards "the same": its text
+    (an integer's digits), accents and case folded (NFKD without combining marks, casefold) and trailing
+    spaces dropped, as MySQL's utf8mb4_general_ci and utf8mb4_unicode_520_ci (Pimcore 11 and 12) ignore them."""
+    value = orjson.loads(stored)
+    text = unicodedata.normalize("NFKD", value if isinstance(value, str) else str(value))
+    return "".join(c for c in text if not unicodedata.combining(c)).casefold().rstrip(" ")
 
 
 def lookup(record: Any, path: str) -> Any:

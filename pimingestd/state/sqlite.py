@@ -465,7 +465,8 @@ class Store:
         return None if row is None else _ingestion(row)
 
     def late_acks(self, scope: str) -> int:
-        """How many ACKs of ingestions that were not running have changed ``scope``'s versions so far."""
+        """A count that moves twice for each ACK of an ingestion that was not running and changes ``scope``'s
+        versions: before its commit and once the commit is over. Odd while such a commit is under way."""
         return self._late_acks.get(scope, 0)
 
     async def latest_for_object(self, url: str, size: int, version: str) -> Ingestion | None:
@@ -1041,20 +1042,24 @@ class Store:
     async def _commit_ack_records(
         self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject]
     ) -> AckOutcome:
-        outcome, late = await self._commit_ack_in_tx(ingestion_id, n, checksum, rejected)
-        if late:  # committed (still under the shield of _atomic, whatever happened to the caller)
-            self._late_acks[late] = self._late_acks.get(late, 0) + 1
-        return outcome
+        began: list[str] = []
+        try:
+            return await self._commit_ack_in_tx(ingestion_id, n, checksum, rejected, began)
+        finally:  # committed or not, it is over (still under the shield of _atomic): the count is even again
+            for scope in began:
+                self._late_acks[scope] += 1
 
     async def _commit_ack_in_tx(
-        self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject]
-    ) -> tuple[AckOutcome, str]:
-        """The outcome, and the scope whose versions a late ACK changed ("" when none did)."""
+        self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject], began: list[str]
+    ) -> AckOutcome:
+        """The outcome. A late ACK that changes its scope's versions moves the scope's count before it commits
+        (appending the scope to ``began``; the caller moves it again once the commit is over): a spool pass
+        compared while the commit was under way, or just after, sees the count move (core/ingestion.py)."""
 
         async with self._tx() as db:
             refused = await self._classify(db, ingestion_id, n, checksum)
             if refused is not None:
-                return refused, ""
+                return refused
             async with db.execute(
                 "SELECT c.first_record, c.records, c.meta, i.scope, i.rowid, i.status FROM chunks c"
                 " JOIN ingestions i ON i.id = c.ingestion_id WHERE c.ingestion_id = ? AND c.n = ?",
@@ -1065,16 +1070,19 @@ class Store:
             first, count, raw, scope, writer = row[0], row[1], row[2], row[3], row[4]
             late = scope if scope and row[5] != Status.RUNNING else ""
             if any(r.index >= count for r in rejected):
-                return "bad_rejected", ""
+                return "bad_rejected"
             meta = ChunkMeta.decode(raw) if raw is not None else None
             refused_at = {r.index: r for r in rejected}
             await db.execute(
                 "UPDATE chunks SET state = 'acked', acked_at = ?, reject_reason = NULL WHERE ingestion_id = ? AND n = ?",
                 (time.time(), ingestion_id, n),
             )
+            if late and meta is not None and (meta.tombstones or meta.keys is not None):
+                self._late_acks[late] = self._late_acks.get(late, 0) + 1  # odd: a late ACK's commit under way
+                began.append(late)
             if meta is not None and meta.tombstones:
                 await self._ack_tombstones(db, ingestion_id, scope, meta, refused_at)
-                return "accepted", late
+                return "accepted"
             if rejected:
                 positions = meta.positions if meta is not None else None
                 await db.executemany(
@@ -1102,8 +1110,7 @@ class Store:
                     " ON CONFLICT (scope, key) DO UPDATE SET hash = excluded.hash, writer = excluded.writer",
                     [(scope, key, meta.hash(i), writer) for i, key in enumerate(meta.keys) if i not in refused_at],
                 )
-                return "accepted", late
-        return "accepted", ""
+        return "accepted"
 
     @staticmethod
     async def _ack_tombstones(
