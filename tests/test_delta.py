@@ -447,17 +447,16 @@ async def test_a_late_ack_during_a_newer_spool_pass_makes_it_spool_again(
 async def test_a_key_spelled_as_a_number_instead_of_a_string_is_never_tombstoned(
     make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
 ) -> None:
-    """``"1"`` and ``1`` are two keys in the scope, but one object in PIM-Core: the bundle finds and names an
-    object by ``(string) $key`` (pimcore-bundle/src/Apply/DataObjectApplier.php). An exporter that writes
-    yesterday's ``"sku": "1"`` as ``"sku": 1`` today still has product 1 in its file: the record is sent,
-    and no tombstone for ``"1"`` follows it (which deleted the object just upserted). Either way round, and
-    with the repeat held back by validation too. A key whose other spelling is not the same text (``"01"``,
-    ``"-0"``) is another object, and is deleted as any absent key."""
+    """Keys are text (docs/protocol.md, "Keys"): ``"1"`` and ``1`` are one key, as they are one object in
+    PIM-Core. An exporter that wrote yesterday's ``"sku": "1"`` as ``"sku": 1`` today still has product 1 in
+    its file: the record is sent (its bytes changed), and no tombstone for ``"1"`` follows it (which would
+    delete the object just upserted), also with the repeat held back by validation. A key whose text is not
+    the same (``"01"``, ``"-0"``) is another object, and is deleted as any absent key."""
     rules = {**DELTA, "deletions": "send", "max_deletions": 100, "on_invalid": "skip"}
     d = await make_daemon()
     day1 = [
         {"sku": "1", "v": 1},
-        {"sku": 2, "v": 1},
+        {"sku": "2", "v": 1},
         {"sku": "01", "v": 1},
         {"sku": "-0", "v": 1},
         {"sku": "A", "v": 1},
@@ -465,14 +464,14 @@ async def test_a_key_spelled_as_a_number_instead_of_a_string_is_never_tombstoned
     _, body = await d.ingest(path=str(_write(data_dir / "d1.jsonl", day1)), **rules)
     assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
 
-    day2 = [{"sku": 1, "v": 1}, {"sku": "2", "v": 1}, {"sku": 1, "v": 2}, {"sku": "A", "v": 1}]
+    day2 = [{"sku": 1, "v": 1}, {"sku": 2, "v": 1}, {"sku": 1, "v": 2}, {"sku": "A", "v": 1}]
     _, body = await d.ingest(path=str(_write(data_dir / "d2.jsonl", day2)), **rules, unique_key=True)
     st = await d.wait(body["ingestion_id"])
     assert st["status"] == "completed", st
     sent = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
     assert sent == [
         {"sku": 1, "v": 1},
-        {"sku": "2", "v": 1},
+        {"sku": 2, "v": 1},
         {"sku": "-0", "_deleted": True},
         {"sku": "01", "_deleted": True},
     ], sent
