@@ -53,9 +53,15 @@ LOCK = web.AppKey("state_lock", int)
 
 def _lock_state(state_db: Path) -> int:
     """An OS lock beside the state database: one daemon per state, released by the kernel on death."""
-    state_db.parent.mkdir(parents=True, exist_ok=True)
     path = state_db.with_name(state_db.name + ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        state_db.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # unusable state, not a crash: a restart cannot fix it (exit 74)
+        raise StateError(
+            f"cannot create the state lock {path}: {exc.strerror or exc}; the folder {state_db.parent} must be"
+            f" writable by the daemon's user (uid {os.getuid()})"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

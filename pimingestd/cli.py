@@ -5,7 +5,7 @@ Exit codes:
   1   failure: the ingestion failed or was cancelled, or the daemon refused the request
   2   bad command line
   3   the daemon could not be reached
-  74  the state database is unusable, or another daemon holds it (`run`)
+  74  the state database is unusable or its folder unwritable, or another daemon holds it (`run`)
   78  configuration error
 """
 
@@ -189,7 +189,11 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--host", default="127.0.0.1")
     rec.add_argument("--port", type=int, default=8081)
     rec.add_argument("--data", type=Path, required=True, help="folder for its SQLite state")
-    rec.add_argument("--secret", default=None, help="HMAC secret (default: $PIMINGESTD_PIMCORE_SECRET)")
+    rec.add_argument(
+        "--secret",
+        default=None,
+        help="HMAC secret (default: $CREDENTIALS_DIRECTORY/pimcore-secret, else $PIMINGESTD_PIMCORE_SECRET)",
+    )
     rec.add_argument(
         "--mode",
         choices=("store", "count"),
@@ -272,7 +276,11 @@ def _receiver(args: argparse.Namespace) -> int:
     from .receiver.faults import Faults
 
     logs.setup(args.log_format, "info")
-    secret = args.secret if args.secret is not None else os.environ.get(config_mod.SECRET_ENV, "")
+    try:  # as the daemon takes it, so one Docker secret or systemd credential serves both
+        secret = args.secret if args.secret is not None else config_mod.pimcore_secret(os.environ)
+    except ConfigError as exc:
+        print(f"pimingestd receiver: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     faults = None
     if args.faults is not None:
         try:

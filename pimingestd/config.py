@@ -4,7 +4,9 @@ Every key is checked: unknown keys and wrong types raise ConfigError naming the
 key as ``section.key``. Relative paths resolve against the config file's folder.
 The PIM-Core secret is resolved here, once, by precedence: systemd credential
 (``$CREDENTIALS_DIRECTORY/pimcore-secret``), then ``PIMINGESTD_PIMCORE_SECRET``,
-then the file.
+then the file; so is the API token (``api-token``, ``PIMINGESTD_API_TOKEN``), and
+the S3 keys. In the container image CREDENTIALS_DIRECTORY is /run/secrets, where
+Docker and compose put secrets.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .model import REMOTE_SCHEMES
 
 SECRET_ENV = "PIMINGESTD_PIMCORE_SECRET"
 SECRET_CREDENTIAL = "pimcore-secret"
+TOKEN_ENV = "PIMINGESTD_API_TOKEN"
+TOKEN_CREDENTIAL = "api-token"
 
 # One chunk is held in memory whole (and by PIM-Core too): sizes beyond these are refused everywhere.
 MAX_CHUNK_RECORDS = 100_000
@@ -624,7 +628,7 @@ def parse(raw: Mapping[str, Any], path: Path, env: Mapping[str, str] | None = No
         host=host,
         port=port,
         public_url=s.url("public_url", f"http://{host}:{port}"),
-        api_token=s.string("api_token", ""),
+        api_token=_secret(s.string("api_token", ""), env, TOKEN_CREDENTIAL, TOKEN_ENV, "http.api_token"),
         allowed_roots=s.paths("allowed_roots", ["var/inbox"]),
         max_body_bytes=s.integer("max_body_bytes", 1 << 20, minimum=1024) or (1 << 20),
         max_upload_bytes=s.integer("max_upload_bytes", 10 << 30, minimum=1) or (10 << 30),
@@ -764,6 +768,12 @@ def _secret(from_file: str, env: Mapping[str, str], credential: str, variable: s
     if env.get(variable):
         return env[variable]
     return from_file
+
+
+def pimcore_secret(env: Mapping[str, str]) -> str:
+    """The PIM-Core secret from the environment alone (the credential, then the variable), by the daemon's
+    precedence: for the reference receiver, which reads no config file."""
+    return _secret("", env, SECRET_CREDENTIAL, SECRET_ENV, "pimcore.secret")
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

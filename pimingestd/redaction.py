@@ -10,6 +10,7 @@ free text, and loose ``name=value`` parameters whose name says "secret", and mas
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 # A URL in free text: a scheme, "://", then anything up to white space or a quote or bracket that ends it
@@ -37,12 +38,31 @@ def url(value: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "") + ("#…" if parts.fragment else "")
 
 
-def text(value: str) -> str:
-    """``value`` with every URL in it shown by ``url`` and every secret-named ``name=value`` masked."""
+def text(value: str, secrets: tuple[str, ...] = ()) -> str:
+    """``value`` with every URL in it shown by ``url``, every secret-named ``name=value`` masked, and each of
+    ``secrets`` (values the caller knows are secret: a configured header's value, say, which a server may
+    echo in its answer and a library quote in its exception) replaced by ``***``."""
+    for secret in secrets:
+        value = value.replace(secret, "***")
     if "=" not in value and "@" not in value and "?" not in value and "#" not in value:
         return value  # nothing to mask: the common case, cheaply
     value = _URL.sub(lambda m: url(m.group(0)), value)
     return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=***", value)
 
 
-__all__ = ["text", "url"]
+def secret_values(values: Iterable[str]) -> tuple[str, ...]:
+    """The ``secrets`` for ``text``: each non-empty value, and the credential of an ``Authorization``-style
+    ``<scheme> <credential>`` value on its own, longest first (so that no part of a longer one stays)."""
+    out: set[str] = set()
+    for value in values:
+        v = value.strip()
+        if len(v) < 4:  # too short to mask without masking ordinary words
+            continue
+        out.add(v)
+        _, _, credential = v.partition(" ")
+        if len(credential.strip()) >= 4:
+            out.add(credential.strip())
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+__all__ = ["secret_values", "text", "url"]

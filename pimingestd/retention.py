@@ -128,11 +128,18 @@ class Retention:
                 plan.paths.append(str(folder))
         return plan
 
+    def _roots(self) -> list[Path]:
+        """Where an ingestion's recorded path can name a token folder (blocking: realpath): processing, done
+        and failed as configured (the inbox records them so) and as real paths (the API records the real
+        path of the file it is given, and the configured folders may lie behind a symlink)."""
+        configured = [self.inbox.processing_dir, self.inbox.done_dir, self.inbox.failed_dir]
+        return list(dict.fromkeys([*configured, *(root.resolve() for root in configured)]))
+
     async def _needed(self, token: str, cutoff: float) -> bool:
         """Whether an ingestion still needs the token folder ``token``: one recorded under it (in processing,
         done or failed: a path left stale by a crash counts too) is not completed or cancelled, or ended
         after ``cutoff``."""
-        for root in (self.inbox.processing_dir, self.inbox.done_dir, self.inbox.failed_dir):
+        for root in await asyncio.to_thread(self._roots):
             for ing in await self._store.under(str(root / token)):
                 if ing.status not in FINAL or ing.updated_at >= cutoff:
                     return True

@@ -10,10 +10,11 @@ import getpass
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +162,11 @@ class HttpFiles:
     """Objects served at /<name> (a name may hold slashes). Faults: ``cut_after`` closes the first GET after
     that many bytes; ``replace_after_first`` swaps an object's bytes once its first GET has begun, and
     ``replace_after_head`` (n, bytes) once its n-th HEAD is answered; ``ranges`` False ignores Range;
-    ``etag`` False sends neither ETag nor Last-Modified; ``redirect`` answers every request for a name with
+    ``etag`` False sends neither ETag nor Last-Modified, and ``weak_etag`` sends that weak ETag for every
+    version (a server that deems them equivalent); ``redirect`` answers every request for a name with
     a 302 to a URL, ``redirect_get`` only a GET without Range, ``redirect_ranged`` only a GET with Range;
-    ``fail_get`` answers a GET with that status. A GET with If-Match that is not the object's ETag is
+    ``fail_get`` answers a GET with that status (and the reason phrase ``fail_reason`` makes of the request:
+    a server that echoes what it was sent). A GET with If-Match that is not the object's ETag is
     answered 412. ``requests`` lists every request that arrived, whatever it asked for: (method, path with
     query, headers)."""
 
@@ -173,10 +176,12 @@ class HttpFiles:
     replace_after_head: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     ranges: bool = True
     etag: bool = True
+    weak_etag: str | None = None
     redirect: dict[str, str] = field(default_factory=dict)
     redirect_get: dict[str, str] = field(default_factory=dict)
     redirect_ranged: dict[str, str] = field(default_factory=dict)
     fail_get: dict[str, int] = field(default_factory=dict)
+    fail_reason: Callable[[web.Request], str] | None = None
     gets: list[tuple[str, str | None]] = field(default_factory=list)  # (name, Range header)
     headers_seen: list[dict[str, str]] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
@@ -188,6 +193,8 @@ class HttpFiles:
     def _tag(self, data: bytes) -> dict[str, str]:
         if not self.etag:
             return {}
+        if self.weak_etag is not None:
+            return {"ETag": self.weak_etag}
         return {"ETag": '"' + hashlib.sha256(data).hexdigest()[:16] + '"'}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -202,7 +209,8 @@ class HttpFiles:
             if to is not None:
                 raise web.HTTPFound(to)
             if name in self.fail_get:
-                return web.Response(status=self.fail_get[name], text="fault")
+                reason = self.fail_reason(request) if self.fail_reason is not None else None
+                return web.Response(status=self.fail_get[name], reason=reason, text="fault")
         data = self.files.get(name)
         if data is None:
             raise web.HTTPNotFound()
@@ -354,28 +362,43 @@ class MariaDb:
         return out.stdout
 
     def stop(self) -> None:
-        _stop(self.proc, 20)
+        """SIGTERM to mariadbd's whole process group (it may run under a wrapper such as a chroot's bwrap,
+        which does not pass signals on), SIGKILL after 20 s."""
+        _stop_group(self.proc, 20)
 
 
-def start_mariadb(base: Path) -> MariaDb:
-    """mariadb-install-db into ``base``, then mariadbd on a socket there (no TCP), as the current user."""
+def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM to the process group ``proc`` leads (started with start_new_session), then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def start_mariadb(base: Path, prefix: tuple[str, ...] = ()) -> MariaDb:
+    """mariadb-install-db into ``base``, then mariadbd on a socket there (no TCP), as the current user.
+    ``prefix`` runs both inside another platform (a chroot: tests/test_pimcore_bundle.py's Platform)."""
     base.mkdir(parents=True, exist_ok=True)
     data, socket = base / "data", base / "mysqld.sock"
     user = getpass.getuser()
     subprocess.run(
-        ["mariadb-install-db", "--no-defaults", f"--datadir={data}", f"--user={user}", "--auth-root-authentication-method=normal",
-         "--skip-test-db"],
+        [*prefix, "mariadb-install-db", "--no-defaults", f"--datadir={data}", f"--user={user}",
+         "--auth-root-authentication-method=normal", "--skip-test-db"],
         capture_output=True,
         check=True,
     )  # fmt: skip
     with open(base / "mariadb.log", "wb") as log:
         proc = subprocess.Popen(
-            ["mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={socket}", "--skip-networking",
+            [*prefix, "mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={socket}", "--skip-networking",
              f"--user={user}", f"--pid-file={base / 'mariadb.pid'}", "--innodb-buffer-pool-size=64M",
              "--innodb-flush-log-at-trx-commit=1", "--max-allowed-packet=128M", "--character-set-server=utf8mb4",
              "--collation-server=utf8mb4_bin"],
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
     deadline = time.monotonic() + 60
     while True:
@@ -387,6 +410,6 @@ def start_mariadb(base: Path) -> MariaDb:
         if ping.returncode == 0:
             return MariaDb(proc, socket, base)
         if time.monotonic() > deadline:
-            proc.kill()
+            _stop_group(proc, 0)
             raise RuntimeError("mariadbd did not answer within 60 s")
         time.sleep(0.2)

@@ -361,3 +361,34 @@ async def test_a_file_still_open_for_writing_is_refused_by_path(make_daemon: Mak
     assert code == 202, answer
     st = await d.wait(answer["ingestion_id"])
     assert st["status"] == "completed" and st["records_acked"] == 150
+
+
+async def test_a_malformed_host_or_origin_is_refused_not_an_internal_error(
+    make_daemon: MakeDaemon, data_dir: Path
+) -> None:
+    """A Host or Origin that is no valid authority (an unclosed IPv6 bracket, a bad port) is a 403 naming the
+    header, never a 500 with a traceback in the log; the usual spellings of the daemon's own address and of a
+    JSON content type (case, parameters, a bracketed IPv6 literal) are answered."""
+    d = await make_daemon()
+    port = d.config.http.port
+    src = write_json(data_dir / "p.json", [product(1)])
+    body = json.dumps({"path": str(src), "re_ingestion": True}).encode()
+    as_json = {"Content-Type": "application/json"}
+    for host in ("[::1", f"[::1:{port}", "127.0.0.1:99999", "127.0.0.1:x", "[v1.x]"):
+        for method, path in (("GET", "/api/ingestions"), ("POST", "/api/ingest")):
+            code, answer = await d.request(method, path, data=body, headers={**as_json, "Host": host})
+            assert code == 403 and answer["error"] == "unknown Host", (host, method, code, answer)
+    for origin in ("http://[::1", f"http://127.0.0.1:{port}x", "http://[::1]:99999", "http://%"):
+        code, answer = await d.request("POST", "/api/ingest", data=body, headers={**as_json, "Origin": origin})
+        assert code == 403 and answer["error"] == "cross-origin request refused", (origin, code, answer)
+    assert (await d.request("GET", "/api/ingestions"))[1]["ingestions"] == []
+    for ctype in ("application/json; charset=utf-8", "APPLICATION/JSON", "Application/Json ; charset=UTF-8"):
+        code, answer = await d.request("POST", "/api/ingest", data=body, headers={"Content-Type": ctype})
+        assert code == 202, (ctype, code, answer)
+    for ctype in ("application/json-patch+json", "text/plain;application/json", "application/jsonx"):
+        code, answer = await d.request("POST", "/api/ingest", data=body, headers={"Content-Type": ctype})
+        assert code == 415, (ctype, code, answer)
+    code, answer = await d.request(
+        "GET", "/api/ingestions", headers={"Host": f"[::1]:{port}", "Origin": f"http://[::1]:{port}"}
+    )
+    assert code == 200, answer

@@ -221,3 +221,38 @@ async def test_the_receiver_holds_its_faults_file_from_the_first_request(tmp_pat
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_the_receiver_reads_the_secret_as_the_daemon_does(tmp_path: Path) -> None:
+    """`receiver` without --secret takes the PIM-Core secret as the daemon does: the credential
+    `$CREDENTIALS_DIRECTORY/pimcore-secret` first (a Docker secret in the image), then PIMINGESTD_PIMCORE_SECRET;
+    an unreadable credential is refused before it listens, naming the file (exit 78)."""
+    import os
+
+    import aiohttp
+
+    from pimingestd.protocol import signing
+    from pimingestd.testing import spawn, wait_http
+
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "pimcore-secret").write_text("from-credential\n")
+    port = free_port()
+    env = {"CREDENTIALS_DIRECTORY": str(creds), "PIMINGESTD_PIMCORE_SECRET": "from-env"}
+    proc = spawn(["receiver", "--port", str(port), "--data", str(tmp_path / "r")], env=env)
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/stats", alive=lambda: proc.poll() is None)
+        raw = b"{}"
+        async with aiohttp.ClientSession() as s:
+            for secret, expected in (("from-credential", 400), ("from-env", 401), (None, 401)):
+                headers = {"Idempotency-Key": "x:complete"}
+                if secret is not None:
+                    headers[signing.HEADER] = signing.sign(secret, raw, key="x:complete")
+                async with s.post(f"http://127.0.0.1:{port}/ingest/complete", data=raw, headers=headers) as r:
+                    assert r.status == expected, (secret, r.status, await r.text())
+    finally:
+        proc.kill()
+        proc.wait()
+    (creds / "pimcore-secret").write_bytes(b"\xff\xfe")
+    code, _, err = await cli("receiver", "--data", str(tmp_path / "r"), env={**os.environ, **env})
+    assert code == 78 and str(creds / "pimcore-secret") in err, err

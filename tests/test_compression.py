@@ -7,6 +7,9 @@ import gzip
 import hashlib
 import json
 import lzma
+import subprocess
+import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,7 +63,7 @@ def test_zstd_frames_one_after_another_are_one_file(tmp_path: Path) -> None:
 
 
 def test_the_json_fast_path_can_start_over_in_a_compressed_file(tmp_path: Path) -> None:
-    """It looks at the first window, declines, and seeks back to the start for the exact reader."""
+    """It looks at the first window, declines, and hands the bytes it read to the exact reader."""
     path = tmp_path / "o.json.gz"
     path.write_bytes(gzip.compress(json.dumps({"p": RECORDS[:5]}).encode()))
     assert len(_read(path, json_path="p.item")) == 5
@@ -113,3 +116,160 @@ async def test_through_the_daemon_the_file_id_is_of_the_compressed_bytes(
     plain = data_dir / "feed.jsonl"
     plain.write_bytes(PLAIN[".jsonl"])
     assert applied == _read(plain)
+
+
+# ---- streams one after another: a damaged later one, bytes after the last one ----------------------
+
+LINES = [f'{{"sku": "S{i}", "n": {i}}}\n'.encode() for i in range(100)]
+CHECKED: dict[str, Callable[[bytes], bytes]] = {  # zstd with its content checksum, as the zstd tool writes it
+    **CODECS,
+    ".zst": lambda b: zstandard.ZstdCompressor(write_checksum=True).compress(b),
+}
+
+
+def _two_streams(codec: str) -> tuple[bytes, bytes]:
+    return CHECKED[codec](b"".join(LINES[:50])), CHECKED[codec](b"".join(LINES[50:]))
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_a_damaged_later_stream_is_refused_never_dropped(tmp_path: Path, codec: str) -> None:
+    """Two streams, the second with one flipped bit, wherever it is: refused, or (a bit no check covers, such as
+    gzip's mtime) read whole. Never fewer records: xz and bz2 through the standard library ended quietly at a
+    later stream that failed to decode, taking it for trailing garbage."""
+    first, second = _two_streams(codec)
+    path = tmp_path / f"two.jsonl{codec}"
+    whole = [canonical.encode(json.loads(line)) for line in LINES]
+    refused = 0
+    for at in range(len(second)):
+        for bit in (0, 5):
+            damaged = bytearray(second)
+            damaged[at] ^= 1 << bit
+            path.write_bytes(first + bytes(damaged))
+            try:
+                records = _read(path)
+            except ParseError as exc:
+                assert f"two.jsonl{codec}: not a valid {compression.CODECS[codec]} stream" in str(exc)
+                refused += 1
+            else:
+                assert records == whole, (at, bit, len(records))
+    assert refused > len(second)  # most flips are caught (a test that caught none would prove nothing)
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_bytes_after_the_last_stream_are_refused(tmp_path: Path, codec: str) -> None:
+    first, second = _two_streams(codec)
+    path = tmp_path / f"t.jsonl{codec}"
+    path.write_bytes(first + second)
+    assert len(list(read_records(path, SourceSpec("jsonl")))) == 100
+    for tail in (b"garbage!", b"\x00\x00\x00\x00garbage!", second[:-1]):
+        path.write_bytes(first + second + tail)
+        with pytest.raises(ParseError, match=rf"t\.jsonl\{codec}: not a valid {compression.CODECS[codec]} stream"):
+            list(read_records(path, SourceSpec("jsonl")))
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_a_file_cut_anywhere_but_between_streams_is_refused(tmp_path: Path, codec: str) -> None:
+    """Cut at every byte of two streams: refused, unless the cut falls where a stream ends (nothing can tell that
+    file from a shorter one). For zstd this walks every state of the frame walker (frame header, block headers,
+    block contents, the checksum)."""
+    first, second = _two_streams(codec)
+    whole = first + second
+    path = tmp_path / f"c.jsonl{codec}"
+    for cut in range(1, len(whole)):
+        path.write_bytes(whole[:cut])
+        if cut == len(first):
+            assert len(_read(path)) == 50
+            continue
+        with pytest.raises(ParseError, match=rf"not a valid {compression.CODECS[codec]} stream"):
+            _read(path)
+
+
+def test_zstd_skippable_frames_are_passed_over(tmp_path: Path) -> None:
+    """pzstd and seekable zstd write skippable frames (magic 0x184D2A5?, a size, that many bytes) between frames."""
+    first, second = _two_streams(".zst")
+    skippable = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"\x28\xb5\x2f\xfd\x00"
+    path = tmp_path / "s.jsonl.zst"
+    path.write_bytes(skippable + first + skippable + second + skippable)
+    assert len(_read(path)) == 100
+    path.write_bytes(first + skippable[:-1])
+    with pytest.raises(ParseError, match=r"the zstd frame from compressed byte \d+ ends early"):
+        _read(path)
+
+
+@pytest.mark.parametrize(("codec", "padding", "accepted"), [(".xz", 4, True), (".xz", 8, True), (".xz", 3, False),
+    (".gz", 3, True), (".bz2", 3, True), (".zst", 4, False)])  # fmt: skip
+def test_padding_after_a_stream_is_what_the_format_allows(
+    tmp_path: Path, codec: str, padding: int, accepted: bool
+) -> None:
+    """NUL bytes after a stream: xz's stream padding (a multiple of four bytes), and the NUL blocking gzip and bzip2
+    tools pass over; zstd has no padding."""
+    first, second = _two_streams(codec)
+    path = tmp_path / f"p.jsonl{codec}"
+    path.write_bytes(first + b"\x00" * padding + second + b"\x00" * padding)
+    if accepted:
+        assert len(list(read_records(path, SourceSpec("jsonl")))) == 100
+    else:
+        with pytest.raises(ParseError, match=rf"not a valid {compression.CODECS[codec]} stream"):
+            list(read_records(path, SourceSpec("jsonl")))
+
+
+# ---- bombs: memory bounded while decompressing, whatever the codec ------------------------------------
+
+_BOMB_CHILD = """
+import resource, sys
+from pathlib import Path
+from pimingestd.errors import ParseError
+from pimingestd.sources import compression
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10  # MiB
+
+path = Path(sys.argv[1])
+before = peak()
+with path.open("rb") as fh, compression.decompressed(fh, compression.codec_of(path), path.name) as stream:
+    assert stream.read(1 << 16) == b"\\n" * (1 << 16)
+    first = peak()
+    if first - before >= 32:
+        sys.exit(f"the first 64 KiB of output took {first - before} MiB")
+    try:
+        while stream.read(1 << 16):
+            pass
+    except ParseError as exc:
+        print(exc, file=sys.stderr)
+    else:
+        print("not refused", file=sys.stderr)
+print(first - before, peak() - before)
+"""
+
+
+def _bomb(path: Path, codec: str, mib: int) -> None:
+    """``mib`` MiB of newlines, compressed a MiB at a time."""
+    makers: dict[str, Callable[[], Any]] = {
+        ".gz": lambda: zlib.compressobj(9, zlib.DEFLATED, 31),  # wbits 31: the gzip format
+        ".bz2": bz2.BZ2Compressor,
+        ".xz": lambda: lzma.LZMACompressor(preset=1),
+        ".zst": lambda: zstandard.ZstdCompressor(level=19).compressobj(),
+    }
+    packer = makers[codec]()
+    block = b"\n" * (1 << 20)
+    with path.open("wb") as out:
+        for _ in range(mib):
+            out.write(packer.compress(block))
+        out.write(packer.flush())
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_a_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path, codec: str) -> None:
+    """128 MiB of newlines in a few KiB: the first read decompresses at most a bounded amount, and the whole read
+    is refused by the ratio check, the process growing by tens of MiB, not by the bomb. (zstd decompressed each
+    64 KiB of input whole, all 128 MiB at once here, and copied what was left on every read.) Measured as the
+    peak RSS of a child process reading it."""
+    path = tmp_path / f"bomb.jsonl{codec}"
+    _bomb(path, codec, 128)
+    assert path.stat().st_size < 1 << 20
+    done = subprocess.run(
+        [sys.executable, "-c", _BOMB_CHILD, str(path)], capture_output=True, text=True, timeout=110, check=False
+    )
+    assert done.returncode == 0 and "refused as a decompression bomb" in done.stderr, done.stderr
+    first, whole = map(int, done.stdout.split())
+    assert first < 32 and whole < 32, f"{first} MiB after the first read, {whole} MiB until the bomb was refused"

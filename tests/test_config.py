@@ -113,6 +113,23 @@ def test_secret_precedence(tmp_path: Path) -> None:
     assert config.load(p, env=env).pimcore.secret == "from-credential"
 
 
+def test_api_token_precedence(tmp_path: Path) -> None:
+    """The API token, as the PIM-Core secret: the credential api-token (a Docker secret under
+    CREDENTIALS_DIRECTORY=/run/secrets in the image) beats PIMINGESTD_API_TOKEN beats the file; and it counts
+    as set for a daemon listening beyond loopback."""
+    p = write(tmp_path, MINIMAL + '[http]\napi_token = "from-file"\n')
+    assert config.load(p, env={}).http.api_token == "from-file"
+    assert config.load(p, env={"PIMINGESTD_API_TOKEN": "from-env"}).http.api_token == "from-env"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "api-token").write_text("from-credential\n")
+    env = {"PIMINGESTD_API_TOKEN": "from-env", "CREDENTIALS_DIRECTORY": str(creds)}
+    assert config.load(p, env=env).http.api_token == "from-credential"
+    (creds / "pimcore-secret").write_text("k\n")
+    open_host = write(tmp_path, MINIMAL + '[http]\nhost = "0.0.0.0"\n')
+    assert config.load(open_host, env={"CREDENTIALS_DIRECTORY": str(creds)}).http.api_token == "from-credential"
+
+
 def test_remote_secrets_precedence_and_masking(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """S3 keys: credential beats environment beats file; HTTP headers from the environment add to the file's;
     all of them masked."""

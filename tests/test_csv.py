@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,22 +38,28 @@ def test_records_are_what_dictreader_reads(
     """Written by csv.writer in a random dialect (delimiters, quotes and line breaks inside fields), read back:
     the same rows as csv.DictReader with that dialect."""
     rows = data.draw(st.lists(st.lists(FIELD, min_size=len(header), max_size=len(header)), max_size=15))
-    terminator = data.draw(st.sampled_from(["\n", "\r\n"]))
+    # Line ends: LF, CRLF, CR alone (Excel for Mac's "CSV (Macintosh)"), or CR and CRLF mixed row by row.
+    ends = data.draw(st.sampled_from([["\n"], ["\r\n"], ["\r"], ["\r", "\r\n"]]))
+    terminators = [data.draw(st.sampled_from(ends)) for _ in range(len(rows) + 1)]
     # csv.writer quotes only the characters of its line terminator: with "\n" and minimal quoting it writes a
     # lone CR unquoted, and the file no longer holds these rows (DictReader reads {None: [...]} back).
-    fields = [*header, *(f for row in rows for f in row)]
-    assume(not (terminator == "\n" and quoting == csv.QUOTE_MINIMAL and any("\r" in f for f in fields)))
+    assume(
+        quoting != csv.QUOTE_MINIMAL
+        or all(
+            not (set("\r\n") - set(end)) & set("".join(row))
+            for row, end in zip([header, *rows], terminators, strict=True)
+        )
+    )
     buf = io.StringIO(newline="")
-    writer = csv.writer(buf, delimiter=delimiter, quoting=quoting, lineterminator=terminator)
-    writer.writerow(header)
-    writer.writerows(rows)
+    for row, end in zip([header, *rows], terminators, strict=True):
+        csv.writer(buf, delimiter=delimiter, quoting=quoting, lineterminator=end).writerow(row)
     text = buf.getvalue()
     path = tmp_path_factory.mktemp("c") / "d.csv"
     path.write_bytes(text.encode("utf-8"))
     expected = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
     assert _read(path, delimiter=delimiter) == expected
     # "auto": the candidate that occurs most in the header line outside quotes, a comma on a tie or none.
-    first_line = text.split("\n", 1)[0]
+    first_line = text.replace("\r", "\n").split("\n", 1)[0]
     outside = "".join(first_line.split('"')[0::2])
     counts = {d: outside.count(d) for d in (",", ";", "\t", "|")}
     chosen = max(counts, key=lambda d: counts[d]) if max(counts.values()) else ","
@@ -91,6 +98,56 @@ def test_encodings(tmp_path: Path, encoding: str, data: bytes) -> None:
     assert _read(path, encoding=encoding) == [{"name": "A", "city": "Köln"}]
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_bom_is_refused_asking_for_the_byte_order(tmp_path: Path, codec: str) -> None:
+    """Python's utf-16 codec takes a file without a BOM for little-endian, so a big-endian one was read as
+    garbage (U+6E00 for "n"). Without a BOM the byte order is asked for; named, it reads either way, a BOM of the
+    same order is stripped and one of the other order refused."""
+    path = tmp_path / "u.csv"
+    text = "name;city\nA;Köln\n"
+    path.write_bytes(text.encode(codec))
+    with pytest.raises(ParseError, match=r"u\.csv: no byte order mark.*encoding = \"utf-16-le\" or \"utf-16-be\""):
+        _read(path, encoding="utf-16")
+    assert _read(path, encoding=codec) == [{"name": "A", "city": "Köln"}]
+    path.write_bytes(("\ufeff" + text).encode(codec))
+    assert _read(path, encoding=codec) == [{"name": "A", "city": "Köln"}]
+    assert _read(path, encoding="utf-16") == [{"name": "A", "city": "Köln"}]
+    other = "utf-16-be" if codec == "utf-16-le" else "utf-16-le"
+    with pytest.raises(
+        ParseError, match=rf"u\.csv: the byte order mark says {'big' if other == 'utf-16-le' else 'little'}"
+    ):
+        _read(path, encoding=other)
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+@pytest.mark.parametrize(
+    ("bom", "codec"), [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")]
+)
+def test_a_byte_order_mark_under_a_single_byte_encoding_is_refused(
+    tmp_path: Path, encoding: str, bom: bytes, codec: str
+) -> None:
+    """cp1252 and Latin-1 decode any byte: a UTF-8 BOM became "ï»¿" in the first header name, silently."""
+    path = tmp_path / "b.csv"
+    path.write_bytes(bom + "sku;city\nA;Köln\n".encode(codec))
+    with pytest.raises(
+        ParseError,
+        match=rf"b\.csv: the file starts with a UTF-(8|16).* byte order mark, but the encoding is {encoding}",
+    ):
+        _read(path, encoding=encoding)
+
+
+@pytest.mark.parametrize(
+    "text", ["2021-W52-1", "2021W521", "2021-W52", "2021-365", "2021-12-3\u0661", "\uff12021-12-31", "+2021-12-31"]
+)
+def test_a_date_is_only_yyyy_mm_dd(tmp_path: Path, text: str) -> None:
+    """The README's types.date is an ISO date YYYY-MM-DD; date.fromisoformat also takes week dates, ordinal
+    dates and other digits (2021-W52-1 became 2021-12-27)."""
+    path = tmp_path / "d.csv"
+    path.write_text(f"sku,released\nA,{text}\nB,2021-12-31\n", encoding="utf-8")
+    with pytest.raises(ParseError, match=rf"line 2 column 'released': '{re.escape(text)}' is not an ISO date"):
+        _read(path, types={"released": "date"})
+
+
 def test_an_invalid_byte_names_line_and_byte(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     data = b"name,city\nA,Bonn\nB,K" + b"\xf6" + b"ln\n"  # Latin-1 in a UTF-8 file
@@ -123,6 +180,26 @@ def test_errors_name_the_line(tmp_path: Path, text: str, options: dict[str, Any]
     with pytest.raises(ParseError) as info:
         _read(path, **options)
     assert message in str(info.value) and "e.csv" in str(info.value)
+
+
+@pytest.mark.parametrize("end", ["\r", "\r\n", "\n"])
+def test_line_ends_across_read_blocks_keep_lines_and_their_numbers(tmp_path: Path, end: str) -> None:
+    """A line end at every offset around the 64 KiB read boundary (a CRLF split between two blocks is one line
+    end, not two); a quoted field holding CR, LF and CRLF; the line an error names counts CR-only line ends."""
+    for shift in range(-3, 3):
+        head = "sku,text" + end
+        filler = "x" * ((1 << 16) - len(head) - 2 + shift)
+        text = head + f"A,{filler}" + end + 'B,"in\rside\nand\r\nend"' + end + "C,c" + end * 3 + "D,d,extra" + end
+        path = tmp_path / "b.csv"
+        path.write_bytes(text.encode())
+        expected = list(csv.DictReader(io.StringIO(text[: text.index("D,d")], newline="")))
+        assert [r["sku"] for r in expected] == ["A", "B", "C"] and expected[1]["text"] == "in\rside\nand\r\nend"
+        reader = csv.reader(io.StringIO(text, newline=""))
+        line = next(reader.line_num for row in reader if row[:1] == ["D"])  # 10: a CR inside quotes counts too
+        with pytest.raises(ParseError, match=rf"b\.csv: line {line} \(record 3\): 3 fields"):
+            _read(path)
+        path.write_bytes(text[: text.index("D,d")].encode())
+        assert _read(path) == expected, shift
 
 
 def test_types_short_rows_and_empty_lines(tmp_path: Path) -> None:

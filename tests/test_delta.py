@@ -227,6 +227,73 @@ async def test_repeated_keys_apply_in_file_order_and_the_last_version_is_stored(
     assert st["status"] == "completed" and st["records_unchanged"] == 2 and st["chunks_acked"] == 0, st
 
 
+async def test_an_integer_key_and_its_text_are_one_key_and_a_file_writes_them_one_way(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Keys are text (docs/protocol.md, "Keys"): a catalogue that wrote SKU 100234 as a number yesterday and as
+    text today updates one product; no tombstone goes out for the number (PIM-Core would delete the product it
+    just updated). Within one file, a digit key written the other way than the file's first is refused into
+    the reject file, naming both records."""
+    d = await make_daemon(chunking={"records": 2})
+    day1 = [{"sku": 100234, "v": 1}, {"sku": "A-1", "v": 1}]
+    _, body = await d.ingest(path=str(_write(data_dir / "k1.jsonl", day1)), **DELTA, deletions="send")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_acked"] == 2, st
+    assert set(versions(d.config.daemon.state_db, "products")) == {'"100234"', '"A-1"'}
+    day2 = [{"sku": "100234", "v": 2}, {"sku": "A-1", "v": 1}, {"sku": 100235, "v": 1}, {"sku": 7, "v": 1}]
+    _, body = await d.ingest(
+        path=str(_write(data_dir / "k2.jsonl", day2)), **DELTA, deletions="send", on_invalid="skip"
+    )
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert (st["deletions"], st["records_deleted"], st["records_unchanged"]) == (0, 0, 1), st
+    sent = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
+    assert sent == [{"sku": "100234", "v": 2}], "the number keys after the text one are refused"
+    catalogue = await receiver.get("/catalogue?key=sku")
+    assert catalogue == {'"100234"': '{"sku":"100234","v":2}', '"A-1"': '{"sku":"A-1","v":1}'}, catalogue
+    code, raw = await d.request("GET", f"/api/ingestions/{st['ingestion_id']}/rejects")
+    lines = [json.loads(line) for line in raw.splitlines()] if isinstance(raw, str) else [raw]
+    assert code == 200 and [r["sku"] for r in lines] == [100235, 7], lines
+    assert all(r["_reject"]["field"] == "sku" for r in lines), lines
+    assert "record 0 wrote a digit key as text" in lines[0]["_reject"]["reason"]
+
+
+async def test_a_key_refused_for_its_form_is_still_in_the_file_and_is_not_tombstoned(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """A record refused because it writes a digit key the other way than the file's first is in the file all the
+    same: its key is not absent, so no tombstone deletes the product it names."""
+    d = await make_daemon(chunking={"records": 2})
+    _, body = await d.ingest(path=str(_write(data_dir / "f1.jsonl", [{"sku": "100234"}, {"sku": "7"}])), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    day2 = [{"sku": 7, "v": 2}, {"sku": "100234", "v": 2}]
+    _, body = await d.ingest(
+        path=str(_write(data_dir / "f2.jsonl", day2)), **DELTA, deletions="send", on_invalid="skip"
+    )
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_invalid"] == 1, st
+    assert (st["deletions"], st["records_deleted"]) == (0, 0), st
+    assert '"100234"' in await receiver.get("/catalogue?key=sku")
+
+
+async def test_a_key_repeated_in_a_delta_file_ends_as_its_last_record(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Delta compares a record with the version PIM-Core holds for its key; once an earlier record of the key
+    was sent in this file, PIM-Core no longer holds that version, so the later records of the key are sent
+    too, even one equal to the stored version: the key ends as its last record in file order."""
+    a1, a2, a3, b = {"sku": "A", "v": 1}, {"sku": "A", "v": 2}, {"sku": "A", "v": 3}, {"sku": "B", "v": 1}
+    d = await make_daemon(chunking={"records": 2})
+    _, body = await d.ingest(path=str(_write(data_dir / "r1.jsonl", [a1, a2, b])), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    _, body = await d.ingest(path=str(_write(data_dir / "r2.jsonl", [a3, b, a2])), **DELTA)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_unchanged"] == 1, st
+    assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [a3, a2]
+    assert json.loads((await receiver.get("/catalogue?key=sku"))['"A"']) == a2
+    assert versions(d.config.daemon.state_db, "products")['"A"'] == hashlib.sha256(canonical.encode(a2)).digest()[:16]
+
+
 PRICED = {
     **DELTA,
     "deletions": "send",
@@ -280,7 +347,7 @@ async def test_an_older_full_file_never_resumes_over_a_newer_one_of_its_scope(
     """Monday's full file (E dropped) fails during delivery; Tuesday's (E back) completes. Resuming Monday is
     refused (409, saying why and what to do): it would send Monday's prices and a tombstone for E. Dropping
     Monday's file again is a new ingestion, compared with what PIM-Core holds now."""
-    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100, "on_invalid": "skip"}
     d = await make_daemon(chunking={"records": 2}, delivery={"max_attempts": 1, "backoff": 0.05, "preflight": True})
     skus = ["A", "B", "C", "D", "E"]
     _, body = await d.ingest(path=str(_write(data_dir / "base.jsonl", [{"sku": s, "p": 1} for s in skus])), **rules)
@@ -318,7 +385,7 @@ async def test_an_older_file_waiting_for_its_scope_fails_once_a_newer_one_delive
 ) -> None:
     """The resume is taken while Tuesday's ingestion runs and has delivered nothing yet; Monday waits for the
     scope, and once Tuesday completed, its run refuses to start, saying why."""
-    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100, "on_invalid": "skip"}
     d = await make_daemon(chunking={"records": 2}, delivery={"max_attempts": 1, "backoff": 0.05, "preflight": True})
     await receiver.faults([{"action": "reject_final", "chunk": 1}])
     _, body = await d.ingest(path=str(_write(data_dir / "monday.jsonl", [product(i) for i in range(4)])), **rules)
@@ -375,3 +442,141 @@ async def test_a_late_ack_during_a_newer_spool_pass_makes_it_spool_again(
     assert st["status"] == "completed", st
     assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [base[0], tuesday[4]]
     assert versions(d.config.daemon.state_db, "products") == await held(receiver)
+
+
+async def test_a_key_spelled_as_a_number_instead_of_a_string_is_never_tombstoned(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Keys are text (docs/protocol.md, "Keys"): ``"1"`` and ``1`` are one key, as they are one object in
+    PIM-Core. An exporter that wrote yesterday's ``"sku": "1"`` as ``"sku": 1`` today still has product 1 in
+    its file: the record is sent (its bytes changed), and no tombstone for ``"1"`` follows it (which would
+    delete the object just upserted), also with the repeat held back by validation. A key whose text is not
+    the same (``"01"``, ``"-0"``) is another object, and is deleted as any absent key."""
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100, "on_invalid": "skip"}
+    d = await make_daemon()
+    day1 = [
+        {"sku": "1", "v": 1},
+        {"sku": "2", "v": 1},
+        {"sku": "01", "v": 1},
+        {"sku": "-0", "v": 1},
+        {"sku": "A", "v": 1},
+    ]
+    _, body = await d.ingest(path=str(_write(data_dir / "d1.jsonl", day1)), **rules)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+
+    day2 = [{"sku": 1, "v": 1}, {"sku": 2, "v": 1}, {"sku": 1, "v": 2}, {"sku": "A", "v": 1}]
+    _, body = await d.ingest(path=str(_write(data_dir / "d2.jsonl", day2)), **rules, unique_key=True)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    sent = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
+    assert sent == [
+        {"sku": 1, "v": 1},
+        {"sku": 2, "v": 1},
+        {"sku": "-0", "_deleted": True},
+        {"sku": "01", "_deleted": True},
+    ], sent
+    assert (st["deletions"], st["records_invalid"]) == (2, 1), st
+
+
+async def test_a_record_that_is_not_an_object_has_no_key_and_is_refused_by_name(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """An XML record element holding only text is a string record, not an object: with a key it has none.
+    Under ``on_invalid = "skip"`` it goes to the reject file with that reason (and, with keys absent from a
+    full file under ``deletions = "send"``, the file fails naming it); it never crashes the spool pass."""
+    src = data_dir / "feed.xml"
+    src.write_text("<feed><p><sku>A</sku></p><p>just text</p><p><sku>B</sku></p></feed>")
+    d = await make_daemon()
+    rules = {**DELTA, "on_invalid": "skip", "record_path": "feed/p"}
+    _, body = await d.ingest(path=str(src), **rules)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed" and st["records_invalid"] == 1 and st["records_acked"] == 2, st
+    src.write_text("<feed><p><sku>A</sku></p><p>just text</p></feed>")
+    _, body = await d.ingest(path=str(src), **rules, deletions="send")
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "failed" and "record 1 has no usable key" in st["error"], st
+
+
+async def test_a_late_ack_committed_just_before_a_spool_pass_ends_makes_it_spool_again(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path, monkeypatch: Any
+) -> None:
+    """The late ACK's count moved only once its commit had returned to the event loop: a spool pass that found
+    A = 1 unchanged, during which Monday's A = 2 committed, but which was compared before the count moved,
+    stood, and Tuesday's A = 1 never reached PIM-Core, which holds Monday's A = 2. The count moves before the
+    commit too (a pass that began, or ended, with a late ACK's commit under way is done again)."""
+    import asyncio
+    import threading
+
+    from pimingestd.core.ingestion import Runner
+    from pimingestd.state import lookups
+    from pimingestd.state.sqlite import Store
+
+    d = await make_daemon(delivery={"max_attempts": 1, "ack_timeout": 0.5, "backoff": 0.05, "preflight": True})
+    base = [{"sku": s, "p": 1} for s in "ABCD"]
+    _, body = await d.ingest(path=str(_write(data_dir / "base.jsonl", base)), **DELTA)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+    await receiver.faults([{"action": "drop_ack", "chunk": 1}])
+    _, body = await d.ingest(path=str(_write(data_dir / "monday.jsonl", [{"sku": "A", "p": 2}, *base[1:]])), **DELTA)
+    monday = body["ingestion_id"]
+    assert (await d.wait(monday))["status"] == "failed"
+    (chunk,) = (await d.request("GET", f"/api/ingestions/{monday}/chunks"))[1]["chunks"]
+    late = {"ingestion_id": monday, "chunk": 1, "checksum": chunk["checksum"], "status": "ack"}
+    loop = asyncio.get_running_loop()
+    committed, passed = threading.Event(), asyncio.Event()
+    commit_in_tx, spool_pass, changed = Store._commit_ack_in_tx, Runner._spool_pass, lookups.ScopeView.changed
+
+    async def slow_return(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = await commit_in_tx(self, *args, **kwargs)  # committed: Monday's A = 2 is the stored version
+        committed.set()
+        await passed.wait()  # the ACK's coroutine goes on only once a spool pass was compared
+        return out
+
+    async def compared(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await spool_pass(self, *args, **kwargs)
+        finally:
+            passed.set()  # the caller compares the count right after this returns, in the same step
+
+    acks: list[Any] = []
+
+    def looked_up(self: Any, keys: Any, hashes: Any) -> list[bool]:
+        out = changed(self, keys, hashes)
+        if not acks:  # Tuesday's pass has found A unchanged; now Monday's ACK commits
+            acks.append(asyncio.run_coroutine_threadsafe(d.ack(late), loop))
+            assert committed.wait(timeout=30)
+        return out
+
+    monkeypatch.setattr(Store, "_commit_ack_in_tx", slow_return)
+    monkeypatch.setattr(Runner, "_spool_pass", compared)
+    monkeypatch.setattr(lookups.ScopeView, "changed", looked_up)
+    await receiver.faults([])
+    tuesday = [*base, {"sku": "E", "p": 1}]
+    _, body = await d.ingest(path=str(_write(data_dir / "tuesday.jsonl", tuesday)), **DELTA)
+    st = await d.wait(body["ingestion_id"])
+    assert acks and (await asyncio.wrap_future(acks[0]))[0] == 200
+    assert st["status"] == "completed", st
+    assert [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])] == [base[0], tuesday[4]]
+    assert versions(d.config.daemon.state_db, "products") == await held(receiver)
+
+
+async def test_a_key_respelled_as_pim_core_compares_it_is_never_tombstoned(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Pimcore finds an object by its key field through MySQL's collation (utf8mb4_general_ci for Pimcore 11,
+    utf8mb4_unicode_520_ci for 12: case and accents ignored, trailing spaces too), so ``abc`` today is the
+    object ``ABC`` was yesterday: the upsert updates it, and a tombstone for ``ABC`` then deleted it. A key
+    absent from the file is not deleted while the file holds a key that folds to the same text (case, accents,
+    trailing spaces, "1" and 1); a key with no such twin is deleted as before."""
+    rules = {**DELTA, "deletions": "send", "max_deletions": 100}
+    d = await make_daemon()
+    day1 = [{"sku": s, "v": 1} for s in ("ABC", "Café", "x ", "gone", "Straße", "keep")]
+    _, body = await d.ingest(path=str(_write(data_dir / "f1.jsonl", day1)), **rules)
+    assert (await d.wait(body["ingestion_id"]))["status"] == "completed"
+
+    day2 = [{"sku": s, "v": 1} for s in ("abc", "CAFE", "x", "STRASSE", "keep")]
+    _, body = await d.ingest(path=str(_write(data_dir / "f2.jsonl", day2)), **rules)
+    st = await d.wait(body["ingestion_id"])
+    assert st["status"] == "completed", st
+    sent = [json.loads(r["record"]) for r in await receiver.records(st["ingestion_id"])]
+    assert sent == [*day2[:4], {"sku": "gone", "_deleted": True}], sent
+    assert (st["deletions"], st["records_deleted"]) == (1, 1), st

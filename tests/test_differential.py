@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import zipfile
 from decimal import Decimal
@@ -19,12 +20,16 @@ from pathlib import Path
 from typing import Any
 from xml.dom import minidom
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook
 
+from pimingestd.errors import ParseError
 from pimingestd.protocol import canonical
-from pimingestd.sources import SourceSpec, read_records
+from pimingestd.sources import SourceSpec, read_records, read_stream
+from pimingestd.sources.exact import Exact
+from pimingestd.sources.json_guard import JsonGuard
 
 # ---- JSON -------------------------------------------------------------------------------------------
 
@@ -177,6 +182,148 @@ def test_json_lines_deliver_what_json_loads_reads(tmp_path_factory: Any, lines: 
     path.write_text(text, encoding="utf-8", newline="")
     expected = [canonical.encode(json.loads(r, parse_float=Decimal)) for _, r, _, _ in lines]
     assert _delivered(path, "jsonl") == expected
+
+
+# Backslashes and surrogate escapes where a read can split them: an escaped backslash then the text "ud83d" (no
+# escape), pairs in either case, an escaped backslash before a pair, DEL raw and escaped (which send the window to
+# the exact reader, and so through the guard).
+BACKSLASHY = st.sampled_from(
+    ["\\\\", "\\ud83d\\ude00", "\\uDBFF\\uDFFF", "ud83d", "\\\\ud83d", "\\\\\\ud800\\udc00", "\\\\u",
+     "\x7f", "\\u007f", "\\\"", "a", "\\u0041", "\\/", "😀"]
+)  # fmt: skip
+LONE = st.sampled_from(["\\ud83d", "\\uDE00", "\\udbff\\u0041", "\\ude00\\ud83d"])
+PAIRED_STRING = st.lists(BACKSLASHY, max_size=8).map(lambda parts: '"' + "".join(parts) + '"')
+
+
+@st.composite
+def paired_document(draw: Any) -> str:
+    """An array of objects whose keys repeat, holding PAIRED_STRING keys and values among the usual records."""
+    keys = draw(st.lists(PAIRED_STRING, min_size=1, max_size=3))
+    value = st.one_of(PAIRED_STRING, _value(WS, 1))
+    member = st.tuples(st.sampled_from(keys), value).map(lambda m: f"{m[0]}:{m[1]}")
+    record = st.one_of(st.lists(member, max_size=6).map(lambda ms: "{" + ",".join(ms) + "}"), _records(WS))
+    return "[" + ",".join(draw(st.lists(record, min_size=1, max_size=12))) + "]"
+
+
+class _Pieces(io.RawIOBase):
+    """A file read in pieces of the sizes given, in turn (as a network stream returns what has arrived)."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+        self._sizes = sizes
+        self._turn = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._data.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._data.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), self._sizes[self._turn % len(self._sizes)])
+        self._turn += 1
+        data = self._data.read(size)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(paired_document(), st.lists(st.integers(1, 40), min_size=1, max_size=6))
+def test_json_read_in_any_pieces_delivers_what_json_loads_reads(doc: str, sizes: list[int]) -> None:
+    """Valid JSON is never refused, wherever the reads split it: the guard refused an escaped backslash at the end
+    of one read and "ud83d" at the start of the next as an unpaired surrogate."""
+    spec = SourceSpec("json", {}, 4096)
+    got = [canonical.encode(r) for r in read_stream(_Pieces(doc.encode(), sizes), "doc.json", spec)]
+    assert got == _reference(doc)
+
+
+def _lone_surrogate(text: str) -> bool:
+    """Whether any string of the document, keys and the values of duplicate keys included, holds a lone surrogate."""
+    try:
+        json.dumps(json.loads(text, object_pairs_hook=list), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    st.lists(st.one_of(BACKSLASHY, BACKSLASHY, LONE), max_size=10).map(lambda parts: '"' + "".join(parts) + '"'),
+    st.lists(st.integers(1, 12), min_size=1, max_size=6),
+)
+def test_the_guard_refuses_exactly_the_unpaired_surrogates(string: str, sizes: list[int]) -> None:
+    """The guard, fed in pieces, against json.loads: refused (naming a surrogate) if and only if a string holds a
+    lone surrogate, high or low (yajl would turn a lone low one into bytes that fail as "invalid UTF-8")."""
+    doc = f'[{{"k":{string},"k":"x"}}]'.encode()
+    guard = JsonGuard("doc.json", 1 << 20)
+    at, turn = 0, 0
+    try:
+        while at < len(doc):
+            size = sizes[turn % len(sizes)]
+            guard.feed(doc[at : at + size])
+            at, turn = at + size, turn + 1
+        guard.finish()
+    except ParseError as exc:
+        assert _lone_surrogate(doc.decode()) and "surrogate" in str(exc), (doc, str(exc))
+    else:
+        assert not _lone_surrogate(doc.decode()), doc
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        '{"sku":"A","sku":"B","p":1.50,"p":2}',  # the fast path: the dropped marked number makes it decline
+        '{"sku":"A","p":2,"sku":"B","p":1.50}',  # the fast path takes it
+        '{"sku":"A","sku":"B\x7f","p":"\\ud83d\\ude00","p":"x"}',  # a DEL: the exact reader (ijson)
+        '{"\\ud83d\\ude00":1,"\\uD83D\\uDE00":2.5,"sku":"B"}',  # one key, escaped twice
+    ],
+)
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+@pytest.mark.parametrize("exact_values", [False, True])
+def test_the_last_of_duplicate_keys_wins_on_every_path(
+    tmp_path: Path, record: str, fmt: str, exact_values: bool
+) -> None:
+    """As json.loads: the fast paths, the exact readers and the parsed objects the record pipeline keys records by
+    (exact_values) all keep the last value of a repeated key, where the first one stood."""
+    path = tmp_path / f"d.{fmt}"
+    path.write_text(f"[{record},{record}]" if fmt == "json" else f"{record}\n{record}\n", encoding="utf-8")
+    expected = json.loads(record, parse_float=Decimal)
+    for got in read_records(path, SourceSpec(fmt, exact_values=exact_values)):
+        if isinstance(got, Exact):  # the canonical bytes, and the object (a fraction as a marked string)
+            assert got.body == canonical.encode(expected)
+            assert {k: v.strip("\x7f") if isinstance(v, str) else v for k, v in got.value.items()} == {
+                k: str(v) if isinstance(v, Decimal) else v for k, v in expected.items()
+            }
+        else:
+            assert canonical.encode(got) == canonical.encode(expected)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        '{"a":"\\ud800"}',
+        '{"a":"x\\udc00y","b":1e3}',
+        '{"a":"\\ud83d\\\\\\ude00"}',  # an escaped backslash between the two halves: no pair
+        '{"a":"\\ud800","a":"kept"}',  # json.loads drops it silently with the duplicate
+        '{"\\udbff":1}',
+    ],
+)
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_a_lone_surrogate_is_refused_alike_in_json_and_json_lines(tmp_path: Path, record: str, fmt: str) -> None:
+    """JSON (the guard) refused a lone surrogate escape anywhere; JSON Lines' exact path (json.loads) kept it, and
+    then failed at encoding without naming the line, or dropped it with a duplicate key without a word."""
+    path = tmp_path / f"s.{fmt}"
+    path.write_text(f"[{record}]" if fmt == "json" else f'{{"ok":1}}\n{record}\n', encoding="utf-8")
+    where = r"s\.json: an" if fmt == "json" else r"s\.jsonl: line 2 \(record 1\): invalid JSON: an"
+    with pytest.raises(ParseError, match=rf"{where} unpaired surrogate escape \\u[dD][89a-fA-F]"):
+        [canonical.encode(r) for r in read_records(path, SourceSpec(fmt))]
 
 
 # ---- Excel ------------------------------------------------------------------------------------------

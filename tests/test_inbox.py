@@ -586,25 +586,101 @@ async def test_a_file_renamed_in_while_its_writer_holds_it_waits_for_the_close(
     await _all_150_delivered(c, cfg)
 
 
-async def test_without_a_lease_inotify_close_events_keep_an_open_file(make_cluster: Any, tmp_path: Path) -> None:
-    """The daemon as it usually runs: the exporter's file is not its own and it has no CAP_LEASE, so the lease
-    cannot tell (EACCES). With inotify it still knows the file was written and not closed since: the same
-    paused writer is taken only after its close, all 150 records."""
+async def _start_without_lease(c: Any) -> None:
+    """The daemon as it usually runs: without CAP_LEASE (setpriv drops it), so it may take a lease only on a
+    file it owns (root's), not on the exporter's (nobody's)."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.fail("setpriv (util-linux) is needed to start the daemon without CAP_LEASE")
-    cfg = inbox_config(tmp_path, settle_seconds=0.5)
-    c = make_cluster(inbox=cfg)
-    await c.start_receiver()
     command = [setpriv, "--bounding-set", "-lease", "--inh-caps", "-lease", "--", sys.executable, "-m", "pimingestd"]
     with open(c.log, "ab") as out:  # the child keeps its own descriptor
         c.daemon = daemon = await asyncio.to_thread(
             subprocess.Popen, [*command, "run", "--config", str(c.cfg)], stdout=out, stderr=subprocess.STDOUT
         )
     await wait_http(c.durl + "/healthz", ok=lambda s: s == 200, timeout=30, alive=lambda: daemon.poll() is None)
+
+
+async def test_without_a_lease_a_file_created_and_not_written_yet_is_not_taken(
+    make_cluster: Any, tmp_path: Path
+) -> None:
+    """`exporter > inbox/export.jsonl`: the shell creates the file, and the exporter writes nothing for a while
+    (its query runs). Without a lease the daemon knows from inotify that the file was created by an open (its
+    IN_CREATE is followed by the creator's IN_OPEN), so the empty file is not taken; all 150 records are
+    delivered once its writer closed it. A file hard-linked into the inbox (IN_CREATE with no open: no writer)
+    is still taken once it settled."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.5)
+    c = make_cluster(inbox=cfg)
+    await c.start_receiver()
+    await _start_without_lease(c)
+    inbox = Path(cfg["dir"])
+    fd = os.open(inbox / "export.jsonl", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with open(fd, "w") as f:
+        os.fchown(fd, 65534, 65534)  # the exporter's file (nobody's): the daemon has no lease on it
+        await asyncio.sleep(3)  # the query runs: nothing written yet, six times settle_seconds
+        assert await c.ingestions() == [], "an empty file taken while its writer still had it open"
+        f.write(_lines(range(150)))
+    await _all_150_delivered(c, cfg)
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text(_lines(range(150, 160)))
+    os.chown(outside, 65534, 65534)
+    os.link(outside, inbox / "linked.jsonl")
+
+    async def linked_done() -> bool:
+        return any(Path(cfg["done_dir"]).glob("*/linked.jsonl"))
+
+    await wait_for(linked_done, timeout=30, what="the hard-linked file in done/")
+    rows = {r["file_name"]: r for r in await c.ingestions()}
+    assert rows["linked.jsonl"]["status"] == "completed" and rows["linked.jsonl"]["records_acked"] == 10
+
+
+async def test_without_a_lease_inotify_close_events_keep_an_open_file(make_cluster: Any, tmp_path: Path) -> None:
+    """The daemon as it usually runs: the exporter's file is not its own and it has no CAP_LEASE, so the lease
+    cannot tell (EACCES). With inotify it still knows the file was written and not closed since: the same
+    paused writer is taken only after its close, all 150 records."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.5)
+    c = make_cluster(inbox=cfg)
+    await c.start_receiver()
+    await _start_without_lease(c)
     target = Path(cfg["dir"]) / "export.jsonl"
     target.touch()
     os.chown(target, 65534, 65534)  # the exporter's file (nobody's), not the daemon's
     await _write_in_bursts(c, target, first="a")
     await _all_150_delivered(c, cfg)
     assert "neither owns the file nor has CAP_LEASE" in c.log.read_text()
+
+
+async def test_a_copy_following_a_running_ingestion_still_follows_it_after_a_crash(
+    make_cluster: Any, tmp_path: Path
+) -> None:
+    """The same bytes dropped again while the first file is delivered follow its ingestion. The daemon is killed
+    and started again: the ingestion resumes from its own file (still first.jsonl, not the copy), every record
+    is applied once, and both files leave processing/ for done/ (none is left there with no ingestion)."""
+    cfg = inbox_config(tmp_path, settle_seconds=0.2)
+    c = make_cluster(inbox=cfg, chunking={"records": 10})
+    await c.start_receiver()
+    await c.start_daemon()
+    await c.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
+    inbox, processing, done = Path(cfg["dir"]), Path(cfg["processing_dir"]), Path(cfg["done_dir"])
+    for taken, name in enumerate(("first.jsonl", "again.jsonl"), 1):
+        (inbox / ".export.tmp").write_text(_lines(range(60)))
+        os.rename(inbox / ".export.tmp", inbox / name)
+        await wait_for(lambda n=taken: _count(processing, n), what=f"{name} taken")
+
+    async def following() -> bool:
+        return "same bytes already being ingested; will follow it" in c.log.read_text()
+
+    await wait_for(following, what="the copy following the first file's ingestion")
+    [row] = await c.ingestions()
+    assert row["status"] == "running", row
+    await c.kill_daemon()
+    await c.start_daemon()
+    st = await c.settle(row["ingestion_id"])
+    assert st["status"] == "completed" and st["file_name"] == "first.jsonl" and st["records_acked"] == 60, st
+    await c.verify(row["ingestion_id"], [product(i) for i in range(60)])
+
+    async def both_done() -> bool:
+        return files_under(done) != [] and len(files_under(done)) == 2 and files_under(processing) == []
+
+    await wait_for(both_done, what="both files in done/ and processing/ empty")
+    assert sorted(p.name for p in done.glob("*/*.jsonl")) == ["again.jsonl", "first.jsonl"]
+    assert [r["ingestion_id"] for r in await c.ingestions()] == [row["ingestion_id"]]

@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+
+from pimingestd.testing import free_port, write_config
 
 from .conftest import MakeCluster
 from .helpers import product, report, write_json
@@ -51,6 +54,22 @@ async def test_second_daemon_refuses_same_state(make_cluster: MakeCluster) -> No
     assert other.returncode == 74
     assert "another pimingestd is running" in other.stderr
     assert c.daemon is not None and c.daemon.poll() is None
+
+
+def test_a_state_folder_it_cannot_write_is_exit_74_naming_it(tmp_path: Path) -> None:
+    """A state folder the daemon cannot create or write (a volume owned by another user, a file in the way) stops
+    it with exit 74 and the path, as an unusable state database does: a restart (Restart=on-failure, a container's
+    restart policy) cannot fix it, so it must not look like a crash."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the state folder should be")
+    cfg = write_config(
+        tmp_path, daemon_port=free_port(), receiver_port=free_port(), daemon={"state_db": f"{blocker}/state.db"}
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "pimingestd", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 74, run.stderr
+    assert str(blocker) in run.stderr and "writable" in run.stderr, run.stderr
 
 
 @pytest.mark.slow

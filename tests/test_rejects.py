@@ -488,3 +488,163 @@ def test_an_excel_reject_file_holds_any_text_a_source_cell_held(tmp_path: Path) 
     target = tmp_path / "p.rejects.xlsx"
     assert reject_file.write(iter([record]), iter([(0, "-1", "note")]), "excel", {}, target) == 1
     assert _read(target, "excel") == [record]
+
+
+def _canonical(records: Any) -> list[bytes]:
+    """Each record's canonical bytes, whichever form a reader gave it in (a fast path's fragment, or a dict)."""
+    import orjson
+
+    from pimingestd.protocol import canonical
+
+    return [orjson.dumps(r) if isinstance(r, orjson.Fragment) else canonical.encode(r) for r in records]
+
+
+async def test_a_reject_file_keeps_every_number_as_written(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """A refused record's numbers reach its reject file as the source wrote them: ``19.90`` keeps its digits (a
+    JSON array's fast path gave canonical bytes, which were read back through binary floats) and an integer
+    beyond 64 bits is written whole (orjson refused it, and the reject file was not written at all); the file
+    dropped in again sends exactly the bytes the source would have."""
+    big = "123456789012345678901234567890"
+    files = {
+        "n.json": f'[{{"sku":"A","price":19.90}},{{"sku":"B","price":0.10,"stock":{big}}}]'.encode(),
+        "n.jsonl": f'{{"sku":"A","price":19.90}}\n{{"sku":"B","price":0.10,"stock":{big}}}\n'.encode(),
+        "n.csv": f"sku,price,stock\nA,19.90,1\nB,0.10,{big}\n".encode(),
+    }
+    options: dict[str, dict[str, Any]] = {"n.csv": {"types": {"price": "decimal", "stock": "int"}}}
+    await receiver.faults(_refuse("A", "B", reason="no"))
+    d = await make_daemon()
+    for name, data in files.items():
+        src = data_dir / name
+        src.write_bytes(data)
+        fmt = name.rsplit(".", 1)[1]
+        _, body = await d.ingest(path=str(src), **options.get(name, {}))
+        st = await d.wait(body["ingestion_id"])
+        assert st["status"] == "completed" and st["records_rejected"] == 2, (name, st)
+        code, raw, _ = await _rejects(d, st["ingestion_id"])
+        assert code == 200 and b"19.90" in raw and big.encode() in raw, (name, code, raw)
+        back = data_dir / f"back-{name}"
+        back.write_bytes(raw)
+        spec = SourceSpec(fmt, options.get(name, {}))
+        assert _canonical(read_records(back, spec)) == _canonical(read_records(src, spec)), name
+
+
+async def test_a_csv_reject_file_reads_back_with_auto_whatever_its_header_names_hold(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """``delimiter = "auto"`` finds the delimiter in the header line outside quotes: a ``;`` file whose quoted
+    header names hold commas (``"size (l, w, h, d)"``) or pipes is read with ``;``, and its reject file must
+    read the same way when dropped in again. A name the writer left unquoted (it holds no ``;``) made the
+    commas count, and the fixed file was read with ``,`` and refused."""
+    files = {
+        "commas.csv": b'sku;"size (l, w, h, d)";"a, b"\nA;1;2\nB;3;4\n',
+        "pipes.csv": b'sku,"x|y|z|w|v"\nA,1\nB,3\n',
+        "tabs.csv": b'sku|"a\tb\tc"|"d\te"\nA|1|2\nB|3|4\n',
+    }
+    await receiver.faults(_refuse("B", reason="no"))
+    d = await make_daemon()
+    for name, data in files.items():
+        src = data_dir / name
+        src.write_bytes(data)
+        _, body = await d.ingest(path=str(src))
+        st = await d.wait(body["ingestion_id"])
+        assert st["status"] == "completed" and st["records_rejected"] == 1, (name, st)
+        code, raw, _ = await _rejects(d, st["ingestion_id"])
+        assert code == 200, (name, raw)
+        back = data_dir / f"back-{name}"
+        back.write_bytes(raw)
+        assert _read(back, "csv") == _read(src, "csv")[1:], (name, raw)
+
+
+def test_a_reject_files_name_keeps_every_part_of_its_sources_name() -> None:
+    """``my.products.v2.jsonl``'s reject file was ``my.rejects.jsonl``: another delta scope (``my.jsonl``) and a
+    name a profile matching ``*.v2.jsonl`` no longer matched, so the fixed file dropped in again was read
+    without the profile's options and rules. The ``.rejects`` infix goes after the first part of the name, as
+    the scope rule reads it, and the rest is kept; a reject file's name is its own (and beside a source of that
+    name, ``-2``...)."""
+    from pimingestd.intake.profiles import glob_match
+    from pimingestd.records import reject_file
+    from pimingestd.records.rules import default_scope, is_reject_file
+
+    cases = {
+        ("my.products.v2.jsonl", "jsonl"): "my.rejects.products.v2.jsonl",
+        ("catalog.full.json.gz", "json"): "catalog.rejects.full.json",
+        ("products.csv.gz", "csv"): "products.rejects.csv",
+        ("export.2024-06-01.tsv", "csv"): "export.rejects.2024-06-01.tsv",
+        ("products", "csv"): "products.rejects.csv",
+        ("products.v2", "xml"): "products.rejects.v2.xml",
+        ("in/products.rejects.csv", "csv"): "products.rejects.csv",
+        ("my.rejects.products.v2.jsonl", "jsonl"): "my.rejects.products.v2.jsonl",
+        ("my.rejects-2.products.v2.jsonl", "jsonl"): "my.rejects.products.v2.jsonl",
+        ("p.rejects-3.xlsx", "excel"): "p.rejects.xlsx",
+    }
+    for (name, fmt), want in cases.items():
+        got = reject_file.download_name(name, fmt)
+        assert got == want, (name, got)
+        assert is_reject_file(got), got
+    for name, fmt in (("my.products.v2.jsonl", "jsonl"), ("export.2024-06-01.tsv", "csv"), ("p.xml", "xml")):
+        assert default_scope(reject_file.download_name(name, fmt)) == default_scope(name), name
+    assert glob_match("*.v2.jsonl", reject_file.download_name("my.products.v2.jsonl", "jsonl"))
+    placed = reject_file.placed_name("my.rejects.products.v2.jsonl", "jsonl", {"my.rejects.products.v2.jsonl"})
+    assert placed == "my.rejects-2.products.v2.jsonl" and default_scope(placed) == "my.products.v2.jsonl"
+    assert reject_file.placed_name("x.rejectsy.csv", "csv", set()) == "x.rejects.rejectsy.csv"
+
+
+async def test_a_csv_reject_file_keeps_the_byte_order_mark_of_its_source(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM, which the reader strips; without one in the reject file, Excel
+    opens it as cp1252 (``Näme`` shows as ``NÃ¤me``) and the fix is saved garbled. The reject file of a
+    source that starts with a BOM starts with one (plain or gzip'd, whatever the delimiter option); one of a
+    source without stays without; both read back as the refused records."""
+    import gzip
+
+    bom = b"\xef\xbb\xbf"
+    body = "sku;name\nA;Näme\nB;Bé\n".encode()
+    files = {"bom.csv": (bom + body, {}), "bom.csv.gz": (gzip.compress(bom + body), {"delimiter": ";"})}
+    files["plain.csv"] = (body, {})
+    await receiver.faults(_refuse("B", reason="no"))
+    d = await make_daemon()
+    for name, (data, options) in files.items():
+        src = data_dir / name
+        src.write_bytes(data)
+        _, answer = await d.ingest(path=str(src), **options)
+        st = await d.wait(answer["ingestion_id"])
+        assert st["status"] == "completed" and st["records_rejected"] == 1, (name, st)
+        code, raw, _ = await _rejects(d, st["ingestion_id"])
+        assert code == 200 and raw.startswith(bom) == name.startswith("bom"), (name, raw)
+        assert raw.removeprefix(bom).decode().splitlines() == ["sku;name;_reject_reason;_reject_field", "B;Bé;no;sku"]
+        back = data_dir / f"back-{name}.csv"
+        back.write_bytes(raw)
+        assert _read(back, "csv") == [{"sku": "B", "name": "Bé"}]
+
+
+async def test_the_reject_file_of_a_file_whose_name_is_not_utf8_downloads_and_is_placed(
+    make_daemon: MakeDaemon, receiver: Receiver, tmp_path: Path
+) -> None:
+    """A file dropped in under a name that is not UTF-8 (``caf\\xe9.csv``, written by a latin-1 system):
+    its reject file is placed beside it in done/ under the derived name, with the same bytes, and the API
+    serves it under the name's readable form (the undecodable byte as the text ``\\xe9``, as everywhere in
+    the API), never failing on the name's lone surrogate."""
+    import os
+    from urllib.parse import unquote
+
+    from .test_inbox import inbox_config
+
+    cfg = inbox_config(tmp_path)
+    inbox, done = Path(cfg["dir"]), Path(cfg["done_dir"])
+    (inbox / "incoming").mkdir(parents=True)
+    await receiver.faults(_refuse("B", reason="no"))
+    d = await make_daemon(inbox=cfg)
+    staged = tmp_path / "staged.csv"
+    staged.write_bytes(b"sku,name\nA,x\nB,y\n")
+    os.rename(staged, os.path.join(os.fsencode(inbox / "incoming"), b"caf\xe9.csv"))
+    placed = await _wait_for("caf*.rejects.csv", done)
+    assert os.fsencode(placed.name) == b"caf\xe9.rejects.csv"
+    st = await _completed(d, ".csv")
+    assert st["status"] == "completed" and st["records_rejected"] == 1, st
+    code, raw, headers = await _rejects(d, st["ingestion_id"])
+    assert code == 200 and raw == placed.read_bytes(), (code, raw)
+    encoded = headers["Content-Disposition"].split("filename*=UTF-8''", 1)[1]
+    assert unquote(encoded) == "caf\\xe9.rejects.csv"

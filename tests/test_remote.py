@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import yarl
 from openpyxl import Workbook
 
 from pimingestd.errors import UrlNotAllowed
+from pimingestd.http import keys as api
 from pimingestd.locations.remote import check_allowed, redact
 
 from .conftest import MakeDaemon
@@ -345,6 +348,25 @@ async def test_without_a_version_a_cut_is_not_spliced(
     assert st["version"] is None
 
 
+async def test_with_only_a_weak_etag_a_cut_is_not_spliced(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    """A weak ETag (``W/"…"``) says two versions are equivalent, not that their bytes are the same: it cannot
+    pin a read (If-Match never matches it) nor a range (RFC 9110 13.1.5 refuses it in If-Range). The object
+    is replaced by other bytes of the same size under the same weak ETag while the first GET is cut: a ranged
+    read continued it with the new object's second half. The cut now fails the ingestion, as without a
+    version, and nothing is sent."""
+    data = jsonl(200)
+    other = data.replace(b'"SKU-00', b'"SKU-99')  # other products, the same size
+    assert len(other) == len(data) and other != data
+    files.files["p.jsonl"] = data
+    files.replace_after_first["p.jsonl"] = other
+    files.cut_after = len(data) // 2
+    files.weak_etag = 'W/"equivalent"'
+    st = await fails_sending_nothing(make_daemon, receiver, files, "only a weak ETag")
+    assert st["version"] == 'etag:W/"equivalent"', st
+
+
 async def test_a_redirect_must_stay_within_allowed_urls(make_daemon: MakeDaemon, files: HttpFiles) -> None:
     files.files["real.jsonl"] = jsonl(3)
     files.redirect["away.jsonl"] = f"http://localhost:{files.port}/real.jsonl"
@@ -407,6 +429,42 @@ async def test_an_s3_prefix_is_watched_and_objects_move_to_done_or_failed(
     client.put_object(Bucket=BUCKET, Key="w/a.jsonl", Body=jsonl(12, 500))
     await _until(lambda: _keys(s3, "w-done/") == {"w-done/a.jsonl"})
     assert (await receiver.stats())["chunks_received"] == received
+
+
+async def test_an_inbox_object_whose_name_a_url_cannot_carry_is_left_and_said(
+    make_daemon: MakeDaemon, receiver: Receiver, s3: S3Server
+) -> None:
+    """S3 keys and SFTP names are literal, and may hold ``#`` or ``?``, which end a URL's path: the URL made
+    for ``in/Export #2.jsonl`` named ``in/Export `` (another object, read and moved in its place) while the
+    object itself stayed, marked as taken, never delivered and never said. It is left in place, and a warning
+    names it and says to rename it; the other objects are taken as before."""
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key="wq/Export ", Body=jsonl(2, 700))  # what the cut URL names
+    client.put_object(Bucket=BUCKET, Key="wq/Export #2.jsonl", Body=jsonl(3, 800))
+    client.put_object(Bucket=BUCKET, Key="wq/why?.jsonl", Body=jsonl(3, 900))
+    watch = {
+        "url": f"s3://{BUCKET}/wq/",
+        "format": "jsonl",
+        "poll_interval": 0.2,
+        "done_prefix": f"s3://{BUCKET}/wq-done/",
+        "failed_prefix": f"s3://{BUCKET}/wq-failed/",
+    }
+    with structlog.testing.capture_logs() as events:
+        d = await make_daemon(remote={**remote_section([f"s3://{BUCKET}/"], s3=s3), "watch": [watch]})
+        await _until(lambda: _keys(s3, "wq-done/") == {"wq-done/Export "})
+        await _until(lambda: sum("cannot be named by a URL" in e["event"] for e in events) >= 2)
+        for _ in range(3):  # more polls: said once per object, not at every poll
+            await d.app[api.REMOTE_INBOXES].poll(d.config.remote.watch[0])
+    assert _keys(s3, "wq/") == {"wq/Export #2.jsonl", "wq/why?.jsonl"}
+    said = [e for e in events if "cannot be named by a URL" in e["event"]]
+    assert sorted(e["name"] for e in said) == ["Export #2.jsonl", "why?.jsonl"], said
+    code, listing = await d.request("GET", "/api/ingestions")
+    mine = [i for i in listing["ingestions"] if i["source"] == "remote_inbox"]
+    assert [i["file_name"] for i in mine] == ["Export "], mine
+    assert await records(receiver, mine[0]["ingestion_id"]) == canonical(2, 700)
+    for url in (f"s3://{BUCKET}/wq/Export #2.jsonl", f"s3://{BUCKET}/wq/why?.jsonl", f"s3://{BUCKET}/wq/Export ?"):
+        code, answer = await d.ingest(url=url)  # nor through the API: it would read wq/Export
+        assert code == 400 and "cannot be given in a URL" in answer["detail"], (url, answer)
 
 
 async def test_an_sftp_folder_is_watched_and_its_ledger_survives_a_restart(
@@ -659,6 +717,28 @@ async def test_configured_headers_go_to_the_requested_origin_only(
     assert elsewhere.requests[-1][2].get("X-Api-Key") == KEY["X-Api-Key"]
 
 
+async def test_a_redirect_that_echoes_a_configured_header_never_shows_it_in_the_refusal(
+    make_daemon: MakeDaemon, files: HttpFiles, elsewhere: HttpFiles
+) -> None:
+    """The feed server redirects to a host allowed_urls does not name, with the X-Api-Key it was sent in the
+    Location's path (or as a subdomain): the refusal names the URL it refused, and the key in it is masked,
+    in the API's answer (HEAD at submit) and in the ingestion's error (GET), as in any other error text."""
+    secret = KEY["X-Api-Key"]
+    files.redirect["head.jsonl"] = elsewhere.url(f"{secret}/p.jsonl")
+    files.files["get.jsonl"] = jsonl(2)
+    files.redirect_get["get.jsonl"] = f"http://{secret}.localhost:{elsewhere.port}/p.jsonl"
+    d = await make_daemon(remote=remote_section([f"http://127.0.0.1:{files.port}/"], http={"headers": KEY}))
+    code, answer = await d.ingest(url=files.url("head.jsonl"))
+    assert code == 400 and "not under any of [remote] allowed_urls" in answer["detail"], answer
+    assert secret not in json.dumps(answer), answer
+    code, answer = await d.ingest(url=files.url("get.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "failed" and "not under any of [remote] allowed_urls" in st["error"], st
+    assert secret not in json.dumps(st), st
+    assert elsewhere.requests == []
+
+
 def _own_non_loopback() -> list[str]:
     import psutil
 
@@ -695,6 +775,19 @@ def test_addresses_that_reach_this_machine_are_internal_in_every_spelling() -> N
     check_allowed("http://[::ffff:127.0.0.1]:8080/p.jsonl", ["http://[::ffff:127.0.0.1]:8080/"], resolve=False)
 
 
+def test_cloud_metadata_services_outside_link_local_need_an_entry_that_names_them() -> None:
+    """The README promises a bare entry never reaches a cloud metadata service. Most answer at 169.254.169.254
+    (link-local), but AWS's IPv6 endpoint is fd00:ec2::254 (unique-local) and Alibaba Cloud's is
+    100.100.100.200 (shared address space): both passed a bare ``http://`` entry, in every spelling."""
+    allowed = ["http://"]
+    for host in ("[fd00:ec2::254]", "[FD00:EC2:0::254]", "[::ffff:100.100.100.200]", "100.100.100.200"):
+        with pytest.raises(UrlNotAllowed, match="must be listed by name"):
+            check_allowed(f"http://{host}/latest/meta-data/iam", allowed, resolve=False)
+    check_allowed("http://100.100.100.201/p.jsonl", allowed, resolve=False)  # its neighbours are ordinary
+    check_allowed("http://[fd00:ec2::253]/p.jsonl", allowed, resolve=False)
+    check_allowed("http://[fd00:ec2::254]/latest/x", ["http://[fd00:ec2::254]/"], resolve=False)  # when named
+
+
 async def test_an_ipv4_mapped_loopback_url_is_refused_and_nothing_is_fetched(
     make_daemon: MakeDaemon, files: HttpFiles
 ) -> None:
@@ -728,6 +821,34 @@ async def test_a_name_that_resolves_elsewhere_at_connect_time_is_refused(
     code, answer = await d.ingest(url=f"http://feed.rebind.test:{files.port}/p.jsonl")
     assert code == 400 and "resolves to 127.0.0.1" in answer["detail"], answer
     assert files.requests == []
+
+
+async def test_an_allowed_url_stays_allowed_as_aiohttp_spells_each_request(
+    make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
+) -> None:
+    """The session checks each request as aiohttp spells it: non-ASCII path characters percent-encoded,
+    ``%7E`` decoded to ``~``, a default port dropped, an IDN host in punycode. An entry and a URL written
+    the other way are the same place, and the read is made (it was refused at the first hop)."""
+    files.files["Exporte/Größen/p.jsonl"] = jsonl(3)
+    files.files["~shop/p.jsonl"] = jsonl(2)
+    base = f"http://127.0.0.1:{files.port}"
+    d = await make_daemon(remote=remote_section([f"{base}/Exporte/Größen/", f"{base}/%7Eshop/"]))
+    for url, n in ((f"{base}/Exporte/Größen/p.jsonl", 3), (f"{base}/%7Eshop/p.jsonl", 2)):
+        code, answer = await d.ingest(url=url)
+        assert code == 202, (url, answer)
+        st = await d.wait(answer["ingestion_id"])
+        assert st["status"] == "completed", (url, st)
+        assert await records(receiver, st["ingestion_id"]) == canonical(n)
+    for entry, url in (  # spellings no test server can take: checked as the session sees them
+        ("https://cdn.example.com:443/feeds/", "https://cdn.example.com/feeds/p.jsonl"),
+        ("https://cdn.example.com/feeds/", "https://cdn.example.com:443/feeds/p.jsonl"),
+        ("https://bücher.example/feeds/", "https://xn--bcher-kva.example/feeds/p.jsonl"),
+        ("https://xn--bcher-kva.example/feeds/", "https://BÜCHER.example/feeds/p.jsonl"),
+    ):
+        check_allowed(url, [entry], resolve=False)
+        check_allowed(str(yarl.URL(url)), [entry], resolve=False)
+    with pytest.raises(UrlNotAllowed):  # the control: another port is another origin
+        check_allowed("https://cdn.example.com:8443/feeds/p.jsonl", ["https://cdn.example.com/feeds/"], resolve=False)
 
 
 async def test_dot_segments_never_leave_the_allowed_prefix_over_http(make_daemon: MakeDaemon, files: HttpFiles) -> None:
@@ -781,6 +902,34 @@ def test_urls_with_dot_segments_are_refused_whatever_the_prefix() -> None:
             check_allowed(url, ["s3://feeds/in/", "sftp://h/srv/exports/", "https://"], resolve=False)
 
 
+def test_dot_segments_in_the_spellings_servers_resolve_are_refused() -> None:
+    """Servers resolve more than ``..``: Tomcat and Spring drop a path parameter (``..;/`` is ``../``), a
+    server that NFKC-normalises turns fullwidth dots (U+FF0E) into ``..``, old IIS decoded overlong UTF-8
+    (``%c0%ae``), and C code stops at a NUL. Each of these leaves ``/feeds/`` for ``/admin``."""
+    allowed = ["https://cdn.example.com/feeds/", "sftp://h/srv/exports/", "s3://feeds/in/"]
+    for url in (
+        "https://cdn.example.com/feeds/..;/admin/users.jsonl",
+        "https://cdn.example.com/feeds/..;jsessionid=x/admin/users.jsonl",
+        "https://cdn.example.com/feeds/..%3b/admin/users.jsonl",
+        "https://cdn.example.com/feeds/%EF%BC%8E%EF%BC%8E/admin/users.jsonl",
+        "https://cdn.example.com/feeds/\uff0e\uff0e/admin/users.jsonl",
+        "https://cdn.example.com/feeds/%c0%ae%c0%ae/admin/users.jsonl",
+        "https://cdn.example.com/feeds/%e0%80%ae%e0%80%ae/admin/users.jsonl",
+        "https://cdn.example.com/feeds/.%00./admin/users.jsonl",
+        "https://cdn.example.com/feeds/x/..;",
+        "sftp://h/srv/exports/\uff0e\uff0e/private/x",
+    ):
+        with pytest.raises(UrlNotAllowed, match=r"'\.\.' segment"):
+            check_allowed(url, allowed, resolve=False)
+    for url in (  # the controls: names that only look like dots
+        "https://cdn.example.com/feeds/..x/p.jsonl",
+        "https://cdn.example.com/feeds/x;..;/p.jsonl",
+        "https://cdn.example.com/feeds/v1.2/p.jsonl",
+        "s3://feeds/in/.../x",
+    ):
+        check_allowed(url, allowed, resolve=False)
+
+
 # ---- secrets in error texts (issue 27, item 14) --------------------------------------------------------
 
 
@@ -815,6 +964,37 @@ async def test_a_presigned_urls_signature_never_reaches_errors_the_api_the_page_
     assert "remote read failed; reconnecting" in shown[-1]
     for text in shown:
         assert credential not in text and signature not in text, text[:2000]
+
+
+async def test_a_configured_header_echoed_by_the_server_never_reaches_errors_the_api_the_page_or_the_log(
+    make_cluster: Any, files: HttpFiles
+) -> None:
+    """A feed server answers the GET with a 500 whose reason phrase echoes the request's X-Api-Key (a debug
+    build, a proxy's error page): aiohttp's exception text quotes the reason. The [remote.http] header values
+    are secrets like the others: masked in the error, the API, the status page and the log."""
+    files.files["p.jsonl"] = jsonl(3)
+    files.fail_get["p.jsonl"] = 500
+    files.fail_reason = lambda request: "bad key " + request.headers.get("X-Api-Key", "none")
+    c = make_cluster(
+        remote={"allowed_urls": [f"http://127.0.0.1:{files.port}/"], "read_attempts": 2, "http": {"headers": KEY}}
+    )
+    await c.start_receiver()
+    await c.start_daemon()
+    code, answer = await c.call("POST", c.durl + "/api/ingest", json={"url": files.url("p.jsonl")})
+    assert code == 202, answer
+    st = await c.settle(answer["ingestion_id"], timeout=60)
+    assert st["status"] == "failed" and "500" in st["error"] and "bad key" in st["error"], st  # still said
+    assert files.requests[-1][2].get("X-Api-Key") == KEY["X-Api-Key"]  # the server had it, and echoed it
+    shown = [json.dumps(st)]
+    for path in ("/api/ingestions?limit=100", f"/api/ingestions/{st['ingestion_id']}", "/"):
+        code, body = await c.call("GET", c.durl + path)
+        assert code == 200, body
+        shown.append(body if isinstance(body, str) else json.dumps(body))
+    c.close()
+    shown.append(c.log.read_text())
+    assert "remote read failed; reconnecting" in shown[-1]
+    for text in shown:
+        assert KEY["X-Api-Key"] not in text, text[:2000]
 
 
 # ---- a remote inbox acts on the version it ingested (issue 27, item 4) --------------------------------
@@ -1035,6 +1215,44 @@ def test_a_second_read_of_a_local_file_is_checked_against_its_bytes(tmp_path: Pa
     read.close()
 
 
+def test_a_local_workbook_rewritten_in_place_after_its_hash_fails_the_second_read(tmp_path: Path) -> None:
+    """A local workbook is hashed, then parsed from the same descriptor: a rename cannot reach it, but a
+    rewrite in place (same inode) between the hash and the parse, or during it, can. ``verify`` hashes the
+    descriptor again once the records are read, so records from other bytes are never kept; the unchanged
+    workbook verifies."""
+    from pimingestd.core.spool import SecondRead
+    from pimingestd.errors import FileChangedError
+    from pimingestd.sources import SourceSpec
+
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["sku", "qty"])
+    for i in range(20):
+        ws.append([f"S{i}", i])
+    src = tmp_path / "book.xlsx"
+    wb.save(src)
+    data = src.read_bytes()
+
+    def second() -> SecondRead:
+        return SecondRead(str(src), size=len(data), file_id=file_id(data), spec=SourceSpec("excel"), name="book.xlsx")
+
+    read = second()
+    assert len(list(read.records())) == 20
+    read.verify()  # the control: unchanged
+    read.close()
+    read = second()
+    rows = read.records()
+    next(rows)  # hashed (it matched), and being parsed
+    with open(src, "r+b") as f:  # rewritten in place: the same inode, the same size, other bytes
+        f.seek(len(data) - 30)
+        f.write(bytes(b ^ 0xFF for b in data[-30:-20]))
+    list(rows)
+    with pytest.raises(FileChangedError, match="not the one delivered"):
+        read.verify()
+    read.close()
+
+
 async def test_http_reads_are_pinned_to_the_version_seen_at_submit(
     make_daemon: MakeDaemon, receiver: Receiver, files: HttpFiles
 ) -> None:
@@ -1110,6 +1328,33 @@ async def test_an_sftp_host_name_is_checked_and_connected_at_the_address_checked
     assert await records(receiver, st["ingestion_id"]) == canonical(4)
 
 
+async def test_sftp_never_follows_an_ssh_config_file(
+    make_daemon: MakeDaemon,
+    receiver: Receiver,
+    sshd: SshServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncssh reads ``~/.ssh/config`` unless told not to, and obeys its ``ProxyCommand``, ``ProxyJump`` and
+    ``HostName``: the connection would go where that file says, not to the address that was checked. The
+    daemon configures SFTP in [remote.sftp] only; a config file in the daemon user's home changes nothing."""
+    marker = tmp_path / "proxy-command-ran"
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host *\n  ProxyCommand /bin/sh -c 'echo %h:%p > {marker}; exit 1'\n  HostName 192.0.2.1\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    (sshd.root / "c.jsonl").write_bytes(jsonl(3))
+    d = await make_daemon(remote=remote_section([sshd.url("")], sshd=sshd))
+    code, answer = await d.ingest(url=sshd.url("c.jsonl"))
+    assert code == 202, answer
+    st = await d.wait(answer["ingestion_id"])
+    assert st["status"] == "completed", st
+    assert await records(receiver, st["ingestion_id"]) == canonical(3)
+    assert not marker.exists()
+
+
 async def test_an_sftp_name_that_resolves_elsewhere_at_connect_time_is_refused(
     make_daemon: MakeDaemon, receiver: Receiver, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1182,6 +1427,40 @@ def test_an_s3_move_copies_only_the_version_expected(s3: S3Server) -> None:
     assert _keys(s3, "mv") == {"mv/p.jsonl"}
     assert remote.move(url, f"s3://{BUCKET}/mv-done/", now) == f"s3://{BUCKET}/mv-done/p.jsonl"
     assert _keys(s3, "mv") == {"mv-done/p.jsonl"}
+
+
+def test_an_s3_move_never_deletes_a_version_uploaded_after_its_last_check(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without versioning, the copy is checked and then the source deleted: an upload that lands between
+    that check and the delete was deleted unread. The delete is conditional on the ETag ingested (S3's
+    If-Match on DeleteObject), so the new version stays at its key, to be taken; the copy in done/ is the
+    version ingested."""
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.errors import FileChangedError
+    from pimingestd.locations.remote import Remote
+
+    client = s3.client()
+    old, new = jsonl(3), jsonl(4, 50)
+    client.put_object(Bucket=BUCKET, Key="mvr/p.jsonl", Body=old)
+    remote = Remote(RemoteConfig(allowed_urls=(f"s3://{BUCKET}/",), s3=S3Config(**s3.config())))
+    url = f"s3://{BUCKET}/mvr/p.jsonl"
+    ingested = remote.stat(url)
+    check = Remote._check_version
+    checks: list[str] = []
+
+    def check_then_upload(self: Remote, u: str, expected: Any) -> None:
+        check(self, u, expected)
+        checks.append(u)
+        if len(checks) == 2:  # the check after the copy: the exporter's upload lands right after it
+            client.put_object(Bucket=BUCKET, Key="mvr/p.jsonl", Body=new)
+
+    monkeypatch.setattr(Remote, "_check_version", check_then_upload)
+    with pytest.raises(FileChangedError, match="left in place"):
+        remote.move(url, f"s3://{BUCKET}/mvr-done/", ingested)
+    assert len(checks) == 2
+    assert client.get_object(Bucket=BUCKET, Key="mvr/p.jsonl")["Body"].read() == new
+    assert client.get_object(Bucket=BUCKET, Key="mvr-done/p.jsonl")["Body"].read() == old
 
 
 def test_an_s3_move_in_a_versioned_bucket_takes_that_version_only(s3: S3Server) -> None:

@@ -273,3 +273,62 @@ async def test_retention_never_removes_the_file_of_a_running_or_resumable_ingest
     code, _ = await c.call("POST", f"{c.durl}/api/ingestions/{ids['kept']}/resume")
     assert code == 202
     assert (await c.settle(ids["kept"]))["status"] == "completed"
+
+
+async def test_an_api_ingestion_of_an_archived_file_keeps_its_folder_when_the_inbox_lies_behind_a_symlink(
+    tmp_path: Path,
+) -> None:
+    """The inbox's folders configured through a symlink (/srv/pim -> /data/pim), as operators do: an API
+    ingestion of a file in done/ or failed/ records the file's real path (the API resolves it), which is not
+    under the folders as configured. Still retention keeps the folder while that ingestion is queued, running
+    or failed (resumable), and removes it once it ended long ago."""
+    real = tmp_path / "data"
+    (real / "done").mkdir(parents=True)
+    (real / "failed").mkdir()
+    link = tmp_path / "srv"
+    link.symlink_to(real)
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(
+        f'[chunking]\nrecords = 10\n[daemon]\nstate_db = "s.db"\n[inbox]\ndir = "{link}/in"\nprocessing_dir = "{link}/proc"\n'
+        f'done_dir = "{link}/done"\nfailed_dir = "{link}/failed"\n[retention]\nfiles_days = 1\n'
+    )
+    cfg = config_mod.load(cfg_path, env={})
+    assert cfg.inbox.done_dir == link / "done"  # as configured, not resolved
+    store = await Store.open(cfg.daemon.state_db)
+    try:
+        ids = {}
+        for i, (base, status) in enumerate(
+            [("done", Status.QUEUED), ("done", Status.RUNNING), ("failed", Status.FAILED), ("done", Status.COMPLETED)]
+        ):
+            folder = real / base / f"i2026120{i}T000000Z-0000000{i}"
+            folder.mkdir()
+            (folder / "p.json").write_text("[]")
+            ten_days = time.time() - 10 * DAY
+            os.utime(folder, (ten_days, ten_days))
+            ing = await store.create_ingestion(
+                file_id=f"sha256:{i:064x}",
+                path=str(folder / "p.json"),  # what POST /api/ingest records: the real path
+                file_name="p.json",
+                size=2,
+                mtime_ns=1,
+                format="json",
+                chunk_records=10,
+                chunk_bytes=None,
+                preflight=False,
+                source="api",
+            )
+            if status != Status.QUEUED:
+                await store.transition(ing.id, Status.RUNNING)
+                if status == Status.COMPLETED:
+                    assert await store.claim_completion(ing.id)
+                if status != Status.RUNNING:
+                    await store.transition(ing.id, status)
+            ids[status] = folder
+        _age(cfg.daemon.state_db, (await store.under(str(real / "done" / ids[Status.COMPLETED].name)))[0].id, 10)
+        plan = await Retention(cfg, store, Metrics()).run()
+        for status in (Status.QUEUED, Status.RUNNING, Status.FAILED):
+            assert (ids[status] / "p.json").exists(), f"the folder of a {status} ingestion was removed"
+        assert not ids[Status.COMPLETED].exists(), "a folder whose ingestion ended ten days ago stays"
+        assert (plan.folders, plan.kept) == (1, 3), plan
+    finally:
+        await store.close()

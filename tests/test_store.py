@@ -46,7 +46,7 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         assert await store.pragma("journal_mode") == "wal"
         assert await store.pragma("synchronous") == 2  # FULL
         assert await store.pragma("foreign_keys") == 1
-        assert await store.pragma("user_version") == 5  # schema 5: record-level outcomes
+        assert await store.pragma("user_version") == 6  # schema 6: keys are text
     finally:
         await store.close()
 
@@ -211,7 +211,7 @@ async def test_status_changes_follow_the_state_machine(tmp_path: Path) -> None:
 
 
 async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes(tmp_path: Path) -> None:
-    """tests/fixtures/state-v1.db was made by the schema-1 store: it opens, migrates to 5 (through 2, 3 and 4), keeps its
+    """tests/fixtures/state-v1.db was made by the schema-1 store: it opens, migrates to 6 (through 2 to 5), keeps its
     rows, and ends with the same tables, columns and indexes as a database created new."""
     db = tmp_path / "state.db"
     shutil.copy(FIXTURES / "state-v1.db", db)
@@ -223,7 +223,7 @@ async def test_a_schema_1_database_migrates_and_its_unfinished_ingestion_resumes
     con.close()
     store = await Store.open(db)
     try:
-        assert await store.pragma("user_version") == 5
+        assert await store.pragma("user_version") == 6
         assert (await store.get("82f5088205c5459787387c2fa8633ae9")).path == "/srv/in\\box/\\x41.json"  # type: ignore[union-attr]
         done = await store.get("82f5088205c5459787387c2fa8633ae9")
         run = await store.get("7cf74c8381994e84961d0fe787dddeb3")
@@ -327,3 +327,29 @@ async def test_acks_that_arrive_together_commit_together_and_each_as_before(tmp_
         assert not store._acking and store._ack_flush is None
     finally:
         await store.close()
+
+
+async def test_a_schema_5_database_keeps_its_integer_keys_as_their_text(tmp_path: Path) -> None:
+    """Schema 5 stored an integer key as its JSON number (100234), a text key as its JSON string: keys are text
+    now, so the number becomes the string ("100234"), and where a scope held both forms of one key the text
+    one stays. Keys an ingestion listed as absent move alike. Nothing else changes."""
+    db = tmp_path / "state.db"
+    store = await Store.open(db)
+    await store.close()
+    con = sqlite3.connect(db)
+    con.executemany(
+        "INSERT INTO delta_versions (scope, key, hash, writer) VALUES (?, ?, ?, 1)",
+        [("p", "100234", b"n"), ("p", '"A-1"', b"a"), ("p", "7", b"number"), ("p", '"7"', b"text"), ("q", "-5", b"q")],
+    )
+    con.execute("PRAGMA user_version = 5")
+    con.commit()
+    con.close()
+    store = await Store.open(db)
+    try:
+        assert await store.pragma("user_version") == 6
+    finally:
+        await store.close()
+    con = sqlite3.connect(db)
+    rows = sorted(con.execute("SELECT scope, key, hash FROM delta_versions").fetchall())
+    con.close()
+    assert rows == [("p", '"100234"', b"n"), ("p", '"7"', b"text"), ("p", '"A-1"', b"a"), ("q", '"-5"', b"q")]

@@ -517,3 +517,75 @@ async def test_a_page_whose_name_was_rebound_to_the_daemon_reads_and_starts_noth
         assert await c.ingestions() == []
         rebinding_browser.get(c.durl + "/")
         until("the list", lambda: visible(rebinding_browser, "#list"))
+
+
+def drop_many(driver: WebDriver, drops: list[dict[str, bytes]]) -> None:
+    """Drops of several real files each (a DataTransfer per drop) on the page's drop zone, one right after
+    the other in one script: a drop comes while the files of the one before are still being uploaded."""
+    driver.execute_script(
+        """
+        const [drops] = arguments;
+        const zone = document.querySelector("#dropzone");
+        for (const files of drops) {
+          const dt = new DataTransfer();
+          for (const [name, b64] of files) {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            dt.items.add(new File([bytes], name, {type: "application/octet-stream"}));
+          }
+          for (const type of ["dragenter", "dragover", "drop"]) {
+            zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: dt}));
+          }
+        }
+        """,
+        [
+            [[name, base64.b64encode(data).decode()] for name, data in drop.items()] for drop in drops
+        ],  # lists keep the order
+    )
+
+
+async def test_every_file_of_a_drop_is_uploaded_and_followed_also_after_a_reload(
+    cluster: Cluster, browser: WebDriver
+) -> None:
+    """Three files dropped at once, and a fourth dropped while they upload: each is uploaded (not only the
+    first), a refused one says so in its own line and the others go on, the same bytes under another name
+    follow the ingestion that has them, and every taken file is followed live on the upload view. The page
+    reloaded in the middle picks them up again and follows them until they end, through a crash and restart
+    of the daemon too."""
+    await cluster.faults([{"action": "delay_ack", "seconds": 0.3, "times": 1000}])
+    one = "".join(json.dumps(product(i)) + "\n" for i in range(60)).encode()
+    two = "".join(json.dumps(product(i)) + "\n" for i in range(100, 140)).encode()
+    sign_in(browser, cluster.durl)
+    until("the list", lambda: visible(browser, "#list"))
+    browser.find_element(By.LINK_TEXT, "Upload").click()
+    until("the upload view", lambda: visible(browser, "#dropzone"))
+    drop_many(browser, [{"one.jsonl": one, "refused.parquet": b"PAR1", "two.jsonl": two}, {"again.jsonl": one}])
+
+    async def names() -> set[str]:
+        return {r["file_name"] for r in await cluster.ingestions()}
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "two.jsonl" not in await names():
+        await asyncio.sleep(0.2)
+    assert "two.jsonl" in await names(), f"only {sorted(await names())} uploaded from a drop of four files"
+    lines = until("a line per file", lambda: len(browser.find_elements(By.CSS_SELECTOR, "#upload-taken li")) == 4)
+    assert lines and visible(browser, "#upload-taken")
+    items = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#upload-taken li")]
+    assert items[1].startswith("Refused (415): refused.parquet"), items
+    assert [i.split(" ")[1] for i in (items[0], items[2], items[3])] == ["one.jsonl", "two.jsonl", "again.jsonl"]
+    browser.refresh()  # in the middle: the ingestions are still running (ACKs take 0.3 s, 10 chunks)
+    until("the upload view again", lambda: visible(browser, "#dropzone"))
+    until("the taken files again", lambda: len(browser.find_elements(By.CSS_SELECTOR, "#upload-taken li")) == 3)
+    assert not all("completed" in li.text for li in browser.find_elements(By.CSS_SELECTOR, "#upload-taken li"))
+    await cluster.kill_daemon()  # and the daemon dies under the page, and comes back
+    await cluster.start_daemon()
+
+    def ended() -> bool:
+        got = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#upload-taken li")]
+        return len(got) == 3 and all("completed" in g for g in got)
+
+    until("the three taken files followed to their end after the reload", ended, timeout=60)
+    after = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#upload-taken li")]
+    assert "60 / 60 records" in after[0] and "40 / 40 records" in after[1] and "60 / 60 records" in after[2], after
+    rows = {r["file_name"]: r for r in await cluster.ingestions()}
+    assert sorted(rows) == ["one.jsonl", "two.jsonl"], rows
+    assert rows["one.jsonl"]["status"] == rows["two.jsonl"]["status"] == "completed", rows

@@ -110,3 +110,41 @@ async def test_bad_rules_are_refused_before_any_work(make_daemon: MakeDaemon, da
             rules,
             answer,
         )
+
+
+async def test_a_schema_checks_numbers_as_written_whatever_the_reader(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """``multipleOf: 0.01`` holds for a price of ``19.90``. Checked on binary floats it did not (19.9 / 0.01 is
+    1989.9999999999998: a valid record was refused), and on a reader's exact Decimals (JSON by ``json_path``,
+    a CSV ``decimal`` column) the check raised a TypeError that failed the file. Numbers are checked as
+    written, in every reader; ``1.0`` is still an integer (JSON Schema's rule), ``19.905`` still not a multiple,
+    and ``enum``/``const`` compare numbers by value."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "price": {"type": "number", "multipleOf": 0.01, "maximum": 100.5},
+            "n": {"type": "integer"},
+            "tax": {"enum": [0.1, 0.2]},
+        },
+    }
+    good = [{"sku": "A", "price": 19.90, "n": 1.0, "tax": 0.10}, {"sku": "B", "price": 0.07, "n": 2, "tax": 0.2}]
+    bad = {"sku": "C", "price": 19.905, "n": 1, "tax": 0.1}
+    lines = "".join(json.dumps(r) + "\n" for r in [*good, bad]).replace("19.9,", "19.90,").replace("0.1}", "0.10}")
+    files = {
+        "fast.jsonl": (lines, {}),
+        "fast.json": ("[" + ",".join(lines.splitlines()) + "]", {}),
+        "nested.json": ('{"d": [' + ",".join(lines.splitlines()) + "]}", {"json_path": "d.item"}),
+        "typed.csv": (
+            "sku,price,n,tax\nA,19.90,1,0.10\nB,0.07,2,0.2\nC,19.905,1,0.1\n",
+            {"types": {"price": "decimal", "n": "int", "tax": "decimal"}},
+        ),
+    }
+    d = await make_daemon()
+    for name, (text, options) in files.items():
+        src = data_dir / name
+        src.write_text(text)
+        _, body = await d.ingest(path=str(src), schema=schema, key="sku", on_invalid="skip", **options)
+        st = await d.wait(body["ingestion_id"])
+        assert st["status"] == "completed", (name, st)
+        assert (st["records_acked"], st["records_invalid"]) == (2, 1), (name, st)

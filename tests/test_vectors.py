@@ -83,6 +83,25 @@ def test_tombstones_match_the_vectors() -> None:
         assert json.loads(text).get(keys.DELETED) is not True
 
 
+def test_keys_are_text_as_the_vectors_say() -> None:
+    """A key is text end to end: the daemon stores each record's key as the vectors say (an integer as its
+    decimal text), refuses the records the vectors refuse, and refuses a file's digit key written the other
+    way (the bundle checks the same cases in ProtocolTest.php)."""
+    from pimingestd.protocol import keys
+
+    for case in VECTORS["keys"]["cases"]:
+        if case["stored"] is None:
+            with pytest.raises(keys.NoKey):
+                keys.extract(case["record"], case["key"])
+        else:
+            assert keys.extract(case["record"], case["key"]) == case["stored"], case
+            assert json.loads(case["stored"]) == case["text"]
+    for file in VECTORS["keys"]["files"]:
+        forms = keys.DigitKeys()
+        refused = [i for i, r in enumerate(file["records"]) if forms.check(r["sku"], i) is not None]
+        assert refused == file["refused"], file["about"]
+
+
 # ---- protocol v2 ------------------------------------------------------------------------------------------
 
 

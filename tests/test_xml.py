@@ -125,6 +125,46 @@ def test_encodings_come_from_the_declaration(tmp_path: Path, encoding: str, decl
     assert _read(path) == [{"@city": text, "#text": text}]
 
 
+@pytest.mark.parametrize(
+    ("bom", "codec", "declared"),
+    [
+        (b"\xef\xbb\xbf", "utf-8", "iso-8859-1"),  # W3C xmlconf hst-lhs-007: expat read it as Latin-1
+        (b"\xef\xbb\xbf", "utf-8", "windows-1252"),
+        (b"\xef\xbb\xbf", "utf-8", "US-ASCII"),
+        (b"\xef\xbb\xbf", "utf-8", "UTF-16"),
+        (b"\xff\xfe", "utf-16-le", "UTF-8"),
+        (b"\xfe\xff", "utf-16-be", "UTF-8"),
+        (b"\xff\xfe", "utf-16-le", "ISO-8859-1"),
+        (b"\xfe\xff", "utf-16-be", "UTF-16LE"),
+        (b"", "utf-16-le", "UTF-8"),  # no BOM, but 3C 00 3F 00 says UTF-16LE
+        (b"", "utf-8", "UTF-16"),
+    ],
+)
+def test_a_declaration_that_contradicts_the_byte_order_mark_is_refused(
+    tmp_path: Path, bom: bytes, codec: str, declared: str
+) -> None:
+    """A fatal error in XML 1.0 (4.3.3: an entity presented in an encoding other than its declaration names):
+    the text would be decoded one way or the other, and one of them is wrong."""
+    path = tmp_path / "c.xml"
+    path.write_bytes(
+        bom + f'<?xml version="1.0" encoding="{declared}"?><feed><items><item>Köln</item></items></feed>'.encode(codec)
+    )
+    with pytest.raises(ParseError, match=r"c\.xml: line 1 column \d+: .*encoding") as info:
+        _read(path)
+    if bom == b"\xef\xbb\xbf":
+        assert f"the byte order mark says UTF-8, but the XML declaration names the encoding {declared}" in str(
+            info.value
+        )
+
+
+@pytest.mark.parametrize("declared", ["UTF-8", "utf-8", None])
+def test_a_utf8_bom_with_a_utf8_declaration_or_none_is_read(tmp_path: Path, declared: str | None) -> None:
+    path = tmp_path / "u.xml"
+    decl = f'<?xml version="1.0" encoding="{declared}"?>' if declared else '<?xml version="1.0"?>'
+    path.write_bytes(b"\xef\xbb\xbf" + f"{decl}<feed><items><item>Köln</item></items></feed>".encode())
+    assert _read(path) == [{"#text": "Köln"}]
+
+
 def test_a_byte_invalid_in_the_declared_encoding_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "bad.xml"
     path.write_bytes(b'<?xml version="1.0" encoding="UTF-8"?>\n<feed><items>\n<item>K\xf6ln</item></items></feed>')

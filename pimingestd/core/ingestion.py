@@ -254,8 +254,8 @@ class Runner:
         for _ in range(_SPOOL_PASSES - 1):
             late = self._store.late_acks(ing.scope) if rules.versions else 0
             done = await self._spool_pass(ing, path, rules, target)
-            if not rules.versions or self._store.late_acks(ing.scope) == late:
-                return done
+            if not rules.versions or (self._store.late_acks(ing.scope) == late and late % 2 == 0):
+                return done  # no late ACK committed during the pass, nor was one under way at its start
             log.warning(
                 "late ACKs of another ingestion changed the delta scope during the spool pass; spooling again",
                 delta_scope=ing.scope,
@@ -281,7 +281,9 @@ class Runner:
                 lambda: spool.local_records(path, spec, identity),
                 spool.local_unchanged(path, identity),
             )
-        seen = self._spool_dir / f"{ing.id}.seen" if rules.unique_key else None
+        # A scratch database beside the spool: the keys held (unique_key), a full file's new keys as PIM-Core
+        # compares them (deletions); on disk, so that memory stays flat whatever the file's size.
+        seen = self._spool_dir / f"{ing.id}.seen" if rules.unique_key or rules.deletions != "off" else None
         view: lookups.ScopeView | None = None
         if rules.versions:
             writer = await asyncio.to_thread(lookups.writer_of, self._store.path, ing.id)
@@ -372,11 +374,12 @@ class Runner:
             stage_path=self._spool_dir / f"{ing.id}.stage",
         )
         options = dict(ing.options)
-        if ing.format == "csv" and options.get("delimiter", "auto") == "auto":
+        if ing.format == "csv":
 
-            def delimiter() -> str:
-                """The delimiter the reader took, which the reject file keeps. This reads the header line once
-                more; a source changed since delivery is caught by ``src.verify`` before the file is kept."""
+            def head() -> reject_file.CsvHead:
+                """The delimiter the reader took and the source's BOM, which the reject file keeps. This reads
+                the header line once more; a source changed since delivery is caught by ``src.verify`` before
+                the file is kept."""
                 fh: BinaryIO
                 if ing.remote:
                     ident = ObjectIdentity(ing.size, ing.version)
@@ -384,9 +387,12 @@ class Runner:
                 else:
                     fh = open_source(Path(ing.path), ing.size)
                 with fh:
-                    return reject_file.csv_delimiter(fh, ing.file_name, options.get("encoding", "utf-8"))
+                    return reject_file.csv_head(fh, ing.file_name, options.get("encoding", "utf-8"))
 
-            options["delimiter"] = await asyncio.to_thread(delimiter)
+            found = await asyncio.to_thread(head)
+            if options.get("delimiter", "auto") == "auto":
+                options["delimiter"] = found.delimiter
+            options["bom"] = found.bom
 
         def write() -> int:
             try:

@@ -12,6 +12,7 @@ what is left (its state stays resumable).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -50,6 +51,18 @@ from .flow import Flow
 from .ingestion import Runner
 
 log = structlog.get_logger("pimingestd.core")
+
+
+def _own_copy_intact(ing: Ingestion) -> bool:
+    """Whether the local file an ingestion reads is still where it was recorded, as it was (size and mtime)
+    (blocking: stat)."""
+    if ing.remote:
+        return False
+    try:
+        st = os.stat(ing.path)
+    except OSError:
+        return False
+    return st.st_size == ing.size and st.st_mtime_ns == ing.mtime_ns
 
 
 class Scheduler:
@@ -198,6 +211,11 @@ class Scheduler:
                 if existing.status == Status.COMPLETED:
                     return Submitted(existing, created=False)
                 if existing.id in self._tasks:
+                    return Submitted(existing, created=False)
+                if existing.status in UNFINISHED and await asyncio.to_thread(_own_copy_intact, existing):
+                    # Queued or running when the daemon stopped, not resumed yet (the inbox admits the copies
+                    # left in processing/ before the runs start again): it resumes from its own copy, and this
+                    # one follows it. Adopting this one would leave that copy in processing/ with no ingestion.
                     return Submitted(existing, created=False)
                 # Not running (failed, or queued by a crash): it resumes, reading this copy, which has
                 # the same bytes (same file_id). The copy it read before may be gone by now. Unless a newer

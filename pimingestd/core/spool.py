@@ -201,7 +201,8 @@ class SecondRead:
     Reads are also pinned where the store can: an S3 object by its version id, a local file by the one open
     descriptor. A remote object whose version is seen to have changed is not downloaded at all. Excel (random
     access) is hashed whole before it is parsed: staged, for a remote object; a local workbook is read from
-    the same open descriptor that was hashed."""
+    the same open descriptor that was hashed (a rename cannot reach it), and hashed again by ``verify`` once
+    it is read (a rewrite in place can)."""
 
     def __init__(
         self,
@@ -227,6 +228,7 @@ class SecondRead:
         self._staged = False
         self._records: Iterator[Record] | None = None
         self._tap: _Tap | None = None
+        self._rehash: Any = None  # a local workbook's descriptor, hashed before the parse and again after it
 
     def _changed(self, now: str) -> FileChangedError:
         return FileChangedError(
@@ -264,6 +266,7 @@ class SecondRead:
                 if now != self._file_id:
                     raise self._changed(now)
                 raw.seek(0)
+                self._rehash = raw  # hashed again by verify: a rewrite in place reaches this descriptor too
                 return read_stream(raw, readable(self._name), self._spec)
         self._tap = _Tap(raw, self._size)
         return read_stream(io.BufferedReader(self._tap, 1 << 16), self._name, self._spec)
@@ -276,6 +279,11 @@ class SecondRead:
                 close()  # the parser is done: what it left unread is read (and hashed) below
         if self._tap is not None:
             now = self._tap.rest()
+            if now != self._file_id:
+                raise self._changed(now)
+        if self._rehash is not None:
+            self._rehash.seek(0)
+            now = _Tap(self._rehash, self._size).rest()
             if now != self._file_id:
                 raise self._changed(now)
 

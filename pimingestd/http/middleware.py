@@ -98,9 +98,14 @@ JSON_BODY = frozenset({"/api/ingest"})  # the state-changing routes whose body i
 
 
 def _hostname(netloc: str) -> str:
-    """The host of ``host[:port]`` (an IPv6 address in brackets), lower case, without a trailing dot."""
-    host = urlsplit("//" + netloc).hostname or ""
-    return host.rstrip(".").lower()
+    """The host of ``host[:port]`` (an IPv6 address in brackets), lower case, without a trailing dot; "" for
+    what is no authority (an unclosed bracket, a port that is no port): a name the daemon never answers to."""
+    try:
+        parts = urlsplit("//" + netloc)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+    except ValueError:
+        return ""
+    return (parts.hostname or "").rstrip(".").lower()
 
 
 def _is_address(host: str) -> bool:
@@ -130,7 +135,10 @@ def _own_origin(origin: str, host: str, http: HttpConfig) -> bool:
     """Whether a page at ``origin`` is the daemon's own: the host (and port) the request was sent to,
     ``public_url``'s origin, or a name in ``[http] allowed_hosts`` (a proxy's). Only the port tells
     another page on the same machine apart: 127.0.0.1 is not enough."""
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False  # no URL at all (an unclosed IPv6 bracket)
     if parts.scheme not in ("http", "https"):
         return False  # "null" (a sandboxed frame, a file), or worse
     public = urlsplit(http.public_url)

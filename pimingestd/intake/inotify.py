@@ -3,8 +3,10 @@
 Watches a folder tree: subfolders created or moved in get their own watch.
 Yields (kind, path) events: "moved_in" (renamed into a watched folder: the file
 is complete now), "written" (IN_MODIFY: data written, so a writer has it open),
-"closed" (IN_CLOSE_WRITE: a writer closed it), "changed" (created), "dir" (a
-folder appeared: rescan it), "overflow" (events were lost: rescan everything).
+"closed" (IN_CLOSE_WRITE: a writer closed it), "created" (IN_CREATE: by an
+open, or a link), "opened" (IN_OPEN, for reading or writing: right after
+"created", its creator's open), "dir" (a folder appeared: rescan it),
+"overflow" (events were lost: rescan everything).
 
 Why not watchfiles or asyncinotify: watchfiles reports a file renamed into the
 folder as "added", like one being created and written, and batches events
@@ -26,6 +28,7 @@ from pathlib import Path
 
 IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
+IN_OPEN = 0x00000020
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
@@ -36,7 +39,7 @@ IN_ISDIR = 0x40000000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 
-_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE_SELF
+_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_OPEN | IN_MOVED_TO | IN_CREATE | IN_DELETE_SELF
 _HEADER = struct.Struct("iIII")
 
 
@@ -112,8 +115,10 @@ class Inotify:
                 self._queue.put_nowait(("closed", path))
             elif mask & IN_MODIFY:
                 self._queue.put_nowait(("written", path))
-            else:
-                self._queue.put_nowait(("changed", path))
+            elif mask & IN_OPEN:
+                self._queue.put_nowait(("opened", path))
+            elif mask & IN_CREATE:
+                self._queue.put_nowait(("created", path))
 
     async def events(self) -> AsyncIterator[tuple[str, Path]]:
         loop = asyncio.get_running_loop()

@@ -9,7 +9,9 @@ an object put back after it was moved away is taken again too (the same
 version is then answered by the ingestion that took it, and moved to done). An SFTP file must list the same
 size and mtime on two polls in a row before it is taken, since it may still
 be being written; an S3 object appears whole. Names that the local inbox
-ignores (hidden files, ``*.part``, ``*.tmp``) are ignored here too.
+ignores (hidden files, ``*.part``, ``*.tmp``) are ignored here too. A name
+with ``?`` or ``#`` (literal in S3 and SFTP, but the end of a URL's path) is
+left in place with a warning: its URL would name another object.
 
 When the ingestion ends, the object is moved when a prefix is configured, but
 only if the object at its URL is still the version that was ingested (same
@@ -54,6 +56,7 @@ class RemoteInboxes:
         self._remote = remote
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[str, tuple[int, str]] = {}  # SFTP: url -> (size, version) at the last poll
+        self._unnamable: set[str] = set()  # objects whose name a URL cannot carry, said once each
         scheduler.add_listener(self._ended)
 
     async def start(self) -> None:
@@ -81,6 +84,9 @@ class RemoteInboxes:
         for obj in sorted(listed, key=lambda o: o.url):
             if self._scheduler.draining:
                 break
+            if "?" in obj.url or "#" in obj.url:
+                self._cannot_name(obj.url)
+                continue
             name = name_of(obj.url)
             if any(glob_match(pattern, name) for pattern in IGNORE):
                 continue
@@ -94,6 +100,23 @@ class RemoteInboxes:
             self._pending.pop(obj.url, None)
             taken += await self._take(watch, obj)
         return taken
+
+    def _cannot_name(self, url: str) -> None:
+        """An S3 key or SFTP name holding ``?`` or ``#``: both are literal there, but end a URL's path, so its
+        URL would name another object (``in/Export #2.jsonl`` is ``in/Export ``), to be read and moved in its
+        place. It is left where it is, and said once."""
+        if url in self._unnamable:
+            return
+        if len(self._unnamable) > 10_000:
+            self._unnamable.clear()
+        self._unnamable.add(url)
+        base, _, name = url.rpartition("/")
+        log.warning(
+            "remote object left in place: its name cannot be named by a URL ('?' and '#' end a URL's path);"
+            " rename it without them to have it taken",
+            folder=redact(base + "/"),
+            name=name,
+        )
 
     async def _poll_forever(self, watch: RemoteWatch) -> None:
         while True:

@@ -12,8 +12,9 @@ A file still open for writing is never taken, however long it has held still
 (writers.py): not when it settled, not when it was renamed in while its writer
 still holds it. It is looked at again after another ``settle_seconds`` (and at
 once when inotify reports its IN_CLOSE_WRITE). Where the lease cannot tell, the
-watcher knows a writer holds the file from inotify: written (IN_MODIFY) and not
-closed since (IN_CLOSE_WRITE). Polling has only the lease; on a network
+watcher knows a writer holds the file from inotify: written (IN_MODIFY), or
+created and opened at once (IN_CREATE, IN_OPEN: its creator, before a first
+write), and not closed since (IN_CLOSE_WRITE). Polling has only the lease; on a network
 filesystem neither sees another machine's writer, and only the writer can say
 when a file is complete (write then rename, see the README).
 """
@@ -49,6 +50,7 @@ class Watcher:
         self._ignored = ignored
         self._pending: dict[Path, tuple[Signature, float]] = {}  # path -> (signature, unchanged since)
         self._written: set[Path] = set()  # inotify: written (IN_MODIFY) and not closed (IN_CLOSE_WRITE) since
+        self._created: set[Path] = set()  # inotify: created (IN_CREATE), not opened nor looked at since
         self._waiting: set[Path] = set()  # held back because a writer has them open (logged once each)
         self._blind = ""  # why the lease could not tell (logged once)
         self._wake = asyncio.Event()
@@ -136,6 +138,7 @@ class Watcher:
         async for kind, path in ino.events():
             if kind == "overflow":
                 self._written.clear()  # closes may be among the lost events: only the lease can tell now
+                self._created.clear()
                 await self._note_all()
                 continue
             if not path.is_relative_to(self.cfg.dir):
@@ -148,16 +151,27 @@ class Watcher:
             elif kind == "moved_in":
                 self._pending.pop(path, None)
                 self._written.discard(path)
+                self._created.discard(path)
                 if not await asyncio.to_thread(os.path.isdir, path) or await asyncio.to_thread(os.path.islink, path):
                     if await self._held_open(path):
                         await self._note(path)  # renamed in by a writer that still holds it: wait for it
                     else:
                         await self._hand_over(path)
+            elif kind == "opened":
+                # Opened right after it was created: by its creator (`exporter > file`: open(O_CREAT), then
+                # maybe nothing written for a while), so open for writing until its IN_CLOSE_WRITE. A file
+                # linked in (link(2): created, never opened) is not. Any later open (a reader's, the lease's
+                # own) changes nothing, and neither does the settle time.
+                if path in self._created:
+                    self._created.discard(path)
+                    self._written.add(path)
             else:
                 if kind == "written":
                     self._written.add(path)
                 elif kind == "closed":
                     self._written.discard(path)
+                elif kind == "created":
+                    self._created.add(path)
                 await self._note(path)
 
     async def _note_all(self) -> None:
@@ -183,6 +197,7 @@ class Watcher:
     def _forget(self, path: Path) -> None:
         self._pending.pop(path, None)
         self._written.discard(path)
+        self._created.discard(path)
         self._waiting.discard(path)
 
     async def _hand_over(self, path: Path) -> None:
@@ -192,6 +207,7 @@ class Watcher:
     async def _held_open(self, path: Path) -> bool:
         """Whether a writer still has ``path`` open: the lease's answer, else inotify's (written, not
         closed since). Logged once per file, and once when the lease cannot tell."""
+        self._created.discard(path)  # the lease opens it: that open is not its creator's
         try:
             answer = await asyncio.to_thread(writers, path)
         except FileNotFoundError:

@@ -7,8 +7,9 @@ mtime alone. On Linux the kernel can say more:
   file open for writing. The daemon may take a lease only on a file it owns, or with CAP_LEASE;
   otherwise the answer is EACCES, and a filesystem without leases (NFS, SMB/CIFS, most FUSE)
   answers EINVAL: then the lease cannot tell;
-- inotify reports IN_MODIFY for every write and IN_CLOSE_WRITE when a writer closes the file (also
-  when its process dies). The watcher keeps the files written since their last IN_CLOSE_WRITE, so
+- inotify reports IN_MODIFY for every write, IN_CREATE then IN_OPEN for a file created by an open
+  (before anything is written), and IN_CLOSE_WRITE when a writer closes the file (also when its
+  process dies). The watcher keeps the files written since their last IN_CLOSE_WRITE, so
   with inotify it still knows a writer holds a file open where the lease cannot tell. It does not
   know of a writer that wrote nothing since the watch began, nor of writes from another machine.
 

@@ -7,8 +7,9 @@ thread, never on the daemon's loop.
 - **Which URLs.** ``check_allowed``: a URL must start with one of ``[remote]
   allowed_urls`` (scheme, host and path compared as parts, so
   ``https://cdn.example.com`` does not allow ``https://cdn.example.com.evil``).
-  A path with a ``.`` or ``..`` segment is refused, percent-encoded too (a
-  server resolves them: ``/feeds/../admin`` is ``/admin``). A host that is, or
+  A path with a ``.`` or ``..`` segment is refused, in any spelling a server
+  resolves (percent-encoded, ``..;``, fullwidth, overlong UTF-8; a server
+  resolves them: ``/feeds/../admin`` is ``/admin``). A host that is, or
   resolves to, an address of this machine (loopback, unspecified, 0.0.0.0/8,
   any of its interfaces' addresses) or a link-local one is allowed only by an
   entry that names that host: a bare ``https://`` entry never reaches
@@ -22,7 +23,8 @@ thread, never on the daemon's loop.
   and the read); ``[remote.http] headers`` go to the URL's own origin only,
   never to a host a redirect names. SFTP: the host name is resolved and
   checked once, and the connection made to that address (known_hosts still
-  matched by name).
+  matched by name); no ssh config file is read (its ProxyCommand or HostName
+  would connect elsewhere).
 - **Identity.** ``stat`` gives the size and a version: the S3 version id or
   ETag, the HTTP ETag or Last-Modified, the SFTP mtime.
 - **Reads.** ``open`` gives a sequential stream of exactly ``size`` bytes that
@@ -42,12 +44,14 @@ import ipaddress
 import socket
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import structlog
+import yarl
 
 from .. import config, libraries, redaction
 from ..config import RemoteConfig
@@ -76,6 +80,9 @@ def name_of(url: str) -> str:
 
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # RFC 6052, RFC 8215
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this host on this network": Linux connects it locally
+# Cloud metadata services outside link-local (169.254.169.254 is link-local): AWS's IPv6 endpoint and
+# Alibaba Cloud's. They hand out the machine's credentials, so they are treated as this machine's own.
+_METADATA = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
 _OWN_TTL = 10.0  # seconds the machine's own addresses are cached (an interface may get a new one)
 _own_lock = threading.Lock()
 
@@ -138,12 +145,13 @@ def own_addresses() -> frozenset[Address]:
 def internal_address(address: str | Address) -> bool:
     """Whether connecting to ``address`` reaches this machine or a link-local neighbour (169.254.169.254,
     the cloud's metadata service): loopback, link-local, unspecified, 0.0.0.0/8, one of the machine's own
-    addresses, or an IPv6 address that carries one of those (``::ffff:127.0.0.1``, 6to4, NAT64)."""
+    addresses, a metadata service outside link-local (fd00:ec2::254, 100.100.100.200), or an IPv6 address
+    that carries one of those (``::ffff:127.0.0.1``, 6to4, NAT64)."""
     if isinstance(address, str):
         address = ipaddress.ip_address(address.strip("[]").split("%")[0])
     own = own_addresses()
     for a in _embedded(address):
-        if a.is_loopback or a.is_link_local or a.is_unspecified or a in own:
+        if a.is_loopback or a.is_link_local or a.is_unspecified or a in own or a in _METADATA:
             return True
         if isinstance(a, ipaddress.IPv4Address) and a in _THIS_NETWORK:
             return True
@@ -177,21 +185,44 @@ def _internal(host: str, resolve_names: bool) -> bool:
 # ---- which URLs ---------------------------------------------------------------------------------------
 
 
+# Overlong UTF-8 spellings of ".", "/" and "\\", which old servers (IIS) decoded as those characters.
+_OVERLONG = (
+    (b"\xc0\xae", b"."),
+    (b"\xe0\x80\xae", b"."),
+    (b"\xc0\xaf", b"/"),
+    (b"\xe0\x80\xaf", b"/"),
+    (b"\xc1\x9c", b"\\"),
+)
+
+
 def _segments(path: str) -> list[str]:
-    """The path's segments once every percent-encoding is undone (``%252e`` is ``%2e`` is ``.``), split at
-    ``/`` and ``\\`` (a server may take either, or decode twice)."""
+    """The path's segments once every percent-encoding is undone (``%252e`` is ``%2e`` is ``.``), overlong
+    UTF-8 read as the character it spells, split at ``/`` and ``\\`` (a server may take either, or decode
+    twice)."""
+    raw = path.encode("utf-8", "surrogateescape")
     for _ in range(4):
-        decoded = unquote(path)
-        if decoded == path:
+        decoded = unquote_to_bytes(raw)
+        if decoded == raw:
             break
-        path = decoded
-    return path.replace("\\", "/").split("/")
+        raw = decoded
+    for overlong, plain in _OVERLONG:
+        raw = raw.replace(overlong, plain)
+    return raw.decode("utf-8", "replace").replace("\\", "/").split("/")
+
+
+def _is_dot(segment: str) -> bool:
+    """Whether a server may take ``segment`` as ``.`` or ``..``: after dropping a path parameter (Tomcat and
+    Spring resolve ``..;x`` as ``..``), NUL bytes and white space around it, and in NFKC form (fullwidth
+    dots, U+FF0E, become ``.``)."""
+    segment = unicodedata.normalize("NFKC", segment.split(";", 1)[0]).replace("\x00", "").strip()
+    return segment in (".", "..")
 
 
 def dot_segment(path: str) -> bool:
-    """Whether the path has a ``.`` or ``..`` segment, percent-encoded or not: a server resolves them, so
-    ``/feeds/../admin`` is ``/admin``, outside a ``/feeds/`` prefix."""
-    return any(s in (".", "..") for s in _segments(path))
+    """Whether the path has a ``.`` or ``..`` segment in any spelling a server resolves (percent-encoded,
+    with a path parameter, fullwidth, overlong): a server resolves them, so ``/feeds/../admin`` is ``/admin``,
+    outside a ``/feeds/`` prefix."""
+    return any(_is_dot(s) for s in _segments(path))
 
 
 def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bool = True) -> None:
@@ -208,24 +239,34 @@ def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bo
         raise UrlNotAllowed(f"{shown}: credentials in a URL are refused; configure them in [remote.{parts.scheme}]")
     if not parts.netloc or not parts.path.strip("/"):
         raise UrlNotAllowed(f"{shown}: names no object (expected {parts.scheme}://host/path)")
+    if parts.scheme in ("s3", "sftp") and (parts.query or parts.fragment or url.endswith(("?", "#"))):
+        raise UrlNotAllowed(
+            f"{shown}: an S3 key or SFTP path is taken literally, so a '?' or '#' in it cannot be given in a URL"
+            " (it would end the path and name another object)"
+        )
     if dot_segment(parts.path):
-        raise UrlNotAllowed(f"{shown}: a path with a '.' or '..' segment (also percent-encoded) is refused")
+        raise UrlNotAllowed(
+            f"{shown}: a path with a '.' or '..' segment (in any spelling a server resolves) is refused"
+        )
     if not allowed:
         raise UrlNotAllowed(f"{shown}: [remote] allowed_urls is empty, so no remote URL is allowed")
     host = (parts.hostname or "").lower()
-    # The path is compared as given, undecoded: S3 and SFTP take it literally, and what an HTTP client
-    # normalises (aiohttp resolves dot segments) is checked again at every request (``_guard``).
-    path = parts.path
+    here = _place(url)
+    if here is None:
+        raise UrlNotAllowed(f"{shown}: not a valid URL")
     for prefix in allowed:
         p = urlsplit(prefix)
         if p.scheme != parts.scheme:
             continue
+        entry = _place(prefix)
+        if entry is None:
+            continue
         if p.netloc:
-            if p.netloc.lower() != parts.netloc.lower():
+            if entry[:2] != here[:2]:
                 continue
         elif parts.scheme != "s3" and _internal(host, resolve):
             continue  # a bare scheme never reaches this machine or its link-local neighbours
-        want = p.path
+        want, path = entry[2], here[2]
         if want and not (path == want or path.startswith(want if want.endswith("/") else want + "/")):
             continue
         return
@@ -233,6 +274,31 @@ def check_allowed(url: str, allowed: tuple[str, ...] | list[str], *, resolve: bo
         f"{shown}: not under any of [remote] allowed_urls"
         + (" (loopback and link-local hosts must be listed by name)" if _internal(host, False) else "")
     )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "sftp": 22}
+
+
+def _place(url: str) -> tuple[str, tuple[str, int | None], str] | None:
+    """(scheme, (host, port), path) as the request spells it, to compare a URL with an entry written another
+    way; None for a URL that cannot be spelled so. HTTP: as aiohttp sends it (yarl's form: a default port
+    dropped, an IDN host in punycode, an IPv6 address compressed, the path's percent-encoding normalised),
+    which is also what the session checks at each hop. SFTP and S3 take the path literally: only the host is
+    compared case-insensitively, with SFTP's default port."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        try:
+            u = yarl.URL(url)
+            return parts.scheme, ((u.raw_host or "").lower(), u.port), u.raw_path
+        except (ValueError, UnicodeError):
+            return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme == "s3":
+        return parts.scheme, (parts.netloc, None), parts.path
+    return parts.scheme, ((parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(parts.scheme)), parts.path
 
 
 def named_hosts(
@@ -243,9 +309,20 @@ def named_hosts(
     out = set()
     for prefix in allowed:
         p = urlsplit(prefix)
-        if p.scheme in schemes and p.hostname:
-            out.add((p.hostname.lower(), p.port or {"https": 443, "http": 80, "sftp": 22}.get(p.scheme, 0)))
+        place = _place(prefix) if p.scheme in schemes and p.hostname else None
+        if place is not None:
+            host, port = place[1]
+            out.add((host_key(host), port or 0))
     return frozenset(out)
+
+
+def host_key(host: str) -> str:
+    """A host name as ``named_hosts`` holds it and a resolver is asked for it: punycode, lower case, without
+    a trailing dot (``Bücher.example.`` is ``xn--bcher-kva.example``)."""
+    host = host.strip("[]")
+    with contextlib.suppress(ValueError, UnicodeError):
+        host = yarl.URL.build(scheme="http", host=host).raw_host or host
+    return host.lower().rstrip(".")
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +381,7 @@ def _http_session_factory(origin: str, allowed: tuple[str, ...], headers: dict[s
             self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
         ) -> list[ResolveResult]:
             results = await self._inner.resolve(host, port, family)
-            if (host.lower().rstrip("."), port) not in named:
+            if (host_key(host), port) not in named:
                 for r in results:
                     if internal_address(r["host"]):
                         raise UrlNotAllowed(
@@ -336,6 +413,8 @@ class Remote:
 
     def __init__(self, cfg: RemoteConfig) -> None:
         self.cfg = cfg
+        # What a server may echo and a library quote in its exception text: masked in every error and log line.
+        self.secrets = redaction.secret_values([*cfg.http.headers.values(), cfg.s3.key or "", cfg.s3.secret or ""])
         self._lock = threading.Lock()
         self._fs: dict[tuple[str, str], Any] = {}
 
@@ -395,7 +474,9 @@ class Remote:
 
             c2 = self.cfg.sftp
             port = parts.port or 22
-            kwargs: dict[str, Any] = {"port": port, "skip_instance_cache": True, "timeout": 30}
+            # config=None: no ~/.ssh/config, whose ProxyCommand, ProxyJump or HostName would send the connection
+            # elsewhere than the address checked; SFTP is configured in [remote.sftp] only.
+            kwargs: dict[str, Any] = {"port": port, "skip_instance_cache": True, "timeout": 30, "config": None}
             if c2.username:
                 kwargs["username"] = c2.username
             if c2.key_file is not None:
@@ -426,7 +507,7 @@ class Remote:
         addresses = addresses_of(host, port)
         if not addresses:
             return host  # does not resolve: the connection fails, saying so
-        if (host.lower().rstrip("."), port) not in named_hosts(self.cfg.allowed_urls, ("sftp",)):
+        if (host_key(host), port) not in named_hosts(self.cfg.allowed_urls, ("sftp",)):
             for a in addresses:
                 if internal_address(a):
                     raise UrlNotAllowed(
@@ -447,16 +528,27 @@ class Remote:
             return parts.path
         return url
 
+    def masked(self, err: PimIngestError) -> PimIngestError:
+        """``err`` with the configured secrets masked in its text: the daemon's own refusal quotes the URL a
+        redirect named, and a server can put what it was sent (a header's value) in that URL."""
+        text = redaction.text(str(err), self.secrets)
+        if text == str(err):
+            return err
+        try:
+            return type(err)(text)
+        except TypeError:  # a class whose constructor takes more than the message
+            return RemoteError(text)
+
     def _failure(self, url: str, exc: BaseException, doing: str) -> PimIngestError:
         own = _cause(exc)
         if own is not None:
-            return own
+            return self.masked(own)
         if not isinstance(exc, FileNotFoundError):
             self._forget(url)
         shown = redact(url)
         if isinstance(exc, FileNotFoundError):
             return RemoteNotFound(f"{shown}: no such object")
-        text = redaction.text(str(exc) or type(exc).__name__)  # a library's text quotes the URL, query and all
+        text = redaction.text(str(exc) or type(exc).__name__, self.secrets)  # a library's text quotes the URL
         kind = type(exc).__name__
         if "HostKeyNotVerifiable" in kind or "host key" in text.lower():
             return RemoteError(f"{shown}: the server's host key is not in [remote.sftp] known_hosts ({text})")
@@ -485,7 +577,10 @@ class Remote:
         if scheme in {"http", "https"}:
             final = info.get("url")
             if final and final != url:
-                check_allowed(final, self.cfg.allowed_urls)  # a redirect must stay where the operator allowed
+                try:  # a redirect must stay where the operator allowed
+                    check_allowed(final, self.cfg.allowed_urls)
+                except UrlNotAllowed as exc:
+                    raise self.masked(exc) from None
         version = ""
         if info.get("VersionId") and info.get("VersionId") != "null":
             version = f"version:{info['VersionId']}"
@@ -527,6 +622,12 @@ class Remote:
                     raise RemoteError(
                         f"{redact(url)}: the transfer was cut at byte {offset}, and the server gives no ETag or"
                         " Last-Modified, so a ranged read could splice two versions; the ingestion stops here"
+                    )
+                if identity.version.startswith("etag:W/"):  # "equivalent", not the same bytes (RFC 9110 8.8.1)
+                    raise RemoteError(
+                        f"{redact(url)}: the transfer was cut at byte {offset}, and the server gives only a weak ETag"
+                        f" ({identity.version.removeprefix('etag:')}), which two versions with other bytes may share,"
+                        " so a ranged read could splice them; the ingestion stops here"
                     )
                 f = fs.open(path, "rb", block_size=block, cache_type="readahead", size=identity.size, headers=pin)
                 f.seek(offset)
@@ -625,7 +726,21 @@ class Remote:
         except FileChangedError:
             fs.call_s3("delete_object", Bucket=tbucket, Key=tkey)  # the copy may be of the new version
             raise
-        fs.call_s3("delete_object", Bucket=bucket, Key=key)
+        etag = condition.get("CopySourceIfMatch")
+        if etag is None:  # no ETag to pin the delete to (a store that gives none): checked just above
+            fs.call_s3("delete_object", Bucket=bucket, Key=key)
+            return
+        try:  # an upload that lands after that check must not be deleted unread: If-Match on the delete too
+            fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
+        except Exception as exc:
+            if _precondition_failed(exc):
+                raise FileChangedError(
+                    f"{redact(url)}: another version was uploaded while the one ingested was moved; it is left in"
+                    f" place (the one ingested is at {redact(target)})"
+                ) from None
+            if not _not_implemented(exc):
+                raise
+            fs.call_s3("delete_object", Bucket=bucket, Key=key)  # a store without conditional deletes
 
     def _check_moved_back(self, fs: Any, url: str, target: str, expected: ObjectIdentity) -> None:
         """SFTP: the file renamed into the folder is the expected version, or it goes back (a rename does not
@@ -675,6 +790,23 @@ def _precondition_failed(exc: BaseException) -> bool:
                 return True
         if getattr(current, "status", None) == 412:
             return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _not_implemented(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) says the store does not implement what was asked (a conditional delete,
+    on an S3-compatible store that predates it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NotImplemented", "InvalidArgument") or status == 501:
+                return True
         current = current.__cause__ or current.__context__
     return False
 
@@ -750,8 +882,11 @@ class HashingStream(io.RawIOBase):
                 if data:
                     return bytes(data)
                 last = EOFError(f"the transfer ended at byte {self._pos} of {self._identity.size}")
-            except PimIngestError:
-                raise
+            except PimIngestError as exc:
+                masked = self._remote.masked(exc)  # the session's refusal quotes the URL a redirect named
+                if masked is exc:
+                    raise
+                raise masked from None
             except ValueError as exc:
                 if "range" in str(exc).lower():  # fsspec: the HTTP server ignores Range
                     raise RemoteError(
@@ -762,7 +897,7 @@ class HashingStream(io.RawIOBase):
             except Exception as exc:
                 own = _cause(exc)
                 if own is not None:  # refused by the session's check (a redirect out of allowed_urls, say)
-                    raise own from None
+                    raise self._remote.masked(own) from None
                 if _precondition_failed(exc):  # the pinned version is not the one there now
                     raise FileChangedError(
                         f"{name_of(self._url)}: the remote object changed since it was submitted (the server"
@@ -777,7 +912,7 @@ class HashingStream(io.RawIOBase):
                 url=redact(self._url),
                 at_byte=self._pos,
                 attempt=attempt,
-                error=redaction.text(f"{type(last).__name__}: {last}"),
+                error=redaction.text(f"{type(last).__name__}: {last}", self._remote.secrets),
             )
             time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
             self.reconnects += 1
@@ -789,7 +924,8 @@ class HashingStream(io.RawIOBase):
                 last = exc
         raise RemoteError(
             f"{redact(self._url)}: reading failed at byte {self._pos} of {self._identity.size} after"
-            f" {attempts} attempts; last error: " + redaction.text(f"{type(last).__name__}: {last}")
+            f" {attempts} attempts; last error: "
+            + redaction.text(f"{type(last).__name__}: {last}", self._remote.secrets)
         )
 
     def _close_fh(self) -> None:

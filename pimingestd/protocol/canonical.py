@@ -38,12 +38,12 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"type {type(value).__name__} is not JSON")
 
 
-def _widen(value: Any) -> Any:
+def widen(value: Any) -> Any:
     """A copy with out-of-range integers turned into verbatim fragments (rare, slow path)."""
     if isinstance(value, dict):
-        return {k: _widen(v) for k, v in value.items()}
+        return {k: widen(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_widen(v) for v in value]
+        return [widen(v) for v in value]
     if type(value) is int and not (_INT_MIN <= value <= _INT_MAX):
         return orjson.Fragment(str(value).encode("ascii"))
     if type(value) is float and not math.isfinite(value):
@@ -64,7 +64,7 @@ def encode(value: Any) -> bytes:
         if "64-bit" not in str(exc):
             raise EncodeError(str(exc)) from None
     try:
-        return orjson.dumps(_widen(value), default=json_default, option=_OPTS)
+        return orjson.dumps(widen(value), default=json_default, option=_OPTS)
     except orjson.JSONEncodeError as exc:
         raise EncodeError(str(exc)) from None
 

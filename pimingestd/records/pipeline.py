@@ -12,7 +12,8 @@ flat whatever the scope's size. Then each record is:
 
 After the last record of a full file, the scope's keys it did not hold are its deletions: listed, or sent
 as tombstones in chunks of their own at the end. A key is absent only when no record of the file holds it:
-the keys of records that are not sent (invalid, or a repeat under ``unique_key``) are marked found too. A
+the keys of records that are not sent (invalid, or a repeat under ``unique_key``) are marked found too, and
+so is each key's other spelling (``"1"`` for ``1``: one object in PIM-Core, see protocol/keys.py). A
 record whose key cannot be read at all could be any of the absent keys, so then none is sent as a tombstone:
 the file fails before anything is sent, as with too many deletions.
 """
@@ -36,7 +37,7 @@ from ..sources import Record
 from ..sources.exact import Exact
 from ..state.lookups import ScopeView
 from .rules import RecordRules
-from .validate import Validator
+from .validate import Validator, as_written
 
 BATCH = 1000  # records looked up together
 _Kept = tuple[int, bytes, "str | None"]  # a record to send (unless unchanged): file position, canonical bytes, key
@@ -79,8 +80,10 @@ class Pipeline:
         self._delta = rules.delta and dedup  # re_ingestion sends everything (versions are still recorded)
         self._full_deletions = rules.deletions != "off" and full_file
         self._keyless: tuple[int, str] | None = None  # the first record whose key cannot be read, and why
+        self._fold: bool | None = None  # whether new keys are noted as PIM-Core compares them (_folding)
         key = rules.key
         self._key_of = (lambda value: keys.extract(value, key)) if key is not None else None
+        self._digit_keys = keys.DigitKeys()  # per pass: each pass reads the file in the same order
 
     def run(self, records: Iterator[Record]) -> Iterator[Item]:
         numbered = enumerate(records)
@@ -99,8 +102,9 @@ class Pipeline:
         kept: list[_Kept] = []
         held_back: list[str] = []  # keys of records not sent, which the file holds all the same
         check = self._validator.check if rules.schema is not None or rules.required else None
-        key_of, loads, dumps = self._key_of, orjson.loads, orjson.dumps
+        key_of, loads, dumps, forms = self._key_of, orjson.loads, orjson.dumps, self._digit_keys
         top = rules.key if rules.key is not None and "." not in rules.key else None
+        key_field = rules.key or ""
         for position, record in batch:
             # The hot loop of a delta pass: the common case (a fast path's canonical bytes, a top-level string
             # key, no schema) is written out inline; anything else takes the general calls.
@@ -113,15 +117,24 @@ class Pipeline:
             else:
                 body = bytes(memoryview(dumps(record)))  # canonical already; out of orjson's 4 KiB buffer
                 value = loads(body)
-            bad = check(value) if check is not None else None
+            # Checked on what is sent, numbers as written (Decimals from the canonical bytes): never on binary
+            # floats (19.90 is no multiple of 0.01 as a float), whichever reader gave the record.
+            bad = check(as_written(body)) if check is not None else None
             key = None
             if bad is None and key_of is not None:
                 found = value.get(top) if top is not None else None
                 if type(found) is str and found and "\x7f" not in found:  # a DEL: a marked number, not a string
                     key = dumps(found).decode()
+                    if found[-1] in _DIGITS and (form := forms.check(found, position)) is not None:
+                        bad = (form, rules.key)
+                        held_back.append(key)  # refused for its form, but the file holds the key
                 else:
                     try:
-                        key = key_of(loads(body) if type(record) is Exact else value)
+                        plain = loads(body) if type(record) is Exact else value
+                        key = key_of(plain)
+                        if (form := forms.check(keys.lookup(plain, key_field), position)) is not None:
+                            bad = (form, rules.key)
+                            held_back.append(key)
                     except keys.NoKey as exc:
                         bad = (str(exc), rules.key)
                         self._keyless = self._keyless or (position, str(exc))
@@ -147,8 +160,10 @@ class Pipeline:
                 unique.append((position, body, key))
             kept = unique
             self._view.hold([k for _, _, k in kept if k is not None])
-        if held_back and self._full_deletions and self._view is not None:
+        if self._full_deletions and self._view is not None:
             self._view.mark(held_back)
+            if self._folding():
+                self._view.hold_folds([keys.text_fold(k) for k in held_back])
         return kept
 
     def _lookup(self, kept: list[_Kept], hashes: list[bytes]) -> list[bool] | None:
@@ -158,7 +173,30 @@ class Pipeline:
         view = self._view
         if view is None or not kept or not (self._delta or self._full_deletions):
             return None
-        return view.changed([k for _, _, k in kept if k is not None], hashes)
+        changed = view.changed([k for _, _, k in kept if k is not None], hashes)
+        if self._full_deletions and view.last_new and self._folding():
+            view.hold_folds([keys.text_fold(k) for k in view.last_new])
+        return changed
+
+    def _folding(self) -> bool:
+        """Whether this full file's new keys are noted as PIM-Core compares them (``keys.text_fold``): only when
+        the scope held keys as the pass began (an empty scope, a first load, has none to delete)."""
+        if self._fold is None:
+            assert self._view is not None
+            self._fold = self._view.scope_size() > 0
+        return self._fold
+
+    def _spare_respelled(self) -> None:
+        """Mark found each absent key whose fold a key of this file has: PIM-Core's collation takes them for
+        one object (``ABC`` yesterday, ``abc`` today), which the upsert has just updated, so a tombstone would
+        delete a product the file holds. Errs towards keeping: a fold is wider than either collation."""
+        view = self._view
+        assert view is not None
+        for page in view.absent(self._id):
+            folds = [keys.text_fold(k) for k in page]
+            held = view.folds_held(folds)
+            if held:
+                view.mark([k for k, f in zip(page, folds, strict=True) if f in held])
 
     def _emit(self, kept: list[_Kept], hashes: list[bytes], changed: list[bool] | None) -> Iterator[Item]:
         if self._rules.key is None:
@@ -183,6 +221,8 @@ class Pipeline:
     def _deletions(self) -> Iterator[Item]:
         view, rules = self._view, self._rules
         assert view is not None and rules.key is not None
+        if self._fold and view.holds_folds:
+            self._spare_respelled()
         total, size = view.absent_count(self._id), view.scope_size()
         if total and self._keyless is not None and rules.deletions == "send":
             position, why = self._keyless
@@ -204,6 +244,9 @@ class Pipeline:
                     yield from self._cutter.add(_encode(keys.tombstone(rules.key, key), -1), None, key, None)
         if rules.deletions == "send":
             yield from self._cutter.flush()
+
+
+_DIGITS = frozenset("0123456789")
 
 
 def _encode(record: Any, position: int) -> bytes:

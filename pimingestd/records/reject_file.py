@@ -25,17 +25,22 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import os
 import re
 from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
 import orjson
 
+from ..protocol import canonical
 from ..protocol.canonical import json_default
-from ..sources import Record, compression
+from ..sources import FORMATS, Record, compression
+from ..sources.exact import Exact
 from ..sources.json_path import ITEMS
 from ..sources.json_path import parse as parse_json_path
 
@@ -59,9 +64,26 @@ def suffix(fmt: str, file_name: str) -> str:
 
 
 def download_name(file_name: str, fmt: str) -> str:
-    """``products.csv.gz`` -> ``products.rejects.csv``; a reject file's own name is kept as it is."""
+    """``products.csv.gz`` -> ``products.rejects.csv``, ``my.products.v2.jsonl`` -> ``my.rejects.products.v2.jsonl``:
+    the infix after the name's first part (where records/rules.py takes it out again for the delta scope), the
+    rest of the name kept but for its compression and format suffixes (a profile's glob such as ``*.v2.jsonl``
+    still matches); a reject file's own name is kept as it is (``-2``... taken out)."""
     base = file_name.rsplit("/", 1)[-1]
-    return base.partition(".")[0] + ".rejects" + suffix(fmt, base)
+    stem, dot, rest = base.partition(".")
+    rest = dot + rest
+    if rest and compression.codec_of(PurePosixPath(base)) is not None:
+        rest = rest[: rest.rindex(".")]
+    cut = rest.rfind(".")
+    if cut >= 0 and rest[cut:].lower() in _FORMAT_SUFFIXES:
+        rest = rest[:cut]
+    infix = _INFIX.match(rest)
+    if infix is not None:
+        rest = rest[infix.end() :]
+    return stem + ".rejects" + rest + suffix(fmt, base)
+
+
+_FORMAT_SUFFIXES = frozenset(s for f in FORMATS.values() for s in f.suffixes)
+_INFIX = re.compile(r"\.rejects(?:-[0-9]+)?(?=\.|$)")
 
 
 def placed_name(file_name: str, fmt: str, taken: Collection[str]) -> str:
@@ -70,7 +92,7 @@ def placed_name(file_name: str, fmt: str, taken: Collection[str]) -> str:
     ``<name>.rejects-2.<ext>``, ``-3``..., which keep the source's delta scope (records/rules.py)."""
     base = file_name.rsplit("/", 1)[-1]
     name = download_name(base, fmt)
-    stem, _, ext = name.partition(".rejects")
+    stem, _, ext = name.partition(".rejects")  # the first: the infix goes right after the first part
     n = 1
     while name == base or name in taken:
         n += 1
@@ -119,17 +141,35 @@ def _pick(
         if wanted is None:
             return
         if wanted[0] == position:
-            value = record if isinstance(record, dict) else orjson.loads(orjson.dumps(record))
-            yield value, wanted[1], wanted[2]
+            yield _as_read(record), wanted[1], wanted[2]
             wanted = next(rejects, None)
             if wanted is None:
                 return
 
 
-def csv_delimiter(fh: BinaryIO, name: str, encoding: str) -> str:
+def _as_read(record: Record) -> Any:
+    """The record as an object whose numbers are as the source wrote them: a fast path's canonical bytes
+    (``orjson.Fragment``, ``Exact``) are parsed with Decimals, never through binary floats (``19.90`` stays)."""
+    if isinstance(record, dict):
+        return record
+    body = record.body if isinstance(record, Exact) else orjson.dumps(record)
+    return json.loads(body, parse_float=Decimal)
+
+
+@dataclass(frozen=True, slots=True)
+class CsvHead:
+    """What a CSV reject file takes from its source's first bytes: the delimiter ``delimiter = "auto"`` found,
+    and whether the source started with a UTF-8 byte order mark (which the reader strips)."""
+
+    delimiter: str
+    bom: bool
+
+
+def csv_head(fh: BinaryIO, name: str, encoding: str) -> CsvHead:
     """The delimiter the CSV reader takes under ``delimiter = "auto"`` (sources/csv_source.py): the one its
-    header line holds most. ``fh`` is the source's raw bytes (compressed when its name says so); at most the
-    first 4 MiB are read, and the header line ends at the first CR or LF."""
+    header line holds most; and whether the text starts with a UTF-8 BOM. ``fh`` is the source's raw bytes
+    (compressed when its name says so); at most the first 4 MiB are read, and the header line ends at the
+    first CR or LF."""
     from ..sources.csv_source import ENCODINGS
     from ..sources.csv_source import _delimiter as header_delimiter
 
@@ -137,12 +177,15 @@ def csv_delimiter(fh: BinaryIO, name: str, encoding: str) -> str:
     stream: BinaryIO = compression.decompressed(fh, codec, name) if codec is not None else fh
     decoder = codecs.getincrementaldecoder(ENCODINGS[encoding])(errors="replace")
     text = ""
+    first = b""
     while len(text) < _SNIFF_CHARS and not _LINE_END.search(text):
         block = stream.read(1 << 16)
+        first += block[: 3 - len(first)]  # (a short read may hold less than the BOM)
         text += decoder.decode(block, final=not block)
         if not block:
             break
-    return header_delimiter(_LINE_END.split(text, maxsplit=1)[0])
+    bom = ENCODINGS[encoding] == "utf-8-sig" and first.startswith(codecs.BOM_UTF8)
+    return CsvHead(header_delimiter(_LINE_END.split(text, maxsplit=1)[0]), bom)
 
 
 _SNIFF_CHARS = 4 << 20
@@ -156,7 +199,13 @@ def _reported(text: str) -> str:
 
 
 def _json(value: Any) -> bytes:
-    return orjson.dumps(value, default=json_default)
+    """JSON text of a value as read: Decimals exact, integers of any size (beyond 64 bits as their digits)."""
+    try:
+        return orjson.dumps(value, default=json_default)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+    return orjson.dumps(canonical.widen(value), default=json_default)
 
 
 def _with_reject(record: dict[str, Any], reason: str, field: str | None) -> dict[str, Any]:
@@ -209,10 +258,12 @@ class _Csv(_Writer):
         super().__init__(path, options, suffix)
         from ..sources.csv_source import ENCODINGS
 
-        delimiter = options.get("delimiter", "auto")  # the caller gives the one found for "auto" (csv_delimiter)
+        delimiter = options.get("delimiter", "auto")  # the caller gives the one found for "auto" (csv_head)
         self._delimiter = ("\t" if suffix == ".tsv" else ",") if delimiter == "auto" else delimiter
         codec = ENCODINGS[options.get("encoding", "utf-8")]
         self._codec = "utf-8" if codec == "utf-8-sig" else codec
+        if options.get("bom") and codec == "utf-8-sig":  # the source's (csv_head): Excel reads UTF-8 by it
+            self.fh.write(codecs.BOM_UTF8)
         self._text = io.TextIOWrapper(self.fh, encoding=self._codec, newline="")
         self._csv = csv.writer(self._text, delimiter=self._delimiter, quotechar='"', lineterminator="\r\n")
         self._header: list[str] | None = None
@@ -220,7 +271,9 @@ class _Csv(_Writer):
     def add(self, record: dict[str, Any], reason: str, field: str | None) -> None:
         if self._header is None:
             self._header = list(record)
-            self._csv.writerow([*self._header, REASON, FIELD])
+            self._text.write(
+                self._delimiter.join(_header_name(n, self._delimiter) for n in [*self._header, REASON, FIELD]) + "\r\n"
+            )
         own = [self._own(reason), self._own(field or "")]
         self._csv.writerow([_cell(record.get(name)) for name in self._header] + own)
 
@@ -239,6 +292,17 @@ class _Csv(_Writer):
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _header_name(name: str, delimiter: str) -> str:
+    """A header name quoted whenever it holds a candidate delimiter (or a quote or line break), so that
+    ``delimiter = "auto"``, which counts them in the header line outside quotes, finds in the reject file the
+    delimiter it found in the source; the name reads back as it was."""
+    from ..sources.csv_source import DELIMITERS
+
+    if any(c in name for c in (delimiter, *DELIMITERS, '"', "\r", "\n")):
+        return '"' + name.replace('"', '""') + '"'
+    return name
 
 
 def _cell(value: Any) -> str:

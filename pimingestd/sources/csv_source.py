@@ -1,6 +1,7 @@
 """CSV (.csv, .tsv): the first row is the header, each row an object ``{header: field text}``.
 
-The contract is what Python's ``csv.DictReader`` gives for the same dialect:
+The contract is what Python's ``csv.DictReader`` gives for the same dialect
+over the file opened with ``newline=""`` (lines end at LF, CRLF or a CR alone):
 fields are the text exactly as in the file (RFC 4180 quoting with ``"``,
 newlines inside quoted fields kept), an empty field is ``""``, rows that are
 completely empty are skipped, and (with ``short_rows = "pad"``) a missing
@@ -9,15 +10,17 @@ convert (``decimal``, ``int``, ``bool``, ``date``), an empty field in such a
 column being ``null``.
 
 Refused, naming the line (and the byte or column): a byte sequence that is not
-valid in the encoding, an empty or duplicate header name, a row with more
-fields than the header, a row with fewer (unless ``short_rows = "pad"``), a
-value that does not convert to its column's type, a field over the record
+valid in the encoding, UTF-16 without a byte order mark (name utf-16-le or
+utf-16-be), a byte order mark contradicting the encoding, an empty or
+duplicate header name, a row with more fields than the header, a row with
+fewer (unless ``short_rows = "pad"``), a value that does not convert to its
+column's type, a field over the record
 size limit.
 
 Options: ``delimiter`` ("auto": the one of ``,`` ``;`` tab ``|`` that occurs
 most in the header line, outside quotes; or the character itself),
 ``encoding`` (``utf-8``, the default, strips a BOM; ``utf-8-sig``, ``utf-16``
-by its BOM, ``cp1252``, ``latin-1``), ``short_rows`` ("fail" or "pad"),
+by its BOM (refused without one), ``utf-16-le``, ``utf-16-be``, ``cp1252``, ``latin-1``), ``short_rows`` ("fail" or "pad"),
 ``types`` (a table of column name to type).
 """
 
@@ -38,6 +41,8 @@ ENCODINGS = {
     "utf-8": "utf-8-sig",
     "utf-8-sig": "utf-8-sig",
     "utf-16": "utf-16",
+    "utf-16-le": "utf-16-le",
+    "utf-16-be": "utf-16-be",
     "cp1252": "cp1252",
     "latin-1": "latin-1",
 }
@@ -46,6 +51,7 @@ TYPES = ("decimal", "int", "bool", "date")
 _BLOCK = 1 << 16
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _INT = re.compile(r"-?[0-9]+")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # what the README documents; fromisoformat takes 2021-W52-1 too
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -73,8 +79,9 @@ class Options:
 
 
 class _Lines:
-    """The decoded text in lines (each keeping its "\\n", as csv.reader wants with newline=""),
-    counting lines and bytes so a decoding error can name both."""
+    """The decoded text in lines, each keeping its end, as a file opened with newline="" gives them to csv.reader:
+    a line ends at LF, CRLF or a CR alone (Excel for Mac's "CSV (Macintosh)" writes CR only). It counts lines and
+    bytes so a decoding error can name both."""
 
     def __init__(self, fh: BinaryIO, name: str, encoding: str, limit: int) -> None:
         self._fh = fh
@@ -87,24 +94,35 @@ class _Lines:
 
     def __iter__(self) -> Iterator[str]:
         rest = ""
+        first = True
         while True:
             block = self._fh.read(_BLOCK)
+            if first and block:
+                while len(block) < len(codecs.BOM_UTF8) and (more := self._fh.read(_BLOCK)):  # a short read
+                    block += more
+                self._byte_order(block)
+                first = False
             buffered = self._decoder.getstate()[0]
             try:
                 text = self._decoder.decode(block, final=not block)
             except UnicodeDecodeError as exc:
                 at = self._read - len(buffered) + exc.start
-                good = codecs.decode(exc.object[: exc.start], ENCODINGS[self._label], "replace")
-                line = self.line + (rest + good).count("\n")
+                good = rest + codecs.decode(exc.object[: exc.start], ENCODINGS[self._label], "replace")
+                line = self.line + good.count("\n") + good.count("\r") - good.count("\r\n")
                 raise ParseError(
                     f"{self._name}: line {line}: byte {at}: not valid {self._label} ({exc.reason});"
                     " name the file's encoding with the `encoding` option"
                 ) from None
+            if self._read == 0 and self._label in ("utf-16-le", "utf-16-be") and text[:1] == "\ufeff":
+                text = text[1:]  # a BOM of the named order (one of the other order was refused)
             self._read += len(block)
             text = rest + text
-            lines = text.split("\n")
-            rest = lines.pop()
-            long = next((i for i, piece in enumerate([*lines, rest]) if len(piece) > self._limit), None)
+            if "\r" in text:  # CR alone or CRLF: lines as a file opened with newline="" gives them
+                lines, rest = _split_cr(text, final=not block)
+            else:
+                lines = [piece + "\n" for piece in text.split("\n")]
+                rest = lines.pop()[:-1]
+            long = next((i for i, piece in enumerate([*lines, rest]) if len(piece) > self._limit + 2), None)
             if long is not None:
                 raise ParseError(
                     f"{self._name}: line {self.line + long} is longer than {self._limit} characters"
@@ -112,11 +130,48 @@ class _Lines:
                 )
             for piece in lines:
                 self.line += 1
-                yield piece + "\n"
+                yield piece
             if not block:
                 if rest:
                     yield rest
                 return
+
+    def _byte_order(self, block: bytes) -> None:
+        """UTF-16 needs the byte order. Python's utf-16 codec takes a file without a BOM for little-endian, which
+        silently garbled a big-endian one: ask for it instead. A BOM contradicting the named order is refused, and
+        so is a BOM under a single-byte encoding, which would decode it into the first header name ("ï»¿sku")."""
+        bom = {codecs.BOM_UTF16_LE: "little", codecs.BOM_UTF16_BE: "big"}.get(block[:2])
+        if self._label in ("cp1252", "latin-1") and (bom is not None or block.startswith(codecs.BOM_UTF8)):
+            which = "UTF-8" if bom is None else f"UTF-16 ({bom}-endian)"
+            raise ParseError(
+                f"{self._name}: the file starts with a {which} byte order mark, but the encoding is {self._label};"
+                f' name it with encoding = "{"utf-8" if bom is None else "utf-16"}"'
+            )
+        if self._label == "utf-16" and bom is None:
+            raise ParseError(
+                f"{self._name}: no byte order mark, so the UTF-16 byte order is unknown; name it with"
+                ' encoding = "utf-16-le" or "utf-16-be"'
+            )
+        named = {"utf-16-le": "little", "utf-16-be": "big"}.get(self._label)
+        if named is not None and bom is not None and bom != named:
+            raise ParseError(
+                f"{self._name}: the byte order mark says {bom}-endian, but the encoding is {self._label};"
+                f' name it with encoding = "utf-16" (by the BOM) or "utf-16-{bom[0]}e"'
+            )
+
+
+_LINE_END = re.compile(r"(\r\n|\r|\n)")
+
+
+def _split_cr(text: str, final: bool) -> tuple[list[str], str]:
+    """``text``'s whole lines, each with its end (LF, CRLF or a CR alone), and the rest. A CR that ends the text
+    stays in the rest unless the text is final: the next block may start with its LF."""
+    parts = _LINE_END.split(text)
+    rest = parts.pop()
+    lines = [parts[i] + parts[i + 1] for i in range(0, len(parts), 2)]
+    if not final and not rest and lines and lines[-1].endswith("\r"):
+        rest = lines.pop()
+    return lines, rest
 
 
 def _delimiter(header_line: str) -> str:
@@ -200,7 +255,7 @@ def _convert(text: str, kind: str, where: str) -> Any:
         return int(text)
     elif kind == "bool" and text.lower() in _BOOLS:
         return _BOOLS[text.lower()]
-    elif kind == "date" and len(text) == 10:  # YYYY-MM-DD only (fromisoformat also takes 20211231)
+    elif kind == "date" and _DATE.fullmatch(text):
         try:
             return dt.date.fromisoformat(text).isoformat()
         except ValueError:

@@ -8,7 +8,8 @@ few C-level passes over each buffer (bytes.replace/translate/split):
 - very long strings: a single string is refused once it exceeds the record
   limit, before the parser has buffered all of it;
 - lone surrogate escapes (``"\\ud800"``): yajl silently turns an unpaired high
-  surrogate into ``?``; we refuse it instead of changing the data. The bytes
+  surrogate into ``?``, and an unpaired low one into bytes that then fail as
+  "invalid UTF-8"; we refuse both, naming the escape. The bytes
   held back to judge an escape split across buffers are re-judged against the
   very next buffer, whatever it holds;
 - form feed and vertical tab: yajl takes them for whitespace between tokens,
@@ -32,7 +33,20 @@ _KEEP = b'[]{}"'
 _DELETE = bytes(b for b in range(256) if b not in _KEEP)
 _STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _LONE_HIGH = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+_HIGH = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
+_LOW = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")  # (not a lookbehind: that makes re try it at every byte)
+_PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 _LOOKAHEAD = 11  # bytes a lone-surrogate match needs after its start to be judged
+
+
+def lone_surrogate(text: bytes) -> str | None:
+    """The first unpaired surrogate escape in a whole JSON text, or None: for a text the standard library parses
+    (JSON Lines' exact path), which keeps lone surrogates where the guard refuses them."""
+    plain = text.replace(b"\\\\", b"//")
+    high = _LONE_HIGH.search(plain)
+    low = _LOW.search(_PAIR.sub(b"", plain))
+    found = high or low
+    return None if found is None else found.group().decode()
 
 
 class JsonGuard:
@@ -62,10 +76,14 @@ class JsonGuard:
             self._carry, buf = b"\\", buf[:-1]
         else:
             self._carry = b""
-        if b"\\u" in buf or b"\\u" in self._tail:
-            self._surrogates(buf.replace(b"\\\\", b"") if b"\\\\" in buf else buf, start)
+        # Escaped backslashes masked first (same length, no backslash), so that "\\\\ud83d" (a backslash, then the
+        # text "ud83d") is no escape, and "\\ud83d\\\\\\ude00" no pair; the look-ahead keeps masked bytes too: a
+        # buffer ending in "\\\\" then one starting "ud83d" refused valid JSON as an unpaired surrogate.
+        plain = buf.replace(b"\\\\", b"//") if b"\\\\" in buf else buf
+        if b"\\u" in plain or b"\\u" in self._tail:
+            self._surrogates(plain, start)
         else:  # nothing to judge here, but the look-ahead must still move on to these bytes
-            self._tail = (self._tail + buf)[-_LOOKAHEAD:]
+            self._tail = (self._tail + plain)[-_LOOKAHEAD:]
         if b'\\"' in buf:  # only a quote after a backslash can be escaped: drop escaped ones
             buf = buf.replace(b"\\\\", b"").replace(b'\\"', b"")
         # Quotes and brackets only. Dropping two adjacent quotes keeps every other
@@ -122,6 +140,16 @@ class JsonGuard:
         for m in _LONE_HIGH.finditer(scan):
             if m.start() < limit:
                 self._lone(m, start - len(self._tail))
+        # A low one needs only the high escape before it, which the kept bytes hold. One that ended inside them
+        # was judged with the buffer before (where that high escape may be out of sight now).
+        kept = len(self._tail)
+        if _LOW.search(_PAIR.sub(b"", scan)) is None:  # in C: no low one outside a pair
+            self._tail = scan[-_LOOKAHEAD:]
+            return
+        for m in _LOW.finditer(scan):
+            at = m.start()
+            if m.end() > kept and not (at >= 6 and _HIGH.fullmatch(scan, at - 6, at)):
+                self._lone(m, start - kept)
         self._tail = scan[-_LOOKAHEAD:]
 
     def _lone(self, m: re.Match[bytes], scan_start: int) -> None:

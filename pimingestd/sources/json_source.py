@@ -79,10 +79,11 @@ class _Reader:
 class _Handoff:
     """Where the fast path stopped: the ijson reader goes on from here."""
 
-    def __init__(self, pending: bytes = b"", offset: int = 0, records: int = 0) -> None:
+    def __init__(self, pending: bytes = b"", offset: int = 0, records: int = 0, *, bracket: bool = True) -> None:
         self.pending = pending  # from a record start to what was read; ijson gets "[" + this
         self.offset = offset  # file offset of the first pending byte
         self.records = records  # records yielded so far
+        self.bracket = bracket  # False: pending is the document from its start (after a BOM), taken as it is
 
 
 class _FastArray:
@@ -152,17 +153,19 @@ class _FastArray:
         fast path there (its buffer goes to the ijson reader). Nothing here parses."""
         raw = self._raw
         first = raw.read(self._block)
+        while 0 < len(first) < self._block and (more := raw.read(self._block - len(first))):  # a short read
+            first += more
         skip = len(_BOM) if first.startswith(_BOM) else 0
         after = first[skip:].lstrip(_WS)
+        # Anything else than an array of objects: the ijson reader words it, from the bytes read here (not by
+        # seeking back: a remote object is a stream read once, and seek(0) failed on it, "[]" included).
         if not after.startswith(b"["):
-            raw.seek(0)
-            self.handoff = _Handoff()
+            self.handoff = _Handoff(first[skip:], skip, bracket=False)
             return
         after = after[1:].lstrip(_WS)
         key = _FIRST_KEY.match(after)
-        if key is None:  # an empty array, or items that are not objects: the ijson reader words it
-            raw.seek(0)
-            self.handoff = _Handoff()
+        if key is None:  # an empty array, or items that are not objects
+            self.handoff = _Handoff(first[skip:], skip, bracket=False)
             return
         offset = len(first) - len(after)  # file offset of window[0], always a record start
         window = after
@@ -283,8 +286,9 @@ def read(
             return
         handoff = fast.handoff
     if handoff.pending:  # "[" stands in for the array's own bracket, one byte before the record
-        guard = JsonGuard(name, max_record_bytes, handoff.offset - 1)
-        reader = _Reader(raw, guard, b"[" + handoff.pending, handoff.offset - 1)
+        bracket = b"[" if handoff.bracket else b""
+        guard = JsonGuard(name, max_record_bytes, handoff.offset - len(bracket))
+        reader = _Reader(raw, guard, bracket + handoff.pending, handoff.offset - len(bracket))
     else:
         reader = _Reader(raw, JsonGuard(name, max_record_bytes))
     selector = _Selector(name, segments, handoff.records)

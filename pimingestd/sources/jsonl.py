@@ -23,6 +23,7 @@ import orjson
 
 from ..errors import ParseError
 from . import DEFAULT_MAX_RECORD, describe, exact
+from .json_guard import lone_surrogate
 
 _BOM = b"\xef\xbb\xbf"
 _BLOCK = 1 << 19  # whole lines are read in blocks of about half a MiB
@@ -39,6 +40,8 @@ _EXACT = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
 
 
 def _parse_exact(line: bytes) -> Any:
+    if b"\\u" in line and (escape := lone_surrogate(line)) is not None:  # json.loads keeps it; JSON refuses it
+        raise ValueError(f"an unpaired surrogate escape {escape} (not valid Unicode: it cannot be passed on unchanged)")
     return _EXACT.decode(line.decode("utf-8"))
 
 
@@ -80,6 +83,8 @@ def read(
     lineno = 0  # lines before the block
     block_size = _BLOCK_WITH_VALUES if exact_values else _BLOCK
     carry = f.read(len(_BOM))
+    while 0 < len(carry) < len(_BOM) and (more := f.read(len(_BOM) - len(carry))):  # a stream's short read
+        carry += more
     if carry == _BOM:
         carry = b""
     while True:

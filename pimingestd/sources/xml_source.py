@@ -18,7 +18,8 @@ nothing is fetched; any entity declaration (the billion laughs, quadratic
 blowup and external entity attacks all need one) refuses the document, as does
 a reference to an entity that only an unread external DTD could declare.
 Encodings come from the XML declaration or the byte order mark (UTF-8,
-UTF-16, ISO-8859-1, and the single-byte code pages Python knows).
+UTF-16, ISO-8859-1, and the single-byte code pages Python knows); the two
+must agree (expat checks UTF-16's, this module a UTF-8 BOM's).
 
 Refused, naming line and column: a document that is not well-formed, a root
 element other than the path's first name, entity declarations and references,
@@ -31,6 +32,7 @@ separated by ``/``, such as ``rss/channel/item`` or
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -39,6 +41,15 @@ from xml.parsers import expat
 from ..errors import ParseError
 
 _BLOCK = 1 << 16
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _codec_name(encoding: str) -> str:
+    """Python's name for an encoding named in a declaration ("UTF8", "utf-8" and "UTF-8" are one)."""
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        return encoding.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +126,8 @@ class _Reader:
         p.EndElementHandler = self.end
         p.CharacterDataHandler = self.characters
         p.EntityDeclHandler = self.entity_declared
+        p.XmlDeclHandler = self.declared
+        self.utf8_bom = False  # set by read() from the first bytes
         p.SkippedEntityHandler = self.entity_skipped
         # Events for what is not data, so the distance since the last event bounds expat's buffer.
         p.CommentHandler = self.ignore
@@ -169,6 +182,18 @@ class _Reader:
                 " (the record size limit, [chunking] max_record_bytes)"
             )
 
+    def declared(self, _version: str, encoding: str | None, _standalone: int) -> None:
+        """A UTF-8 byte order mark then a declaration naming another encoding is a fatal error in XML 1.0 (4.3.3;
+        W3C xmlconf hst-lhs-007), but expat decodes the text as the declaration says: Latin-1 would turn every
+        "ö" into "Ã¶". A UTF-16 byte order mark (or UTF-16 without one) with a declaration naming an 8-bit
+        encoding, and 8-bit text declaring UTF-16, expat refuses itself ("encoding specified in XML declaration
+        is incorrect")."""
+        if self.utf8_bom and encoding is not None and _codec_name(encoding) != "utf-8":
+            raise self.refused(
+                f"the byte order mark says UTF-8, but the XML declaration names the encoding {encoding}; a fatal error in"
+                " XML 1.0: remove the byte order mark or correct the declaration, whichever is wrong"
+            )
+
     def entity_declared(self, entity: str, is_parameter: int, *_rest: Any) -> None:
         kind = "a parameter entity" if is_parameter else "an entity"
         raise self.refused(
@@ -194,7 +219,7 @@ class _Reader:
         p = self.parser
         for handler in (
             "StartElementHandler", "EndElementHandler", "CharacterDataHandler", "EntityDeclHandler",
-            "SkippedEntityHandler", "CommentHandler", "ProcessingInstructionHandler",
+            "SkippedEntityHandler", "CommentHandler", "ProcessingInstructionHandler", "XmlDeclHandler",
         ):  # fmt: skip
             setattr(p, handler, None)
         self.frames = []
@@ -225,8 +250,11 @@ def read(fh: BinaryIO, name: str, options: Options, max_record_bytes: int) -> It
     reader = _Reader(name, options, max_record_bytes)
     fed = 0
     try:
+        block = fh.read(_BLOCK)
+        while 0 < len(block) < len(_UTF8_BOM) and (more := fh.read(_BLOCK)):
+            block += more
+        reader.utf8_bom = block.startswith(_UTF8_BOM)
         while True:
-            block = fh.read(_BLOCK)
             fed += len(block)
             reader.feed(block, fed)
             if reader.done:
@@ -234,5 +262,6 @@ def read(fh: BinaryIO, name: str, options: Options, max_record_bytes: int) -> It
                 reader.done = []
             if not block:
                 return
+            block = fh.read(_BLOCK)
     finally:
         reader.close()

@@ -46,9 +46,13 @@ class ScopeView:
                 "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
                 " DROP TABLE IF EXISTS seen; CREATE TABLE seen (key TEXT PRIMARY KEY) WITHOUT ROWID;"
             )
+        self._con.executescript("DROP TABLE IF EXISTS folds; CREATE TABLE folds (fold TEXT PRIMARY KEY) WITHOUT ROWID;")
         self._con.execute("ATTACH ? AS st", (_uri(state, "?mode=ro"),))
         self._seen = seen is not None
         self._found = bytearray()
+        self._sent = bytearray()  # stored keys a record of this file was sent for (a bit per row id, as found)
+        self.last_new: list[str] = []  # the keys of the last ``changed`` batch that the scope does not hold
+        self._folds = False  # whether any fold was held
 
     def close(self) -> None:
         self._con.close()
@@ -66,16 +70,36 @@ class ScopeView:
                 f"SELECT key, hash, writer, id FROM st.delta_versions WHERE scope = ? AND key IN ({_IN})",
                 (self._scope, orjson.dumps(list(keys)).decode()),
             ).fetchall()
-        stored = {}
-        found, me = self._found, self._writer
+        stored: dict[str, tuple[bytes | None, int]] = {}
+        found, sent, me = self._found, self._sent, self._writer
         top = max((r[3] for r in rows), default=0) >> 3
         if top >= len(found):
             found.extend(bytes(top + 1 - len(found) + (len(found) >> 1)))
+        if len(sent) < len(found):
+            sent.extend(bytes(len(found) - len(sent)))
         for key, digest, writer, rowid in rows:
-            stored[key] = digest if writer != me else None  # a version it wrote itself: sent by it, send again
+            # a version it wrote itself (None): sent by it, send again
+            stored[key] = (digest if writer != me else None, rowid)
             found[rowid >> 3] |= 1 << (rowid & 7)
-        get = stored.get
-        return [(known := get(key, b"")) is None or known != digest for key, digest in zip(keys, hashes, strict=True)]
+        # A key repeated in the file: once one of its records is sent, PIM-Core no longer holds the stored
+        # version, so every later record of that key is sent too, and the key ends as its last record.
+        out = []
+        new: list[str] = []
+        for key, digest in zip(keys, hashes, strict=True):
+            known = stored.get(key)
+            if known is None:
+                new.append(key)
+                out.append(True)  # new in the scope
+                continue
+            version, rowid = known
+            byte, bit = rowid >> 3, 1 << (rowid & 7)
+            if version is None or version != digest or sent[byte] & bit:
+                sent[byte] |= bit
+                out.append(True)
+            else:
+                out.append(False)
+        self.last_new = new
+        return out
 
     def mark(self, keys: Sequence[str]) -> None:
         """Mark ``keys`` found without deciding anything about them: records the file holds that are not sent
@@ -92,6 +116,25 @@ class ScopeView:
             found.extend(bytes(top + 1 - len(found) + (len(found) >> 1)))
         for (rowid,) in rows:
             found[rowid >> 3] |= 1 << (rowid & 7)
+
+    def hold_folds(self, folds: Sequence[str]) -> None:
+        """Note ``folds`` (keys as PIM-Core compares them, records/pipeline.py) as held by this file."""
+        if folds:
+            self._folds = True
+            self._con.execute("BEGIN")
+            self._con.executemany("INSERT OR IGNORE INTO folds (fold) VALUES (?)", [(f,) for f in folds])
+            self._con.execute("COMMIT")
+
+    @property
+    def holds_folds(self) -> bool:
+        return self._folds
+
+    def folds_held(self, folds: Sequence[str]) -> set[str]:
+        """Which of ``folds`` this file held (``hold_folds``); nothing to look up when none was held."""
+        if not self._folds or not folds:
+            return set()
+        rows = self._con.execute(f"SELECT fold FROM folds WHERE fold IN ({_IN})", (orjson.dumps(list(folds)).decode(),))
+        return {r[0] for r in rows}
 
     def _in_range(self, keys: Sequence[str]) -> list[Any] | None:
         """The stored rows of the batch's keys by one range scan, or None (not in order, or a sparse range)."""

@@ -52,7 +52,7 @@ from ..names import from_text, to_text
 
 __all__ = ["Store"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Record-level outcomes (schema 5): refused and invalid records, keys a full file no longer holds, and each
 # delta scope's ACKed versions.
@@ -194,6 +194,15 @@ _MIGRATIONS: dict[int, str] = {
     "ALTER TABLE ingestions ADD COLUMN deletions INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE ingestions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE chunks ADD COLUMN meta BLOB;" + _RECORD_TABLES,
+    # 5 -> 6: keys are text (protocol/keys.py): an integer key stored as its JSON number becomes its JSON
+    # string. Where a scope held both forms of one key, the text one stays (the next file re-sends it if
+    # it differs); the same for the keys an ingestion listed as absent or deleted.
+    5: "DELETE FROM delta_versions WHERE substr(key, 1, 1) <> '\"' AND EXISTS (SELECT 1 FROM delta_versions t"
+    " WHERE t.scope = delta_versions.scope AND t.key = '\"' || delta_versions.key || '\"');"
+    "UPDATE delta_versions SET key = '\"' || key || '\"' WHERE substr(key, 1, 1) <> '\"';"
+    "DELETE FROM deletions WHERE substr(key, 1, 1) <> '\"' AND EXISTS (SELECT 1 FROM deletions t"
+    " WHERE t.ingestion_id = deletions.ingestion_id AND t.key = '\"' || deletions.key || '\"');"
+    "UPDATE deletions SET key = '\"' || key || '\"' WHERE substr(key, 1, 1) <> '\"';",
 }
 
 
@@ -456,7 +465,8 @@ class Store:
         return None if row is None else _ingestion(row)
 
     def late_acks(self, scope: str) -> int:
-        """How many ACKs of ingestions that were not running have changed ``scope``'s versions so far."""
+        """A count that moves twice for each ACK of an ingestion that was not running and changes ``scope``'s
+        versions: before its commit and once the commit is over. Odd while such a commit is under way."""
         return self._late_acks.get(scope, 0)
 
     async def latest_for_object(self, url: str, size: int, version: str) -> Ingestion | None:
@@ -1032,20 +1042,24 @@ class Store:
     async def _commit_ack_records(
         self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject]
     ) -> AckOutcome:
-        outcome, late = await self._commit_ack_in_tx(ingestion_id, n, checksum, rejected)
-        if late:  # committed (still under the shield of _atomic, whatever happened to the caller)
-            self._late_acks[late] = self._late_acks.get(late, 0) + 1
-        return outcome
+        began: list[str] = []
+        try:
+            return await self._commit_ack_in_tx(ingestion_id, n, checksum, rejected, began)
+        finally:  # committed or not, it is over (still under the shield of _atomic): the count is even again
+            for scope in began:
+                self._late_acks[scope] += 1
 
     async def _commit_ack_in_tx(
-        self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject]
-    ) -> tuple[AckOutcome, str]:
-        """The outcome, and the scope whose versions a late ACK changed ("" when none did)."""
+        self, ingestion_id: str, n: int, checksum: str, rejected: Sequence[RecordReject], began: list[str]
+    ) -> AckOutcome:
+        """The outcome. A late ACK that changes its scope's versions moves the scope's count before it commits
+        (appending the scope to ``began``; the caller moves it again once the commit is over): a spool pass
+        compared while the commit was under way, or just after, sees the count move (core/ingestion.py)."""
 
         async with self._tx() as db:
             refused = await self._classify(db, ingestion_id, n, checksum)
             if refused is not None:
-                return refused, ""
+                return refused
             async with db.execute(
                 "SELECT c.first_record, c.records, c.meta, i.scope, i.rowid, i.status FROM chunks c"
                 " JOIN ingestions i ON i.id = c.ingestion_id WHERE c.ingestion_id = ? AND c.n = ?",
@@ -1056,16 +1070,19 @@ class Store:
             first, count, raw, scope, writer = row[0], row[1], row[2], row[3], row[4]
             late = scope if scope and row[5] != Status.RUNNING else ""
             if any(r.index >= count for r in rejected):
-                return "bad_rejected", ""
+                return "bad_rejected"
             meta = ChunkMeta.decode(raw) if raw is not None else None
             refused_at = {r.index: r for r in rejected}
             await db.execute(
                 "UPDATE chunks SET state = 'acked', acked_at = ?, reject_reason = NULL WHERE ingestion_id = ? AND n = ?",
                 (time.time(), ingestion_id, n),
             )
+            if late and meta is not None and (meta.tombstones or meta.keys is not None):
+                self._late_acks[late] = self._late_acks.get(late, 0) + 1  # odd: a late ACK's commit under way
+                began.append(late)
             if meta is not None and meta.tombstones:
                 await self._ack_tombstones(db, ingestion_id, scope, meta, refused_at)
-                return "accepted", late
+                return "accepted"
             if rejected:
                 positions = meta.positions if meta is not None else None
                 await db.executemany(
@@ -1093,8 +1110,7 @@ class Store:
                     " ON CONFLICT (scope, key) DO UPDATE SET hash = excluded.hash, writer = excluded.writer",
                     [(scope, key, meta.hash(i), writer) for i, key in enumerate(meta.keys) if i not in refused_at],
                 )
-                return "accepted", late
-        return "accepted", ""
+        return "accepted"
 
     @staticmethod
     async def _ack_tombstones(

@@ -23,7 +23,30 @@ final class ApplierRegistry
         private readonly string $default,
         private readonly ContainerInterface $custom,
         private readonly TableApplier $table,
+        private readonly ?object $models = null,
     ) {
+    }
+
+    /**
+     * Build every configured applier now, so a misspelt class, field or type fails when the worker starts,
+     * with the rule's place in the configuration, rather than at the first chunk.
+     *
+     * @throws \InvalidArgumentException naming `pimingest.appliers[i]` (or `default_applier`)
+     */
+    public function check(): void
+    {
+        foreach ($this->rules as $i => $rule) {
+            try {
+                $this->build("rule{$i}", $rule['applier'], $rule['options'] ?? []);
+            } catch (\InvalidArgumentException $e) {
+                throw new \InvalidArgumentException("pimingest.appliers[{$i}] ({$rule['match']}): {$e->getMessage()}", 0, $e);
+            }
+        }
+        try {
+            $this->build('default', $this->default, []);
+        } catch (\InvalidArgumentException $e) {
+            throw new \InvalidArgumentException("pimingest.default_applier: {$e->getMessage()}", 0, $e);
+        }
     }
 
     public function for(?string $fileName): ApplierInterface
@@ -46,7 +69,8 @@ final class ApplierRegistry
 
         return $this->built[$slot] = match ($name) {
             'table' => $this->table,
-            'data_object' => new DataObjectApplier($options),
+            'data_object' => new DataObjectApplier($options, $this->models
+                ?? throw new \InvalidArgumentException('the data_object applier needs Pimcore (its model factory, the service pimcore.model.factory)')),
             default => $this->custom->has($name)
                 ? $this->custom->get($name)
                 : throw new \InvalidArgumentException("no applier named {$name} (table, data_object, or a service tagged pimingest.applier)"),

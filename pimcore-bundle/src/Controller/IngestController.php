@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace Pimingestd\PimcoreBundle\Controller;
 
+use Doctrine\DBAL\Exception\RetryableException;
 use Pimingestd\PimcoreBundle\Ack\AckSender;
 use Pimingestd\PimcoreBundle\Ledger\Ledger;
 use Pimingestd\PimcoreBundle\Messenger\ApplyChunk;
@@ -21,9 +22,17 @@ use Symfony\Component\Messenger\MessageBusInterface;
  * A chunk is decided by the ledger and, when taken, queued for the worker in the same transaction
  * (the Doctrine transport writes to the same database), then answered 202 at once: the ACK follows from
  * the worker once the records are applied.
+ *
+ * A lock the answer has to wait for too long (a worker applying, or an admin's save: SQLite's "database is
+ * locked", MariaDB's lock wait timeout or deadlock, DBAL's RetryableException) is a busy receiver, not a
+ * failure: 503 with Retry-After, which the daemon honours by pausing its sends and trying again (protocol:
+ * "Answers"), and one log line. Nothing of the request was kept: its transaction was rolled back.
  */
 final class IngestController
 {
+    /** Seconds the daemon waits after a 503 before it sends again. */
+    public const RETRY_AFTER = 1;
+
     public function __construct(
         private readonly Ledger $ledger,
         private readonly MessageBusInterface $bus,
@@ -64,6 +73,8 @@ final class IngestController
             $this->logger->notice('pimingest: chunk refused', ['status' => $e->status, 'error' => $e->getMessage()]);
 
             return new JsonResponse($e->body(), $e->status);
+        } catch (RetryableException $e) {
+            return $this->busy('chunk', $e, ['ingestion' => $h->ingestionId, 'chunk' => $h->n]);
         }
         $this->logger->info('pimingest: chunk ' . $decision, ['ingestion' => $h->ingestionId, 'chunk' => $h->n, 'records' => $h->records]);
 
@@ -88,9 +99,23 @@ final class IngestController
             $this->logger->notice('pimingest: completion refused', ['status' => $e->status, 'error' => $e->getMessage()]);
 
             return new JsonResponse($e->body(), $e->status);
+        } catch (RetryableException $e) {
+            return $this->busy('completion', $e, ['ingestion' => $data['ingestion_id']]);
         }
         $this->logger->info('pimingest: ingestion completed', ['ingestion' => $data['ingestion_id'], 'chunks' => $data['chunks'] ?? null]);
 
         return new JsonResponse(['result' => 'completed'], 200);
+    }
+
+    /** @param array<string, mixed> $context */
+    private function busy(string $what, RetryableException $e, array $context): JsonResponse
+    {
+        $this->logger->warning("pimingest: {$what} answered 503, the database is busy (" . $e::class . '); the daemon retries', $context);
+
+        return new JsonResponse(
+            ['error' => 'busy', 'detail' => 'the database is busy (a lock wait); send again after Retry-After'],
+            503,
+            ['Retry-After' => (string) self::RETRY_AFTER],
+        );
     }
 }

@@ -14,6 +14,7 @@ use Pimingestd\PimcoreBundle\Controller\IngestController;
 use Pimingestd\PimcoreBundle\Ledger\Ledger;
 use Pimingestd\PimcoreBundle\Messenger\ApplyChunk;
 use Pimingestd\PimcoreBundle\Messenger\ApplyChunkHandler;
+use Pimingestd\PimcoreBundle\Messenger\CheckAppliersOnStart;
 use Pimingestd\PimcoreBundle\Routing\RouteLoader;
 use Symfony\Component\DependencyInjection\Argument\ServiceLocatorArgument;
 use Symfony\Component\DependencyInjection\Argument\TaggedIteratorArgument;
@@ -34,8 +35,17 @@ final class PimingestdPimcoreExtension extends Extension implements PrependExten
         return 'pimingest';
     }
 
+    /** The migrations' namespace and folder, as `doctrine_migrations.migrations_paths` takes them. */
+    public const MIGRATIONS = ['Pimingestd\\PimcoreBundle\\Migrations' => __DIR__ . '/../Migrations'];
+
     public function prepend(ContainerBuilder $container): void
     {
+        // Pimcore runs bundles' migrations through DoctrineMigrationsBundle, from the paths configured in
+        // `doctrine_migrations.migrations_paths` (Pimcore's docs: Extending Pimcore > Bundle Developers Guide >
+        // Installers); the bundle adds its own where that bundle is installed, as Pimcore's own bundles do.
+        if ($container->hasExtension('doctrine_migrations')) {
+            $container->prependExtensionConfig('doctrine_migrations', ['migrations_paths' => self::MIGRATIONS]);
+        }
         $container->setParameter('env(PIMINGEST_TRANSPORT_DSN)', 'doctrine://default?queue_name=pimingest&redeliver_timeout=300');
         $container->prependExtensionConfig('framework', [
             'messenger' => [
@@ -45,9 +55,31 @@ final class PimingestdPimcoreExtension extends Extension implements PrependExten
         ]);
     }
 
+    /**
+     * The data_object applier lets Pimcore own its save transactions: a bus middleware that wraps every
+     * handler in a transaction (Messenger's doctrine_transaction) would nest them again, and a refused record
+     * or a deadlock would then undo or split the chunk (README.md, "Exactly once").
+     *
+     * @param array<array<string, mixed>> $framework the framework extension's configs
+     */
+    public static function refuseTransactionalBuses(array $framework): void
+    {
+        foreach ($framework as $config) {
+            foreach ((array) ($config['messenger']['buses'] ?? []) as $bus => $settings) {
+                foreach ((array) ($settings['middleware'] ?? []) as $middleware) {
+                    $id = \is_array($middleware) ? (string) ($middleware['id'] ?? array_key_first($middleware)) : (string) $middleware;
+                    if (str_contains($id, 'doctrine_transaction')) {
+                        throw new \LogicException("pimingest: the Messenger bus {$bus} wraps its handlers in a transaction ({$id}); the chunk handler must run outside one, because Pimcore's save() owns its transaction. Remove the middleware, or route ApplyChunk to a bus without it.");
+                    }
+                }
+            }
+        }
+    }
+
     /** @param array<array<string, mixed>> $configs */
     public function load(array $configs, ContainerBuilder $container): void
     {
+        self::refuseTransactionalBuses($container->getExtensionConfig('framework'));
         $config = $this->processConfiguration(new Configuration(), $configs);
         $db = new Reference('database_connection');
 
@@ -58,7 +90,11 @@ final class PimingestdPimcoreExtension extends Extension implements PrependExten
             $config['default_applier'],
             new ServiceLocatorArgument(new TaggedIteratorArgument('pimingest.applier', 'key', null, true)),
             new Reference(TableApplier::class),
+            new Reference('pimcore.model.factory', ContainerBuilder::IGNORE_ON_INVALID_REFERENCE),
         ]);
+        $container->register(CheckAppliersOnStart::class, CheckAppliersOnStart::class)
+            ->setArguments([new Reference(ApplierRegistry::class)])
+            ->addTag('kernel.event_subscriber');
         $container->register(AckSender::class, AckSender::class)->setArguments([
             new Reference('http_client'),
             $config['callback_url'],
@@ -81,6 +117,9 @@ final class PimingestdPimcoreExtension extends Extension implements PrependExten
         $container->register(SetupCommand::class, SetupCommand::class)
             ->setArguments([new Reference(Ledger::class), [new Reference('messenger.transport.' . $config['transport'], ContainerBuilder::IGNORE_ON_INVALID_REFERENCE)]])
             ->addTag('console.command', ['command' => 'pimingest:setup']);
+        $container->register(TransportGuard::class, TransportGuard::class)
+            ->setArguments([$config['transport'], new Reference('messenger.transport.' . $config['transport'], ContainerBuilder::NULL_ON_INVALID_REFERENCE), $db])
+            ->setPublic(true);
         $container->register(StatusCommand::class, StatusCommand::class)
             ->setArguments([new Reference(Ledger::class)])
             ->addTag('console.command', ['command' => 'pimingest:status']);

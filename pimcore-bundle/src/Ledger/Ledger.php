@@ -38,7 +38,7 @@ final class Ledger
     {
         $manager = $this->db->createSchemaManager();
         $have = array_map('strtolower', $manager->listTableNames());
-        $schema = new DbalSchema();
+        $schema = new DbalSchema([], [], $manager->createSchemaConfig());  // the app's default table options
         Schema::define($schema);
         $created = [];
         foreach ($schema->getTables() as $table) {
@@ -53,6 +53,11 @@ final class Ledger
             $this->db->executeStatement('ALTER TABLE ' . Schema::CHUNK . ' ADD COLUMN refused TEXT NULL');
             $this->db->executeStatement('ALTER TABLE ' . Schema::CHUNK . ' ADD COLUMN tombstones INTEGER NOT NULL DEFAULT 0');
             $created[] = Schema::CHUNK . '.refused, ' . Schema::CHUNK . '.tombstones';
+        }
+        // A ledger an earlier setup made utf8mb3 (DBAL 3's default) becomes utf8mb4 (as Version20261206000000).
+        foreach (Schema::charsetFixes($this->db) as $sql) {
+            $this->db->executeStatement($sql);
+            $created[] = $sql;
         }
 
         return $created;
@@ -218,6 +223,75 @@ final class Ledger
             . ' WHERE ingestion_id = ? AND n = ?',
             [$now, $refused === [] ? null : json_encode($refused, \JSON_THROW_ON_ERROR | \JSON_UNESCAPED_UNICODE), $tombstones, $ingestionId, $n],
         );
+        // The chunk's row now says it all: its per-record marks (data_object) are done with.
+        $this->db->executeStatement('DELETE FROM ' . Schema::MARK . ' WHERE ingestion_id = ? AND n = ?', [$ingestionId, $n]);
+    }
+
+    /**
+     * The per-record marks of chunk n with these bytes, by position in the chunk (-1: its apply has begun).
+     *
+     * @return array<int, array{outcome: string, field: ?string, reason: ?string}>
+     */
+    public function marks(string $ingestionId, int $n, string $checksum): array
+    {
+        $marks = [];
+        foreach ($this->db->fetchAllAssociative(
+            'SELECT position, outcome, field, reason FROM ' . Schema::MARK . ' WHERE ingestion_id = ? AND n = ? AND checksum = ? ORDER BY position',
+            [$ingestionId, $n, $checksum],
+        ) as $row) {
+            $marks[(int) $row['position']] = [
+                'outcome' => (string) $row['outcome'],
+                'field' => $row['field'] === null ? null : (string) $row['field'],
+                'reason' => $row['reason'] === null ? null : (string) $row['reason'],
+            ];
+        }
+
+        return $marks;
+    }
+
+    /** One record's mark (call in a short transaction of its own, right after the record's save). */
+    public function mark(string $ingestionId, int $n, string $checksum, int $position, string $outcome, ?string $field, ?string $reason, ?string $contentHash, float $now): void
+    {
+        // A mark of other bytes (a chunk released and taken with another checksum) is stale: replace it.
+        $this->db->executeStatement(
+            'DELETE FROM ' . Schema::MARK . ' WHERE ingestion_id = ? AND n = ? AND position = ?',
+            [$ingestionId, $n, $position],
+        );
+        $this->db->insert(Schema::MARK, [
+            'ingestion_id' => $ingestionId, 'n' => $n, 'position' => $position, 'checksum' => $checksum, 'outcome' => $outcome,
+            'field' => $field, 'reason' => $reason, 'content_hash' => $contentHash, 'marked_at' => $now,
+        ]);
+    }
+
+    /**
+     * Take the chunk for applying record by record, outside any transaction: a session-level named lock on
+     * MariaDB/MySQL (released when the worker's connection ends, a SIGKILL included), so a duplicate message
+     * for a chunk another worker is applying is dropped (that worker ACKs it). SQLite has one writer anyway.
+     */
+    public function claim(string $ingestionId, int $n): bool
+    {
+        if (!$this->namedLocks()) {
+            return true;
+        }
+
+        return (int) $this->db->fetchOne('SELECT GET_LOCK(?, 0)', [self::lockName($ingestionId, $n)]) === 1;
+    }
+
+    public function unclaim(string $ingestionId, int $n): void
+    {
+        if ($this->namedLocks()) {
+            $this->db->fetchOne('SELECT RELEASE_LOCK(?)', [self::lockName($ingestionId, $n)]);
+        }
+    }
+
+    private function namedLocks(): bool
+    {
+        return $this->db->getDatabasePlatform() instanceof \Doctrine\DBAL\Platforms\AbstractMySQLPlatform;
+    }
+
+    private static function lockName(string $ingestionId, int $n): string
+    {
+        return "pimingest:{$ingestionId}:{$n}";  // at most 64 characters: 10 + 32 + 1 + 10
     }
 
     /** A rejected chunk is released: the ingestion expects it again (a re-send is applied afresh). */

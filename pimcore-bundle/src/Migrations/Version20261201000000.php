@@ -9,9 +9,10 @@ use Doctrine\Migrations\AbstractMigration;
 use Pimingestd\PimcoreBundle\Ledger\Schema as LedgerSchema;
 
 /**
- * Creates the ledger tables (Pimcore's convention: bundles ship Doctrine migrations). The same
- * definition as `pimingest:setup`. doctrine/migrations is not installable on the development machines,
- * so this class is not run by the tests there; the schema it builds is.
+ * Creates the ledger tables that do not exist yet (Pimcore's convention: bundles ship Doctrine migrations; the
+ * extension registers this folder in `doctrine_migrations.migrations_paths`). The same definition as
+ * `pimingest:setup`, which may have made them already. doctrine/migrations is not packaged by Debian: the tests
+ * run this class as its DbalExecutor does (tests/Application/src/MigrationRunner.php).
  */
 final class Version20261201000000 extends AbstractMigration
 {

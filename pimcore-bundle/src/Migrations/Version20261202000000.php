@@ -11,6 +11,7 @@ use Pimingestd\PimcoreBundle\Ledger\Schema as LedgerSchema;
 /**
  * Protocol v1.1: each applied chunk keeps the records its ACK refused (repeated in every re-ACK) and how many
  * tombstones it held (checked against the completion's `deleted`). `pimingest:setup` adds the same columns.
+ * Only where missing: on a fresh database Version20261201000000 has just created the table with them.
  */
 final class Version20261202000000 extends AbstractMigration
 {

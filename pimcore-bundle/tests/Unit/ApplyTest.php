@@ -6,6 +6,7 @@ namespace Pimingestd\PimcoreBundle\Tests\Unit;
 
 use Doctrine\DBAL\Connection;
 use Doctrine\DBAL\Exception\DeadlockException;
+use PHPUnit\Framework\Attributes\DataProvider;
 use Pimingestd\PimcoreBundle\Ack\AckSender;
 use Pimingestd\PimcoreBundle\Apply\ApplierInterface;
 use Pimingestd\PimcoreBundle\Apply\ApplierRegistry;
@@ -74,6 +75,7 @@ final class ApplyTest extends Databases
     }
 
     /** @dataProvider databases */
+    #[DataProvider('databases')]
     public function testRecordsArriveExactlyAndOnlyOnce(string $kind): void
     {
         $db = $this->connect($kind);
@@ -92,6 +94,7 @@ final class ApplyTest extends Databases
     }
 
     /** @dataProvider databases */
+    #[DataProvider('databases')]
     public function testAFailureAfterSomeSavesLeavesNothingAndRejectsNamingTheRecord(string $kind): void
     {
         $db = $this->connect($kind);
@@ -130,6 +133,7 @@ final class ApplyTest extends Databases
      *
      * @dataProvider databases
      */
+    #[DataProvider('databases')]
     public function testARefusedRecordIsUndoneAloneAndListedInEveryAck(string $kind): void
     {
         $db = $this->connect($kind);
@@ -173,6 +177,7 @@ final class ApplyTest extends Databases
     }
 
     /** @dataProvider databases */
+    #[DataProvider('databases')]
     public function testADeadlockIsARetryableReject(string $kind): void
     {
         $db = $this->connect($kind);
@@ -190,6 +195,7 @@ final class ApplyTest extends Databases
     }
 
     /** @dataProvider databases */
+    #[DataProvider('databases')]
     public function testAChunkNamingAnotherCallbackIsRefusedAndNothingIsTaken(string $kind): void
     {
         $db = $this->connect($kind);
@@ -230,6 +236,7 @@ final class ApplyTest extends Databases
      *
      * @dataProvider servers
      */
+    #[DataProvider('servers')]
     public function testByKeyChunksAreAppliedByWorkersInParallel(string $kind): void
     {
         $first = $this->connect($kind);

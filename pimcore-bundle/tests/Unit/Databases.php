@@ -31,8 +31,11 @@ abstract class Databases extends TestCase
         return ['mariadb' => ['mariadb']];
     }
 
-    /** A database of `$kind`, with the ledger's tables; `$fresh` false: a second connection to the last one. */
-    protected function connect(string $kind, bool $fresh = true): Connection
+    /**
+     * A database of `$kind`, with the ledger's tables (none with `$setup` false); `$fresh` false: a second
+     * connection to the last one.
+     */
+    protected function connect(string $kind, bool $fresh = true, bool $setup = true): Connection
     {
         if (!$fresh) {
             $db = \Doctrine\DBAL\DriverManager::getConnection($this->opened[\count($this->opened) - 1]->getParams());
@@ -49,11 +52,13 @@ abstract class Databases extends TestCase
                 self::markTestSkipped('PIMINGEST_TEST_MYSQL_URL is not set (tests/test_pimcore_bundle.py starts MariaDB and sets it)');
             }
             $db = ConnectionFactory::create($url);
-            foreach (['pimingest_record', 'pimingest_chunk', 'pimingest_ingestion'] as $table) {
+            foreach (['pimingest_mark', 'pimingest_record', 'pimingest_chunk', 'pimingest_ingestion', 'migration_versions'] as $table) {
                 $db->executeStatement("DROP TABLE IF EXISTS {$table}");
             }
         }
-        (new Ledger($db))->setup();
+        if ($setup) {
+            (new Ledger($db))->setup();
+        }
         $this->opened[] = $db;
 
         return $db;

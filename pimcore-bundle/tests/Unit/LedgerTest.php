@@ -5,6 +5,7 @@ declare(strict_types=1);
 namespace Pimingestd\PimcoreBundle\Tests\Unit;
 
 use Doctrine\DBAL\Connection;
+use PHPUnit\Framework\Attributes\DataProvider;
 use Pimingestd\PimcoreBundle\Ledger\Ledger;
 use Pimingestd\PimcoreBundle\Protocol\Manifest;
 use Pimingestd\PimcoreBundle\Protocol\ProtocolError;
@@ -38,6 +39,7 @@ final class LedgerTest extends Databases
     }
 
     /** @dataProvider databases */
+    #[DataProvider('databases')]
     public function testTheOrderAndDedupRules(string $kind): void
     {
         $db = $this->connect($kind);
@@ -90,6 +92,7 @@ final class LedgerTest extends Databases
      *
      * @dataProvider databases
      */
+    #[DataProvider('databases')]
     public function testV2ArrivalsMatchTheSharedVectors(string $kind): void
     {
         $db = $this->connect($kind);
@@ -121,6 +124,7 @@ final class LedgerTest extends Databases
     }
 
     /** @dataProvider databases */
+    #[DataProvider('databases')]
     public function testSetupIsIdempotent(string $kind): void
     {
         $ledger = new Ledger($this->connect($kind));

@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace Pimingestd\PimcoreBundle\Tests\Unit;
 
+use PHPUnit\Framework\Attributes\DataProvider;
 use PHPUnit\Framework\TestCase;
 use Pimingestd\PimcoreBundle\Ack\AckSender;
 use Pimingestd\PimcoreBundle\Apply\Chunk;
@@ -96,6 +97,7 @@ final class ProtocolTest extends TestCase
     }
 
     /** @dataProvider badSignatures */
+    #[DataProvider('badSignatures')]
     public function testEveryBadSignatureIsA401(?string $header, int $now, string $why): void
     {
         try {
@@ -159,6 +161,23 @@ final class ProtocolTest extends TestCase
             }
             self::assertArrayNotHasKey('error', $case, $case['about']);
             self::assertSame([$case['protocol'], $case['window'], $case['order'], $case['key']], [$h->protocol, $h->window, $h->order, $h->key], $case['about']);
+        }
+    }
+
+    /**
+     * Keys are text: the key the bundle compares is the vectors' text for every record, an integer as its
+     * decimal text, and no key for what the daemon refuses (docs/protocol.md, "Keys").
+     */
+    public function testRecordKeysAreTheVectorsText(): void
+    {
+        $raw = json_decode((string) file_get_contents(\dirname(__DIR__, 3) . '/tests/vectors/protocol-v1.json'), true, 32, \JSON_THROW_ON_ERROR | \JSON_BIGINT_AS_STRING);
+        $cases = $raw['keys']['cases'];
+        self::assertGreaterThanOrEqual(10, \count($cases));
+        foreach ($cases as $case) {
+            self::assertSame($case['text'], Chunk::key($case['record'], $case['key']), json_encode($case['record'], \JSON_THROW_ON_ERROR));
+        }
+        foreach ($raw['tombstones'] as $case) {
+            self::assertSame(json_decode($case['stored'], true, 2, \JSON_THROW_ON_ERROR), Chunk::key(Chunk::decode($case['text']), $case['key']));
         }
     }
 }

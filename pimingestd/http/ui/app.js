@@ -3,7 +3,7 @@
 "use strict";
 
 const PAGE = 50;
-const STATE = { view: "list", id: null, offset: 0, timer: null, busy: false, following: null };
+const STATE = { view: "list", id: null, offset: 0, timer: null, busy: false, following: null, queue: [], uploading: false };
 const ENDED = ["completed", "failed", "cancelled"];
 const $ = (sel) => document.querySelector(sel);
 
@@ -114,7 +114,8 @@ function route() {
   if (m) { STATE.view = "detail"; STATE.id = m[1]; show("detail"); poll(renderDetail); return; }
   if (hash === "#/upload") {
     STATE.view = "upload"; show("upload");
-    if (STATE.following) poll(follow); else stop(); // back on the view: the dropped file's ingestion, live again
+    restoreFollowed(); // after a reload too
+    if (STATE.following.length) poll(follow); else stop(); // back on the view: the dropped files' ingestions, live again
     return;
   }
   if (hash === "#/health") { STATE.view = "health"; show("health"); poll(renderHealth); return; }
@@ -258,7 +259,67 @@ async function renderHealth() {
 
 // ---- upload ------------------------------------------------------------------------------
 
-function upload(file) {
+// Every file of a drop (or of the file picker) is uploaded, one after the other; each one taken is followed
+// live below the drop zone, the last one also in the message and its bar. The files followed are kept for
+// the session, so a reload (or the daemon restarted under the page) picks them up again.
+const FOLLOWED = "pimingestd.following";
+
+function uploadAll(files) {
+  if (!STATE.uploading) {
+    // A new drop: the files still running stay followed, the ended ones make room.
+    STATE.following = (STATE.following || []).filter((f) => !f.ended);
+    for (const f of STATE.following) { f.node = null; f.shown = ""; }
+    keepFollowed();
+    $("#upload-taken").replaceChildren();
+    $("#upload-taken").hidden = true;
+    $("#upload-ingestion").hidden = true;
+  }
+  STATE.queue.push(...files); // dropped while others upload: sent after them, none is lost
+  if (!STATE.uploading) drain();
+}
+
+async function drain() {
+  STATE.uploading = true;
+  try {
+    while (STATE.queue.length) {
+      const file = STATE.queue.shift();
+      const more = STATE.queue.length ? " (" + STATE.queue.length + " more after it)" : "";
+      const body = await upload(file, more);
+      if (body === null) continue; // refused or failed: said in its line, the next file goes on
+      restoreFollowed();
+      const f = { id: body.ingestion_id, name: file.name, shown: "", ended: false };
+      STATE.following.push(f);
+      keepFollowed();
+      taken(f, body);
+      if (STATE.view === "upload" && !STATE.timer) poll(follow);
+    }
+  } finally {
+    STATE.uploading = false;
+  }
+}
+
+function keepFollowed() {
+  sessionStorage.setItem(FOLLOWED, JSON.stringify((STATE.following || []).map((f) => ({ id: f.id, name: f.name }))));
+}
+
+function restoreFollowed() {
+  if (STATE.following !== null) return;
+  let kept = [];
+  try { kept = JSON.parse(sessionStorage.getItem(FOLLOWED) || "[]"); } catch (e) { /* none */ }
+  STATE.following = kept.filter((f) => f && /^[0-9a-f]+$/.test(f.id)).map((f) => ({ id: f.id, name: String(f.name), shown: "", ended: false }));
+}
+
+function line(text, ...children) {
+  const item = el("li", {}, ...children);
+  if (text) item.append(text);
+  const list = $("#upload-taken");
+  list.append(item);
+  list.hidden = list.children.length < 2; // one file: the message above says it all
+  return item;
+}
+
+// One file's upload; resolves with the daemon's answer, or null (refused, or the daemon unreachable).
+function upload(file, of) {
   const params = new URLSearchParams();
   const set = (name, value) => { if (value) params.set(name, value); };
   set("format", $("#opt-format").value);
@@ -274,52 +335,59 @@ function upload(file) {
   if ($("#opt-reingest").checked) params.set("re_ingestion", "true");
   const bar = $("#upload-progress");
   const message = $("#upload-message");
-  STATE.following = null;
-  stop();
-  $("#upload-ingestion").hidden = true;
   bar.hidden = false;
   progress(bar, 0, 100, "running");
-  message.textContent = "Uploading " + file.name + "…";
+  message.textContent = "Uploading " + file.name + of + "…";
   window.__uploadProgress = [];
-  const xhr = new XMLHttpRequest();
-  xhr.open("PUT", "/api/files/" + encodeURIComponent(file.name) + (params.toString() ? "?" + params : ""));
-  if (token()) xhr.setRequestHeader("Authorization", "Bearer " + token());
-  xhr.setRequestHeader("Content-Type", "application/octet-stream");
-  xhr.upload.onprogress = (e) => {
-    if (!e.lengthComputable) return;
-    const pct = progress(bar, e.loaded, e.total, "running");
-    window.__uploadProgress.push(pct);
-  };
-  xhr.onload = () => {
-    let body = {};
-    try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
-    if (xhr.status === 401) { signedOut("That token was refused: wrong token."); return; }
-    if (xhr.status >= 300) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", "/api/files/" + encodeURIComponent(file.name) + (params.toString() ? "?" + params : ""));
+    if (token()) xhr.setRequestHeader("Authorization", "Bearer " + token());
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.upload.onprogress = (e) => {
+      if (!e.lengthComputable) return;
+      const pct = progress(bar, e.loaded, e.total, "running");
+      window.__uploadProgress.push(pct);
+    };
+    xhr.onload = () => {
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+      if (xhr.status === 401) { signedOut("That token was refused: wrong token."); resolve(null); return; }
+      if (xhr.status >= 300) {
+        progress(bar, 0, 100, "failed");
+        message.textContent = "Refused (" + xhr.status + "): " + file.name + ": " + (body.error || "") + (body.detail ? ": " + JSON.stringify(body.detail) : "");
+        line(message.textContent);
+        resolve(null);
+        return;
+      }
+      progress(bar, 100, 100, "completed");
+      window.__uploadProgress.push(100);
+      resolve(body);
+    };
+    xhr.onerror = () => {
       progress(bar, 0, 100, "failed");
-      message.textContent = "Refused (" + xhr.status + "): " + (body.error || "") + (body.detail ? ": " + JSON.stringify(body.detail) : "");
-      return;
-    }
-    progress(bar, 100, 100, "completed");
-    window.__uploadProgress.push(100);
-    STATE.following = { id: body.ingestion_id, name: file.name, shown: "" };
-    taken(body);
-    if (STATE.view === "upload") poll(follow);
-  };
-  xhr.onerror = () => { progress(bar, 0, 100, "failed"); message.textContent = "The upload failed: the daemon could not be reached."; };
-  xhr.send(file);
+      message.textContent = "The upload of " + file.name + " failed: the daemon could not be reached.";
+      line(message.textContent);
+      resolve(null);
+    };
+    xhr.send(file);
+  });
 }
 
-// The dropped file's ingestion, followed live on the upload view until it ends: status, records, error.
-function taken(st) {
-  const f = STATE.following;
+// A taken file's ingestion, followed live on the upload view until it ends: status, records, error.
+function taken(f, st) {
   const status = el("span");
   badge(status, st.status);
   const counts = st.total_records === undefined ? "" : " " + fmt(st.records_acked) + " / " + fmt(st.total_records) + " records";
-  const parts = ["Taken: ", el("a", { href: "#/ingestion/" + f.id, text: f.name }), " ", status, counts + (st.error ? ": " + st.error : "") + "."];
-  const text = parts.map((p) => (typeof p === "string" ? p : p.textContent)).join("");
-  if (text === f.shown) return; // the live region speaks only when something changed
+  const parts = () => ["Taken: ", el("a", { href: "#/ingestion/" + f.id, text: f.name }), " ", status.cloneNode(true), counts + (st.error ? ": " + st.error : "") + "."];
+  const text = parts().map((p) => (typeof p === "string" ? p : p.textContent)).join("");
+  f.ended = ENDED.includes(st.status);
+  if (text === f.shown && f.node && f.node.isConnected) return; // the live region speaks only when something changed
   f.shown = text;
-  $("#upload-message").replaceChildren(...parts);
+  if (!f.node || !f.node.isConnected) f.node = line("");
+  f.node.replaceChildren(...parts());
+  if (STATE.following[STATE.following.length - 1] !== f) return;
+  $("#upload-message").replaceChildren(...parts());
   if (st.total_records !== undefined) {
     const bar = $("#upload-ingestion");
     bar.hidden = false;
@@ -328,12 +396,24 @@ function taken(st) {
 }
 
 async function follow() {
-  const f = STATE.following;
-  if (!f || STATE.view !== "upload") { stop(); return; }
-  const st = await json("/api/ingestions/" + f.id);
-  if (STATE.following !== f) return; // another file was dropped meanwhile
-  taken(st);
-  if (ENDED.includes(st.status)) { STATE.following = null; stop(); }
+  const following = STATE.following;
+  if (!following || STATE.view !== "upload") { stop(); return; }
+  for (const f of following) {
+    if (f.ended && f.node && f.node.isConnected) continue;
+    let st;
+    try {
+      st = await json("/api/ingestions/" + f.id);
+    } catch (e) {
+      if (!/^unknown ingestion/.test(e.message)) throw e; // the daemon unreachable: the next tick asks again
+      f.ended = true; // kept from a session with another state database: say so, and follow the others
+      if (!f.node || !f.node.isConnected) f.node = line("");
+      f.node.textContent = f.name + ": " + e.message;
+      continue;
+    }
+    if (STATE.following !== following) return; // another drop meanwhile
+    taken(f, st);
+  }
+  if (following.every((f) => f.ended)) stop();
 }
 
 // ---- wiring --------------------------------------------------------------------------------
@@ -363,10 +443,10 @@ function init() {
   const zone = $("#dropzone"), input = $("#file");
   zone.addEventListener("click", () => input.click());
   zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
-  input.addEventListener("change", () => { if (input.files.length) upload(input.files[0]); });
+  input.addEventListener("change", () => { if (input.files.length) uploadAll([...input.files]); input.value = ""; });
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-  zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]); });
+  zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); if (e.dataTransfer.files.length) uploadAll([...e.dataTransfer.files]); });
   window.addEventListener("hashchange", () => { const t = fragmentToken(); if (t !== null) signIn(t); else route(); });
   if (given !== null) { signIn(given); return; }
   // Signed in already this session, or a daemon without a token: try; a 401 shows the form.

@@ -18,7 +18,8 @@ use function Symfony\Component\DependencyInjection\Loader\Configurator\service;
 /**
  * A standalone Symfony app with FrameworkBundle, Messenger and this bundle (the `table` applier), configured
  * only by environment variables: DATABASE_URL (sqlite or mysql), PIMINGEST_SECRET, PIMINGEST_CALLBACK_URL,
- * and optionally PIMINGEST_TRANSPORT_DSN and PIMINGEST_REFUSE (the refusing applier). In a Pimcore project, DoctrineBundle provides what
+ * and optionally PIMINGEST_TRANSPORT_DSN, PIMINGEST_REFUSE (the refusing applier) and PIMINGEST_STAND_INS (the
+ * data_object applier on the Pimcore stand-ins, src/PimcoreStandIns.php). In a Pimcore project, DoctrineBundle provides what
  * `database_connection`, `doctrine` and the Doctrine transport factory stand for here.
  */
 final class Kernel extends BaseKernel
@@ -35,14 +36,40 @@ final class Kernel extends BaseKernel
         return \dirname(__DIR__);
     }
 
+    /**
+     * Per database and per platform: the same checkout runs on bookworm, trixie and sid, whose Symfony
+     * versions compile incompatible containers. The variables are read from the environment as well, which
+     * is where they are under `php -S` (its $_SERVER holds the request).
+     */
     public function getCacheDir(): string
     {
-        return ($_SERVER['PIMINGEST_APP_VAR'] ?? $this->getProjectDir() . '/var') . '/cache/' . $this->environment . '-' . substr(hash('sha256', (string) ($_SERVER['DATABASE_URL'] ?? '')), 0, 8);
+        $key = hash('sha256', self::env('DATABASE_URL') . '|' . \PHP_VERSION . '|' . BaseKernel::VERSION);
+
+        return $this->varDir() . '/cache/' . $this->environment . '-' . substr($key, 0, 12);
     }
 
     public function getLogDir(): string
     {
-        return ($_SERVER['PIMINGEST_APP_VAR'] ?? $this->getProjectDir() . '/var') . '/log';
+        $dir = $this->varDir() . '/log';
+        if (!is_dir($dir)) {
+            @mkdir($dir, 0777, true);  // Symfony 7.4's logger opens its file before the kernel makes the folder
+        }
+
+        return $dir;
+    }
+
+    private function varDir(): string
+    {
+        $var = self::env('PIMINGEST_APP_VAR');
+
+        return $var !== '' ? $var : $this->getProjectDir() . '/var';
+    }
+
+    private static function env(string $name): string
+    {
+        $value = $_SERVER[$name] ?? $_ENV[$name] ?? getenv($name);
+
+        return \is_string($value) ? $value : '';
     }
 
     protected function configureContainer(ContainerConfigurator $c): void
@@ -61,9 +88,16 @@ final class Kernel extends BaseKernel
             'secret' => env('PIMINGEST_SECRET'),
             'callback_url' => env('PIMINGEST_CALLBACK_URL'),
             // Files named refuse-*: records whose sku is in PIMINGEST_REFUSE are refused (protocol v1.1).
-            'appliers' => [['match' => 'refuse-*', 'applier' => 'test.refusing']],
+            'appliers' => [['match' => 'refuse-*', 'applier' => 'test.refusing'], ...(PimcoreStandIns::enabled() ? [PimcoreStandIns::RULE] : [])],
         ]);
         $services = $c->services();
+        // The app's log, notices and up, in its log folder (Symfony's default logger, for want of Monolog,
+        // keeps only errors, on stderr): what a Pimcore project's Monolog would keep of this bundle.
+        $services->set('logger', \Symfony\Component\HttpKernel\Log\Logger::class)
+            ->args(['notice', $this->getLogDir() . '/app.log']);
+        if (PimcoreStandIns::enabled()) {  // files named products-* into the Pimcore stand-ins (data_object)
+            PimcoreStandIns::services($services);
+        }
         $services->set('database_connection', \Doctrine\DBAL\Connection::class)
             ->factory([ConnectionFactory::class, 'create'])
             ->args([env('DATABASE_URL')])
@@ -75,6 +109,14 @@ final class Kernel extends BaseKernel
         $services->set('messenger.transport.doctrine.factory', DoctrineTransportFactory::class)
             ->args([service('doctrine')])
             ->tag('messenger.transport_factory');
+    }
+
+    public function boot(): void
+    {
+        parent::boot();
+        if (PimcoreStandIns::enabled()) {
+            PimcoreStandIns::boot($this->getContainer()->get('database_connection'), $this->getLogDir());
+        }
     }
 
     protected function configureRoutes(RoutingConfigurator $routes): void
