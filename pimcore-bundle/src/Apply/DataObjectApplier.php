@@ -158,6 +158,11 @@ final class DataObjectApplier implements RecordByRecord
         try {
             $object->save();
         } catch (ValidationException $e) {
+            $unique = self::uniqueField($e);
+            if ($unique !== null) {  // Pimcore says only "unique constraint violation"; its index names the field
+                throw new RecordRejected($offset, $this->sourceOf($unique, null), "unique constraint violation: another object holds this {$unique} (a unique field, compared in its table's collation, so case and accents do not tell two values apart)");
+            }
+
             throw new RecordRejected($offset, $this->fieldOf($e), self::reason($e));
         } catch (DuplicateFullPathException $e) {
             throw new RecordRejected($offset, $this->keyField, "the object key {$this->quote((string) $objectKey)} (from {$this->keyField} {$this->quote($key)}) is taken in {$this->folder} by another object: Pimcore's getValidKey maps / < > and 4-byte characters to - and cuts at 255 characters, so two keys can meet there");
@@ -390,14 +395,39 @@ final class DataObjectApplier implements RecordByRecord
             if (preg_match('/field \[\s*(\w+)\s*\](?:\[\s*localizedfields-([\w-]+)\s*\])?/', $message, $m) !== 1) {
                 continue;
             }
-            $language = $m[2] ?? null;
-            foreach ($this->fields as $source => $map) {
-                if ($map['field'] === $m[1] && ($language === null || $language === '' || $map['language'] === $language)) {
-                    return $source;
-                }
-            }
 
-            return $m[1] . (($language ?? '') !== '' ? ".{$language}" : '');
+            return $this->sourceOf($m[1], $m[2] ?? null);
+        }
+
+        return null;
+    }
+
+    /** The record's field that fills object field `$field` (in `$language`), else the object's field named. */
+    private function sourceOf(string $field, ?string $language): string
+    {
+        foreach ($this->fields as $source => $map) {
+            if ($map['field'] === $field && ($language === null || $language === '' || $map['language'] === $language)) {
+                return $source;
+            }
+        }
+        if ($field === $this->keyField) {
+            return $this->keyField;
+        }
+
+        return $field . (($language ?? '') !== '' ? ".{$language}" : '');
+    }
+
+    /**
+     * The field whose unique index a save ran into: Pimcore turns the driver's UniqueConstraintViolation into
+     * ValidationException('unique constraint violation') (AbstractObject.php:553-555) and keeps it as the
+     * previous exception, whose message names the index, `u_index_<field>` (ClassDefinition/Dao.php:180).
+     */
+    private static function uniqueField(ValidationException $e): ?string
+    {
+        for ($p = $e->getPrevious(); $p !== null; $p = $p->getPrevious()) {
+            if (preg_match("/for key '(?:[^']*\\.)?u_index_(\\w+)'/", $p->getMessage(), $m) === 1) {
+                return $m[1];
+            }
         }
 
         return null;

@@ -240,6 +240,25 @@ final class DataObjectApplierTest extends StandInTestCase
     }
 
     /**
+     * A field the class marks unique is compared by its table's collation, not exactly: a record whose value
+     * differs from another object's only in case ("gt-1" beside "GT-1") is refused by Pimcore as a "unique
+     * constraint violation". The refusal names the record's field that holds the value (from the index Pimcore
+     * names u_index_<field>), not no field at all.
+     */
+    public function testAUniqueFieldsCollisionIsRefusedNamingTheField(): void
+    {
+        $applier = $this->applier(['fields' => ['gtin' => ['type' => 'string'], 'code' => ['field' => 'gtin', 'type' => 'string']]]);
+        $chunk = self::chunk([['sku' => 'G1', 'gtin' => 'GT-1'], ['sku' => 'G2', 'gtin' => 'gt-1'], ['sku' => 'G3', 'code' => 'GT-1']]);
+        $applier->apply($chunk);
+        $refused = $chunk->refused();
+        self::assertSame([1, 2], array_column($refused, 'index'));
+        self::assertSame(['gtin', 'gtin'], array_column($refused, 'field'));
+        self::assertStringStartsWith('unique constraint violation', $refused[0]['reason']);
+        self::assertStringContainsString('gtin', $refused[0]['reason']);
+        self::assertSame(1, $this->products());
+    }
+
+    /**
      * A tombstone unpublishes its object (the default) or deletes it; an object with children is refused
      * unless delete_children is set; a tombstone whose delete fails is refused alone; a key already gone is
      * fine.
