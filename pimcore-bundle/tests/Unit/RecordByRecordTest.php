@@ -310,6 +310,38 @@ final class RecordByRecordTest extends Databases
     }
 
     /**
+     * A duplicate message (the daemon's re-send of a long chunk, or a Messenger redelivery) reads the chunk as
+     * queued; before it claims the chunk, the worker applying it finishes: marks the chunk applied (dropping
+     * its marks) and lets the claim go. The duplicate's claim then succeeds, and it must see that the chunk
+     * is applied now: it applies nothing again (a record applied twice can undo a later chunk's record of
+     * its key) and leaves no marks behind; it only ACKs again. (MariaDB: the named lock is MariaDB's.)
+     */
+    public function testADuplicateThatClaimsAChunkJustAppliedAppliesNothingAgain(): void
+    {
+        $db = $this->connectWithObjects('mariadb');
+        $this->take($db, 1, self::records(), 0);
+        $config = new \Doctrine\DBAL\Configuration();
+        $config->setMiddlewares([new BeforeGetLock()]);
+        $late = \Doctrine\DBAL\DriverManager::getConnection($db->getParams(), $config);
+        $first = new SavesLikePimcore($db);
+        BeforeGetLock::$hook = function () use ($db, $first): void {
+            $this->handler($db, $first)(new ApplyChunk(self::ING, 1));
+        };
+        $again = new SavesLikePimcore($late);
+        try {
+            $this->handler($late, $again)(new ApplyChunk(self::ING, 1));
+        } finally {
+            BeforeGetLock::$hook = null;
+            $late->close();
+        }
+        self::assertNotSame(0, $first->saves);
+        self::assertSame(0, $again->saves, 'the duplicate applied the chunk again');
+        self::assertSame(self::expected(), $this->objects($db));
+        self::assertSame('0', (string) $db->fetchOne('SELECT COUNT(*) FROM pimingest_mark'));
+        self::assertSame(['ack'], array_values(array_unique(array_column($this->callbacks, 'status'))));
+    }
+
+    /**
      * A transaction open around the handler (a doctrine_transaction middleware) would nest every save again:
      * the worker refuses to run so.
      *
