@@ -10,7 +10,9 @@ convert (``decimal``, ``int``, ``bool``, ``date``), an empty field in such a
 column being ``null``.
 
 Refused, naming the line (and the byte or column): a byte sequence that is not
-valid in the encoding, UTF-16 without a byte order mark (name utf-16-le or
+valid in the encoding, a NUL character (how UTF-16 or UTF-32 read as another
+encoding shows; csv.reader takes it since 3.11), an ``int`` cell longer than
+Python converts (4300 digits), UTF-16 without a byte order mark (name utf-16-le or
 utf-16-be), a byte order mark contradicting the encoding, an empty or
 duplicate header name, a row with more fields than the header, a row with
 fewer (unless ``short_rows = "pad"``), a value that does not convert to its
@@ -30,6 +32,7 @@ import codecs
 import csv
 import datetime as dt
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -115,6 +118,14 @@ class _Lines:
                 ) from None
             if self._read == 0 and self._label in ("utf-16-le", "utf-16-be") and text[:1] == "\ufeff":
                 text = text[1:]  # a BOM of the named order (one of the other order was refused)
+            if "\0" in text:  # csv.reader takes NUL since 3.11; it is how UTF-16 or UTF-32 read otherwise shows
+                good = rest + text[: text.index("\0")]
+                line = self.line + good.count("\n") + good.count("\r") - good.count("\r\n")
+                raise ParseError(
+                    f"{self._name}: line {line}: a NUL character, which no CSV text holds; a file in UTF-16 or UTF-32"
+                    f" read as {self._label} shows them: name the file's encoding with the `encoding` option"
+                    " (utf-16-le, utf-16-be)"
+                )
             self._read += len(block)
             text = rest + text
             if "\r" in text:  # CR alone or CRLF: lines as a file opened with newline="" gives them
@@ -252,7 +263,13 @@ def _convert(text: str, kind: str, where: str) -> Any:
         except InvalidOperation:
             pass
     elif kind == "int" and _INT.fullmatch(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # past int_max_str_digits (4300 by default): CPython refuses to convert it
+            raise ParseError(
+                f"{where}: a whole number of {len(text.lstrip('-'))} digits, more than Python converts"
+                f" ({sys.get_int_max_str_digits()}); type the column as decimal, or leave it text"
+            ) from None
     elif kind == "bool" and text.lower() in _BOOLS:
         return _BOOLS[text.lower()]
     elif kind == "date" and _DATE.fullmatch(text):
