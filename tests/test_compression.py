@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import io
 import json
 import lzma
 import subprocess
@@ -19,7 +20,7 @@ import zstandard
 
 from pimingestd.errors import ParseError, UnsupportedFormat
 from pimingestd.protocol import canonical
-from pimingestd.sources import SourceSpec, compression, detect_format, read_records
+from pimingestd.sources import SourceSpec, compression, detect_format, read_records, read_stream
 
 CODECS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,
@@ -273,3 +274,26 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path, codec
     assert done.returncode == 0 and "refused as a decompression bomb" in done.stderr, done.stderr
     first, whole = map(int, done.stdout.split())
     assert first < 32 and whole < 32, f"{first} MiB after the first read, {whole} MiB until the bomb was refused"
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_an_empty_file_is_refused_an_empty_stream_is_read(tmp_path: Path, codec: str, suffix: str) -> None:
+    """A 0-byte .gz or .zst (a transfer cut before its first byte) was read as a file of no records, where
+    `gzip -t` and `zstd -t` say "unexpected end of file" and the xz and bzip2 paths refused it: with deletions
+    on, a full file of nothing asks for every key of the scope to be deleted. A stream that holds nothing (the
+    codec's own encoding of zero bytes) is a file of no records, as before; so is a file of zstd skippable
+    frames only, which `zstd -t` passes."""
+    path = tmp_path / f"e{suffix}{codec}"
+    path.write_bytes(b"")
+    with pytest.raises(ParseError, match=rf"e\{suffix}\{codec}: .*no {compression.CODECS[codec]} stream"):
+        _read(path)
+    with pytest.raises(ParseError, match=rf"no {compression.CODECS[codec]} stream"):
+        list(read_stream(io.BytesIO(b""), f"e{suffix}{codec}", SourceSpec(detect_format(path))))
+    if suffix == ".json":
+        return  # no text is no JSON document: the JSON reader's error, as for a plain empty file
+    path.write_bytes(CODECS[codec](b""))
+    assert _read(path) == []
+    if codec == ".zst":
+        path.write_bytes((0x184D2A50).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc")
+        assert _read(path) == []

@@ -8,7 +8,9 @@ refused: past ``RATIO_FROM`` decompressed bytes, the output may be at most
 more than the caller's buffer, so memory stays flat while that is checked.
 
 A file may hold streams one after another (gzip members, xz and bzip2 streams,
-zstd frames). After each, what follows is another stream or the NUL padding its
+zstd frames), and must hold one: an empty file (0 bytes) is refused whatever the
+codec, as its tool's test refuses it (a stream of no data is a file of no data).
+After each stream, what follows is another stream or the NUL padding its
 format allows; anything else (a damaged later stream, trailing garbage) is
 refused, never taken for the end of the file. Excel is not read from a
 compressed file: an .xlsx is a zip already.
@@ -83,6 +85,8 @@ class Decompressed(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:
             n = self._stream.readinto(buffer)
+            if not n and not self._pos and self._codec == "gzip" and self._raw.tell() == 0:
+                raise EOFError("the file holds no gzip stream")  # GzipFile reads an empty file as empty data
         except _errors() as exc:
             raise ParseError(
                 f"{self._name}: not a valid {self._codec} stream after {self._pos} decompressed bytes: {exc}"
@@ -268,6 +272,8 @@ class _ZstdFrames:
             self._state, self._need = "magic", 4
 
     def finish(self) -> None:
+        if not self._at:  # zstandard reads an empty file as empty data; `zstd -t` calls it truncated
+            raise EOFError("the file holds no zstd stream")
         if self._state != "magic" or self._head or self._skip:
             raise EOFError(f"the zstd frame from compressed byte {self._frame} ends early: the file is truncated")
 
