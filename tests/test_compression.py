@@ -297,3 +297,20 @@ def test_an_empty_file_is_refused_an_empty_stream_is_read(tmp_path: Path, codec:
     if codec == ".zst":
         path.write_bytes((0x184D2A50).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc")
         assert _read(path) == []
+
+
+def test_an_xz_stream_whose_dictionary_outgrows_the_memory_bound_is_refused(tmp_path: Path) -> None:
+    """liblzma allocates the dictionary an xz block declares, up to 1.5 GiB, and fills it as it decompresses, so
+    the memory of a file of incompressible data (which the ratio check passes) grows with its output up to that
+    size, where zstd refuses a window over 128 MiB by default. The same bound holds for xz now; every preset (-9:
+    64 MiB) stays under it."""
+    data = b"".join(b'{"sku":"S%d"}\n' % i for i in range(10))
+    path = tmp_path / "d.jsonl.xz"
+    for dict_size, accepted in ((64 << 20, True), (128 << 20, False), (1536 << 20, False)):
+        filters = [{"id": lzma.FILTER_LZMA2, "dict_size": dict_size, "mf": lzma.MF_HC3, "mode": lzma.MODE_FAST}]
+        path.write_bytes(lzma.compress(data, filters=filters) * 2)  # the second stream's header is checked too
+        if accepted:
+            assert len(_read(path)) == 20
+            continue
+        with pytest.raises(ParseError, match=r"d\.jsonl\.xz: .*compressed byte 0 needs more than 128 MiB of memory"):
+            _read(path)

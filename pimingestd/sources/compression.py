@@ -32,6 +32,9 @@ from ..errors import ParseError
 CODECS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz"}
 MAX_RATIO = 100
 RATIO_FROM = 64 << 20
+# The decoder's memory (its dictionary, the window it keeps) is bounded as zstd bounds it by default (a 128 MiB
+# window): xz declares its dictionary up to 1.5 GiB and liblzma takes it unasked; every xz preset (-9: 64 MiB) fits.
+XZ_MEMLIMIT = 128 << 20
 
 
 def codec_of(path: PurePath) -> str | None:
@@ -134,7 +137,7 @@ class _Streams:
     def __init__(self, raw: BinaryIO, codec: str) -> None:
         self._raw = raw
         self._codec = codec
-        self._new: Any = lzma.LZMADecompressor if codec == "xz" else bz2.BZ2Decompressor
+        self._new: Any = (lambda: lzma.LZMADecompressor(memlimit=XZ_MEMLIMIT)) if codec == "xz" else bz2.BZ2Decompressor
         self._error: type[Exception] = lzma.LZMAError if codec == "xz" else OSError
         self._dec: Any = None  # the stream being decoded; None between streams
         self._input = b""  # bytes read and not yet given to a decoder
@@ -178,6 +181,11 @@ class _Streams:
             try:
                 out = dec.decompress(data, size)
             except self._error as exc:
+                if self._codec == "xz" and "Memory usage limit" in str(exc):
+                    raise _Damaged(
+                        f"the xz stream from compressed byte {self._start} needs more than {XZ_MEMLIMIT >> 20} MiB of"
+                        " memory to decompress (its dictionary size); recompress it with a preset up to -9"
+                    ) from None
                 raise _Damaged(
                     f"the {self._codec} stream from compressed byte {self._start} is damaged ({exc})"
                 ) from None
