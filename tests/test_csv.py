@@ -295,3 +295,28 @@ def test_a_nul_character_is_refused_naming_the_line_and_the_likely_encoding(
     path.write_bytes(data)
     with pytest.raises(ParseError, match=rf"z\.csv: line {line}: a NUL character, .*UTF-16 or UTF-32"):
         _read(path, encoding=encoding)
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding"),
+    [
+        ("sku,name\r\nA,Köln\r\n".encode("cp1252"), "utf-16-le"),
+        ("sku,name\r\nA,Köln\r\n".encode("cp1252"), "utf-16-be"),
+        ("sku,name\r\nA,Köln\r\n".encode("utf-16-le"), "utf-16-be"),  # no BOM: nothing else says the order
+        ("sku,name\r\nA,Köln\r\n".encode("utf-16-be"), "utf-16-le"),
+        (b"\xef\xbb\xbf" + "sku,name\nA,Köln\n".encode(), "utf-16-le"),
+    ],
+    ids=["cp1252-as-le", "cp1252-as-be", "le-as-be", "be-as-le", "utf8-bom-as-le"],
+)
+def test_text_that_is_not_the_named_utf16_is_refused_not_read_as_no_records(
+    tmp_path: Path, data: bytes, encoding: str
+) -> None:
+    """8-bit text, or UTF-16 of the other byte order, read as the UTF-16 named: every pair of bytes became one
+    character above U+00FF, no line end was left, and the file was a header line of noise with no record, an
+    ingestion that completed sending nothing (issue 27 item 23's garble, under the byte order named outright)."""
+    path = tmp_path / "w.csv"
+    path.write_bytes(data)
+    with pytest.raises(ParseError, match=rf"w\.csv: line 1 holds no delimiter and no line end when read as {encoding}"):
+        _read(path, encoding=encoding)
+    path.write_bytes("sku,name\r\nA,Köln\r\n".encode(encoding))  # the control: the same text in that encoding
+    assert _read(path, encoding=encoding) == [{"sku": "A", "name": "Köln"}]

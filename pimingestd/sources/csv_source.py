@@ -13,7 +13,8 @@ Refused, naming the line (and the byte or column): a byte sequence that is not
 valid in the encoding, a NUL character (how UTF-16 or UTF-32 read as another
 encoding shows; csv.reader takes it since 3.11), an ``int`` cell longer than
 Python converts (4300 digits), UTF-16 without a byte order mark (name utf-16-le or
-utf-16-be), a byte order mark contradicting the encoding, an empty or
+utf-16-be), a first line without a single ASCII character under a UTF-16
+encoding (8-bit text or the other byte order: one line of noise), a byte order mark contradicting the encoding, an empty or
 duplicate header name, a row with more fields than the header, a row with
 fewer (unless ``short_rows = "pad"``), a value that does not convert to its
 column's type, a field over the record
@@ -55,6 +56,7 @@ _BLOCK = 1 << 16
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _INT = re.compile(r"-?[0-9]+")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # what the README documents; fromisoformat takes 2021-W52-1 too
+_ASCII = re.compile("[\x00-\x7f]")
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -201,6 +203,13 @@ def read(fh: BinaryIO, name: str, options: Options, max_record_bytes: int) -> It
     first = next(stream, None)
     if first is None:
         return
+    if options.encoding.startswith("utf-16") and not first.isascii() and not _ASCII.search(first):
+        # UTF-16 puts every delimiter and line end in a code unit below 0x80; 8-bit text, or UTF-16 of the other
+        # byte order, read as UTF-16 has none, and the whole file became one header line: no record, no error.
+        raise ParseError(
+            f"{name}: line 1 holds no delimiter and no line end when read as {options.encoding}: the file is not"
+            " in that encoding (8-bit text, or UTF-16 of the other byte order); name its encoding"
+        )
     delimiter = _delimiter(first) if options.delimiter == "auto" else options.delimiter
     reader = csv.reader(_chain(first, stream), delimiter=delimiter, quotechar='"', strict=True)
     try:
