@@ -488,3 +488,19 @@ def test_an_excel_reject_file_holds_any_text_a_source_cell_held(tmp_path: Path) 
     target = tmp_path / "p.rejects.xlsx"
     assert reject_file.write(iter([record]), iter([(0, "-1", "note")]), "excel", {}, target) == 1
     assert _read(target, "excel") == [record]
+
+
+def test_a_csv_reject_file_whose_reason_holds_a_nul_reads_back(tmp_path: Path) -> None:
+    """The CSV reader refuses a NUL character (what UTF-16 read as another encoding shows); a reason or field from
+    PIM-Core holding one was written raw into the daemon's own columns, and the fixed reject file, dropped in
+    again, was refused whole. The daemon's columns spell it ``\\x00``; every encoding option reads it back."""
+    from pimingestd.records import reject_file
+
+    record = {"sku": "B", "name": "Näme"}
+    for encoding in ("utf-8", "utf-16", "utf-16-le", "cp1252"):
+        target = tmp_path / f"{encoding}.rejects.csv"
+        rejects = iter([(0, "bad\x00reason", "na\x00me")])
+        assert reject_file.write(iter([record]), rejects, "csv", {"encoding": encoding}, target) == 1
+        assert list(read_records(target, SourceSpec("csv", {"encoding": encoding}))) == [record]
+        text = target.read_bytes().decode(encoding)
+        assert "bad\\x00reason" in text and "na\\x00me" in text
