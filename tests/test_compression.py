@@ -314,3 +314,23 @@ def test_an_xz_stream_whose_dictionary_outgrows_the_memory_bound_is_refused(tmp_
             continue
         with pytest.raises(ParseError, match=r"d\.jsonl\.xz: .*compressed byte 0 needs more than 128 MiB of memory"):
             _read(path)
+
+
+def test_a_zstd_window_over_the_memory_bound_is_refused_saying_why(tmp_path: Path) -> None:
+    """A frame written with --long=30 (a 1 GiB window, no content size): libzstd refuses it past its default
+    128 MiB window, as `zstd -t` does without --long; the error says so and what to do, where it only quoted
+    "Frame requires too much memory for decoding". A 128 MiB window (--long=27) is read."""
+    data = b"".join(b'{"sku":"S%d"}\n' % i for i in range(10))
+    path = tmp_path / "w.jsonl.zst"
+    for window_log, accepted in ((27, True), (30, False)):
+        params = zstandard.ZstdCompressionParameters(window_log=window_log)
+        out = io.BytesIO()
+        with zstandard.ZstdCompressor(compression_params=params).stream_writer(out, closefd=False) as writer:
+            writer.write(data)  # streamed: the frame names no content size, so its window is what it declares
+        path.write_bytes(out.getvalue())
+        if accepted:
+            assert len(_read(path)) == 10
+            continue
+        message = r"w\.jsonl\.zst: not a valid zstd stream .*: a frame declares a window over 128 MiB .*--long"
+        with pytest.raises(ParseError, match=message):
+            _read(path)

@@ -33,8 +33,9 @@ CODECS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz"}
 MAX_RATIO = 100
 RATIO_FROM = 64 << 20
 # The decoder's memory (its dictionary, the window it keeps) is bounded as zstd bounds it by default (a 128 MiB
-# window): xz declares its dictionary up to 1.5 GiB and liblzma takes it unasked; every xz preset (-9: 64 MiB) fits.
-XZ_MEMLIMIT = 128 << 20
+# window, ZSTD_WINDOWLOG_LIMIT_DEFAULT): xz declares its dictionary up to 1.5 GiB and liblzma takes it unasked;
+# every xz preset (-9: 64 MiB) fits.
+DECODER_MEMORY = 128 << 20
 
 
 def codec_of(path: PurePath) -> str | None:
@@ -91,6 +92,11 @@ class Decompressed(io.RawIOBase):
             if not n and not self._pos and self._codec == "gzip" and self._raw.tell() == 0:
                 raise EOFError("the file holds no gzip stream")  # GzipFile reads an empty file as empty data
         except _errors() as exc:
+            if self._codec == "zstd" and "too much memory" in str(exc):  # libzstd's limit: a 128 MiB window
+                exc = _Damaged(
+                    f"a frame declares a window over {DECODER_MEMORY >> 20} MiB (written with --long above 27, or"
+                    " damaged), refused so that memory stays bounded: recompress it without --long"
+                )
             raise ParseError(
                 f"{self._name}: not a valid {self._codec} stream after {self._pos} decompressed bytes: {exc}"
             ) from None
@@ -137,7 +143,9 @@ class _Streams:
     def __init__(self, raw: BinaryIO, codec: str) -> None:
         self._raw = raw
         self._codec = codec
-        self._new: Any = (lambda: lzma.LZMADecompressor(memlimit=XZ_MEMLIMIT)) if codec == "xz" else bz2.BZ2Decompressor
+        self._new: Any = (
+            (lambda: lzma.LZMADecompressor(memlimit=DECODER_MEMORY)) if codec == "xz" else bz2.BZ2Decompressor
+        )
         self._error: type[Exception] = lzma.LZMAError if codec == "xz" else OSError
         self._dec: Any = None  # the stream being decoded; None between streams
         self._input = b""  # bytes read and not yet given to a decoder
@@ -183,7 +191,7 @@ class _Streams:
             except self._error as exc:
                 if self._codec == "xz" and "Memory usage limit" in str(exc):
                     raise _Damaged(
-                        f"the xz stream from compressed byte {self._start} needs more than {XZ_MEMLIMIT >> 20} MiB of"
+                        f"the xz stream from compressed byte {self._start} needs more than {DECODER_MEMORY >> 20} MiB of"
                         " memory to decompress (its dictionary size); recompress it with a preset up to -9"
                     ) from None
                 raise _Damaged(
