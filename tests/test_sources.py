@@ -312,6 +312,19 @@ def test_a_lone_surrogate_at_a_64k_buffer_end_is_refused(tmp_path: Path, shift: 
         _canonical(path, json_path="p.item")
 
 
+@pytest.mark.parametrize("json_path", [None, "p.item"])
+def test_a_json_integer_past_pythons_digit_limit_names_the_record(tmp_path: Path, json_path: str | None) -> None:
+    """json.loads refuses an integer of more than 4300 digits (int_max_str_digits), and so does the daemon; but
+    through ijson the ValueError escaped the reader, and the ingestion failed as an "internal error" without
+    saying where. JSON Lines already named the line."""
+    number = b"9" * 5000
+    doc = b'[{"sku":"A","n":1},{"sku":"B","n":' + number + b"}]"
+    path = tmp_path / "big.json"
+    path.write_bytes(doc if json_path is None else b'{"p":' + doc + b"}")
+    with pytest.raises(ParseError, match=r"big\.json: .* between byte \d+ and \d+ \(after record -?\d+\).*4300 digits"):
+        _canonical(path, **({} if json_path is None else {"json_path": json_path}))
+
+
 # ---- Excel: silent alterations found by differential testing (issue 19) -----------------------------
 
 

@@ -308,6 +308,10 @@ def read(
         raise ParseError(
             f"{name}: invalid UTF-8 between byte {reader.start} and {reader.end} (after record {index}): {exc.reason}"
         ) from None
+    except ValueError as exc:  # an integer past int_max_str_digits (json.loads refuses it too): ijson lets it out
+        raise ParseError(
+            f"{name}: a value between byte {reader.start} and {reader.end} (after record {index}) is refused: {exc}"
+        ) from None
     except ijson.JSONError as exc:
         arg = exc.args[0] if exc.args else type(exc).__name__
         text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
