@@ -206,7 +206,7 @@ class ImageCluster(Cluster):
         """The image's HEALTHCHECK command, run in the image as the engine runs it; its exit code."""
         test = self.image.config["Healthcheck"]["Test"]
         assert test[0] == "CMD", test
-        argv = container(self.image, {}, test[1:], env={"PIMINGESTD_HEALTHCHECK_PORT": str(self.dport)})
+        argv = container(self.image, {"/etc/pimingestd/config.toml": (self.cfg, "ro")}, test[1:])  # its port
         return subprocess.run(argv, capture_output=True, timeout=60).returncode
 
 
