@@ -166,3 +166,31 @@ def test_the_installed_wheel_runs_the_example_end_to_end(installed: Path, exampl
     assert "app.js" in page
     assert _get(api + "/ui/app.js")[0] == 200
     assert b"openapi:" in _get(api + "/api/openapi.yaml")[1]
+
+
+def test_the_upgrades_command_compares_the_lock_with_a_fresh_resolve() -> None:
+    """`python -m bench.upgrades` (issue 28: the suite against the newest versions, as a decision and not a
+    surprise) reads the lock's pins as pip freeze writes them, reports each package whose version moved, appeared
+    or went, and with --lowest installs exactly pyproject's lower bounds; the README says how to run it."""
+    from bench import upgrades
+
+    lock = (REPO / "requirements" / "test.txt").read_text()
+    locked = upgrades.pins(lock)
+    assert locked["aiohttp"] == lock.split("aiohttp==", 1)[1].split()[0]
+    assert "prometheus-client" in locked and "cffi" in locked  # canonical names; a marker after the version
+    fresh = {**locked, "aiohttp": "99.0", "brand-new": "1.0"}
+    del fresh["six"]
+    assert upgrades.changes(locked, fresh) == [
+        f"  aiohttp: {locked['aiohttp']} -> 99.0",
+        "  brand-new: (not locked) -> 1.0",
+        f"  six: {locked['six']} -> (not installed)",
+    ]
+    assert upgrades.changes(locked, dict(locked)) == []
+    bounds = upgrades.lower_bounds(REPO / "pyproject.toml")
+    assert "aiohttp==" + _bound("aiohttp") in bounds and all("==" in b and ">" not in b for b in bounds)
+    assert "python -m bench.upgrades" in (REPO / "README.md").read_text()
+
+
+def _bound(name: str) -> str:
+    text = (REPO / "pyproject.toml").read_text()
+    return text.split(f'"{name}>=', 1)[1].split('"', 1)[0]
