@@ -245,6 +245,11 @@ def test_the_image_declares_its_user_volume_healthcheck_and_command(image: Image
     health = cfg["Healthcheck"]
     assert health["Test"][0] == "CMD" and "/healthz" in " ".join(health["Test"])
     assert "CREDENTIALS_DIRECTORY=/run/secrets" in cfg["Env"]
+    # Nothing the daemon never runs: no pip or setuptools in its venv, no pip cache, no tests.
+    (site,) = (image.rootfs / "opt/pimingestd/lib").glob("python3*/site-packages")
+    installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+    assert "pimingestd" in installed and not {"pip", "setuptools", "wheel"} & installed, sorted(installed)
+    assert not list((image.rootfs / "root").glob(".cache/pip")) and not (site / "tests").exists()
 
 
 async def test_the_image_delivers_a_file_and_drains_on_sigterm_as_pid_1(
