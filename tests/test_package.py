@@ -194,3 +194,20 @@ def test_the_upgrades_command_compares_the_lock_with_a_fresh_resolve() -> None:
 def _bound(name: str) -> str:
     text = (REPO / "pyproject.toml").read_text()
     return text.split(f'"{name}>=', 1)[1].split('"', 1)[0]
+
+
+# What the code uses that older releases lack, found by running the suite on pyproject's lower bounds
+# (`python -m bench.upgrades --lowest`): (distribution, the first release with it, where the code uses it, the use).
+NEEDED = (
+    ("aiohttp", "3.12", "pimingestd/locations/remote.py", "middlewares=(guard,)"),  # client middlewares
+)
+
+
+def test_pyprojects_lower_bounds_admit_no_release_the_code_cannot_run_on() -> None:
+    """A lower bound is a promise that the suite passes with it (issue 28): each feature the code needs from a
+    dependency (still used where noted) has its first release at or below the bound pyproject states. aiohttp
+    3.10 and 3.11 have no client middlewares, and every remote HTTP source failed with a TypeError there."""
+    for name, first, where, use in NEEDED:
+        assert use in (REPO / where).read_text(), (where, use)  # the entry is still true
+        bound = tuple(int(x) for x in _bound(name).split("."))
+        assert bound >= tuple(int(x) for x in first.split(".")), f"{name}>={_bound(name)}: {use} needs {first}"
