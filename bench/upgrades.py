@@ -44,11 +44,14 @@ def canonical(name: str) -> str:
 
 
 def pins(text: str) -> dict[str, str]:
-    """``name==version`` lines of a requirements file or of ``pip freeze``, by canonical name."""
+    """``name==version`` lines of a requirements file or of ``pip freeze``, by canonical name. The lock is
+    universal: a line whose marker does not hold here (Windows only, another Python) is not this machine's."""
+    from packaging.markers import Marker
+
     out: dict[str, str] = {}
     for line in text.splitlines():
-        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^]]*\])?==([^\s;\\]+)", line)
-        if m:
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^]]*\])?==([^\s;\\]+)\s*(?:;([^\\]*))?", line)
+        if m and (m.group(3) is None or Marker(m.group(3).strip()).evaluate()):
             out[canonical(m.group(1))] = m.group(2)
     return out
 
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([*pip, "--no-deps", "-e", str(REPO)], check=True)
     else:
         subprocess.run([*pip, "-U", "--upgrade-strategy", "eager", "-e", f"{REPO}[test]"], check=True)
-    freeze = [py, "-m", "pip", "freeze", "--exclude-editable"]
+    freeze = [py, "-m", "pip", "freeze", "--all", "--exclude-editable"]  # --all: setuptools is a test extra
     frozen = subprocess.run(freeze, check=True, capture_output=True, text=True)
     diff = changes(pins(LOCK.read_text(encoding="utf-8")), pins(frozen.stdout))
     what = "lower bounds" if args.lowest else "newest"

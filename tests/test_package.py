@@ -178,6 +178,9 @@ def test_the_upgrades_command_compares_the_lock_with_a_fresh_resolve() -> None:
     locked = upgrades.pins(lock)
     assert locked["aiohttp"] == lock.split("aiohttp==", 1)[1].split()[0]
     assert "prometheus-client" in locked and "cffi" in locked  # canonical names; a marker after the version
+    assert "pywin32" not in locked  # the universal lock's Windows-only line is not this machine's
+    networkx = [ln.split()[0] for ln in lock.splitlines() if ln.startswith("networkx==")]
+    assert len(networkx) == 2 and f"networkx=={locked['networkx']}" in networkx  # one per Python, this one's
     fresh = {**locked, "aiohttp": "99.0", "brand-new": "1.0"}
     del fresh["six"]
     assert upgrades.changes(locked, fresh) == [
