@@ -97,7 +97,7 @@ class Worker:
         if slot >= 0:
             self._free.append(slot)
         if self.broken:
-            return exact.array_lines(body)
+            return exact.window_lines(body)
         try:
             if not self._conn.poll(_PATIENCE):
                 raise TimeoutError(f"no answer within {_PATIENCE:g} s")
@@ -106,7 +106,7 @@ class Worker:
                 return self._conn.recv_bytes()
         except (OSError, EOFError, struct.error, TimeoutError) as exc:
             self._broke(exc)
-            return exact.array_lines(body)
+            return exact.window_lines(body)
         if got == _DECLINED:
             return None
         assert self._shared is not None and slot >= 0
@@ -235,7 +235,7 @@ def _serve(conn: Connection, path: str | None, daemon: int) -> None:
             body = conn.recv_bytes() if at < 0 else shared[at : at + size]  # type: ignore[index]
         except EOFError:
             return
-        lines = exact.array_lines(body)
+        lines = exact.window_lines(body)
         if lines is None:
             conn.send_bytes(_ANSWER.pack(_DECLINED))
         elif at >= 0 and len(lines) <= room:
