@@ -510,3 +510,33 @@ def test_a_hard_record_that_is_also_bad_json_is_worded_by_the_ijson_reader(
     start, end = (int(x) for x in message.split("between byte ")[1].split(" (", maxsplit=1)[0].split(" and "))
     assert start <= at <= end, message
     assert "after record 19989" in message
+
+
+def test_json_lines_decline_per_line(tmp_path: Path) -> None:
+    """JSON Lines: a block with hard lines (and blank ones) is declined per line: only the hard lines are the
+    exact reader's objects, the rest stays on the fast path, and the bytes are the line reader's, also with
+    exact_values."""
+    hard = set(range(7, 20_000, 100))
+    texts = []
+    for i in range(20_000):
+        extra = ', "big": 123456789012345678901234567890, "e": 2E5' * (i in hard)
+        texts.append(f'{{"sku": "S{i}", "price": {i}.{i % 10}0{extra}}}' + ("\n  \r" if i % 997 == 0 else ""))
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(texts) + "\n")
+    reference = [canonical.encode(jsonl.parse_line(x)) for x in path.read_bytes().splitlines() if x.strip(b" \r")]
+    got = list(read_records(path, SourceSpec("jsonl")))
+    assert [i for i, r in enumerate(got) if type(r) is dict] == sorted(hard)
+    assert [canonical.encode(r) for r in got] == reference
+    both = list(read_records(path, SourceSpec("jsonl", exact_values=True)))
+    assert [i for i, r in enumerate(both) if type(r) is dict] == sorted(hard)
+    assert [r.body if type(r) is exact.Exact else canonical.encode(r) for r in both] == reference
+
+
+@pytest.mark.parametrize("bad", ['{"sku": S5}', "[1]", '{"a": "\\ud800"}'])
+def test_json_lines_errors_after_hard_lines_name_the_line(tmp_path: Path, bad: str) -> None:
+    """A bad line in a block that also holds hard lines and blank ones: the error names its line and record."""
+    lines = ['{"sku": "S0", "n": 1e3}', "", '{"sku": "S1", "p": 1.50}', '{"sku": "S2"}', bad, '{"sku": "S3"}']
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ParseError, match=r": line 5 \(record 3\)"):
+        list(read_records(path, SourceSpec("jsonl")))

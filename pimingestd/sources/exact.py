@@ -315,6 +315,16 @@ def records(body: bytes, values: list[dict[str, Any]] | None = None) -> list[byt
     return out
 
 
+def hard_lines(block: bytes) -> set[int]:
+    """The lines of ``block`` (by index) that hold something ``mark`` declines on, found by substring."""
+    starts = [0]
+    at = block.find(b"\n")
+    while at >= 0:
+        starts.append(at + 1)
+        at = block.find(b"\n", at + 1)
+    return _hard_pieces(block, starts)
+
+
 def _hard_pieces(body: bytes, starts: list[int]) -> set[int]:
     """The pieces (by their start offsets) that hold something ``mark`` declines on, found by substring."""
     spots: list[int] = []
