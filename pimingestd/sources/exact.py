@@ -124,13 +124,6 @@ def array_items(body: bytes, values: list[dict[str, Any]] | None = None) -> list
     return None if encoded is None else unmark(*encoded)
 
 
-def array_lines(body: bytes) -> bytes | None:
-    """``array_items`` as one bytes object, a record per line: what a parse worker sends back (one object to
-    pickle instead of one per record)."""
-    encoded = _array_encoded(body, None)
-    return None if encoded is None else _unmarked(*encoded)
-
-
 def _array_encoded(body: bytes, values: list[dict[str, Any]] | None) -> tuple[list[bytes], int] | None:
     m = mark(body)
     if m is None:
@@ -231,8 +224,8 @@ Span = tuple[int, int]  # a record's bytes in the body, for the exact reader
 
 
 def records(body: bytes, values: list[dict[str, Any]] | None = None) -> list[bytes | Span] | None:
-    """A window ``array_items`` declined, declined per record instead: the canonical bytes of each record the
-    fast path takes, and (start, end) in ``body`` for each one it does not (the caller parses those with the
+    """A window's records, declined per record when ``array_items`` declines the window: the canonical bytes
+    of each record the fast path takes, and (start, end) in ``body`` for each one it does not (the caller parses those with the
     exact reader). None when the window cannot be cut into whole records (it ends inside one, or holds bad
     JSON: the exact reader words that). ``values`` as for ``array_items`` (one per bytes item).
 
@@ -242,6 +235,14 @@ def records(body: bytes, values: list[dict[str, Any]] | None = None) -> list[byt
     Pieces holding what ``mark`` declines on are found by the same substring scans, mapped to their pieces,
     and left out of the runs; a run that still declines is halved until a single piece declines. Such a piece
     starts a record for the exact reader, extended by whole pieces until its brackets close."""
+    spots = _spots(body)
+    if not spots:  # nothing to find by substring: maybe the window goes whole (its caller did not try)
+        before = len(values) if values is not None else 0
+        whole = array_items(body, values)
+        if whole is not None:
+            return list(whole)
+        if values is not None:
+            del values[before:]  # (array_items may have put a declined window's objects there)
     found = separator(body)
     if found is None:
         starts = [0]
@@ -256,7 +257,7 @@ def records(body: bytes, values: list[dict[str, Any]] | None = None) -> list[byt
             starts.append(at)
             ends.append(end)
             at = end + step
-    hard = _hard_pieces(body, starts)
+    hard = {bisect_right(starts, at) - 1 for at in spots}
     out: list[bytes | Span] = []
     mark_at = len(values) if values is not None else 0
     n = len(starts)
@@ -322,11 +323,11 @@ def hard_lines(block: bytes) -> set[int]:
     while at >= 0:
         starts.append(at + 1)
         at = block.find(b"\n", at + 1)
-    return _hard_pieces(block, starts)
+    return {bisect_right(starts, at) - 1 for at in _spots(block)}
 
 
-def _hard_pieces(body: bytes, starts: list[int]) -> set[int]:
-    """The pieces (by their start offsets) that hold something ``mark`` declines on, found by substring."""
+def _spots(body: bytes) -> list[int]:
+    """Where ``body`` holds something ``mark`` declines on, found by substring (a few per hard record)."""
     spots: list[int] = []
     for text, needles in ((body, _HARD), (body.translate(_SHAPE), _HARD_SHAPE)):
         for needle in needles:
@@ -334,16 +335,13 @@ def _hard_pieces(body: bytes, starts: list[int]) -> set[int]:
             while at >= 0:
                 spots.append(at)
                 at = text.find(needle, at + 1)
-    return {bisect_right(starts, at) - 1 for at in spots}
+    return spots
 
 
 def window_lines(body: bytes) -> bytes | None:
-    """What a parse worker sends back for a window: its records one per line (``array_lines``), the window
-    declined per record (``records``) when it declines whole, with a line ``DEL start end`` for each record
-    left to the exact reader (canonical JSON never holds a DEL); None when ``records`` gives up."""
-    lines = array_lines(body)
-    if lines is not None:
-        return lines
+    """What a parse worker sends back for a window: its records one per line (``records``), with a line
+    ``DEL start end`` for each record left to the exact reader (canonical JSON never holds a DEL); None when
+    ``records`` gives up."""
     got = records(body)
     if got is None:
         return None

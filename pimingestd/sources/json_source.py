@@ -121,7 +121,7 @@ class _FastArray:
                 if w.body is not None and not w.eof and worker is not None and worker.submit(w.body):
                     line.append(_Parsed(w, None, at_worker=True))
                 else:
-                    local = self._local(w.body) if w.body is not None else None
+                    local = exact.records(w.body, self._values) if w.body is not None else None
                     line.append(_Parsed(w, local, at_worker=False))
                 # What is ready at the head goes; block on the head only when the line is full or the file read.
                 while line and (
@@ -148,17 +148,6 @@ class _FastArray:
         finally:
             if worker is not None:  # (what is still at the worker, if the reader stopped early, is waited out)
                 parse_workers.give_back(worker)
-
-    def _local(self, body: bytes) -> list[bytes | exact.Span] | None:
-        """A window parsed on this core: whole, or declined per record (exact.records)."""
-        values = self._values
-        before = len(values) if values is not None else 0
-        whole = exact.array_items(body, values)
-        if whole is not None:
-            return list(whole)
-        if values is not None:
-            del values[before:]  # (array_items may have put a declined window's objects there)
-        return exact.records(body, values)
 
     def _windows(self) -> Iterator[_Window]:
         """The array's items cut into windows of whole records, in order; a window without a body stops the

@@ -1,8 +1,9 @@
 """A second core for the JSON fast path: a worker process parses windows while the reader parses others.
 
 The JSON fast path (exact.py) is CPU-bound Python work that holds the GIL, so a second thread would not
-help; a process does. The worker is started when the daemon starts (or on first use), from a forkserver
-that preloads exact.py only (so it inherits neither the daemon's threads nor its modules). One spool pass
+help; a process does. The worker is started when the daemon starts (or on first use) as a plain child
+process that imports exact.py only (parse_child.py: it inherits neither the daemon's threads nor its
+modules, and needs neither a forkserver nor a resource tracker, which cost 30 MiB more). One spool pass
 at a time leases it (``lease``); another pass meanwhile parses on its own core. Anything wrong with the
 worker (it cannot start, it died) makes the readers parse every window themselves from then on: the worker
 only ever makes reading faster, never different (tests/test_exact.py compares the two).
@@ -15,36 +16,34 @@ slot, the worker writes the window's records back over it, and the pipe carries 
 A window larger than a slot, or a worker that cannot map the memory, goes through the pipe instead, and
 only when nothing else is at the worker: both sides then never write large messages at once.
 
-``PIMINGESTD_PARSE_WORKERS=0`` turns it off; so does a machine with one CPU.
+``PIMINGESTD_PARSE_WORKERS=0`` turns it off; so does a daemon allowed only one CPU (its affinity, as a
+container's cpuset or systemd's CPUAffinity sets it, not the machine's count).
 """
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import mmap
-import multiprocessing
+import multiprocessing.connection
 import os
-import select
 import struct
+import subprocess
+import sys
 import threading
-import time
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
 import structlog
 
-from . import exact
+from . import exact, parse_child
 
 log = structlog.get_logger("pimingestd.sources")
 
 ENV = "PIMINGESTD_PARSE_WORKERS"
 SLOTS = 2  # windows at the worker at once
 _SLOT = 3 << 19  # 1.5 MiB: a window (about half a MiB, more when a record straddles a read) and its records
-_ASK = struct.Struct("<qqq")  # slot offset (-1: the window follows by pipe), window length, room for records
-_ANSWER = struct.Struct("<q")  # records' length in the slot; _DECLINED; _PIPED: they follow by pipe
-_DECLINED = -1
-_PIPED = -2
+_ASK, _ANSWER, _DECLINED, _PIPED = parse_child.ASK, parse_child.ANSWER, parse_child.DECLINED, parse_child.PIPED
 _WARM = b'{"a":1.5}'
 _PATIENCE = 60.0  # seconds for one window's answer (it takes milliseconds): a worker that hangs is given up
 
@@ -125,6 +124,32 @@ class Worker:
         _pool.failed()
 
 
+def _cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _Child:
+    """The worker's process, as the pool uses it."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+
 class _Pool:
     """The daemon's one worker: started once, leased to one spool pass at a time."""
 
@@ -137,7 +162,7 @@ class _Pool:
         self.off = False  # set for good once the worker failed to start or to answer
 
     def enabled(self) -> bool:
-        return not self.off and os.environ.get(ENV, "1") != "0" and (os.cpu_count() or 1) > 1
+        return not self.off and os.environ.get(ENV, "1") != "0" and _cores() > 1
 
     def lease(self) -> Worker | None:
         """The worker for the caller alone (give it back with ``give_back``), or None: parse on this core."""
@@ -173,11 +198,21 @@ class _Pool:
             path = f"/proc/{os.getpid()}/fd/{fd}"
         except (OSError, AttributeError) as exc:  # no memfd here: windows go by pipe
             log.info("JSON parse worker without shared memory", error=f"{type(exc).__name__}: {exc}")
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["pimingestd.sources.exact"])  # not the whole daemon
-        mine, theirs = context.Pipe()
-        process = context.Process(target=_serve, args=(theirs, path, os.getpid()), name="pimingestd-parse", daemon=True)
-        process.start()
+        mine, theirs = multiprocessing.connection.Pipe()
+        process = _Child(
+            subprocess.Popen(  # a plain interpreter with exact.py: no forkserver, no resource tracker
+                [
+                    sys.executable,
+                    "-m",
+                    "pimingestd.sources.parse_child",
+                    str(theirs.fileno()),
+                    path or "",
+                    str(os.getpid()),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        )
         theirs.close()
         self._process = process
         if not mine.poll(30.0):
@@ -210,65 +245,6 @@ class _Pool:
 
 
 _pool = _Pool()
-
-
-def _serve(conn: Connection, path: str | None, daemon: int) -> None:
-    """The worker: parse each window it is sent, in order, until the pipe ends."""
-    _follow(daemon)
-    gc.collect()  # what the forkserver preloaded lives as long as the worker: out of the collector's way
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)  # a dict per record, freed by reference counting (as app.tune_gc)
-    shared = None
-    if path is not None:
-        try:
-            fd = os.open(path, os.O_RDWR)
-            try:
-                shared = mmap.mmap(fd, 0)
-            finally:
-                os.close(fd)
-        except OSError:
-            shared = None
-    conn.send_bytes(_ANSWER.pack(1 if shared is not None else 0))
-    while True:
-        try:
-            at, size, room = _ASK.unpack(conn.recv_bytes())
-            body = conn.recv_bytes() if at < 0 else shared[at : at + size]  # type: ignore[index]
-        except EOFError:
-            return
-        lines = exact.window_lines(body)
-        if lines is None:
-            conn.send_bytes(_ANSWER.pack(_DECLINED))
-        elif at >= 0 and len(lines) <= room:
-            shared[at : at + len(lines)] = lines  # type: ignore[index]
-            conn.send_bytes(_ANSWER.pack(len(lines)))
-        else:
-            conn.send_bytes(_ANSWER.pack(_PIPED))
-            conn.send_bytes(lines)
-
-
-def _follow(daemon: int) -> None:
-    """In the worker, first thing: exit as soon as the daemon that started it is gone, a SIGKILL included.
-    Otherwise a worker could outlive its daemon, and with it the forkserver: an orphaned pair per killed
-    daemon."""
-
-    def watch() -> None:
-        try:
-            fd = os.pidfd_open(daemon)  # readable once the process has exited
-        except ProcessLookupError:
-            os._exit(0)
-        except (AttributeError, OSError):  # no pidfd here (an old kernel): look every second
-            while True:
-                time.sleep(1.0)
-                try:
-                    os.kill(daemon, 0)
-                except ProcessLookupError:
-                    os._exit(0)
-                except PermissionError:
-                    continue
-        select.select([fd], [], [])
-        os._exit(0)
-
-    threading.Thread(target=watch, name="follow-daemon", daemon=True).start()
 
 
 def lease() -> Worker | None:
