@@ -557,3 +557,35 @@ def test_a_window_declined_per_record_leaves_no_garbage_cycle() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_an_idle_worker_is_stopped_and_started_again_when_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parse worker stops once idle (its memory back to the system), and the next file starts a new one:
+    the same bytes, windows at the new worker, and the old process gone."""
+    import time
+
+    import psutil
+
+    from pimingestd.sources import parse_workers
+
+    path = tmp_path / "p.json"
+    reference = _priced_file(path, 60_000)
+    pool = parse_workers._Pool()
+    monkeypatch.setattr(parse_workers, "_pool", pool)
+    monkeypatch.setenv(parse_workers.IDLE_ENV, "0.2")
+    try:
+        parse_workers.warm()
+        assert pool._process is not None
+        first = pool._process.pid
+        deadline = time.monotonic() + 60
+        while pool._process is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool._process is None, "the idle worker was not stopped"
+        assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+        taken = _windows_taken(monkeypatch)
+        assert _canonical(path) == reference
+        assert taken and pool.enabled()
+    finally:
+        pool.shutdown()

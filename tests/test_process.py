@@ -154,7 +154,7 @@ async def test_the_daemon_leaves_no_process_behind(make_cluster: MakeCluster, ho
     only child now: a plain process, with neither a forkserver nor a resource tracker."""
     import psutil
 
-    c = make_cluster()
+    c = make_cluster(env={"PIMINGESTD_PARSE_WORKER_IDLE": "3600"})  # not stopped while the test looks at it
     await c.start_receiver()
     await c.start_daemon()
     ing = await c.ingest(write_json(c.data / "p.json", [product(i) for i in range(3000)]))
