@@ -70,15 +70,17 @@ _HARD = (b"\x7f", b"\\u007", b'"_reject')  # what mark declines on in the raw by
 _HARD_SHAPE = (b"0e", b"0000000000000000000")  # and in their shape (digits to 0)
 
 
-def mark(body: bytes) -> tuple[bytes, int] | None:
-    """``body`` with its non-integer numbers marked, and how many; None to decline."""
-    if b"\x7f" in body or b"\\u007" in body:
-        return None  # the source could yield a DEL of its own: markers would be ambiguous
-    if b'"_reject' in body:
-        return None  # maybe a reject file's fields: the exact reader's dicts are stripped of them (sources/)
-    shape = body.translate(_SHAPE)
-    if b"0e" in shape or b"0000000000000000000" in shape:
-        return None
+def mark(body: bytes, scanned: bool = False) -> tuple[bytes, int] | None:
+    """``body`` with its non-integer numbers marked, and how many; None to decline. ``scanned``: ``_spots``
+    found nothing in ``body``, so the substring checks below would pass (they are not repeated)."""
+    if not scanned:
+        if b"\x7f" in body or b"\\u007" in body:
+            return None  # the source could yield a DEL of its own: markers would be ambiguous
+        if b'"_reject' in body:
+            return None  # maybe a reject file's fields: the exact reader's dicts are stripped of them (sources/)
+        shape = body.translate(_SHAPE)
+        if b"0e" in shape or b"0000000000000000000" in shape:
+            return None
     if b"." not in body:
         return body, 0
     parts = _FRACTION.split(body)
@@ -116,16 +118,16 @@ def _unmarked(encoded: list[bytes], marked: int) -> bytes | None:
     return plain
 
 
-def array_items(body: bytes, values: list[dict[str, Any]] | None = None) -> list[bytes] | None:
+def array_items(body: bytes, values: list[dict[str, Any]] | None = None, scanned: bool = False) -> list[bytes] | None:
     """The canonical bytes of each object in ``body`` (an array's items, without the
     brackets); None when any item is not an object or this path declines. ``values``, when
     given, receives each object as parsed from the marked text (see ``Exact``)."""
-    encoded = _array_encoded(body, values)
+    encoded = _array_encoded(body, values, scanned)
     return None if encoded is None else unmark(*encoded)
 
 
-def _array_encoded(body: bytes, values: list[dict[str, Any]] | None) -> tuple[list[bytes], int] | None:
-    m = mark(body)
+def _array_encoded(body: bytes, values: list[dict[str, Any]] | None, scanned: bool) -> tuple[list[bytes], int] | None:
+    m = mark(body, scanned)
     if m is None:
         return None
     marked, count = m
@@ -238,7 +240,7 @@ def records(body: bytes, values: list[dict[str, Any]] | None = None) -> list[byt
     spots = _spots(body)
     if not spots:  # nothing to find by substring: maybe the window goes whole (its caller did not try)
         before = len(values) if values is not None else 0
-        whole = array_items(body, values)
+        whole = array_items(body, values, scanned=True)
         if whole is not None:
             return list(whole)
         if values is not None:
@@ -292,7 +294,8 @@ class _Pieces:
     def fast(self, i: int, j: int) -> bool:
         values = self.values
         before = len(values) if values is not None else 0
-        got = array_items(self.body[self.starts[i] : self.ends[j - 1]], values)
+        # (scanned: a run holds no piece with a spot, and a spot inside a run would start in one of them)
+        got = array_items(self.body[self.starts[i] : self.ends[j - 1]], values, scanned=True)
         if got is None:
             if values is not None:
                 del values[before:]  # (array_items may have put a declined run's objects there)
