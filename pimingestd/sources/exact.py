@@ -358,6 +358,11 @@ def window_lines(body: bytes) -> bytes | None:
     """What a parse worker sends back for a window: its records one per line (``records``), with a line
     ``DEL start end`` for each record left to the exact reader (canonical JSON never holds a DEL); None when
     ``records`` gives up."""
+    if not _spots(body):  # the whole window at once, joined as unmark leaves it (no split and join again)
+        encoded = _array_encoded(body, None, True)
+        plain = None if encoded is None else _unmarked(*encoded)
+        if plain is not None:
+            return plain
     got = records(body)
     if got is None:
         return None

@@ -47,10 +47,10 @@ SLOTS = 2  # windows at the worker at once
 _SLOT = 3 << 19  # 1.5 MiB: a window (about half a MiB, more when a record straddles a read) and its records
 _ASK, _ANSWER, _DECLINED, _PIPED = parse_child.ASK, parse_child.ANSWER, parse_child.DECLINED, parse_child.PIPED
 _WARM = b'{"a":1.5}'
-# glibc in the worker: one arena (its second thread only waits on the daemon), and a fixed mmap threshold
-# below a window's size, so each window's buffers go back to the system when freed instead of staying in
-# the heap (the threshold otherwise rises to the size of the largest block freed).
-_MALLOC = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 17)}
+# glibc in the worker: one arena (its second thread only waits on the daemon). A fixed mmap threshold below a
+# window's size kept it at 24 MiB after four files instead of 38, but slowed the worker on friendly data (each
+# window's buffers faulted in afresh): not used; the worker is stopped once idle instead.
+_MALLOC = {"MALLOC_ARENA_MAX": "1"}
 IDLE_SECONDS = 30.0  # a worker idle this long is stopped: 18-25 MiB less at idle, 0.1-0.6 s to start again
 IDLE_ENV = "PIMINGESTD_PARSE_WORKER_IDLE"  # seconds, instead of IDLE_SECONDS
 _PATIENCE = 60.0  # seconds for one window's answer (it takes milliseconds): a worker that hangs is given up
