@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -260,6 +261,11 @@ def _span(line: bytes) -> exact.Span:
 def _exact_record(text: bytes, offset: int, max_record_bytes: int) -> dict[str, Any] | None:
     """One record the fast path declined, read as the ijson reader reads it (the guard, then ijson with exact
     numbers); None when that fails: the ijson reader then reads on from the window and words the error."""
+    limit = sys.get_int_max_str_digits()
+    if limit and re.search(rb"[0-9]{%d}" % (limit + 1), text):
+        # A number Python cannot turn into an int: ijson's C backend, asked for a single record, crashed the
+        # process on it (SIGSEGV), where the ijson reader of the whole array refuses it by name. Leave it there.
+        return None
     guard = JsonGuard("", max_record_bytes, offset)
     try:
         guard.feed(text)
