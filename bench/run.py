@@ -394,6 +394,11 @@ def _s3_clients(s3: Any, src: Path, rows: list[Row]) -> None:
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         f = json.loads(out.stdout)
+        if "missing" in f:
+            rows.append(
+                Row(f"  S3 client alone: {client}", 0, 0, None, None, "", None, f"not installed: {f['missing']}")
+            )
+            continue
         reads = not client.endswith("-import")
         rows.append(
             Row(
