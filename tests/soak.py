@@ -39,6 +39,7 @@ import gzip
 import json
 import os
 import random
+import stat
 import tempfile
 import time
 from collections import Counter
@@ -167,6 +168,16 @@ def tree(pid: int) -> tuple[int, int, int, int, int]:
     return rss, fds, threads, n, own
 
 
+def _size(path: Path) -> int:
+    """A file's size; 0 when it went between the listing and the look (a spool file deleted as its ingestion
+    ended: a 10-minute soak met one), or when it is not a file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
 def slope(points: list[tuple[float, float]]) -> float:
     """Least squares: the slope of y over x (0 for fewer than two distinct x)."""
     if len({x for x, _ in points}) < 2:
@@ -227,8 +238,8 @@ async def long_soak(
             assert c.daemon is not None
             rss, fds, threads, _, own = tree(c.daemon.pid)
             alone.append(own)
-            db = sum(p.stat().st_size for p in c.state_db.parent.glob(c.state_db.name + "*") if p.is_file())
-            spool = sum(p.stat().st_size for p in (c.state_db.parent / "spool").glob("*") if p.is_file())
+            db = sum(map(_size, c.state_db.parent.glob(c.state_db.name + "*")))
+            spool = sum(map(_size, (c.state_db.parent / "spool").glob("*")))
             samples.append((time.monotonic() - start, c.daemon.pid, rss, fds, threads, db, spool))
 
         async def settle_all(every: bool = False) -> None:
