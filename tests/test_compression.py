@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import io
 import json
 import lzma
 import subprocess
@@ -19,7 +20,7 @@ import zstandard
 
 from pimingestd.errors import ParseError, UnsupportedFormat
 from pimingestd.protocol import canonical
-from pimingestd.sources import SourceSpec, compression, detect_format, read_records
+from pimingestd.sources import SourceSpec, compression, detect_format, read_records, read_stream
 
 CODECS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,
@@ -273,3 +274,63 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path, codec
     assert done.returncode == 0 and "refused as a decompression bomb" in done.stderr, done.stderr
     first, whole = map(int, done.stdout.split())
     assert first < 32 and whole < 32, f"{first} MiB after the first read, {whole} MiB until the bomb was refused"
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_an_empty_file_is_refused_an_empty_stream_is_read(tmp_path: Path, codec: str, suffix: str) -> None:
+    """A 0-byte .gz or .zst (a transfer cut before its first byte) was read as a file of no records, where
+    `gzip -t` and `zstd -t` say "unexpected end of file" and the xz and bzip2 paths refused it: with deletions
+    on, a full file of nothing asks for every key of the scope to be deleted. A stream that holds nothing (the
+    codec's own encoding of zero bytes) is a file of no records, as before; so is a file of zstd skippable
+    frames only, which `zstd -t` passes."""
+    path = tmp_path / f"e{suffix}{codec}"
+    path.write_bytes(b"")
+    with pytest.raises(ParseError, match=rf"e\{suffix}\{codec}: .*no {compression.CODECS[codec]} stream"):
+        _read(path)
+    with pytest.raises(ParseError, match=rf"no {compression.CODECS[codec]} stream"):
+        list(read_stream(io.BytesIO(b""), f"e{suffix}{codec}", SourceSpec(detect_format(path))))
+    if suffix == ".json":
+        return  # no text is no JSON document: the JSON reader's error, as for a plain empty file
+    path.write_bytes(CODECS[codec](b""))
+    assert _read(path) == []
+    if codec == ".zst":
+        path.write_bytes((0x184D2A50).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc")
+        assert _read(path) == []
+
+
+def test_an_xz_stream_whose_dictionary_outgrows_the_memory_bound_is_refused(tmp_path: Path) -> None:
+    """liblzma allocates the dictionary an xz block declares, up to 1.5 GiB, and fills it as it decompresses, so
+    the memory of a file of incompressible data (which the ratio check passes) grows with its output up to that
+    size, where zstd refuses a window over 128 MiB by default. The same bound holds for xz now; every preset (-9:
+    64 MiB) stays under it."""
+    data = b"".join(b'{"sku":"S%d"}\n' % i for i in range(10))
+    path = tmp_path / "d.jsonl.xz"
+    for dict_size, accepted in ((64 << 20, True), (128 << 20, False), (1536 << 20, False)):
+        filters = [{"id": lzma.FILTER_LZMA2, "dict_size": dict_size, "mf": lzma.MF_HC3, "mode": lzma.MODE_FAST}]
+        path.write_bytes(lzma.compress(data, filters=filters) * 2)  # the second stream's header is checked too
+        if accepted:
+            assert len(_read(path)) == 20
+            continue
+        with pytest.raises(ParseError, match=r"d\.jsonl\.xz: .*compressed byte 0 needs more than 128 MiB of memory"):
+            _read(path)
+
+
+def test_a_zstd_window_over_the_memory_bound_is_refused_saying_why(tmp_path: Path) -> None:
+    """A frame written with --long=30 (a 1 GiB window, no content size): libzstd refuses it past its default
+    128 MiB window, as `zstd -t` does without --long; the error says so and what to do, where it only quoted
+    "Frame requires too much memory for decoding". A 128 MiB window (--long=27) is read."""
+    data = b"".join(b'{"sku":"S%d"}\n' % i for i in range(10))
+    path = tmp_path / "w.jsonl.zst"
+    for window_log, accepted in ((27, True), (30, False)):
+        params = zstandard.ZstdCompressionParameters(window_log=window_log)
+        out = io.BytesIO()
+        with zstandard.ZstdCompressor(compression_params=params).stream_writer(out, closefd=False) as writer:
+            writer.write(data)  # streamed: the frame names no content size, so its window is what it declares
+        path.write_bytes(out.getvalue())
+        if accepted:
+            assert len(_read(path)) == 10
+            continue
+        message = r"w\.jsonl\.zst: not a valid zstd stream .*: a frame declares a window over 128 MiB .*--long"
+        with pytest.raises(ParseError, match=message):
+            _read(path)

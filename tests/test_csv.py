@@ -261,3 +261,62 @@ def test_a_line_over_the_record_limit_is_named(tmp_path: Path) -> None:
     path.write_text("a\nshort\nalso short\n" + "x" * 5000 + "\nafter\n", newline="")
     with pytest.raises(ParseError, match=r"long\.csv: line 4 is longer than 4096 characters"):
         list(read_records(path, SourceSpec("csv", {}, 4096)))
+
+
+def test_a_whole_number_past_pythons_digit_limit_is_refused_naming_the_cell(tmp_path: Path) -> None:
+    """int() refuses more than 4300 digits (CPython 3.11's int_max_str_digits); that ValueError escaped the
+    reader and failed the ingestion as an internal error instead of naming the cell."""
+    path = tmp_path / "n.csv"
+    path.write_text("sku,stock\nA,1\nB," + "9" * 5000 + "\n", newline="")
+    message = r"n\.csv: line 3 column 'stock': a whole number of 5000 digits, more than Python converts \(4300\)"
+    with pytest.raises(ParseError, match=message):
+        _read(path, types={"stock": "int"})
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding", "line"),
+    [
+        ("sku\nA\nB\n".encode("utf-16-le"), "utf-8", 1),  # UTF-16 without a BOM, read as UTF-8: "s\0k\0u\0"
+        ("sku\nA\n".encode("utf-16-be"), "latin-1", 1),
+        (b"\xff\xfe\x00\x00" + "sku\nA\n".encode("utf-32-le"), "utf-16", 1),  # a UTF-32 BOM starts as UTF-16's
+        (b"\xff\xfe\x00\x00" + "sku\nA\n".encode("utf-32-le"), "utf-16-le", 1),
+        (b"sku,name\r\nA,x\x00y\r\n", "utf-8", 2),
+        (b"sku,name\rA,a\rB,x\x00y\r", "cp1252", 3),
+    ],
+    ids=["utf16le-as-utf8", "utf16be-as-latin1", "utf32-as-utf16", "utf32-as-utf16le", "utf8-crlf", "cp1252-cr"],
+)
+def test_a_nul_character_is_refused_naming_the_line_and_the_likely_encoding(
+    tmp_path: Path, data: bytes, encoding: str, line: int
+) -> None:
+    """No CSV text holds a NUL, but csv.reader takes it since Python 3.11: a UTF-16 file without a byte order
+    mark, read with the default encoding, was delivered as "s\\0k\\0u\\0" without a word (the same silent garble
+    as issue 27 item 23's big-endian file, under another encoding option), and a UTF-32 file under utf-16 too."""
+    path = tmp_path / "z.csv"
+    path.write_bytes(data)
+    with pytest.raises(ParseError, match=rf"z\.csv: line {line}: a NUL character, .*UTF-16 or UTF-32"):
+        _read(path, encoding=encoding)
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding"),
+    [
+        ("sku,name\r\nA,Köln\r\n".encode("cp1252"), "utf-16-le"),
+        ("sku,name\r\nA,Köln\r\n".encode("cp1252"), "utf-16-be"),
+        ("sku,name\r\nA,Köln\r\n".encode("utf-16-le"), "utf-16-be"),  # no BOM: nothing else says the order
+        ("sku,name\r\nA,Köln\r\n".encode("utf-16-be"), "utf-16-le"),
+        (b"\xef\xbb\xbf" + "sku,name\nA,Köln\n".encode(), "utf-16-le"),
+    ],
+    ids=["cp1252-as-le", "cp1252-as-be", "le-as-be", "be-as-le", "utf8-bom-as-le"],
+)
+def test_text_that_is_not_the_named_utf16_is_refused_not_read_as_no_records(
+    tmp_path: Path, data: bytes, encoding: str
+) -> None:
+    """8-bit text, or UTF-16 of the other byte order, read as the UTF-16 named: every pair of bytes became one
+    character above U+00FF, no line end was left, and the file was a header line of noise with no record, an
+    ingestion that completed sending nothing (issue 27 item 23's garble, under the byte order named outright)."""
+    path = tmp_path / "w.csv"
+    path.write_bytes(data)
+    with pytest.raises(ParseError, match=rf"w\.csv: line 1 holds no delimiter and no line end when read as {encoding}"):
+        _read(path, encoding=encoding)
+    path.write_bytes("sku,name\r\nA,Köln\r\n".encode(encoding))  # the control: the same text in that encoding
+    assert _read(path, encoding=encoding) == [{"sku": "A", "name": "Köln"}]

@@ -29,6 +29,7 @@ import jsonschema
 import pytest
 import yaml
 
+from .conftest import MakeCluster
 from .helpers import REPO
 
 DEPLOY = REPO / "deploy"
@@ -110,7 +111,7 @@ def test_the_compose_file_adds_pimingestd_beside_the_skeleton(tmp_path: Path) ->
     assert grace > config["daemon"]["drain_seconds"]
     public = urlsplit(config["http"]["public_url"])
     assert public.hostname in services and public.port == config["http"]["port"]
-    assert daemon["environment"]["PIMINGESTD_HEALTHCHECK_PORT"] == str(config["http"]["port"])
+    assert "PIMINGESTD_HEALTHCHECK_PORT" not in daemon.get("environment", {})  # the port is the config's alone
     for url in (config["pimcore"]["chunk_url"], config["pimcore"]["complete_url"]):
         assert urlsplit(url).hostname in services, url
     for name in ("php", "supervisord"):
@@ -220,3 +221,35 @@ def test_docker_and_podman_read_the_same_ignore_file() -> None:
     """The build context's ignore file exists for both engines (.dockerignore for docker, .containerignore for
     podman and buildah) and says the same, so a build leaves out the same files whichever engine runs it."""
     assert (REPO / ".dockerignore").read_text() == (REPO / ".containerignore").read_text()
+
+
+def healthchecks() -> dict[str, list[str]]:
+    """The healthcheck commands as written: the Containerfile's HEALTHCHECK and the compose file's."""
+    text = (REPO / "Containerfile").read_text().replace("\\\n", " ")
+    (line,) = [x for x in text.splitlines() if x.startswith("HEALTHCHECK ")]
+    image = json.loads(line.split(" CMD ", 1)[1])
+    test = yaml.safe_load(COMPOSE.read_text())["services"]["pimingestd"]["healthcheck"]["test"]
+    assert test[0] == "CMD", test
+    return {"Containerfile": image, "compose": test[1:]}
+
+
+async def test_the_healthcheck_follows_the_configured_port(make_cluster: MakeCluster) -> None:
+    """An operator who moves [http] port off 8080 in the mounted config changes nothing else: both healthchecks
+    (the image's and the compose file's) read the port from the config the daemon reads ($PIMINGESTD_CONFIG, the
+    image's Env), pass while it is ready and fail once it is gone. A container marked unhealthy for a port
+    written in two places would be restarted by an orchestrator for ever."""
+    cluster = make_cluster()
+    assert cluster.dport != 8080
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIMINGESTD_")}
+    env["PIMINGESTD_CONFIG"] = str(cluster.cfg)  # as the image's ENV says
+    commands = healthchecks()
+    for argv in commands.values():
+        assert argv[0] == "python3", argv
+    async with cluster:
+        for where, argv in commands.items():
+            ran = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, text=True, timeout=30)
+            assert ran.returncode == 0, (where, ran.stderr[-2000:])
+        cluster.close()
+        for where, argv in commands.items():
+            ran = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, text=True, timeout=30)
+            assert ran.returncode != 0, where

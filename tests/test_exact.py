@@ -282,8 +282,12 @@ def test_windows_too_large_for_shared_memory_go_by_pipe(tmp_path: Path, monkeypa
 
 
 def test_a_worker_that_dies_mid_file_leaves_the_records_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker is killed while the reader has windows at it: those windows are parsed here, the rest of the
-    file too, and the records are the same as with no worker at all. The worker is not used again."""
+    """The worker is killed while the reader has a window at it: that window is parsed here, the rest of the
+    file too, and the records are the same as with no worker at all. The worker is not used again.
+
+    The worker is stopped (SIGSTOP) before the file is read and killed as soon as it has been given a window,
+    so it cannot have answered first: killed after it had answered every window it was given (on a loaded
+    machine, while the reader was still reading), the reader never met the dead worker, and the test failed."""
     import signal
 
     from pimingestd.sources import parse_workers
@@ -292,15 +296,25 @@ def test_a_worker_that_dies_mid_file_leaves_the_records_whole(tmp_path: Path, mo
     reference = _priced_file(path, 60_000)
     pool = parse_workers._Pool()
     monkeypatch.setattr(parse_workers, "_pool", pool)
+    real = parse_workers.Worker.submit
+    given: list[int] = []
+
+    def submit_then_kill(self: parse_workers.Worker, body: bytes) -> bool:
+        ok = real(self, body)
+        if ok and not given:
+            os.kill(pool._process.pid, signal.SIGKILL)
+            pool._process.join(10)
+        given.extend([len(body)] if ok else [])
+        return ok
+
     try:
         parse_workers.warm()
         assert pool._process is not None
-        records = iter(read_records(path, SourceSpec("json")))
-        first = [canonical.encode(next(records)) for _ in range(10)]  # the reader has windows at the worker now
-        os.kill(pool._process.pid, signal.SIGKILL)
-        pool._process.join(10)
-        rest = [canonical.encode(r) for r in records]
-        assert first + rest == reference
+        os.kill(pool._process.pid, signal.SIGSTOP)  # it answers nothing from now on
+        monkeypatch.setattr(parse_workers.Worker, "submit", submit_then_kill)
+        got = [canonical.encode(r) for r in read_records(path, SourceSpec("json"))]
+        assert given, "no window went to the worker"
+        assert got == reference
         assert not pool.enabled() and parse_workers.lease() is None
     finally:
         pool.shutdown()
@@ -363,3 +377,224 @@ def test_two_readers_at_once_share_the_worker_by_lease(tmp_path: Path, monkeypat
     worker = real()
     assert worker is not None, "the lease was not given back"
     parse_workers.give_back(worker)
+
+
+def _resolved(body: bytes, got: list[bytes | exact.Span]) -> list[bytes] | None:
+    """exact.records' answer with each span read by the exact reader; None when one of them fails there."""
+    out = []
+    for x in got:
+        if type(x) is bytes:
+            out.append(x)
+            continue
+        start, end = x  # type: ignore[misc]
+        one = reference_items(b"[" + body[start:end] + b"]")
+        if one is None or len(one) != 1:
+            return None
+        out.extend(one)
+    return out
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records, min_size=1, max_size=8), spacing, st.booleans())
+def test_a_window_declined_per_record_equals_the_exact_reader(
+    recs: list[dict[str, Any]], ws: str, ascii_only: bool
+) -> None:
+    """exact.records on generated windows (hard numbers, tricky strings and keys, nested objects): its fast
+    records and its spans read exactly are the exact reader's records, or it gives up."""
+    body = f",{ws}".join(dump(r, ws, ascii_only) for r in recs).encode()
+    values: list[dict[str, Any]] = []
+    got = exact.records(body, values)
+    if got is None:
+        return
+    assert sum(type(x) is bytes for x in got) == len(values)
+    resolved = _resolved(body, got)
+    if resolved is not None:
+        assert resolved == reference_items(b"[" + body + b"]")
+
+
+def _hard_window(hard: list[int], n: int = 40, nested: bool = False) -> tuple[bytes, list[bytes]]:
+    """``n`` product records, those at ``hard`` holding a 30-digit integer; the window's bytes and what the exact
+    reader makes of them. ``nested``: compact records whose variants start with the same key as a record."""
+    texts = []
+    for i in range(n):
+        extra = ',"big":123456789012345678901234567890' if i in hard else ""
+        if nested:
+            kids = ",".join(f'{{"sku":"S{i}-{k}","price":{k}.50{extra}}}' for k in range(3))
+            texts.append(f'{{"sku":"S{i}","price":{i}.10,"variants":[{kids}]}}')
+        else:
+            texts.append(f'{{"sku":"S{i}","price":{i}.10,"n":{i}{extra}}}')
+    body = ("," if nested else ",\n").join(texts).encode()
+    reference = reference_items(b"[" + body + b"]")
+    assert reference is not None
+    return body, reference
+
+
+@pytest.mark.parametrize(
+    "hard", [[0], [17], [39], [16, 17], [0, 1, 2], [38, 39], [0, 20, 39], list(range(40))], ids=str
+)
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
+def test_only_the_hard_records_of_a_window_leave_the_fast_path(hard: list[int], nested: bool) -> None:
+    """A 30-digit integer at the start, middle or end of a window, or in adjacent records: exactly those records
+    go to the exact reader, the others stay on the fast path, and the bytes are the exact reader's. Nested:
+    the separator also occurs between a record's variants."""
+    body, reference = _hard_window(hard, nested=nested)
+    assert exact.array_items(body) is None  # the whole window declines
+    got = exact.records(body)
+    assert got is not None
+    assert [i for i, x in enumerate(got) if type(x) is not bytes] == hard
+    assert _resolved(body, got) == reference
+    lines = exact.window_lines(body)  # what the parse worker answers
+    assert lines is not None and lines.count(b"\x7f") == len(hard)
+
+
+def test_a_window_that_ends_inside_a_record_is_given_up() -> None:
+    """The window's last separator is inside a record (nested): it cannot be cut into whole records."""
+    body, _ = _hard_window([5], n=10, nested=True)
+    assert exact.records(body[: body.rindex(b',{"sku"')]) is None
+
+
+def _hard_file(path: Path, n: int, hard: set[int]) -> list[bytes]:
+    """A JSON array of ``n`` records; those in ``hard`` hold a 30-digit integer, a 25-digit decimal and an
+    exponent. Returns what ijson reads."""
+    texts = []
+    for i in range(n):
+        extra = ', "big": 123456789012345678901234567890, "d": 0.1234567890123456789012345, "e": 1.5e3' * (i in hard)
+        texts.append(f'{{"sku": "S{i}", "price": {i}.{i % 10}0, "n": {i}{extra}}}')
+    path.write_text("[\n" + ",\n".join(texts) + "\n]\n")
+    with open(path, "rb") as f:
+        return [canonical.encode(r) for r in ijson.items(f, "item", use_float=False)]
+
+
+@pytest.mark.parametrize("worker", [True, False], ids=["worker", "local"])
+def test_a_file_with_hard_records_throughout_stays_on_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker: bool
+) -> None:
+    """One record in a hundred is hard, in every window: only those records are the exact reader's objects
+    (dicts), every other one is the fast path's (a Fragment), with the parse worker and without; the same bytes
+    as ijson, also with exact_values."""
+    from pimingestd.sources import parse_workers
+
+    hard = set(range(3, 60_000, 100)) | {59_999}
+    path = tmp_path / "p.json"
+    reference = _hard_file(path, 60_000, hard)
+    if not worker:
+        monkeypatch.setenv(parse_workers.ENV, "0")
+    submitted = _windows_taken(monkeypatch)
+    got = list(read_records(path, SourceSpec("json")))
+    assert [i for i, r in enumerate(got) if type(r) is dict] == sorted(hard)
+    assert [canonical.encode(r) for r in got] == reference
+    assert bool(submitted) == worker
+    both = list(read_records(path, SourceSpec("json", exact_values=True)))
+    assert [i for i, r in enumerate(both) if type(r) is dict] == sorted(hard)
+    assert [r.body if type(r) is exact.Exact else canonical.encode(r) for r in both] == reference
+
+
+@pytest.mark.parametrize("worker", [True, False], ids=["worker", "local"])
+def test_a_hard_record_that_is_also_bad_json_is_worded_by_the_ijson_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker: bool
+) -> None:
+    """A record with a 30-digit integer and a syntax error, in the middle of a window after fast windows: the
+    error names the place and the record, as the ijson reader words it from that window on."""
+    from pimingestd.sources import parse_workers
+
+    if not worker:
+        monkeypatch.setenv(parse_workers.ENV, "0")
+    path = tmp_path / "bad.json"
+    _hard_file(path, 20_000, {19_990})
+    broken = path.read_bytes().replace(b'{"sku": "S19990"', b'{"sku": S19990"')
+    path.write_bytes(broken)
+    with pytest.raises(ParseError) as info:
+        list(read_records(path, SourceSpec("json")))
+    message = str(info.value)
+    at = broken.index(b"S19990")
+    start, end = (int(x) for x in message.split("between byte ")[1].split(" (", maxsplit=1)[0].split(" and "))
+    assert start <= at <= end, message
+    assert "after record 19989" in message
+
+
+def test_json_lines_decline_per_line(tmp_path: Path) -> None:
+    """JSON Lines: a block with hard lines (and blank ones) is declined per line: only the hard lines are the
+    exact reader's objects, the rest stays on the fast path, and the bytes are the line reader's, also with
+    exact_values."""
+    hard = set(range(7, 20_000, 100))
+    texts = []
+    for i in range(20_000):
+        extra = ', "big": 123456789012345678901234567890, "e": 2E5' * (i in hard)
+        texts.append(f'{{"sku": "S{i}", "price": {i}.{i % 10}0{extra}}}' + ("\n  \r" if i % 997 == 0 else ""))
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(texts) + "\n")
+    reference = [canonical.encode(jsonl.parse_line(x)) for x in path.read_bytes().splitlines() if x.strip(b" \r")]
+    got = list(read_records(path, SourceSpec("jsonl")))
+    assert [i for i, r in enumerate(got) if type(r) is dict] == sorted(hard)
+    assert [canonical.encode(r) for r in got] == reference
+    both = list(read_records(path, SourceSpec("jsonl", exact_values=True)))
+    assert [i for i, r in enumerate(both) if type(r) is dict] == sorted(hard)
+    assert [r.body if type(r) is exact.Exact else canonical.encode(r) for r in both] == reference
+
+
+@pytest.mark.parametrize("bad", ['{"sku": S5}', "[1]", '{"a": "\\ud800"}'])
+def test_json_lines_errors_after_hard_lines_name_the_line(tmp_path: Path, bad: str) -> None:
+    """A bad line in a block that also holds hard lines and blank ones: the error names its line and record."""
+    lines = ['{"sku": "S0", "n": 1e3}', "", '{"sku": "S1", "p": 1.50}', '{"sku": "S2"}', bad, '{"sku": "S3"}']
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ParseError, match=r": line 5 \(record 3\)"):
+        list(read_records(path, SourceSpec("jsonl")))
+
+
+def test_a_window_declined_per_record_leaves_no_garbage_cycle() -> None:
+    """exact.records frees its window and records by reference counting alone: the daemon and the parse worker
+    run the cyclic collector rarely, and a cycle per declined window grew the worker by 100 MiB a file."""
+    import gc
+
+    body, _ = _hard_window([3, 20], n=40, nested=True)
+    gc.collect()
+    gc.disable()
+    try:
+        assert exact.records(body) is not None
+        assert exact.records(body[: body.rindex(b',{"sku"')]) is None  # given up half-way
+        assert exact.window_lines(body) is not None
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_an_idle_worker_is_stopped_and_started_again_when_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parse worker stops once idle (its memory back to the system), and the next file starts a new one:
+    the same bytes, windows at the new worker, and the old process gone."""
+    import time
+
+    import psutil
+
+    from pimingestd.sources import parse_workers
+
+    path = tmp_path / "p.json"
+    reference = _priced_file(path, 60_000)
+    pool = parse_workers._Pool()
+    monkeypatch.setattr(parse_workers, "_pool", pool)
+    monkeypatch.setenv(parse_workers.IDLE_ENV, "0.2")
+    try:
+        parse_workers.warm()
+        assert pool._process is not None
+        first = pool._process.pid
+        deadline = time.monotonic() + 60
+        while pool._process is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool._process is None, "the idle worker was not stopped"
+
+        def running(pid: int) -> bool:
+            try:
+                return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return False
+
+        while running(first) and time.monotonic() < deadline:  # (the pool lets go of it, then waits it out)
+            time.sleep(0.05)
+        assert not running(first), "the idle worker's process is still running"
+        taken = _windows_taken(monkeypatch)
+        assert _canonical(path) == reference
+        assert taken and pool.enabled()
+    finally:
+        pool.shutdown()

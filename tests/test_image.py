@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -129,16 +130,19 @@ def container(
     mounts: dict[str, tuple[Path, str]],
     command: list[str] | None = None,
     env: dict[str, str] | None = None,
+    user: tuple[int, int] | None = None,
 ) -> list[str]:
     """The argv that runs one container of ``image``: ``mounts`` maps a path inside to (host path, "ro"|"rw");
-    ``command`` replaces the image's Cmd and ``env`` adds to its Env, as `docker run -e` would."""
+    ``command`` replaces the image's Cmd and ``env`` adds to its Env, as `docker run -e` would; ``user``
+    (uid, gid) replaces the image's User, as `docker run --user` would."""
     cfg = image.config
+    uid, gid = user or (image.uid, image.gid)
     environment = [*cfg["Env"], *(f"{k}={v}" for k, v in (env or {}).items())]
     binds = [a for inside, (host, mode) in mounts.items() for a in (str(host), inside, mode)]
     return [
         "unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private",
         "sh", "-c", _ENTER, "enter", str(image.rootfs), *binds, "--",
-        "chroot", f"--userspec={image.uid}:{image.gid}", f"--groups={image.gid}", str(image.rootfs),
+        "chroot", f"--userspec={uid}:{gid}", f"--groups={gid}", str(image.rootfs),
         "/usr/bin/env", "-i", "-C", cfg["WorkingDir"] or "/", *environment, *(command or cfg["Cmd"]),
     ]  # fmt: skip
 
@@ -159,7 +163,7 @@ class ImageCluster(Cluster):
     """The harness's cluster with the daemon and the receiver in containers of the image: the daemon's config
     mounted at /etc/pimingestd/config.toml, its state in a volume folder, the secret in /run/secrets."""
 
-    def __init__(self, root: Path, *, image: Image, **sections: Any) -> None:
+    def __init__(self, root: Path, *, image: Image, user: tuple[int, int] | None = None, **sections: Any) -> None:
         super().__init__(
             root,
             daemon={"state_db": f"{VOLUME}/ingestion_state.db", "drain_seconds": 10.0},
@@ -168,10 +172,13 @@ class ImageCluster(Cluster):
             **sections,
         )
         self.image = image
+        self.user = user  # another uid and gid than the image's User (`docker run --user`)
         self.volume, self.receiver_volume, self.secrets = root / "volume", root / "receiver-volume", root / "secrets"
+        made = (image.rootfs / VOLUME.lstrip("/")).stat()
         for folder in (self.volume, self.receiver_volume):
             folder.mkdir()
-            os.chown(folder, image.uid, image.gid)  # as a named volume starts: a copy of the image's folder
+            os.chown(folder, made.st_uid, made.st_gid)  # as a named volume starts: a copy of the image's folder
+            folder.chmod(stat.S_IMODE(made.st_mode))
         self.data = self.volume / "data"
         self.data.mkdir()
         self.state_db = self.volume / "ingestion_state.db"
@@ -181,7 +188,7 @@ class ImageCluster(Cluster):
         self.token = TOKEN  # the harness sends it on /api/* calls
 
     def argv(self, mounts: dict[str, tuple[Path, str]], command: list[str] | None = None) -> list[str]:
-        return container(self.image, {**mounts, "/run/secrets": (self.secrets, "ro")}, command)
+        return container(self.image, {**mounts, "/run/secrets": (self.secrets, "ro")}, command, user=self.user)
 
     async def start_receiver(self) -> None:
         command = ["pimingestd", "receiver", "--port", str(self.rport), "--data", f"{VOLUME}/receiver"]
@@ -206,7 +213,7 @@ class ImageCluster(Cluster):
         """The image's HEALTHCHECK command, run in the image as the engine runs it; its exit code."""
         test = self.image.config["Healthcheck"]["Test"]
         assert test[0] == "CMD", test
-        argv = container(self.image, {}, test[1:], env={"PIMINGESTD_HEALTHCHECK_PORT": str(self.dport)})
+        argv = container(self.image, {"/etc/pimingestd/config.toml": (self.cfg, "ro")}, test[1:])  # its port
         return subprocess.run(argv, capture_output=True, timeout=60).returncode
 
 
@@ -230,13 +237,19 @@ def test_the_image_declares_its_user_volume_healthcheck_and_command(image: Image
     assert image.uid != 0 and image.gid != 0, cfg["User"]
     assert VOLUME in cfg["Volumes"]
     state = image.rootfs / VOLUME.lstrip("/")
-    assert (state.stat().st_uid, state.stat().st_gid) == (image.uid, image.gid)
+    assert state.stat().st_uid == image.uid
+    assert state.stat().st_gid == 0 and state.stat().st_mode & 0o070 == 0o070  # see the arbitrary-uid test
     assert cfg["StopSignal"] == "SIGTERM"
     assert cfg["Cmd"] == ["pimingestd", "run", "--config", "/etc/pimingestd/config.toml"]
     assert not cfg.get("Entrypoint")
     health = cfg["Healthcheck"]
     assert health["Test"][0] == "CMD" and "/healthz" in " ".join(health["Test"])
     assert "CREDENTIALS_DIRECTORY=/run/secrets" in cfg["Env"]
+    # Nothing the daemon never runs: no pip or setuptools in its venv, no pip cache, no tests.
+    (site,) = (image.rootfs / "opt/pimingestd/lib").glob("python3*/site-packages")
+    installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+    assert "pimingestd" in installed and not {"pip", "setuptools", "wheel"} & installed, sorted(installed)
+    assert not list((image.rootfs / "root").glob(".cache/pip")) and not (site / "tests").exists()
 
 
 async def test_the_image_delivers_a_file_and_drains_on_sigterm_as_pid_1(
@@ -281,3 +294,21 @@ async def test_the_image_delivers_a_file_and_drains_on_sigterm_as_pid_1(
     status = c.client("status", ing, "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["status"] == "completed"
+
+
+async def test_the_image_runs_as_an_arbitrary_uid_in_the_root_group(image: Image, make_cluster: MakeCluster) -> None:
+    """OpenShift's restricted policy runs an image as a uid of its own choosing with gid 0, and `docker run --user
+    1000700000:0` does the same: the volume (a copy of the image's folder) is writable by that group, so the
+    daemon opens its state there and delivers a file, instead of stopping with exit 74."""
+    c = make_cluster(ImageCluster, image=image, user=(1000700000, 0))
+    assert isinstance(c, ImageCluster)
+    records = [product(i) for i in range(50)]
+    write_json(c.data / "p.json", records)
+    await c.start_receiver()
+    await c.start_daemon()
+    assert c.daemon is not None
+    assert init_of(c.daemon).uids().real == 1000700000
+    ing = await c.ingest(Path(f"{VOLUME}/data/p.json"))
+    assert (await c.settle(ing))["status"] == "completed"
+    assert await c.applied(ing) == records
+    assert c.state_db.stat().st_uid == 1000700000

@@ -166,3 +166,51 @@ def test_the_installed_wheel_runs_the_example_end_to_end(installed: Path, exampl
     assert "app.js" in page
     assert _get(api + "/ui/app.js")[0] == 200
     assert b"openapi:" in _get(api + "/api/openapi.yaml")[1]
+
+
+def test_the_upgrades_command_compares_the_lock_with_a_fresh_resolve() -> None:
+    """`python -m bench.upgrades` (issue 28: the suite against the newest versions, as a decision and not a
+    surprise) reads the lock's pins as pip freeze writes them, reports each package whose version moved, appeared
+    or went, and with --lowest installs exactly pyproject's lower bounds; the README says how to run it."""
+    from bench import upgrades
+
+    lock = (REPO / "requirements" / "test.txt").read_text()
+    locked = upgrades.pins(lock)
+    assert locked["aiohttp"] == lock.split("aiohttp==", 1)[1].split()[0]
+    assert "prometheus-client" in locked and "cffi" in locked  # canonical names; a marker after the version
+    assert "pywin32" not in locked  # the universal lock's Windows-only line is not this machine's
+    networkx = [ln.split()[0] for ln in lock.splitlines() if ln.startswith("networkx==")]
+    assert len(networkx) == 2 and f"networkx=={locked['networkx']}" in networkx  # one per Python, this one's
+    fresh = {**locked, "aiohttp": "99.0", "brand-new": "1.0"}
+    del fresh["six"]
+    assert upgrades.changes(locked, fresh) == [
+        f"  aiohttp: {locked['aiohttp']} -> 99.0",
+        "  brand-new: (not locked) -> 1.0",
+        f"  six: {locked['six']} -> (not installed)",
+    ]
+    assert upgrades.changes(locked, dict(locked)) == []
+    bounds = upgrades.lower_bounds(REPO / "pyproject.toml")
+    assert "aiohttp==" + _bound("aiohttp") in bounds and all("==" in b and ">" not in b for b in bounds)
+    assert "python -m bench.upgrades" in (REPO / "README.md").read_text()
+
+
+def _bound(name: str) -> str:
+    text = (REPO / "pyproject.toml").read_text()
+    return text.split(f'"{name}>=', 1)[1].split('"', 1)[0]
+
+
+# What the code uses that older releases lack, found by running the suite on pyproject's lower bounds
+# (`python -m bench.upgrades --lowest`): (distribution, the first release with it, where the code uses it, the use).
+NEEDED = (
+    ("aiohttp", "3.12", "pimingestd/locations/remote.py", "middlewares=(guard,)"),  # client middlewares
+)
+
+
+def test_pyprojects_lower_bounds_admit_no_release_the_code_cannot_run_on() -> None:
+    """A lower bound is a promise that the suite passes with it (issue 28): each feature the code needs from a
+    dependency (still used where noted) has its first release at or below the bound pyproject states. aiohttp
+    3.10 and 3.11 have no client middlewares, and every remote HTTP source failed with a TypeError there."""
+    for name, first, where, use in NEEDED:
+        assert use in (REPO / where).read_text(), (where, use)  # the entry is still true
+        bound = tuple(int(x) for x in _bound(name).split("."))
+        assert bound >= tuple(int(x) for x in first.split(".")), f"{name}>={_bound(name)}: {use} needs {first}"

@@ -648,3 +648,19 @@ async def test_the_reject_file_of_a_file_whose_name_is_not_utf8_downloads_and_is
     assert code == 200 and raw == placed.read_bytes(), (code, raw)
     encoded = headers["Content-Disposition"].split("filename*=UTF-8''", 1)[1]
     assert unquote(encoded) == "caf\\xe9.rejects.csv"
+
+
+def test_a_csv_reject_file_whose_reason_holds_a_nul_reads_back(tmp_path: Path) -> None:
+    """The CSV reader refuses a NUL character (what UTF-16 read as another encoding shows); a reason or field from
+    PIM-Core holding one was written raw into the daemon's own columns, and the fixed reject file, dropped in
+    again, was refused whole. The daemon's columns spell it ``\\x00``; every encoding option reads it back."""
+    from pimingestd.records import reject_file
+
+    record = {"sku": "B", "name": "Näme"}
+    for encoding in ("utf-8", "utf-16", "utf-16-le", "cp1252"):
+        target = tmp_path / f"{encoding}.rejects.csv"
+        rejects = iter([(0, "bad\x00reason", "na\x00me")])
+        assert reject_file.write(iter([record]), rejects, "csv", {"encoding": encoding}, target) == 1
+        assert list(read_records(target, SourceSpec("csv", {"encoding": encoding}))) == [record]
+        text = target.read_bytes().decode(encoding)
+        assert "bad\\x00reason" in text and "na\\x00me" in text

@@ -1,7 +1,7 @@
 """The long soak (tests/soak.py --long), in CI: about 4 minutes of many files of every format, inbox drops and
 API triggers, receiver faults and daemon SIGKILLs, with retention on. Every file arrives exactly once, and
-after a warm-up RSS, fds and threads stay within their bounds and the database does not grow with the number
-of completed ingestions. PIMINGESTD_SOAK_MINUTES sets the length.
+after a warm-up the RSS, fds and threads of the daemon's process tree stay within their bounds and the database
+does not grow with the number of completed ingestions. PIMINGESTD_SOAK_MINUTES sets the length.
 
 And the soak's check itself (Cluster.verify): exact for each state an ingestion can be in when the soak
 looks, its chunk rows pruned by retention included, and a failure shows the ingestion's history."""
@@ -32,7 +32,8 @@ async def test_the_long_soak_keeps_every_figure_flat(tmp_path: Path) -> None:
     report(
         f"soak (long, {minutes:g} min, seed {seed}): {f['files']} files, {f['kills']} daemon kills, all exactly once"
         f" ({f['pruned_first']} checked against their summary);"
-        f" after warm-up RSS {f['rss_mib'][0]}->{f['rss_mib'][1]} MiB, fds {f['fds'][0]}->{f['fds'][1]},"
+        f" after warm-up the process tree's RSS {f['rss_mib'][0]}->{f['rss_mib'][1]} MiB"
+        f" ({f['slope_mib_per_min']:+.3f} MiB/min), fds {f['fds'][0]}->{f['fds'][1]},"
         f" threads {f['threads'][0]}->{f['threads'][1]}, database {f['db_kib'][0]}->{f['db_kib'][1]} KiB,"
         f" spool {f['spool_kib'][0]}->{f['spool_kib'][1]} KiB"
     )

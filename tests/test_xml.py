@@ -165,6 +165,31 @@ def test_a_utf8_bom_with_a_utf8_declaration_or_none_is_read(tmp_path: Path, decl
     assert _read(path) == [{"#text": "Köln"}]
 
 
+@pytest.mark.parametrize(
+    ("declared", "codec"),
+    [
+        ("Shift_JIS", "shift_jis"),
+        ("EUC-JP", "euc_jp"),
+        ("UTF-32", "utf-8"),
+        ("GB2312", "gb2312"),
+        ("x-unknown", "utf-8"),
+    ],
+)
+def test_an_encoding_expat_cannot_read_is_refused_by_name(tmp_path: Path, declared: str, codec: str) -> None:
+    """A declaration naming a multi-byte encoding other than UTF-8/16 (pyexpat takes only single-byte ones from
+    Python's codecs) or an encoding nobody knows: a ParseError naming the encoding, never an internal error (the
+    ValueError and LookupError pyexpat raised became "internal error: ValueError: multi-byte encodings are not
+    supported")."""
+    path = tmp_path / "j.xml"
+    path.write_bytes(
+        f'<?xml version="1.0" encoding="{declared}"?><feed><items><item>ab</item></items></feed>'.encode(codec)
+    )
+    with pytest.raises(
+        ParseError, match=rf"j\.xml: line 1 column \d+: the XML declaration names the encoding {declared},"
+    ):
+        _read(path)
+
+
 def test_a_byte_invalid_in_the_declared_encoding_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "bad.xml"
     path.write_bytes(b'<?xml version="1.0" encoding="UTF-8"?>\n<feed><items>\n<item>K\xf6ln</item></items></feed>')

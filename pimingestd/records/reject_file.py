@@ -279,9 +279,11 @@ class _Csv(_Writer):
 
     def _own(self, text: str) -> str:
         """The daemon's own column: never a live formula (OWASP's CSV injection advice: a leading ``'``), and
-        in characters the file's encoding holds (the source's cells hold only those: they were read in it)."""
+        in characters the file's encoding holds (the source's cells hold only those: they were read in it), no NUL
+        among them (the source's cells hold none: the reader refuses it)."""
         if text[:1] in _FORMULA_START:
             text = "'" + text
+        text = text.replace("\0", "\\x00")  # the CSV reader refuses a NUL (sources/csv_source.py): spelled out
         return text.encode(self._codec, "backslashreplace").decode(self._codec)
 
     def close(self) -> None:

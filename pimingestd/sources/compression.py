@@ -8,7 +8,9 @@ refused: past ``RATIO_FROM`` decompressed bytes, the output may be at most
 more than the caller's buffer, so memory stays flat while that is checked.
 
 A file may hold streams one after another (gzip members, xz and bzip2 streams,
-zstd frames). After each, what follows is another stream or the NUL padding its
+zstd frames), and must hold one: an empty file (0 bytes) is refused whatever the
+codec, as its tool's test refuses it (a stream of no data is a file of no data).
+After each stream, what follows is another stream or the NUL padding its
 format allows; anything else (a damaged later stream, trailing garbage) is
 refused, never taken for the end of the file. Excel is not read from a
 compressed file: an .xlsx is a zip already.
@@ -30,6 +32,10 @@ from ..errors import ParseError
 CODECS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz"}
 MAX_RATIO = 100
 RATIO_FROM = 64 << 20
+# The decoder's memory (its dictionary, the window it keeps) is bounded as zstd bounds it by default (a 128 MiB
+# window, ZSTD_WINDOWLOG_LIMIT_DEFAULT): xz declares its dictionary up to 1.5 GiB and liblzma takes it unasked;
+# every xz preset (-9: 64 MiB) fits.
+DECODER_MEMORY = 128 << 20
 
 
 def codec_of(path: PurePath) -> str | None:
@@ -83,7 +89,14 @@ class Decompressed(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:
             n = self._stream.readinto(buffer)
+            if not n and not self._pos and self._codec == "gzip" and self._raw.tell() == 0:
+                raise EOFError("the file holds no gzip stream")  # GzipFile reads an empty file as empty data
         except _errors() as exc:
+            if self._codec == "zstd" and "too much memory" in str(exc):  # libzstd's limit: a 128 MiB window
+                exc = _Damaged(
+                    f"a frame declares a window over {DECODER_MEMORY >> 20} MiB (written with --long above 27, or"
+                    " damaged), refused so that memory stays bounded: recompress it without --long"
+                )
             raise ParseError(
                 f"{self._name}: not a valid {self._codec} stream after {self._pos} decompressed bytes: {exc}"
             ) from None
@@ -130,7 +143,9 @@ class _Streams:
     def __init__(self, raw: BinaryIO, codec: str) -> None:
         self._raw = raw
         self._codec = codec
-        self._new: Any = lzma.LZMADecompressor if codec == "xz" else bz2.BZ2Decompressor
+        self._new: Any = (
+            (lambda: lzma.LZMADecompressor(memlimit=DECODER_MEMORY)) if codec == "xz" else bz2.BZ2Decompressor
+        )
         self._error: type[Exception] = lzma.LZMAError if codec == "xz" else OSError
         self._dec: Any = None  # the stream being decoded; None between streams
         self._input = b""  # bytes read and not yet given to a decoder
@@ -174,6 +189,11 @@ class _Streams:
             try:
                 out = dec.decompress(data, size)
             except self._error as exc:
+                if self._codec == "xz" and "Memory usage limit" in str(exc):
+                    raise _Damaged(
+                        f"the xz stream from compressed byte {self._start} needs more than {DECODER_MEMORY >> 20} MiB of"
+                        " memory to decompress (its dictionary size); recompress it with a preset up to -9"
+                    ) from None
                 raise _Damaged(
                     f"the {self._codec} stream from compressed byte {self._start} is damaged ({exc})"
                 ) from None
@@ -268,6 +288,8 @@ class _ZstdFrames:
             self._state, self._need = "magic", 4
 
     def finish(self) -> None:
+        if not self._at:  # zstandard reads an empty file as empty data; `zstd -t` calls it truncated
+            raise EOFError("the file holds no zstd stream")
         if self._state != "magic" or self._head or self._skip:
             raise EOFError(f"the zstd frame from compressed byte {self._frame} ends early: the file is truncated")
 

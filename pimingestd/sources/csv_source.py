@@ -10,8 +10,11 @@ convert (``decimal``, ``int``, ``bool``, ``date``), an empty field in such a
 column being ``null``.
 
 Refused, naming the line (and the byte or column): a byte sequence that is not
-valid in the encoding, UTF-16 without a byte order mark (name utf-16-le or
-utf-16-be), a byte order mark contradicting the encoding, an empty or
+valid in the encoding, a NUL character (how UTF-16 or UTF-32 read as another
+encoding shows; csv.reader takes it since 3.11), an ``int`` cell longer than
+Python converts (4300 digits), UTF-16 without a byte order mark (name utf-16-le or
+utf-16-be), a first line without a single ASCII character under a UTF-16
+encoding (8-bit text or the other byte order: one line of noise), a byte order mark contradicting the encoding, an empty or
 duplicate header name, a row with more fields than the header, a row with
 fewer (unless ``short_rows = "pad"``), a value that does not convert to its
 column's type, a field over the record
@@ -30,6 +33,7 @@ import codecs
 import csv
 import datetime as dt
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -52,6 +56,7 @@ _BLOCK = 1 << 16
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _INT = re.compile(r"-?[0-9]+")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # what the README documents; fromisoformat takes 2021-W52-1 too
+_ASCII = re.compile("[\x00-\x7f]")
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -115,6 +120,14 @@ class _Lines:
                 ) from None
             if self._read == 0 and self._label in ("utf-16-le", "utf-16-be") and text[:1] == "\ufeff":
                 text = text[1:]  # a BOM of the named order (one of the other order was refused)
+            if "\0" in text:  # csv.reader takes NUL since 3.11; it is how UTF-16 or UTF-32 read otherwise shows
+                good = rest + text[: text.index("\0")]
+                line = self.line + good.count("\n") + good.count("\r") - good.count("\r\n")
+                raise ParseError(
+                    f"{self._name}: line {line}: a NUL character, which no CSV text holds; a file in UTF-16 or UTF-32"
+                    f" read as {self._label} shows them: name the file's encoding with the `encoding` option"
+                    " (utf-16-le, utf-16-be)"
+                )
             self._read += len(block)
             text = rest + text
             if "\r" in text:  # CR alone or CRLF: lines as a file opened with newline="" gives them
@@ -190,6 +203,13 @@ def read(fh: BinaryIO, name: str, options: Options, max_record_bytes: int) -> It
     first = next(stream, None)
     if first is None:
         return
+    if options.encoding.startswith("utf-16") and not first.isascii() and not _ASCII.search(first):
+        # UTF-16 puts every delimiter and line end in a code unit below 0x80; 8-bit text, or UTF-16 of the other
+        # byte order, read as UTF-16 has none, and the whole file became one header line: no record, no error.
+        raise ParseError(
+            f"{name}: line 1 holds no delimiter and no line end when read as {options.encoding}: the file is not"
+            " in that encoding (8-bit text, or UTF-16 of the other byte order); name its encoding"
+        )
     delimiter = _delimiter(first) if options.delimiter == "auto" else options.delimiter
     reader = csv.reader(_chain(first, stream), delimiter=delimiter, quotechar='"', strict=True)
     try:
@@ -252,7 +272,13 @@ def _convert(text: str, kind: str, where: str) -> Any:
         except InvalidOperation:
             pass
     elif kind == "int" and _INT.fullmatch(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # past int_max_str_digits (4300 by default): CPython refuses to convert it
+            raise ParseError(
+                f"{where}: a whole number of {len(text.lstrip('-'))} digits, more than Python converts"
+                f" ({sys.get_int_max_str_digits()}); type the column as decimal, or leave it text"
+            ) from None
     elif kind == "bool" and text.lower() in _BOOLS:
         return _BOOLS[text.lower()]
     elif kind == "date" and _DATE.fullmatch(text):

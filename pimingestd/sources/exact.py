@@ -37,14 +37,22 @@ uses the exact reader instead):
 
 The result is byte-identical to parsing with Decimals and encoding with
 canonical.encode; tests/test_exact.py checks that on generated documents.
+
+A declined window is not given up whole: ``records`` splits it at its record
+separators and declines per record instead (see there). Only the records that
+hold what this path cannot carry are left to the exact reader.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from typing import Any
 
 import orjson
+
+from ..errors import ParseError
+from .json_guard import JsonGuard
 
 _SORT = orjson.OPT_SORT_KEYS
 # A fraction that ends a value: ".5" then optional whitespace then , } or ]
@@ -54,17 +62,25 @@ _INT_CHARS = b"0123456789-"
 _SHAPE = bytes.maketrans(b"123456789E", b"000000000e")
 _OPEN = b'"\x7f'
 _CLOSE = b'\x7f"'
+_FIRST_KEY = re.compile(rb'\{[ \t\r\n]*"[^"\\]*"[ \t\r\n]*:')
+_WS = b" \t\r\n"
+_COMMA = ord(",")
+_TRIES = 4  # candidate record starts looked at when a separator is learned
+_HARD = (b"\x7f", b"\\u007", b'"_reject')  # what mark declines on in the raw bytes
+_HARD_SHAPE = (b"0e", b"0000000000000000000")  # and in their shape (digits to 0)
 
 
-def mark(body: bytes) -> tuple[bytes, int] | None:
-    """``body`` with its non-integer numbers marked, and how many; None to decline."""
-    if b"\x7f" in body or b"\\u007" in body:
-        return None  # the source could yield a DEL of its own: markers would be ambiguous
-    if b'"_reject' in body:
-        return None  # maybe a reject file's fields: the exact reader's dicts are stripped of them (sources/)
-    shape = body.translate(_SHAPE)
-    if b"0e" in shape or b"0000000000000000000" in shape:
-        return None
+def mark(body: bytes, scanned: bool = False) -> tuple[bytes, int] | None:
+    """``body`` with its non-integer numbers marked, and how many; None to decline. ``scanned``: ``_spots``
+    found nothing in ``body``, so the substring checks below would pass (they are not repeated)."""
+    if not scanned:
+        if b"\x7f" in body or b"\\u007" in body:
+            return None  # the source could yield a DEL of its own: markers would be ambiguous
+        if b'"_reject' in body:
+            return None  # maybe a reject file's fields: the exact reader's dicts are stripped of them (sources/)
+        shape = body.translate(_SHAPE)
+        if b"0e" in shape or b"0000000000000000000" in shape:
+            return None
     if b"." not in body:
         return body, 0
     parts = _FRACTION.split(body)
@@ -102,23 +118,16 @@ def _unmarked(encoded: list[bytes], marked: int) -> bytes | None:
     return plain
 
 
-def array_items(body: bytes, values: list[dict[str, Any]] | None = None) -> list[bytes] | None:
+def array_items(body: bytes, values: list[dict[str, Any]] | None = None, scanned: bool = False) -> list[bytes] | None:
     """The canonical bytes of each object in ``body`` (an array's items, without the
     brackets); None when any item is not an object or this path declines. ``values``, when
     given, receives each object as parsed from the marked text (see ``Exact``)."""
-    encoded = _array_encoded(body, values)
+    encoded = _array_encoded(body, values, scanned)
     return None if encoded is None else unmark(*encoded)
 
 
-def array_lines(body: bytes) -> bytes | None:
-    """``array_items`` as one bytes object, a record per line: what a parse worker sends back (one object to
-    pickle instead of one per record)."""
-    encoded = _array_encoded(body, None)
-    return None if encoded is None else _unmarked(*encoded)
-
-
-def _array_encoded(body: bytes, values: list[dict[str, Any]] | None) -> tuple[list[bytes], int] | None:
-    m = mark(body)
+def _array_encoded(body: bytes, values: list[dict[str, Any]] | None, scanned: bool) -> tuple[list[bytes], int] | None:
+    m = mark(body, scanned)
     if m is None:
         return None
     marked, count = m
@@ -180,3 +189,181 @@ class Exact:
     def __init__(self, body: bytes, value: dict[str, Any]) -> None:
         self.body = body
         self.value = value
+
+
+def separator(body: bytes) -> tuple[bytes, bytes] | None:
+    """(separator, first key) between records of ``body`` (an array's items, from a record start): a comma,
+    whitespace and the first key of the last likely record start, as the JSON reader cuts windows; None when
+    no second record is seen. The separator's quote opens a key in valid JSON (a quote in a string is
+    escaped), so each occurrence sits between two values, at some depth: a record's, or a nested object's."""
+    key = _FIRST_KEY.match(body)
+    if key is None:
+        return None
+    cut = last_cut(body, None, key.group())
+    return None if cut is None else (body[cut[0] : cut[1]] + key.group(), key.group())
+
+
+def last_cut(window: bytes, sep: bytes | None, key: bytes) -> tuple[int, int] | None:
+    """(index of the comma, index of the next record's "{") of the last likely record boundary."""
+    if sep is not None:
+        at = window.rfind(sep)
+        return (at, at + len(sep) - len(key)) if at > 0 else None
+    end = len(window)
+    for _ in range(_TRIES):
+        start = window.rfind(key, 0, end)
+        if start <= 0:
+            return None
+        i = start - 1
+        while i > 0 and window[i] in _WS:
+            i -= 1
+        if window[i] == _COMMA:
+            return i, start
+        end = start
+    return None
+
+
+Span = tuple[int, int]  # a record's bytes in the body, for the exact reader
+
+
+def records(body: bytes, values: list[dict[str, Any]] | None = None) -> list[bytes | Span] | None:
+    """A window's records, declined per record when ``array_items`` declines the window: the canonical bytes
+    of each record the fast path takes, and (start, end) in ``body`` for each one it does not (the caller parses those with the
+    exact reader). None when the window cannot be cut into whole records (it ends inside one, or holds bad
+    JSON: the exact reader words that). ``values`` as for ``array_items`` (one per bytes item).
+
+    The window is split at its separator (``separator``). A piece may be a nested object's part rather than a
+    record, so no piece is trusted alone: a run of pieces goes through ``array_items`` whole, and when that
+    parses, the run starts at a record (by induction from the window's start) and so holds whole records.
+    Pieces holding what ``mark`` declines on are found by the same substring scans, mapped to their pieces,
+    and left out of the runs; a run that still declines is halved until a single piece declines. Such a piece
+    starts a record for the exact reader, extended by whole pieces until its brackets close."""
+    spots = _spots(body)
+    if not spots:  # nothing to find by substring: maybe the window goes whole (its caller did not try)
+        before = len(values) if values is not None else 0
+        whole = array_items(body, values, scanned=True)
+        if whole is not None:
+            return list(whole)
+        if values is not None:
+            del values[before:]  # (array_items may have put a declined window's objects there)
+    found = separator(body)
+    if found is None:
+        starts = [0]
+        ends = [len(body)]
+    else:
+        sep, key = found
+        step = len(sep) - len(key)
+        starts, ends = [], []
+        at = 0
+        for part in body.split(sep):
+            end = at + len(part) + (len(key) if at else 0)
+            starts.append(at)
+            ends.append(end)
+            at = end + step
+    hard = {bisect_right(starts, at) - 1 for at in spots}
+    cut = _Pieces(body, starts, ends, values)
+    n = len(starts)
+    i = 0
+    while i < n:
+        if i in hard:
+            k = cut.one(i)
+        else:
+            j = i + 1
+            while j < n and j not in hard:
+                j += 1
+            k = cut.run(i, j)
+        if k is None:
+            if values is not None:
+                del values[cut.mark :]
+            return None
+        i = k
+    return cut.out
+
+
+class _Pieces:
+    """A window split at its separator, taken run by run (``records``). A class, not closures: a recursive
+    closure is a reference cycle, and each one held a window and its records until the cyclic collector ran
+    (rarely, with the thresholds the daemon and the worker use): the parse worker grew by 100 MiB a file."""
+
+    __slots__ = ("body", "ends", "mark", "out", "starts", "values")
+
+    def __init__(self, body: bytes, starts: list[int], ends: list[int], values: list[dict[str, Any]] | None) -> None:
+        self.body, self.starts, self.ends, self.values = body, starts, ends, values
+        self.mark = len(values) if values is not None else 0
+        self.out: list[bytes | Span] = []
+
+    def fast(self, i: int, j: int) -> bool:
+        values = self.values
+        before = len(values) if values is not None else 0
+        # (scanned: a run holds no piece with a spot, and a spot inside a run would start in one of them)
+        got = array_items(self.body[self.starts[i] : self.ends[j - 1]], values, scanned=True)
+        if got is None:
+            if values is not None:
+                del values[before:]  # (array_items may have put a declined run's objects there)
+            return False
+        self.out.extend(got)
+        return True
+
+    def one(self, i: int) -> int | None:
+        """The record starting at piece ``i`` for the exact reader: the index after its last piece."""
+        body, starts, ends = self.body, self.starts, self.ends
+        guard = JsonGuard("", len(body) + 1)
+        at = starts[i]
+        try:
+            for j in range(i, len(starts)):
+                guard.feed(body[at : ends[j]])
+                at = ends[j]
+                if not guard.depth and not guard.in_string:
+                    self.out.append((starts[i], ends[j]))
+                    return j + 1
+        except ParseError:
+            return None
+        return None  # the window ends inside the record
+
+    def run(self, i: int, j: int) -> int | None:
+        """Pieces i..j-1 (i starts a record): the index after the last piece taken, >= j; None: give up."""
+        if self.fast(i, j):
+            return j
+        if j - i == 1:
+            return self.one(i)
+        mid = (i + j) // 2
+        k = self.run(i, mid)
+        if k is None or k >= j:
+            return k
+        return self.run(k, j)
+
+
+def hard_lines(block: bytes) -> set[int]:
+    """The lines of ``block`` (by index) that hold something ``mark`` declines on, found by substring."""
+    starts = [0]
+    at = block.find(b"\n")
+    while at >= 0:
+        starts.append(at + 1)
+        at = block.find(b"\n", at + 1)
+    return {bisect_right(starts, at) - 1 for at in _spots(block)}
+
+
+def _spots(body: bytes) -> list[int]:
+    """Where ``body`` holds something ``mark`` declines on, found by substring (a few per hard record)."""
+    spots: list[int] = []
+    for text, needles in ((body, _HARD), (body.translate(_SHAPE), _HARD_SHAPE)):
+        for needle in needles:
+            at = text.find(needle)
+            while at >= 0:
+                spots.append(at)
+                at = text.find(needle, at + 1)
+    return spots
+
+
+def window_lines(body: bytes) -> bytes | None:
+    """What a parse worker sends back for a window: its records one per line (``records``), with a line
+    ``DEL start end`` for each record left to the exact reader (canonical JSON never holds a DEL); None when
+    ``records`` gives up."""
+    if not _spots(body):  # the whole window at once, joined as unmark leaves it (no split and join again)
+        encoded = _array_encoded(body, None, True)
+        plain = None if encoded is None else _unmarked(*encoded)
+        if plain is not None:
+            return plain
+    got = records(body)
+    if got is None:
+        return None
+    return b"\n".join(x if isinstance(x, bytes) else b"\x7f%d %d" % x for x in got)

@@ -110,6 +110,16 @@ class JsonGuard:
             self._run = 0
         self._in_string = ends_in_string
 
+    @property
+    def depth(self) -> int:
+        """Containers open after what was fed."""
+        return self._depth
+
+    @property
+    def in_string(self) -> bool:
+        """What was fed ends inside a string."""
+        return self._in_string
+
     def _nest(self, brackets: bytes, start: int) -> int:
         """The depth after ``brackets``; raise when it went past MAX_DEPTH on the way.
 

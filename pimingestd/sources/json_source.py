@@ -11,7 +11,9 @@ ijson path) name the byte range in which the parser stopped and the record index
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -33,7 +35,6 @@ _WS = b" \t\r\n"
 _COMMA = ord(",")
 _BLOCK = 1 << 19  # the fast path's read size: windows of about half a MiB
 _LINE = 4  # windows read ahead of the one yielded at most (a few MiB)
-_TRIES = 4  # candidate record starts looked at per window before the first cut is learned
 _FIRST_KEY = re.compile(rb'\{[ \t\r\n]*"[^"\\]*"[ \t\r\n]*:')
 
 if ijson.backend != "yajl2_c":  # pragma: no cover - depends on the wheel installed
@@ -106,8 +107,9 @@ class _FastArray:
         self._block = max(min(block, max_record_bytes // 2), 1)
         self.handoff: _Handoff | None = _Handoff()  # None once the whole array was read here
 
-    def items(self) -> Iterator[list[bytes]]:
-        """Each window's records, in order. Without ``values`` (a plain ingestion) the parse worker
+    def items(self) -> Iterator[list[bytes | dict[str, Any]]]:
+        """Each window's records, in order: canonical bytes, or the exact reader's object for a record the fast
+        path declined (exact.records). Without ``values`` (a plain ingestion) the parse worker
         (sources/parse_workers.py) is kept fed when this reader can lease it: while it has fewer than
         parse_workers.SLOTS windows, the next goes to it, and this thread parses the others. Whatever is
         done at the head of the line is yielded. The worker then takes more than half of the windows, and
@@ -120,13 +122,13 @@ class _FastArray:
                 if w.body is not None and not w.eof and worker is not None and worker.submit(w.body):
                     line.append(_Parsed(w, None, at_worker=True))
                 else:
-                    local = exact.array_items(w.body, self._values) if w.body is not None else None
+                    local = exact.records(w.body, self._values) if w.body is not None else None
                     line.append(_Parsed(w, local, at_worker=False))
                 # What is ready at the head goes; block on the head only when the line is full or the file read.
                 while line and (
                     not line[0].at_worker or worker is None or worker.ready() or len(line) > _LINE or w.eof
                 ):
-                    got = line[0].records(worker)
+                    got = line[0].records(worker, self._max)
                     if got is None:  # from that window on, the ijson reader (it has every byte read since)
                         self.handoff = _Handoff(_joined(line), line[0].window.offset, records)
                         return
@@ -137,7 +139,7 @@ class _FastArray:
                     self.handoff = None
                     return
             while line:  # the windows ended on one the fast path cannot take (no body): it declines below
-                got = line[0].records(worker)
+                got = line[0].records(worker, self._max)
                 if got is None:
                     self.handoff = _Handoff(_joined(line), line[0].window.offset, records)
                     return
@@ -186,7 +188,7 @@ class _FastArray:
                     break
                 yield _Window(end[:-1].rstrip(_WS), window, offset, len(window), True)
                 return
-            cut = _cut(window, sep, key.group())
+            cut = exact.last_cut(window, sep, key.group())
             if cut is None:
                 continue
             comma, start = cut
@@ -212,19 +214,66 @@ class _Parsed:
 
     __slots__ = ("at_worker", "local", "window")
 
-    def __init__(self, window: _Window, local: list[bytes] | None, *, at_worker: bool) -> None:
+    def __init__(self, window: _Window, local: list[bytes | exact.Span] | None, *, at_worker: bool) -> None:
         self.window = window
         self.local = local
         self.at_worker = at_worker
 
-    def records(self, worker: parse_workers.Worker | None) -> list[bytes] | None:
-        """The window's canonical records (waiting for the worker); None: the fast path declines it."""
+    def records(
+        self, worker: parse_workers.Worker | None, max_record_bytes: int
+    ) -> list[bytes | dict[str, Any]] | None:
+        """The window's records (waiting for the worker): canonical bytes, and the exact reader's object for
+        each record the fast path declined; None: the window is the ijson reader's (bad JSON, or it does not
+        end at a record's end), from its first record on."""
         if self.at_worker:
             assert worker is not None
             self.at_worker = False
             lines = worker.result()
-            self.local = None if lines is None else lines.split(b"\n")
-        return self.local
+            if lines is None:
+                self.local = None
+            elif b"\x7f" in lines:  # records left to the exact reader: "DEL start end"
+                self.local = [_span(x) if x[:1] == b"\x7f" else x for x in lines.split(b"\n")]
+            else:
+                self.local = lines.split(b"\n")  # type: ignore[assignment]
+        got = self.local
+        if got is None or all(type(x) is bytes for x in got):
+            return got  # type: ignore[return-value]
+        body = self.window.body
+        assert body is not None
+        out: list[bytes | dict[str, Any]] = []
+        for x in got:
+            if isinstance(x, bytes):
+                out.append(x)
+                continue
+            start, end = x
+            record = _exact_record(body[start:end], self.window.offset + start, max_record_bytes)
+            if record is None:
+                return None
+            out.append(record)
+        return out
+
+
+def _span(line: bytes) -> exact.Span:
+    start, end = line[1:].split(b" ")
+    return int(start), int(end)
+
+
+def _exact_record(text: bytes, offset: int, max_record_bytes: int) -> dict[str, Any] | None:
+    """One record the fast path declined, read as the ijson reader reads it (the guard, then ijson with exact
+    numbers); None when that fails: the ijson reader then reads on from the window and words the error."""
+    limit = sys.get_int_max_str_digits()
+    if limit and re.search(rb"[0-9]{%d}" % (limit + 1), text):
+        # A number Python cannot turn into an int: ijson's C backend, asked for a single record, crashed the
+        # process on it (SIGSEGV), where the ijson reader of the whole array refuses it by name. Leave it there.
+        return None
+    guard = JsonGuard("", max_record_bytes, offset)
+    try:
+        guard.feed(text)
+        guard.finish()
+        got = list(ijson.items(io.BytesIO(b"[" + text + b"]"), "item", use_float=False))
+    except (ParseError, ijson.JSONError, UnicodeDecodeError, RecursionError):
+        return None
+    return got[0] if len(got) == 1 and type(got[0]) is dict else None
 
 
 def _joined(line: deque[_Parsed]) -> bytes:
@@ -232,25 +281,6 @@ def _joined(line: deque[_Parsed]) -> bytes:
     starts, and the last one whole (its buffer holds what was read past it)."""
     windows = [p.window for p in line]
     return b"".join([w.buffer[: w.cut] for w in windows[:-1]] + [windows[-1].buffer])
-
-
-def _cut(window: bytes, sep: bytes | None, key: bytes) -> tuple[int, int] | None:
-    """(index of the comma, index of the next record's "{") of the last likely record boundary."""
-    if sep is not None:
-        at = window.rfind(sep)
-        return (at, at + len(sep) - len(key)) if at > 0 else None
-    end = len(window)
-    for _ in range(_TRIES):
-        start = window.rfind(key, 0, end)
-        if start <= 0:
-            return None
-        i = start - 1
-        while i > 0 and window[i] in _WS:
-            i -= 1
-        if window[i] == _COMMA:
-            return i, start
-        end = start
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,12 +306,15 @@ def read(
         fast = _FastArray(raw, max_record_bytes, values)
         for items in fast.items():
             if values is not None:
-                for item, value in zip(items, values, strict=True):
-                    yield exact.Exact(item, value)
+                parsed = iter(values)
+                for item in items:  # (an object: a record the fast path declined, read by the exact reader)
+                    yield exact.Exact(item, next(parsed)) if isinstance(item, bytes) else item
+                if next(parsed, None) is not None:
+                    raise AssertionError("the fast path's records and objects are out of step")
                 values.clear()
             else:
                 for item in items:
-                    yield orjson.Fragment(item)
+                    yield orjson.Fragment(item) if isinstance(item, bytes) else item
         if fast.handoff is None:
             return
         handoff = fast.handoff
@@ -307,6 +340,10 @@ def read(
     except UnicodeDecodeError as exc:
         raise ParseError(
             f"{name}: invalid UTF-8 between byte {reader.start} and {reader.end} (after record {index}): {exc.reason}"
+        ) from None
+    except ValueError as exc:  # an integer past int_max_str_digits (json.loads refuses it too): ijson lets it out
+        raise ParseError(
+            f"{name}: a value between byte {reader.start} and {reader.end} (after record {index}) is refused: {exc}"
         ) from None
     except ijson.JSONError as exc:
         arg = exc.args[0] if exc.args else type(exc).__name__

@@ -5,7 +5,9 @@ or vertical tabs is not blank, and is refused as invalid JSON.
 
 Numbers stay exact. Blocks of whole lines go through exact.py (orjson with
 marked decimals, canonical bytes out). A block it declines (a blank line, an
-exponent, an error to word) is read line by line: a line without a ``.`` is
+exponent, an error to word) is declined per line: the runs of lines between
+the blank ones and those ``exact.hard_lines`` names still take the fast path
+together, and a run that declines as well is read line by line: a line without a ``.`` is
 parsed by orjson and kept when the result holds no float (orjson rounds
 exponent numbers and integers beyond 64 bits into floats); every other line
 goes to the standard library parser with ``parse_float=Decimal``.
@@ -29,6 +31,7 @@ _BOM = b"\xef\xbb\xbf"
 _BLOCK = 1 << 19  # whole lines are read in blocks of about half a MiB
 _BLOCK_WITH_VALUES = 1 << 17  # smaller when each record's parsed object is held too (exact_values)
 _BLANK = b" \t\r"  # JSON whitespace, less the newline that ends the line
+_RUN = 4096  # lines of a declined block parsed together at most
 
 
 def _no_constants(name: str) -> Any:
@@ -117,20 +120,55 @@ def read(
             index += len(fast)
             lineno += len(lines)
             continue
-        for raw in lines:
+        # Declined per line instead: runs of lines that hold nothing the fast path declines on still take it.
+        fits = max(map(len, lines)) <= max_record_bytes
+        hard = exact.hard_lines(block) if fits else set()
+        run: list[bytes] = []
+        for k, raw in enumerate(lines):
+            added = fits and k not in hard and bool(raw.strip(_BLANK))
+            if added:
+                run.append(raw)
+                if k + 1 < len(lines) and len(run) < _RUN:
+                    continue
+            if run:
+                values = [] if exact_values else None
+                got = exact.line_items(b"\n".join(run), values)
+                if got is not None:
+                    if values is not None:
+                        for item, value in zip(got, values, strict=True):
+                            yield exact.Exact(item, value)
+                    else:
+                        for item in got:
+                            yield orjson.Fragment(item)
+                    index += len(got)
+                    lineno += len(got)
+                else:  # the exact reader for each (and the words for an error)
+                    for one in run:
+                        lineno += 1
+                        yield _one_line(name, one, lineno, index)
+                        index += 1
+                run = []
+            if added:
+                continue
             lineno += 1
             if len(raw.rstrip(b"\r")) > max_record_bytes:
                 raise _too_long(name, lineno, index, max_record_bytes)
             if not raw.strip(_BLANK):
                 continue
-            try:
-                record = parse_line(raw)
-            except (ValueError, RecursionError) as exc:
-                raise ParseError(f"{name}: line {lineno} (record {index}): invalid JSON: {exc}") from None
-            if type(record) is not dict:
-                raise ParseError(f"{name}: line {lineno} (record {index}) is {describe(record)}, expected an object")
-            yield record
+            yield _one_line(name, raw, lineno, index)
             index += 1
+
+
+def _one_line(name: str, raw: bytes, lineno: int, index: int) -> dict[str, Any]:
+    """Line ``lineno`` (record ``index``) by the exact line reader; a ParseError naming it when it is not an
+    object."""
+    try:
+        record = parse_line(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ParseError(f"{name}: line {lineno} (record {index}): invalid JSON: {exc}") from None
+    if type(record) is not dict:
+        raise ParseError(f"{name}: line {lineno} (record {index}) is {describe(record)}, expected an object")
+    return record
 
 
 def _too_long(name: str, lineno: int, index: int, limit: int) -> ParseError:

@@ -1,8 +1,10 @@
 """A second core for the JSON fast path: a worker process parses windows while the reader parses others.
 
 The JSON fast path (exact.py) is CPU-bound Python work that holds the GIL, so a second thread would not
-help; a process does. The worker is started when the daemon starts (or on first use), from a forkserver
-that preloads exact.py only (so it inherits neither the daemon's threads nor its modules). One spool pass
+help; a process does. The worker is started when the daemon starts (or on first use, and stopped again
+once idle for IDLE_SECONDS: the next lease starts another) as a plain child
+process that imports exact.py only (parse_child.py: it inherits neither the daemon's threads nor its
+modules, and needs neither a forkserver nor a resource tracker, which cost 30 MiB more). One spool pass
 at a time leases it (``lease``); another pass meanwhile parses on its own core. Anything wrong with the
 worker (it cannot start, it died) makes the readers parse every window themselves from then on: the worker
 only ever makes reading faster, never different (tests/test_exact.py compares the two).
@@ -15,17 +17,19 @@ slot, the worker writes the window's records back over it, and the pipe carries 
 A window larger than a slot, or a worker that cannot map the memory, goes through the pipe instead, and
 only when nothing else is at the worker: both sides then never write large messages at once.
 
-``PIMINGESTD_PARSE_WORKERS=0`` turns it off; so does a machine with one CPU.
+``PIMINGESTD_PARSE_WORKERS=0`` turns it off; so does a daemon allowed only one CPU (its affinity, as a
+container's cpuset or systemd's CPUAffinity sets it, not the machine's count).
 """
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import mmap
-import multiprocessing
+import multiprocessing.connection
 import os
-import select
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -34,18 +38,21 @@ from typing import Any
 
 import structlog
 
-from . import exact
+from . import exact, parse_child
 
 log = structlog.get_logger("pimingestd.sources")
 
 ENV = "PIMINGESTD_PARSE_WORKERS"
 SLOTS = 2  # windows at the worker at once
 _SLOT = 3 << 19  # 1.5 MiB: a window (about half a MiB, more when a record straddles a read) and its records
-_ASK = struct.Struct("<qqq")  # slot offset (-1: the window follows by pipe), window length, room for records
-_ANSWER = struct.Struct("<q")  # records' length in the slot; _DECLINED; _PIPED: they follow by pipe
-_DECLINED = -1
-_PIPED = -2
+_ASK, _ANSWER, _DECLINED, _PIPED = parse_child.ASK, parse_child.ANSWER, parse_child.DECLINED, parse_child.PIPED
 _WARM = b'{"a":1.5}'
+# glibc in the worker: one arena (its second thread only waits on the daemon). A fixed mmap threshold below a
+# window's size kept it at 24 MiB after four files instead of 38, but slowed the worker on friendly data (each
+# window's buffers faulted in afresh): not used; the worker is stopped once idle instead.
+_MALLOC = {"MALLOC_ARENA_MAX": "1"}
+IDLE_SECONDS = 30.0  # a worker idle this long is stopped: 18-25 MiB less at idle, 0.1-0.6 s to start again
+IDLE_ENV = "PIMINGESTD_PARSE_WORKER_IDLE"  # seconds, instead of IDLE_SECONDS
 _PATIENCE = 60.0  # seconds for one window's answer (it takes milliseconds): a worker that hangs is given up
 
 
@@ -97,7 +104,7 @@ class Worker:
         if slot >= 0:
             self._free.append(slot)
         if self.broken:
-            return exact.array_lines(body)
+            return exact.window_lines(body)
         try:
             if not self._conn.poll(_PATIENCE):
                 raise TimeoutError(f"no answer within {_PATIENCE:g} s")
@@ -106,7 +113,7 @@ class Worker:
                 return self._conn.recv_bytes()
         except (OSError, EOFError, struct.error, TimeoutError) as exc:
             self._broke(exc)
-            return exact.array_lines(body)
+            return exact.window_lines(body)
         if got == _DECLINED:
             return None
         assert self._shared is not None and slot >= 0
@@ -125,6 +132,32 @@ class Worker:
         _pool.failed()
 
 
+def _cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _Child:
+    """The worker's process, as the pool uses it."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+
 class _Pool:
     """The daemon's one worker: started once, leased to one spool pass at a time."""
 
@@ -135,9 +168,10 @@ class _Pool:
         self._worker: Worker | None = None
         self._memory: tuple[int, mmap.mmap] | None = None
         self.off = False  # set for good once the worker failed to start or to answer
+        self._idle_since = 0.0  # when the worker was last given back (time.monotonic)
 
     def enabled(self) -> bool:
-        return not self.off and os.environ.get(ENV, "1") != "0" and (os.cpu_count() or 1) > 1
+        return not self.off and os.environ.get(ENV, "1") != "0" and _cores() > 1
 
     def lease(self) -> Worker | None:
         """The worker for the caller alone (give it back with ``give_back``), or None: parse on this core."""
@@ -151,7 +185,25 @@ class _Pool:
 
     def give_back(self, worker: Worker) -> None:
         worker.drain()
+        self._idle_since = time.monotonic()
         self._leased.release()
+
+    def _reap(self) -> None:
+        """While a worker runs: stop it once it was idle for IDLE_SECONDS, or the seconds in IDLE_ENV (the next
+        lease starts another)."""
+        idle = float(os.environ.get(IDLE_ENV) or IDLE_SECONDS)
+        while True:
+            time.sleep(min(idle / 4, 5.0))
+            if self._worker is None:
+                return
+            if time.monotonic() - self._idle_since < idle or not self._leased.acquire(blocking=False):
+                continue
+            try:
+                if time.monotonic() - self._idle_since >= idle:
+                    self.shutdown()
+                    return
+            finally:
+                self._leased.release()
 
     def _started(self) -> Worker | None:
         with self._lock:
@@ -159,6 +211,8 @@ class _Pool:
                 return self._worker
             try:
                 self._worker = self._start()
+                self._idle_since = time.monotonic()
+                threading.Thread(target=self._reap, name="parse-worker-reaper", daemon=True).start()
             except Exception as exc:  # no worker can start here (a sandbox without fork, say)
                 self.off = True
                 log.warning("JSON parse worker unavailable; parsing on one core", error=f"{type(exc).__name__}: {exc}")
@@ -173,11 +227,22 @@ class _Pool:
             path = f"/proc/{os.getpid()}/fd/{fd}"
         except (OSError, AttributeError) as exc:  # no memfd here: windows go by pipe
             log.info("JSON parse worker without shared memory", error=f"{type(exc).__name__}: {exc}")
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["pimingestd.sources.exact"])  # not the whole daemon
-        mine, theirs = context.Pipe()
-        process = context.Process(target=_serve, args=(theirs, path, os.getpid()), name="pimingestd-parse", daemon=True)
-        process.start()
+        mine, theirs = multiprocessing.connection.Pipe()
+        process = _Child(
+            subprocess.Popen(  # a plain interpreter with exact.py: no forkserver, no resource tracker
+                [
+                    sys.executable,
+                    "-m",
+                    "pimingestd.sources.parse_child",
+                    str(theirs.fileno()),
+                    path or "",
+                    str(os.getpid()),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **_MALLOC},
+            )
+        )
         theirs.close()
         self._process = process
         if not mine.poll(30.0):
@@ -210,65 +275,6 @@ class _Pool:
 
 
 _pool = _Pool()
-
-
-def _serve(conn: Connection, path: str | None, daemon: int) -> None:
-    """The worker: parse each window it is sent, in order, until the pipe ends."""
-    _follow(daemon)
-    gc.collect()  # what the forkserver preloaded lives as long as the worker: out of the collector's way
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)  # a dict per record, freed by reference counting (as app.tune_gc)
-    shared = None
-    if path is not None:
-        try:
-            fd = os.open(path, os.O_RDWR)
-            try:
-                shared = mmap.mmap(fd, 0)
-            finally:
-                os.close(fd)
-        except OSError:
-            shared = None
-    conn.send_bytes(_ANSWER.pack(1 if shared is not None else 0))
-    while True:
-        try:
-            at, size, room = _ASK.unpack(conn.recv_bytes())
-            body = conn.recv_bytes() if at < 0 else shared[at : at + size]  # type: ignore[index]
-        except EOFError:
-            return
-        lines = exact.array_lines(body)
-        if lines is None:
-            conn.send_bytes(_ANSWER.pack(_DECLINED))
-        elif at >= 0 and len(lines) <= room:
-            shared[at : at + len(lines)] = lines  # type: ignore[index]
-            conn.send_bytes(_ANSWER.pack(len(lines)))
-        else:
-            conn.send_bytes(_ANSWER.pack(_PIPED))
-            conn.send_bytes(lines)
-
-
-def _follow(daemon: int) -> None:
-    """In the worker, first thing: exit as soon as the daemon that started it is gone, a SIGKILL included.
-    Otherwise a worker could outlive its daemon, and with it the forkserver: an orphaned pair per killed
-    daemon."""
-
-    def watch() -> None:
-        try:
-            fd = os.pidfd_open(daemon)  # readable once the process has exited
-        except ProcessLookupError:
-            os._exit(0)
-        except (AttributeError, OSError):  # no pidfd here (an old kernel): look every second
-            while True:
-                time.sleep(1.0)
-                try:
-                    os.kill(daemon, 0)
-                except ProcessLookupError:
-                    os._exit(0)
-                except PermissionError:
-                    continue
-        select.select([fd], [], [])
-        os._exit(0)
-
-    threading.Thread(target=watch, name="follow-daemon", daemon=True).start()
 
 
 def lease() -> Worker | None:

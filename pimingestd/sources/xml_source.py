@@ -19,7 +19,8 @@ blowup and external entity attacks all need one) refuses the document, as does
 a reference to an entity that only an unread external DTD could declare.
 Encodings come from the XML declaration or the byte order mark (UTF-8,
 UTF-16, ISO-8859-1, and the single-byte code pages Python knows); the two
-must agree (expat checks UTF-16's, this module a UTF-8 BOM's).
+must agree (expat checks UTF-16's, this module a UTF-8 BOM's). Any other
+declared encoding (Shift_JIS, UTF-32, an unknown name) is refused by name.
 
 Refused, naming line and column: a document that is not well-formed, a root
 element other than the path's first name, entity declarations and references,
@@ -33,6 +34,7 @@ separated by ``/``, such as ``rss/channel/item`` or
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -42,6 +44,7 @@ from ..errors import ParseError
 
 _BLOCK = 1 << 16
 _UTF8_BOM = b"\xef\xbb\xbf"
+_ENCODING_NAME = re.compile(rb"<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z][A-Za-z0-9._-]*)[\"']")
 
 
 def _codec_name(encoding: str) -> str:
@@ -128,6 +131,7 @@ class _Reader:
         p.EntityDeclHandler = self.entity_declared
         p.XmlDeclHandler = self.declared
         self.utf8_bom = False  # set by read() from the first bytes
+        self.head = b""  # the document's first bytes (set by read()), where its XML declaration is
         p.SkippedEntityHandler = self.entity_skipped
         # Events for what is not data, so the distance since the last event bounds expat's buffer.
         p.CommentHandler = self.ignore
@@ -225,6 +229,11 @@ class _Reader:
         self.frames = []
         self.done = []
 
+    def declared_name(self) -> str:
+        """The encoding named in the XML declaration at the start (UTF-16's zero bytes dropped), as written."""
+        found = _ENCODING_NAME.search(self.head.replace(b"\0", b""))
+        return found.group(1).decode("ascii") if found else "(unreadable)"
+
     def refused(self, message: str) -> _Refused:
         return _Refused(f"{self.where()}: {message}")
 
@@ -234,6 +243,12 @@ class _Reader:
             p.Parse(block, not block)
         except _Refused as exc:
             raise ParseError(str(exc)) from None
+        except (ValueError, LookupError) as exc:  # pyexpat's handler for an encoding expat lacks (not a parse error)
+            raise ParseError(
+                f"{self.where()}: the XML declaration names the encoding {self.declared_name()}, which cannot be read"
+                f" here ({exc}); UTF-8, UTF-16, US-ASCII, ISO-8859-1 and single-byte code pages can: convert the file"
+                " to UTF-8"
+            ) from None
         except expat.ExpatError as exc:
             message = expat.errors.messages[exc.code]
             raise ParseError(
@@ -254,6 +269,7 @@ def read(fh: BinaryIO, name: str, options: Options, max_record_bytes: int) -> It
         while 0 < len(block) < len(_UTF8_BOM) and (more := fh.read(_BLOCK)):
             block += more
         reader.utf8_bom = block.startswith(_UTF8_BOM)
+        reader.head = block[:512]
         while True:
             fed += len(block)
             reader.feed(block, fed)

@@ -6,6 +6,7 @@ namespace Pimingestd\PimcoreBundle\Apply;
 
 use Doctrine\DBAL\Exception\ConnectionException;
 use Doctrine\DBAL\Exception\ConnectionLost;
+use Doctrine\DBAL\Exception\DriverException;
 use Doctrine\DBAL\Exception\RetryableException;
 use Pimcore\Cache\RuntimeCache;
 use Pimcore\Model\DataObject\Concrete;
@@ -158,12 +159,17 @@ final class DataObjectApplier implements RecordByRecord
         try {
             $object->save();
         } catch (ValidationException $e) {
+            $unique = self::uniqueField($e);
+            if ($unique !== null) {  // Pimcore says only "unique constraint violation"; its index names the field
+                throw new RecordRejected($offset, $this->sourceOf($unique, null), "unique constraint violation: another object holds this {$unique} (a unique field, compared in its table's collation, so case and accents do not tell two values apart)");
+            }
+
             throw new RecordRejected($offset, $this->fieldOf($e), self::reason($e));
         } catch (DuplicateFullPathException $e) {
             throw new RecordRejected($offset, $this->keyField, "the object key {$this->quote((string) $objectKey)} (from {$this->keyField} {$this->quote($key)}) is taken in {$this->folder} by another object: Pimcore's getValidKey maps / < > and 4-byte characters to - and cuts at 255 characters, so two keys can meet there");
-        } catch (RetryableException | ConnectionException | ConnectionLost $e) {
-            throw $e;  // the database's, not the record's: the chunk is retried from this record
         } catch (\Exception $e) {  // an \Error is a bug, not the record's: it reaches Messenger
+            self::rethrowTheDatabases($e);  // the chunk is retried from this record
+
             throw new RecordRejected($offset, null, 'save failed: ' . self::reason($e));
         }
     }
@@ -188,16 +194,33 @@ final class DataObjectApplier implements RecordByRecord
             }
         } catch (RecordRejected $e) {
             throw $e;
-        } catch (RetryableException | ConnectionException | ConnectionLost $e) {
-            throw $e;
         } catch (ValidationException $e) {
             $this->forget($object);
 
             throw new RecordRejected($offset, $this->fieldOf($e), 'the tombstone failed: ' . self::reason($e));
         } catch (\Exception $e) {
+            self::rethrowTheDatabases($e);
             $this->forget($object);
 
             throw new RecordRejected($offset, null, 'the tombstone failed: ' . self::reason($e));
+        }
+    }
+
+    /**
+     * A failure of the database rather than of the record leaves the applier: the chunk stops (nothing of
+     * this record is marked) and is retried from this record. That is a deadlock or lock wait Pimcore gave up
+     * on, a lost or refused connection, and any other driver error except a data or integrity one (SQLSTATE
+     * class 22 or 23, which this record's values cause): an interrupted query (KILL QUERY,
+     * max_statement_time: 70100), a connection lost during a query (2013, HY000), a read-only server in a
+     * failover, a full disk. Refusing the record for those would put a good record in the reject file.
+     */
+    private static function rethrowTheDatabases(\Exception $e): void
+    {
+        if ($e instanceof RetryableException || $e instanceof ConnectionException || $e instanceof ConnectionLost) {
+            throw $e;
+        }
+        if ($e instanceof DriverException && !\in_array(substr((string) $e->getSQLState(), 0, 2), ['22', '23'], true)) {
+            throw $e;
         }
     }
 
@@ -390,14 +413,39 @@ final class DataObjectApplier implements RecordByRecord
             if (preg_match('/field \[\s*(\w+)\s*\](?:\[\s*localizedfields-([\w-]+)\s*\])?/', $message, $m) !== 1) {
                 continue;
             }
-            $language = $m[2] ?? null;
-            foreach ($this->fields as $source => $map) {
-                if ($map['field'] === $m[1] && ($language === null || $language === '' || $map['language'] === $language)) {
-                    return $source;
-                }
-            }
 
-            return $m[1] . (($language ?? '') !== '' ? ".{$language}" : '');
+            return $this->sourceOf($m[1], $m[2] ?? null);
+        }
+
+        return null;
+    }
+
+    /** The record's field that fills object field `$field` (in `$language`), else the object's field named. */
+    private function sourceOf(string $field, ?string $language): string
+    {
+        foreach ($this->fields as $source => $map) {
+            if ($map['field'] === $field && ($language === null || $language === '' || $map['language'] === $language)) {
+                return $source;
+            }
+        }
+        if ($field === $this->keyField) {
+            return $this->keyField;
+        }
+
+        return $field . (($language ?? '') !== '' ? ".{$language}" : '');
+    }
+
+    /**
+     * The field whose unique index a save ran into: Pimcore turns the driver's UniqueConstraintViolation into
+     * ValidationException('unique constraint violation') (AbstractObject.php:553-555) and keeps it as the
+     * previous exception, whose message names the index, `u_index_<field>` (ClassDefinition/Dao.php:180).
+     */
+    private static function uniqueField(ValidationException $e): ?string
+    {
+        for ($p = $e->getPrevious(); $p !== null; $p = $p->getPrevious()) {
+            if (preg_match("/for key '(?:[^']*\\.)?u_index_(\\w+)'/", $p->getMessage(), $m) === 1) {
+                return $m[1];
+            }
         }
 
         return null;

@@ -123,6 +123,17 @@ final class ApplyChunkHandler
             return;
         }
         try {
+            // The row was read before the claim: the worker that held it may have finished the chunk since
+            // (and dropped its marks), or it was released and taken again with other bytes. Read it again under
+            // the claim: applied means ACK again and apply nothing; gone or other bytes, leave it to its message.
+            $now = self::retrying(fn (): ?array => $db->transactional(fn (): ?array => $this->ledger->lockChunk($id, $n, false)));
+            if ($now === null || $now['checksum'] !== $row['checksum'] || $now['state'] === 'applied') {  // unclaimed in `finally`
+                if ($now !== null && $now['checksum'] === $row['checksum']) {
+                    $this->acks->send($id, $n, $now['checksum'], 'ack', rejected: $now['refused']);
+                }
+
+                return;
+            }
             $marks = Marks::begin($this->ledger, $id, $n, $row['checksum']);
             $chunk = new Chunk($id, $n, $row['first_record'], $row['file_name'], $records, null, $marks);
             $applier->apply($chunk);

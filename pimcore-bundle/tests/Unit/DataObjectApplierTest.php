@@ -240,6 +240,55 @@ final class DataObjectApplierTest extends StandInTestCase
     }
 
     /**
+     * A field the class marks unique is compared by its table's collation, not exactly: a record whose value
+     * differs from another object's only in case ("gt-1" beside "GT-1") is refused by Pimcore as a "unique
+     * constraint violation". The refusal names the record's field that holds the value (from the index Pimcore
+     * names u_index_<field>), not no field at all.
+     */
+    public function testAUniqueFieldsCollisionIsRefusedNamingTheField(): void
+    {
+        $applier = $this->applier(['fields' => ['gtin' => ['type' => 'string'], 'code' => ['field' => 'gtin', 'type' => 'string']]]);
+        $chunk = self::chunk([['sku' => 'G1', 'gtin' => 'GT-1'], ['sku' => 'G2', 'gtin' => 'gt-1'], ['sku' => 'G3', 'code' => 'GT-1']]);
+        $applier->apply($chunk);
+        $refused = $chunk->refused();
+        self::assertSame([1, 2], array_column($refused, 'index'));
+        self::assertSame(['gtin', 'gtin'], array_column($refused, 'field'));
+        self::assertStringStartsWith('unique constraint violation', $refused[0]['reason']);
+        self::assertStringContainsString('gtin', $refused[0]['reason']);
+        self::assertSame(1, $this->products());
+    }
+
+    /**
+     * A save the database interrupts is the database's failure, not the record's: here MariaDB's
+     * max_statement_time (an operator's guard against runaway queries) stops the save while a second
+     * connection holds the object's row ("Query execution was interrupted", SQLSTATE 70100), as a KILL QUERY,
+     * a read-only server in a failover or a full disk would. The error leaves apply(), so the chunk stops and
+     * is retried; the record is neither refused nor marked, and the object is unchanged. Only a data or
+     * integrity error (SQLSTATE class 22 or 23) is the record's.
+     */
+    public function testASaveTheDatabaseInterruptsStopsTheChunkInsteadOfRefusingTheRecord(): void
+    {
+        $this->applier()->apply(self::chunk([['sku' => 'P', 'ean' => '1']]));
+        $id = $this->stored('P')?->getId();
+        $other = $this->other();
+        $other->beginTransaction();
+        $other->fetchOne('SELECT id FROM objects WHERE id = ? FOR UPDATE', [$id]);
+        $this->db->executeStatement('SET SESSION max_statement_time = 1');
+        $chunk = self::chunk([['sku' => 'P', 'ean' => '2']]);
+        try {
+            $this->applier()->apply($chunk);
+            self::fail('the interrupted save left apply() as ' . json_encode($chunk->refused(), \JSON_THROW_ON_ERROR));
+        } catch (\Doctrine\DBAL\Exception\DriverException $e) {
+            self::assertSame('70100', $e->getSQLState(), $e->getMessage());
+        } finally {
+            $this->db->executeStatement('SET SESSION max_statement_time = 0');
+            $other->rollBack();
+        }
+        self::assertSame([], $chunk->refused());
+        self::assertSame('1', $this->stored('P')?->getEan());
+    }
+
+    /**
      * A tombstone unpublishes its object (the default) or deletes it; an object with children is refused
      * unless delete_children is set; a tombstone whose delete fails is refused alone; a key already gone is
      * fine.

@@ -286,6 +286,15 @@ final class RecordByRecordTest extends Databases
         self::assertSame('ack', $this->callbacks[1]['status']);
     }
 
+    private static function waitForFreeLock(Connection $db, string $name): void
+    {
+        $until = microtime(true) + 10.0;
+        while ((int) $db->fetchOne('SELECT IS_FREE_LOCK(?)', [$name]) !== 1) {
+            self::assertLessThan($until, microtime(true), "the named lock {$name} was not let go within 10 s");
+            usleep(10_000);
+        }
+    }
+
     /**
      * A duplicate message for a chunk another worker is applying (its connection holds the chunk): this worker
      * applies nothing and sends nothing; that worker ACKs.
@@ -304,9 +313,46 @@ final class RecordByRecordTest extends Databases
         self::assertSame(0, $applier->saves);
         self::assertSame([], $this->callbacks);
         $other->close();  // that worker dies: the chunk is free again
+        if ($kind === 'mariadb') {
+            // The server ends the closed session (and lets its named lock go) on its own thread: a claim made
+            // before that still finds the chunk taken, as a redelivery racing a dying worker's disconnect would.
+            self::waitForFreeLock($db, 'pimingest:' . self::ING . ':1');
+        }
         $this->handler($db, $applier)(new ApplyChunk(self::ING, 1));
         self::assertSame(self::expected(), $this->objects($db));
         self::assertSame('ack', $this->callbacks[0]['status']);
+    }
+
+    /**
+     * A duplicate message (the daemon's re-send of a long chunk, or a Messenger redelivery) reads the chunk as
+     * queued; before it claims the chunk, the worker applying it finishes: marks the chunk applied (dropping
+     * its marks) and lets the claim go. The duplicate's claim then succeeds, and it must see that the chunk
+     * is applied now: it applies nothing again (a record applied twice can undo a later chunk's record of
+     * its key) and leaves no marks behind; it only ACKs again. (MariaDB: the named lock is MariaDB's.)
+     */
+    public function testADuplicateThatClaimsAChunkJustAppliedAppliesNothingAgain(): void
+    {
+        $db = $this->connectWithObjects('mariadb');
+        $this->take($db, 1, self::records(), 0);
+        $config = new \Doctrine\DBAL\Configuration();
+        $config->setMiddlewares([new BeforeGetLock()]);
+        $late = \Doctrine\DBAL\DriverManager::getConnection($db->getParams(), $config);
+        $first = new SavesLikePimcore($db);
+        BeforeGetLock::$hook = function () use ($db, $first): void {
+            $this->handler($db, $first)(new ApplyChunk(self::ING, 1));
+        };
+        $again = new SavesLikePimcore($late);
+        try {
+            $this->handler($late, $again)(new ApplyChunk(self::ING, 1));
+        } finally {
+            BeforeGetLock::$hook = null;
+            $late->close();
+        }
+        self::assertNotSame(0, $first->saves);
+        self::assertSame(0, $again->saves, 'the duplicate applied the chunk again');
+        self::assertSame(self::expected(), $this->objects($db));
+        self::assertSame('0', (string) $db->fetchOne('SELECT COUNT(*) FROM pimingest_mark'));
+        self::assertSame(['ack'], array_values(array_unique(array_column($this->callbacks, 'status'))));
     }
 
     /**

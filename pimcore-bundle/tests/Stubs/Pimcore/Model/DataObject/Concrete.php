@@ -188,12 +188,12 @@ abstract class Concrete extends \Pimcore\Model\DataObject
             throw new ValidationException($event->getArgument('message') . implode($event->getArgument('separator'), $errors));
         }
         parent::update($isUpdate, $params);
-        $this->daoUpdate();
+        $this->daoUpdate((bool) $isUpdate);
         $this->saveVersion(false, false, $params['versionNote'] ?? null);
     }
 
     /** @internal the Dao: `objects`, then the class's store row, then its localized rows */
-    protected function daoUpdate(): void
+    protected function daoUpdate(bool $isUpdate = true): void
     {
         parent::daoUpdate();
         $db = Db::get();
@@ -215,8 +215,22 @@ abstract class Concrete extends \Pimcore\Model\DataObject
         }
         $names = implode(', ', array_map(static fn (string $c): string => "`{$c}`", array_keys($columns)));
         $marks = implode(', ', array_fill(0, \count($columns), '?'));
-        $updates = implode(', ', array_map(static fn (string $c): string => "`{$c}` = VALUES(`{$c}`)", array_keys($columns)));
-        $db->executeStatement("INSERT INTO `object_store_{$id}` ({$names}) VALUES ({$marks}) ON DUPLICATE KEY UPDATE {$updates}", array_values($columns));
+        // As Concrete\Dao::update (Concrete/Dao.php:254-259): a new object's store row is a plain INSERT; an
+        // update is Helper::upsert (lib/Db/Helper.php:36-51), an INSERT whose unique violation becomes an
+        // UPDATE of this object's row. Never ON DUPLICATE KEY UPDATE: a clash on a unique field's index then
+        // overwrote the other object's row instead of failing as Pimcore's does.
+        $insert = "INSERT INTO `object_store_{$id}` ({$names}) VALUES ({$marks})";
+        if (!$isUpdate) {
+            $db->executeStatement($insert, array_values($columns));
+
+            return;
+        }
+        try {
+            $db->executeStatement($insert, array_values($columns));
+        } catch (\Doctrine\DBAL\Exception\UniqueConstraintViolationException) {
+            $sets = array_diff_key($columns, ['oo_id' => true]);
+            $db->update("object_store_{$id}", self::quoted($sets), ['oo_id' => $this->id]);
+        }
     }
 
     /** @param array<string, mixed> $row @return array<string, mixed> */
