@@ -10,8 +10,8 @@ has a description, so a new option cannot land undocumented.
 from __future__ import annotations
 
 import ast
-import html
 import dataclasses
+import html
 import inspect
 import textwrap
 from collections.abc import Iterator
@@ -30,7 +30,7 @@ class Key:
 
 def field_docs(cls: type) -> dict[str, str]:
     """The comment beside (or on the lines just above) each field of a dataclass, read from its source."""
-    lines, first = inspect.getsourcelines(cls)
+    lines, _ = inspect.getsourcelines(cls)
     source = textwrap.dedent("".join(lines))
     tree = ast.parse(source)
     body = tree.body[0]
@@ -157,8 +157,10 @@ def sections() -> Iterator[tuple[str, str, list[Key]]]:
     )
     for fmt, spec in FORMATS.items():
         options = spec.load().Options
-        yield f"format options: {fmt}", f"In a profile, a remote inbox, an API call or an upload's query, for {fmt} files.", list(
-            keys(options)
+        yield (
+            f"format options: {fmt}",
+            f"In a profile, a remote inbox, an API call or an upload's query, for {fmt} files.",
+            list(keys(options)),
         )
 
 

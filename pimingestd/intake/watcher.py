@@ -16,7 +16,7 @@ watcher knows a writer holds the file from inotify: written (IN_MODIFY), or
 created and opened at once (IN_CREATE, IN_OPEN: its creator, before a first
 write), and not closed since (IN_CLOSE_WRITE). Polling has only the lease; on a network
 filesystem neither sees another machine's writer, and only the writer can say
-when a file is complete (write then rename, see the README).
+when a file is complete (write then rename, see docs/operate/inbox.md).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ TYPES = ("decimal", "int", "bool", "date")
 _BLOCK = 1 << 16
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _INT = re.compile(r"-?[0-9]+")
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # what the README documents; fromisoformat takes 2021-W52-1 too
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # what docs/formats.md documents; fromisoformat takes 2021-W52-1 too
 _ASCII = re.compile("[\x00-\x7f]")
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
