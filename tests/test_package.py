@@ -171,7 +171,7 @@ def test_the_installed_wheel_runs_the_example_end_to_end(installed: Path, exampl
 def test_the_upgrades_command_compares_the_lock_with_a_fresh_resolve() -> None:
     """`python -m bench.upgrades` (issue 28: the suite against the newest versions, as a decision and not a
     surprise) reads the lock's pins as pip freeze writes them, reports each package whose version moved, appeared
-    or went, and with --lowest installs exactly pyproject's lower bounds; the README says how to run it."""
+    or went, and with --lowest installs exactly pyproject's lower bounds; docs/development.md says how to run it."""
     from bench import upgrades
 
     lock = (REPO / "requirements" / "test.txt").read_text()
@@ -191,7 +191,7 @@ def test_the_upgrades_command_compares_the_lock_with_a_fresh_resolve() -> None:
     assert upgrades.changes(locked, dict(locked)) == []
     bounds = upgrades.lower_bounds(REPO / "pyproject.toml")
     assert "aiohttp==" + _bound("aiohttp") in bounds and all("==" in b and ">" not in b for b in bounds)
-    assert "python -m bench.upgrades" in (REPO / "README.md").read_text()
+    assert "python -m bench.upgrades" in (REPO / "docs" / "development.md").read_text()
 
 
 def _bound(name: str) -> str:
