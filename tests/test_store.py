@@ -51,6 +51,21 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_the_page_cache_is_bounded_before_the_first_read(tmp_path: Path) -> None:
+    """The store's page cache is CACHE_KIB (issue 29: SQLite's 2 MB default, filled a page at a time from
+    glibc's heap as the database grew, was the soak's RSS creep), set before the integrity check reads the
+    whole file, also on a database that was opened before."""
+    from pimingestd.state.sqlite import CACHE_KIB
+
+    assert CACHE_KIB <= 1024
+    for _ in range(2):
+        store = await Store.open(tmp_path / "s.db")
+        try:
+            assert await store.pragma("cache_size") == -CACHE_KIB
+        finally:
+            await store.close()
+
+
 async def test_corrupt_database_refused(tmp_path: Path) -> None:
     """A damaged state database is an error at start, never silently recreated."""
     db = tmp_path / "s.db"
