@@ -256,3 +256,34 @@ async def test_the_receiver_reads_the_secret_as_the_daemon_does(tmp_path: Path) 
     (creds / "pimcore-secret").write_bytes(b"\xff\xfe")
     code, _, err = await cli("receiver", "--data", str(tmp_path / "r"), env={**os.environ, **env})
     assert code == 78 and str(creds / "pimcore-secret") in err, err
+
+
+async def test_the_daemons_process_never_imports_rich(tmp_path: Path) -> None:
+    """structlog imports rich whenever it is installed (the test tools bring it along: 100 modules, about 5 MiB
+    of RSS), and a daemon installed from requirements/run.txt never has it; ``python -m pimingestd`` keeps
+    it out, so the bench measures what an installed daemon pays (issue 30). Checked on the running process:
+    every module it imported, listed by -X importtime."""
+    import importlib.util
+
+    assert importlib.util.find_spec("rich") is not None  # else this test proves nothing here
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "pimingestd",
+        "check-config",
+        "--config",
+        str(REPO / "config.example.toml"),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in err.decode().splitlines() if line.startswith("import time:")
+    }
+    assert "structlog" in imported, err.decode()[-2000:]
+    # An import that finds None in sys.modules is still listed, as "rich" alone, and fails at once: a real one
+    # brings rich's submodules (rich.console, rich.traceback, ...) along.
+    assert not {m for m in imported if m.startswith("rich.")}
