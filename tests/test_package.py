@@ -214,3 +214,17 @@ def test_pyprojects_lower_bounds_admit_no_release_the_code_cannot_run_on() -> No
         assert use in (REPO / where).read_text(), (where, use)  # the entry is still true
         bound = tuple(int(x) for x in _bound(name).split("."))
         assert bound >= tuple(int(x) for x in first.split(".")), f"{name}>={_bound(name)}: {use} needs {first}"
+
+
+def test_every_case_the_bench_runs_can_be_asked_for() -> None:
+    """A case that `python -m bench` runs only when named must be one --only accepts: a merge once left two
+    lists of cases, and the second, without `mixed`, made issue 30's real-data rows unreachable."""
+    import inspect
+    import re
+
+    from bench import run
+
+    ran = set(re.findall(r'if "(\w+)" in only', inspect.getsource(run.run)))
+    assert {"mixed", "soak", "json"} <= ran
+    assert ran <= set(run.CASES), ran - set(run.CASES)
+    assert set(run.DEFAULT) == set(run.CASES) - {"soak"}
