@@ -4,14 +4,15 @@ It reads the ``[heap]`` mapping of the process through /proc/PID/mem (root, or t
 allowed) and walks glibc's malloc chunks from its start: each chunk's size is the word before its user
 memory, and the next chunk's lowest bit says whether it is in use. A chunk parked in a thread's tcache is
 free to glibc but looks in use; its second word is the process's tcache key (the same random value in every
-such chunk), which tells them apart. It prints the heap's size, what is live, free and parked, the live bytes
-by chunk size, and, with ``--against`` a snapshot saved earlier, which sizes grew and a sample of their bytes.
+such chunk), which tells them apart. A chunk in a fastbin is free too and is counted as live. It prints the
+heap's size, what is live, free and parked, the live bytes by chunk size, and, with ``--against`` a snapshot
+saved earlier, which sizes grew and a sample of their bytes.
 
 This is how issue 29's creep was found: over three minutes of the soak the only live growth was chunks of
 4,384 bytes whose user memory starts with an SQLite b-tree page (the state database's page cache), while the
 free space inside the heap grew around them. It is a reading aid, not a test: it stops the walk at the first
-size that does not fit, and it sees the main heap only (not the other arenas, nor pymalloc's arenas).
-"""
+size that does not fit, it reads the heap while the process runs (a chunk written meanwhile can cut the walk
+short), and it sees the main heap only (not the other arenas, nor pymalloc's arenas)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ class Chunk:
 
 def snapshot(pid: int) -> tuple[int, list[Chunk]]:
     """The heap's size and its chunks, in address order."""
-    heap = next(line for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if line.endswith("[heap]"))
+    heap = next((ln for ln in Path(f"/proc/{pid}/maps").read_text().splitlines() if ln.endswith("[heap]")), None)
+    if heap is None:
+        raise SystemExit(f"no [heap] mapping in /proc/{pid}/maps (not a glibc process, or one that has ended)")
     lo, hi = (int(x, 16) for x in heap.split()[0].split("-"))
     with open(f"/proc/{pid}/mem", "rb") as mem:
         mem.seek(lo)
@@ -49,19 +52,25 @@ def snapshot(pid: int) -> tuple[int, list[Chunk]]:
         spans.append((at, size))
         at += size
     used = [i + 1 < len(spans) and bool(WORD.unpack_from(data, spans[i + 1][0] + 8)[0] & 1) for i in range(len(spans))]
-    # The tcache key is random per process: the second word that the most different chunk sizes share.
-    sizes: dict[bytes, set[int]] = collections.defaultdict(set)
-    for (a, s), u in zip(spans, used, strict=True):
-        if u and s <= 1040:  # tcache holds chunks up to 1,032 bytes
-            sizes[data[a + 24 : a + 32]].add(s)
-    sizes.pop(bytes(8), None)
-    key = max(sizes, key=lambda k: len(sizes[k]), default=b"")
+    key = _tcache_key(data, lo)
     chunks = []
     for (a, s), u in zip(spans, used, strict=True):
         head = data[a + 16 : a + 16 + min(s - 16, 64)]
         state = "free" if not u else "parked" if key and data[a + 24 : a + 32] == key else "live"
         chunks.append(Chunk(a, s, state, head))
     return hi - lo, chunks
+
+
+def _tcache_key(data: bytes, lo: int) -> bytes:
+    """The process's tcache key (random per process), read from a parked chunk: the heap's first chunk is the
+    main thread's tcache (64 two-byte counts, then 64 pointers to the user memory of the first chunk parked
+    of each size), and a parked chunk's second word is the key. b"" when no chunk is parked there."""
+    entries = 16 + 64 * 2
+    for i in range(64):
+        (user,) = WORD.unpack_from(data, entries + 8 * i)
+        if lo <= user < lo + len(data) - 16:
+            return data[user - lo + 8 : user - lo + 16]
+    return b""
 
 
 def _mib(n: int) -> str:

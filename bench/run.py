@@ -695,8 +695,6 @@ async def mixed_cases(tmp: Path, full: bool, rows: list[Row]) -> None:
         )
 
 
-
-
 @dataclass
 class SoakPlan:
     """The long soak's knobs (``--only soak``): its length, file mix, kills and faults, and the daemon's env."""

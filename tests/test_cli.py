@@ -279,7 +279,8 @@ async def test_the_daemons_process_never_imports_rich(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
     imported = {
         line.rsplit("|", 1)[-1].strip() for line in err.decode().splitlines() if line.startswith("import time:")
     }

@@ -58,12 +58,24 @@ async def test_the_page_cache_is_bounded_before_the_first_read(tmp_path: Path) -
     from pimingestd.state.sqlite import CACHE_KIB
 
     assert CACHE_KIB <= 1024
+    prepare = Store._prepare
+    statements: list[str] = []
+
+    async def traced(db: Any, path: Path) -> None:
+        await db.set_trace_callback(statements.append)
+        await prepare(db, path)
+
     for _ in range(2):
-        store = await Store.open(tmp_path / "s.db")
+        statements.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Store, "_prepare", staticmethod(traced))
+            store = await Store.open(tmp_path / "s.db")
         try:
             assert await store.pragma("cache_size") == -CACHE_KIB
         finally:
             await store.close()
+        pragmas = [s.split()[1].split("=")[0].split("(")[0] for s in statements if s.startswith("PRAGMA")]
+        assert pragmas.index("cache_size") < pragmas.index("quick_check"), statements
 
 
 async def test_corrupt_database_refused(tmp_path: Path) -> None:
