@@ -33,7 +33,7 @@ _SLACK = 1 << 17  # the parser reads ahead in 64 KiB blocks: spans are measured 
 _BOM = b"\xef\xbb\xbf"
 _WS = b" \t\r\n"
 _COMMA = ord(",")
-_BLOCK = 1 << 19  # the fast path's read size: windows of about half a MiB
+_BLOCK = 1 << 18  # the fast path's read size: windows of about a quarter of a MiB (see docs/performance.md)
 _LINE = 4  # windows read ahead of the one yielded at most (a few MiB)
 _FIRST_KEY = re.compile(rb'\{[ \t\r\n]*"[^"\\]*"[ \t\r\n]*:')
 
