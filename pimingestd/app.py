@@ -149,7 +149,6 @@ def create_app(config: Config) -> web.Application:
         await runner.cleanup()
 
     async def scheduler(app: web.Application) -> AsyncIterator[None]:
-        warming = asyncio.create_task(asyncio.to_thread(parse_workers.warm))  # the JSON parse worker, meanwhile
         try:
             async with aiohttp.ClientSession() as session:
                 client = PimcoreClient(
@@ -177,7 +176,6 @@ def create_app(config: Config) -> web.Application:
                 yield
                 await app[api.SCHEDULER].close()
         finally:
-            await asyncio.gather(warming, return_exceptions=True)
             await asyncio.to_thread(parse_workers.shutdown)
 
     async def retention(app: web.Application) -> AsyncIterator[None]:

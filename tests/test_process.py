@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import signal
 import subprocess
@@ -192,3 +194,24 @@ async def test_the_daemon_leaves_no_process_behind(make_cluster: MakeCluster, ho
     while alive := [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]:
         assert time.monotonic() < deadline, f"still running after the daemon ended: {alive}"
         await asyncio.sleep(0.1)
+
+
+async def test_no_parse_worker_runs_until_a_json_file_needs_it(make_cluster: MakeCluster) -> None:
+    """The daemon starts its JSON parse worker for the first JSON file, not at its own start: a worker started
+    there held 18 MiB for its first 30 s whatever the daemon then read (a JSON Lines file over S3 peaked at
+    112 MiB for the tree, 18 of it an idle worker; issue 29), and JSON Lines never uses it."""
+    import psutil
+
+    c = make_cluster(env={"PIMINGESTD_PARSE_WORKER_IDLE": "3600"})
+    await c.start_receiver()
+    await c.start_daemon()
+    assert c.daemon is not None
+    lines = c.data / "p.jsonl"
+    lines.write_text("".join(json.dumps(product(i)) + "\n" for i in range(3000)))
+    assert (await c.settle(await c.ingest(lines)))["status"] == "completed"
+    assert _descendants(c.daemon.pid) == set()
+    if len(os.sched_getaffinity(0)) > 1:  # the worker needs a second core
+        ing = await c.ingest(write_json(c.data / "p.json", [product(i) for i in range(3000)]))
+        assert (await c.settle(ing))["status"] == "completed"
+        (worker,) = _descendants(c.daemon.pid)
+        assert "pimingestd.sources.parse_child" in psutil.Process(worker).cmdline()

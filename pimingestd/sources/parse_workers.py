@@ -291,8 +291,9 @@ def enabled() -> bool:
 
 
 def warm() -> None:
-    """Start the worker now (blocking; from a thread at the daemon's start), so the first file does not wait
-    for it."""
+    """Start the worker now (blocking), so the next file does not wait for it. The daemon does not call it at
+    its start: a worker started there held 18 MiB for its first 30 s whatever the daemon then read, and
+    JSON Lines, CSV, XML and Excel never use it; the first JSON file starts it (0.1-0.6 s here)."""
     worker = lease()
     if worker is not None:
         try:
