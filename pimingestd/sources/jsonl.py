@@ -34,6 +34,16 @@ _BLANK = b" \t\r"  # JSON whitespace, less the newline that ends the line
 _RUN = 4096  # lines of a declined block parsed together at most
 
 
+def _fast_items(items: list[bytes], values: list[dict[str, Any]] | None) -> Iterator[orjson.Fragment | exact.Exact]:
+    """The fast path's canonical lines as records: with their parsed objects when ``values`` holds them."""
+    if values is not None:
+        for item, value in zip(items, values, strict=True):
+            yield exact.Exact(item, value)
+    else:
+        for item in items:
+            yield orjson.Fragment(item)
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -111,12 +121,7 @@ def read(
         values: list[dict[str, Any]] | None = [] if exact_values else None
         fast = exact.line_items(block, values) if max(map(len, lines)) <= max_record_bytes else None
         if fast is not None:
-            if values is not None:
-                for item, value in zip(fast, values, strict=True):
-                    yield exact.Exact(item, value)
-            else:
-                for item in fast:
-                    yield orjson.Fragment(item)
+            yield from _fast_items(fast, values)
             index += len(fast)
             lineno += len(lines)
             continue
@@ -134,12 +139,7 @@ def read(
                 values = [] if exact_values else None
                 got = exact.line_items(b"\n".join(run), values)
                 if got is not None:
-                    if values is not None:
-                        for item, value in zip(got, values, strict=True):
-                            yield exact.Exact(item, value)
-                    else:
-                        for item in got:
-                            yield orjson.Fragment(item)
+                    yield from _fast_items(got, values)
                     index += len(got)
                     lineno += len(got)
                 else:  # the exact reader for each (and the words for an error)

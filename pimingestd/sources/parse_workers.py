@@ -44,7 +44,7 @@ log = structlog.get_logger("pimingestd.sources")
 
 ENV = "PIMINGESTD_PARSE_WORKERS"
 SLOTS = 2  # windows at the worker at once
-_SLOT = 3 << 19  # 1.5 MiB: a window (about half a MiB, more when a record straddles a read) and its records
+_SLOT = 3 << 19  # 1.5 MiB: a window (about a quarter of a MiB, more when a record straddles a read) and its records
 _ASK, _ANSWER, _DECLINED, _PIPED = parse_child.ASK, parse_child.ANSWER, parse_child.DECLINED, parse_child.PIPED
 _WARM = b'{"a":1.5}'
 # glibc in the worker: one arena (its second thread only waits on the daemon). A fixed mmap threshold below a
