@@ -171,7 +171,7 @@ class RemoteConfig:
     sftp: SftpConfig = field(default_factory=SftpConfig)
     http: HttpSourceConfig = field(default_factory=HttpSourceConfig)
     watch: tuple[RemoteWatch, ...] = ()
-    block_size: int = 4 << 20  # bytes per ranged read: the read buffer
+    block_size: int = 4 << 20  # HTTP and SFTP: bytes per ranged read, the read buffer (S3 streams one GET)
     read_attempts: int = 5  # per transfer, counting reconnects after a cut
     stage_max_bytes: int = 4 << 30  # Excel is staged to local disk: at most this large
 

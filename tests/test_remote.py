@@ -212,6 +212,58 @@ async def test_a_cut_s3_connection_is_continued_by_ranged_reads(
         await proxy.stop()
 
 
+def test_an_s3_read_is_one_streamed_get_pinned_to_the_etag_seen(s3: S3Server) -> None:
+    """An S3 object is read by one GET from the byte reached to its end, held a piece at a time; in a bucket
+    without versions the GET carries If-Match on the ETag seen at submit, so an object replaced between the
+    stat and the read (or before a reconnection) is refused by S3 rather than spliced in."""
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.errors import FileChangedError
+    from pimingestd.locations.remote import Remote, S3Body
+
+    data = jsonl(300)
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key="pin/p.jsonl", Body=data)
+    remote = Remote(RemoteConfig(allowed_urls=(f"s3://{BUCKET}/",), s3=S3Config(**s3.config())))
+    url = f"s3://{BUCKET}/pin/p.jsonl"
+    seen = remote.stat(url)
+    assert seen.version.startswith("etag:")
+    fh = remote._open_at(url, seen, 0, fresh=False)
+    assert isinstance(fh, S3Body)
+    pieces = []
+    while piece := fh.read(1000):
+        assert len(piece) <= 1000
+        pieces.append(piece)
+    fh.close()
+    assert b"".join(pieces) == data
+    tail = remote._open_at(url, seen, 1234, fresh=False)  # a reconnection: the rest, from the byte reached
+    assert tail.read(len(data)) == data[1234:] and tail.read(10) == b""
+    tail.close()
+    client.put_object(Bucket=BUCKET, Key="pin/p.jsonl", Body=data[::-1])  # same size, other bytes
+    assert remote.stat(url).size == seen.size
+    stream = remote.open(url, seen)
+    with pytest.raises(FileChangedError, match="answered 412 to a read pinned to etag:"):
+        stream.read(100)
+
+
+def test_an_s3_store_that_answers_another_length_is_refused(s3: S3Server) -> None:
+    """A store that ignores the Range (or answers for another object) gives a body of another length: the read
+    stops there, naming the bytes asked for and the bytes answered."""
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.errors import RemoteError
+    from pimingestd.locations.remote import ObjectIdentity, Remote
+
+    client = s3.client()
+    client.put_object(Bucket=BUCKET, Key="len/p.jsonl", Body=jsonl(20))
+    remote = Remote(RemoteConfig(allowed_urls=(f"s3://{BUCKET}/",), s3=S3Config(**s3.config())))
+    url = f"s3://{BUCKET}/len/p.jsonl"
+    seen = remote.stat(url)
+    longer = ObjectIdentity(seen.size + 7, seen.version)
+    with pytest.raises(
+        RemoteError, match=rf"asked for bytes 5-{seen.size + 6}, the store answered {seen.size - 5} bytes"
+    ):
+        remote._open_at(url, longer, 5, fresh=False)
+
+
 # ---- SFTP (sshd) --------------------------------------------------------------------------------------
 
 

@@ -29,7 +29,8 @@ thread, never on the daemon's loop.
   ETag, the HTTP ETag or Last-Modified, the SFTP mtime.
 - **Reads.** ``open`` gives a sequential stream of exactly ``size`` bytes that
   hashes what it hands out (the file_id) with one block of ``block_size`` in
-  memory. A transfer that fails or ends early is reopened at the byte it
+  memory (S3: one GET pinned to the version seen, read as it arrives; see
+  ``S3Body``). A transfer that fails or ends early is reopened at the byte it
   reached, by ranged read, after checking that the object's identity is
   unchanged, up to ``read_attempts`` times; a server without ranged reads
   fails the ingestion saying so.
@@ -47,7 +48,7 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import structlog
@@ -632,13 +633,9 @@ class Remote:
                 f = fs.open(path, "rb", block_size=block, cache_type="readahead", size=identity.size, headers=pin)
                 f.seek(offset)
             return f  # type: ignore[no-any-return]
-        kwargs: dict[str, Any] = {"block_size": block}
         if scheme == "s3":
-            kwargs["cache_type"] = "readahead"
-            kwargs["fill_cache"] = False
-            if identity.version.startswith("version:"):
-                kwargs["version_id"] = identity.version.removeprefix("version:")
-        f = fs.open(path, "rb", **kwargs)
+            return cast(BinaryIO, S3Body(fs, path, identity, offset))
+        f = fs.open(path, "rb", block_size=block)
         if offset:
             f.seek(offset)
         return f  # type: ignore[no-any-return]
@@ -936,6 +933,71 @@ class HashingStream(io.RawIOBase):
 
     def close(self) -> None:
         self._close_fh()
+        super().close()
+
+
+class S3Body(io.RawIOBase):
+    """One GET of an S3 object from ``offset`` to its end, read as it arrives, pinned to the version seen at
+    submit (its version id, or If-Match on its ETag: S3 answers 412 when another object is there now).
+
+    s3fs's own files read by ranges of ``block_size`` into a read-ahead cache: each miss fetched a range of
+    twice that, joined its pieces and sliced the cache again: 38 MiB of buffers at the default 4 MiB (the
+    s3fs row of ``python -m bench --only remote``: 102 MiB when reading, 64 MiB for the client alone). Here
+    at most ``_PIECE`` bytes are held between reads, and aiohttp pauses the socket while its own buffer is
+    full. A cut ends the body short, which botocore's length check raises; HashingStream then opens a new
+    one at the byte reached."""
+
+    _PIECE = 1 << 18
+
+    def __init__(self, fs: Any, path: str, identity: ObjectIdentity, offset: int) -> None:
+        super().__init__()
+        from fsspec.asyn import sync
+
+        self._sync = sync
+        self._fs = fs
+        bucket, key = path.split("/", 1)
+        pin: dict[str, Any] = {}
+        if identity.version.startswith("version:"):
+            pin["VersionId"] = identity.version.removeprefix("version:")
+        elif identity.version.startswith("etag:"):
+            pin["IfMatch"] = identity.version.removeprefix("etag:")
+        if offset:
+            pin["Range"] = f"bytes={offset}-"
+        answer = fs.call_s3("get_object", Bucket=bucket, Key=key, **pin)
+        self._body = answer["Body"]
+        expected = identity.size - offset
+        if answer.get("ContentLength") != expected:  # a store that ignored the Range, or another object
+            self.close()
+            raise RemoteError(
+                f"s3://{path}: asked for bytes {offset}-{identity.size - 1}, the store answered"
+                f" {answer.get('ContentLength')} bytes; the ingestion stops here"
+            )
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._PIECE if size is None or size < 0 else min(size, self._PIECE)
+        return self._sync(self._fs.loop, self._gather, want)  # type: ignore[no-any-return]
+
+    async def _gather(self, want: int) -> bytes:
+        parts: list[bytes] = []
+        got = 0
+        while got < want:
+            piece = await self._body.read(want - got)
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _drop(self) -> None:
+        self._body.close()  # the connection is dropped, not returned half-read
+
+    def close(self) -> None:
+        if not self.closed and hasattr(self, "_body"):
+            with contextlib.suppress(Exception):
+                self._sync(self._fs.loop, self._drop)  # on fsspec's loop, which owns the connection
         super().close()
 
 
