@@ -264,6 +264,45 @@ def test_an_s3_store_that_answers_another_length_is_refused(s3: S3Server) -> Non
         remote._open_at(url, longer, 5, fresh=False)
 
 
+async def test_the_s3_session_keeps_only_the_endpoints_it_uses_and_resolves_them_the_same() -> None:
+    """botocore's endpoints table is cut to the services the daemon's S3 client and its credential chain
+    make; S3 and STS clients in every partition resolve the same endpoint and region as with the whole
+    table, and a service the table no longer lists falls back to its partition's defaults."""
+    import aiobotocore.session
+
+    from pimingestd.locations import s3_session
+
+    lean, whole = s3_session.session(), aiobotocore.session.AioSession()
+    creds = {"aws_access_key_id": "a", "aws_secret_access_key": "b"}
+    for service in ("s3", "sts"):
+        for region in ("us-east-1", "eu-central-1", "ap-southeast-2", "cn-north-1", "us-gov-west-1", "us-iso-east-1"):
+            seen = []
+            for session in (lean, whole):
+                async with session.create_client(service, region_name=region, **creds) as client:
+                    seen.append((client.meta.endpoint_url, client.meta.region_name, client.meta.partition))
+            assert seen[0] == seen[1], (service, region, seen)
+    table = lean.get_component("data_loader").load_data("endpoints")
+    kept = {name for partition in table["partitions"] for name in partition["services"]}
+    assert "s3" in kept and kept <= s3_session.SERVICES, kept
+    assert {p["partition"] for p in table["partitions"]} == {
+        p["partition"] for p in whole.get_component("data_loader").load_data("endpoints")["partitions"]
+    }
+    assert len(whole.get_component("data_loader").load_data("endpoints")["partitions"][0]["services"]) > 100
+    import botocore.loaders
+
+    s3_model = str(Path(botocore.loaders.__file__).parent / "data" / "s3" / "2006-03-01" / "service-2")
+    ours, theirs = s3_session.DataFiles().load_file(s3_model), botocore.loaders.JSONFileLoader().load_file(s3_model)
+    s3_session.undocument(theirs)
+    assert ours == theirs and type(ours["shapes"]) is dict and type(theirs["shapes"]) is not dict
+    assert s3_session.DataFiles().load_file(s3_model + "-none") is None and not s3_session.DataFiles().exists(
+        s3_model + "-none"
+    )
+    model = lean.get_component("data_loader").load_service_model("s3", "service-2")
+    full = whole.get_component("data_loader").load_service_model("s3", "service-2")
+    assert model["operations"]["GetObject"]["documentation"] == "" != full["operations"]["GetObject"]["documentation"]
+    assert model["operations"].keys() == full["operations"].keys() and model["shapes"].keys() == full["shapes"].keys()
+
+
 # ---- SFTP (sshd) --------------------------------------------------------------------------------------
 
 
