@@ -397,11 +397,12 @@ async def remote_case(tmp: Path, rows: list[Row]) -> None:
 
 
 def _s3_clients(s3: Any, src: Path, rows: list[Row]) -> None:
-    """s3fs beside obstore on the same object, each in a fresh process (bench/s3clients.py)."""
+    """s3fs's own files, the daemon's read path and obstore on the same object, each in a fresh process
+    (bench/s3clients.py)."""
     s3.client().put_bucket_versioning(Bucket="bench", VersioningConfiguration={"Status": "Enabled"})
     s3.client().upload_file(str(src), "bench", "versioned.jsonl")
     cfg = s3.config()
-    for client in ("s3fs-import", "obstore-import", "s3fs", "obstore", "obstore-ranged"):
+    for client in ("s3fs-import", "daemon-import", "obstore-import", "s3fs", "daemon", "obstore", "obstore-ranged"):
         out = subprocess.run(
             [sys.executable, "-m", "bench.s3clients", cfg["endpoint_url"], "bench", "versioned.jsonl", cfg["key"],
              cfg["secret"], str(src), client],

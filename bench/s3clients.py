@@ -2,11 +2,12 @@
 
     python -m bench.s3clients <endpoint> <bucket> <key> <access key> <secret> <local copy>
 
-For each client: read the whole object, version pinned, in the daemon's 4 MiB blocks into SHA-256 (the
-daemon's HashingStream does the same), then resume from the middle (a ranged read, version pinned, as the
-daemon's reconnection after a cut does). Prints one JSON line per client: seconds, the process's peak RSS
-(VmHWM) and its RSS before the client was imported, whether the digests match the local copy's, and
-what each needs for version pinning and credentials. Run by bench/run.py's remote case.
+For each client: read the whole object, version pinned, in 4 MiB blocks into SHA-256 (the daemon's
+HashingStream does the same; ``daemon`` is its own read path: s3fs's client on the lean session, one GET),
+then resume from the middle (a ranged read, version pinned, as the daemon's reconnection after a cut does).
+Prints one JSON line per client: seconds, the process's peak RSS (VmHWM) and its RSS before the client was
+imported, whether the digests match the local copy's, and what each needs for version pinning and credentials.
+Run by bench/run.py's remote case.
 """
 
 from __future__ import annotations
@@ -55,6 +56,27 @@ def s3fs_read(endpoint: str, bucket: str, key: str, access: str, secret: str, st
             f.seek(offset)
             while block := f.read(BLOCK):
                 h.update(block)
+        out.append(h.hexdigest())
+    return out[0], out[1]
+
+
+def daemon_read(endpoint: str, bucket: str, key: str, access: str, secret: str, start: int) -> tuple[str, str]:
+    """The daemon's own read path: s3fs's client on the session of ``locations/s3_session.py``, each read one
+    GET pinned to the version (``S3Body``), as HashingStream opens it at the start and after a cut."""
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.locations.remote import Remote
+
+    s3 = S3Config(endpoint_url=endpoint, key=access, secret=secret, region="us-east-1")
+    remote = Remote(RemoteConfig(allowed_urls=(f"s3://{bucket}/",), s3=s3))
+    url = f"s3://{bucket}/{key}"
+    identity = remote.stat(url)
+    out = []
+    for offset in (0, start):
+        h = hashlib.sha256()
+        fh = remote._open_at(url, identity, offset, fresh=False)
+        while block := fh.read(BLOCK):
+            h.update(block)
+        fh.close()
         out.append(h.hexdigest())
     return out[0], out[1]
 
@@ -118,13 +140,22 @@ def imported(client: str) -> None:
         import s3fs
 
         s3fs.S3FileSystem(key="k", secret="s", client_kwargs={"endpoint_url": "http://127.0.0.1:9"}).s3  # noqa: B018
+    elif client == "daemon-import":
+        import s3fs
+
+        from pimingestd.locations import s3_session
+
+        lean = s3fs.S3FileSystem(
+            session=s3_session.session(), key="k", secret="s", client_kwargs={"endpoint_url": "http://127.0.0.1:9"}
+        )
+        _ = lean.s3
     else:
         from obstore.store import S3Store
 
         S3Store("b", endpoint="http://127.0.0.1:9", region="us-east-1", allow_http=True)
 
 
-READERS = {"s3fs": s3fs_read, "obstore": obstore_read, "obstore-ranged": obstore_ranged}
+READERS = {"s3fs": s3fs_read, "daemon": daemon_read, "obstore": obstore_read, "obstore-ranged": obstore_ranged}
 
 
 def main() -> int:
@@ -139,6 +170,8 @@ def main() -> int:
             half.update(block[max(start - at, 0) :])
             at += len(block)
     want = (whole.hexdigest(), half.hexdigest())
+    if client.startswith("daemon"):
+        import pimingestd.locations.remote  # noqa: F401  (the daemon has it loaded: not the client's cost)
     before = _rss()
     t0 = time.monotonic()
     try:
