@@ -19,7 +19,6 @@ import fcntl
 import gc
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -86,22 +85,6 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
         libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
-
-
-def size_interned_strings(churn: int = 45_000) -> None:
-    """Give the interpreter's table of interned strings its working size now, not after some thousands of files.
-
-    Python 3.11's pathlib interns every part of every path it parses (3.12 no longer does), so each new file
-    name the daemon handles (in the inbox, the spool, done/ and failed/) takes a slot in that table. The
-    strings die with their paths, but a slot is reused only when the table is rebuilt, and the first rebuild
-    doubles it to the size its 30,000-odd lasting strings keep from then on: a step of 0.9 MiB at the 7th
-    minute of a soak, after its warm-up, and flat afterwards (docs/performance.md, issue 29). Interning
-    ``churn`` short-lived strings (more slots than the table has free at start) brings that rebuild forward:
-    the same memory, held from the start, in about 35 ms."""
-    if sys.version_info >= (3, 12):
-        return
-    for i in range(churn):
-        sys.intern(f"pimingestd-warm-{i}")  # freed at once: only its slot is used
 
 
 def tune_gc(young: int = 50_000) -> None:
@@ -252,7 +235,6 @@ async def stop_taking_work(app: web.Application) -> None:
 async def run(config: Config) -> int:
     """Serve until a signal; returns the process exit code."""
     tune_malloc()
-    size_interned_strings()
     tune_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -215,29 +215,3 @@ async def test_no_parse_worker_runs_until_a_json_file_needs_it(make_cluster: Mak
         assert (await c.settle(ing))["status"] == "completed"
         (worker,) = _descendants(c.daemon.pid)
         assert "pimingestd.sources.parse_child" in psutil.Process(worker).cmdline()
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="pathlib interns the parts of paths on Python 3.11 only")
-def test_the_interned_string_table_has_its_working_size_from_the_start() -> None:
-    """Python 3.11's pathlib interns each part of each path: 20,000 new file names through Path make the
-    interpreter's interned-string table double (about 0.9 MiB more RSS for good) some thousands of files into
-    a run, unless app.size_interned_strings has made that rebuild at start, as the daemon does (after it, a
-    rebuild keeps the table's size)."""
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from pimingestd import app\n"
-        "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
-        "if sys.argv[1] == 'sized':\n"
-        "    app.size_interned_strings()\n"
-        "before = rss()\n"
-        "for i in range(20_000):\n"
-        "    Path(f'/srv/inbox/r{i}.jsonl').name\n"
-        "print(rss() - before)\n"
-    )
-    grown = [
-        (how, int(subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, check=True).stdout))
-        for how in ("as-is", "sized", "as-is", "sized")
-    ]
-    assert all(rss > 600 << 10 for how, rss in grown if how == "as-is"), grown  # doubled: 2^16 to 2^17 slots
-    assert all(rss < 200 << 10 for how, rss in grown if how == "sized"), grown  # it had doubled at start
