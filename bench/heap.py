@@ -1,4 +1,5 @@
-"""What a running daemon's glibc main heap holds: ``python -m bench.heap PID [--save FILE] [--against FILE]``.
+"""What a running daemon's glibc main heap holds: ``python -m bench.heap PID [--save FILE] [--against FILE]``
+(``--mmapped``: the chunks glibc mapped on their own, and which of them are dict tables).
 
 It reads the ``[heap]`` mapping of the process through /proc/PID/mem (root, or the same user with ptrace
 allowed) and walks glibc's malloc chunks from its start: each chunk's size is the word before its user
@@ -22,6 +23,7 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 WORD = struct.Struct("<Q")
 
@@ -105,12 +107,77 @@ def report(size: int, chunks: list[Chunk], against: tuple[int, list[Chunk]] | No
             print(f"  {s:>8} bytes x{live[s] // s:<6} ({(live[s] - before[s]) // s:+d})  {sample[s][:40]!r}")
 
 
+def mmapped(pid: int) -> None:
+    """glibc's chunks that have mappings of their own (requests of at least the mmap threshold: 1 MiB in the
+    daemon), found as anonymous mappings whose first word pair is a chunk header with the IS_MMAPPED bit.
+    One that reads as a CPython 3.11 dict's keys table is named so, with its size, its entries (live and
+    deleted: a slot is reused only when the table is rebuilt) and its last keys that are ASCII strings.
+    Issue 29's table of interned strings was found this way: its last keys were file names."""
+    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
+
+        def read(address: int, n: int) -> bytes:
+            mem.seek(address)
+            return mem.read(n)
+
+        def ascii_at(address: int) -> str | None:
+            try:
+                head = read(address, 48)  # PyASCIIObject: refcount, type, length, hash, state, wstr
+                length = struct.unpack_from("<q", head, 16)[0]
+                compact_ascii = (struct.unpack_from("<I", head, 32)[0] >> 5) & 3 == 3
+                if compact_ascii and 0 <= length <= 120:
+                    return read(address + 48, length).decode("ascii")
+            except (OSError, ValueError, struct.error):
+                pass
+            return None
+
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 or fields[1] != "rw-p":
+                continue  # file-backed or named (the heap, the stack)
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            lo = start
+            while lo < end:  # the kernel merges neighbouring anonymous mappings: look at each page's start
+                try:
+                    prev, size = struct.unpack("<QQ", read(lo, 16))
+                except OSError:
+                    break
+                if prev == 0 and size & 7 == 2 and size % 4096 == 2 and 128 << 10 <= size - 2 <= end - lo:
+                    _describe_mmapped(read, ascii_at, lo, size - 2)
+                    lo += size - 2
+                else:
+                    lo += 4096
+
+
+def _describe_mmapped(read: Any, ascii_at: Any, lo: int, size: int) -> None:
+    print(f"{hex(lo)}: {_mib(size)}")
+    user = lo + 16
+    # A PyDictKeysObject: refcount, log2 of its slots, log2 of its index bytes, kind, version, usable, entries.
+    head = read(user, 32)
+    log2, log2_index, kind = head[8], head[9], head[10]
+    usable, entries = struct.unpack_from("<qq", head, 16)
+    if not (3 <= log2 <= 30 and log2_index >= log2 and kind in (0, 1, 2) and 0 <= entries <= (2 << log2)):
+        return
+    width = 24 if kind == 0 else 16  # (hash, key, value), or (key, value) when every key is a string
+    first = user + 32 + (1 << log2_index)
+    last = []
+    for i in range(max(entries - 200, 0), entries):
+        key = struct.unpack_from("<Q", read(first + i * width, width), 8 if kind == 0 else 0)[0]
+        text = ascii_at(key) if key else None
+        if text is not None:
+            last.append(text)
+    print(f"  a dict's keys table: 2^{log2} slots, {entries} entries used, {usable} free; last keys {last[-6:]}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.heap", description=__doc__.split("\n\n")[0])
     p.add_argument("pid", type=int)
     p.add_argument("--save", type=Path, help="keep this snapshot for a later --against")
     p.add_argument("--against", type=Path, help="a snapshot saved earlier: what grew since")
+    p.add_argument("--mmapped", action="store_true", help="list the chunks glibc mapped on their own instead")
     args = p.parse_args()
+    if args.mmapped:
+        mmapped(args.pid)
+        return
     size, chunks = snapshot(args.pid)
     if args.save:
         args.save.write_bytes(pickle.dumps((size, chunks)))
