@@ -406,7 +406,7 @@ def _s3_clients(s3: Any, src: Path, rows: list[Row]) -> None:
         out = subprocess.run(
             [sys.executable, "-m", "bench.s3clients", cfg["endpoint_url"], "bench", "versioned.jsonl", cfg["key"],
              cfg["secret"], str(src), client],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True, check=True, timeout=600,
         )  # fmt: skip
         f = json.loads(out.stdout)
         if "missing" in f:

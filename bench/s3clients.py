@@ -74,9 +74,11 @@ def daemon_read(endpoint: str, bucket: str, key: str, access: str, secret: str, 
     for offset in (0, start):
         h = hashlib.sha256()
         fh = remote._open_at(url, identity, offset, fresh=False)
-        while block := fh.read(BLOCK):
-            h.update(block)
-        fh.close()
+        try:
+            while block := fh.read(BLOCK):
+                h.update(block)
+        finally:
+            fh.close()
         out.append(h.hexdigest())
     return out[0], out[1]
 

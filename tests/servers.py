@@ -327,6 +327,67 @@ class CuttingProxy:
         await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True), return_exceptions=True)
 
 
+class S3Tamper:
+    """A proxy in front of moto's S3 server that changes its answers to object GETs the way another
+    S3-compatible store (or a broken one) would, the rest of each answer being moto's own:
+    ``drop_request_headers`` are not passed on (a store that ignores If-Match), ``set_headers`` replace the
+    answer's (a checksum that does not match its bytes), ``chunked`` sends the body without Content-Length,
+    and ``append`` adds bytes after it (only with ``chunked``). ``gets`` counts the GETs of objects."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.drop_request_headers: set[str] = set()
+        self.set_headers: dict[str, str] = {}
+        self.chunked = False
+        self.append = b""
+        self.gets = 0
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> S3Tamper:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        is_get = request.method == "GET" and request.path.count("/") >= 2 and "list-type" not in request.query
+        self.gets += is_get
+        dropped = {h.lower() for h in self.drop_request_headers} if is_get else set()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in dropped | {"host"}}
+        url = f"http://127.0.0.1:{self.target}{request.rel_url}"
+        async with self._session.request(request.method, url, headers=headers, data=await request.read()) as up:
+            body = await up.read()
+            out = {k: v for k, v in up.headers.items() if k.lower() != "transfer-encoding"}
+            if is_get and up.status in (200, 206):
+                out.update(self.set_headers)
+                if self.chunked:
+                    out.pop("Content-Length", None)
+                    answer = web.StreamResponse(status=up.status, headers=out)
+                    answer.enable_chunked_encoding()
+                    await answer.prepare(request)
+                    await answer.write(body + self.append)
+                    await answer.write_eof()
+                    return answer
+            return web.Response(status=up.status, headers=out, body=body)
+
+
 # ---- MariaDB: a throwaway server on a local socket -------------------------------------------------------
 
 

@@ -4,10 +4,14 @@ object replaced while it is read, host keys, allowed_urls, staging for Excel."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
 import json
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from pimingestd.locations.remote import check_allowed, redact
 
 from .conftest import MakeDaemon
 from .helpers import Receiver, product
-from .servers import CuttingProxy, HttpFiles, S3Server, SshServer, http_files, start_s3, start_sshd
+from .servers import CuttingProxy, HttpFiles, S3Server, S3Tamper, SshServer, http_files, start_s3, start_sshd
 
 BUCKET = "feeds"
 
@@ -245,9 +249,9 @@ def test_an_s3_read_is_one_streamed_get_pinned_to_the_etag_seen(s3: S3Server) ->
         stream.read(100)
 
 
-def test_an_s3_store_that_answers_another_length_is_refused(s3: S3Server) -> None:
-    """A store that ignores the Range (or answers for another object) gives a body of another length: the read
-    stops there, naming the bytes asked for and the bytes answered."""
+def test_an_s3_store_that_answers_another_range_is_refused(s3: S3Server) -> None:
+    """A reconnection's ranged GET must be answered 206 with the range asked for: an answer for another
+    object (here: the identity says 7 bytes more) is refused before a byte is read, naming both ranges."""
     from pimingestd.config import RemoteConfig, S3Config
     from pimingestd.errors import RemoteError
     from pimingestd.locations.remote import ObjectIdentity, Remote
@@ -258,10 +262,129 @@ def test_an_s3_store_that_answers_another_length_is_refused(s3: S3Server) -> Non
     url = f"s3://{BUCKET}/len/p.jsonl"
     seen = remote.stat(url)
     longer = ObjectIdentity(seen.size + 7, seen.version)
-    with pytest.raises(
-        RemoteError, match=rf"asked for bytes 5-{seen.size + 6}, the store answered {seen.size - 5} bytes"
-    ):
+    asked = rf"asked for bytes 5-{seen.size + 6}, the store answered 206 bytes 5-{seen.size - 1}/{seen.size}"
+    with pytest.raises(RemoteError, match=asked):
         remote._open_at(url, longer, 5, fresh=False)
+    with pytest.raises(RemoteError, match=rf"asked for bytes 0-{seen.size + 6}, the store answered {seen.size} bytes"):
+        remote._open_at(url, longer, 0, fresh=False)
+
+
+def _s3_remote(s3: S3Server, endpoint: str | None = None) -> Any:
+    from pimingestd.config import RemoteConfig, S3Config
+    from pimingestd.locations.remote import Remote
+
+    cfg = {**s3.config(), **({"endpoint_url": endpoint} if endpoint else {})}
+    return Remote(RemoteConfig(allowed_urls=(f"s3://{BUCKET}/",), s3=S3Config(**cfg)))
+
+
+def _read_all(remote: Any, url: str, identity: Any) -> tuple[bytes, str]:
+    stream = remote.open(url, identity)
+    try:
+        data = b"".join(iter(lambda: stream.read(1 << 16), b""))
+        return data, stream.file_id
+    finally:
+        stream.close()
+
+
+async def test_an_s3_answer_without_content_length_is_read_to_its_end(s3: S3Server) -> None:
+    """A store (or a proxy) that sends the object chunked, without Content-Length: the body is read to its
+    end, and its bytes and file_id are the object's."""
+    data = jsonl(500)
+    s3.client().put_object(Bucket=BUCKET, Key="tamper/chunked.jsonl", Body=data)
+    proxy = await S3Tamper(s3.port).start()
+    proxy.chunked = True
+    try:
+        remote = _s3_remote(s3, proxy.endpoint)
+        url = f"s3://{BUCKET}/tamper/chunked.jsonl"
+        seen = await asyncio.to_thread(remote.stat, url)
+        got, fid = await asyncio.to_thread(_read_all, remote, url, seen)
+        assert (got, fid, proxy.gets) == (data, file_id(data), 1)
+    finally:
+        await proxy.stop()
+
+
+async def test_a_store_that_ignores_if_match_cannot_hand_out_another_object(s3: S3Server) -> None:
+    """If-Match is not passed on (a store that ignores it), and the object is replaced by one of the same size
+    after the stat: the answer's own ETag is not the one pinned, so nothing of it is read."""
+    from pimingestd.errors import FileChangedError
+
+    data = jsonl(300)
+    s3.client().put_object(Bucket=BUCKET, Key="tamper/pin.jsonl", Body=data)
+    proxy = await S3Tamper(s3.port).start()
+    proxy.drop_request_headers = {"If-Match"}
+    try:
+        remote = _s3_remote(s3, proxy.endpoint)
+        url = f"s3://{BUCKET}/tamper/pin.jsonl"
+        seen = await asyncio.to_thread(remote.stat, url)
+        s3.client().put_object(Bucket=BUCKET, Key="tamper/pin.jsonl", Body=data[::-1])
+        with pytest.raises(FileChangedError, match=r"the store answered .* for a read of etag:"):
+            await asyncio.to_thread(_read_all, remote, url, seen)
+    finally:
+        await proxy.stop()
+
+
+@pytest.mark.parametrize("fault", ["checksum", "extra bytes"])
+async def test_an_s3_body_that_fails_its_end_check_ends_the_ingestion(s3: S3Server, fault: str) -> None:
+    """The object's checksum (S3 sends it for a whole-object GET of an object stored with one) is checked by
+    botocore when the body's end is read, and so are bytes past the object's size: either failure ends the
+    read with an error naming it, without another attempt (its bytes were handed out already)."""
+    from pimingestd.errors import RemoteError
+
+    data = jsonl(200)
+    s3.client().put_object(Bucket=BUCKET, Key="tamper/sum.jsonl", Body=data, ChecksumAlgorithm="CRC32")
+    proxy = await S3Tamper(s3.port).start()
+    if fault == "checksum":
+        proxy.set_headers = {"x-amz-checksum-crc32": "AAAAAA=="}
+    else:
+        proxy.chunked, proxy.append = True, b"{}\n"
+    try:
+        remote = _s3_remote(s3, proxy.endpoint)
+        url = f"s3://{BUCKET}/tamper/sum.jsonl"
+        seen = await asyncio.to_thread(remote.stat, url)
+        said = "failed its check .*Checksum" if fault == "checksum" else "more bytes than the object has"
+        with pytest.raises(RemoteError, match=said):
+            await asyncio.to_thread(_read_all, remote, url, seen)
+        assert proxy.gets == 1
+    finally:
+        await proxy.stop()
+
+
+def test_s3_reads_in_flight_leave_connections_for_everything_else(s3: S3Server) -> None:
+    """Each object being read holds a pooled connection until its end: with twelve open (more than botocore's
+    default pool of ten), a stat still gets one at once."""
+    s3.client().put_object(Bucket=BUCKET, Key="pool/p.jsonl", Body=jsonl(40_000))  # more than sockets buffer
+    remote = _s3_remote(s3)
+    url = f"s3://{BUCKET}/pool/p.jsonl"
+    seen = remote.stat(url)
+    bodies = [remote._open_at(url, seen, 0, fresh=False) for _ in range(12)]
+    try:
+        for body in bodies:
+            assert body.read(100)
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (remote.stat(url), done.set()), daemon=True)
+        worker.start()
+        assert done.wait(15), "a stat waited for a connection while twelve reads were open"
+    finally:
+        for body in bodies:
+            body.close()
+
+
+def test_an_open_s3_read_never_holds_up_the_process_at_exit(s3: S3Server) -> None:
+    """A process that exits (or fails) with an S3 read still open ends at once: closing it never waits for
+    fsspec's loop, which may no longer run then."""
+    s3.client().put_object(Bucket=BUCKET, Key="exit/p.jsonl", Body=jsonl(4000))
+    code = (
+        "import sys\n"
+        "from pimingestd.config import RemoteConfig, S3Config\n"
+        "from pimingestd.locations.remote import Remote\n"
+        f"remote = Remote(RemoteConfig(allowed_urls=('s3://{BUCKET}/',), s3=S3Config(**{s3.config()!r})))\n"
+        f"url = 's3://{BUCKET}/exit/p.jsonl'\n"
+        "kept = remote._open_at(url, remote.stat(url), 0, fresh=False)\n"
+        "kept.read(1000)\n"
+        "raise SystemExit(3)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 3, run.stderr
 
 
 async def test_the_s3_session_keeps_only_the_endpoints_it_uses_and_resolves_them_the_same() -> None:

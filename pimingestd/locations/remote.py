@@ -43,6 +43,7 @@ import hashlib
 import io
 import ipaddress
 import socket
+import sys
 import threading
 import time
 import unicodedata
@@ -63,6 +64,10 @@ from . import s3_session
 log = structlog.get_logger("pimingestd.locations")
 
 SCHEMES = REMOTE_SCHEMES
+# Connections in an S3 client's pool: each ingestion reading an object holds one for its whole read (S3Body),
+# up to [daemon] max_concurrent (at most 64), and stats, listings and moves need theirs meanwhile (botocore's
+# default of 10 would leave them waiting, without a timeout, for a whole object to be read).
+S3_CONNECTIONS = 64 + 16
 
 
 def is_remote(path: str) -> bool:
@@ -465,6 +470,7 @@ class Remote:
                 secret=c.secret or None,
                 client_kwargs=client,
                 default_block_size=self.cfg.block_size,
+                config_kwargs={"max_pool_connections": S3_CONNECTIONS},
                 use_listings_cache=False,
                 skip_instance_cache=True,
                 version_aware=True,
@@ -940,14 +946,21 @@ class HashingStream(io.RawIOBase):
 
 class S3Body(io.RawIOBase):
     """One GET of an S3 object from ``offset`` to its end, read as it arrives, pinned to the version seen at
-    submit (its version id, or If-Match on its ETag: S3 answers 412 when another object is there now).
+    submit: its version id, or ``If-Match`` on its (strong) ETag, and the answer's own version id or ETag,
+    status and Content-Range checked too (a store that ignores ``If-Match`` would hand out another object).
 
     s3fs's own files read by ranges of ``block_size`` into a read-ahead cache: each miss fetched a range of
     twice that, joined its pieces and sliced the cache again: 38 MiB of buffers at the default 4 MiB (the
     s3fs row of ``python -m bench --only remote``: 102 MiB when reading, 64 MiB for the client alone). Here
     at most ``_PIECE`` bytes are held between reads, and aiohttp pauses the socket while its own buffer is
-    full. A cut ends the body short, which botocore's length check raises; HashingStream then opens a new
-    one at the byte reached."""
+    full. A cut raises (aiohttp's payload error) or ends the body short; HashingStream then opens a new one
+    at the byte reached. Once the last byte is handed out, one more read must find the end: that read is
+    where botocore checks the body's length and the object's checksum (S3 sends one for a whole-object GET),
+    and a failure there ends the ingestion, since the bytes were handed out already.
+
+    It holds one of the client's pooled connections until closed (``S3_CONNECTIONS``), and closing never
+    waits: the connection is dropped on fsspec's loop, which owns it (at interpreter exit that loop may no
+    longer run)."""
 
     _PIECE = 1 << 18
 
@@ -957,49 +970,96 @@ class S3Body(io.RawIOBase):
 
         self._sync = sync
         self._fs = fs
+        self._name = redact(f"s3://{path}")
         bucket, key = path.split("/", 1)
         pin: dict[str, Any] = {}
-        if identity.version.startswith("version:"):
-            pin["VersionId"] = identity.version.removeprefix("version:")
-        elif identity.version.startswith("etag:"):
-            pin["IfMatch"] = identity.version.removeprefix("etag:")
+        version = identity.version.removeprefix("version:") if identity.version.startswith("version:") else None
+        etag = identity.version.removeprefix("etag:") if identity.version.startswith("etag:") else None
+        if version:
+            pin["VersionId"] = version
+        elif etag and not etag.startswith("W/"):  # a weak ETag may be shared by other bytes: compared below
+            pin["IfMatch"] = etag
         if offset:
             pin["Range"] = f"bytes={offset}-"
         answer = fs.call_s3("get_object", Bucket=bucket, Key=key, **pin)
         self._body = answer["Body"]
-        expected = identity.size - offset
-        if answer.get("ContentLength") != expected:  # a store that ignored the Range, or another object
+        self._left = identity.size - offset
+        try:
+            self._check(answer, identity, offset, version, etag)
+        except BaseException:
             self.close()
-            raise RemoteError(
-                f"s3://{path}: asked for bytes {offset}-{identity.size - 1}, the store answered"
-                f" {answer.get('ContentLength')} bytes; the ingestion stops here"
+            raise
+
+    def _check(self, answer: dict[str, Any], identity: ObjectIdentity, offset: int, version: str | None,
+               etag: str | None) -> None:  # fmt: skip
+        changed = (version and answer.get("VersionId") not in (None, version)) or (
+            etag and answer.get("ETag") not in (None, etag)
+        )
+        if changed:
+            raise FileChangedError(
+                f"{self._name}: the remote object changed since it was submitted (the store answered"
+                f" {answer.get('VersionId') or answer.get('ETag')} for a read of {identity.version}); nothing more"
+                " is read"
             )
+        status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        length = answer.get("ContentLength")
+        span = answer.get("ContentRange")
+        whole = f"bytes {offset}-{identity.size - 1}/{identity.size}"
+        if offset and (status != 206 or (span is not None and span != whole)):
+            problem = f"answered {status} {span or ''}".rstrip()
+        elif length is not None and length != self._left:
+            problem = f"answered {length} bytes"
+        else:
+            return  # without Content-Length (a chunked answer) the body's end is checked as it is read
+        raise RemoteError(
+            f"{self._name}: asked for bytes {offset}-{identity.size - 1}, the store {problem}; the ingestion stops here"
+        )
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        want = self._PIECE if size is None or size < 0 else min(size, self._PIECE)
-        return self._sync(self._fs.loop, self._gather, want)  # type: ignore[no-any-return]
+        if size is None or size < 0:
+            return self.readall()
+        return self._sync(self._fs.loop, self._gather, min(size, self._PIECE))  # type: ignore[no-any-return]
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
 
     async def _gather(self, want: int) -> bytes:
         parts: list[bytes] = []
         got = 0
+        want = min(want, self._left)
         while got < want:
             piece = await self._body.read(want - got)
             if not piece:
-                break
+                break  # short: HashingStream reconnects at the byte reached
             parts.append(piece)
             got += len(piece)
+        self._left -= got
+        if self._left == 0 and got:
+            await self._end()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def _drop(self) -> None:
-        self._body.close()  # the connection is dropped, not returned half-read
+    async def _end(self) -> None:
+        try:
+            extra = await self._body.read(1)  # botocore checks the length and the checksum on this read
+        except Exception as exc:
+            raise RemoteError(
+                f"{self._name}: the object's last bytes were read, and then the store's answer failed its check"
+                f" ({redaction.text(f'{type(exc).__name__}: {exc}')}); the ingestion stops here"
+            ) from None
+        if extra:
+            raise RemoteError(f"{self._name}: the store sent more bytes than the object has; the ingestion stops here")
 
     def close(self) -> None:
         if not self.closed and hasattr(self, "_body"):
-            with contextlib.suppress(Exception):
-                self._sync(self._fs.loop, self._drop)  # on fsspec's loop, which owns the connection
+            loop = self._fs.loop
+            if not sys.is_finalizing() and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop has stopped: the connection goes with it
+                    loop.call_soon_threadsafe(self._body.close)  # dropped, not returned to the pool half-read
         super().close()
 
 
