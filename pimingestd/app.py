@@ -74,9 +74,13 @@ def _lock_state(state_db: Path) -> int:
     return fd
 
 
-def tune_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
+def tune_malloc(arenas: int = 1, mmap_threshold: int = 1 << 20) -> None:
     """Keep glibc from holding memory it no longer needs (RSS, not leaks):
-    - cap the per-thread arenas: worker threads (parsing, hashing) would each grow one;
+    - one arena for every thread: worker threads (parsing, hashing, the state database's, fsspec's loop)
+      would each grow one. With two, which threads shared the second one varied from run to run, and a run
+      in three or so held 5-7 MiB more (the S3 row of ``bench --only remote``: 85 MiB against 78); with one,
+      the tree's peak on the mixed files is 83-86 MiB instead of 84-92, and 56 MiB at idle instead of 60-62,
+      for end-to-end speeds within the runs' spread (docs/performance.md, issue 29);
     - fix the mmap threshold: by default it rises after a large block is freed, so later
       chunk-sized buffers (up to [chunking] bytes) come from the heap and stay there."""
     try:

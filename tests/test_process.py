@@ -215,3 +215,37 @@ async def test_no_parse_worker_runs_until_a_json_file_needs_it(make_cluster: Mak
         assert (await c.settle(ing))["status"] == "completed"
         (worker,) = _descendants(c.daemon.pid)
         assert "pimingestd.sources.parse_child" in psutil.Process(worker).cmdline()
+
+
+def test_the_daemons_threads_share_one_malloc_arena() -> None:
+    """app.tune_malloc, as the daemon calls it first: threads allocating at once all use glibc's main arena
+    (malloc_info lists one heap), where with glibc's default they grow arenas of their own."""
+    code = (
+        "import ctypes, sys, tempfile, threading\n"
+        "from pimingestd import app\n"
+        "if sys.argv[1] == 'tuned':\n"
+        "    app.tune_malloc()\n"
+        "go = threading.Barrier(4)\n"
+        "def work():\n"
+        "    go.wait()\n"
+        "    for _ in range(2000):\n"
+        "        blocks = [ctypes.create_string_buffer(2048) for _ in range(50)]\n"
+        "threads = [threading.Thread(target=work) for _ in range(4)]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
+        "libc = ctypes.CDLL('libc.so.6')\n"
+        "libc.fopen.restype = ctypes.c_void_p\n"
+        "libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]\n"
+        "libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]\n"
+        "libc.fclose.argtypes = [ctypes.c_void_p]\n"
+        "with tempfile.NamedTemporaryFile('r') as out:\n"
+        "    f = libc.fopen(out.name.encode(), b'w')\n"
+        "    libc.malloc_info(0, f)\n"
+        "    libc.fclose(f)\n"
+        "    print(out.read().count('<heap nr='))\n"
+    )
+    heaps = {
+        how: int(subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, check=True).stdout)
+        for how in ("default", "tuned")
+    }
+    assert heaps["tuned"] == 1 and heaps["default"] > 1, heaps
