@@ -389,21 +389,31 @@ def test_an_open_s3_read_never_holds_up_the_process_at_exit(s3: S3Server) -> Non
 
 async def test_the_s3_session_keeps_only_the_endpoints_it_uses_and_resolves_them_the_same() -> None:
     """botocore's endpoints table is cut to the services the daemon's S3 client and its credential chain
-    make; S3 and STS clients in every partition resolve the same endpoint and region as with the whole
-    table, and a service the table no longer lists falls back to its partition's defaults."""
+    make; those clients (S3 also with FIPS and dual-stack endpoints) in six partitions' regions resolve the
+    same endpoint, region and partition as with the whole table."""
     import aiobotocore.session
 
     from pimingestd.locations import s3_session
 
     lean, whole = s3_session.session(), aiobotocore.session.AioSession()
     creds = {"aws_access_key_id": "a", "aws_secret_access_key": "b"}
-    for service in ("s3", "sts"):
+    from aiobotocore.config import AioConfig
+
+    variants = {
+        "plain": None,
+        "fips": AioConfig(use_fips_endpoint=True),
+        "dualstack": AioConfig(use_dualstack_endpoint=True),
+    }
+    for service in sorted(s3_session.SERVICES):
         for region in ("us-east-1", "eu-central-1", "ap-southeast-2", "cn-north-1", "us-gov-west-1", "us-iso-east-1"):
-            seen = []
-            for session in (lean, whole):
-                async with session.create_client(service, region_name=region, **creds) as client:
-                    seen.append((client.meta.endpoint_url, client.meta.region_name, client.meta.partition))
-            assert seen[0] == seen[1], (service, region, seen)
+            for name, config in variants.items():
+                if name != "plain" and service != "s3":
+                    continue
+                seen = []
+                for session in (lean, whole):
+                    async with session.create_client(service, region_name=region, config=config, **creds) as client:
+                        seen.append((client.meta.endpoint_url, client.meta.region_name, client.meta.partition))
+                assert seen[0] == seen[1], (service, region, name, seen)
     table = lean.get_component("data_loader").load_data("endpoints")
     kept = {name for partition in table["partitions"] for name in partition["services"]}
     assert "s3" in kept and kept <= s3_session.SERVICES, kept
