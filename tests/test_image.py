@@ -14,6 +14,7 @@ PIMINGESTD_REQUIRE_ALL=1 (set by .ci/run) a skip is a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -190,6 +191,22 @@ class ImageCluster(Cluster):
     def argv(self, mounts: dict[str, tuple[Path, str]], command: list[str] | None = None) -> list[str]:
         return container(self.image, {**mounts, "/run/secrets": (self.secrets, "ro")}, command, user=self.user)
 
+    def close(self) -> None:
+        """Each container's PID 1 first, then unshare. ``unshare --kill-child`` asks the kernel to kill the
+        child when unshare dies (PR_SET_PDEATHSIG), but ``chroot --userspec`` changes the child's user and
+        group, which clears that request (prctl(2)): killing unshare alone left the daemon and the receiver
+        running, reparented to init, after the suite."""
+        inits = []
+        for p in (self.daemon, self.receiver):
+            if p is not None and p.poll() is None:
+                with contextlib.suppress(psutil.Error, ValueError):
+                    inits.append(init_of(p))
+        for init in inits:
+            with contextlib.suppress(psutil.Error):
+                init.kill()
+        super().close()
+        psutil.wait_procs(inits, timeout=10)
+
     async def start_receiver(self) -> None:
         command = ["pimingestd", "receiver", "--port", str(self.rport), "--data", f"{VOLUME}/receiver"]
         receiver = self.receiver = start(
@@ -227,6 +244,22 @@ def events(log: Path) -> list[dict[str, Any]]:
         if isinstance(event, dict):
             out.append(event)
     return out
+
+
+async def test_a_closed_cluster_leaves_no_container_running(image: Image, tmp_path: Path) -> None:
+    """The daemon's and the receiver's containers end with the cluster: their PID 1s run as the image's user,
+    which unshare's --kill-child does not reach (see ImageCluster.close)."""
+    c = ImageCluster(tmp_path / "c", image=image)
+    try:
+        await c.start_receiver()
+        await c.start_daemon()
+        assert c.daemon is not None and c.receiver is not None
+        inits = [init_of(c.daemon), init_of(c.receiver)]
+        assert all(init.uids().real == image.uid for init in inits)
+    finally:
+        c.close()
+    _, alive = psutil.wait_procs(inits, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
 
 
 def test_the_image_declares_its_user_volume_healthcheck_and_command(image: Image) -> None:
