@@ -231,6 +231,10 @@ def test_an_s3_read_is_one_streamed_get_pinned_to_the_etag_seen(s3: S3Server) ->
     url = f"s3://{BUCKET}/pin/p.jsonl"
     seen = remote.stat(url)
     assert seen.version.startswith("etag:")
+    fs = remote._filesystem(url)
+    calls: list[tuple[str, dict[str, Any]]] = []
+    call_s3 = fs.call_s3
+    fs.call_s3 = lambda op, **kw: (calls.append((op, kw)), call_s3(op, **kw))[1]
     fh = remote._open_at(url, seen, 0, fresh=False)
     assert isinstance(fh, S3Body)
     pieces = []
@@ -239,6 +243,9 @@ def test_an_s3_read_is_one_streamed_get_pinned_to_the_etag_seen(s3: S3Server) ->
         pieces.append(piece)
     fh.close()
     assert b"".join(pieces) == data
+    assert [(op, kw.get("IfMatch"), kw.get("Range")) for op, kw in calls] == [
+        ("get_object", seen.version.removeprefix("etag:"), None)
+    ]  # one GET for the whole object, however many reads
     tail = remote._open_at(url, seen, 1234, fresh=False)  # a reconnection: the rest, from the byte reached
     assert tail.read(len(data)) == data[1234:] and tail.read(10) == b""
     tail.close()
