@@ -18,7 +18,9 @@ import ctypes.util
 import fcntl
 import gc
 import os
+import pathlib
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -89,6 +91,31 @@ def tune_malloc(arenas: int = 1, mmap_threshold: int = 1 << 20) -> None:
         libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
+
+
+class _SysWithoutIntern:
+    """The sys module as pathlib sees it after stop_interning_path_parts: intern returns its argument."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(sys, name)
+
+    @staticmethod
+    def intern(text: str) -> str:
+        return text
+
+
+def stop_interning_path_parts() -> None:
+    """Keep pathlib from interning each part of each path it parses, as Python 3.14's pathlib no longer does.
+    Every file the daemon handles has a name of its own (an inbox file, a token folder, a spool file), and
+    3.11-3.13 put each into the interpreter's table of interned strings. There it is mortal, but the table's
+    slot stays taken until the table is rebuilt, at three times the strings alive; so the table's memory
+    grew steadily (about 1,600 slots a minute in the soak, 38 KB) and rebuilt to twice its size once the
+    readers' imports were alive (+0.9 MiB at about minute 7): most of what the 30-minute soak still measured
+    (docs/performance.md, issue 29). On the early 3.12 releases interned strings were immortal, and every
+    file name would stay for the process's life. Nothing in the daemon relies on a path part's identity."""
+    for module in (pathlib, sys.modules.get("pathlib._local")):
+        if module is not None and getattr(module, "sys", None) is sys:
+            module.sys = _SysWithoutIntern()  # type: ignore[attr-defined]
 
 
 def tune_gc(young: int = 50_000) -> None:
@@ -239,6 +266,7 @@ async def stop_taking_work(app: web.Application) -> None:
 async def run(config: Config) -> int:
     """Serve until a signal; returns the process exit code."""
     tune_malloc()
+    stop_interning_path_parts()
     tune_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

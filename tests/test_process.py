@@ -249,3 +249,30 @@ def test_the_daemons_threads_share_one_malloc_arena() -> None:
         for how in ("default", "tuned")
     }
     assert heaps["tuned"] == 1 and heaps["default"] > 1, heaps
+
+
+def test_the_daemon_does_not_intern_the_names_in_its_paths() -> None:
+    """app.stop_interning_path_parts, as the daemon calls it at start: a file name joined onto a folder, made
+    into a path from a string, or resolved is not put into the interpreter's interned strings (where 3.11-3.13
+    pathlib puts it without); so a string equal to it interns to a string of its own."""
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from pimingestd import app\n"
+        "if sys.argv[1] == 'tuned':\n"
+        "    app.stop_interning_path_parts()\n"
+        "def name(kind):\n"
+        "    return ''.join(['file-', kind, '-', str(os.getpid()), '.jsonl'])\n"
+        "paths = {'joined': Path('/inbox') / name('joined'), 'parsed': Path('/inbox/' + name('parsed')),\n"
+        "         'resolved': Path('/inbox', name('resolved')).resolve()}\n"
+        "for kind, path in paths.items():\n"
+        "    assert str(path) == '/inbox/' + name(kind), path\n"
+        "    print(kind, sys.intern(name(kind)) is path.parts[-1])\n"
+    )
+    interned = {
+        how: subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, check=True).stdout
+        for how in ("default", "tuned")
+    }
+    assert interned["tuned"] == "joined False\nparsed False\nresolved False\n", interned
+    if sys.version_info < (3, 14):  # the model: 3.11-3.13 pathlib interns every part it parses
+        assert interned["default"] == "joined True\nparsed True\nresolved True\n", interned
