@@ -399,13 +399,12 @@ async def test_the_s3_session_keeps_only_the_endpoints_it_uses_and_resolves_them
     make; those clients (S3 also with FIPS and dual-stack endpoints) in six partitions' regions resolve the
     same endpoint, region and partition as with the whole table."""
     import aiobotocore.session
+    from aiobotocore.config import AioConfig
 
     from pimingestd.locations import s3_session
 
     lean, whole = s3_session.session(), aiobotocore.session.AioSession()
     creds = {"aws_access_key_id": "a", "aws_secret_access_key": "b"}
-    from aiobotocore.config import AioConfig
-
     variants = {
         "plain": None,
         "fips": AioConfig(use_fips_endpoint=True),
