@@ -261,6 +261,7 @@ def test_the_daemon_does_not_intern_the_names_in_its_paths() -> None:
         "from pimingestd import app\n"
         "if sys.argv[1] == 'tuned':\n"
         "    app.stop_interning_path_parts()\n"
+        "    app.stop_interning_path_parts()  # twice is harmless\n"
         "def name(kind):\n"
         "    return ''.join(['file-', kind, '-', str(os.getpid()), '.jsonl'])\n"
         "paths = {'joined': Path('/inbox') / name('joined'), 'parsed': Path('/inbox/' + name('parsed')),\n"
@@ -268,11 +269,16 @@ def test_the_daemon_does_not_intern_the_names_in_its_paths() -> None:
         "for kind, path in paths.items():\n"
         "    assert str(path) == '/inbox/' + name(kind), path\n"
         "    print(kind, sys.intern(name(kind)) is path.parts[-1])\n"
+        "import tempfile\n"  # pathlib's other uses of sys (rglob's audit event) still reach it
+        "with tempfile.TemporaryDirectory() as d:\n"
+        "    (Path(d) / 'a').mkdir(); (Path(d) / 'a' / 'b.json').write_text('[]')\n"
+        "    print('rglob', sorted(p.relative_to(d).as_posix() for p in Path(d).rglob('*')))\n"
     )
     interned = {
         how: subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, check=True).stdout
         for how in ("default", "tuned")
     }
-    assert interned["tuned"] == "joined False\nparsed False\nresolved False\n", interned
+    walked = "rglob ['a', 'a/b.json']\n"
+    assert interned["tuned"] == "joined False\nparsed False\nresolved False\n" + walked, interned
     if sys.version_info < (3, 14):  # the model: 3.11-3.13 pathlib interns every part it parses
-        assert interned["default"] == "joined True\nparsed True\nresolved True\n", interned
+        assert interned["default"] == "joined True\nparsed True\nresolved True\n" + walked, interned
