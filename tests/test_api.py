@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -196,7 +197,8 @@ async def test_a_page_of_ingestions_costs_one_progress_query(tmp_path: Path) -> 
         rows = await store.list_ingestions(None, 1000, 0)
         statements: list[str] = []
         await store._db.set_trace_callback(statements.append)
-        page = await views.ingestions(store, NotRunning(), rows)  # type: ignore[arg-type]
+        shape = await views.ingestions(store, NotRunning(), rows)  # type: ignore[arg-type]
+        page = shape(rows[:150]) + shape(rows[150:])  # shaping reads nothing more, slice by slice
         await store._db.set_trace_callback(None)
         assert len(page) == 200 and len(statements) == 1, statements[:5]
         by_name = {p["file_name"]: p for p in page}
@@ -392,3 +394,90 @@ async def test_a_malformed_host_or_origin_is_refused_not_an_internal_error(
         "GET", "/api/ingestions", headers={"Host": f"[::1]:{port}", "Origin": f"http://[::1]:{port}"}
     )
     assert code == 200, answer
+
+
+@pytest.mark.parametrize("count", [0, 1, 100, 101, 250])
+async def test_a_long_list_is_written_a_batch_at_a_time_and_reads_as_one_answer(count: int) -> None:
+    """json_with_list renders at most BATCH items at a time and writes each batch as it goes (a chunked
+    answer), and the bytes are those of the whole answer built at once: the same keys in the same order."""
+    import aiohttp
+    import orjson
+    from aiohttp import web
+
+    from pimingestd.http import streamed
+
+    items = list(range(count))
+    slices: list[int] = []
+
+    def shaped(part: Sequence[int]) -> list[dict[str, object]]:
+        return [{"n": n, "text": f'r\u00e9cord "{n}"\n'} for n in part]
+
+    def render(part: Sequence[int]) -> list[dict[str, object]]:
+        slices.append(len(part))
+        return shaped(part)
+
+    before, after = {"ingestion_id": "x", "delta_scope": None}, {"limit": 1000, "total": count}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        which = request.query["which"]
+        return await streamed.json_with_list(
+            request,
+            before if which in ("both", "before") else {},
+            "items",
+            items,
+            render,
+            after if which in ("both", "after") else None,
+        )
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as s:
+            for which in ("both", "before", "after", "neither"):
+                slices.clear()
+                async with s.get(f"http://127.0.0.1:{port}/", params={"which": which}) as r:
+                    raw = await r.read()
+                    assert r.status == 200 and r.content_type == "application/json"
+                    assert r.headers.get("Transfer-Encoding") == "chunked", r.headers
+                whole = {
+                    **(before if which in ("both", "before") else {}),
+                    "items": shaped(items),
+                    **(after if which in ("both", "after") else {}),
+                }
+                assert raw == orjson.dumps(whole), (which, raw[:200])
+                assert all(0 < n <= streamed.BATCH for n in slices), slices
+                assert sum(slices) == count and len(slices) == -(-count // streamed.BATCH), slices
+    finally:
+        await runner.cleanup()
+    with pytest.raises(ValueError, match="given twice"):
+        await streamed.json_with_list(None, {"items": 1}, "items", items, render)  # type: ignore[arg-type]
+
+
+async def test_a_page_of_a_thousand_ingestions_is_streamed_whole(make_daemon: MakeDaemon) -> None:
+    """The API's largest page (1,000 ingestions, ten batches) reads as one answer, every row in order,
+    with `limit`, `offset` and `total` after the list as before."""
+    import sqlite3 as sq
+    import time as clock
+
+    d = await make_daemon()
+    con = sq.connect(d.config.daemon.state_db)
+    now = clock.time()
+    con.executemany(
+        "INSERT INTO ingestions (id, file_id, path, file_name, size, mtime_ns, format, chunk_records, preflight,"
+        " source, status, created_at, updated_at) VALUES (?, ?, ?, ?, 1, 1, 'json', 10, 1, 'api', 'completed', ?, ?)",
+        [(f"{i:032x}", f"sha256:{i:064x}", f"/in/{i}", f"f{i}.json", now - i, now - i) for i in range(1_200)],
+    )
+    con.commit()
+    con.close()
+    code, page = await d.request("GET", "/api/ingestions?limit=1000&offset=100")
+    assert code == 200
+    assert list(page) == ["ingestions", "limit", "offset", "total"]
+    assert (page["limit"], page["offset"], page["total"]) == (1000, 100, 1_200)
+    assert [p["file_name"] for p in page["ingestions"]] == [f"f{i}.json" for i in range(100, 1_100)]
+    code, page = await d.request("GET", "/api/ingestions?status=nonsense")
+    assert code == 400 and "`status` must be one of" in page["error"], page  # an error answer, not a cut stream

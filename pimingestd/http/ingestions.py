@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -16,6 +18,7 @@ from . import views
 from .keys import SCHEDULER, STORE
 from .middleware import ApiError, json_response
 from .params import query_int
+from .streamed import json_with_list
 
 
 async def _ingestion(request: web.Request) -> Ingestion:
@@ -25,7 +28,7 @@ async def _ingestion(request: web.Request) -> Ingestion:
     return ing
 
 
-async def list_ingestions(request: web.Request) -> web.Response:
+async def list_ingestions(request: web.Request) -> web.StreamResponse:
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
         raise ApiError(400, f"`status` must be one of {', '.join(STATUSES)}")
@@ -34,21 +37,25 @@ async def list_ingestions(request: web.Request) -> web.Response:
     name = request.query.get("q", "")[:200]  # a part of the file name
     store = request.app[STORE]
     rows = await store.list_ingestions(status, limit, offset, name)
-    page = await views.ingestions(store, request.app[SCHEDULER], rows)
+    shape = await views.ingestions(store, request.app[SCHEDULER], rows)
     total = await store.count_ingestions(status, name)
-    return json_response({"ingestions": page, "limit": limit, "offset": offset, "total": total})
+    return await json_with_list(
+        request, {}, "ingestions", rows, shape, {"limit": limit, "offset": offset, "total": total}
+    )
 
 
 async def get_ingestion(request: web.Request) -> web.Response:
     return json_response(await views.ingestion(request.app[STORE], request.app[SCHEDULER], await _ingestion(request)))
 
 
-async def list_chunks(request: web.Request) -> web.Response:
+async def list_chunks(request: web.Request) -> web.StreamResponse:
     ing = await _ingestion(request)
     start = query_int(request, "from", 1, 1, 10**12)
     limit = query_int(request, "limit", 100, 1, 1000)
     rows = await request.app[STORE].chunks(ing.id, start, limit)
-    return json_response({"ingestion_id": ing.id, "chunks": [views.chunk(r) for r in rows]})
+    return await json_with_list(
+        request, {"ingestion_id": ing.id}, "chunks", rows, lambda part: list(map(views.chunk, part))
+    )
 
 
 async def timeline(request: web.Request) -> web.Response:
@@ -82,27 +89,31 @@ async def rejects(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def deletions(request: web.Request) -> web.Response:
+async def deletions(request: web.Request) -> web.StreamResponse:
     """The keys of the delta scope that this full file no longer holds, a page at a time."""
     ing = await _ingestion(request)
     limit = query_int(request, "limit", 1000, 1, 10000)
     offset = query_int(request, "offset", 0, 0, 10**12)
     mode = record_rules.stored(ing.rules).deletions
     rows = await request.app[STORE].deletion_rows(ing.id, limit, offset)
-    return json_response(
-        {
-            "ingestion_id": ing.id,
-            "delta_scope": ing.scope or None,
-            "deletions_mode": mode,
-            "total": ing.deletions,
-            "limit": limit,
-            "offset": offset,
-            "deletions": [
-                {"key": orjson.loads(key), "state": state, **({"reason": reason} if reason else {})}
-                for key, state, reason in rows
-            ],
-        }
-    )
+    page = {
+        "ingestion_id": ing.id,
+        "delta_scope": ing.scope or None,
+        "deletions_mode": mode,
+        "total": ing.deletions,
+        "limit": limit,
+        "offset": offset,
+    }
+    return await json_with_list(request, page, "deletions", rows, _deletions)
+
+
+def _deletions(rows: Sequence[tuple[str, str, str | None]]) -> list[dict[str, Any]]:
+    """Deletion rows as the API shows them: the key as JSON again (it is stored canonical), and a reason
+    only when there is one."""
+    return [
+        {"key": orjson.loads(key), "state": state, **({"reason": reason} if reason else {})}
+        for key, state, reason in rows
+    ]
 
 
 async def resume(request: web.Request) -> web.Response:

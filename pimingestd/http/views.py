@@ -2,13 +2,14 @@
 
 A page of ingestions costs one query for their rows and one for their
 progress (state.summaries), whatever its length; rate and ETA come from the
-scheduler's record of the current run.
+scheduler's record of the current run. Shaping is pure, so a long page can be
+shaped and written a slice at a time (http/streamed.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import redaction
@@ -20,13 +21,17 @@ from ..state import StateStore
 from ..timestamps import iso, iso_or_none
 
 
-async def ingestions(store: StateStore, scheduler: Scheduler, rows: Sequence[Ingestion]) -> list[dict[str, Any]]:
+async def ingestions(
+    store: StateStore, scheduler: Scheduler, rows: Sequence[Ingestion]
+) -> Callable[[Sequence[Ingestion]], list[dict[str, Any]]]:
+    """Read the progress of ``rows`` (one query), and return what shapes any slice of them: a long page is
+    then written a slice at a time (http/streamed.py), with nothing left to read once it has begun."""
     progress = await store.summaries([ing.id for ing in rows])
-    return [_ingestion(ing, progress.get(ing.id, Progress()), scheduler) for ing in rows]
+    return lambda part: [_ingestion(ing, progress.get(ing.id, Progress()), scheduler) for ing in part]
 
 
 async def ingestion(store: StateStore, scheduler: Scheduler, ing: Ingestion) -> dict[str, Any]:
-    return (await ingestions(store, scheduler, [ing]))[0]
+    return (await ingestions(store, scheduler, [ing]))([ing])[0]
 
 
 def _ingestion(ing: Ingestion, p: Progress, scheduler: Scheduler) -> dict[str, Any]:
