@@ -716,8 +716,8 @@ async def soak_case(tmp: Path, plan: SoakPlan, rows: list[Row]) -> None:
     """The long soak (tests/soak.py's long mode) as a benchmark: many small files of the mix, one after
     another, by the API and through the inbox, with kills and receiver faults in the first ``kill_share`` of
     the run if asked; after a warm-up of the last daemon, the RSS slope (least squares) and growth of the whole
-    process tree (the daemon, the parse worker, its forkserver, the resource tracker), its fds and threads,
-    the state database and the spool. The samples go to bench/out/soak.csv."""
+    process tree (the daemon and the parse worker), its fds and threads,
+    the state database and the spool. The samples go to bench/out/soak.csv, and to soak-SEED.csv."""
     import random
 
     from tests.soak import long_soak
@@ -736,7 +736,9 @@ async def soak_case(tmp: Path, plan: SoakPlan, rows: list[Row]) -> None:
         bounds=False,
     )
     OUT.mkdir(exist_ok=True)
-    (OUT / "soak.csv").write_text("seconds,tree_rss_bytes\n" + "".join(f"{t},{r}\n" for t, r in f["samples"]))
+    samples = "seconds,tree_rss_bytes\n" + "".join(f"{t},{r}\n" for t, r in f["samples"])
+    (OUT / "soak.csv").write_text(samples)  # the last run's
+    (OUT / f"soak-{seed}.csv").write_text(samples)  # each run's, when several run at once
     growth = f["rss_mib"][1] - f["rss_mib"][0]
     what = (
         f"{plan.minutes:g} min, {'/'.join(plan.formats)}"

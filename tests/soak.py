@@ -146,9 +146,8 @@ FORMATS = ("json", "jsonl", "csv", "xml", "excel", "jsonl.gz")
 
 
 def tree(pid: int) -> tuple[int, int, int, int, int]:
-    """RSS, fds and threads summed over a process and its children (the parse worker, its forkserver and
-    multiprocessing's resource tracker): what systemd's MemoryMax counts; how many processes; and the RSS
-    of the process alone."""
+    """RSS, fds and threads summed over a process and its children (the parse worker): what systemd's
+    MemoryMax counts; how many processes; and the RSS of the process alone."""
     import psutil
 
     rss = fds = threads = n = own = 0
