@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -399,8 +401,8 @@ async def test_a_malformed_host_or_origin_is_refused_not_an_internal_error(
 @pytest.mark.parametrize("count", [0, 1, 100, 101, 250])
 async def test_a_long_list_is_written_a_batch_at_a_time_and_reads_as_one_answer(count: int) -> None:
     """json_with_list renders at most BATCH items at a time and writes each batch as it goes (a chunked
-    answer), and the bytes are those of the whole answer built at once: the same keys in the same order."""
-    import aiohttp
+    answer), and the bytes are those of the whole answer built at once: the same keys in the same order.
+    A HEAD request gets the headers and no body, and renders nothing."""
     import orjson
     from aiohttp import web
 
@@ -420,8 +422,7 @@ async def test_a_long_list_is_written_a_batch_at_a_time_and_reads_as_one_answer(
 
     async def handler(request: web.Request) -> web.StreamResponse:
         which = request.query["which"]
-        return await streamed.json_with_list(
-            request,
+        return streamed.json_with_list(
             before if which in ("both", "before") else {},
             "items",
             items,
@@ -429,33 +430,81 @@ async def test_a_long_list_is_written_a_batch_at_a_time_and_reads_as_one_answer(
             after if which in ("both", "after") else None,
         )
 
+    async with _served(handler) as (url, s):
+        for which in ("both", "before", "after", "neither"):
+            slices.clear()
+            async with s.get(url, params={"which": which}) as r:
+                raw = await r.read()
+                assert r.status == 200 and r.content_type == "application/json"
+                assert r.headers.get("Transfer-Encoding") == "chunked", r.headers
+            whole = {
+                **(before if which in ("both", "before") else {}),
+                "items": shaped(items),
+                **(after if which in ("both", "after") else {}),
+            }
+            assert raw == orjson.dumps(whole), (which, raw[:200])
+            assert all(0 < n <= streamed.BATCH for n in slices), slices
+            assert sum(slices) == count and len(slices) == -(-count // streamed.BATCH), slices
+        slices.clear()
+        async with s.head(url, params={"which": "both"}) as r:
+            assert r.status == 200 and await r.read() == b"" and slices == [], slices
+    with pytest.raises(ValueError, match="given twice"):
+        streamed.json_with_list({"items": 1}, "items", items, render)
+
+
+async def test_a_client_that_leaves_during_a_long_list_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A client that closes its connection while a long answer is written (a browser closed during the
+    download of 10,000 deletions) stops the writing quietly, as a file download does: no error is logged,
+    the rest is not rendered, and the server answers the next request."""
+    import asyncio
+    import logging
+
+    from aiohttp import web
+
+    from pimingestd.http import streamed
+
+    rendered: list[int] = []
+
+    def render(part: Sequence[int]) -> list[str]:
+        rendered.append(len(part))
+        return ["x" * 2000 for _ in part]  # 200 KB a batch: the socket's buffers fill long before the end
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return streamed.json_with_list({}, "items", range(int(request.query.get("n", 100_000))), render)
+
+    caplog.set_level(logging.DEBUG)
+    async with _served(handler) as (url, s):
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert (await reader.readexactly(64)).startswith(b"HTTP/1.1 200")
+        writer.transport.abort()  # gone, with megabytes still to come
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+        assert 0 < sum(rendered) < 100_000, sum(rendered)
+        async with s.get(url, params={"n": 3}) as r:
+            assert r.status == 200 and len(await r.read()) == 3 * 2003 + len('{"items":[]}') - 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+@contextlib.asynccontextmanager
+async def _served(handler: Any) -> AsyncIterator[tuple[str, Any]]:
+    """``handler`` at / of a real aiohttp server on 127.0.0.1, and a client session."""
+    import aiohttp
+    from aiohttp import web
+
     app = web.Application()
     app.router.add_get("/", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession() as s:
-            for which in ("both", "before", "after", "neither"):
-                slices.clear()
-                async with s.get(f"http://127.0.0.1:{port}/", params={"which": which}) as r:
-                    raw = await r.read()
-                    assert r.status == 200 and r.content_type == "application/json"
-                    assert r.headers.get("Transfer-Encoding") == "chunked", r.headers
-                whole = {
-                    **(before if which in ("both", "before") else {}),
-                    "items": shaped(items),
-                    **(after if which in ("both", "after") else {}),
-                }
-                assert raw == orjson.dumps(whole), (which, raw[:200])
-                assert all(0 < n <= streamed.BATCH for n in slices), slices
-                assert sum(slices) == count and len(slices) == -(-count // streamed.BATCH), slices
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}/", s
     finally:
         await runner.cleanup()
-    with pytest.raises(ValueError, match="given twice"):
-        await streamed.json_with_list(None, {"items": 1}, "items", items, render)  # type: ignore[arg-type]
 
 
 async def test_a_page_of_a_thousand_ingestions_is_streamed_whole(make_daemon: MakeDaemon) -> None:

@@ -39,9 +39,7 @@ async def list_ingestions(request: web.Request) -> web.StreamResponse:
     rows = await store.list_ingestions(status, limit, offset, name)
     shape = await views.ingestions(store, request.app[SCHEDULER], rows)
     total = await store.count_ingestions(status, name)
-    return await json_with_list(
-        request, {}, "ingestions", rows, shape, {"limit": limit, "offset": offset, "total": total}
-    )
+    return json_with_list({}, "ingestions", rows, shape, {"limit": limit, "offset": offset, "total": total})
 
 
 async def get_ingestion(request: web.Request) -> web.Response:
@@ -53,9 +51,7 @@ async def list_chunks(request: web.Request) -> web.StreamResponse:
     start = query_int(request, "from", 1, 1, 10**12)
     limit = query_int(request, "limit", 100, 1, 1000)
     rows = await request.app[STORE].chunks(ing.id, start, limit)
-    return await json_with_list(
-        request, {"ingestion_id": ing.id}, "chunks", rows, lambda part: list(map(views.chunk, part))
-    )
+    return json_with_list({"ingestion_id": ing.id}, "chunks", rows, lambda part: list(map(views.chunk, part)))
 
 
 async def timeline(request: web.Request) -> web.Response:
@@ -104,7 +100,7 @@ async def deletions(request: web.Request) -> web.StreamResponse:
         "limit": limit,
         "offset": offset,
     }
-    return await json_with_list(request, page, "deletions", rows, _deletions)
+    return json_with_list(page, "deletions", rows, _deletions)
 
 
 def _deletions(rows: Sequence[tuple[str, str, str | None]]) -> list[dict[str, Any]]:

@@ -3,17 +3,19 @@
 A page of 1,000 ingestions built whole is 1,000 dicts of 27 keys (some 0.8 MB, each too large for
 pymalloc, so in glibc's main heap) and then their JSON (0.65 MB more). The long soak polls such a page
 several times a second, as a status script might, and those short-lived megabytes between the daemon's
-long-lived allocations left the main heap some 2 MiB larger, with free holes of 0.5-1 MB in it, after the
-first minutes, and stepping up later (issue 29, docs/performance.md). Written BATCH items at a time, a
-request holds about a tenth of that whatever its page size. The bytes sent are the same as
-``orjson.dumps`` of the whole answer: the same keys in the same order, the list at its place among them.
+long-lived allocations left the main heap some 3 MiB larger, in free holes of 0.5-1 MB, after the first
+minutes, and stepping up later (issue 29, docs/performance.md). Written BATCH items at a time, a request
+holds about a tenth of that whatever its page size. The bytes sent are those of ``orjson.dumps`` of the
+whole answer: the same keys in the same order, the list at its place among them.
 
-Everything that can fail (the queries, the counts) is done before the first byte goes out, so an error is
-still an ordinary error answer; what is left is rendering rows already read."""
+The handler does everything that can fail (the queries, the counts) and returns the answer unwritten;
+aiohttp writes it after the handler, as it writes any answer, so an error before it is still an ordinary
+error answer, and a client that goes away while it is written is no error of the daemon's (aiohttp's
+``finish_response`` takes the ConnectionError quietly, as for a file download)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -24,13 +26,47 @@ BATCH = 100  # items rendered and written at a time
 T = TypeVar("T")
 
 
+class _ListAnswer(web.StreamResponse):
+    """A StreamResponse whose body is written by write_eof, a part at a time, from ``parts``."""
+
+    def __init__(self, parts: Iterator[bytes], status: int) -> None:
+        super().__init__(status=status)
+        self.content_type = "application/json"
+        self._parts: Iterator[bytes] | None = parts
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        parts, self._parts = self._parts, None
+        if parts is not None and not self._must_be_empty_body:  # a HEAD request's answer has no body
+            for part in parts:
+                await self.write(part)
+        await super().write_eof(data)
+
+
 def _object_part(fields: Mapping[str, Any]) -> bytes:
     """``fields`` as the inside of a JSON object: ``"a":1,"b":2`` (b"" when empty)."""
     return orjson.dumps(dict(fields))[1:-1]
 
 
-async def json_with_list(
-    request: web.Request,
+def _parts(
+    before: Mapping[str, Any],
+    key: str,
+    items: Sequence[T],
+    render: Callable[[Sequence[T]], list[Any]],
+    after: Mapping[str, Any],
+) -> Iterator[bytes]:
+    head = _object_part(before)
+    yield b"{" + head + (b"," if head else b"") + orjson.dumps(key) + b":["
+    wrote = False
+    for at in range(0, len(items), BATCH):
+        part = orjson.dumps(render(items[at : at + BATCH]))[1:-1]
+        if part:
+            yield (b"," if wrote else b"") + part
+            wrote = True
+    tail = _object_part(after)
+    yield b"]" + (b"," + tail if tail else b"") + b"}"
+
+
+def json_with_list(
     before: Mapping[str, Any],
     key: str,
     items: Sequence[T],
@@ -38,23 +74,9 @@ async def json_with_list(
     after: Mapping[str, Any] | None = None,
     status: int = 200,
 ) -> web.StreamResponse:
-    """Answer ``{**before, key: render(items), **after}`` as JSON, rendering and writing BATCH items at a
-    time. ``render`` turns a slice of ``items`` into their JSON values; it must not fail (nor await): the
-    answer has begun when it is called."""
+    """The answer ``{**before, key: render(items), **after}`` as JSON, to be written BATCH items at a time:
+    ``render`` turns a slice of ``items`` into their JSON values, once the answer has begun, so it must not
+    fail, nor read anything more."""
     if key in before or (after and key in after):
         raise ValueError(f"{key!r} is given twice")
-    resp = web.StreamResponse(status=status)
-    resp.content_type = "application/json"
-    await resp.prepare(request)
-    head = _object_part(before)
-    await resp.write(b"{" + head + (b"," if head else b"") + orjson.dumps(key) + b":[")
-    wrote = False
-    for at in range(0, len(items), BATCH):
-        part = orjson.dumps(render(items[at : at + BATCH]))[1:-1]
-        if part:
-            await resp.write((b"," if wrote else b"") + part)
-            wrote = True
-    tail = _object_part(after or {})
-    await resp.write(b"]" + (b"," + tail if tail else b"") + b"}")
-    await resp.write_eof()
-    return resp
+    return _ListAnswer(_parts(before, key, items, render, after or {}), status)
