@@ -488,6 +488,98 @@ async def test_a_client_that_leaves_during_a_long_list_is_no_error(caplog: pytes
     assert not errors, [r.getMessage() for r in errors]
 
 
+async def test_a_long_list_to_an_http_1_0_client_ends_with_its_connection() -> None:
+    """HTTP/1.0 has no chunks, so the answer ends when the connection closes; a 1.0 client that asked for
+    keep-alive must not wait out the server's keep-alive timeout for that end."""
+    import asyncio
+
+    import orjson
+    from aiohttp import web
+
+    from pimingestd.http import streamed
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return streamed.json_with_list({"a": 1}, "items", range(250), list)
+
+    async with _served(handler) as (url, _):
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        for ask in ("", "Connection: keep-alive\r\n"):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"GET / HTTP/1.0\r\nHost: {host}\r\n{ask}\r\n".encode())
+            raw = await asyncio.wait_for(reader.read(), 5)  # to the end of the connection
+            writer.close()
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower(), head
+            assert body == orjson.dumps({"a": 1, "items": list(range(250))}), (ask, body[-40:])
+
+
+async def test_a_list_that_cannot_be_rendered_is_cut_off_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A defect in rendering, once the answer has begun: the daemon's own log says so (with the path), the
+    answer ends without its last chunk (a client sees a broken answer, not a short list that reads as
+    whole), and the connection is closed, not left hanging."""
+    import asyncio
+    import logging
+
+    import structlog
+    from aiohttp import web
+
+    from pimingestd.http import streamed
+
+    def render(part: Sequence[int]) -> list[int]:
+        if part[0] >= 200:
+            raise KeyError("a defect")
+        return list(part)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return streamed.json_with_list({}, "items", range(300), render)
+
+    caplog.set_level(logging.DEBUG)
+    async with _served(handler) as (url, _):
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        with structlog.testing.capture_logs() as events:
+            writer.write(f"GET /?x HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            raw = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower(), head
+    assert b"199" in body and b"200" not in body.split(b"199")[-1] and not body.endswith(b"0\r\n\r\n"), body[-60:]
+    assert [(e["event"], e["path"]) for e in events] == [("list answer cut off", "/")], events
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors  # not aiohttp's own, unstructured "Unhandled exception"
+
+
+async def test_a_page_is_shaped_from_what_the_scheduler_knew_when_it_was_read() -> None:
+    """The rows of a long page are shaped while it is written, after the handler: a run started meanwhile,
+    or a failure the disk could not record meanwhile, must not mix into the progress read before."""
+    from pimingestd.http import views
+    from pimingestd.model import Ingestion, Progress, Status
+
+    class Changing:
+        def __init__(self) -> None:
+            self.unrecorded: dict[str, str] = {}
+            self.rates: dict[str, tuple[float, int]] = {}
+
+        def run_started(self, ingestion_id: str) -> tuple[float, int] | None:
+            return self.rates.get(ingestion_id)
+
+    class Store:
+        async def summaries(self, ids: Sequence[str]) -> dict[str, Progress]:
+            return {i: Progress(20, 2000, None, 0) for i in ids}
+
+    row = Ingestion(
+        id="i1", file_id="f", path="/in/a.json", file_name="a.json", size=1, mtime_ns=1, format="json",
+        chunk_records=100, chunk_bytes=None, preflight=True, source="api", status=Status.QUEUED, error=None,
+        spooled=True, total_chunks=30, total_records=3000, created_at=1.0, updated_at=1.0,
+    )  # fmt: skip
+    scheduler = Changing()
+    shape = await views.ingestions(Store(), scheduler, [row])  # type: ignore[arg-type]
+    scheduler.rates["i1"] = (0.0, 3500)  # a run that started after the read, with more ACKed than was read
+    scheduler.unrecorded["i1"] = "disk full"
+    (shown,) = shape([row])
+    assert (shown["status"], shown["records_per_second"], shown["eta_seconds"]) == (Status.QUEUED, None, None), shown
+
+
 @contextlib.asynccontextmanager
 async def _served(handler: Any) -> AsyncIterator[tuple[str, Any]]:
     """``handler`` at / of a real aiohttp server on 127.0.0.1, and a client session."""

@@ -11,7 +11,10 @@ whole answer: the same keys in the same order, the list at its place among them.
 The handler does everything that can fail (the queries, the counts) and returns the answer unwritten;
 aiohttp writes it after the handler, as it writes any answer, so an error before it is still an ordinary
 error answer, and a client that goes away while it is written is no error of the daemon's (aiohttp's
-``finish_response`` takes the ConnectionError quietly, as for a file download)."""
+``finish_response`` takes the ConnectionError quietly, as for a file download). A client that stops reading
+holds its page's rows (at most 1,000 ingestions or 10,000 deletions, some 2 MB) until it reads on or goes
+away: aiohttp waits for the socket to drain each time 64 KiB are buffered, so what is rendered ahead stays
+small. An HTTP/1.0 client's answer ends with its connection (no chunks in 1.0)."""
 
 from __future__ import annotations
 
@@ -19,9 +22,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
+import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11
 
 BATCH = 100  # items rendered and written at a time
+
+log = structlog.get_logger("pimingestd.http")
 
 T = TypeVar("T")
 
@@ -33,12 +41,31 @@ class _ListAnswer(web.StreamResponse):
         super().__init__(status=status)
         self.content_type = "application/json"
         self._parts: Iterator[bytes] | None = parts
+        self._path = ""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        self._path = request.path
+        if request.version < HttpVersion11:
+            # No chunks in HTTP/1.0: the answer ends when the connection does. aiohttp then keeps a 1.0
+            # client's keep-alive all the same (web_response.py clears only a local flag), and one that asked
+            # for it would wait out keepalive_timeout for an end that never comes.
+            self.force_close()
+        return await super().prepare(request)
 
     async def write_eof(self, data: bytes = b"") -> None:
         parts, self._parts = self._parts, None
         if parts is not None and not self._must_be_empty_body:  # a HEAD request's answer has no body
-            for part in parts:
-                await self.write(part)
+            try:
+                for part in parts:
+                    await self.write(part)
+            except ConnectionError:
+                raise  # the client went away: aiohttp's finish_response takes it quietly
+            except Exception:
+                # A defect in rendering, after the status line went out: logged here (aiohttp's own log would
+                # be unstructured and unredacted), and the answer is cut off without its last chunk, so the
+                # client sees a broken answer, never a short list that reads as whole.
+                log.exception("list answer cut off", path=self._path)
+                raise ConnectionResetError("the answer could not be written whole") from None
         await super().write_eof(data)
 
 

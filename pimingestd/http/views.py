@@ -2,8 +2,9 @@
 
 A page of ingestions costs one query for their rows and one for their
 progress (state.summaries), whatever its length; rate and ETA come from the
-scheduler's record of the current run. Shaping is pure, so a long page can be
-shaped and written a slice at a time (http/streamed.py).
+scheduler's record of the current run, read with the progress. Shaping then
+reads nothing more, so a long page can be shaped and written a slice at a time
+(http/streamed.py).
 """
 
 from __future__ import annotations
@@ -24,29 +25,38 @@ from ..timestamps import iso, iso_or_none
 async def ingestions(
     store: StateStore, scheduler: Scheduler, rows: Sequence[Ingestion]
 ) -> Callable[[Sequence[Ingestion]], list[dict[str, Any]]]:
-    """Read the progress of ``rows`` (one query), and return what shapes any slice of them: a long page is
-    then written a slice at a time (http/streamed.py), with nothing left to read once it has begun."""
+    """Read the progress of ``rows`` (one query) and what the scheduler knows of them now, and return what
+    shapes any slice of them from that alone: a long page is written a slice at a time (http/streamed.py),
+    after the handler, and a slice shaped later must not mix this progress with a run started since."""
     progress = await store.summaries([ing.id for ing in rows])
-    return lambda part: [_ingestion(ing, progress.get(ing.id, Progress()), scheduler) for ing in part]
+    now = time.monotonic()
+    started = {ing.id: at for ing in rows if (at := scheduler.run_started(ing.id)) is not None}
+    unrecorded = {ing.id: why for ing in rows if (why := scheduler.unrecorded.get(ing.id)) is not None}
+    return lambda part: [
+        _ingestion(ing, progress.get(ing.id, Progress()), now, started.get(ing.id), unrecorded.get(ing.id))
+        for ing in part
+    ]
 
 
 async def ingestion(store: StateStore, scheduler: Scheduler, ing: Ingestion) -> dict[str, Any]:
     return (await ingestions(store, scheduler, [ing]))([ing])[0]
 
 
-def _ingestion(ing: Ingestion, p: Progress, scheduler: Scheduler) -> dict[str, Any]:
+def _ingestion(
+    ing: Ingestion, p: Progress, now: float, started: tuple[float, int] | None, unrecorded: str | None
+) -> dict[str, Any]:
+    """``started``: the current run's start (Scheduler.run_started); ``unrecorded``: why it failed, when the
+    state disk could not record that (Scheduler.unrecorded); both as they were at ``now``."""
     if ing.pruned_at is not None:  # its chunk rows are gone (retention): the counts kept when they went
         p = Progress(p.chunks_acked + ing.pruned_chunks, p.records_acked + ing.pruned_records, p.last_ack, 0)
     rate = None
-    started = scheduler.run_started(ing.id)
     if started is not None:
-        elapsed = time.monotonic() - started[0]
+        elapsed = now - started[0]
         rate = (p.records_acked - started[1]) / elapsed if elapsed > 0 else 0.0
     eta = None
     if rate and ing.total_records is not None:
         eta = round(max(ing.total_records - p.records_acked, 0) / rate, 1)
     status, error = ing.status, ing.error
-    unrecorded = scheduler.unrecorded.get(ing.id)
     if unrecorded is not None and status in UNFINISHED:  # failed, but the state disk could not record it
         status, error = Status.FAILED, unrecorded
     return {
