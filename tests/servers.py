@@ -258,19 +258,26 @@ class HttpFiles:
 
 
 @contextlib.asynccontextmanager
-async def http_files() -> AsyncIterator[HttpFiles]:
-    files = HttpFiles()
-    app = web.Application()
-    app.router.add_get("/{name:.*}", files.handle)  # and HEAD, through the same handler
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """``app`` on a real aiohttp server at 127.0.0.1, on a free port; yields its base URL (ending in /)."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    files.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield files
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def http_files() -> AsyncIterator[HttpFiles]:
+    files = HttpFiles()
+    app = web.Application()
+    app.router.add_get("/{name:.*}", files.handle)  # and HEAD, through the same handler
+    async with served(app) as url:
+        files.port = int(url.rstrip("/").rsplit(":", 1)[1])
+        yield files
 
 
 # ---- a TCP proxy that cuts one connection ---------------------------------------------------------

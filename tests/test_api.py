@@ -586,17 +586,12 @@ async def _served(handler: Any) -> AsyncIterator[tuple[str, Any]]:
     import aiohttp
     from aiohttp import web
 
+    from .servers import served
+
     app = web.Application()
     app.router.add_get("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        async with aiohttp.ClientSession() as s:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}/", s
-    finally:
-        await runner.cleanup()
+    async with served(app) as url, aiohttp.ClientSession() as s:
+        yield url, s
 
 
 async def test_a_page_of_a_thousand_ingestions_is_streamed_whole(make_daemon: MakeDaemon) -> None:

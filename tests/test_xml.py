@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from pimingestd.errors import ConfigError, ParseError
 from pimingestd.sources import SourceSpec, format_options, read_records
 
+from .servers import served
+
 TEXT = st.text(
     st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"), max_size=10
 ) | st.sampled_from(["", " ", "\n  ", " padded ", "a & b", "<x>", '"q"', "é😀", "]]>"])
@@ -261,13 +263,8 @@ async def dtd_server() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/feed.dtd", dtd)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/feed.dtd", hits
-    await runner.cleanup()
+    async with served(app) as url:
+        yield url + "feed.dtd", hits
 
 
 async def test_an_external_dtd_is_named_but_never_fetched(tmp_path: Path, dtd_server: tuple[str, list[str]]) -> None:
