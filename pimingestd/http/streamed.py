@@ -37,8 +37,8 @@ T = TypeVar("T")
 class _ListAnswer(web.StreamResponse):
     """A StreamResponse whose body is written by write_eof, a part at a time, from ``parts``."""
 
-    def __init__(self, parts: Iterator[bytes], status: int) -> None:
-        super().__init__(status=status)
+    def __init__(self, parts: Iterator[bytes]) -> None:
+        super().__init__()
         self.content_type = "application/json"
         self._parts: Iterator[bytes] | None = parts
         self._path = ""
@@ -99,11 +99,10 @@ def json_with_list(
     items: Sequence[T],
     render: Callable[[Sequence[T]], list[Any]],
     after: Mapping[str, Any] | None = None,
-    status: int = 200,
 ) -> web.StreamResponse:
     """The answer ``{**before, key: render(items), **after}`` as JSON, to be written BATCH items at a time:
     ``render`` turns a slice of ``items`` into their JSON values, once the answer has begun, so it must not
     fail, nor read anything more."""
     if key in before or (after and key in after):
         raise ValueError(f"{key!r} is given twice")
-    return _ListAnswer(_parts(before, key, items, render, after or {}), status)
+    return _ListAnswer(_parts(before, key, items, render, after or {}))
