@@ -188,6 +188,25 @@ async def test_attempts_run_out(make_daemon: MakeDaemon, receiver: Receiver, dat
     assert records_of(await receiver.records(ing)) == [product(i) for i in range(25)]
 
 
+async def test_a_failed_run_leaves_nothing_behind_in_the_engine(
+    make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path
+) -> None:
+    """What the engine keeps per ingestion while it runs (when it last logged progress, its retries) goes
+    with the run whether it completes or fails: a daemon that fails an ingestion a minute must not hold one
+    entry more each time, for years."""
+    await receiver.faults([{"action": "http_500", "chunk": 2, "times": 2}])
+    src = write_json(data_dir / "p.json", [product(i) for i in range(25)])
+    d = await make_daemon(delivery={"max_attempts": 2})
+    runner = d.scheduler._runner
+    _, body = await d.ingest(path=str(src))
+    ing = body["ingestion_id"]
+    assert (await d.wait(ing))["status"] == "failed"  # after chunk 1's ACK logged progress
+    assert (runner._last_progress, runner._retries) == ({}, {})
+    await d.request("POST", f"/api/ingestions/{ing}/resume")
+    assert (await d.wait(ing))["status"] == "completed"
+    assert (runner._last_progress, runner._retries) == ({}, {})
+
+
 async def test_retryable_reject_is_resent(make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
     """A retryable reject is re-sent as a new attempt."""
     await receiver.faults([{"action": "reject_retryable", "chunk": 1, "times": 1}])

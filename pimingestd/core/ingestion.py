@@ -116,15 +116,19 @@ class Runner:
         """Check the file, spool it (preflight) or stream it, deliver every chunk after the last ACKed
         one, write the reject file, check the file again, claim and send the completion. Raises Paused when
         the daemon drains. Ingestions of one delta scope run one after another (in the order they asked)."""
-        if not ing.scope:
-            return await self._run(ing, resumed)
-        lock = self._scopes.setdefault(ing.scope, asyncio.Lock())
         try:
-            async with lock:
-                await self._run(await self._get(ing.id), resumed)
-        finally:
-            if not lock.locked() and self._scopes.get(ing.scope) is lock:
-                del self._scopes[ing.scope]
+            if not ing.scope:
+                return await self._run(ing, resumed)
+            lock = self._scopes.setdefault(ing.scope, asyncio.Lock())
+            try:
+                async with lock:
+                    await self._run(await self._get(ing.id), resumed)
+            finally:
+                if not lock.locked() and self._scopes.get(ing.scope) is lock:
+                    del self._scopes[ing.scope]
+        finally:  # failed, paused or cancelled as well: nothing kept per ingestion outlives its run
+            self._last_progress.pop(ing.id, None)
+            self._retries.pop(ing.id, None)
 
     def reject_file(self, ing: Ingestion) -> Path:
         return self.rejects_dir / f"{ing.id}{reject_file.suffix(ing.format, ing.file_name)}"
@@ -190,7 +194,6 @@ class Runner:
         crash_point("engine.after-complete")
         await self._store.transition(ing.id, Status.COMPLETED)
         await self.discard_spool(ing.id)
-        self._last_progress.pop(ing.id, None)
         chunks, records = await self._store.progress(ing.id)
         ended = time.monotonic()
         elapsed = ended - started
