@@ -105,3 +105,37 @@ def test_every_format_option_is_described() -> None:
     assert all_option_names() <= body, all_option_names() - body
     assert all_option_names() <= query, all_option_names() - query
     assert SPEC["components"]["schemas"]["Format"]["enum"] == list(FORMATS)
+
+
+async def test_deletion_pages_match_their_schema(make_daemon: MakeDaemon, receiver: Receiver, data_dir: Path) -> None:
+    """The deletions page in each state a key can have (absent, deleted, refused with PIM-Core's reason), its
+    errors, and an ingestion without a scope, validate against the documented schemas."""
+    d = await make_daemon()
+    scope = {"key": "sku", "delta": True, "delta_scope": "products"}
+
+    async def ingest(name: str, records: list[dict[str, Any]], **options: Any) -> str:
+        code, body = await d.ingest(path=str(write_json(data_dir / name, records)), **{**scope, **options})
+        assert code == 202, body
+        st = await d.wait(body["ingestion_id"])
+        assert st["status"] == "completed", st
+        return str(st["ingestion_id"])
+
+    await ingest("day1.json", [product(i) for i in range(10)])
+    reported = await ingest("day2.json", [product(i) for i in range(8)], deletions="report")
+    await receiver.faults([{"action": "reject_records", "field": "sku", "values": ["SKU-000009"]}])
+    sent = await ingest("day3.json", [dict(product(0), stock=5)] + [product(i) for i in range(1, 8)], deletions="send")
+    plain = await ingest("other.json", [product(1)], delta=False, delta_scope=None, key=None)
+    pages = {}
+    for ing, query in ((reported, ""), (sent, ""), (sent, "?limit=1&offset=1"), (plain, "")):
+        code, body = await d.request("GET", f"/api/ingestions/{ing}/deletions{query}")
+        assert code == 200, body
+        check("/api/ingestions/{id}/deletions", "get", code, body)
+        pages[ing, query] = body
+    assert [x["state"] for x in pages[reported, ""]["deletions"]] == ["absent", "absent"]
+    assert [x["state"] for x in pages[sent, ""]["deletions"]] == ["deleted", "refused"]
+    assert pages[sent, ""]["deletions"][1]["reason"], pages[sent, ""]
+    assert pages[plain, ""]["total"] == 0 and pages[plain, ""]["delta_scope"] is None
+    for path in (f"/api/ingestions/{sent}/deletions?limit=0", "/api/ingestions/nope/deletions"):
+        code, body = await d.request("GET", path)
+        assert code in (400, 404), (path, code, body)
+        check("/api/ingestions/{id}/deletions", "get", code, body)
