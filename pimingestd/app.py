@@ -13,8 +13,6 @@ signal skips the drain. Whatever was not ACKed is re-sent after the next start.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import fcntl
 import gc
 import os
@@ -30,7 +28,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from . import __version__, checks  # noqa: F401  (checks: each layer registers its config checks)
+from . import __version__, allocator, checks  # noqa: F401  (checks: each layer registers its config checks)
 from .config import Config
 from .core.scheduler import Scheduler
 from .errors import StateError
@@ -74,23 +72,6 @@ def _lock_state(state_db: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
-
-
-def tune_malloc(arenas: int = 1, mmap_threshold: int = 1 << 20) -> None:
-    """Keep glibc from holding memory it no longer needs (RSS, not leaks):
-    - one arena for every thread: worker threads (parsing, hashing, the state database's, fsspec's loop)
-      would each grow one. With two, which threads shared the second one varied from run to run, and a run
-      in three or so held 5-7 MiB more (the S3 row of ``bench --only remote``: 85 MiB against 78); with one,
-      the tree's peak on the mixed files is 83-86 MiB instead of 84-92, and 56 MiB at idle instead of 60-62,
-      for end-to-end speeds within the runs' spread (docs/performance.md, issue 29);
-    - fix the mmap threshold: by default it rises after a large block is freed, so later
-      chunk-sized buffers (up to [chunking] bytes) come from the heap and stay there."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
 
 
 class _SysWithoutIntern:
@@ -265,7 +246,7 @@ async def stop_taking_work(app: web.Application) -> None:
 
 async def run(config: Config) -> int:
     """Serve until a signal; returns the process exit code."""
-    tune_malloc()
+    allocator.tune_malloc()
     stop_interning_path_parts()
     tune_gc()
     loop = asyncio.get_running_loop()
@@ -305,6 +286,7 @@ async def run(config: Config) -> int:
             complete_url=config.pimcore.complete_url,
             signed=bool(config.pimcore.secret),
             resuming=unfinished,
+            glibc_tunables=os.environ.get(allocator.TUNABLES),  # thread caches off: allocator.py
         )
         if not config.http.loopback and not (config.pimcore.secret and config.http.api_token):
             log.warning(

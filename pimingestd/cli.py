@@ -21,7 +21,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from . import __version__, checks, logs  # noqa: F401  (checks: before any config is parsed)
+from . import __version__, allocator, checks, logs  # noqa: F401  (checks: before any config is parsed)
 from . import config as config_mod
 from .errors import ConfigError, StateError
 from .model import REMOTE_SCHEMES, STATUSES, Status
@@ -225,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _receiver(args)
     if args.command in ("ingest", "status", "resume", "cancel", "rejects"):
         return _client_command(args)
+    if args.command == "run" and argv is None:  # this process's own command line: it can start it again
+        allocator.start_without_thread_caches()
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:

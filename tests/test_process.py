@@ -218,13 +218,13 @@ async def test_no_parse_worker_runs_until_a_json_file_needs_it(make_cluster: Mak
 
 
 def test_the_daemons_threads_share_one_malloc_arena() -> None:
-    """app.tune_malloc, as the daemon calls it first: threads allocating at once all use glibc's main arena
+    """allocator.tune_malloc, as the daemon calls it first: threads allocating at once all use glibc's main arena
     (malloc_info lists one heap), where with glibc's default they grow arenas of their own."""
     code = (
         "import ctypes, sys, tempfile, threading\n"
-        "from pimingestd import app\n"
+        "from pimingestd import allocator\n"
         "if sys.argv[1] == 'tuned':\n"
-        "    app.tune_malloc()\n"
+        "    allocator.tune_malloc()\n"
         "go = threading.Barrier(4)\n"
         "def work():\n"
         "    go.wait()\n"
@@ -282,3 +282,76 @@ def test_the_daemon_does_not_intern_the_names_in_its_paths() -> None:
     assert interned["tuned"] == "joined False\nparsed False\nresolved False\n" + walked, interned
     if sys.version_info < (3, 14):  # the model: 3.11-3.13 pathlib interns every part it parses
         assert interned["default"] == "joined True\nparsed True\nresolved True\n" + walked, interned
+
+
+def test_glibcs_thread_caches_keep_freed_blocks_from_the_heap_until_the_tunable_turns_them_off() -> None:
+    """The model allocator.py relies on: a block of 520-1008 bytes (above pymalloc's limit, within the thread
+    caches') freed by a thread is parked in that thread's cache, up to 7 per size, and glibc's free lists do
+    not see it; with ``glibc.malloc.tcache_count=0`` in GLIBC_TUNABLES at start, every one goes to the free
+    lists, where any thread's next request can take it."""
+    code = (
+        "import ctypes\n"
+        "libc = ctypes.CDLL('libc.so.6')\n"
+        "names = ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks')\n"
+        "class Info(ctypes.Structure):\n"
+        "    _fields_ = [(n, ctypes.c_size_t) for n in names + ('keepcost',)]\n"
+        "libc.mallinfo2.restype = Info\n"
+        "libc.malloc.restype = ctypes.c_void_p\n"
+        "libc.malloc.argtypes = [ctypes.c_size_t]\n"
+        "libc.free.argtypes = [ctypes.c_void_p]\n"
+        "sizes = [s for s in range(520, 1024, 16) for _ in range(7)]\n"
+        "blocks = [(libc.malloc(s), libc.malloc(24)) for s in sizes]  # a live guard after each: no merging\n"
+        "before = libc.mallinfo2().fordblks\n"
+        "for block, _ in blocks:\n"
+        "    libc.free(block)\n"
+        "print(libc.mallinfo2().fordblks - before, sum(sizes))\n"
+    )
+    freed = {}
+    for how, tunables in (("default", None), ("off", "glibc.malloc.tcache_count=0")):
+        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        env.update({"GLIBC_TUNABLES": tunables} if tunables else {})
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+        freed[how], total = map(int, out.split())
+    assert freed["default"] < total // 20 and freed["off"] >= total, (freed, total)
+
+
+def test_without_thread_caches_adds_its_tunable_and_keeps_the_operators() -> None:
+    from pimingestd.allocator import without_thread_caches as off
+
+    assert off({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}
+    assert off({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}) == {
+        "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072:glibc.malloc.tcache_count=0"
+    }
+    for theirs in ("glibc.malloc.tcache_count=3", "glibc.malloc.check=0:glibc.malloc.tcache_count=7"):
+        assert off({"GLIBC_TUNABLES": theirs}) is None  # theirs stands: no second start
+    assert off({"GLIBC_TUNABLES": "glibc.malloc.tcache_count_x=1"}) is not None  # another name entirely
+
+
+@pytest.mark.parametrize(
+    ("given", "running"),
+    [
+        (None, "glibc.malloc.tcache_count=0"),
+        ("glibc.malloc.trim_threshold=131072", "glibc.malloc.trim_threshold=131072:glibc.malloc.tcache_count=0"),
+        ("glibc.malloc.tcache_count=3", "glibc.malloc.tcache_count=3"),
+    ],
+)
+async def test_the_daemon_starts_itself_again_with_glibcs_thread_caches_off(
+    make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch, given: str | None, running: str
+) -> None:
+    """``pimingestd run`` replaces itself (the same pid, the same command line) with glibc's thread caches
+    off, adding to the operator's tunables, and leaves an operator's own count as it is; the daemon serves,
+    and its start line says what it runs with."""
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    c = make_cluster(env={"GLIBC_TUNABLES": given} if given else {})
+    await c.start_receiver()
+    await c.start_daemon()
+    assert c.daemon is not None
+    # What the process was started with (glibc 2.36 writes a NUL over each ':' of GLIBC_TUNABLES there as it
+    # parses it, so it is read as a whole and searched); the log line below says what the daemon sees.
+    environ = Path(f"/proc/{c.daemon.pid}/environ").read_text()
+    assert ("glibc.malloc.tcache_count=0" in environ) == running.endswith("tcache_count=0"), environ
+    cmdline = Path(f"/proc/{c.daemon.pid}/cmdline").read_text().split("\0")
+    assert cmdline[1:5] == ["-m", "pimingestd", "run", "--config"], cmdline
+    assert (await c.settle(await c.ingest(write_json(c.data / "p.json", [product(1)]))))["status"] == "completed"
+    started = [json.loads(line) for line in c.log.read_text().splitlines() if '"pimingestd started"' in line]
+    assert [s.get("glibc_tunables") for s in started] == [running], started
