@@ -9,8 +9,11 @@
   that much smaller and flat (the parse worker, which inherits the setting, is 0.4 MiB smaller too).
 - ``tune_malloc``: one arena, and a fixed mmap threshold, set by ``mallopt`` at start.
 
-An operator's own ``glibc.malloc.tcache_count`` in ``GLIBC_TUNABLES`` stands (no second start), and other
-tunables are kept. Not glibc: nothing is done."""
+An operator's own ``glibc.malloc.tcache_count`` in ``GLIBC_TUNABLES`` stands (no second start; ``=7`` is
+glibc's default), and other tunables are kept. The second start takes back the process name the first had
+(``pimingestd`` for the console script, where ``exec`` of the interpreter would make it ``python3``) and
+never starts a third time, whatever glibc made of the tunable: a privileged start (setuid, or an interpreter
+given file capabilities) drops it, and is not tried at all. Not glibc (musl): nothing is done."""
 
 from __future__ import annotations
 
@@ -19,10 +22,14 @@ import ctypes.util
 import os
 import sys
 from collections.abc import Mapping
+from contextlib import suppress
 
 TUNABLES = "GLIBC_TUNABLES"
 THREAD_CACHES = "glibc.malloc.tcache_count"
 THREAD_CACHES_OFF = f"{THREAD_CACHES}=0"
+AGAIN = "PIMINGESTD_STARTED_AGAIN"  # set for the second start only: the process name the first one had
+_AT_SECURE = 23  # getauxval: a privileged exec, where glibc drops most tunables
+_PR_SET_NAME = 15
 
 
 def without_thread_caches(environ: Mapping[str, str]) -> dict[str, str] | None:
@@ -41,17 +48,54 @@ def glibc() -> bool:
 
 
 def start_without_thread_caches() -> None:
-    """Replace this process with the same command, its thread caches off; returns when none is needed, or
-    when the ``exec`` fails (the daemon then runs with them, the same but for its heap)."""
-    env = without_thread_caches(os.environ)
-    if env is None or not glibc() or not sys.executable or not sys.orig_argv:
+    """Replace this process with the same command, its thread caches off; returns when none is needed, when
+    this is that second start, or when the ``exec`` fails (the daemon then runs with them, the same but for
+    its heap)."""
+    name = os.environ.pop(AGAIN, None)  # gone before any child (the parse worker) inherits it
+    if name is not None:
+        _set_name(name)
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
+    env = without_thread_caches(os.environ)
+    if env is None or not glibc() or _privileged() or not sys.executable or not sys.orig_argv:
+        return
+    env[AGAIN] = _name()
+    for stream in (sys.stdout, sys.stderr):  # None when that descriptor is closed
+        if stream is not None:
+            with suppress(OSError, ValueError):
+                stream.flush()
     try:
         os.execve(sys.executable, sys.orig_argv, env)
     except OSError:
         return
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _privileged() -> bool:
+    try:
+        getauxval = _libc().getauxval
+    except (OSError, AttributeError):
+        return False
+    getauxval.restype = ctypes.c_ulong
+    getauxval.argtypes = [ctypes.c_ulong]
+    return bool(getauxval(_AT_SECURE))
+
+
+def _name() -> str:
+    try:
+        with open("/proc/self/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return ""
+
+
+def _set_name(name: str) -> None:
+    if not name:
+        return
+    with suppress(OSError, AttributeError):
+        _libc().prctl(_PR_SET_NAME, ctypes.create_string_buffer(name.encode()[:15]), 0, 0, 0)
 
 
 def tune_malloc(arenas: int = 1, mmap_threshold: int = 1 << 20) -> None:

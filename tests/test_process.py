@@ -327,6 +327,50 @@ def test_without_thread_caches_adds_its_tunable_and_keeps_the_operators() -> Non
     assert off({"GLIBC_TUNABLES": "glibc.malloc.tcache_count_x=1"}) is not None  # another name entirely
 
 
+def test_the_second_start_never_starts_a_third(tmp_path: Path) -> None:
+    """A privileged start (setuid, or an interpreter given file capabilities) makes glibc drop the tunable
+    from the environment; the second start must run on all the same, not exec itself forever. Simulated by
+    dropping it as glibc would, at each start; the marker of the second start reaches no child."""
+    starts = tmp_path / "starts"
+    code = (
+        "import os, sys\n"
+        "os.environ.pop('GLIBC_TUNABLES', None)\n"
+        "from pimingestd import allocator\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    f.write('start\\n')\n"
+        "allocator.start_without_thread_caches()\n"
+        "print(os.environ.get(allocator.AGAIN), flush=True)\n"
+        "os.execv(sys.executable, [sys.executable, '-c', 'import os; print(os.environ.get(\"' + allocator.AGAIN + '\"))'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(starts)], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert starts.read_text() == "start\n" * 2
+    assert out.stdout.split() == ["None", "None"], out.stdout
+
+
+async def test_the_console_script_keeps_its_process_name(make_cluster: MakeCluster) -> None:
+    """``pimingestd run`` from the installed console script runs as ``pimingestd`` (ps, pgrep, journald's
+    _COMM) after it starts itself again, though the exec is of the interpreter; the pid is the one started."""
+    from pimingestd.testing import wait_http
+
+    script = Path(sys.executable).with_name("pimingestd")
+    if not script.exists():
+        pytest.skip(f"no console script at {script} (the package is not installed in this interpreter's env)")
+    c = make_cluster()
+    await c.start_receiver()
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    p = await asyncio.create_subprocess_exec(
+        str(script), "run", "--config", str(c.cfg), env=env, stdout=subprocess.DEVNULL
+    )
+    try:
+        await wait_http(c.durl + "/healthz", ok=lambda s: s == 200, timeout=30, alive=lambda: p.returncode is None)
+        assert Path(f"/proc/{p.pid}/comm").read_text().strip() == "pimingestd"
+        assert "glibc.malloc.tcache_count=0" in Path(f"/proc/{p.pid}/environ").read_text()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(p.wait(), 30) == 0
+
+
 @pytest.mark.parametrize(
     ("given", "running"),
     [
