@@ -399,3 +399,15 @@ async def test_the_daemon_starts_itself_again_with_glibcs_thread_caches_off(
     assert (await c.settle(await c.ingest(write_json(c.data / "p.json", [product(1)]))))["status"] == "completed"
     started = [json.loads(line) for line in c.log.read_text().splitlines() if '"pimingestd started"' in line]
     assert [s.get("glibc_tunables") for s in started] == [running], started
+
+
+@pytest.mark.parametrize("closed", ["1", "2"])
+def test_a_start_with_stdout_or_stderr_closed_still_names_its_config_error(tmp_path: Path, closed: str) -> None:
+    """With a standard stream closed, Python's is None: the start before the exec must not trip on it, and
+    a missing config is still exit 78 (named on stderr when stderr is open)."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    cmd = f'exec "{sys.executable}" -m pimingestd run --config "{tmp_path}/none.toml" {closed}>&-'
+    out = subprocess.run(["sh", "-c", cmd], capture_output=closed == "1", text=True, env=env, timeout=60)
+    assert out.returncode == 78, out
+    if closed == "1":
+        assert "config error" in out.stderr and "Traceback" not in out.stderr, out.stderr
