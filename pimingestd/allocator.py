@@ -108,7 +108,7 @@ def tune_malloc(arenas: int = 1, mmap_threshold: int = 1 << 20) -> None:
     - fix the mmap threshold: by default it rises after a large block is freed, so later
       chunk-sized buffers (up to [chunking] bytes) come from the heap and stay there."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
         libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
     except (OSError, AttributeError):

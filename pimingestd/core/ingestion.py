@@ -117,18 +117,21 @@ class Runner:
         one, write the reject file, check the file again, claim and send the completion. Raises Paused when
         the daemon drains. Ingestions of one delta scope run one after another (in the order they asked)."""
         try:
-            if not ing.scope:
-                return await self._run(ing, resumed)
-            lock = self._scopes.setdefault(ing.scope, asyncio.Lock())
-            try:
-                async with lock:
-                    await self._run(await self._get(ing.id), resumed)
-            finally:
-                if not lock.locked() and self._scopes.get(ing.scope) is lock:
-                    del self._scopes[ing.scope]
+            await self._in_scope_order(ing, resumed)
         finally:  # failed, paused or cancelled as well: nothing kept per ingestion outlives its run
             self._last_progress.pop(ing.id, None)
             self._retries.pop(ing.id, None)
+
+    async def _in_scope_order(self, ing: Ingestion, resumed: bool) -> None:
+        if not ing.scope:
+            return await self._run(ing, resumed)
+        lock = self._scopes.setdefault(ing.scope, asyncio.Lock())
+        try:
+            async with lock:
+                await self._run(await self._get(ing.id), resumed)
+        finally:
+            if not lock.locked() and self._scopes.get(ing.scope) is lock:
+                del self._scopes[ing.scope]
 
     def reject_file(self, ing: Ingestion) -> Path:
         return self.rejects_dir / f"{ing.id}{reject_file.suffix(ing.format, ing.file_name)}"
